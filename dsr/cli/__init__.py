@@ -1,0 +1,1 @@
+"""The ``dsr`` command line: a thin typer layer over the library functions."""

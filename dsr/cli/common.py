@@ -1,0 +1,49 @@
+"""Console, logging and the skip-if-done convention shared by all subcommands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from dsr.utils import is_done, mark_done, read_done_info
+
+console = Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
+    """Rich log lines on stderr; an optional plain log file for the experiment directory."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logger = logging.getLogger("dsr")
+    logger.setLevel(level)
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False, log_time_format="[%X]"))
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(fh)
+    logger.propagate = False
+
+
+def show_progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def already_done(out_dir: Path, stage: str, force: bool) -> bool:
+    """True (and a message) when ``stage`` finished before and ``--force`` was not given."""
+    if force or not is_done(out_dir, stage):
+        return False
+    info = read_done_info(out_dir, stage)
+    console.print(f"[yellow]skip[/] {stage}: already done in {out_dir} ({info.get('summary', '')}); --force to redo")
+    return True
+
+
+def finish(out_dir: Path, stage: str, summary: str, info: dict[str, Any] | None = None) -> None:
+    """Mark ``stage`` done and print its one-line summary."""
+    mark_done(out_dir, stage, {"summary": summary, **(info or {})})
+    console.print(f"[green]done[/] {stage}: {summary}")

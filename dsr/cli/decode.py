@@ -1,0 +1,91 @@
+"""``dsr decode``, ``dsr transcribe`` and ``dsr results``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dsr.cli.common import console, show_progress
+
+
+def decode(
+    exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
+    cuts: list[Path] = typer.Option(..., "--cuts", help="Cuts manifest(s) with features to decode (repeatable)."),
+    lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
+    methods: list[str] = typer.Option(["greedy"], "--method", "-m", help="greedy (transducer) or ctc-greedy; repeatable."),
+    epoch: int = typer.Option(0, "--epoch", help="Decode epoch-E.pt (0 = the newest checkpoint)."),
+    avg: int = typer.Option(1, "--avg", min=1, help="Average the last AVG epoch checkpoints ending at --epoch."),
+    max_duration: float = typer.Option(300.0, "--max-duration", help="Seconds of audio per batch."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    num_threads: int = typer.Option(0, "--num-threads", help="torch CPU threads (0 = default)."),
+) -> None:
+    """Decode cuts and score them: writes recogs.txt, errs.txt and wer.txt.
+
+    Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.
+
+    Examples:
+
+        dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz
+
+        dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m greedy -m ctc-greedy --epoch 10 --avg 3
+    """
+    from dsr.decoding.decode import decode as run_decode
+
+    for c in cuts:
+        for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
+                              progress=show_progress()):
+            console.print(f"[green]done[/] decode: {res.summary()}")
+
+
+def transcribe(
+    files: list[Path] = typer.Argument(..., help="Audio files (wav/flac/..., any sample rate, mono or stereo)."),
+    exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
+    lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
+    method: str = typer.Option("greedy", "--method", "-m", help="greedy or ctc-greedy."),
+    epoch: int = typer.Option(0, "--epoch", help="Checkpoint epoch (0 = newest)."),
+    avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file on stdout.
+
+    Example:
+
+        dsr transcribe --exp-dir exp/conformer --lang-dir data/lang_bpe_256 a.wav b.flac
+    """
+    from dsr.decoding.transcribe import transcribe as run_transcribe
+
+    for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device):
+        print(f"{f}\t{text}")
+
+
+def results(
+    exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory that has been decoded."),
+) -> None:
+    """Print the table of WER/RTF of every decoding result under EXP_DIR/decode.
+
+    Also writes EXP_DIR/results.md and results.json.
+
+    Example:
+
+        dsr results --exp-dir exp/conformer
+    """
+    from rich.table import Table
+
+    from dsr.evaluation.report import collect_results, write_results
+
+    rows = collect_results(exp_dir)
+    if not rows:
+        console.print(f"[red]error:[/] no decoding results under {exp_dir}/decode; run dsr decode first")
+        raise typer.Exit(2)
+    table = Table(title=f"Results: {exp_dir}")
+    for col in ("method", "split", "checkpoint", "WER %", "errors / words", "utts", "RTF"):
+        table.add_column(col, justify="right" if col not in ("method", "split", "checkpoint") else "left")
+    for r in rows:
+        table.add_row(r["method"], r["split"], r["checkpoint"], f"{r['wer']:.2f}", f"{r['errors']} / {r['ref_words']}",
+                      str(r["num_utts"]), f"{r['rtf']:.4f}")
+    from rich.console import Console
+
+    Console().print(table)
+    path = write_results(exp_dir, rows)
+    console.print(f"[green]done[/] results: {len(rows)} rows -> {path}")

@@ -1,0 +1,73 @@
+"""Entry point of the ``dsr`` command.
+
+User errors (:class:`dsr.errors.DsrUserError`) print one red line and exit 2;
+other exceptions are bugs and keep their traceback.  ``--debug`` shows the
+traceback for user errors too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dsr import __version__
+from dsr.cli import data, decode, features, lang, train
+from dsr.cli.common import console, setup_logging
+from dsr.errors import DsrUserError
+
+app = typer.Typer(
+    name="dsr",
+    help=(
+        "dsr: speech recognition training toolkit (pruned RNN-T + CTC).\n\n"
+        "Each stage reads and writes files, so recipes can stop and resume anywhere:\n\n"
+        "prepare -> features -> lang -> train -> decode -> results.  "
+        "See egs/synth/run.sh for a complete recipe."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(data.app, name="prepare")
+app.command("features")(features.features)
+app.command("lang")(lang.lang)
+app.command("train", context_settings={"ignore_unknown_options": False})(train.train)
+app.command("decode")(decode.decode)
+app.command("transcribe")(decode.transcribe)
+app.command("results")(decode.results)
+
+_DEBUG = {"on": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for every error."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug-level log messages."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _DEBUG["on"] = debug
+    setup_logging(verbose)
+
+
+def run() -> None:
+    try:
+        app()
+    except DsrUserError as e:
+        if _DEBUG["on"] or "--debug" in sys.argv:
+            raise
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,97 @@
+"""``dsr train``: every :class:`~dsr.training.config.TrainConfig` field is a flag.
+
+The signature is generated from the dataclass so that flags, YAML keys and the
+saved ``config.yaml`` can never drift apart.  Flags default to ``None`` (= not
+given) so that a value from ``--config`` is only overridden when a flag is typed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dsr.cli.common import already_done, console, setup_logging
+from dsr.training.config import TrainConfig
+
+_DOC = """Train a Conformer transducer with pruned RNN-T + CTC losses.
+
+Resumes automatically from the newest checkpoint in --exp-dir (epoch-E.pt or
+checkpoint-STEP.pt), so an interrupted run continues where it stopped.
+Options can come from --config conf/train.yaml, whose keys are the flag names;
+flags given on the command line win.  The resolved options are saved to
+EXP_DIR/config.yaml, logs to EXP_DIR/log/ and TensorBoard events to EXP_DIR/tensorboard/.
+
+Examples:
+
+    dsr train --config conf/train.yaml
+
+    dsr train --config conf/train.yaml --num-epochs 20 --exp-dir exp/longer
+
+    dsr train --train-cuts data/fbank/my_cuts_train.jsonl.gz --dev-cuts '' --lang-dir data/lang_bpe_500
+"""
+
+
+def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
+    from dsr.training.config import resolve_config
+    from dsr.training.trainer import train as run_train
+
+    cfg = resolve_config(config, flags)
+    exp_dir = Path(cfg.exp_dir)
+    if already_done(exp_dir, "train", force) and _done_epochs(exp_dir) >= cfg.num_epochs:
+        return
+    import time
+
+    setup_logging(log_file=exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt")
+    result = run_train(cfg)
+    console.print(f"[green]done[/] train: {result.summary()}")
+
+
+def _done_epochs(exp_dir: Path) -> int:
+    from dsr.training.checkpoint import epoch_checkpoints
+
+    return max((e for e, _ in epoch_checkpoints(exp_dir)), default=0)
+
+
+def _build() -> Any:
+    params = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--config", help="YAML file whose keys are these flag names."),
+            annotation=Optional[Path],
+        ),
+        inspect.Parameter(
+            "force",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(False, "--force", help="Train again even if exp-dir says training finished."),
+            annotation=bool,
+        ),
+    ]
+    helps = TrainConfig.field_help()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        typ = type(f.default)
+        decl = f"{flag}/--no-{flag[2:]}" if typ is bool else flag
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, decl, help=f"{helps[f.name]} [default: {f.default!r}]", show_default=False),
+                annotation=Optional[typ],
+            )
+        )
+
+    def train(**kwargs: Any) -> None:
+        _train(**kwargs)
+
+    train.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    train.__annotations__ = {p.name: p.annotation for p in params}
+    train.__doc__ = _DOC
+    return train
+
+
+train = _build()

@@ -1,0 +1,17 @@
+"""Corpora to lhotse manifests.
+
+Every importer writes ``<manifest_dir>/<corpus>_recordings_<split>.jsonl.gz`` and
+``<manifest_dir>/<corpus>_supervisions_<split>.jsonl.gz`` and returns
+:class:`dsr.data.report.PrepareReport` objects that say what was kept and what was
+skipped, and why.
+
+Modules:
+
+* :mod:`dsr.data.folder` -- ``audio/<utt-id>.<ext>`` + ``utt-id<TAB>text`` folders.
+* :mod:`dsr.data.kaldi_dir` -- Kaldi data directories (``wav.scp``, ``text``, ...).
+* :mod:`dsr.data.synth` -- the embedded synthetic corpus built with offline TTS.
+* :mod:`dsr.data.sentences` -- the template grammar that provides its text.
+
+Submodules are not imported here: importing lhotse (and torch with it) takes
+seconds, and the sentence generator should not pay for that.
+"""

@@ -1,0 +1,1 @@
+"""Decoding: transducer greedy search, CTC greedy search, the ``dsr decode`` stage."""

@@ -1,0 +1,182 @@
+"""Stage ``dsr features``: lhotse manifests -> cuts with FBANK stored as lilcom.
+
+Reads   ``<manifest_dir>/<corpus>_{recordings,supervisions}_<split>.jsonl.gz``
+Writes  ``<out_dir>/<corpus>_cuts_<split>.jsonl.gz`` and ``<out_dir>/<corpus>_feats_<split>/*.lca``
+
+Every recording is downmixed to mono and resampled to 16 kHz by the same code
+that ``dsr transcribe`` uses, so any input rate or channel count works.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lhotse import CutSet, Features, LilcomChunkyWriter, MonoCut, RecordingSet, SupervisionSet, load_manifest
+from lhotse.supervision import SupervisionSegment
+
+from dsr.errors import DsrUserError
+from dsr.features.audio import resample, speed_perturb, to_mono
+from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.utils import atomic_path
+
+logger = logging.getLogger("dsr")
+
+# Cuts per worker task: large enough to amortise process overhead, small enough for a live progress bar.
+_CHUNK = 64
+
+
+@dataclass
+class FeatureReport:
+    corpus: str
+    split: str
+    num_cuts: int = 0
+    duration_s: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.corpus}/{self.split}: {self.num_cuts} cuts, {self.duration_s / 3600:.2f} h"
+        if self.skipped:
+            s += f", skipped {len(self.skipped)} (" + "; ".join(f"{u}: {r}" for u, r in self.skipped[:3])
+            s += ", ..." if len(self.skipped) > 3 else ""
+            s += ")"
+        return s
+
+
+def cuts_path(fbank_dir: Path | str, corpus: str, split: str) -> Path:
+    return Path(fbank_dir) / f"{corpus}_cuts_{split}.jsonl.gz"
+
+
+def _manifest(manifest_dir: Path, corpus: str, kind: str, split: str) -> Path:
+    p = manifest_dir / f"{corpus}_{kind}_{split}.jsonl.gz"
+    if not p.is_file():
+        raise DsrUserError(f"manifest {p} does not exist; run the data preparation stage first")
+    return p
+
+
+def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
+    """Worker: compute features for (recording, supervision) pairs, one storage file per chunk."""
+    items, storage_file, cfg, factors = args
+    cuts: list[MonoCut] = []
+    skipped: list[tuple[str, str]] = []
+    with LilcomChunkyWriter(storage_file) as writer:
+        for rec, sup in items:
+            try:
+                audio = to_mono(rec.load_audio(offset=sup.start, duration=sup.duration if sup.start or sup.duration < rec.duration else None))
+            except Exception as e:  # any decoding error is a bad file, reported not fatal
+                skipped.append((rec.id, f"unreadable audio ({rec.sources[0].source}): {e}"))
+                continue
+            audio = resample(np.asarray(audio, dtype=np.float32), rec.sampling_rate, cfg.sampling_rate)
+            for factor in factors:
+                x = speed_perturb(audio, cfg.sampling_rate, factor)
+                feats = compute_fbank(x, cfg)
+                if feats.shape[0] < 10:
+                    skipped.append((sup.id, f"too short for features ({x.shape[0]} samples)"))
+                    continue
+                suffix = "" if factor == 1.0 else f"_sp{factor}"
+                cut_id = sup.id + suffix
+                duration = round(x.shape[0] / cfg.sampling_rate, 6)
+                key = writer.write(cut_id, feats)
+                features = Features(
+                    type="kaldi-fbank",
+                    num_frames=feats.shape[0],
+                    num_features=feats.shape[1],
+                    frame_shift=cfg.frame_shift,
+                    sampling_rate=cfg.sampling_rate,
+                    start=0.0,
+                    duration=duration,
+                    storage_type=writer.name,
+                    storage_path=str(storage_file),
+                    storage_key=key,
+                )
+                new_sup = SupervisionSegment(
+                    id=cut_id,
+                    recording_id=cut_id,
+                    start=0.0,
+                    duration=duration,
+                    channel=0,
+                    text=sup.text,
+                    speaker=sup.speaker,
+                    language=sup.language,
+                )
+                # No recording attached: the cut's audio was transformed (downmix, resample,
+                # perturbation) and training only needs the features.  custom keeps provenance.
+                cuts.append(
+                    MonoCut(
+                        id=cut_id,
+                        start=0.0,
+                        duration=duration,
+                        channel=0,
+                        supervisions=[new_sup],
+                        features=features,
+                        custom={"source": rec.sources[0].source, "speed": factor},
+                    )
+                )
+    return cuts, skipped
+
+
+def compute_features(
+    manifest_dir: Path,
+    corpus: str,
+    split: str,
+    out_dir: Path,
+    num_jobs: int = 2,
+    speed_factors: tuple[float, ...] = (1.0,),
+    cfg: FbankConfig = FbankConfig(),
+    progress: bool = True,
+) -> FeatureReport:
+    """Compute FBANK for one split and write its cuts manifest atomically.
+
+    Args:
+        speed_factors: e.g. (0.9, 1.0, 1.1) to add speed-perturbed copies (train only).
+    """
+    if num_jobs < 1:
+        raise ValueError(f"num_jobs must be >= 1, got {num_jobs}")
+    if not speed_factors or any(f <= 0 for f in speed_factors):
+        raise ValueError(f"speed_factors must be positive, got {speed_factors}")
+    manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
+    recordings = load_manifest(_manifest(manifest_dir, corpus, "recordings", split), manifest_cls=RecordingSet)
+    supervisions = load_manifest(_manifest(manifest_dir, corpus, "supervisions", split), manifest_cls=SupervisionSet)
+    report = FeatureReport(corpus=corpus, split=split)
+
+    items = []
+    for sup in supervisions:
+        if sup.recording_id not in recordings:
+            report.skipped.append((sup.id, f"recording {sup.recording_id} missing from the recordings manifest"))
+            continue
+        items.append((recordings[sup.recording_id], sup))
+    storage_dir = out_dir / f"{corpus}_feats_{split}"
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (items[i : i + _CHUNK], storage_dir / f"feats-{i // _CHUNK:05d}.lca", cfg, tuple(speed_factors))
+        for i in range(0, len(items), _CHUNK)
+    ]
+
+    from rich.progress import Progress
+
+    all_cuts: list[MonoCut] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"fbank {corpus}/{split}", total=len(items))
+        if num_jobs == 1 or len(tasks) == 1:
+            results = map(_process_chunk, tasks)
+            for (cuts, skipped), t in zip(results, tasks):
+                all_cuts += cuts
+                report.skipped += skipped
+                bar.advance(task, len(t[0]))
+        else:
+            with ProcessPoolExecutor(num_jobs) as ex:
+                for (cuts, skipped), t in zip(ex.map(_process_chunk, tasks), tasks):
+                    all_cuts += cuts
+                    report.skipped += skipped
+                    bar.advance(task, len(t[0]))
+    for utt, reason in report.skipped:
+        logger.warning("skipped %s: %s", utt, reason)
+    cutset = CutSet.from_cuts(all_cuts)
+    with atomic_path(cuts_path(out_dir, corpus, split)) as tmp:
+        cutset.to_file(tmp)
+    report.num_cuts = len(all_cuts)
+    report.duration_s = sum(c.duration for c in all_cuts)
+    return report

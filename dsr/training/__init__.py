@@ -1,0 +1,1 @@
+"""Stage ``dsr train``: trainer loop, checkpoints, optimiser schedule, data loading."""

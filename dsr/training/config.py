@@ -1,0 +1,139 @@
+"""``dsr train`` options: one dataclass is the YAML schema, the CLI flags and the saved config.
+
+YAML keys are the flag names (``max-duration`` or ``max_duration``); explicit
+flags override the file; the resolved result is written to ``exp/<name>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsr.errors import DsrUserError
+
+
+def opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # Data
+    exp_dir: str = opt("exp/conformer", "Output directory for checkpoints, logs and config.yaml.")
+    train_cuts: str = opt("data/fbank/synth_cuts_train.jsonl.gz", "Cuts manifest with features to train on.")
+    dev_cuts: str = opt("data/fbank/synth_cuts_dev.jsonl.gz", "Cuts manifest for validation loss ('' to skip).")
+    lang_dir: str = opt("data/lang_bpe_256", "Directory with bpe.model and tokens.txt.")
+    max_duration: float = opt(200.0, "Seconds of audio per batch (dynamic bucketing).")
+    min_utt_duration: float = opt(0.3, "Skip utterances shorter than this (seconds).")
+    max_utt_duration: float = opt(30.0, "Skip utterances longer than this (seconds).")
+    num_buckets: int = opt(10, "Duration buckets of the sampler.")
+    num_workers: int = opt(0, "DataLoader worker processes (0 = load in the main process).")
+    spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
+    # Model
+    encoder_dim: int = opt(192, "Conformer model dimension.")
+    num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
+    num_heads: int = opt(4, "Attention heads per block.")
+    ffn_dim: int = opt(768, "Feed-forward hidden size.")
+    conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
+    dropout: float = opt(0.1, "Dropout probability.")
+    decoder_dim: int = opt(256, "Stateless predictor embedding size.")
+    joiner_dim: int = opt(256, "Joiner hidden size.")
+    context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
+    # Loss
+    prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
+    lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
+    am_scale: float = opt(0.0, "AM-only smoothing scale of the simple loss.")
+    simple_loss_scale: float = opt(0.5, "Weight of the simple (linear joiner) loss after warm-up.")
+    ctc_loss_scale: float = opt(0.2, "Weight of the CTC loss (0 disables the CTC head's loss).")
+    model_warm_step: int = opt(500, "Steps over which weight moves from the simple to the pruned loss.")
+    rnnt_backend: str = opt("dsr", "Pruned RNN-T implementation: dsr, fast_rnnt or k2.")
+    # Optimisation
+    num_epochs: int = opt(10, "Number of epochs to train.")
+    start_epoch: int = opt(0, "Epoch to start from; 0 resumes from the latest checkpoint in exp-dir if any.")
+    base_lr: float = opt(2e-3, "Peak learning rate.")
+    warmup_steps: int = opt(300, "Linear learning-rate warm-up steps.")
+    lr_decay_epochs: float = opt(6.0, "Eden-style decay: lr halves roughly every few of these epochs.")
+    weight_decay: float = opt(1e-3, "AdamW weight decay.")
+    grad_clip: float = opt(5.0, "Gradient-norm clipping threshold.")
+    seed: int = opt(42, "Random seed.")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
+    dtype: str = opt("float32", "Autocast dtype: float32, bfloat16 or float16.")
+    num_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
+    # Bookkeeping
+    save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
+    keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
+    log_interval: int = opt(20, "Log training loss every N steps.")
+    max_steps: int = opt(0, "Stop after this many steps in total (0 = no limit); for quick tests.")
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.num_epochs < 1:
+            raise DsrUserError(f"--num-epochs must be >= 1, got {self.num_epochs}")
+        if self.max_duration <= 0:
+            raise DsrUserError(f"--max-duration must be > 0, got {self.max_duration}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
+        if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
+            raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
+        if self.prune_range < 1:
+            raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1"):
+            return True
+        if str(value).lower() in ("false", "no", "0"):
+            return False
+        raise DsrUserError(f"config key {name}: expected true/false, got {value!r}")
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError) as e:
+        raise DsrUserError(f"config key {name}: cannot convert {value!r} to {type(default).__name__}") from e
+
+
+def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults < YAML file < explicit flags (``overrides`` with None meaning 'not given')."""
+    defaults = TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        config_file = Path(config_file)
+        if not config_file.is_file():
+            raise DsrUserError(f"config file {config_file} does not exist")
+        try:
+            raw = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise DsrUserError(f"config file {config_file} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise DsrUserError(f"config file {config_file} must be a mapping of flag names to values")
+        for key, value in raw.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise DsrUserError(f"config file {config_file}: unknown key '{key}' (see dsr train --help)")
+            values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
+    cfg.validate()
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    from dsr.utils import write_text_atomic
+
+    text = yaml.safe_dump({k.replace("_", "-"): v for k, v in cfg.to_dict().items()}, sort_keys=False)
+    write_text_atomic(path, text)
+
+
+assert all(f.default is not MISSING for f in fields(TrainConfig)), "every option needs a default"

@@ -1,0 +1,88 @@
+"""Batches of precomputed FBANK from a cuts manifest (lhotse dynamic bucketing).
+
+Shared by training and decoding so that both read features the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SpecAugment
+
+from dsr.errors import DsrUserError
+
+
+def load_cuts(path: Path | str) -> CutSet:
+    path = Path(path)
+    if not path.is_file():
+        raise DsrUserError(f"cuts manifest {path} does not exist; run the features stage (dsr features) first")
+    return CutSet.from_file(path)
+
+
+def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSet:
+    """Drop cuts whose duration the model cannot (or should not) train on."""
+    return cuts.filter(lambda c: min_duration <= c.duration <= max_duration)
+
+
+def make_loader(
+    cuts: CutSet,
+    max_duration: float,
+    shuffle: bool,
+    spec_augment: bool = False,
+    num_workers: int = 0,
+    num_buckets: int = 10,
+    seed: int = 0,
+    world_size: int | None = None,
+    rank: int | None = None,
+) -> tuple[torch.utils.data.DataLoader, DynamicBucketingSampler]:
+    """A DataLoader of ``{"inputs": (N, T, F), "supervisions": {...}, "cut": [...]}`` batches.
+
+    ``max_duration`` is the total seconds of audio in a batch; dynamic bucketing
+    groups similar lengths so padding stays small.
+    """
+    if max_duration <= 0:
+        raise ValueError(f"max_duration must be > 0, got {max_duration}")
+    transforms = []
+    if spec_augment:
+        # Time warping is off: it needs per-utterance resampling that costs CPU time for little gain at this scale.
+        transforms.append(
+            SpecAugment(time_warp_factor=0, num_frame_masks=2, features_mask_size=15, frames_mask_size=20, p=0.9)
+        )
+    dataset = K2SpeechRecognitionDataset(input_transforms=transforms, return_cuts=True)
+    sampler = DynamicBucketingSampler(
+        cuts,
+        max_duration=max_duration,
+        shuffle=shuffle,
+        num_buckets=num_buckets,
+        seed=seed,
+        drop_last=False,
+        world_size=world_size,
+        rank=rank,
+        buffer_size=max(1000, min(20000, len(cuts) if hasattr(cuts, "__len__") else 20000)),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def batch_texts(batch: dict) -> list[str]:
+    return list(batch["supervisions"]["text"])
+
+
+def batch_features(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, T, F) and their lengths (N,) on ``device``."""
+    feats = batch["inputs"].to(device)
+    sup = batch["supervisions"]
+    # One supervision per cut, starting at frame 0: num_frames is the valid length.
+    lens = sup["num_frames"].to(device)
+    order = sup["sequence_idx"]
+    if not torch.equal(order, torch.arange(len(order))):
+        raise RuntimeError("dsr expects one supervision per cut in batch order")
+    return feats, lens

@@ -1,0 +1,310 @@
+"""The training loop behind ``dsr train``.
+
+Loss (icefall's pruned_transducer_stateless recipe):
+``s * simple + p * pruned + ctc_loss_scale * ctc`` where, during the first
+``model_warm_step`` steps, ``s`` falls from 1 to ``simple_loss_scale`` and ``p``
+rises from 0.1 to 1: the simple loss must first learn alignments good enough to
+prune with.  Losses are summed over the batch and divided by the number of
+encoder frames, so the step size does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsr.errors import DsrUserError
+from dsr.lang.bpe import Tokenizer
+from dsr.models.config import ModelConfig, build_model, count_parameters
+from dsr.training.checkpoint import (
+    epoch_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_step_checkpoints,
+    save_checkpoint,
+)
+from dsr.training.config import TrainConfig, save_config
+from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.training.optim import WarmupEden
+from dsr.utils import mark_done
+
+logger = logging.getLogger("dsr")
+
+
+@dataclass
+class TrainResult:
+    exp_dir: Path
+    epochs_done: int
+    global_step: int
+    last_train_loss: float
+    last_valid_loss: float | None
+    skipped_batches: int
+    num_params: int
+    seconds: float
+
+    def summary(self) -> str:
+        v = f", valid loss {self.last_valid_loss:.4f}" if self.last_valid_loss is not None else ""
+        return (
+            f"trained {self.num_params / 1e6:.2f} M params for {self.epochs_done} epochs / {self.global_step} steps "
+            f"in {self.seconds / 60:.1f} min: train loss {self.last_train_loss:.4f}{v}; "
+            f"{self.skipped_batches} non-finite batches skipped; checkpoints in {self.exp_dir}"
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DsrUserError(f"--device {name!r} is not a valid torch device") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DsrUserError(f"--device {name} asked for CUDA but no GPU is available; use --device cpu")
+    return dev
+
+
+def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
+    return ModelConfig(
+        encoder_dim=cfg.encoder_dim,
+        num_encoder_layers=cfg.num_encoder_layers,
+        num_heads=cfg.num_heads,
+        ffn_dim=cfg.ffn_dim,
+        conv_kernel_size=cfg.conv_kernel_size,
+        dropout=cfg.dropout,
+        decoder_dim=cfg.decoder_dim,
+        joiner_dim=cfg.joiner_dim,
+        context_size=cfg.context_size,
+        vocab_size=tokenizer.vocab_size,
+        blank_id=tokenizer.blank_id,
+    )
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+def _loss_scales(cfg: TrainConfig, step: int) -> tuple[float, float]:
+    if step >= cfg.model_warm_step:
+        return cfg.simple_loss_scale, 1.0
+    frac = step / cfg.model_warm_step
+    return 1.0 - frac * (1.0 - cfg.simple_loss_scale), 0.1 + 0.9 * frac
+
+
+def compute_loss(
+    model: torch.nn.Module, batch: dict, tokenizer: Tokenizer, cfg: TrainConfig, device: torch.device, step: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Scaled total loss per frame, and its parts (per frame) for logging."""
+    feats, lens = batch_features(batch, device)
+    targets = [tokenizer.encode(t) for t in batch_texts(batch)]
+    with _autocast(device, cfg.dtype):
+        out = model(
+            feats,
+            lens,
+            targets,
+            prune_range=cfg.prune_range,
+            am_scale=cfg.am_scale,
+            lm_scale=cfg.lm_scale,
+            rnnt_backend=cfg.rnnt_backend,
+        )
+    s, p = _loss_scales(cfg, step)
+    frames = out["num_frames"].float().clamp(min=1)
+    loss = s * out["simple_loss"] + p * out["pruned_loss"]
+    if cfg.ctc_loss_scale > 0 and "ctc_loss" in out:
+        loss = loss + cfg.ctc_loss_scale * out["ctc_loss"]
+    parts = {k: (v.detach().float() / frames).item() for k, v in out.items() if k.endswith("_loss")}
+    return loss / frames, parts
+
+
+@torch.no_grad()
+def validate(model, loader, tokenizer, cfg, device, step) -> float:
+    model.eval()
+    tot, n = 0.0, 0
+    for batch in loader:
+        loss, _ = compute_loss(model, batch, tokenizer, cfg, device, step)
+        if math.isfinite(loss.item()):
+            tot += loss.item()
+            n += 1
+    model.train()
+    return tot / max(n, 1)
+
+
+def _resume_state(cfg: TrainConfig, exp_dir: Path) -> dict[str, Any] | None:
+    if cfg.start_epoch == 0:
+        path = latest_checkpoint(exp_dir)
+        if path is not None:
+            logger.info("resuming from %s", path)
+            return load_checkpoint(path)
+        return None
+    if cfg.start_epoch == 1:
+        return None
+    path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
+    if not path.is_file():
+        raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
+    return load_checkpoint(path)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume training) a hybrid transducer as configured; returns a summary."""
+    cfg.validate()
+    t0 = time.time()
+    exp_dir = Path(cfg.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, exp_dir / "config.yaml")
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = Tokenizer(cfg.lang_dir)
+    mcfg = model_config_from(cfg, tokenizer)
+    model = build_model(mcfg).to(device)
+    num_params = count_parameters(model)
+    logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
+
+    train_cuts = filter_cuts(load_cuts(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
+    if len(train_cuts) == 0:
+        raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
+    train_loader, sampler = make_loader(
+        train_cuts,
+        cfg.max_duration,
+        shuffle=True,
+        spec_augment=cfg.spec_augment,
+        num_workers=cfg.num_workers,
+        num_buckets=cfg.num_buckets,
+        seed=cfg.seed,
+    )
+    valid_loader = None
+    if cfg.dev_cuts:
+        dev_cuts = filter_cuts(load_cuts(cfg.dev_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
+        valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False)
+
+    start_epoch, global_step, batches_done, skipped = 1, 0, 0, 0
+    state = _resume_state(cfg, exp_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["grad_scaler"])
+        global_step = state["global_step"]
+        skipped = state.get("skipped_batches", 0)
+        if state.get("epoch_finished", True):
+            start_epoch = state["epoch"] + 1
+        else:  # mid-epoch checkpoint: fast-forward the sampler to where it stopped
+            start_epoch = state["epoch"]
+            batches_done = state["batch_in_epoch"]
+            sampler.load_state_dict(state["sampler"])
+
+    writer = _tensorboard(exp_dir)
+    last_train, last_valid = float("nan"), None
+
+    def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "grad_scaler": scaler.state_dict(),
+            "sampler": sampler.state_dict(),
+            "model_config": mcfg.to_dict(),
+            "train_config": cfg.to_dict(),
+            "epoch": epoch,
+            "epoch_finished": finished,
+            "batch_in_epoch": batch_in_epoch,
+            "global_step": global_step,
+            "skipped_batches": skipped,
+        }
+
+    model.train()
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.num_epochs + 1):
+        scheduler.set_epoch(epoch - 1)
+        if batches_done == 0:
+            sampler.set_epoch(epoch)
+        tot_loss, tot_n = 0.0, 0
+        for batch in train_loader:
+            batches_done += 1
+            loss, parts = compute_loss(model, batch, tokenizer, cfg, device, global_step)
+            if not torch.isfinite(loss):
+                skipped += 1
+                logger.warning("step %d: non-finite loss %s, batch skipped (%d so far)", global_step, parts, skipped)
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if not torch.isfinite(grad_norm):
+                skipped += 1
+                logger.warning("step %d: non-finite gradient, batch skipped (%d so far)", global_step, skipped)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.update()
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            global_step += 1
+            tot_loss += loss.item()
+            tot_n += 1
+            if global_step % cfg.log_interval == 0:
+                lr = scheduler.get_last_lr()[0]
+                logger.info(
+                    "epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f",
+                    epoch, global_step, tot_loss / tot_n,
+                    " ".join(f"{k} {v:.3f}" for k, v in parts.items()), lr, grad_norm.item(),
+                )
+                if writer:
+                    writer.add_scalar("train/loss", loss.item(), global_step)
+                    for k, v in parts.items():
+                        writer.add_scalar(f"train/{k}", v, global_step)
+                    writer.add_scalar("train/lr", lr, global_step)
+            if cfg.save_every_n and global_step % cfg.save_every_n == 0:
+                save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", snapshot(epoch, False, batches_done))
+                prune_step_checkpoints(exp_dir, cfg.keep_last_k)
+            if cfg.max_steps and global_step >= cfg.max_steps:
+                break
+        batches_done = 0
+        last_train = tot_loss / max(tot_n, 1)
+        if valid_loader is not None:
+            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step)
+            if writer:
+                writer.add_scalar("valid/loss", last_valid, global_step)
+        logger.info(
+            "epoch %d done: train loss %.4f%s, %.1f min elapsed",
+            epoch, last_train, f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60,
+        )
+        save_checkpoint(exp_dir / f"epoch-{epoch}.pt", snapshot(epoch, True, 0))
+        if cfg.max_steps and global_step >= cfg.max_steps:
+            break
+    if writer:
+        writer.close()
+    epochs_done = max([e for e, _ in epoch_checkpoints(exp_dir)], default=0)
+    result = TrainResult(exp_dir, epochs_done, global_step, last_train, last_valid, skipped, num_params, time.time() - t0)
+    if epochs_done >= cfg.num_epochs:
+        mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
+    return result
+
+
+def _tensorboard(exp_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: training must not depend on it
+        logger.info("tensorboard not installed; no event files written")
+        return None
+    return SummaryWriter(str(exp_dir / "tensorboard"))
