@@ -12,7 +12,8 @@ from rich.logging import RichHandler
 
 from dsr.utils import is_done, mark_done, read_done_info
 
-console = Console(stderr=True)
+# Wide when not a terminal, so log lines in files and CI output are not wrapped mid-path.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:

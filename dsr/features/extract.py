@@ -91,6 +91,8 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                     storage_type=writer.name,
                     storage_path=str(storage_file),
                     storage_key=key,
+                    recording_id=cut_id,
+                    channels=0,
                 )
                 new_sup = SupervisionSegment(
                     id=cut_id,

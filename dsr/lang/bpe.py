@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from lhotse import CutSet
+from lhotse import CutSet, SupervisionSet, load_manifest
 
 from dsr.data.normalize import normalize_text
 from dsr.errors import DsrUserError
@@ -64,8 +64,6 @@ def train_bpe(
         )
     except RuntimeError as e:
         raise DsrUserError(f"sentencepiece failed on {text_file}: {e} (try a smaller --vocab-size)") from e
-    # user_defined_symbols come after unk in sentencepiece's ordering; reorder ids
-    # is impossible, so check the layout we rely on instead of assuming it.
     with atomic_path(lang_dir / "bpe.model") as tmp:
         Path(f"{prefix}.model").replace(tmp)
     Path(f"{prefix}.vocab").unlink(missing_ok=True)
@@ -109,6 +107,11 @@ def train_bpe_from_cuts(cuts_file: Path, lang_dir: Path, vocab_size: int = 256) 
     """Train the tokenizer on the supervision texts of a cuts (or supervisions) manifest."""
     if not Path(cuts_file).is_file():
         raise DsrUserError(f"{cuts_file} does not exist; run the features stage first")
-    cuts = CutSet.from_file(cuts_file)
-    texts = (s.text for c in cuts for s in c.supervisions if s.text)
+    manifest = load_manifest(cuts_file)
+    if isinstance(manifest, SupervisionSet):
+        texts = (s.text for s in manifest if s.text)
+    elif isinstance(manifest, CutSet):
+        texts = (s.text for c in manifest for s in c.supervisions if s.text)
+    else:
+        raise DsrUserError(f"{cuts_file} is a {type(manifest).__name__}; give a cuts or supervisions manifest")
     return train_bpe(texts, lang_dir, vocab_size=vocab_size)

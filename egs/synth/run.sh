@@ -4,11 +4,12 @@
 # The corpus is synthesised offline with the Debian TTS engines (espeak-ng, flite,
 # festival); test voices and test sentences never occur in training.
 #
-# Usage (from anywhere; outputs go to egs/synth/data and egs/synth/exp):
+# Usage (from anywhere; outputs go to egs/synth/data and egs/synth/exp unless --work-dir):
 #   bash egs/synth/run.sh                              # all stages
 #   bash egs/synth/run.sh --stage 3 --stop-stage 3     # only training
 #   bash egs/synth/run.sh --stage 4                    # decode + results
 #   bash egs/synth/run.sh --num-train 200 --num-epochs 1   # a quick smoke run
+#   bash egs/synth/run.sh --work-dir /scratch/synth   # data/ and exp/ somewhere else
 #
 # Stages:
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
@@ -20,7 +21,9 @@
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
 
+caller_dir=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")"
+recipe_dir=$PWD
 root=$(cd ../.. && pwd)
 [ -x "$root/.venv/bin/dsr" ] && export PATH="$root/.venv/bin:$PATH"
 
@@ -33,7 +36,8 @@ num_jobs=2
 vocab_size=256
 num_epochs=
 exp_dir=exp/conformer
-config=conf/train.yaml
+config=$recipe_dir/conf/train.yaml
+work_dir=$recipe_dir
 force=
 
 while [ $# -gt 0 ]; do
@@ -48,12 +52,18 @@ while [ $# -gt 0 ]; do
     --num-epochs) num_epochs=$2; shift 2 ;;
     --exp-dir) exp_dir=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
+    --work-dir) work_dir=$2; shift 2 ;;
     --force) force=--force; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+# Paths given on the command line are relative to where run.sh was called from.
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
+config=$(abspath "$config")
+work_dir=$(abspath "$work_dir")
+mkdir -p "$work_dir" && cd "$work_dir"
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 lang_dir=data/lang_bpe_${vocab_size}
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
