@@ -60,7 +60,7 @@ def make_loader(
         drop_last=False,
         world_size=world_size,
         rank=rank,
-        buffer_size=max(1000, min(20000, len(cuts) if hasattr(cuts, "__len__") else 20000)),
+        buffer_size=20000,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

@@ -1,0 +1,38 @@
+"""Training losses: pruned RNN-T (k2 / fast_rnnt compatible API) and CTC.
+
+The RNN-T functions here are dsr's own pure-PyTorch implementation; use
+:func:`get_rnnt_backend` to swap in ``fast_rnnt`` or ``k2`` with the same API.
+"""
+
+from dsr.losses.backend import RNNT_BACKENDS, get_rnnt_backend
+from dsr.losses.ctc import ctc_loss
+from dsr.losses.mutual_information import mutual_information_recursion
+from dsr.losses.rnnt import (
+    do_rnnt_pruning,
+    get_rnnt_logprobs,
+    get_rnnt_logprobs_joint,
+    get_rnnt_logprobs_pruned,
+    get_rnnt_logprobs_smoothed,
+    get_rnnt_prune_ranges,
+    rnnt_loss,
+    rnnt_loss_pruned,
+    rnnt_loss_simple,
+    rnnt_loss_smoothed,
+)
+
+__all__ = [
+    "RNNT_BACKENDS",
+    "ctc_loss",
+    "do_rnnt_pruning",
+    "get_rnnt_backend",
+    "get_rnnt_logprobs",
+    "get_rnnt_logprobs_joint",
+    "get_rnnt_logprobs_pruned",
+    "get_rnnt_logprobs_smoothed",
+    "get_rnnt_prune_ranges",
+    "mutual_information_recursion",
+    "rnnt_loss",
+    "rnnt_loss_pruned",
+    "rnnt_loss_simple",
+    "rnnt_loss_smoothed",
+]

@@ -1,0 +1,21 @@
+"""Neural models: Conformer encoder, stateless predictor, joiner and the hybrid transducer."""
+
+from dsr.models.config import ModelConfig, build_model, count_parameters
+from dsr.models.conformer import ConformerEncoder, ConformerLayer, chunk_attention_mask
+from dsr.models.joiner import Joiner
+from dsr.models.predictor import StatelessPredictor
+from dsr.models.subsampling import Conv2dSubsampling
+from dsr.models.transducer import HybridTransducer
+
+__all__ = [
+    "Conv2dSubsampling",
+    "ConformerEncoder",
+    "ConformerLayer",
+    "HybridTransducer",
+    "Joiner",
+    "ModelConfig",
+    "StatelessPredictor",
+    "build_model",
+    "chunk_attention_mask",
+    "count_parameters",
+]

@@ -1,0 +1,91 @@
+"""Model hyper-parameters, kept as a plain dataclass so they can be stored in checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from dsr.models.conformer import ConformerEncoder
+from dsr.models.joiner import Joiner
+from dsr.models.predictor import StatelessPredictor
+from dsr.models.transducer import HybridTransducer
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`HybridTransducer` (weights aside).
+
+    The defaults give a ~3.5 M-parameter model (vocab 256), small enough to train
+    on a couple of CPU cores.  ``chunk_size`` counts encoder frames (after 4x
+    subsampling, i.e. 40 ms each for 10 ms features); -1 is full attention.
+    """
+
+    feature_dim: int = 80
+    encoder_dim: int = 144
+    num_encoder_layers: int = 6
+    num_heads: int = 4
+    ffn_dim: int = 576
+    conv_kernel_size: int = 15
+    dropout: float = 0.1
+    subsampling_channels: tuple[int, int] = (16, 64)
+    decoder_dim: int = 256
+    joiner_dim: int = 256
+    context_size: int = 2
+    causal: bool = False
+    chunk_size: int = -1
+    left_context_chunks: int = -1
+    vocab_size: int = 256
+    blank_id: int = 0
+    use_ctc: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-safe values (tuples become lists)."""
+        d = asdict(self)
+        d["subsampling_channels"] = list(self.subsampling_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`.  Missing keys take their defaults (so older
+        checkpoints keep loading); unknown keys are an error (a typo must not be ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {unknown}")
+        d = dict(d)
+        if "subsampling_channels" in d:
+            d["subsampling_channels"] = tuple(d["subsampling_channels"])
+        return cls(**d)
+
+
+def build_model(cfg: ModelConfig) -> HybridTransducer:
+    """Instantiate the model described by ``cfg`` (randomly initialised)."""
+    encoder = ConformerEncoder(
+        input_dim=cfg.feature_dim,
+        d_model=cfg.encoder_dim,
+        num_layers=cfg.num_encoder_layers,
+        num_heads=cfg.num_heads,
+        ffn_dim=cfg.ffn_dim,
+        conv_kernel_size=cfg.conv_kernel_size,
+        dropout=cfg.dropout,
+        causal=cfg.causal,
+        chunk_size=cfg.chunk_size,
+        left_context_chunks=cfg.left_context_chunks,
+        subsampling_channels=cfg.subsampling_channels,
+    )
+    predictor = StatelessPredictor(
+        vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
+    )
+    joiner = Joiner(
+        encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim, vocab_size=cfg.vocab_size
+    )
+    return HybridTransducer(
+        encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc
+    )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

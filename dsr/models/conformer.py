@@ -1,0 +1,322 @@
+"""Conformer encoder (Gulati et al., 2020) with rotary positions and optional chunked attention.
+
+Design choices, all for speed on small CPU machines and for streaming:
+
+* Positions are rotary (RoPE) instead of Transformer-XL relative encodings: RoPE is
+  a cheap elementwise rotation of queries and keys, so attention stays a single
+  ``scaled_dot_product_attention`` call (fused kernels on CPU and CUDA) while
+  scores still depend only on relative offsets.
+* The convolution module uses LayerNorm instead of BatchNorm, so an utterance's
+  output does not depend on what else is in the batch, and nothing changes
+  between training and streaming inference.
+* Padded frames are masked out of attention and zeroed before the depthwise
+  convolution, so padding never leaks into valid frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsr.models.subsampling import Conv2dSubsampling
+
+
+def _check_chunking(chunk_size: int, left_context_chunks: int) -> None:
+    if chunk_size != -1 and chunk_size <= 0:
+        raise ValueError(f"chunk_size must be -1 (full attention) or positive (got {chunk_size})")
+    if left_context_chunks < -1:
+        raise ValueError(f"left_context_chunks must be -1 (unlimited) or >= 0 (got {left_context_chunks})")
+
+
+def chunk_attention_mask(
+    num_frames: int, chunk_size: int, left_context_chunks: int = -1, device: torch.device | None = None
+) -> torch.Tensor:
+    """Block attention mask for chunk-wise (streaming) processing.
+
+    Frames are grouped into consecutive chunks of ``chunk_size`` frames.  A query
+    frame may attend to every frame of its own chunk and of the ``left_context_chunks``
+    chunks before it (all earlier chunks when -1), never to later chunks.
+
+    Returns:
+        (num_frames, num_frames) bool tensor, True where query (row) may attend to key (column).
+    """
+    _check_chunking(chunk_size, left_context_chunks)
+    if chunk_size == -1:
+        return torch.ones(num_frames, num_frames, dtype=torch.bool, device=device)
+    chunk = torch.arange(num_frames, device=device) // chunk_size
+    distance = chunk[:, None] - chunk[None, :]  # query chunk minus key chunk
+    mask = distance >= 0
+    if left_context_chunks >= 0:
+        mask &= distance <= left_context_chunks
+    return mask
+
+
+class _RotaryEmbedding(nn.Module):
+    """Produces the cos/sin tables of rotary position embeddings (rotate-half layout)."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        # Not persistent: it is a pure function of head_dim, so checkpoints need not carry it.
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns cos and sin, each (num_frames, 1, 1, head_dim), float32."""
+        t = torch.arange(num_frames, device=self.inv_freq.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)[:, None, None, :]
+        return angles.cos(), angles.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class _FeedForward(nn.Module):
+    """Pre-LN position-wise feed-forward: LN -> Linear -> SiLU -> Linear -> Dropout.
+
+    There is no dropout on the (4x wider) hidden layer: CPU dropout is dominated by
+    random-number generation, and the hidden-layer masks alone cost more than the
+    matrix products of a small model.
+    """
+
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, ffn_dim),
+            nn.SiLU(),
+            nn.Linear(ffn_dim, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, T, D)."""
+        return self.net(x)
+
+
+class _SelfAttention(nn.Module):
+    """Pre-LN multi-head self-attention with rotary positions, computed by SDPA.
+
+    Dropout is applied to the output only, not to the attention weights: weight
+    dropout forces SDPA off its fused kernels onto the slow reference path.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.norm = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.out_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        """x: (N, T, D); attn_mask: bool, broadcastable to (N, H, T, T), True = attend; -> (N, T, D)."""
+        n, t, d = x.shape
+        qkv = self.qkv(self.norm(x)).view(n, t, 3, self.num_heads, self.head_dim)
+        # Rotate q and k in one op; cast the tables so autocast dtypes stay consistent.
+        qk = qkv[:, :, :2]
+        qk = qk * cos.to(qk.dtype) + _rotate_half(qk) * sin.to(qk.dtype)
+        q, k = qk.transpose(1, 3).unbind(2)  # each (N, H, T, Dh)
+        v = qkv[:, :, 2].transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_dropout(self.out(y.transpose(1, 2).reshape(n, t, d)))
+
+
+class _ConvModule(nn.Module):
+    """Conformer convolution module with LayerNorm (not BatchNorm) after the depthwise conv.
+
+    LN -> pointwise (D -> 2D) -> GLU -> depthwise conv -> LN -> SiLU -> pointwise -> Dropout.
+    Pointwise convolutions are ``nn.Linear`` on the (N, T, D) layout, which avoids transposes.
+    """
+
+    def __init__(self, d_model: int, kernel_size: int, dropout: float, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.kernel_size = kernel_size
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        # Causal: pad (K - 1) frames on the left only (done in forward), so frame t sees t-K+1..t.
+        self.depthwise = nn.Conv1d(
+            d_model,
+            d_model,
+            kernel_size,
+            padding=0 if causal else (kernel_size - 1) // 2,
+            groups=d_model,
+        )
+        self.depthwise_norm = nn.LayerNorm(d_model)
+        self.activation = nn.SiLU()
+        self.pointwise_out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (N, T, D); pad_mask: (N, T, 1) bool, True at padded frames, or None; -> (N, T, D)."""
+        y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
+        if pad_mask is not None:
+            # Zero padding so the kernel never mixes padded frames into valid ones.
+            y = y.masked_fill(pad_mask, 0.0)
+        y = y.transpose(1, 2)  # (N, D, T)
+        if self.causal:
+            y = F.pad(y, (self.kernel_size - 1, 0))
+        y = self.depthwise(y).transpose(1, 2)
+        y = self.pointwise_out(self.activation(self.depthwise_norm(y)))
+        return self.dropout(y)
+
+
+class ConformerLayer(nn.Module):
+    """One Conformer block: x + FFN/2, + MHSA, + Conv, + FFN/2, then LayerNorm."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, ffn_dim: int, conv_kernel_size: int, dropout: float, causal: bool
+    ) -> None:
+        super().__init__()
+        self.ffn1 = _FeedForward(d_model, ffn_dim, dropout)
+        self.attn = _SelfAttention(d_model, num_heads, dropout)
+        self.conv = _ConvModule(d_model, conv_kernel_size, dropout, causal)
+        self.ffn2 = _FeedForward(d_model, ffn_dim, dropout)
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        pad_mask: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """x: (N, T, D) -> (N, T, D); see :class:`ConformerEncoder` for the masks."""
+        x = x + 0.5 * self.ffn1(x)
+        x = x + self.attn(x, attn_mask, cos, sin)
+        x = x + self.conv(x, pad_mask)
+        x = x + 0.5 * self.ffn2(x)
+        return self.final_norm(x)
+
+
+class ConformerEncoder(nn.Module):
+    """4x convolutional subsampling followed by a stack of Conformer layers.
+
+    Args:
+        input_dim: feature dimension F of the input (e.g. 80).
+        d_model: model (and output) dimension D.
+        num_layers: number of Conformer layers.
+        num_heads: attention heads; ``d_model / num_heads`` must be an even integer (RoPE).
+        ffn_dim: hidden dimension of the feed-forward modules.
+        conv_kernel_size: depthwise convolution kernel; must be odd unless ``causal``.
+        dropout: dropout probability in [0, 1).
+        causal: left-only (causal) padding in the depthwise convolution.  Combine it with
+            ``chunk_size > 0`` for streaming; alone it does not restrict attention.
+        chunk_size: if > 0, attention is chunked (block mask): frames are grouped into
+            chunks of ``chunk_size`` *subsampled* frames, each frame attends to its own
+            chunk and ``left_context_chunks`` chunks to the left.  Use it for streaming
+            and to bound attention cost on long audio.  -1 = full attention.
+        left_context_chunks: number of left chunks visible with chunking (-1 = all).
+        subsampling_channels: channels of the two convolutions of the front end.
+
+    ``chunk_size`` and ``left_context_chunks`` can be overridden per call of
+    :meth:`forward`, e.g. to randomise chunk sizes in training.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        conv_kernel_size: int = 31,
+        dropout: float = 0.1,
+        causal: bool = False,
+        chunk_size: int = -1,
+        left_context_chunks: int = -1,
+        subsampling_channels: tuple[int, int] = (16, 64),
+    ) -> None:
+        super().__init__()
+        if d_model <= 0 or num_layers <= 0 or num_heads <= 0 or ffn_dim <= 0:
+            raise ValueError(
+                "d_model, num_layers, num_heads and ffn_dim must be positive "
+                f"(got {d_model}, {num_layers}, {num_heads}, {ffn_dim})"
+            )
+        if d_model % num_heads != 0 or (d_model // num_heads) % 2 != 0:
+            raise ValueError(
+                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}) "
+                "into an even head dimension (rotary positions rotate pairs of dimensions)"
+            )
+        if conv_kernel_size <= 0 or (not causal and conv_kernel_size % 2 == 0):
+            raise ValueError(
+                f"conv_kernel_size must be positive, and odd when causal=False (got {conv_kernel_size})"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+        _check_chunking(chunk_size, left_context_chunks)
+
+        self.input_dim = input_dim
+        self.output_dim = d_model
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.left_context_chunks = left_context_chunks
+        self.subsampling = Conv2dSubsampling(input_dim, d_model, channels=tuple(subsampling_channels))
+        self.input_dropout = nn.Dropout(dropout)
+        self.rotary = _RotaryEmbedding(d_model // num_heads)
+        self.layers = nn.ModuleList(
+            ConformerLayer(d_model, num_heads, ffn_dim, conv_kernel_size, dropout, causal) for _ in range(num_layers)
+        )
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
+        """Encoder output frames for ``lengths`` input frames (4x subsampling)."""
+        return Conv2dSubsampling.output_lengths(lengths)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        chunk_size: int | None = None,
+        left_context_chunks: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode a padded batch.
+
+        Args:
+            x: (N, T, input_dim) features.
+            lengths: (N,) integer valid frames per utterance, each in [7, T].
+            chunk_size: overrides the constructor's ``chunk_size`` for this call.
+            left_context_chunks: overrides the constructor's ``left_context_chunks``.
+
+        Returns:
+            (N, T', d_model) encoder output, T' = ((T - 1) // 2 - 1) // 2, and
+            (N,) output lengths.  Frames at or beyond an utterance's length are padding.
+        """
+        chunk_size = self.chunk_size if chunk_size is None else chunk_size
+        left_context_chunks = self.left_context_chunks if left_context_chunks is None else left_context_chunks
+        _check_chunking(chunk_size, left_context_chunks)
+
+        x, lengths = self.subsampling(x, lengths)
+        x = self.input_dropout(x)
+        n, t, _ = x.shape
+
+        # Full-length batches (common with duration-bucketed batching) need no padding
+        # masks at all: no mask tensors, no masked_fill, unmasked attention.
+        pad_mask = None
+        attn_mask = None
+        if bool((lengths != t).any()):
+            valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (N, T)
+            pad_mask = ~valid[:, :, None]
+            attn_mask = valid[:, None, None, :]  # keys only, (N, 1, 1, T)
+        if chunk_size > 0:
+            chunk_mask = chunk_attention_mask(t, chunk_size, left_context_chunks, device=x.device)
+            if attn_mask is None:
+                attn_mask = chunk_mask
+            else:
+                # A padded query in a chunk that lies entirely in padding would have no
+                # visible key (softmax of nothing = NaN); let padded queries see every key.
+                # Their outputs are padding and never reach valid frames.
+                attn_mask = (chunk_mask & attn_mask) | pad_mask[:, None, :, :]
+
+        cos, sin = self.rotary(t)
+        for layer in self.layers:
+            x = layer(x, attn_mask, pad_mask, cos, sin)
+        return x, lengths
