@@ -33,7 +33,7 @@ def synth(
     corpus_dir: Path = typer.Option(Path("data/synth"), "--corpus-dir", help="Where the synthesised wav files go."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     num_train: int = typer.Option(4000, "--num-train", min=1, help="Training utterances."),
-    num_dev: int = typer.Option(200, "--num-dev", min=1, help="Dev utterances (held-out sentences)."),
+    num_dev: int = typer.Option(200, "--num-dev", min=1, help="Dev utterances (held-out voices and sentences)."),
     num_test: int = typer.Option(300, "--num-test", min=1, help="Test utterances (held-out voices and sentences)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sentences, voices, rates and pitches."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel synthesis processes."),

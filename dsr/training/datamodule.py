@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SpecAugment
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 
 from dsr.errors import DsrUserError
 
@@ -36,7 +36,7 @@ def make_loader(
     seed: int = 0,
     world_size: int | None = None,
     rank: int | None = None,
-) -> tuple[torch.utils.data.DataLoader, DynamicBucketingSampler]:
+) -> tuple[torch.utils.data.DataLoader, DynamicBucketingSampler | SimpleCutSampler]:
     """A DataLoader of ``{"inputs": (N, T, F), "supervisions": {...}, "cut": [...]}`` batches.
 
     ``max_duration`` is the total seconds of audio in a batch; dynamic bucketing
@@ -51,17 +51,25 @@ def make_loader(
             SpecAugment(time_warp_factor=0, num_frame_masks=2, features_mask_size=15, frames_mask_size=20, p=0.9)
         )
     dataset = K2SpeechRecognitionDataset(input_transforms=transforms, return_cuts=True)
-    sampler = DynamicBucketingSampler(
+    if hasattr(cuts, "__len__"):
+        # Buckets need several cuts each to be worth it; tiny sets use one simple sampler.
+        num_buckets = min(num_buckets, len(cuts) // 4)
+    if num_buckets < 2:
+        sampler = SimpleCutSampler(
+            cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size, rank=rank
+        )
+    else:
+        sampler = DynamicBucketingSampler(
         cuts,
-        max_duration=max_duration,
-        shuffle=shuffle,
-        num_buckets=num_buckets,
-        seed=seed,
-        drop_last=False,
-        world_size=world_size,
-        rank=rank,
-        buffer_size=20000,
-    )
+            max_duration=max_duration,
+            shuffle=shuffle,
+            num_buckets=num_buckets,
+            seed=seed,
+            drop_last=False,
+            world_size=world_size,
+            rank=rank,
+            buffer_size=20000,
+        )
     loader = torch.utils.data.DataLoader(
         dataset,
         sampler=sampler,
