@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -13,28 +14,44 @@ def decode(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
     cuts: list[Path] = typer.Option(..., "--cuts", help="Cuts manifest(s) with features to decode (repeatable)."),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
-    methods: list[str] = typer.Option(["greedy"], "--method", "-m", help="greedy (transducer) or ctc-greedy; repeatable."),
+    methods: list[str] = typer.Option(
+        ["greedy"], "--method", "-m",
+        help="greedy, modified-beam-search (transducer), ctc-greedy or ctc-prefix-beam-search; repeatable.",
+    ),
     epoch: int = typer.Option(0, "--epoch", help="Decode epoch-E.pt (0 = the newest checkpoint)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Average the last AVG epoch checkpoints ending at --epoch."),
     max_duration: float = typer.Option(300.0, "--max-duration", help="Seconds of audio per batch."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     num_threads: int = typer.Option(0, "--num-threads", help="torch CPU threads (0 = default)."),
+    beam_size: int = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search methods."),
+    nbest: int = typer.Option(0, "--nbest", min=0, help="Hypotheses per utterance in nbest.jsonl (0 = --beam-size)."),
+    hotwords_file: Optional[Path] = typer.Option(
+        None, "--hotwords-file",
+        help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE.",
+    ),
+    hotword_score: float = typer.Option(
+        2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
+    ),
 ) -> None:
-    """Decode cuts and score them: writes recogs.txt, errs.txt and wer.txt.
+    """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
 
-    Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.
+    Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.  The beam-search methods
+    also write nbest.jsonl (the n-best list of every utterance with its scores).
 
     Examples:
 
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz
 
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m greedy -m ctc-greedy --epoch 10 --avg 3
+
+        dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m modified-beam-search -m ctc-prefix-beam-search --beam-size 8 --nbest 4 --hotwords-file hotwords.txt
     """
     from dsr.decoding.decode import decode as run_decode
 
     for c in cuts:
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
-                              progress=show_progress()):
+                              progress=show_progress(), beam_size=beam_size, nbest=nbest or None,
+                              hotwords_file=hotwords_file, hotword_score=hotword_score):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 
@@ -42,20 +59,33 @@ def transcribe(
     files: list[Path] = typer.Argument(..., help="Audio files (wav/flac/..., any sample rate, mono or stereo)."),
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
-    method: str = typer.Option("greedy", "--method", "-m", help="greedy or ctc-greedy."),
+    method: str = typer.Option(
+        "greedy", "--method", "-m", help="greedy, modified-beam-search, ctc-greedy or ctc-prefix-beam-search."
+    ),
     epoch: int = typer.Option(0, "--epoch", help="Checkpoint epoch (0 = newest)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    beam_size: int = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search methods."),
+    hotwords_file: Optional[Path] = typer.Option(
+        None, "--hotwords-file",
+        help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE.",
+    ),
+    hotword_score: float = typer.Option(
+        2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
+    ),
 ) -> None:
     """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file on stdout.
 
-    Example:
+    Examples:
 
         dsr transcribe --exp-dir exp/conformer --lang-dir data/lang_bpe_256 a.wav b.flac
+
+        dsr transcribe --exp-dir exp/conformer --lang-dir data/lang_bpe_256 -m modified-beam-search --hotwords-file names.txt a.wav
     """
     from dsr.decoding.transcribe import transcribe as run_transcribe
 
-    for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device):
+    for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device, beam_size, hotwords_file,
+                                  hotword_score):
         print(f"{f}\t{text}")
 
 

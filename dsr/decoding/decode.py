@@ -2,23 +2,33 @@
 
 Writes, per method and split, under ``<exp_dir>/decode/<method>/<split>/``:
 ``recogs.txt`` (ref/hyp pairs), ``errs.txt`` (alignments), ``wer.txt`` (one line),
-and returns :class:`DecodeResult` rows for the summary table.
+``result.json``, and for the n-best methods ``nbest.jsonl`` (one line per utterance:
+``{"utt_id", "ref", "hyps": [{"text", "tokens", "am_score", "ctc_score",
+"context_score", "timestamps"}, ...]}``, best first; non-finite scores are null).
+Returns :class:`DecodeResult` rows for the summary table.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from dsr.decoding.beam_search import Hypothesis, modified_beam_search
+from dsr.decoding.context_graph import ContextGraph, load_context_graph
+from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
 from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, write_errs, write_recogs
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
+from dsr.models.transducer import HybridTransducer
 from dsr.training.checkpoint import resolve_model_checkpoint
 from dsr.training.datamodule import batch_features, load_cuts, make_loader
 from dsr.training.trainer import resolve_device
@@ -26,7 +36,27 @@ from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
 
-METHODS = ("greedy", "ctc-greedy")
+METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search")
+NBEST_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
+CTC_METHODS = ("ctc-greedy", "ctc-prefix-beam-search")
+
+
+@dataclass
+class SearchOptions:
+    """Options of the n-best methods (ignored by the greedy ones).
+
+    ``nbest`` defaults to ``beam_size``; ``context_graph`` biases towards hotwords.
+    """
+
+    beam_size: int = 4
+    nbest: int | None = None
+    context_graph: ContextGraph | None = None
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1 (got {self.beam_size})")
+        if self.nbest is not None and not 1 <= self.nbest <= self.beam_size:
+            raise ValueError(f"nbest must be in [1, beam_size={self.beam_size}] (got {self.nbest})")
 
 
 @dataclass
@@ -47,7 +77,9 @@ class DecodeResult:
         )
 
 
-def load_model(exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu"):
+def load_model(
+    exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu"
+) -> tuple[HybridTransducer, str]:
     """Build the model stored in ``exp_dir``'s checkpoint (averaged if asked); eval mode."""
     ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg)
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
@@ -62,14 +94,91 @@ def split_name(cuts_file: Path) -> str:
     return name.replace("_cuts_", "_").replace("_cuts", "")
 
 
-def decode_hyps(model, batch: dict, method: str, device: torch.device) -> list[list[int]]:
-    feats, lens = batch_features(batch, device)
-    enc, enc_lens = model.encode(feats, lens)
+def nbest_search(
+    model: HybridTransducer, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, method: str, opts: SearchOptions
+) -> list[list[Hypothesis]]:
+    """N-best lists of an n-best method for (N, T, D) encoder output and (N,) lengths.
+
+    Transducer hypotheses also get their ``ctc_score`` when the model has a CTC head,
+    so that an n-best file can be rescored with it later.
+    """
+    if method == "modified-beam-search":
+        nbest = modified_beam_search(model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph)
+        if model.ctc_output is not None:
+            tokens = [[h.tokens for h in hyps] for hyps in nbest]
+            scores = ctc_log_likelihood(model.ctc_log_probs(encoder_out), encoder_lens, tokens, blank=model.blank_id)
+            nbest = [[replace(h, ctc_score=c) for h, c in zip(hs, cs)] for hs, cs in zip(nbest, scores)]
+        return nbest
+    if method == "ctc-prefix-beam-search":
+        return ctc_prefix_beam_search(model.ctc_log_probs(encoder_out), encoder_lens, opts.beam_size, opts.nbest,
+                                      blank=model.blank_id, context_graph=opts.context_graph)
+    raise DsrUserError(f"--method {method!r} has no n-best list; choose from {', '.join(NBEST_METHODS)}")
+
+
+def best_tokens(
+    model: HybridTransducer,
+    encoder_out: torch.Tensor,
+    encoder_lens: torch.Tensor,
+    method: str,
+    opts: SearchOptions | None = None,
+) -> list[list[int]]:
+    """1-best token ids per utterance with any method."""
     if method == "greedy":
-        return transducer_greedy_search(model, enc, enc_lens)
+        return transducer_greedy_search(model, encoder_out, encoder_lens)
     if method == "ctc-greedy":
-        return ctc_greedy_search(model.ctc_log_probs(enc), enc_lens, blank=model.blank_id)
+        return ctc_greedy_search(model.ctc_log_probs(encoder_out), encoder_lens, blank=model.blank_id)
+    if method in NBEST_METHODS:
+        nbest = nbest_search(model, encoder_out, encoder_lens, method, opts or SearchOptions())
+        return [hyps[0].tokens for hyps in nbest]
     raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+
+
+def check_method(model: HybridTransducer, method: str) -> None:
+    """DsrUserError for an unknown method or a CTC method on a model without CTC head."""
+    if method not in METHODS:
+        raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+    if method in CTC_METHODS and model.ctc_output is None:
+        raise DsrUserError(f"--method {method} needs a CTC head, but this model was trained with use_ctc false")
+
+
+def make_search_options(
+    beam_size: int, nbest: int | None, hotwords_file: Path | None, hotword_score: float, tokenizer: Tokenizer
+) -> SearchOptions:
+    """Validate the n-best options (as user errors naming the flag) and load the hotwords."""
+    if beam_size < 1:
+        raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
+    if nbest is not None and not 1 <= nbest <= beam_size:
+        raise DsrUserError(f"--nbest must be between 1 and --beam-size={beam_size} (got {nbest})")
+    graph = None
+    if hotwords_file is not None:
+        graph = load_context_graph(Path(hotwords_file), tokenizer.encode, default_score=hotword_score)
+        logger.info("hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file,
+                    hotword_score)
+    return SearchOptions(beam_size, nbest, graph)
+
+
+def _finite(x: float | None) -> float | None:
+    # JSON has no -inf; null marks an impossible (or absent) score.
+    return x if x is not None and math.isfinite(x) else None
+
+
+def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Tokenizer) -> dict[str, Any]:
+    """One line of ``nbest.jsonl``."""
+    return {
+        "utt_id": utt_id,
+        "ref": ref,
+        "hyps": [
+            {
+                "text": tokenizer.decode(h.tokens),
+                "tokens": h.tokens,
+                "am_score": _finite(h.am_score),
+                "ctc_score": _finite(h.ctc_score),
+                "context_score": h.context_score,
+                "timestamps": h.timestamps,
+            }
+            for h in hyps
+        ],
+    }
 
 
 def decode(
@@ -83,15 +192,30 @@ def decode(
     device: str = "auto",
     num_threads: int = 0,
     progress: bool = True,
+    beam_size: int = 4,
+    nbest: int | None = None,
+    hotwords_file: Path | None = None,
+    hotword_score: float = 2.0,
 ) -> list[DecodeResult]:
+    """Decode ``cuts_file`` with each method and score it (see the module docstring).
+
+    ``beam_size``, ``nbest`` (default: ``beam_size``), ``hotwords_file`` (one phrase per
+    line, optionally ``<TAB>score``) and ``hotword_score`` (default bonus per hotword
+    token) apply to the n-best methods only.
+    """
     for m in methods:
         if m not in METHODS:
             raise DsrUserError(f"--method {m!r} is unknown; choose from {', '.join(METHODS)}")
+    if hotwords_file is not None and not set(methods) & set(NBEST_METHODS):
+        logger.warning("--hotwords-file only affects %s; ignored", " and ".join(NBEST_METHODS))
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
+    opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer)
     model, tag = load_model(Path(exp_dir), epoch, avg, dev)
+    for m in methods:
+        check_method(model, m)
     cuts = load_cuts(cuts_file)
     split = split_name(cuts_file)
     audio_seconds = sum(c.duration for c in cuts)
@@ -101,12 +225,22 @@ def decode(
     results: list[DecodeResult] = []
     for method in methods:
         triples: list[tuple[str, str, str]] = []
+        records: list[dict[str, Any]] = []
         start = time.perf_counter()
-        with Progress(disable=not progress, transient=True) as bar:
+        with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
             task = bar.add_task(f"{method} {split}", total=len(cuts))
             for batch in loader:
-                hyps = decode_hyps(model, batch, method, dev)
-                for cut, hyp in zip(batch["supervisions"]["cut"], hyps):
+                feats, lens = batch_features(batch, dev)
+                enc, enc_lens = model.encode(feats, lens)
+                cut_list = batch["supervisions"]["cut"]
+                if method in NBEST_METHODS:
+                    nbests = nbest_search(model, enc, enc_lens, method, opts)
+                    hyps = [hs[0].tokens for hs in nbests]
+                    for cut, hs in zip(cut_list, nbests):
+                        records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
+                else:
+                    hyps = best_tokens(model, enc, enc_lens, method)
+                for cut, hyp in zip(cut_list, hyps):
                     triples.append((cut.id, cut.supervisions[0].text or "", tokenizer.decode(hyp)))
                 bar.advance(task, len(hyps))
         elapsed = time.perf_counter() - start
@@ -115,12 +249,22 @@ def decode(
         write_recogs(out / "recogs.txt", triples)
         write_errs(out / "errs.txt", stats)
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
+        is_nbest = method in NBEST_METHODS
+        if is_nbest:
+            records.sort(key=lambda r: r["utt_id"])
+            write_text_atomic(out / "nbest.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
         res = DecodeResult(method, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
                            elapsed / max(audio_seconds, 1e-9), out)
         write_json_atomic(out / "result.json", {
             "method": method, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
             "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf,
             "audio_seconds": audio_seconds, "decode_seconds": elapsed,
+            # Search settings, null for the greedy methods that do not use them.
+            "beam_size": opts.beam_size if is_nbest else None,
+            "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,
+            "hotwords_file": str(hotwords_file) if is_nbest and hotwords_file is not None else None,
+            "hotword_score": hotword_score if is_nbest and hotwords_file is not None else None,
         })
         logger.info(res.summary())
         results.append(res)

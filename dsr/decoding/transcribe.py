@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from dsr.decoding.decode import METHODS, load_model
-from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
+from dsr.decoding.decode import METHODS, NBEST_METHODS, best_tokens, check_method, load_model, make_search_options
 from dsr.errors import DsrUserError
 from dsr.features.audio import load_audio_mono
 from dsr.features.fbank import FbankConfig, compute_fbank
@@ -24,13 +23,24 @@ def transcribe(
     epoch: int = 0,
     avg: int = 1,
     device: str = "auto",
+    beam_size: int = 4,
+    hotwords_file: Path | None = None,
+    hotword_score: float = 2.0,
 ) -> list[tuple[Path, str]]:
-    """Return ``(file, text)`` for each file; raises DsrUserError naming a bad file."""
+    """Return ``(file, text)`` for each file; raises DsrUserError naming a bad file.
+
+    ``beam_size`` and the hotwords apply to ``modified-beam-search`` and
+    ``ctc-prefix-beam-search`` (see :func:`dsr.decoding.decode.decode`).
+    """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+    if hotwords_file is not None and method not in NBEST_METHODS:
+        raise DsrUserError(f"--hotwords-file needs --method {' or '.join(NBEST_METHODS)} (got {method})")
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
+    opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer)
     model, _ = load_model(Path(exp_dir), epoch, avg, dev)
+    check_method(model, method)
     cfg = FbankConfig()
     out = []
     for f in files:
@@ -38,9 +48,6 @@ def transcribe(
         if feats.shape[0] < 10:
             raise DsrUserError(f"audio file {f} is too short to transcribe ({feats.shape[0] * 10} ms)")
         enc, enc_lens = model.encode(feats[None].to(dev), torch.tensor([feats.shape[0]], device=dev))
-        if method == "greedy":
-            hyp = transducer_greedy_search(model, enc, enc_lens)[0]
-        else:
-            hyp = ctc_greedy_search(model.ctc_log_probs(enc), enc_lens, blank=model.blank_id)[0]
+        hyp = best_tokens(model, enc, enc_lens, method, opts)[0]
         out.append((Path(f), tokenizer.decode(hyp)))
     return out

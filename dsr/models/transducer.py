@@ -58,6 +58,12 @@ class HybridTransducer(nn.Module):
         # Linear "joiners" for the simple (smoothed) loss that selects the pruning ranges.
         self.simple_am_proj = nn.Linear(encoder.output_dim, vocab_size)
         self.simple_lm_proj = nn.Linear(predictor.embed_dim, vocab_size)
+        # Global CMVN of the input features (WeNet/ESPnet style), set from training data by
+        # the trainer (see :meth:`set_feature_stats`) and saved with the weights.  Raw log-mel
+        # values sit around -13 +- 9; normalised inputs let the encoder start using the
+        # acoustics within a few hundred steps instead of first learning a label prior.
+        self.register_buffer("feature_mean", torch.zeros(encoder.input_dim))
+        self.register_buffer("feature_std", torch.ones(encoder.input_dim))
         self.ctc_output: nn.Sequential | None = None
         if ctc:
             self.ctc_output = nn.Sequential(
@@ -75,7 +81,18 @@ class HybridTransducer(nn.Module):
 
         ``chunk_size`` / ``left_context_chunks`` override the encoder's settings for this call.
         """
+        features = (features - self.feature_mean) / self.feature_std
         return self.encoder(features, feature_lens, chunk_size=chunk_size, left_context_chunks=left_context_chunks)
+
+    @torch.no_grad()
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the input normalisation; ``mean``/``std`` are (F,) per-dimension statistics."""
+        if mean.shape != self.feature_mean.shape or std.shape != self.feature_std.shape:
+            raise ValueError(f"expected ({self.feature_mean.numel()},) stats, got {tuple(mean.shape)}, {tuple(std.shape)}")
+        if (std <= 0).any():
+            raise ValueError("feature std must be positive")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
 
     def ctc_log_probs(self, encoder_out: torch.Tensor) -> torch.Tensor:
         """(N, T', D) encoder output -> (N, T', V) CTC log-probabilities."""

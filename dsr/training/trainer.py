@@ -212,6 +212,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             batches_done = state["batch_in_epoch"]
             sampler.load_state_dict(state["sampler"])
 
+    if state is None:
+        mean, std = feature_stats(train_cuts)
+        model.set_feature_stats(mean.to(device), std.to(device))
+
     writer = _tensorboard(exp_dir)
     last_train, last_valid = float("nan"), None
 
@@ -299,6 +303,26 @@ def train(cfg: TrainConfig) -> TrainResult:
     if epochs_done >= cfg.num_epochs:
         mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
     return result
+
+
+def feature_stats(cuts, max_cuts: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the features of (up to ``max_cuts``) training cuts.
+
+    Cuts are taken at an even stride so that a manifest ordered by voice or
+    corpus still gives representative statistics.
+    """
+    total, total_sq, n = None, None, 0
+    stride = max(1, len(cuts) // max_cuts)
+    for i, cut in enumerate(cuts):
+        if i % stride:
+            continue
+        f = torch.from_numpy(cut.load_features()).double()
+        total = f.sum(0) if total is None else total + f.sum(0)
+        total_sq = (f * f).sum(0) if total_sq is None else total_sq + (f * f).sum(0)
+        n += f.shape[0]
+    mean = total / n
+    std = (total_sq / n - mean * mean).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float()
 
 
 def _tensorboard(exp_dir: Path):

@@ -1,0 +1,192 @@
+"""Modified beam search for the transducer (icefall's ``modified_beam_search``).
+
+At most one symbol per encoder frame, so every hypothesis advances one frame per
+step and the whole batch can be searched in lock-step: each step runs the predictor
+and joiner once on all live hypotheses of all utterances.  Hypotheses are keyed by
+their token sequence; two paths that reach the same sequence are merged by adding
+their probabilities (log-add), which is what makes the n-best list unique.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from dsr.decoding.context_graph import ContextGraph, ContextState
+from dsr.models.transducer import HybridTransducer
+
+
+@dataclass
+class Hypothesis:
+    """One entry of an n-best list.
+
+    Attributes:
+        tokens: token ids, blanks removed.
+        am_score: acoustic log-probability of the search (transducer methods: sum of the
+            joiner log-probs along the path, log-added over merged paths; CTC methods:
+            the CTC log-probability of the prefix).
+        timestamps: encoder frame at which each token was emitted (same length as tokens).
+        context_score: hotword bonus (0 without a context graph), already finalised.
+        ctc_score: CTC log-likelihood of ``tokens``, when known (None otherwise).
+    """
+
+    tokens: list[int]
+    am_score: float
+    timestamps: list[int]
+    context_score: float = 0.0
+    ctc_score: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The ranking score: acoustic score plus hotword bonus."""
+        return self.am_score + self.context_score
+
+
+@dataclass
+class _Hyp:
+    """Search state of one hypothesis (tokens as a tuple: it is the merge key)."""
+
+    tokens: tuple[int, ...]
+    am_score: float
+    timestamps: list[int]
+    context_score: float = 0.0
+    context_state: ContextState | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        return self.am_score + self.context_score
+
+
+def log_add(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` for Python floats (the searches' inner loops; no tensors)."""
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+def _add_merged(beam: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
+    """Insert ``hyp``, log-adding into an existing hypothesis with the same tokens.
+
+    The context state and score depend only on the tokens, so they agree; the
+    timestamps of the more probable path are kept.
+    """
+    old = beam.get(hyp.tokens)
+    if old is None:
+        beam[hyp.tokens] = hyp
+        return
+    if hyp.am_score > old.am_score:
+        old.timestamps = hyp.timestamps
+    old.am_score = log_add(old.am_score, hyp.am_score)
+
+
+def _finalize(
+    beams: list[dict[tuple[int, ...], _Hyp]], nbest: int, graph: ContextGraph | None
+) -> list[list[Hypothesis]]:
+    """Cancel dangling hotword prefixes, sort best-first and keep ``nbest`` per utterance."""
+    out: list[list[Hypothesis]] = []
+    for beam in beams:
+        hyps = []
+        for h in beam.values():
+            ctx = h.context_score
+            if graph is not None and h.context_state is not None:
+                ctx += graph.finalize(h.context_state)
+            hyps.append(Hypothesis(list(h.tokens), h.am_score, list(h.timestamps), ctx))
+        hyps.sort(key=lambda h: h.score, reverse=True)
+        out.append(hyps[:nbest])
+    return out
+
+
+@torch.no_grad()
+def modified_beam_search(
+    model: HybridTransducer,
+    encoder_out: torch.Tensor,
+    encoder_lens: torch.Tensor,
+    beam_size: int = 4,
+    nbest: int | None = None,
+    context_graph: ContextGraph | None = None,
+) -> list[list[Hypothesis]]:
+    """Batched modified beam search.
+
+    Args:
+        model: the transducer (uses ``predictor``, ``joiner`` and ``blank_id``).
+        encoder_out: (N, T, D) encoder output.
+        encoder_lens: (N,) valid frames per utterance.
+        beam_size: hypotheses kept per utterance after each frame.  1 gives the same
+            tokens as :func:`~dsr.decoding.greedy.transducer_greedy_search`.
+        nbest: hypotheses returned per utterance (default ``beam_size``, at most ``beam_size``).
+        context_graph: optional hotword graph; its bonus is part of the ranking score
+            during the search and is finalised at the end.
+
+    Returns:
+        N lists of at most ``nbest`` :class:`Hypothesis`, best first, unique token sequences.
+    """
+    if encoder_out.dim() != 3:
+        raise ValueError(f"encoder_out must be (N, T, D), got {tuple(encoder_out.shape)}")
+    if encoder_lens.shape != (encoder_out.size(0),):
+        raise ValueError(f"encoder_lens must be ({encoder_out.size(0)},), got {tuple(encoder_lens.shape)}")
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    nbest = beam_size if nbest is None else nbest
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    n, t_max, _ = encoder_out.shape
+    device = encoder_out.device
+    blank = model.blank_id
+    ctx_size = model.predictor.context_size
+    vocab = model.joiner.vocab_size
+    root = context_graph.root if context_graph is not None else None
+    beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root)} for _ in range(n)]
+    enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
+    lens = encoder_lens.tolist()
+
+    for t in range(t_max):
+        active = [i for i in range(n) if lens[i] > t]
+        if not active:
+            break
+        hyps = [list(beams[i].values()) for i in active]
+        flat = [h for hs in hyps for h in hs]
+        # The stateless predictor only needs the last ctx_size tokens; blank-padding on
+        # the left matches greedy search's initial context (blank's embedding is zero).
+        contexts = [((blank,) * ctx_size + h.tokens)[-ctx_size:] for h in flat]
+        ctx_t = torch.tensor(contexts, dtype=torch.long, device=device)  # (H, ctx)
+        dec_proj = model.joiner.decoder_proj(model.predictor(ctx_t, need_pad=False)).squeeze(1)  # (H, J)
+        rows = torch.tensor([a for a, hs in zip(active, hyps) for _ in hs], device=device)
+        logits = model.joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
+        # float64 from here: scores summed over thousands of frames must still rank exactly.
+        log_probs = logits.float().log_softmax(dim=-1).double()  # (H, V)
+        prev = torch.tensor([h.score for h in flat], dtype=torch.float64, device=device)  # (H,)
+
+        # Scatter into (A, beam_size, V), -inf where an utterance has fewer hypotheses,
+        # so that one topk over the flattened (hypothesis, token) pairs serves the batch.
+        utt = torch.tensor([j for j, hs in enumerate(hyps) for _ in hs], device=device)
+        slot = torch.tensor([s for hs in hyps for s in range(len(hs))], device=device)
+        padded = torch.full((len(active), beam_size, vocab), -math.inf, dtype=torch.float64, device=device)
+        padded[utt, slot] = prev[:, None] + log_probs
+        padded_lp = torch.zeros_like(padded)
+        padded_lp[utt, slot] = log_probs
+        top_score, top_idx = padded.reshape(len(active), -1).topk(beam_size, dim=1)  # (A, beam)
+        top_lp = padded_lp.reshape(len(active), -1).gather(1, top_idx)
+        top_idx_l, top_lp_l, top_score_l = top_idx.tolist(), top_lp.tolist(), top_score.tolist()
+
+        for j, i in enumerate(active):
+            new_beam: dict[tuple[int, ...], _Hyp] = {}
+            for flat_k, lp, total in zip(top_idx_l[j], top_lp_l[j], top_score_l[j]):
+                if total == -math.inf:
+                    continue  # padding: fewer (hypothesis, token) pairs than beam_size
+                h_idx, tok = divmod(flat_k, vocab)
+                h = hyps[j][h_idx]
+                if tok == blank:
+                    _add_merged(new_beam, _Hyp(h.tokens, h.am_score + lp, h.timestamps, h.context_score,
+                                               h.context_state))
+                    continue
+                ctx_score, state = h.context_score, h.context_state
+                if context_graph is not None and state is not None:
+                    delta, state, _ = context_graph.forward_one_step(state, tok)
+                    ctx_score += delta
+                _add_merged(new_beam, _Hyp(h.tokens + (tok,), h.am_score + lp, h.timestamps + [t], ctx_score, state))
+            beams[i] = new_beam
+    return _finalize(beams, nbest, context_graph)
