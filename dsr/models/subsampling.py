@@ -45,6 +45,10 @@ class Conv2dSubsampling(nn.Module):
         )
         # The frequency axis is reduced by the same formula as time.
         self.out = nn.Linear(c2 * self.output_lengths(in_dim), out_dim)
+        # Unit-scale output: without it the subsampled features enter the residual stream
+        # ~10x smaller than what the first blocks add, and training settles on a label prior
+        # that ignores the audio (ESPnet scales by sqrt(d_model) for the same reason).
+        self.out_norm = nn.LayerNorm(out_dim)
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
@@ -81,5 +85,5 @@ class Conv2dSubsampling(nn.Module):
             )
         y = self.conv(x.unsqueeze(1))  # (N, C, T', F')
         n, c, t_out, f_out = y.shape
-        y = self.out(y.transpose(1, 2).reshape(n, t_out, c * f_out))
+        y = self.out_norm(self.out(y.transpose(1, 2).reshape(n, t_out, c * f_out)))
         return y, self.output_lengths(lengths)

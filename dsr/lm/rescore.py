@@ -1,0 +1,252 @@
+"""N-best rescoring with an LLM: combine scores, pick the best hypothesis, tune weights.
+
+Each hypothesis gets::
+
+    total = am_score + lm_weight * llm_score + length_bonus * num_words [+ ctc_weight * ctc_score]
+
+(the CTC term only when the hypothesis has a ``ctc_score``).  The highest total wins;
+ties go to the hypothesis the first pass ranked higher, so all-zero weights give back
+the first-pass 1-best exactly.  ``length_bonus`` offsets the LLM's per-word cost, which
+would otherwise favour deletions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import kaldialign
+import numpy as np
+
+from dsr.data.normalize import normalize_text
+from dsr.errors import DsrUserError
+from dsr.evaluation.wer import score, write_errs, write_recogs
+from dsr.lm.llm_scores import LLM_SCORES_FILE, score_nbest
+from dsr.lm.nbest import Hyp, NbestUtt, read_nbest
+from dsr.lm.scorer import LlmScorer
+from dsr.utils import write_json_atomic, write_text_atomic
+
+logger = logging.getLogger("dsr")
+
+WEIGHTS_FILE = "weights.json"
+# LLM sentence log-probs are tens of nats while n-best AM scores differ by a few,
+# so useful LM weights are well below 1; the bonus makes up for ~lm_weight * 3-6 nats per word.
+DEFAULT_LM_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+DEFAULT_LENGTH_BONUSES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+_EMPTY = Hyp(text="", tokens=[], am_score=0.0, ctc_score=None, context_score=0.0, timestamps=[])
+
+
+@dataclass(frozen=True)
+class Weights:
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
+    ctc_weight: float = 0.0
+
+    def tag(self) -> str:
+        return f"lm_weight={self.lm_weight:g}_length_bonus={self.length_bonus:g}_ctc_weight={self.ctc_weight:g}"
+
+    @classmethod
+    def load(cls, path: Path | str) -> Weights:
+        """Read a ``weights.json`` written by :func:`tune`."""
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+            return cls(float(obj["lm_weight"]), float(obj["length_bonus"]), float(obj.get("ctc_weight", 0.0)))
+        except FileNotFoundError as e:
+            raise DsrUserError(f"{path}: no such weights file; write one with dsr rescore --tune-on DEV_NBEST") from e
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DsrUserError(f"{path}: not a weights file (needs lm_weight and length_bonus numbers): {e}") from e
+
+
+@dataclass
+class NbestTable:
+    """Per-hypothesis features padded to ``(U, N)``: U utterances, at most N hypotheses each.
+
+    Padding cells have ``valid == False``; an utterance without hypotheses gets one empty one.
+    """
+
+    utts: list[NbestUtt]
+    texts: list[list[str]]
+    am: np.ndarray  # (U, N) float64
+    llm: np.ndarray  # (U, N) float64
+    ctc: np.ndarray  # (U, N) float64, 0 where absent
+    num_words: np.ndarray  # (U, N) float64
+    errors: np.ndarray  # (U, N) int64, word edit distance to the reference
+    valid: np.ndarray  # (U, N) bool
+    ref_words: int
+
+    @classmethod
+    def build(cls, utts: list[NbestUtt], llm: list[list[float]]) -> NbestTable:
+        n = max(max(len(u.hyps) for u in utts), 1)
+        shape = (len(utts), n)
+        am, lm, ctc, nw = (np.zeros(shape) for _ in range(4))
+        errors = np.zeros(shape, dtype=np.int64)
+        valid = np.zeros(shape, dtype=bool)
+        texts: list[list[str]] = []
+        ref_words = 0
+        for u, (utt, scores) in enumerate(zip(utts, llm, strict=True)):
+            ref = normalize_text(utt.ref).split()
+            ref_words += len(ref)
+            hyps, scores = (utt.hyps, scores) if utt.hyps else ([_EMPTY], [0.0])
+            texts.append([h.text for h in hyps])
+            for i, (h, s) in enumerate(zip(hyps, scores, strict=True)):
+                am[u, i], lm[u, i], nw[u, i] = h.am_score, s, h.num_words
+                ctc[u, i] = h.ctc_score if h.ctc_score is not None else 0.0
+                errors[u, i] = kaldialign.edit_distance(ref, normalize_text(h.text).split())["total"]
+                valid[u, i] = True
+        return cls(utts, texts, am, lm, ctc, nw, errors, valid, ref_words)
+
+    def choose(self, w: Weights, top_n: int | None = None) -> np.ndarray:
+        """Index of the best hypothesis of each utterance, shape (U,); ties go to the lower index."""
+        total = self.am + w.lm_weight * self.llm + w.length_bonus * self.num_words
+        if w.ctc_weight:  # skipped at 0 so that an infinite CTC score cannot turn into NaN
+            total = total + w.ctc_weight * self.ctc
+        allowed = self.valid if top_n is None else self.valid & (np.arange(self.valid.shape[1]) < top_n)
+        return np.argmax(np.where(allowed, total, -np.inf), axis=1)  # argmax returns the first maximum
+
+    def wer(self, chosen: np.ndarray) -> float:
+        return 100.0 * int(self.errors[np.arange(len(chosen)), chosen].sum()) / max(self.ref_words, 1)
+
+    def oracle_wer(self, top_n: int | None = None) -> float:
+        cols = self.errors if top_n is None else self.errors[:, :top_n]
+        ok = self.valid if top_n is None else self.valid[:, :top_n]
+        return 100.0 * int(np.where(ok, cols, np.iinfo(np.int64).max).min(axis=1).sum()) / max(self.ref_words, 1)
+
+
+def _grid(values: tuple[float, ...] | list[float], name: str) -> list[float]:
+    if not values:
+        raise ValueError(f"{name} grid is empty")
+    # 0 is always tried: it is the baseline that the tuned weights must not lose to.
+    return sorted({0.0, *map(float, values)})
+
+
+def tune(
+    dev_nbest: Path | str,
+    scorer: LlmScorer,
+    out_dir: Path | str,
+    lm_weights: tuple[float, ...] | list[float] = DEFAULT_LM_WEIGHTS,
+    length_bonuses: tuple[float, ...] | list[float] = DEFAULT_LENGTH_BONUSES,
+    ctc_weight: float = 0.0,
+    batch_size: int = 16,
+) -> tuple[float, float]:
+    """Grid-search ``(lm_weight, length_bonus)`` minimising WER on ``dev_nbest``.
+
+    Ties go to the smaller ``|lm_weight|``, then the smaller ``|length_bonus|``.  0 is
+    added to both grids, so the result is never worse on dev than ``lm_weight=0``.
+    Writes ``weights.json`` (with ``ctc_weight``), ``tune.json`` (WER of every grid
+    point) and ``llm_scores.jsonl`` into ``out_dir``.
+    """
+    lams, betas = _grid(lm_weights, "lm_weights"), _grid(length_bonuses, "length_bonuses")
+    out = Path(out_dir)
+    utts = read_nbest(dev_nbest)
+    table = NbestTable.build(utts, score_nbest(utts, scorer, batch_size, out / LLM_SCORES_FILE))
+    grid = []
+    for lam in lams:
+        for beta in betas:
+            chosen = table.choose(Weights(lam, beta, ctc_weight))
+            errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
+            grid.append({"lm_weight": lam, "length_bonus": beta, "errors": errors, "wer": table.wer(chosen)})
+    best = min(grid, key=lambda g: (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]),
+                                    g["lm_weight"], g["length_bonus"]))
+    weights = Weights(best["lm_weight"], best["length_bonus"], ctc_weight)
+    write_json_atomic(out / WEIGHTS_FILE, {**asdict(weights), "dev_wer": best["wer"], "dev_nbest": str(dev_nbest),
+                                           "llm": scorer.signature})
+    write_json_atomic(out / "tune.json", {"dev_nbest": str(dev_nbest), "llm": scorer.signature,
+                                          "ref_words": table.ref_words,
+                                          "first_pass_wer": table.wer(np.zeros(len(utts), dtype=np.int64)),
+                                          "oracle_wer": table.oracle_wer(), "grid": grid})
+    logger.info("tuned on %s: lm_weight=%g length_bonus=%g, dev WER %.2f%%", dev_nbest, weights.lm_weight,
+                weights.length_bonus, best["wer"])
+    return weights.lm_weight, weights.length_bonus
+
+
+def _warn_if_not_best_first(nbest: Path, utts: list[NbestUtt]) -> None:
+    """Zero weights give the first-pass 1-best only if the first pass ranked by ``am_score``."""
+    bad = sum(any(a.am_score < b.am_score for a, b in zip(u.hyps, u.hyps[1:], strict=False)) for u in utts)
+    if bad:
+        logger.warning("%s: %d utterances list hypotheses not in decreasing am_score order; "
+                       "rescoring ranks by am_score, not by that order", nbest, bad)
+
+
+def _first_pass_info(nbest: Path) -> dict[str, Any]:
+    """``result.json`` that ``dsr decode`` wrote next to the n-best file, or ``{}``."""
+    p = nbest.parent / "result.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+def _sizes(n: int) -> list[int]:
+    """1, 2, 4, ... up to and including n: the n-best depths reported in result.json."""
+    sizes = [1]
+    while sizes[-1] * 2 < n:
+        sizes.append(sizes[-1] * 2)
+    return sizes + ([n] if n > 1 else [])
+
+
+def _by_nbest_size(
+    table: NbestTable, scorer: LlmScorer, weights: Weights, per_text: float | None
+) -> list[dict[str, Any]]:
+    """WERs and LLM cost when only the top-n hypotheses are kept, for n = 1, 2, 4, ..., N.
+
+    The LLM cost grows with the number of distinct texts; ``est_llm_seconds`` applies
+    the cost per text measured in this run (None when every score came from the cache).
+    """
+    rows = []
+    for n in _sizes(table.valid.shape[1]):
+        unique = len({scorer.prepare(t) for row in table.texts for t in row[:n]})
+        rows.append({"n": n, "num_hyps": sum(min(len(u.hyps), n) for u in table.utts), "unique_texts": unique,
+                     "oracle_wer": table.oracle_wer(n), "rescored_wer": table.wer(table.choose(weights, n)),
+                     "est_llm_seconds": None if per_text is None else per_text * unique})
+    return rows
+
+
+def rescore(
+    nbest: Path | str,
+    scorer: LlmScorer,
+    out_dir: Path | str,
+    weights: Weights,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Rescore one n-best file; writes recogs/errs/wer.txt, result.json, llm_scores.jsonl into ``out_dir``.
+
+    Returns the ``result.json`` content: first-pass, oracle and rescored WER, the
+    weights, and LLM time against the number of hypotheses (``by_nbest_size``).
+    """
+    nbest, out = Path(nbest).resolve(), Path(out_dir)
+    utts = read_nbest(nbest)
+    _warn_if_not_best_first(nbest, utts)
+    seconds0, scored0 = scorer.seconds, scorer.num_scored
+    llm = score_nbest(utts, scorer, batch_size, out / LLM_SCORES_FILE)
+    llm_seconds, fresh = scorer.seconds - seconds0, scorer.num_scored - scored0
+    table = NbestTable.build(utts, llm)
+    chosen = table.choose(weights)
+    triples = [(u.utt_id, u.ref, table.texts[i][c]) for i, (u, c) in enumerate(zip(utts, chosen, strict=True))]
+    stats = score(triples)
+    first = score([(u.utt_id, u.ref, u.hyps[0].text if u.hyps else "") for u in utts])
+    write_recogs(out / "recogs.txt", triples)
+    write_errs(out / "errs.txt", stats)
+    write_text_atomic(out / "wer.txt", f"{weights.tag()}\t{stats.summary()}\n")
+    by_size = _by_nbest_size(table, scorer, weights, llm_seconds / fresh if fresh else None)
+    info = _first_pass_info(nbest)
+    audio, decode_s = info.get("audio_seconds"), info.get("decode_seconds")
+    result = {
+        "method": f"{info.get('method', nbest.parent.parent.name)}+llm",
+        "split": info.get("split", nbest.parent.name),
+        "checkpoint": info.get("checkpoint", "unknown"),
+        "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "num_utts": stats.num_sents,
+        # first-pass decoding plus LLM time per second of audio; NaN when decode left no timing
+        "rtf": (decode_s + llm_seconds) / audio if audio and decode_s is not None else math.nan,
+        "nbest": str(nbest), "llm": scorer.signature, "weights": asdict(weights),
+        "first_pass_wer": first.wer, "oracle_wer": table.oracle_wer(), "rescored_wer": stats.wer,
+        "num_hyps": sum(len(u.hyps) for u in utts), "llm_texts_scored": fresh, "llm_seconds": llm_seconds,
+        "llm_texts_per_second": fresh / llm_seconds if fresh and llm_seconds > 0 else None,
+        "by_nbest_size": by_size,
+    }
+    write_json_atomic(out / "result.json", result)
+    logger.info("%s: WER %.2f%% -> %.2f%% (oracle %.2f%%) with %s", nbest, first.wer, stats.wer,
+                result["oracle_wer"], weights.tag())
+    return result

@@ -1,0 +1,177 @@
+"""Sentence log-probabilities from a causal LLM, batched and cached.
+
+``LlmScorer.score(texts)`` returns, for each text, ``sum_t log P(w_t | BOS, w_<t)`` over
+its tokens (plus ``log P(EOS | ...)`` when ``add_eos``), in nats.  ASR hypotheses are
+upper-case without punctuation; LLMs have mostly seen sentence-cased text, so the text
+is transformed first (``text_transform``, see :data:`TEXT_TRANSFORMS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from dsr.errors import DsrUserError
+from dsr.lm.load import fingerprint, load_causal_lm, read_lm_info
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger("dsr")
+
+
+def sentence_case(text: str) -> str:
+    """``"THE CAT SAT"`` -> ``"The cat sat"``: lower-case, then capitalise the first letter."""
+    low = text.lower()
+    return low[:1].upper() + low[1:]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+TEXT_TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "sentence": sentence_case,  # pretrained chat/base LLMs: "The cat sat on the mat"
+    "lower": str.lower,  # LMs trained on lower-cased corpora
+    "none": _identity,  # LMs trained on dsr-normalised (upper-case) text
+}
+DEFAULT_TRANSFORM = "sentence"
+
+
+class LlmScorer:
+    """Total log-probability of texts under a causal LM (deterministic: eval mode, no dropout).
+
+    Args:
+        model: a ``transformers`` causal LM (moved to its device by the caller).
+        tokenizer: its tokenizer; only ``bos/eos/pad_token_id`` and plain encoding are used.
+        text_transform: a key of :data:`TEXT_TRANSFORMS` applied before tokenising.
+        add_bos: condition the first token on BOS (EOS when the tokenizer has no BOS,
+            as GPT-2-style models use ``<|endoftext|>`` for both).  Without it the first
+            token is context only and is not scored.
+        add_eos: also score ``log P(EOS | text)``, which penalises hypotheses that stop mid-sentence.
+        name: identifies the model in :attr:`signature` (saved next to cached scores).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        text_transform: str = DEFAULT_TRANSFORM,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        name: str = "llm",
+    ) -> None:
+        if text_transform not in TEXT_TRANSFORMS:
+            raise ValueError(f"text_transform {text_transform!r} is not one of {', '.join(TEXT_TRANSFORMS)}")
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if (add_bos and bos is None) or (add_eos and tokenizer.eos_token_id is None):
+            raise DsrUserError(f"{name}: its tokenizer defines no BOS/EOS token; set bos_token/eos_token in "
+                               "tokenizer_config.json or score without add_bos/add_eos")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.text_transform = text_transform
+        self.add_bos, self.add_eos = add_bos, add_eos
+        self.bos_id: int | None = bos
+        self.eos_id: int | None = tokenizer.eos_token_id
+        # Any id will do for padding: padded positions are masked out of attention and of the sum.
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.pad_id: int = pad if pad is not None else 0
+        self.max_len: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.cache: dict[str, float] = {}  # transformed text -> score
+        self.num_scored = 0  # texts that went through the model (cache misses)
+        self.seconds = 0.0  # wall time spent in tokenising + forward passes
+
+    @classmethod
+    def from_path(
+        cls,
+        path: Path | str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        text_transform: str | None = None,
+        add_bos: bool = True,
+        add_eos: bool = True,
+    ) -> LlmScorer:
+        """Load a model directory or ``.gguf`` file (see :func:`dsr.lm.load.load_causal_lm`).
+
+        ``text_transform=None`` takes the transform a dsr-trained model was trained with
+        (its ``dsr_lm.json``), else ``"sentence"``.
+        """
+        model, tokenizer = load_causal_lm(path, dtype=dtype, device=device)
+        transform = text_transform or read_lm_info(path).get("text_transform", DEFAULT_TRANSFORM)
+        return cls(model, tokenizer, text_transform=transform, add_bos=add_bos, add_eos=add_eos,
+                   name=f"{Path(path).resolve()}|{fingerprint(path)}|{dtype}")
+
+    @property
+    def signature(self) -> str:
+        """Everything that changes a score; cached scores are reused only under the same signature."""
+        return f"{self.name}|transform={self.text_transform}|bos={int(self.add_bos)}|eos={int(self.add_eos)}"
+
+    def prepare(self, text: str) -> str:
+        return TEXT_TRANSFORMS[self.text_transform](text)
+
+    def token_ids(self, text: str) -> list[int]:
+        """``[BOS] + tokens(prepare(text)) + [EOS]``, as scored (and as dsr trains LMs)."""
+        return self._encode(self.prepare(text))
+
+    def _encode(self, prepared: str) -> list[int]:
+        ids = list(self.tokenizer(prepared, add_special_tokens=False)["input_ids"])
+        seq = ([self.bos_id] if self.add_bos else []) + ids + ([self.eos_id] if self.add_eos else [])
+        if self.max_len is not None and len(seq) > self.max_len:
+            raise DsrUserError(f"{self.name}: a hypothesis of {len(seq)} tokens exceeds the LLM's "
+                               f"{self.max_len} positions ({prepared[:60]!r}...); use an LLM with a longer context")
+        return seq
+
+    def score(self, texts: list[str], batch_size: int = 16) -> list[float]:
+        """Log-probability (nats) of each text: a list as long as ``texts``.
+
+        Identical texts (after the transform) are scored once and cached.  Batches of
+        ``batch_size`` hold texts of similar length (fewer pads); results equal scoring one by one.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        keys = [self.prepare(t) for t in texts]
+        missing = sorted({k for k in keys if k not in self.cache})
+        if missing:
+            start = time.perf_counter()
+            seqs = {k: self._encode(k) for k in missing}
+            order = sorted(missing, key=lambda k: -len(seqs[k]))
+            for i in range(0, len(order), batch_size):
+                chunk = order[i:i + batch_size]
+                for k, s in zip(chunk, self._score_batch([seqs[k] for k in chunk]), strict=True):
+                    self.cache[k] = s
+            self.num_scored += len(missing)
+            self.seconds += time.perf_counter() - start
+        return [self.cache[k] for k in keys]
+
+    @torch.inference_mode()
+    def _score_batch(self, seqs: list[list[int]]) -> list[float]:
+        """Sum of next-token log-probs of each right-padded sequence.
+
+        input_ids/attention_mask: (B, T); logits: (B, T, V); scored targets are ids[:, 1:].
+        Right padding keeps positions 0..len-1 for real tokens, so no position ids are needed.
+        """
+        lengths = [len(s) for s in seqs]
+        width = max(lengths)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, s in enumerate(seqs):
+            ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[b, : len(s)] = 1
+        if width < 2:  # nothing to predict: an empty text without EOS, or without BOS and one token
+            return [0.0] * len(seqs)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+        target = ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+        token_lp = logits.gather(-1, target).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T-1)
+        # torch.where, not a product: padded rows may hold NaN from fully masked attention.
+        token_lp = torch.where(mask[:, 1:].bool(), token_lp, torch.zeros_like(token_lp))
+        return token_lp.sum(dim=1).double().cpu().tolist()
