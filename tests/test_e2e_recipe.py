@@ -107,3 +107,27 @@ def test_kill_9_during_training_resumes(work):
 
     final = torch.load(exp / "epoch-3.pt", map_location="cpu", weights_only=False)
     assert final["global_step"] > steps[-1]
+
+
+def test_transcribe_stereo_44k_matches_mono_16k(work):
+    """A stereo 44.1 kHz copy of an utterance decodes exactly like the 16 kHz mono original."""
+    import numpy as np
+    import soundfile as sf
+
+    from dsr.features.audio import resample
+
+    if not (work / "exp/conformer/epoch-1.pt").is_file():
+        run_recipe(work, "--stage", "3", "--stop-stage", "3")
+    wav = sorted((work / "data/synth/test").glob("*.wav"))[0]
+    mono, sr = sf.read(wav, dtype="float32")
+    stereo = np.stack([mono, mono], axis=1)
+    stereo = np.stack([resample(stereo[:, 0], sr, 44100)] * 2, axis=1)
+    stereo_path = work / "stereo_44k.wav"
+    sf.write(stereo_path, stereo, 44100)
+    cmd = [sys.executable, "-m", "dsr.cli.main", "transcribe", "--exp-dir", str(work / "exp/conformer"),
+           "--lang-dir", str(work / "data/lang_bpe_48"), "-m", "ctc-greedy", str(wav), str(stereo_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("\t") for line in proc.stdout.strip().splitlines()]
+    assert [Path(p).name for p, _ in lines] == [wav.name, "stereo_44k.wav"]
+    assert lines[0][1] == lines[1][1]
