@@ -31,6 +31,7 @@ class TrainConfig:
     max_utt_duration: float = opt(30.0, "Skip utterances longer than this (seconds).")
     num_buckets: int = opt(10, "Duration buckets of the sampler.")
     num_workers: int = opt(0, "DataLoader worker processes (0 = load in the main process).")
+    sortagrad_epochs: int = opt(0, "Epochs at the start that visit utterances from shortest to longest (curriculum).")
     spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
     # Model
     encoder_dim: int = opt(192, "Conformer model dimension.")
