@@ -50,7 +50,7 @@ def _env() -> dict[str, str]:
 
 def run_recipe(work: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = ["bash", str(RUN_SH), "--work-dir", str(work), "--config", str(work / "tiny.yaml"),
-           "--num-train", "24", "--num-dev", "4", "--num-test", "6", "--vocab-size", "48", *args]
+           "--num-train", "24", "--num-train-words", "6", "--num-dev", "4", "--num-test", "6", "--vocab-size", "48", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, f"run.sh {args} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc

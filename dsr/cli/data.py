@@ -35,6 +35,8 @@ def synth(
     num_train: int = typer.Option(4000, "--num-train", min=1, help="Training utterances."),
     num_dev: int = typer.Option(200, "--num-dev", min=1, help="Dev utterances (held-out voices and sentences)."),
     num_test: int = typer.Option(300, "--num-test", min=1, help="Test utterances (held-out voices and sentences)."),
+    num_train_words: int = typer.Option(
+        0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sentences, voices, rates and pitches."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel synthesis processes."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
@@ -54,7 +56,8 @@ def synth(
     if already_done(manifest_dir, "prepare-synth", force):
         return
     reports = prepare_synth(corpus_dir, manifest_dir, num_train=num_train, num_dev=num_dev, num_test=num_test,
-                            seed=seed, num_jobs=num_jobs, progress=show_progress())
+                            seed=seed, num_jobs=num_jobs, progress=show_progress(),
+                            num_train_words=num_train_words)
     finish(manifest_dir, "prepare-synth", _report(reports))
 
 

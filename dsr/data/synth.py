@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
-from dsr.data.sentences import generate_sentences
+from dsr.data.sentences import generate_sentences, vocabulary
 from dsr.data.tts import (
     ENGINES,
     INSTALL_HINT,
@@ -161,6 +161,13 @@ def split_sentences(num_train: int, num_dev: int, num_test: int, seed: int) -> d
     dev = generate_sentences(num_dev, _derive_seed(seed, "dev"), exclude=set(test))
     train = generate_sentences(num_train, _derive_seed(seed, "train"), exclude=set(test) | set(dev))
     return {"train": train, "dev": dev, "test": test}
+
+
+def isolated_words(n: int, seed: int) -> list[str]:
+    """``n`` single-word prompts: the vocabulary in a seeded order, repeated as needed."""
+    words = sorted(vocabulary())
+    random.Random(_derive_seed(seed, "words")).shuffle(words)
+    return [words[i % len(words)] for i in range(n)]
 
 
 def plan_split(
@@ -299,6 +306,7 @@ def prepare_synth(
     *,
     engine_weights: Mapping[str, float] | None = None,
     progress: bool | None = None,
+    num_train_words: int = 0,
 ) -> list[PrepareReport]:
     """Build (or resume) the synthetic corpus and write its ``synth_*`` manifests.
 
@@ -308,6 +316,12 @@ def prepare_synth(
     (default: when stderr is a terminal).  Returns one report per built split
     (train, dev, test order); utterances whose synthesis failed are listed as
     skipped.
+
+    ``num_train_words`` adds that many isolated-word utterances to train (the
+    grammar's vocabulary, cycled in a seeded order).  Like FSDD's digits, they let
+    a model learn what each word sounds like before it has to align whole
+    sentences; with a short-first curriculum (``dsr train --sortagrad-epochs``)
+    they are what training sees first.
     """
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
     for split, n in sizes.items():
@@ -324,7 +338,10 @@ def prepare_synth(
     corpus_dir, manifest_dir = Path(corpus_dir), Path(manifest_dir)
 
     voices_by_split = voice_split.assign(require_voices())
+    if not isinstance(num_train_words, int) or num_train_words < 0:
+        raise ValueError(f"num_train_words must be a non-negative int, got {num_train_words!r}")
     sentences = split_sentences(num_train, num_dev, num_test, seed)
+    sentences["train"] = sentences["train"] + isolated_words(num_train_words, seed)
     plans: dict[str, list[SynthUtterance]] = {}
     for split in SPLITS:
         if sizes[split] == 0:

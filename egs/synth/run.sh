@@ -30,6 +30,7 @@ root=$(cd ../.. && pwd)
 stage=0
 stop_stage=100
 num_train=4000
+num_train_words=0
 num_dev=200
 num_test=300
 num_jobs=2
@@ -45,6 +46,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --num-train) num_train=$2; shift 2 ;;
+    --num-train-words) num_train_words=$2; shift 2 ;;
     --num-dev) num_dev=$2; shift 2 ;;
     --num-test) num_test=$2; shift 2 ;;
     --num-jobs) num_jobs=$2; shift 2 ;;
@@ -71,7 +73,7 @@ epochs_flag=${num_epochs:+--num-epochs $num_epochs}
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: synthesise the embedded corpus and write manifests"
   dsr prepare synth --corpus-dir data/synth --manifest-dir data/manifests \
-    --num-train $num_train --num-dev $num_dev --num-test $num_test -j $num_jobs $force
+    --num-train $num_train --num-train-words $num_train_words --num-dev $num_dev --num-test $num_test -j $num_jobs $force
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
