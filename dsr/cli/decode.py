@@ -10,6 +10,16 @@ import typer
 from dsr.cli.common import console, show_progress
 
 
+# Options shared by `dsr decode` and `dsr transcribe` (typer accepts one OptionInfo in several commands).
+_BEAM_SIZE = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search methods.")
+_HOTWORDS_FILE = typer.Option(
+    None, "--hotwords-file", help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE."
+)
+_HOTWORD_SCORE = typer.Option(
+    2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
+)
+
+
 def decode(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
     cuts: list[Path] = typer.Option(..., "--cuts", help="Cuts manifest(s) with features to decode (repeatable)."),
@@ -23,15 +33,10 @@ def decode(
     max_duration: float = typer.Option(300.0, "--max-duration", help="Seconds of audio per batch."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     num_threads: int = typer.Option(0, "--num-threads", help="torch CPU threads (0 = default)."),
-    beam_size: int = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search methods."),
+    beam_size: int = _BEAM_SIZE,
     nbest: int = typer.Option(0, "--nbest", min=0, help="Hypotheses per utterance in nbest.jsonl (0 = --beam-size)."),
-    hotwords_file: Optional[Path] = typer.Option(
-        None, "--hotwords-file",
-        help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE.",
-    ),
-    hotword_score: float = typer.Option(
-        2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
-    ),
+    hotwords_file: Optional[Path] = _HOTWORDS_FILE,
+    hotword_score: float = _HOTWORD_SCORE,
 ) -> None:
     """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
 
@@ -65,14 +70,9 @@ def transcribe(
     epoch: int = typer.Option(0, "--epoch", help="Checkpoint epoch (0 = newest)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    beam_size: int = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search methods."),
-    hotwords_file: Optional[Path] = typer.Option(
-        None, "--hotwords-file",
-        help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE.",
-    ),
-    hotword_score: float = typer.Option(
-        2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
-    ),
+    beam_size: int = _BEAM_SIZE,
+    hotwords_file: Optional[Path] = _HOTWORDS_FILE,
+    hotword_score: float = _HOTWORD_SCORE,
 ) -> None:
     """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file on stdout.
 
