@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Free Spoken Digit Dataset recipe: isolated English digits, trained on three speakers and
+# tested on a held-out one (yweweler), the way ../shared/data/fsdd is meant to be used.
+#
+# Usage (from anywhere; outputs go to egs/fsdd/data and egs/fsdd/exp unless --work-dir):
+#   bash egs/fsdd/run.sh                                   # data from ../shared/data/fsdd
+#   bash egs/fsdd/run.sh --corpus-dir /data/fsdd           # any folder with audio/ + transcripts.tsv
+#   bash egs/fsdd/run.sh --stage 3 --stop-stage 3          # only training
+#
+# The corpus folder holds audio/<digit>_<speaker>_<index>.{wav,flac} and transcripts.tsv
+# ("utt-id<TAB>text" lines, digits written as words).
+#
+# Stages:
+#   0 prepare   split by speaker (test: yweweler; dev: ~10 % of the other speakers' files)
+#   1 features  80-dim FBANK at 16 kHz (the 8 kHz audio is resampled); train with 0.9/1.1 speed perturbation
+#   2 lang      BPE over the ten digit words
+#   3 train     small Conformer transducer + CTC
+#   4 decode    greedy transducer + CTC greedy on dev and test
+#   5 results   WER/RTF table -> exp/conformer/results.md
+set -euo pipefail
+
+caller_dir=$PWD
+cd "$(dirname "${BASH_SOURCE[0]}")"
+recipe_dir=$PWD
+root=$(cd ../.. && pwd)
+[ -x "$root/.venv/bin/dsr" ] && export PATH="$root/.venv/bin:$PATH"
+
+stage=0
+stop_stage=100
+corpus_dir=$root/../shared/data/fsdd
+test_speaker=yweweler
+vocab_size=30
+num_jobs=2
+exp_dir=exp/conformer
+config=$recipe_dir/conf/train.yaml
+work_dir=$recipe_dir
+force=
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --corpus-dir) corpus_dir=$2; shift 2 ;;
+    --test-speaker) test_speaker=$2; shift 2 ;;
+    --num-jobs) num_jobs=$2; shift 2 ;;
+    --exp-dir) exp_dir=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --work-dir) work_dir=$2; shift 2 ;;
+    --force) force=--force; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
+corpus_dir=$(abspath "$corpus_dir")
+config=$(abspath "$config")
+work_dir=$(abspath "$work_dir")
+if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
+  echo "run.sh: $corpus_dir/transcripts.tsv not found; pass --corpus-dir DIR with audio/ and transcripts.tsv" >&2
+  exit 2
+fi
+mkdir -p "$work_dir" && cd "$work_dir"
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
+lang_dir=data/lang_bpe_${vocab_size}
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: manifests, speaker $test_speaker held out for test"
+  dsr prepare folder --audio-dir "$corpus_dir/audio" --transcripts "$corpus_dir/transcripts.tsv" --corpus fsdd \
+    --split-policy fsdd-speaker --test-key "$test_speaker" --manifest-dir data/manifests $force
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: FBANK"
+  dsr features --corpus fsdd --split train --speed-perturb --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+  dsr features --corpus fsdd --split dev --split test --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: BPE"
+  dsr lang --cuts data/manifests/fsdd_supervisions_train.jsonl.gz --lang-dir $lang_dir --vocab-size $vocab_size $force
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: train"
+  dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $force \
+    --train-cuts data/fbank/fsdd_cuts_train.jsonl.gz --dev-cuts data/fbank/fsdd_cuts_dev.jsonl.gz
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: decode"
+  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy \
+    --cuts data/fbank/fsdd_cuts_dev.jsonl.gz --cuts data/fbank/fsdd_cuts_test.jsonl.gz
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: results"
+  dsr results --exp-dir $exp_dir
+fi
+log "finished stages $stage..$stop_stage"
