@@ -19,11 +19,7 @@
 #   5 results   WER/RTF table -> exp/conformer/results.md
 set -euo pipefail
 
-caller_dir=$PWD
-cd "$(dirname "${BASH_SOURCE[0]}")"
-recipe_dir=$PWD
-root=$(cd ../.. && pwd)
-[ -x "$root/.venv/bin/dsr" ] && export PATH="$root/.venv/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
 
 stage=0
 stop_stage=100
@@ -36,23 +32,8 @@ config=$recipe_dir/conf/train.yaml
 work_dir=$recipe_dir
 force=
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --corpus-dir) corpus_dir=$2; shift 2 ;;
-    --test-speaker) test_speaker=$2; shift 2 ;;
-    --num-jobs) num_jobs=$2; shift 2 ;;
-    --exp-dir) exp_dir=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --work-dir) work_dir=$2; shift 2 ;;
-    --force) force=--force; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+parse_options "$@"
 
-abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 corpus_dir=$(abspath "$corpus_dir")
 config=$(abspath "$config")
 work_dir=$(abspath "$work_dir")
@@ -61,7 +42,6 @@ if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
   exit 2
 fi
 mkdir -p "$work_dir" && cd "$work_dir"
-log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 lang_dir=data/lang_bpe_${vocab_size}
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

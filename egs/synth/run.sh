@@ -21,11 +21,7 @@
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
 
-caller_dir=$PWD
-cd "$(dirname "${BASH_SOURCE[0]}")"
-recipe_dir=$PWD
-root=$(cd ../.. && pwd)
-[ -x "$root/.venv/bin/dsr" ] && export PATH="$root/.venv/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
 
 stage=0
 stop_stage=100
@@ -41,32 +37,11 @@ config=$recipe_dir/conf/train.yaml
 work_dir=$recipe_dir
 force=
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --num-train) num_train=$2; shift 2 ;;
-    --num-train-words) num_train_words=$2; shift 2 ;;
-    --num-dev) num_dev=$2; shift 2 ;;
-    --num-test) num_test=$2; shift 2 ;;
-    --num-jobs) num_jobs=$2; shift 2 ;;
-    --vocab-size) vocab_size=$2; shift 2 ;;
-    --num-epochs) num_epochs=$2; shift 2 ;;
-    --exp-dir) exp_dir=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --work-dir) work_dir=$2; shift 2 ;;
-    --force) force=--force; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+parse_options "$@"
 
-# Paths given on the command line are relative to where run.sh was called from.
-abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 config=$(abspath "$config")
 work_dir=$(abspath "$work_dir")
 mkdir -p "$work_dir" && cd "$work_dir"
-log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 lang_dir=data/lang_bpe_${vocab_size}
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
 
