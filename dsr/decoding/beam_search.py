@@ -101,6 +101,16 @@ def _finalize(
 
 
 @torch.no_grad()
+def resolve_nbest(beam_size: int, nbest: int | None) -> int:
+    """Validate a (beam_size, nbest) pair; ``nbest=None`` means the whole beam."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    nbest = beam_size if nbest is None else nbest
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    return nbest
+
+
 def modified_beam_search(
     model: HybridTransducer,
     encoder_out: torch.Tensor,
@@ -128,11 +138,7 @@ def modified_beam_search(
         raise ValueError(f"encoder_out must be (N, T, D), got {tuple(encoder_out.shape)}")
     if encoder_lens.shape != (encoder_out.size(0),):
         raise ValueError(f"encoder_lens must be ({encoder_out.size(0)},), got {tuple(encoder_lens.shape)}")
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    nbest = beam_size if nbest is None else nbest
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    nbest = resolve_nbest(beam_size, nbest)
     n, t_max, _ = encoder_out.shape
     device = encoder_out.device
     blank = model.blank_id

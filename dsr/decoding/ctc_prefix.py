@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from dsr.decoding.beam_search import Hypothesis, log_add
+from dsr.decoding.beam_search import Hypothesis, log_add, resolve_nbest
 from dsr.decoding.context_graph import ContextGraph, ContextState
 
 NEG_INF = -math.inf
@@ -127,11 +127,7 @@ def ctc_prefix_beam_search(
         raise ValueError(f"lens must be ({log_probs.size(0)},), got {tuple(lens.shape)}")
     if not 0 <= blank < log_probs.size(2):
         raise ValueError(f"blank must be in [0, {log_probs.size(2)}), got {blank}")
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    nbest = beam_size if nbest is None else nbest
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    nbest = resolve_nbest(beam_size, nbest)
     lp = log_probs.detach().double().cpu()
     top = lp.topk(min(beam_size, lp.size(2)), dim=2).indices  # (N, T, K)
     out: list[list[Hypothesis]] = []

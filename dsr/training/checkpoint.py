@@ -77,6 +77,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     if not paths:
         raise ValueError("average_checkpoints needs at least one checkpoint")
     avg: dict[str, torch.Tensor] | None = None
+    sd: dict[str, torch.Tensor] = {}
     for p in paths:
         sd = load_checkpoint(p)["model"]
         if avg is None:
@@ -89,8 +90,8 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
                     avg[k] = v.clone()
     assert avg is not None
     n = len(paths)
-    ref = load_checkpoint(paths[-1])["model"]
-    return {k: (v / n).to(ref[k].dtype) if ref[k].is_floating_point() else v for k, v in avg.items()}
+    # ``sd`` is the last checkpoint's weights: the reference for the output dtypes.
+    return {k: (v / n).to(sd[k].dtype) if sd[k].is_floating_point() else v for k, v in avg.items()}
 
 
 def resolve_model_checkpoint(exp_dir: Path, epoch: int = 0, avg: int = 1) -> tuple[dict[str, Any], str]:
