@@ -349,3 +349,30 @@ def test_pruned_loss_with_full_range_equals_full_rnnt_loss() -> None:
     boundary = torch.stack([torch.zeros_like(y_lens), torch.zeros_like(y_lens), y_lens, enc_lens], dim=1)
     full = rnnt_loss(logits=logits, symbols=y, termination_symbol=model.blank_id, boundary=boundary, reduction="sum")
     torch.testing.assert_close(out["pruned_loss"], full, rtol=1e-4, atol=1e-3)
+
+
+def test_rnnt_encoder_grad_scale_leaves_values_and_scales_encoder_gradient() -> None:
+    """With scale 0 the encoder gets CTC's gradient only; losses themselves never change."""
+    feats, lens, targets = _batch(12)
+
+    def encoder_grad(scale: float, with_ctc: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(small_config(dropout=0.0)).train()
+        out = model(feats, lens, targets, prune_range=3, rnnt_encoder_grad_scale=scale)
+        loss = out["simple_loss"] + out["pruned_loss"] + (out["ctc_loss"] if with_ctc else 0.0)
+        loss.backward()
+        return out, model.encoder.layers[0].attn.qkv.weight.grad.clone()
+
+    full, g_full = encoder_grad(1.0, with_ctc=True)
+    half, g_half = encoder_grad(0.5, with_ctc=False)
+    off, g_off = encoder_grad(0.0, with_ctc=True)
+    _, g_rnnt_only = encoder_grad(1.0, with_ctc=False)
+    for key in ("simple_loss", "pruned_loss", "ctc_loss"):
+        torch.testing.assert_close(full[key], off[key])
+        torch.testing.assert_close(full[key], half[key])
+    torch.testing.assert_close(g_half, 0.5 * g_rnnt_only)
+    # Scale 0: what reaches the encoder is exactly the CTC part of the full gradient.
+    torch.testing.assert_close(g_off, g_full - g_rnnt_only, rtol=1e-4, atol=1e-6)
+    model = build_model(small_config())
+    with pytest.raises(ValueError, match="rnnt_encoder_grad_scale"):
+        model(feats, lens, targets, rnnt_encoder_grad_scale=1.5)

@@ -32,3 +32,16 @@ def test_bad_config_files(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(DsrUserError, match="nope.yaml"):
         resolve_config(tmp_path / "nope.yaml", {})
+
+
+def test_ctc_encoder_warmup_schedule_and_validation():
+    from dsr.training.config import TrainConfig
+    from dsr.training.trainer import rnnt_encoder_grad_scale
+
+    cfg = TrainConfig(ctc_encoder_warmup_steps=100)
+    assert [rnnt_encoder_grad_scale(cfg, s) for s in (0, 99, 100, 150, 200, 5000)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert rnnt_encoder_grad_scale(TrainConfig(), 0) == 1.0
+    with pytest.raises(DsrUserError, match="--ctc-loss-scale"):
+        TrainConfig(ctc_encoder_warmup_steps=100, ctc_loss_scale=0.0).validate()
+    with pytest.raises(DsrUserError, match="--adam-beta2"):
+        TrainConfig(adam_beta2=1.0).validate()

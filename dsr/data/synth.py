@@ -115,16 +115,19 @@ SAME_SPEAKER: Mapping[str, str] = {
 }  # fmt: skip
 
 
-# Held-out voices: test gets six espeak-ng variants (with every base accent) and
-# two recorded speakers no train voice is built from (flite rms, festival ked);
-# dev gets four other variants and flite awb.  Kal and SLT voices stay in train.
+# Held-out voices: test gets six espeak-ng variants (with every base accent) and one
+# recorded speaker that no train voice is built from (festival ked); dev gets four
+# other variants.  The four other recorded speakers (kal, slt, awb, rms) all train:
+# Debian main has only five, and a model that has heard two people does not
+# generalise to a third (with kal and slt alone in train, held-out rms and ked
+# scored 66 % and 46 % WER while held-out espeak variants scored ~7 %).
 DEFAULT_VOICE_SPLIT = VoiceSplit(
     test=(
         "espeak-ng/*+m7", "espeak-ng/*+f4", "espeak-ng/*+klatt4",
         "espeak-ng/*+belinda", "espeak-ng/*+Andy", "espeak-ng/*+iven3",
-        "flite/rms", "festival/ked_diphone",
+        "festival/ked_diphone",
     ),
-    dev=("espeak-ng/*+m6", "espeak-ng/*+f3", "espeak-ng/*+klatt3", "espeak-ng/*+Annie", "flite/awb"),
+    dev=("espeak-ng/*+m6", "espeak-ng/*+f3", "espeak-ng/*+klatt3", "espeak-ng/*+Annie"),
 )  # fmt: skip
 
 # How often each engine speaks (among the engines that have voices in a split).

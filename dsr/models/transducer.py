@@ -12,6 +12,13 @@ from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
 
 
+def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    if scale == 1.0:
+        return x
+    return x.detach() if scale == 0.0 else x * scale + x.detach() * (1.0 - scale)
+
+
 class HybridTransducer(nn.Module):
     """Conformer encoder + stateless predictor + joiner, trained with pruned RNN-T and CTC.
 
@@ -132,6 +139,7 @@ class HybridTransducer(nn.Module):
         rnnt_backend: str = "dsr",
         chunk_size: int | None = None,
         left_context_chunks: int | None = None,
+        rnnt_encoder_grad_scale: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """Compute the training losses of a batch (reduction "sum" over utterances).
 
@@ -143,6 +151,11 @@ class HybridTransducer(nn.Module):
             am_scale, lm_scale: smoothing scales of the simple loss.
             rnnt_backend: name passed to :func:`dsr.losses.backend.get_rnnt_backend`.
             chunk_size, left_context_chunks: per-call chunked-attention overrides.
+            rnnt_encoder_grad_scale: factor in [0, 1] on the gradient that the transducer
+                losses send into the encoder (values are unchanged).  Early in training the
+                transducer lowers its loss fastest through the predictor, and its gradient
+                into the encoder drowns CTC's; with a small factor the encoder first learns
+                from CTC alone (see :func:`dsr.training.trainer.loss_scales`).
 
         Returns:
             ``simple_loss``, ``pruned_loss``, ``ctc_loss`` (only with a CTC head): scalar
@@ -153,9 +166,12 @@ class HybridTransducer(nn.Module):
             raise ValueError(f"got {len(targets)} target lists for a batch of {features.size(0)}")
         if prune_range < 1:
             raise ValueError(f"prune_range must be >= 1 (got {prune_range})")
+        if not 0.0 <= rnnt_encoder_grad_scale <= 1.0:
+            raise ValueError(f"rnnt_encoder_grad_scale must be in [0, 1] (got {rnnt_encoder_grad_scale})")
         rnnt = get_rnnt_backend(rnnt_backend)  # k2's API whichever backend
 
         encoder_out, encoder_lens = self.encode(features, feature_lens, chunk_size, left_context_chunks)
+        rnnt_encoder_out = _scale_grad(encoder_out, rnnt_encoder_grad_scale)
         y_padded, sos_y_padded, y_lens = self._pad_targets(targets, encoder_out.device)
         # The predictor sees blank (as SOS) followed by the labels.
         decoder_out = self.predictor(sos_y_padded)  # (N, U + 1, decoder_dim)
@@ -165,7 +181,7 @@ class HybridTransducer(nn.Module):
         boundary[:, 3] = encoder_lens
 
         lm = self.simple_lm_proj(decoder_out)
-        am = self.simple_am_proj(encoder_out)
+        am = self.simple_am_proj(rnnt_encoder_out)
         # The loss recursions need float32 even when the network runs in bf16/fp16.
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):
             simple_loss, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(
@@ -182,7 +198,7 @@ class HybridTransducer(nn.Module):
         ranges = rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
         # Project before pruning: (N, T, D) and (N, U + 1, D) are far smaller than (N, T, S, D).
         am_pruned, lm_pruned = rnnt.do_rnnt_pruning(
-            am=self.joiner.encoder_proj(encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
+            am=self.joiner.encoder_proj(rnnt_encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
         )
         logits = self.joiner(am_pruned, lm_pruned, project_input=False)  # (N, T, S, V)
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):

@@ -50,6 +50,12 @@ class TrainConfig:
     simple_loss_scale: float = opt(0.5, "Weight of the simple (linear joiner) loss after warm-up.")
     ctc_loss_scale: float = opt(0.2, "Weight of the CTC loss (0 disables the CTC head's loss).")
     model_warm_step: int = opt(500, "Steps over which weight moves from the simple to the pruned loss.")
+    ctc_encoder_warmup_steps: int = opt(
+        0,
+        "Steps during which only CTC trains the encoder (the transducer losses still train predictor "
+        "and joiner); their gradient into the encoder is then ramped in over as many steps again. "
+        "Needs --ctc-loss-scale > 0.",
+    )
     rnnt_backend: str = opt("dsr", "Pruned RNN-T implementation: dsr, fast_rnnt or k2.")
     # Optimisation
     num_epochs: int = opt(10, "Number of epochs to train.")
@@ -58,6 +64,9 @@ class TrainConfig:
     warmup_steps: int = opt(300, "Linear learning-rate warm-up steps.")
     lr_decay_epochs: float = opt(6.0, "Eden-style decay: lr halves roughly every few of these epochs.")
     weight_decay: float = opt(1e-3, "AdamW weight decay.")
+    adam_beta2: float = opt(
+        0.98, "AdamW second-moment decay; below 0.999 it forgets the large first gradients sooner."
+    )
     grad_clip: float = opt(5.0, "Gradient-norm clipping threshold.")
     seed: int = opt(42, "Random seed.")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
@@ -85,6 +94,12 @@ class TrainConfig:
             raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
         if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
             raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
+        if not 0.0 < self.adam_beta2 < 1.0:
+            raise DsrUserError(f"--adam-beta2 must be in (0, 1), got {self.adam_beta2}")
+        if self.ctc_encoder_warmup_steps < 0:
+            raise DsrUserError(f"--ctc-encoder-warmup-steps must be >= 0, got {self.ctc_encoder_warmup_steps}")
+        if self.ctc_encoder_warmup_steps > 0 and self.ctc_loss_scale <= 0:
+            raise DsrUserError("--ctc-encoder-warmup-steps needs --ctc-loss-scale > 0 (CTC is what trains the encoder then)")
         if self.prune_range < 1:
             raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
 
