@@ -68,13 +68,15 @@ def test_full_tiny_recipe_reports_wer(work):
     proc = run_recipe(work, "--stage", "3")
     results = json.loads((work / "exp/conformer/results.json").read_text())
     assert {(r["method"], r["split"]) for r in results} == {
-        (m, s) for m in ("greedy", "ctc-greedy") for s in ("synth_dev", "synth_test")
+        (m, s) for m in ("greedy", "modified-beam-search", "ctc-greedy") for s in ("synth_dev", "synth_test")
     }
     for r in results:
         assert r["num_utts"] > 0 and r["ref_words"] > 0 and 0 <= r["wer"] and r["rtf"] > 0
     assert "WER %" in proc.stdout
     errs = (work / "exp/conformer/decode/greedy/synth_test/errs.txt").read_text()
     assert errs.startswith("%WER ")
+    by_speaker = (work / "exp/conformer/decode/greedy/synth_test/wer_by_speaker.txt").read_text().splitlines()
+    assert by_speaker[0].startswith("speaker\t") and len(by_speaker) > 1
     assert (work / "exp/conformer/config.yaml").is_file() and (work / "exp/conformer/epoch-1.pt").is_file()
     assert list((work / "exp/conformer/tensorboard").iterdir())
 
@@ -132,3 +134,36 @@ def test_transcribe_stereo_44k_matches_mono_16k(work):
     lines = [line.split("\t", 1) for line in proc.stdout.splitlines() if line]
     assert [Path(p).name for p, _ in lines] == [wav.name, "stereo_44k.wav"]
     assert lines[0][1] == lines[1][1]
+
+
+def test_non_finite_loss_and_gradient_batches_are_skipped_and_counted(work, monkeypatch):
+    """A NaN loss and a NaN gradient each skip their batch (no update) and are counted."""
+    import torch
+
+    from dsr.training import trainer
+    from dsr.training.config import resolve_config
+
+    real = trainer.compute_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            loss = loss * float("nan")
+        elif calls["n"] == 4:
+            loss = loss.clone()
+            loss.register_hook(lambda g: g * float("nan"))  # finite value, NaN gradient
+        return loss, parts
+
+    monkeypatch.setattr(trainer, "compute_loss", flaky)
+    monkeypatch.chdir(work)
+    cfg = resolve_config(work / "tiny.yaml", {
+        "exp_dir": str(work / "exp/nan"), "lang_dir": str(work / "data/lang_bpe_48"),
+        "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"), "dev_cuts": "",
+        "max_duration": 10.0, "save_every_n": 0,
+    })  # fmt: skip
+    result = trainer.train(cfg)
+    assert result.skipped_batches == 2
+    assert result.global_step == calls["n"] - 2
+    assert all(torch.isfinite(v).all() for v in trainer.load_checkpoint(work / "exp/nan/epoch-1.pt")["model"].values())

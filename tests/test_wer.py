@@ -21,3 +21,16 @@ def test_wer_counts_and_normalisation(tmp_path):
 def test_cer():
     stats = score([("u", "abc", "abd")], char_level=True)
     assert stats.ref_words == 3 and stats.subs == 1
+
+
+def test_score_by_group_worst_first_and_table(tmp_path):
+    from dsr.evaluation.wer import score_by_group, write_wer_by_group
+
+    results = [("a1", "ONE TWO", "ONE TWO"), ("a2", "THREE", "THREE"), ("b1", "FOUR FIVE", "FOUR SIX"), ("c1", "X", "")]
+    scored = score_by_group(results, {"a1": "alice", "a2": "alice", "b1": "bob"})
+    assert [(name, s.num_sents, s.ref_words, s.errors) for name, s in scored] == [
+        ("-", 1, 1, 1), ("bob", 1, 2, 1), ("alice", 2, 3, 0)
+    ]
+    write_wer_by_group(tmp_path / "w.txt", scored)
+    lines = (tmp_path / "w.txt").read_text().splitlines()
+    assert lines[0] == "speaker\tutts\twords\terrors\tWER%" and lines[2] == "bob\t1\t2\t1\t50.00"

@@ -2,6 +2,7 @@
 
 Writes, per method and split, under ``<exp_dir>/decode/<method>/<split>/``:
 ``recogs.txt`` (ref/hyp pairs), ``errs.txt`` (alignments), ``wer.txt`` (one line),
+``wer_by_speaker.txt`` (speaker, utts, words, errors, WER %; worst first),
 ``result.json``, and for the n-best methods ``nbest.jsonl`` (one line per utterance:
 ``{"utt_id", "ref", "hyps": [{"text", "tokens", "am_score", "ctc_score",
 "context_score", "timestamps"}, ...]}``, best first; non-finite scores are null).
@@ -25,7 +26,7 @@ from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
 from dsr.errors import DsrUserError
-from dsr.evaluation.wer import score, write_errs, write_recogs
+from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
@@ -222,6 +223,8 @@ def decode(
     loader, _ = make_loader(cuts, max_duration, shuffle=False)
     from rich.progress import Progress
 
+    # Per-speaker WER shows whether errors concentrate on a few (e.g. unseen) voices.
+    speaker_of = {c.id: (c.supervisions[0].speaker or "-") for c in cuts if c.supervisions}
     results: list[DecodeResult] = []
     for method in methods:
         triples: list[tuple[str, str, str]] = []
@@ -249,6 +252,7 @@ def decode(
         write_recogs(out / "recogs.txt", triples)
         write_errs(out / "errs.txt", stats)
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
+        write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(triples, speaker_of))
         is_nbest = method in NBEST_METHODS
         if is_nbest:
             records.sort(key=lambda r: r["utt_id"])

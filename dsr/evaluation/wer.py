@@ -95,3 +95,22 @@ def write_errs(path: Path, stats: ErrorStats, unit: str = "WER") -> None:
     for (a, b), n in stats.confusions.most_common(50):
         out.append(f"{n}\t{a.replace(EPS, '')}->{b.replace(EPS, '')}")
     write_text_atomic(path, "\n".join(out) + "\n")
+
+
+def score_by_group(results: list[tuple[str, str, str]], group_of: dict[str, str]) -> list[tuple[str, ErrorStats]]:
+    """Score each group of utterances (e.g. speaker) separately; worst WER first.
+
+    ``group_of`` maps utterance id to group name; utterances it lacks form the group "-".
+    """
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    for triple in results:
+        groups.setdefault(group_of.get(triple[0], "-"), []).append(triple)
+    scored = [(name, score(triples)) for name, triples in groups.items()]
+    return sorted(scored, key=lambda gs: (-gs[1].wer, gs[0]))
+
+
+def write_wer_by_group(path: Path, scored: list[tuple[str, ErrorStats]], group: str = "speaker") -> None:
+    """A tab-separated table: group, utterances, reference words, errors, WER %."""
+    lines = [f"{group}\tutts\twords\terrors\tWER%"]
+    lines += [f"{name}\t{s.num_sents}\t{s.ref_words}\t{s.errors}\t{s.wer:.2f}" for name, s in scored]
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -16,7 +16,7 @@
 #   1 features  80-dim FBANK -> data/fbank/synth_cuts_{train,dev,test}.jsonl.gz (train with 0.9/1.1 speed perturbation)
 #   2 lang      BPE -> data/lang_bpe_${vocab_size}/{bpe.model,tokens.txt}
 #   3 train     pruned RNN-T + CTC Conformer -> exp/conformer/epoch-*.pt
-#   4 decode    greedy transducer + CTC greedy on dev and test -> exp/conformer/decode/
+#   4 decode    transducer greedy + modified beam search, CTC greedy on dev and test -> exp/conformer/decode/
 #   5 results   table of WER/RTF -> exp/conformer/results.md
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
@@ -70,7 +70,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
-  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy \
+  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m modified-beam-search -m ctc-greedy \
     --cuts data/fbank/synth_cuts_dev.jsonl.gz --cuts data/fbank/synth_cuts_test.jsonl.gz
 fi
 
