@@ -155,7 +155,7 @@ class HybridTransducer(nn.Module):
                 losses send into the encoder (values are unchanged).  Early in training the
                 transducer lowers its loss fastest through the predictor, and its gradient
                 into the encoder drowns CTC's; with a small factor the encoder first learns
-                from CTC alone (see :func:`dsr.training.trainer.loss_scales`).
+                from CTC alone (see :func:`dsr.training.trainer.rnnt_encoder_grad_scale`).
 
         Returns:
             ``simple_loss``, ``pruned_loss``, ``ctc_loss`` (only with a CTC head): scalar

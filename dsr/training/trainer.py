@@ -5,8 +5,9 @@ Loss (icefall's pruned_transducer_stateless recipe):
 ``model_warm_step`` steps, ``s`` falls from 1 to ``simple_loss_scale`` and ``p``
 rises from 0.1 to 1: the simple loss must first learn alignments good enough to
 prune with.  With ``ctc_encoder_warmup_steps`` the encoder first learns from CTC
-alone (see :func:`rnnt_encoder_grad_scale`).  Losses are summed over the batch and divided by the number of
-encoder frames, so the step size does not depend on the batch size.
+alone (see :func:`rnnt_encoder_grad_scale`).  Losses are summed over the batch and
+divided by the number of encoder frames, so the step size does not depend on the
+batch size.
 """
 
 from __future__ import annotations
