@@ -24,10 +24,10 @@ def test_cer():
 
 
 def test_score_by_group_worst_first_and_table(tmp_path):
-    from dsr.evaluation.wer import score_by_group, write_wer_by_group
+    from dsr.evaluation.wer import score, score_by_group, write_wer_by_group
 
     results = [("a1", "ONE TWO", "ONE TWO"), ("a2", "THREE", "THREE"), ("b1", "FOUR FIVE", "FOUR SIX"), ("c1", "X", "")]
-    scored = score_by_group(results, {"a1": "alice", "a2": "alice", "b1": "bob"})
+    scored = score_by_group(score(results), {"a1": "alice", "a2": "alice", "b1": "bob"})
     assert [(name, s.num_sents, s.ref_words, s.errors) for name, s in scored] == [
         ("-", 1, 1, 1), ("bob", 1, 2, 1), ("alice", 2, 3, 0)
     ]

@@ -252,7 +252,7 @@ def decode(
         write_recogs(out / "recogs.txt", triples)
         write_errs(out / "errs.txt", stats)
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
-        write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(triples, speaker_of))
+        write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
         is_nbest = method in NBEST_METHODS
         if is_nbest:
             records.sort(key=lambda r: r["utt_id"])

@@ -57,24 +57,28 @@ def score(results: list[tuple[str, str, str]], char_level: bool = False) -> Erro
     stats = ErrorStats()
     for utt, ref, hyp in results:
         r, h = _units(ref, char_level), _units(hyp, char_level)
-        ali = kaldialign.align(r, h, EPS)
-        stats.alignments.append((utt, ali))
-        stats.ref_words += len(r)
-        stats.num_sents += 1
-        had_error = False
-        for a, b in ali:
-            if a == b:
-                continue
-            had_error = True
-            if a == EPS:
-                stats.ins += 1
-            elif b == EPS:
-                stats.dels += 1
-            else:
-                stats.subs += 1
-            stats.confusions[(a, b)] += 1
-        stats.sent_errors += had_error
+        _add_alignment(stats, utt, kaldialign.align(r, h, EPS))
     return stats
+
+
+def _add_alignment(stats: ErrorStats, utt: str, ali: list[tuple[str, str]]) -> None:
+    """Count one utterance's alignment (``EPS`` marks an insertion or deletion) into ``stats``."""
+    stats.alignments.append((utt, ali))
+    stats.ref_words += sum(a != EPS for a, _ in ali)
+    stats.num_sents += 1
+    had_error = False
+    for a, b in ali:
+        if a == b:
+            continue
+        had_error = True
+        if a == EPS:
+            stats.ins += 1
+        elif b == EPS:
+            stats.dels += 1
+        else:
+            stats.subs += 1
+        stats.confusions[(a, b)] += 1
+    stats.sent_errors += had_error
 
 
 def write_recogs(path: Path, results: list[tuple[str, str, str]]) -> None:
@@ -97,16 +101,15 @@ def write_errs(path: Path, stats: ErrorStats, unit: str = "WER") -> None:
     write_text_atomic(path, "\n".join(out) + "\n")
 
 
-def score_by_group(results: list[tuple[str, str, str]], group_of: dict[str, str]) -> list[tuple[str, ErrorStats]]:
-    """Score each group of utterances (e.g. speaker) separately; worst WER first.
+def score_by_group(stats: ErrorStats, group_of: dict[str, str]) -> list[tuple[str, ErrorStats]]:
+    """Split scored utterances into groups (e.g. speakers), reusing their alignments; worst WER first.
 
     ``group_of`` maps utterance id to group name; utterances it lacks form the group "-".
     """
-    groups: dict[str, list[tuple[str, str, str]]] = {}
-    for triple in results:
-        groups.setdefault(group_of.get(triple[0], "-"), []).append(triple)
-    scored = [(name, score(triples)) for name, triples in groups.items()]
-    return sorted(scored, key=lambda gs: (-gs[1].wer, gs[0]))
+    groups: dict[str, ErrorStats] = {}
+    for utt, ali in stats.alignments:
+        _add_alignment(groups.setdefault(group_of.get(utt, "-"), ErrorStats()), utt, ali)
+    return sorted(groups.items(), key=lambda gs: (-gs[1].wer, gs[0]))
 
 
 def write_wer_by_group(path: Path, scored: list[tuple[str, ErrorStats]], group: str = "speaker") -> None:
