@@ -38,6 +38,7 @@ warmup-steps: 5
 model-warm-step: 10
 save-every-n: 2
 log-interval: 2
+average-period: 2
 num-threads: 1
 """
 
@@ -109,6 +110,8 @@ def test_kill_9_during_training_resumes(work):
 
     final = torch.load(exp / "epoch-3.pt", map_location="cpu", weights_only=False)
     assert final["global_step"] > steps[-1]
+    # The running model average resumed too: one sample every 2 steps, none lost or repeated.
+    assert final["model_avg"]["num_averaged"] == final["global_step"] // 2
 
 
 def test_transcribe_stereo_44k_matches_mono_16k(work):

@@ -15,6 +15,11 @@ _BEAM_SIZE = typer.Option(4, "--beam-size", min=1, help="Beam of the beam-search
 _HOTWORDS_FILE = typer.Option(
     None, "--hotwords-file", help="Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE."
 )
+_USE_AVERAGED_MODEL = typer.Option(
+    True, "--use-averaged-model/--no-use-averaged-model",
+    help="Average every model the trainer sampled during the last AVG epochs (needs epoch-(E-AVG).pt) "
+    "instead of only the AVG epoch-end checkpoints.",
+)
 _HOTWORD_SCORE = typer.Option(
     2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
 )
@@ -29,7 +34,8 @@ def decode(
         help="greedy, modified-beam-search (transducer), ctc-greedy or ctc-prefix-beam-search; repeatable.",
     ),
     epoch: int = typer.Option(0, "--epoch", help="Decode epoch-E.pt (0 = the newest checkpoint)."),
-    avg: int = typer.Option(1, "--avg", min=1, help="Average the last AVG epoch checkpoints ending at --epoch."),
+    avg: int = typer.Option(1, "--avg", min=1, help="Average the model over the last AVG epochs ending at --epoch."),
+    use_averaged_model: bool = _USE_AVERAGED_MODEL,
     max_duration: float = typer.Option(300.0, "--max-duration", help="Seconds of audio per batch."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     num_threads: int = typer.Option(0, "--num-threads", help="torch CPU threads (0 = default)."),
@@ -56,7 +62,8 @@ def decode(
     for c in cuts:
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
                               progress=show_progress(), beam_size=beam_size, nbest=nbest or None,
-                              hotwords_file=hotwords_file, hotword_score=hotword_score):
+                              hotwords_file=hotwords_file, hotword_score=hotword_score,
+                              use_averaged_model=use_averaged_model):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 
@@ -68,7 +75,8 @@ def transcribe(
         "greedy", "--method", "-m", help="greedy, modified-beam-search, ctc-greedy or ctc-prefix-beam-search."
     ),
     epoch: int = typer.Option(0, "--epoch", help="Checkpoint epoch (0 = newest)."),
-    avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average."),
+    avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average the model over."),
+    use_averaged_model: bool = _USE_AVERAGED_MODEL,
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     beam_size: int = _BEAM_SIZE,
     hotwords_file: Optional[Path] = _HOTWORDS_FILE,
@@ -85,7 +93,7 @@ def transcribe(
     from dsr.decoding.transcribe import transcribe as run_transcribe
 
     for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device, beam_size, hotwords_file,
-                                  hotword_score):
+                                  hotword_score, use_averaged_model):
         print(f"{f}\t{text}")
 
 

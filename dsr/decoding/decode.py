@@ -79,10 +79,14 @@ class DecodeResult:
 
 
 def load_model(
-    exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu"
+    exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu", use_averaged_model: bool = True
 ) -> tuple[HybridTransducer, str]:
-    """Build the model stored in ``exp_dir``'s checkpoint (averaged if asked); eval mode."""
-    ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg)
+    """Build the model stored in ``exp_dir``'s checkpoint (averaged if asked); eval mode.
+
+    See :func:`dsr.training.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
+    and ``use_averaged_model``.
+    """
+    ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
@@ -197,6 +201,7 @@ def decode(
     nbest: int | None = None,
     hotwords_file: Path | None = None,
     hotword_score: float = 2.0,
+    use_averaged_model: bool = True,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -214,7 +219,7 @@ def decode(
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer)
-    model, tag = load_model(Path(exp_dir), epoch, avg, dev)
+    model, tag = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)

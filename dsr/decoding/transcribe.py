@@ -26,6 +26,7 @@ def transcribe(
     beam_size: int = 4,
     hotwords_file: Path | None = None,
     hotword_score: float = 2.0,
+    use_averaged_model: bool = True,
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file; raises DsrUserError naming a bad file.
 
@@ -39,7 +40,7 @@ def transcribe(
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer)
-    model, _ = load_model(Path(exp_dir), epoch, avg, dev)
+    model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
     check_method(model, method)
     cfg = FbankConfig()
     out = []

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from dsr.errors import DsrUserError
+from dsr.training.model_average import average_between
 from dsr.utils import atomic_path
 
 logger = logging.getLogger("dsr")
@@ -94,13 +95,23 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {k: (v / n).to(sd[k].dtype) if sd[k].is_floating_point() else v for k, v in avg.items()}
 
 
-def resolve_model_checkpoint(exp_dir: Path, epoch: int = 0, avg: int = 1) -> tuple[dict[str, Any], str]:
+def resolve_model_checkpoint(
+    exp_dir: Path, epoch: int = 0, avg: int = 1, use_averaged_model: bool = True
+) -> tuple[dict[str, Any], str]:
     """Model weights for decoding: epoch E averaged over ``avg`` epochs, or the newest.
 
-    Returns (checkpoint dict with averaged ``model``, a short description like ``epoch-10-avg-3``).
+    With ``use_averaged_model`` (and checkpoints that carry the trainer's running
+    model average, see :mod:`dsr.training.model_average`) the weights are the mean
+    of every model sampled during epochs E-avg+1..E, which needs ``epoch-<E-avg>.pt``
+    (none when E-avg is 0); otherwise the mean of the ``avg`` epoch-end checkpoints.
+
+    Returns (checkpoint dict with averaged ``model``, a short description like
+    ``epoch-10-avg-3`` or ``epoch-10-avg-3-averaged-model``).
     """
     exp_dir = Path(exp_dir)
     epochs = dict(epoch_checkpoints(exp_dir))
+    if avg < 1:
+        raise DsrUserError(f"--avg must be >= 1 (got {avg})")
     if epoch <= 0:
         if not epochs:
             latest = latest_checkpoint(exp_dir)
@@ -108,13 +119,51 @@ def resolve_model_checkpoint(exp_dir: Path, epoch: int = 0, avg: int = 1) -> tup
                 raise DsrUserError(f"no checkpoints in {exp_dir}; run dsr train first")
             return load_checkpoint(latest), latest.stem
         epoch = max(epochs)
+    if epoch not in epochs:
+        raise DsrUserError(f"--epoch {epoch} needs epoch-{epoch}.pt in {exp_dir}")
+    if avg > epoch:
+        raise DsrUserError(f"--avg {avg} is more than the {epoch} epochs up to --epoch {epoch}")
+    ckpt = load_checkpoint(epochs[epoch])
+    if use_averaged_model:
+        averaged = _averaged_model(ckpt, epochs, epoch - avg, exp_dir)
+        if averaged is not None:
+            ckpt["model"] = averaged
+            return ckpt, f"epoch-{epoch}-avg-{avg}-averaged-model"
     wanted = list(range(epoch - avg + 1, epoch + 1))
     missing = [e for e in wanted if e not in epochs]
-    if avg < 1 or missing:
-        raise DsrUserError(
-            f"--epoch {epoch} --avg {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing) or 'avg >= 1'} in {exp_dir}"
-        )
-    ckpt = load_checkpoint(epochs[epoch])
+    if missing:
+        raise DsrUserError(f"--epoch {epoch} --avg {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing)} in {exp_dir}")
     if avg > 1:
         ckpt["model"] = average_checkpoints([epochs[e] for e in wanted])
     return ckpt, f"epoch-{epoch}-avg-{avg}"
+
+
+def _averaged_model(
+    end: dict[str, Any], epochs: dict[int, Path], start_epoch: int, exp_dir: Path
+) -> dict[str, torch.Tensor] | None:
+    """The running-average weights over epochs (start_epoch, end], or None (with the reason logged)."""
+    if "model_avg" not in end:
+        logger.warning("%s has no running model average (trained with --average-period 0 or an older dsr); "
+                       "averaging epoch-end checkpoints instead", exp_dir)
+        return None
+    start = None
+    if start_epoch >= 1:
+        if start_epoch not in epochs:
+            raise DsrUserError(
+                f"the averaged model over the last epochs needs epoch-{start_epoch}.pt in {exp_dir} "
+                "(or pass --no-use-averaged-model)"
+            )
+        start = load_checkpoint(epochs[start_epoch]).get("model_avg")
+        if start is None:
+            logger.warning("epoch-%d.pt in %s has no running model average; averaging epoch-end checkpoints instead",
+                           start_epoch, exp_dir)
+            return None
+    n_start = 0 if start is None else start["num_averaged"]
+    if end["model_avg"]["num_averaged"] <= n_start:
+        logger.warning("no model was sampled for the running average during the epochs asked for in %s "
+                       "(fewer steps than --average-period); averaging epoch-end checkpoints instead", exp_dir)
+        return None
+    try:
+        return average_between(start, end["model_avg"], end["model"])
+    except ValueError as e:
+        raise DsrUserError(f"cannot average the models in {exp_dir}: {e}") from e

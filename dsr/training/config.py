@@ -75,6 +75,11 @@ class TrainConfig:
     # Bookkeeping
     save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
     keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
+    average_period: int = opt(
+        100,
+        "Every N steps fold the weights into a running average saved with each checkpoint "
+        "(0 disables); dsr decode --use-averaged-model averages whole epochs with it.",
+    )
     log_interval: int = opt(20, "Log training loss every N steps.")
     max_steps: int = opt(0, "Stop after this many steps in total (0 = no limit); for quick tests.")
 
@@ -102,6 +107,8 @@ class TrainConfig:
             raise DsrUserError("--ctc-encoder-warmup-steps needs --ctc-loss-scale > 0 (CTC is what trains the encoder then)")
         if self.prune_range < 1:
             raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
+        if self.average_period < 0:
+            raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -36,6 +36,7 @@ from dsr.training.checkpoint import (
 )
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
 from dsr.utils import mark_done
 
@@ -173,6 +174,17 @@ def _resume_state(cfg: TrainConfig, exp_dir: Path) -> dict[str, Any] | None:
     return load_checkpoint(path)
 
 
+def _resume_average(averager: ModelAverager, state: dict[str, Any]) -> None:
+    if "model_avg" not in state:
+        logger.warning("the checkpoint has no running model average; it starts afresh at step %d, so "
+                       "decoding with --use-averaged-model needs epochs trained from here on", state["global_step"])
+        return
+    try:
+        averager.load_state_dict(state["model_avg"])
+    except ValueError as e:
+        raise DsrUserError(str(e)) from e
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume training) a hybrid transducer as configured; returns a summary."""
     cfg.validate()
@@ -233,10 +245,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     def loader_for(epoch: int):
         return curriculum if curriculum is not None and epoch <= cfg.sortagrad_epochs else (train_loader, sampler)
 
+    averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 else None
     start_epoch, global_step, batches_done, skipped = 1, 0, 0, 0
     state = _resume_state(cfg, exp_dir)
     if state is not None:
         model.load_state_dict(state["model"])
+        if averager is not None:
+            _resume_average(averager, state)
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -272,6 +287,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "batch_in_epoch": batch_in_epoch,
             "global_step": global_step,
             "skipped_batches": skipped,
+            **({"model_avg": averager.state_dict()} if averager is not None else {}),
         }
 
     model.train()
@@ -304,6 +320,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             global_step += 1
+            if averager is not None:
+                averager.update(model, global_step)
             tot_loss += loss.item()
             tot_n += 1
             if global_step % cfg.log_interval == 0:
