@@ -33,6 +33,14 @@ class TrainConfig:
     num_workers: int = opt(0, "DataLoader worker processes (0 = load in the main process).")
     sortagrad_epochs: int = opt(0, "Epochs at the start that visit utterances from shortest to longest (curriculum).")
     spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
+    gain_db: float = opt(
+        0.0, "Volume perturbation: shift each training utterance's level by a random gain in "
+        "[-G, G] dB (e.g. 20; 0 = off). Makes the model robust to recording level."
+    )
+    freq_warp: float = opt(
+        0.0, "Vocal tract length perturbation: warp each utterance's mel frequency axis by up to this "
+        "relative amount (e.g. 0.1; 0 = off). Helps with few training speakers."
+    )
     # Model
     encoder_dim: int = opt(192, "Conformer model dimension.")
     num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
@@ -107,6 +115,10 @@ class TrainConfig:
             raise DsrUserError("--ctc-encoder-warmup-steps needs --ctc-loss-scale > 0 (CTC is what trains the encoder then)")
         if self.prune_range < 1:
             raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
+        if self.gain_db < 0:
+            raise DsrUserError(f"--gain-db must be >= 0, got {self.gain_db}")
+        if not 0.0 <= self.freq_warp < 0.5:
+            raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
 

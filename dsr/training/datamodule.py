@@ -12,6 +12,7 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 
 from dsr.errors import DsrUserError
+from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
 
 
 def load_cuts(path: Path | str) -> CutSet:
@@ -31,6 +32,8 @@ def make_loader(
     max_duration: float,
     shuffle: bool,
     spec_augment: bool = False,
+    freq_warp: float = 0.0,
+    gain_db: float = 0.0,
     num_workers: int = 0,
     num_buckets: int = 10,
     seed: int = 0,
@@ -40,11 +43,17 @@ def make_loader(
     """A DataLoader of ``{"inputs": (N, T, F), "supervisions": {...}, "cut": [...]}`` batches.
 
     ``max_duration`` is the total seconds of audio in a batch; dynamic bucketing
-    groups similar lengths so padding stays small.
+    groups similar lengths so padding stays small.  ``gain_db`` > 0 applies
+    :class:`~dsr.training.feature_augment.RandomGain` and ``freq_warp`` > 0
+    :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment.
     """
     if max_duration <= 0:
         raise ValueError(f"max_duration must be > 0, got {max_duration}")
     transforms = []
+    if gain_db > 0:
+        transforms.append(RandomGain(gain_db))
+    if freq_warp > 0:
+        transforms.append(MelFrequencyWarp(freq_warp))
     if spec_augment:
         # Time warping is off: it needs per-utterance resampling that costs CPU time for little gain at this scale.
         transforms.append(
