@@ -87,6 +87,21 @@ def test_full_tiny_recipe_reports_wer(work):
     assert not list((work / "data/manifests").glob(".*.tmp*"))
 
 
+def test_tiny_hybrid_recipe_reports_every_head(work):
+    """--config with an attention decoder: run.sh decodes with all five methods of the three heads."""
+    (work / "tiny_hybrid.yaml").write_text(
+        TINY_CONFIG + "attention-decoder-layers: 1\nattention-decoder-dim: 32\nattention-decoder-heads: 2\n"
+        "attention-decoder-ffn-dim: 64\n"
+    )
+    run_recipe(work, "--stage", "3", "--config", str(work / "tiny_hybrid.yaml"), "--exp-dir", "exp/hybrid")
+    results = json.loads((work / "exp/hybrid/results.json").read_text())
+    methods = ("greedy", "modified-beam-search", "ctc-greedy", "ctc-attention-rescoring",
+               "transducer-attention-rescoring")
+    assert {(r["method"], r["split"]) for r in results} == {(m, s) for m in methods for s in ("synth_dev", "synth_test")}
+    nbest = (work / "exp/hybrid/decode/ctc-attention-rescoring/synth_test/nbest.jsonl").read_text().splitlines()
+    assert all(h["attention_score"] is not None for line in nbest for h in json.loads(line)["hyps"])
+
+
 def test_kill_9_during_training_resumes(work):
     exp = work / "exp/killed"
     cmd = [sys.executable, "-m", "dsr.cli.main", "train", "--config", str(work / "tiny.yaml"), "--exp-dir", str(exp),
