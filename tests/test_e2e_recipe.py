@@ -185,3 +185,23 @@ def test_non_finite_loss_and_gradient_batches_are_skipped_and_counted(work, monk
     assert result.skipped_batches == 2
     assert result.global_step == calls["n"] - 2
     assert all(torch.isfinite(v).all() for v in trainer.load_checkpoint(work / "exp/nan/epoch-1.pt")["model"].values())
+
+
+def test_training_with_a_teacher_exp_dir(work, monkeypatch, caplog):
+    """dsr train --teacher EXP_DIR: a student of another size distils CTC and joiner posteriors."""
+    import logging
+
+    from dsr.training import trainer
+    from dsr.training.config import resolve_config
+
+    monkeypatch.chdir(work)
+    common = {"lang_dir": str(work / "data/lang_bpe_48"), "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"),
+              "dev_cuts": "", "max_steps": 2, "save_every_n": 0, "log_interval": 1}
+    trainer.train(resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/teacher")}))
+    caplog.set_level(logging.INFO, logger="dsr")
+    cfg = resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/student"), "encoder_dim": 32,
+                                              "teacher": str(work / "exp/teacher"), "distill_heads": "ctc,joiner"})
+    result = trainer.train(cfg)
+    assert result.global_step == 2
+    assert "teacher: " in caplog.text and "distilling ctc+joiner" in caplog.text
+    assert "distill_ctc_loss" in caplog.text and "distill_joiner_loss" in caplog.text
