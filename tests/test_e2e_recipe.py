@@ -195,8 +195,8 @@ def test_training_with_a_teacher_exp_dir(work, monkeypatch, caplog):
     from dsr.training.config import resolve_config
 
     monkeypatch.chdir(work)
-    common = {"lang_dir": str(work / "data/lang_bpe_48"), "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"),
-              "dev_cuts": "", "max_steps": 2, "save_every_n": 0, "log_interval": 1}
+    common = {"lang_dir": str(work / "data/lang_bpe_48"), "dev_cuts": "", "max_steps": 2, "save_every_n": 0,
+              "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"), "log_interval": 1}
     trainer.train(resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/teacher")}))
     caplog.set_level(logging.INFO, logger="dsr")
     cfg = resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/student"), "encoder_dim": 32,

@@ -57,7 +57,8 @@ class _MultiHeadAttention(nn.Module):
         True = attend, or None; -> (N, L, D)."""
         n, length, d = x.shape
         q = self.query(x).view(n, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.key_value(memory).view(n, memory.size(1), 2, self.num_heads, self.head_dim).transpose(1, 3).unbind(2)
+        kv = self.key_value(memory).view(n, memory.size(1), 2, self.num_heads, self.head_dim)
+        k, v = kv.transpose(1, 3).unbind(2)  # each (N, H, S, Dh)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, H, L, Dh)
         return self.out(y.transpose(1, 2).reshape(n, length, d))
 

@@ -142,7 +142,11 @@ def weighted_loss(out: dict[str, torch.Tensor], cfg: TrainConfig, step: int) -> 
     if "attention_loss" in out:
         terms.append(cfg.attention_loss_scale * out["attention_loss"])
     terms += [cfg.distill_scale * v for k, v in out.items() if k.startswith("distill_")]
-    return torch.stack(terms).sum()
+    # Added left to right, as before there were optional terms: the same bits for old configs.
+    loss = terms[0]
+    for term in terms[1:]:
+        loss = loss + term
+    return loss
 
 
 def compute_loss(

@@ -17,7 +17,8 @@
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
 #   1 features  80-dim FBANK -> data/fbank/synth_cuts_{train,dev,test}.jsonl.gz (train with 0.9/1.1 speed perturbation)
 #   2 lang      BPE -> data/lang_bpe_${vocab_size}/{bpe.model,tokens.txt}
-#   3 train     pruned RNN-T + CTC Conformer (+ attention decoder with conf/train_hybrid.yaml) -> exp/conformer/epoch-*.pt
+#   3 train     pruned RNN-T + CTC Conformer -> exp/conformer/epoch-*.pt
+#               (+ a Transformer attention decoder with --config conf/train_hybrid.yaml)
 #   4 decode    every head the model has, on dev and test -> exp/conformer/decode/: transducer greedy and
 #               modified beam search, CTC greedy, and with an attention decoder the attention rescoring
 #               of the CTC prefix beam search and of the modified beam search n-best lists
