@@ -171,7 +171,7 @@ def check_method(model: HybridTransducer, method: str) -> None:
     if method in TRANSDUCER_METHODS and not model.has_transducer:
         raise DsrUserError(
             f"--method {method} needs a transducer, but this model was trained with --no-use-transducer; "
-            f"use {' or '.join(CTC_METHODS)}"
+            "use ctc-greedy or ctc-prefix-beam-search"
         )
     if method in ATTENTION_METHODS and model.attention_decoder is None:
         raise DsrUserError(
