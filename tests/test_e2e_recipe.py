@@ -87,6 +87,21 @@ def test_full_tiny_recipe_reports_wer(work):
     assert not list((work / "data/manifests").glob(".*.tmp*"))
 
 
+def test_tiny_hybrid_recipe_reports_every_head(work):
+    """--config with an attention decoder: run.sh decodes with all five methods of the three heads."""
+    (work / "tiny_hybrid.yaml").write_text(
+        TINY_CONFIG + "attention-decoder-layers: 1\nattention-decoder-dim: 32\nattention-decoder-heads: 2\n"
+        "attention-decoder-ffn-dim: 64\n"
+    )
+    run_recipe(work, "--stage", "3", "--config", str(work / "tiny_hybrid.yaml"), "--exp-dir", "exp/hybrid")
+    results = json.loads((work / "exp/hybrid/results.json").read_text())
+    methods = ("greedy", "modified-beam-search", "ctc-greedy", "ctc-attention-rescoring",
+               "transducer-attention-rescoring")
+    assert {(r["method"], r["split"]) for r in results} == {(m, s) for m in methods for s in ("synth_dev", "synth_test")}
+    nbest = (work / "exp/hybrid/decode/ctc-attention-rescoring/synth_test/nbest.jsonl").read_text().splitlines()
+    assert all(h["attention_score"] is not None for line in nbest for h in json.loads(line)["hyps"])
+
+
 def test_kill_9_during_training_resumes(work):
     exp = work / "exp/killed"
     cmd = [sys.executable, "-m", "dsr.cli.main", "train", "--config", str(work / "tiny.yaml"), "--exp-dir", str(exp),
@@ -170,3 +185,23 @@ def test_non_finite_loss_and_gradient_batches_are_skipped_and_counted(work, monk
     assert result.skipped_batches == 2
     assert result.global_step == calls["n"] - 2
     assert all(torch.isfinite(v).all() for v in trainer.load_checkpoint(work / "exp/nan/epoch-1.pt")["model"].values())
+
+
+def test_training_with_a_teacher_exp_dir(work, monkeypatch, caplog):
+    """dsr train --teacher EXP_DIR: a student of another size distils CTC and joiner posteriors."""
+    import logging
+
+    from dsr.training import trainer
+    from dsr.training.config import resolve_config
+
+    monkeypatch.chdir(work)
+    common = {"lang_dir": str(work / "data/lang_bpe_48"), "dev_cuts": "", "max_steps": 2, "save_every_n": 0,
+              "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"), "log_interval": 1}
+    trainer.train(resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/teacher")}))
+    caplog.set_level(logging.INFO, logger="dsr")
+    cfg = resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/student"), "encoder_dim": 32,
+                                              "teacher": str(work / "exp/teacher"), "distill_heads": "ctc,joiner"})
+    result = trainer.train(cfg)
+    assert result.global_step == 2
+    assert "teacher: " in caplog.text and "distilling ctc+joiner" in caplog.text
+    assert "distill_ctc_loss" in caplog.text and "distill_joiner_loss" in caplog.text

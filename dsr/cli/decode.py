@@ -23,6 +23,14 @@ _USE_AVERAGED_MODEL = typer.Option(
 _HOTWORD_SCORE = typer.Option(
     2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
 )
+_ATTENTION_SCALE = typer.Option(
+    1.0, "--attention-scale", min=0.0,
+    help="Attention-rescoring methods: rank by first-pass score + SCALE * attention-decoder score.",
+)
+_METHODS_HELP = (
+    "greedy, modified-beam-search (transducer), ctc-greedy, ctc-prefix-beam-search, or the attention "
+    "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring"
+)
 
 
 def decode(
@@ -31,7 +39,7 @@ def decode(
     lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
     methods: list[str] = typer.Option(
         ["greedy"], "--method", "-m",
-        help="greedy, modified-beam-search (transducer), ctc-greedy or ctc-prefix-beam-search; repeatable.",
+        help=f"{_METHODS_HELP}; repeatable.",
     ),
     epoch: int = typer.Option(0, "--epoch", help="Decode epoch-E.pt (0 = the newest checkpoint)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Average the model over the last AVG epochs ending at --epoch."),
@@ -43,6 +51,7 @@ def decode(
     nbest: int = typer.Option(0, "--nbest", min=0, help="Hypotheses per utterance in nbest.jsonl (0 = --beam-size)."),
     hotwords_file: Optional[Path] = _HOTWORDS_FILE,
     hotword_score: float = _HOTWORD_SCORE,
+    attention_scale: float = _ATTENTION_SCALE,
 ) -> None:
     """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
 
@@ -56,6 +65,8 @@ def decode(
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m greedy -m ctc-greedy --epoch 10 --avg 3
 
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m modified-beam-search -m ctc-prefix-beam-search --beam-size 8 --nbest 4 --hotwords-file hotwords.txt
+
+        dsr decode --exp-dir exp/hybrid --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m ctc-attention-rescoring -m transducer-attention-rescoring --beam-size 8 --attention-scale 1.0
     """
     from dsr.decoding.decode import decode as run_decode
 
@@ -63,7 +74,7 @@ def decode(
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
                               progress=show_progress(), beam_size=beam_size, nbest=nbest or None,
                               hotwords_file=hotwords_file, hotword_score=hotword_score,
-                              use_averaged_model=use_averaged_model):
+                              use_averaged_model=use_averaged_model, attention_scale=attention_scale):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 
@@ -71,9 +82,7 @@ def transcribe(
     files: list[Path] = typer.Argument(..., help="Audio files (wav/flac/..., any sample rate, mono or stereo)."),
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
-    method: str = typer.Option(
-        "greedy", "--method", "-m", help="greedy, modified-beam-search, ctc-greedy or ctc-prefix-beam-search."
-    ),
+    method: str = typer.Option("greedy", "--method", "-m", help=f"{_METHODS_HELP}."),
     epoch: int = typer.Option(0, "--epoch", help="Checkpoint epoch (0 = newest)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Epochs to average the model over."),
     use_averaged_model: bool = _USE_AVERAGED_MODEL,
@@ -81,6 +90,7 @@ def transcribe(
     beam_size: int = _BEAM_SIZE,
     hotwords_file: Optional[Path] = _HOTWORDS_FILE,
     hotword_score: float = _HOTWORD_SCORE,
+    attention_scale: float = _ATTENTION_SCALE,
 ) -> None:
     """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file on stdout.
 
@@ -93,7 +103,7 @@ def transcribe(
     from dsr.decoding.transcribe import transcribe as run_transcribe
 
     for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device, beam_size, hotwords_file,
-                                  hotword_score, use_averaged_model):
+                                  hotword_score, use_averaged_model, attention_scale):
         print(f"{f}\t{text}")
 
 

@@ -30,6 +30,8 @@ class Hypothesis:
         timestamps: encoder frame at which each token was emitted (same length as tokens).
         context_score: hotword bonus (0 without a context graph), already finalised.
         ctc_score: CTC log-likelihood of ``tokens``, when known (None otherwise).
+        attention_score: attention-decoder log-probability of ``tokens`` + eos, set by
+            attention rescoring (None otherwise).
     """
 
     tokens: list[int]
@@ -37,10 +39,11 @@ class Hypothesis:
     timestamps: list[int]
     context_score: float = 0.0
     ctc_score: float | None = None
+    attention_score: float | None = None
 
     @property
     def score(self) -> float:
-        """The ranking score: acoustic score plus hotword bonus."""
+        """The first-pass ranking score: acoustic score plus hotword bonus."""
         return self.am_score + self.context_score
 
 

@@ -5,8 +5,14 @@ Writes, per method and split, under ``<exp_dir>/decode/<method>/<split>/``:
 ``wer_by_speaker.txt`` (speaker, utts, words, errors, WER %; worst first),
 ``result.json``, and for the n-best methods ``nbest.jsonl`` (one line per utterance:
 ``{"utt_id", "ref", "hyps": [{"text", "tokens", "am_score", "ctc_score",
-"context_score", "timestamps"}, ...]}``, best first; non-finite scores are null).
+"attention_score", "context_score", "timestamps"}, ...]}``, best first; non-finite or
+unknown scores are null).  ``am_score`` is always the first pass's score.
 Returns :class:`DecodeResult` rows for the summary table.
+
+The attention-rescoring methods name their first pass: ``ctc-attention-rescoring``
+rescores the ``ctc-prefix-beam-search`` n-best list (WeNet's "attention rescoring"),
+``transducer-attention-rescoring`` the ``modified-beam-search`` one; see
+:mod:`dsr.decoding.attention_rescoring`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import torch
 
+from dsr.decoding.attention_rescoring import attention_rescore
 from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
@@ -37,27 +44,38 @@ from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
 
-METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search")
-NBEST_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
-CTC_METHODS = ("ctc-greedy", "ctc-prefix-beam-search")
+# Attention-rescoring method -> the first pass whose n-best list it rescores.
+RESCORING_FIRST_PASS = {
+    "ctc-attention-rescoring": "ctc-prefix-beam-search",
+    "transducer-attention-rescoring": "modified-beam-search",
+}
+METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS)
+NBEST_METHODS = ("modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS)
+CTC_METHODS = ("ctc-greedy", "ctc-prefix-beam-search", "ctc-attention-rescoring")
+TRANSDUCER_METHODS = ("greedy", "modified-beam-search", "transducer-attention-rescoring")
+ATTENTION_METHODS = tuple(RESCORING_FIRST_PASS)
 
 
 @dataclass
 class SearchOptions:
     """Options of the n-best methods (ignored by the greedy ones).
 
-    ``nbest`` defaults to ``beam_size``; ``context_graph`` biases towards hotwords.
+    ``nbest`` defaults to ``beam_size``; ``context_graph`` biases towards hotwords;
+    ``attention_scale`` weighs the attention score in the attention-rescoring methods.
     """
 
     beam_size: int = 4
     nbest: int | None = None
     context_graph: ContextGraph | None = None
+    attention_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1 (got {self.beam_size})")
         if self.nbest is not None and not 1 <= self.nbest <= self.beam_size:
             raise ValueError(f"nbest must be in [1, beam_size={self.beam_size}] (got {self.nbest})")
+        if self.attention_scale < 0:
+            raise ValueError(f"attention_scale must be >= 0 (got {self.attention_scale})")
 
 
 @dataclass
@@ -105,8 +123,14 @@ def nbest_search(
     """N-best lists of an n-best method for (N, T, D) encoder output and (N,) lengths.
 
     Transducer hypotheses also get their ``ctc_score`` when the model has a CTC head,
-    so that an n-best file can be rescored with it later.
+    so that an n-best file can be rescored with it later.  The attention-rescoring
+    methods run their first pass, then :func:`attention_rescore` (whose order they return).
     """
+    if method in RESCORING_FIRST_PASS:
+        if model.attention_decoder is None:
+            raise DsrUserError(f"--method {method} needs an attention decoder; this model has none")
+        first = nbest_search(model, encoder_out, encoder_lens, RESCORING_FIRST_PASS[method], opts)
+        return attention_rescore(model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale)
     if method == "modified-beam-search":
         nbest = modified_beam_search(model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph)
         if model.ctc_output is not None:
@@ -139,27 +163,44 @@ def best_tokens(
 
 
 def check_method(model: HybridTransducer, method: str) -> None:
-    """DsrUserError for an unknown method or a CTC method on a model without CTC head."""
+    """DsrUserError for an unknown method, or one that needs a head the model lacks."""
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
     if method in CTC_METHODS and model.ctc_output is None:
         raise DsrUserError(f"--method {method} needs a CTC head, but this model was trained with use_ctc false")
+    if method in TRANSDUCER_METHODS and not model.has_transducer:
+        raise DsrUserError(
+            f"--method {method} needs a transducer, but this model was trained with --no-use-transducer; "
+            "use ctc-greedy or ctc-prefix-beam-search"
+        )
+    if method in ATTENTION_METHODS and model.attention_decoder is None:
+        raise DsrUserError(
+            f"--method {method} needs an attention decoder, but this model was trained without one "
+            "(--attention-decoder-layers 0)"
+        )
 
 
 def make_search_options(
-    beam_size: int, nbest: int | None, hotwords_file: Path | None, hotword_score: float, tokenizer: Tokenizer
+    beam_size: int,
+    nbest: int | None,
+    hotwords_file: Path | None,
+    hotword_score: float,
+    tokenizer: Tokenizer,
+    attention_scale: float = 1.0,
 ) -> SearchOptions:
     """Validate the n-best options (as user errors naming the flag) and load the hotwords."""
     if beam_size < 1:
         raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
     if nbest is not None and not 1 <= nbest <= beam_size:
         raise DsrUserError(f"--nbest must be between 1 and --beam-size={beam_size} (got {nbest})")
+    if attention_scale < 0:
+        raise DsrUserError(f"--attention-scale must be >= 0 (got {attention_scale})")
     graph = None
     if hotwords_file is not None:
         graph = load_context_graph(Path(hotwords_file), tokenizer.encode, default_score=hotword_score)
         logger.info("hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file,
                     hotword_score)
-    return SearchOptions(beam_size, nbest, graph)
+    return SearchOptions(beam_size, nbest, graph, attention_scale)
 
 
 def _finite(x: float | None) -> float | None:
@@ -178,6 +219,7 @@ def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Token
                 "tokens": h.tokens,
                 "am_score": _finite(h.am_score),
                 "ctc_score": _finite(h.ctc_score),
+                "attention_score": _finite(h.attention_score),
                 "context_score": h.context_score,
                 "timestamps": h.timestamps,
             }
@@ -202,12 +244,14 @@ def decode(
     hotwords_file: Path | None = None,
     hotword_score: float = 2.0,
     use_averaged_model: bool = True,
+    attention_scale: float = 1.0,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
     ``beam_size``, ``nbest`` (default: ``beam_size``), ``hotwords_file`` (one phrase per
     line, optionally ``<TAB>score``) and ``hotword_score`` (default bonus per hotword
-    token) apply to the n-best methods only.
+    token) apply to the n-best methods only; ``attention_scale`` to the attention-rescoring
+    methods (their ranking score is ``first-pass score + attention_scale * attention score``).
     """
     for m in methods:
         if m not in METHODS:
@@ -218,7 +262,7 @@ def decode(
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
-    opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer)
+    opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale)
     model, tag = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
     for m in methods:
         check_method(model, m)
@@ -274,6 +318,7 @@ def decode(
             "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,
             "hotwords_file": str(hotwords_file) if is_nbest and hotwords_file is not None else None,
             "hotword_score": hotword_score if is_nbest and hotwords_file is not None else None,
+            "attention_scale": opts.attention_scale if method in ATTENTION_METHODS else None,
         })
         logger.info(res.summary())
         results.append(res)

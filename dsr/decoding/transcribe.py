@@ -27,11 +27,12 @@ def transcribe(
     hotwords_file: Path | None = None,
     hotword_score: float = 2.0,
     use_averaged_model: bool = True,
+    attention_scale: float = 1.0,
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file; raises DsrUserError naming a bad file.
 
-    ``beam_size`` and the hotwords apply to ``modified-beam-search`` and
-    ``ctc-prefix-beam-search`` (see :func:`dsr.decoding.decode.decode`).
+    ``beam_size`` and the hotwords apply to the n-best methods, ``attention_scale`` to
+    the attention-rescoring ones (see :func:`dsr.decoding.decode.decode`).
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
@@ -39,7 +40,7 @@ def transcribe(
         raise DsrUserError(f"--hotwords-file needs --method {' or '.join(NBEST_METHODS)} (got {method})")
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
-    opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer)
+    opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
     model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
     check_method(model, method)
     cfg = FbankConfig()

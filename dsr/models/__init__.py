@@ -1,5 +1,6 @@
-"""Neural models: Conformer encoder, stateless predictor, joiner and the hybrid transducer."""
+"""Neural models: Conformer encoder, stateless predictor, joiner, attention decoder and the hybrid model."""
 
+from dsr.models.attention_decoder import AttentionDecoder
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.conformer import ConformerEncoder, ConformerLayer, chunk_attention_mask
 from dsr.models.joiner import Joiner
@@ -8,6 +9,7 @@ from dsr.models.subsampling import Conv2dSubsampling
 from dsr.models.transducer import HybridTransducer
 
 __all__ = [
+    "AttentionDecoder",
     "Conv2dSubsampling",
     "ConformerEncoder",
     "ConformerLayer",

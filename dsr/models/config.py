@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from dsr.models.attention_decoder import AttentionDecoder
 from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
@@ -20,6 +21,10 @@ class ModelConfig:
     The defaults give a ~3.5 M-parameter model (vocab 256), small enough to train
     on a couple of CPU cores.  ``chunk_size`` counts encoder frames (after 4x
     subsampling, i.e. 40 ms each for 10 ms features); -1 is full attention.
+
+    Heads: the transducer (``use_transducer``), CTC (``use_ctc``) and an attention
+    decoder with ``attention_decoder_layers`` > 0; at least one of the first two.
+    Fields added later default to what older checkpoints were trained with.
     """
 
     feature_dim: int = 80
@@ -39,6 +44,12 @@ class ModelConfig:
     vocab_size: int = 256
     blank_id: int = 0
     use_ctc: bool = True
+    use_transducer: bool = True
+    attention_decoder_layers: int = 0
+    attention_decoder_dim: int = 256
+    attention_decoder_heads: int = 4
+    attention_decoder_ffn_dim: int = 1024
+    sos_eos_id: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
@@ -75,14 +86,32 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
         left_context_chunks=cfg.left_context_chunks,
         subsampling_channels=cfg.subsampling_channels,
     )
-    predictor = StatelessPredictor(
-        vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
-    )
-    joiner = Joiner(
-        encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim, vocab_size=cfg.vocab_size
-    )
+    predictor, joiner = None, None
+    if cfg.use_transducer:
+        predictor = StatelessPredictor(
+            vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
+        )
+        joiner = Joiner(
+            encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim,
+            vocab_size=cfg.vocab_size,
+        )
+    attention_decoder = None
+    if cfg.attention_decoder_layers > 0:
+        attention_decoder = AttentionDecoder(
+            vocab_size=cfg.vocab_size,
+            encoder_dim=cfg.encoder_dim,
+            d_model=cfg.attention_decoder_dim,
+            num_layers=cfg.attention_decoder_layers,
+            num_heads=cfg.attention_decoder_heads,
+            ffn_dim=cfg.attention_decoder_ffn_dim,
+            dropout=cfg.dropout,
+            sos_eos_id=cfg.sos_eos_id,
+        )
+    elif cfg.attention_decoder_layers < 0:
+        raise ValueError(f"attention_decoder_layers must be >= 0 (got {cfg.attention_decoder_layers})")
     return HybridTransducer(
-        encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc
+        encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc,
+        attention_decoder=attention_decoder,
     )
 
 

@@ -1,4 +1,5 @@
-"""Pruned RNN-T transducer with an auxiliary CTC head (icefall ``pruned_transducer_stateless``)."""
+"""Hybrid ASR model: Conformer encoder with any of a pruned RNN-T transducer, a CTC head
+and an attention decoder (icefall ``pruned_transducer_stateless`` / zipformer hybrid)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from torch import nn
 
 from dsr.losses.backend import get_rnnt_backend
 from dsr.losses.ctc import ctc_loss
+from dsr.losses.rnnt import do_rnnt_pruning
+from dsr.models.attention_decoder import AttentionDecoder
 from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
@@ -20,51 +23,73 @@ def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class HybridTransducer(nn.Module):
-    """Conformer encoder + stateless predictor + joiner, trained with pruned RNN-T and CTC.
+    """Conformer encoder with up to three heads: transducer (stateless predictor + joiner,
+    trained with pruned RNN-T), CTC, and a Transformer attention decoder.
+
+    Any subset of heads that contains the transducer or CTC is allowed (a model needs an
+    alignment-based head to decode without the attention decoder, whose n-best lists
+    the attention decoder only rescores).  The name is historical: a model without the
+    transducer is still a ``HybridTransducer`` so that every checkpoint loads the same way.
 
     :meth:`forward` returns the *unweighted*, summed losses; combining them (loss
     scales, simple-to-pruned warm-up) is the trainer's job.
 
     Args:
         encoder: the acoustic encoder (includes subsampling).
-        predictor: the stateless prediction network.
-        joiner: the joint network.
+        predictor: the stateless prediction network, or None for no transducer.
+        joiner: the joint network (None exactly when ``predictor`` is None).
         vocab_size: number of tokens, including blank.
         blank_id: the blank token (also the start-of-sequence symbol of the predictor).
         ctc: add a CTC head (dropout + linear + log-softmax on the encoder output).
+        attention_decoder: optional attention decoder over the encoder output.
     """
 
     def __init__(
         self,
         encoder: ConformerEncoder,
-        predictor: StatelessPredictor,
-        joiner: Joiner,
+        predictor: StatelessPredictor | None,
+        joiner: Joiner | None,
         vocab_size: int,
         blank_id: int = 0,
         ctc: bool = True,
+        attention_decoder: AttentionDecoder | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= blank_id < vocab_size:
             raise ValueError(f"blank_id must be in [0, vocab_size={vocab_size}) (got {blank_id})")
-        if predictor.vocab_size != vocab_size or joiner.vocab_size != vocab_size:
+        if (predictor is None) != (joiner is None):
+            raise ValueError("predictor and joiner must both be given (transducer) or both be None (no transducer)")
+        if predictor is None and not ctc:
+            raise ValueError("a model needs a transducer or a CTC head (got neither)")
+        if predictor is not None and joiner is not None:
+            if predictor.vocab_size != vocab_size or joiner.vocab_size != vocab_size:
+                raise ValueError(
+                    f"vocab_size mismatch: model {vocab_size}, predictor {predictor.vocab_size}, "
+                    f"joiner {joiner.vocab_size}"
+                )
+            if predictor.blank_id != blank_id:
+                raise ValueError(f"predictor.blank_id ({predictor.blank_id}) != blank_id ({blank_id})")
+            if encoder.output_dim != joiner.encoder_dim or predictor.embed_dim != joiner.decoder_dim:
+                raise ValueError(
+                    f"joiner expects encoder_dim={joiner.encoder_dim}, decoder_dim={joiner.decoder_dim}; "
+                    f"got encoder {encoder.output_dim}, predictor {predictor.embed_dim}"
+                )
+        if attention_decoder is not None and (
+            attention_decoder.vocab_size != vocab_size or attention_decoder.encoder_dim != encoder.output_dim
+        ):
             raise ValueError(
-                f"vocab_size mismatch: model {vocab_size}, predictor {predictor.vocab_size}, joiner {joiner.vocab_size}"
-            )
-        if predictor.blank_id != blank_id:
-            raise ValueError(f"predictor.blank_id ({predictor.blank_id}) != blank_id ({blank_id})")
-        if encoder.output_dim != joiner.encoder_dim or predictor.embed_dim != joiner.decoder_dim:
-            raise ValueError(
-                f"joiner expects encoder_dim={joiner.encoder_dim}, decoder_dim={joiner.decoder_dim}; "
-                f"got encoder {encoder.output_dim}, predictor {predictor.embed_dim}"
+                f"attention decoder expects vocab {attention_decoder.vocab_size} and encoder_dim "
+                f"{attention_decoder.encoder_dim}; got {vocab_size} and {encoder.output_dim}"
             )
         self.encoder = encoder
         self.predictor = predictor
         self.joiner = joiner
         self.vocab_size = vocab_size
         self.blank_id = blank_id
-        # Linear "joiners" for the simple (smoothed) loss that selects the pruning ranges.
-        self.simple_am_proj = nn.Linear(encoder.output_dim, vocab_size)
-        self.simple_lm_proj = nn.Linear(predictor.embed_dim, vocab_size)
+        if predictor is not None:
+            # Linear "joiners" for the simple (smoothed) loss that selects the pruning ranges.
+            self.simple_am_proj = nn.Linear(encoder.output_dim, vocab_size)
+            self.simple_lm_proj = nn.Linear(predictor.embed_dim, vocab_size)
         # Global CMVN of the input features (WeNet/ESPnet style), set from training data by
         # the trainer (see :meth:`set_feature_stats`) and saved with the weights.  Raw log-mel
         # values sit around -13 +- 9; normalised inputs let the encoder start using the
@@ -76,6 +101,11 @@ class HybridTransducer(nn.Module):
             self.ctc_output = nn.Sequential(
                 nn.Dropout(0.1), nn.Linear(encoder.output_dim, vocab_size), nn.LogSoftmax(dim=-1)
             )
+        self.attention_decoder = attention_decoder
+
+    @property
+    def has_transducer(self) -> bool:
+        return self.joiner is not None
 
     def encode(
         self,
@@ -128,6 +158,35 @@ class HybridTransducer(nn.Module):
         y_lens = torch.tensor(lens, dtype=torch.int64)
         return y_padded.to(device), sos_y_padded.to(device), y_lens.to(device)
 
+    def pruned_joiner_logits(
+        self, encoder_out: torch.Tensor, sos_y_padded: torch.Tensor, ranges: torch.Tensor
+    ) -> torch.Tensor:
+        """Joiner logits on a pruned lattice (e.g. a student's ranges, for distillation).
+
+        Args:
+            encoder_out: (N, T, D) encoder output.
+            sos_y_padded: (N, U + 1) blank followed by the labels, padded with blank.
+            ranges: (N, T, S) int64 symbol positions per frame.
+
+        Returns:
+            (N, T, S, V) unnormalised logits.
+        """
+        if self.predictor is None or self.joiner is None:
+            raise ValueError("this model was built without a transducer (use_transducer=False)")
+        return self._joiner_on_ranges(encoder_out, self.predictor(sos_y_padded), ranges)
+
+    def _joiner_on_ranges(
+        self, encoder_out: torch.Tensor, decoder_out: torch.Tensor, ranges: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, T, D) encoder and (N, U + 1, decoder_dim) predictor outputs -> (N, T, S, V) logits."""
+        assert self.joiner is not None
+        # Project before pruning: (N, T, D) and (N, U + 1, D) are far smaller than (N, T, S, D).
+        # The pruning is a gather with the same semantics in every RNN-T backend: dsr's is used.
+        am_pruned, lm_pruned = do_rnnt_pruning(
+            am=self.joiner.encoder_proj(encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
+        )
+        return self.joiner(am_pruned, lm_pruned, project_input=False)
+
     def forward(
         self,
         features: torch.Tensor,
@@ -140,6 +199,8 @@ class HybridTransducer(nn.Module):
         chunk_size: int | None = None,
         left_context_chunks: int | None = None,
         rnnt_encoder_grad_scale: float = 1.0,
+        label_smoothing: float = 0.1,
+        return_outputs: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Compute the training losses of a batch (reduction "sum" over utterances).
 
@@ -156,11 +217,18 @@ class HybridTransducer(nn.Module):
                 transducer lowers its loss fastest through the predictor, and its gradient
                 into the encoder drowns CTC's; with a small factor the encoder first learns
                 from CTC alone (see :func:`dsr.training.trainer.rnnt_encoder_grad_scale`).
+            label_smoothing: label smoothing of the attention decoder's cross entropy.
+            return_outputs: also return the head outputs that distillation compares
+                (see below).
 
         Returns:
-            ``simple_loss``, ``pruned_loss``, ``ctc_loss`` (only with a CTC head): scalar
+            ``simple_loss``, ``pruned_loss`` (only with a transducer), ``ctc_loss`` (only
+            with a CTC head), ``attention_loss`` (only with an attention decoder): scalar
             float32 sums over the batch; ``num_frames``: total encoder output frames;
             ``num_tokens``: total target tokens (both int64 scalars, for normalisation).
+            With ``return_outputs`` also ``encoder_lens`` (N,), ``sos_y_padded`` (N, U + 1),
+            ``y_lens`` (N,), ``ctc_log_probs`` (N, T', V) with a CTC head, and with a
+            transducer ``prune_ranges`` (N, T', S) and ``pruned_logits`` (N, T', S, V).
         """
         if len(targets) != features.size(0):
             raise ValueError(f"got {len(targets)} target lists for a batch of {features.size(0)}")
@@ -168,20 +236,57 @@ class HybridTransducer(nn.Module):
             raise ValueError(f"prune_range must be >= 1 (got {prune_range})")
         if not 0.0 <= rnnt_encoder_grad_scale <= 1.0:
             raise ValueError(f"rnnt_encoder_grad_scale must be in [0, 1] (got {rnnt_encoder_grad_scale})")
-        rnnt = get_rnnt_backend(rnnt_backend)  # k2's API whichever backend
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1) (got {label_smoothing})")
 
         encoder_out, encoder_lens = self.encode(features, feature_lens, chunk_size, left_context_chunks)
-        rnnt_encoder_out = _scale_grad(encoder_out, rnnt_encoder_grad_scale)
         y_padded, sos_y_padded, y_lens = self._pad_targets(targets, encoder_out.device)
+        out: dict[str, torch.Tensor] = {}
+        extra: dict[str, torch.Tensor] = {"encoder_lens": encoder_lens, "sos_y_padded": sos_y_padded, "y_lens": y_lens}
+        if self.has_transducer:
+            simple_loss, pruned_loss, ranges, logits = self._transducer_losses(
+                _scale_grad(encoder_out, rnnt_encoder_grad_scale), encoder_lens, y_padded, sos_y_padded, y_lens,
+                prune_range, am_scale, lm_scale, rnnt_backend,
+            )
+            out["simple_loss"], out["pruned_loss"] = simple_loss, pruned_loss
+            extra["prune_ranges"], extra["pruned_logits"] = ranges, logits
+        out["num_frames"] = encoder_lens.sum()
+        out["num_tokens"] = y_lens.sum()
+        if self.ctc_output is not None:
+            log_probs = self.ctc_log_probs(encoder_out)
+            out["ctc_loss"] = ctc_loss(log_probs, encoder_lens, targets, blank=self.blank_id, reduction="sum")
+            extra["ctc_log_probs"] = log_probs
+        if self.attention_decoder is not None:
+            out["attention_loss"] = self.attention_decoder.loss(encoder_out, encoder_lens, targets, label_smoothing)
+        if return_outputs:
+            out.update(extra)
+        return out
+
+    def _transducer_losses(
+        self,
+        encoder_out: torch.Tensor,
+        encoder_lens: torch.Tensor,
+        y_padded: torch.Tensor,
+        sos_y_padded: torch.Tensor,
+        y_lens: torch.Tensor,
+        prune_range: int,
+        am_scale: float,
+        lm_scale: float,
+        rnnt_backend: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Simple and pruned RNN-T losses (sums), the (N, T, S) prune ranges and the
+        (N, T, S, V) pruned joiner logits."""
+        assert self.predictor is not None
+        rnnt = get_rnnt_backend(rnnt_backend)  # k2's API whichever backend
         # The predictor sees blank (as SOS) followed by the labels.
         decoder_out = self.predictor(sos_y_padded)  # (N, U + 1, decoder_dim)
 
-        boundary = torch.zeros((features.size(0), 4), dtype=torch.int64, device=encoder_out.device)
+        boundary = torch.zeros((encoder_out.size(0), 4), dtype=torch.int64, device=encoder_out.device)
         boundary[:, 2] = y_lens
         boundary[:, 3] = encoder_lens
 
         lm = self.simple_lm_proj(decoder_out)
-        am = self.simple_am_proj(rnnt_encoder_out)
+        am = self.simple_am_proj(encoder_out)
         # The loss recursions need float32 even when the network runs in bf16/fp16.
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):
             simple_loss, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(
@@ -196,11 +301,7 @@ class HybridTransducer(nn.Module):
                 return_grad=True,
             )
         ranges = rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
-        # Project before pruning: (N, T, D) and (N, U + 1, D) are far smaller than (N, T, S, D).
-        am_pruned, lm_pruned = rnnt.do_rnnt_pruning(
-            am=self.joiner.encoder_proj(rnnt_encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
-        )
-        logits = self.joiner(am_pruned, lm_pruned, project_input=False)  # (N, T, S, V)
+        logits = self._joiner_on_ranges(encoder_out, decoder_out, ranges)  # (N, T, S, V)
         with torch.autocast(device_type=encoder_out.device.type, enabled=False):
             pruned_loss = rnnt.rnnt_loss_pruned(
                 logits=logits.float(),
@@ -210,14 +311,4 @@ class HybridTransducer(nn.Module):
                 boundary=boundary,
                 reduction="sum",
             )
-
-        out = {
-            "simple_loss": simple_loss,
-            "pruned_loss": pruned_loss,
-            "num_frames": encoder_lens.sum(),
-            "num_tokens": y_lens.sum(),
-        }
-        if self.ctc_output is not None:
-            log_probs = self.ctc_log_probs(encoder_out)
-            out["ctc_loss"] = ctc_loss(log_probs, encoder_lens, targets, blank=self.blank_id, reduction="sum")
-        return out
+        return simple_loss, pruned_loss, ranges, logits

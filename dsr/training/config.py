@@ -51,6 +51,13 @@ class TrainConfig:
     decoder_dim: int = opt(256, "Stateless predictor embedding size.")
     joiner_dim: int = opt(256, "Joiner hidden size.")
     context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
+    use_transducer: bool = opt(
+        True, "Train the transducer head; --no-use-transducer trains CTC (+ attention decoder) only."
+    )
+    attention_decoder_layers: int = opt(0, "Layers of a Transformer attention-decoder head (0 = no such head).")
+    attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
+    attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
+    attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
     # Loss
     prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
     lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
@@ -65,6 +72,20 @@ class TrainConfig:
         "Needs --ctc-loss-scale > 0.",
     )
     rnnt_backend: str = opt("dsr", "Pruned RNN-T implementation: dsr, fast_rnnt or k2.")
+    attention_loss_scale: float = opt(0.8, "Weight of the attention decoder's cross entropy (with a decoder).")
+    label_smoothing: float = opt(0.1, "Label smoothing of the attention decoder's cross entropy.")
+    # Distillation
+    teacher: str = opt(
+        "",
+        "Teacher to distil from: a checkpoint file, or an exp dir (the model dsr decode loads by default); "
+        "'' = none.  It must share the tokenizer and the encoder frame rate; any architecture.",
+    )
+    distill_scale: float = opt(1.0, "Weight of the distillation KL terms (with --teacher).")
+    distill_temperature: float = opt(1.0, "Softmax temperature of the distillation KL (scaled by its square).")
+    distill_heads: str = opt(
+        "ctc", "Posteriors to match with --teacher: ctc (frame posteriors), joiner (pruned joiner outputs on the "
+        "student's prune ranges; both models need a transducer) or ctc,joiner.",
+    )
     # Optimisation
     num_epochs: int = opt(10, "Number of epochs to train.")
     start_epoch: int = opt(0, "Epoch to start from; 0 resumes from the latest checkpoint in exp-dir if any.")
@@ -121,6 +142,39 @@ class TrainConfig:
             raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
+        self._validate_heads()
+        self._validate_distillation()
+
+    def _validate_heads(self) -> None:
+        if not self.use_transducer and self.ctc_loss_scale <= 0:
+            raise DsrUserError("--no-use-transducer needs --ctc-loss-scale > 0: a model needs a CTC or transducer head")
+        if self.attention_decoder_layers < 0:
+            raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")
+        if self.attention_decoder_layers == 0:
+            return
+        if self.attention_loss_scale <= 0:
+            raise DsrUserError("--attention-decoder-layers > 0 needs --attention-loss-scale > 0 (or the decoder "
+                               "stays untrained)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise DsrUserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
+        if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
+            raise DsrUserError(
+                f"--attention-decoder-dim ({dim}) must be even and divisible by --attention-decoder-heads ({heads}), "
+                f"and --attention-decoder-ffn-dim ({self.attention_decoder_ffn_dim}) positive"
+            )
+
+    def _validate_distillation(self) -> None:
+        if not self.teacher:
+            return
+        from dsr.training.distill import parse_distill_heads
+
+        if self.distill_scale <= 0:
+            raise DsrUserError(f"--teacher needs --distill-scale > 0, got {self.distill_scale}")
+        if self.distill_temperature <= 0:
+            raise DsrUserError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
+        if "joiner" in parse_distill_heads(self.distill_heads) and not self.use_transducer:
+            raise DsrUserError("--distill-heads joiner needs a transducer student (drop --no-use-transducer)")
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -5,9 +5,10 @@ Loss (icefall's pruned_transducer_stateless recipe):
 ``model_warm_step`` steps, ``s`` falls from 1 to ``simple_loss_scale`` and ``p``
 rises from 0.1 to 1: the simple loss must first learn alignments good enough to
 prune with.  With ``ctc_encoder_warmup_steps`` the encoder first learns from CTC
-alone (see :func:`rnnt_encoder_grad_scale`).  Losses are summed over the batch and
-divided by the number of encoder frames, so the step size does not depend on the
-batch size.
+alone (see :func:`rnnt_encoder_grad_scale`).  With an attention decoder,
+``+ attention_loss_scale * attention CE``; with ``--teacher``, ``+ distill_scale * KL``
+(:mod:`dsr.training.distill`).  Losses are summed over the batch and divided by the
+number of encoder frames, so the step size does not depend on the batch size.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from dsr.errors import DsrUserError
-from dsr.lang.bpe import Tokenizer
+from dsr.lang.bpe import SOS_EOS, Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.training.checkpoint import (
     epoch_checkpoints,
@@ -36,6 +37,7 @@ from dsr.training.checkpoint import (
 )
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
 from dsr.utils import mark_done
@@ -76,6 +78,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
+    if cfg.attention_decoder_layers > 0 and tokenizer.id_to_piece(tokenizer.sos_eos_id) != SOS_EOS:
+        raise DsrUserError(f"--lang-dir {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
+                           "retrain the tokenizer with dsr lang")
     return ModelConfig(
         encoder_dim=cfg.encoder_dim,
         num_encoder_layers=cfg.num_encoder_layers,
@@ -88,6 +93,12 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         context_size=cfg.context_size,
         vocab_size=tokenizer.vocab_size,
         blank_id=tokenizer.blank_id,
+        use_transducer=cfg.use_transducer,
+        attention_decoder_layers=cfg.attention_decoder_layers,
+        attention_decoder_dim=cfg.attention_decoder_dim,
+        attention_decoder_heads=cfg.attention_decoder_heads,
+        attention_decoder_ffn_dim=cfg.attention_decoder_ffn_dim,
+        sos_eos_id=tokenizer.sos_eos_id,
     )
 
 
@@ -120,10 +131,38 @@ def rnnt_encoder_grad_scale(cfg: TrainConfig, step: int) -> float:
     return max(0.0, (step - n) / n)
 
 
+def weighted_loss(out: dict[str, torch.Tensor], cfg: TrainConfig, step: int) -> torch.Tensor:
+    """The scaled sum of the losses in a model's (and distillation's) output dictionary."""
+    s, p = _loss_scales(cfg, step)
+    terms = []
+    if "simple_loss" in out:
+        terms += [s * out["simple_loss"], p * out["pruned_loss"]]
+    if cfg.ctc_loss_scale > 0 and "ctc_loss" in out:
+        terms.append(cfg.ctc_loss_scale * out["ctc_loss"])
+    if "attention_loss" in out:
+        terms.append(cfg.attention_loss_scale * out["attention_loss"])
+    terms += [cfg.distill_scale * v for k, v in out.items() if k.startswith("distill_")]
+    # Added left to right, as before there were optional terms: the same bits for old configs.
+    loss = terms[0]
+    for term in terms[1:]:
+        loss = loss + term
+    return loss
+
+
 def compute_loss(
-    model: torch.nn.Module, batch: dict, tokenizer: Tokenizer, cfg: TrainConfig, device: torch.device, step: int
+    model: torch.nn.Module,
+    batch: dict,
+    tokenizer: Tokenizer,
+    cfg: TrainConfig,
+    device: torch.device,
+    step: int,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Scaled total loss per frame, and its parts (per frame) for logging."""
+    """Scaled total loss per frame, and its parts (per frame) for logging.
+
+    With a ``teacher`` (see :func:`dsr.training.distill.load_teacher`) the distillation
+    terms are added.
+    """
     feats, lens = batch_features(batch, device)
     targets = [tokenizer.encode(t) for t in batch_texts(batch)]
     with _autocast(device, cfg.dtype):
@@ -136,18 +175,22 @@ def compute_loss(
             lm_scale=cfg.lm_scale,
             rnnt_backend=cfg.rnnt_backend,
             rnnt_encoder_grad_scale=rnnt_encoder_grad_scale(cfg, step),
+            label_smoothing=cfg.label_smoothing,
+            return_outputs=teacher is not None,
         )
-    s, p = _loss_scales(cfg, step)
+        if teacher is not None:
+            out.update(distillation_losses(teacher, out, feats, lens, parse_distill_heads(cfg.distill_heads),
+                                           cfg.distill_temperature))
     frames = out["num_frames"].float().clamp(min=1)
-    loss = s * out["simple_loss"] + p * out["pruned_loss"]
-    if cfg.ctc_loss_scale > 0 and "ctc_loss" in out:
-        loss = loss + cfg.ctc_loss_scale * out["ctc_loss"]
+    loss = weighted_loss(out, cfg, step)
     parts = {k: (v.detach().float() / frames).item() for k, v in out.items() if k.endswith("_loss")}
     return loss / frames, parts
 
 
 @torch.no_grad()
 def validate(model, loader, tokenizer, cfg, device, step) -> float:
+    """Mean per-frame loss over ``loader``; without distillation terms, so that it measures
+    the student's own objective whether or not it has a teacher."""
     model.eval()
     tot, n = 0.0, 0
     for batch in loader:
@@ -204,6 +247,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = build_model(mcfg).to(device)
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
+    teacher = None
+    if cfg.teacher:
+        teacher = load_teacher(cfg.teacher, mcfg, tokenizer, parse_distill_heads(cfg.distill_heads), device)
 
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
@@ -304,7 +350,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         tot_loss, tot_n = 0.0, 0
         for batch in epoch_loader:
             batches_done += 1
-            loss, parts = compute_loss(model, batch, tokenizer, cfg, device, global_step)
+            loss, parts = compute_loss(model, batch, tokenizer, cfg, device, global_step, teacher)
             if not torch.isfinite(loss):
                 skipped += 1
                 logger.warning("step %d: non-finite loss %s, batch skipped (%d so far)", global_step, parts, skipped)

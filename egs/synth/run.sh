@@ -10,13 +10,18 @@
 #   bash egs/synth/run.sh --stage 4                    # decode + results
 #   bash egs/synth/run.sh --num-train 200 --num-epochs 1   # a quick smoke run
 #   bash egs/synth/run.sh --work-dir /scratch/synth   # data/ and exp/ somewhere else
+#   bash egs/synth/run.sh --stage 3 --config egs/synth/conf/train_hybrid.yaml --exp-dir exp/hybrid
+#                                                      # the hybrid: transducer + CTC + attention decoder
 #
 # Stages:
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
 #   1 features  80-dim FBANK -> data/fbank/synth_cuts_{train,dev,test}.jsonl.gz (train with 0.9/1.1 speed perturbation)
 #   2 lang      BPE -> data/lang_bpe_${vocab_size}/{bpe.model,tokens.txt}
 #   3 train     pruned RNN-T + CTC Conformer -> exp/conformer/epoch-*.pt
-#   4 decode    transducer greedy + modified beam search, CTC greedy on dev and test -> exp/conformer/decode/
+#               (+ a Transformer attention decoder with --config conf/train_hybrid.yaml)
+#   4 decode    every head the model has, on dev and test -> exp/conformer/decode/: transducer greedy and
+#               modified beam search, CTC greedy, and with an attention decoder the attention rescoring
+#               of the CTC prefix beam search and of the modified beam search n-best lists
 #   5 results   table of WER/RTF -> exp/conformer/results.md
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
@@ -70,7 +75,16 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
-  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m modified-beam-search -m ctc-greedy \
+  # Decode with each head the model was trained with (read from the resolved training config).
+  methods="-m ctc-greedy"
+  transducer=true
+  if grep -q '^use-transducer: false' $exp_dir/config.yaml 2>/dev/null; then transducer=false; fi
+  $transducer && methods="-m greedy -m modified-beam-search $methods"
+  if grep -Eq '^attention-decoder-layers: [1-9]' $exp_dir/config.yaml 2>/dev/null; then
+    methods="$methods -m ctc-attention-rescoring"
+    $transducer && methods="$methods -m transducer-attention-rescoring"
+  fi
+  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir $methods \
     --cuts data/fbank/synth_cuts_dev.jsonl.gz --cuts data/fbank/synth_cuts_test.jsonl.gz
 fi
 

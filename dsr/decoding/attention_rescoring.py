@@ -1,0 +1,51 @@
+"""Attention rescoring (WeNet): re-rank a first-pass n-best list with the attention decoder.
+
+Each hypothesis gets ``attention_score = log p_att(y + eos | x)`` from the model's
+attention decoder; the list is re-ordered by ``score + attention_scale *
+attention_score``, where ``score`` is the first pass's ranking score (acoustic score
+plus hotword bonus).  The sort is stable, so with ``attention_scale = 0`` the
+first-pass order, and its 1-best, come back unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from dsr.decoding.beam_search import Hypothesis
+from dsr.models.attention_decoder import AttentionDecoder
+
+
+@torch.no_grad()
+def attention_rescore(
+    decoder: AttentionDecoder,
+    encoder_out: torch.Tensor,
+    encoder_lens: torch.Tensor,
+    nbest: list[list[Hypothesis]],
+    attention_scale: float = 1.0,
+) -> list[list[Hypothesis]]:
+    """Add ``attention_score`` to every hypothesis and re-rank each list.
+
+    Args:
+        decoder: the attention decoder (in eval mode).
+        encoder_out: (N, T, D) encoder output the n-best lists were searched on.
+        encoder_lens: (N,) valid frames.
+        nbest: N first-pass lists, best first.
+        attention_scale: weight of the attention score (>= 0).
+
+    Returns:
+        N lists of the same hypotheses with ``attention_score`` set, sorted by
+        ``score + attention_scale * attention_score`` (highest first, ties in first-pass order).
+    """
+    if attention_scale < 0:
+        raise ValueError(f"attention_scale must be >= 0 (got {attention_scale})")
+    if len(nbest) != encoder_out.size(0):
+        raise ValueError(f"need one n-best list per utterance ({encoder_out.size(0)}), got {len(nbest)}")
+    scores = decoder.score(encoder_out, encoder_lens, [[h.tokens for h in hyps] for hyps in nbest])
+    out = []
+    for hyps, att in zip(nbest, scores):
+        rescored = [replace(h, attention_score=a) for h, a in zip(hyps, att)]
+        rescored.sort(key=lambda h: h.score + attention_scale * h.attention_score, reverse=True)
+        out.append(rescored)
+    return out
