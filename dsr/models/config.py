@@ -20,6 +20,11 @@ class ModelConfig:
     The defaults give a ~3.5 M-parameter model (vocab 256), small enough to train
     on a couple of CPU cores.  ``chunk_size`` counts encoder frames (after 4x
     subsampling, i.e. 40 ms each for 10 ms features); -1 is full attention.
+    ``chunk_size``/``left_context_chunks`` are what :meth:`HybridTransducer.encode` uses
+    by default (offline decoding, validation); streaming decoding takes its left context
+    from ``left_context_chunks``.  The ``train_*`` fields are dynamic chunk training (see
+    :class:`~dsr.models.conformer.ConformerEncoder`), kept so a checkpoint says how its
+    model was trained to stream.
     """
 
     feature_dim: int = 80
@@ -36,6 +41,9 @@ class ModelConfig:
     causal: bool = False
     chunk_size: int = -1
     left_context_chunks: int = -1
+    train_chunk_sizes: tuple[int, ...] = ()
+    train_left_context_chunks: tuple[int, ...] = (-1,)
+    train_full_context_prob: float = 0.0
     vocab_size: int = 256
     blank_id: int = 0
     use_ctc: bool = True
@@ -43,7 +51,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
         d = asdict(self)
-        d["subsampling_channels"] = list(self.subsampling_channels)
+        for key in _TUPLE_FIELDS:
+            d[key] = list(d[key])
         return d
 
     @classmethod
@@ -55,9 +64,13 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {unknown}")
         d = dict(d)
-        if "subsampling_channels" in d:
-            d["subsampling_channels"] = tuple(d["subsampling_channels"])
+        for key in _TUPLE_FIELDS:
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
+
+
+_TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_context_chunks")
 
 
 def build_model(cfg: ModelConfig) -> HybridTransducer:
@@ -74,6 +87,9 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
         chunk_size=cfg.chunk_size,
         left_context_chunks=cfg.left_context_chunks,
         subsampling_channels=cfg.subsampling_channels,
+        train_chunk_sizes=cfg.train_chunk_sizes,
+        train_left_context_chunks=cfg.train_left_context_chunks,
+        train_full_context_prob=cfg.train_full_context_prob,
     )
     predictor = StatelessPredictor(
         vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size

@@ -88,6 +88,7 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         context_size=cfg.context_size,
         vocab_size=tokenizer.vocab_size,
         blank_id=tokenizer.blank_id,
+        **cfg.model_chunking(),
     )
 
 
