@@ -108,8 +108,9 @@ def with_visible_key(mask: torch.Tensor) -> torch.Tensor:
     """``mask`` (..., keys) bool with rows that have no True key made all True.
 
     A query block made only of padding (a short utterance in a long batch) would have no
-    visible key, and the softmax of nothing is NaN.  Such blocks hold padded queries only,
-    whose outputs are never used: letting them see every key keeps everything finite.
+    visible key: the softmax of nothing, which SDPA kernels need not define (older torch
+    releases return NaN; 2.13's CPU kernels return 0).  Such blocks hold padded queries
+    only, whose outputs are never used: letting them see every key keeps any kernel finite.
     """
     return mask | ~mask.any(dim=-1, keepdim=True)
 
