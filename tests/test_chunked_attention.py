@@ -101,7 +101,11 @@ def saved_for_backward_bytes(forward: Callable[[], torch.Tensor]) -> int:
 
 
 def test_chunked_attention_memory_grows_linearly() -> None:
-    """4x the frames: <= 4.5x the memory with block attention, >= 10x with the (T, T) mask."""
+    """4x the frames: <= 4.5x the memory with block attention, >= 10x with the (T, T) mask.
+
+    One attention module with a small model dimension, so that the mask's T^2 term
+    dominates at test sizes (in a full-size encoder the linear terms hide it until
+    several minutes of audio; bench/chunked_attention.py measures those)."""
     torch.manual_seed(0)
     attn, rotary = _SelfAttention(16, 2, dropout=0.0), _RotaryEmbedding(8)
 

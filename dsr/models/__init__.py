@@ -1,9 +1,10 @@
-"""Neural models: Conformer encoder, stateless predictor, joiner and the hybrid transducer."""
+"""Neural models: Conformer encoder (and its streaming runner), stateless predictor, joiner and the hybrid transducer."""
 
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.conformer import ConformerEncoder, ConformerLayer, chunk_attention_mask
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
+from dsr.models.streaming import StreamingEncoder
 from dsr.models.subsampling import Conv2dSubsampling
 from dsr.models.transducer import HybridTransducer
 
@@ -15,6 +16,7 @@ __all__ = [
     "Joiner",
     "ModelConfig",
     "StatelessPredictor",
+    "StreamingEncoder",
     "build_model",
     "chunk_attention_mask",
     "count_parameters",
