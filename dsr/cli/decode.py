@@ -52,7 +52,7 @@ def decode(
     ),
     left_context_chunks: Optional[int] = typer.Option(
         None, "--left-context-chunks",
-        help="With --streaming: chunks of attention left context (-1 = all) [default: the model's].",
+        help="With --streaming: chunks of attention left context, -1 = all (default: the model's own).",
     ),
 ) -> None:
     """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
