@@ -1,4 +1,5 @@
-"""Neural models: Conformer encoder (and its streaming runner), stateless predictor, joiner and the hybrid transducer."""
+"""Neural models: Conformer encoder (and its streaming runner), stateless predictor, joiner,
+and the hybrid transducer."""
 
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.conformer import ConformerEncoder, ConformerLayer, chunk_attention_mask

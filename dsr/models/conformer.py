@@ -352,7 +352,8 @@ class ConformerEncoder(nn.Module):
             raise ValueError(f"train_chunk_sizes must be positive (got {tuple(train_chunk_sizes)})")
         if not train_left_context_chunks or any(left < -1 for left in train_left_context_chunks):
             raise ValueError(
-                f"train_left_context_chunks must be a non-empty list of values >= -1 (got {tuple(train_left_context_chunks)})"
+                "train_left_context_chunks must be a non-empty list of values >= -1 "
+                f"(got {tuple(train_left_context_chunks)})"
             )
         if not 0.0 <= train_full_context_prob <= 1.0:
             raise ValueError(f"train_full_context_prob must be in [0, 1] (got {train_full_context_prob})")

@@ -67,13 +67,9 @@ class StreamingEncoder:
 
     @property
     def window_frames(self) -> int:
-        """Feature frames per call: 4C of the chunk plus the 3-frame look-ahead."""
+        """Feature frames per call: 4C of the chunk plus the 3-frame look-ahead (windows
+        start every 4C frames)."""
         return window_frames(self.chunk_size)
-
-    @property
-    def hop_frames(self) -> int:
-        """Feature frames between the starts of consecutive windows (4C)."""
-        return SUBSAMPLING * self.chunk_size
 
     def _empty_caches(self, batch_size: int, like: torch.Tensor) -> list[LayerCache]:
         caches = []
@@ -106,7 +102,8 @@ class StreamingEncoder:
         """
         n, t, f = window.shape
         if t != self.window_frames or f != self.model.encoder.input_dim:
-            raise ValueError(f"window must be (N, {self.window_frames}, {self.model.encoder.input_dim}), got {tuple(window.shape)}")
+            expected = (self.window_frames, self.model.encoder.input_dim)
+            raise ValueError(f"window must be (N, {expected[0]}, {expected[1]}), got {tuple(window.shape)}")
         if num_frames.shape != (n,):
             raise ValueError(f"num_frames must be ({n},), got {tuple(num_frames.shape)}")
         encoder = self.model.encoder
@@ -151,7 +148,9 @@ def stream_windows(
     real-frame counts that live streams would deliver to :meth:`StreamingEncoder.encode_chunk`
     (zero-padded past the end of the batch)."""
     if features.ndim != 3 or lengths.shape != (features.size(0),):
-        raise ValueError(f"expected (N, T, F) features and (N,) lengths, got {tuple(features.shape)}, {tuple(lengths.shape)}")
+        raise ValueError(
+            f"expected (N, T, F) features and (N,) lengths, got {tuple(features.shape)}, {tuple(lengths.shape)}"
+        )
     hop, width = SUBSAMPLING * chunk_size, window_frames(chunk_size)
     out_frames = int(Conv2dSubsampling.output_lengths(lengths).max())
     num_chunks = max(1, -(-out_frames // chunk_size))

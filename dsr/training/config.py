@@ -125,7 +125,9 @@ class TrainConfig:
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
         if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
-            raise DsrUserError(f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}")
+            raise DsrUserError(
+                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
+            )
         lefts = int_list(self.left_context_chunks, "left-context-chunks")
         if not lefts or any(left < -1 for left in lefts):
             raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
