@@ -52,11 +52,24 @@ def decode(
     hotwords_file: Optional[Path] = _HOTWORDS_FILE,
     hotword_score: float = _HOTWORD_SCORE,
     attention_scale: float = _ATTENTION_SCALE,
+    streaming: bool = typer.Option(
+        False, "--streaming",
+        help="Decode chunk by chunk with cached encoder state, as live audio (greedy only; needs a --causal model).",
+    ),
+    chunk_ms: float = typer.Option(
+        0.0, "--chunk-ms", help="With --streaming: audio per chunk in ms, a multiple of 40 (one encoder frame)."
+    ),
+    left_context_chunks: Optional[int] = typer.Option(
+        None, "--left-context-chunks",
+        help="With --streaming: chunks of attention left context, -1 = all (default: the model's own).",
+    ),
 ) -> None:
     """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
 
     Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.  The beam-search methods
     also write nbest.jsonl (the n-best list of every utterance with its scores).
+    --streaming writes to EXP_DIR/decode/greedy-streaming-<N>ms/ and reports the
+    algorithmic latency (chunk + 30 ms look-ahead of the front end) in result.json.
 
     Examples:
 
@@ -67,6 +80,8 @@ def decode(
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m modified-beam-search -m ctc-prefix-beam-search --beam-size 8 --nbest 4 --hotwords-file hotwords.txt
 
         dsr decode --exp-dir exp/hybrid --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz -m ctc-attention-rescoring -m transducer-attention-rescoring --beam-size 8 --attention-scale 1.0
+
+        dsr decode --exp-dir exp/streaming --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz --streaming --chunk-ms 320
     """
     from dsr.decoding.decode import decode as run_decode
 
@@ -74,7 +89,8 @@ def decode(
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
                               progress=show_progress(), beam_size=beam_size, nbest=nbest or None,
                               hotwords_file=hotwords_file, hotword_score=hotword_score,
-                              use_averaged_model=use_averaged_model, attention_scale=attention_scale):
+                              use_averaged_model=use_averaged_model, attention_scale=attention_scale,
+                              streaming=streaming, chunk_ms=chunk_ms, left_context_chunks=left_context_chunks):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 

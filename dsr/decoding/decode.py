@@ -13,6 +13,11 @@ The attention-rescoring methods name their first pass: ``ctc-attention-rescoring
 rescores the ``ctc-prefix-beam-search`` n-best list (WeNet's "attention rescoring"),
 ``transducer-attention-rescoring`` the ``modified-beam-search`` one; see
 :mod:`dsr.decoding.attention_rescoring`.
+
+With ``streaming`` the encoder runs chunk by chunk with cached state (``chunk_ms`` of
+audio per chunk) and greedy search consumes each chunk as it arrives; results go to
+``<exp_dir>/decode/greedy-streaming-<chunk_ms>ms/<split>/`` with the algorithmic latency
+in ``result.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
+from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search, streaming_options
 from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.lang.bpe import Tokenizer
@@ -88,11 +94,13 @@ class DecodeResult:
     num_utts: int
     rtf: float
     out_dir: Path
+    latency_ms: float | None = None  # algorithmic latency of a streaming decode
 
     def summary(self) -> str:
+        latency = f", algorithmic latency {self.latency_ms:g} ms" if self.latency_ms is not None else ""
         return (
             f"{self.method} on {self.split}: WER {self.wer:.2f}% ({self.errors}/{self.ref_words} words, "
-            f"{self.num_utts} utts), RTF {self.rtf:.4f} -> {self.out_dir}"
+            f"{self.num_utts} utts), RTF {self.rtf:.4f}{latency} -> {self.out_dir}"
         )
 
 
@@ -245,6 +253,9 @@ def decode(
     hotword_score: float = 2.0,
     use_averaged_model: bool = True,
     attention_scale: float = 1.0,
+    streaming: bool = False,
+    chunk_ms: float = 0.0,
+    left_context_chunks: int | None = None,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -252,10 +263,16 @@ def decode(
     line, optionally ``<TAB>score``) and ``hotword_score`` (default bonus per hotword
     token) apply to the n-best methods only; ``attention_scale`` to the attention-rescoring
     methods (their ranking score is ``first-pass score + attention_scale * attention score``).
+    ``streaming`` (greedy only) decodes in chunks of ``chunk_ms`` with ``left_context_chunks``
+    of attention context (default: the model's), see :func:`dsr.decoding.streaming.streaming_options`.
     """
     for m in methods:
         if m not in METHODS:
             raise DsrUserError(f"--method {m!r} is unknown; choose from {', '.join(METHODS)}")
+    if streaming and set(methods) != {"greedy"}:
+        raise DsrUserError(f"--streaming supports -m greedy only (got {', '.join(methods)})")
+    if not streaming and (chunk_ms or left_context_chunks is not None):
+        raise DsrUserError("--chunk-ms and --left-context-chunks only apply with --streaming")
     if hotwords_file is not None and not set(methods) & set(NBEST_METHODS):
         logger.warning("--hotwords-file only affects %s; ignored", " and ".join(NBEST_METHODS))
     if num_threads > 0:
@@ -267,6 +284,11 @@ def decode(
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)
+    stream: StreamingOptions | None = None
+    if streaming:
+        first = next(iter(cuts), None)
+        frame_shift_ms = 1000 * first.frame_shift if first is not None and first.frame_shift else 10.0
+        stream = streaming_options(model, chunk_ms, left_context_chunks, frame_shift_ms)
     split = split_name(cuts_file)
     audio_seconds = sum(c.duration for c in cuts)
     loader, _ = make_loader(cuts, max_duration, shuffle=False)
@@ -276,28 +298,32 @@ def decode(
     speaker_of = {c.id: (c.supervisions[0].speaker or "-") for c in cuts if c.supervisions}
     results: list[DecodeResult] = []
     for method in methods:
+        label = f"{method}-streaming-{stream.chunk_ms:g}ms" if stream is not None else method
         triples: list[tuple[str, str, str]] = []
         records: list[dict[str, Any]] = []
         start = time.perf_counter()
         with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
-            task = bar.add_task(f"{method} {split}", total=len(cuts))
+            task = bar.add_task(f"{label} {split}", total=len(cuts))
             for batch in loader:
                 feats, lens = batch_features(batch, dev)
-                enc, enc_lens = model.encode(feats, lens)
                 cut_list = batch["supervisions"]["cut"]
-                if method in NBEST_METHODS:
+                if stream is not None:
+                    hyps = streaming_greedy_search(model, feats, lens, stream)
+                elif method in NBEST_METHODS:
+                    enc, enc_lens = model.encode(feats, lens)
                     nbests = nbest_search(model, enc, enc_lens, method, opts)
                     hyps = [hs[0].tokens for hs in nbests]
                     for cut, hs in zip(cut_list, nbests):
                         records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
                 else:
+                    enc, enc_lens = model.encode(feats, lens)
                     hyps = best_tokens(model, enc, enc_lens, method)
                 for cut, hyp in zip(cut_list, hyps):
                     triples.append((cut.id, cut.supervisions[0].text or "", tokenizer.decode(hyp)))
                 bar.advance(task, len(hyps))
         elapsed = time.perf_counter() - start
         stats = score(triples)
-        out = Path(exp_dir) / "decode" / method / split
+        out = Path(exp_dir) / "decode" / label / split
         write_recogs(out / "recogs.txt", triples)
         write_errs(out / "errs.txt", stats)
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
@@ -307,10 +333,10 @@ def decode(
             records.sort(key=lambda r: r["utt_id"])
             write_text_atomic(out / "nbest.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
-        res = DecodeResult(method, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
-                           elapsed / max(audio_seconds, 1e-9), out)
+        res = DecodeResult(label, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
+                           elapsed / max(audio_seconds, 1e-9), out, stream.latency_ms if stream is not None else None)
         write_json_atomic(out / "result.json", {
-            "method": method, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
+            "method": label, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
             "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf,
             "audio_seconds": audio_seconds, "decode_seconds": elapsed,
             # Search settings, null for the greedy methods that do not use them.
@@ -319,6 +345,12 @@ def decode(
             "hotwords_file": str(hotwords_file) if is_nbest and hotwords_file is not None else None,
             "hotword_score": hotword_score if is_nbest and hotwords_file is not None else None,
             "attention_scale": opts.attention_scale if method in ATTENTION_METHODS else None,
+            # Streaming settings, null for offline decoding.
+            "streaming": stream is not None,
+            "chunk_ms": stream.chunk_ms if stream is not None else None,
+            "chunk_frames": stream.chunk_size if stream is not None else None,
+            "left_context_chunks": stream.left_context_chunks if stream is not None else None,
+            "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
         })
         logger.info(res.summary())
         results.append(res)

@@ -1,8 +1,61 @@
-"""Batched greedy search for the transducer and the CTC head."""
+"""Batched greedy search for the transducer (offline, or streaming chunk by chunk) and the CTC head."""
 
 from __future__ import annotations
 
 import torch
+
+
+class TransducerGreedySearch:
+    """Batched greedy search that consumes encoder frames as they arrive.
+
+    The hypotheses and the predictor state (last ``context_size`` tokens and the projected
+    predictor output) persist between calls of :meth:`advance`, so feeding a stream's
+    encoder output chunk by chunk gives exactly the result of one call on all of it.
+
+    Args:
+        model: the transducer (its predictor and joiner are used).
+        batch_size: number of utterances N.
+        device: where the search state lives (that of the encoder output).
+        max_sym_per_frame: symbols that may be emitted at one frame before moving on.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, batch_size: int, device: torch.device, max_sym_per_frame: int = 1
+    ) -> None:
+        if max_sym_per_frame < 1:
+            raise ValueError(f"max_sym_per_frame must be >= 1, got {max_sym_per_frame}")
+        self.model = model
+        self.max_sym_per_frame = max_sym_per_frame
+        self.hyps: list[list[int]] = [[] for _ in range(batch_size)]
+        self.context = torch.full((batch_size, model.predictor.context_size), model.blank_id, dtype=torch.long,
+                                  device=device)
+        with torch.no_grad():
+            self.dec_proj = model.joiner.decoder_proj(model.predictor(self.context, need_pad=False))  # (N, 1, J)
+
+    @torch.no_grad()
+    def advance(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor) -> None:
+        """Consume the next (N, T, D) encoder frames, of which the first ``encoder_lens``
+        (N,) are valid per utterance; all utterances advance one frame at a time."""
+        if encoder_out.dim() != 3 or encoder_out.size(0) != len(self.hyps):
+            raise ValueError(f"encoder_out must be ({len(self.hyps)}, T, D), got {tuple(encoder_out.shape)}")
+        model, n = self.model, len(self.hyps)
+        enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
+        for t in range(encoder_out.size(1)):
+            active = encoder_lens > t
+            if not active.any():
+                break
+            for _ in range(self.max_sym_per_frame):
+                logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
+                                      project_input=False)
+                best = logits.reshape(n, -1).argmax(dim=-1)
+                emit = active & (best != model.blank_id)
+                if not emit.any():
+                    break
+                idx = emit.nonzero(as_tuple=True)[0]
+                for i in idx.tolist():
+                    self.hyps[i].append(int(best[i]))
+                self.context[idx] = torch.cat([self.context[idx, 1:], best[idx, None]], dim=1)
+                self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
 
 
 @torch.no_grad()
@@ -20,32 +73,9 @@ def transducer_greedy_search(
     """
     if encoder_out.dim() != 3:
         raise ValueError(f"encoder_out must be (N, T, D), got {tuple(encoder_out.shape)}")
-    if max_sym_per_frame < 1:
-        raise ValueError(f"max_sym_per_frame must be >= 1, got {max_sym_per_frame}")
-    n, t_max, _ = encoder_out.shape
-    device = encoder_out.device
-    blank = model.blank_id
-    ctx = model.predictor.context_size
-    hyps: list[list[int]] = [[] for _ in range(n)]
-    context = torch.full((n, ctx), blank, dtype=torch.long, device=device)
-    dec_proj = model.joiner.decoder_proj(model.predictor(context, need_pad=False))  # (N, 1, J)
-    enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
-    for t in range(t_max):
-        active = encoder_lens > t
-        if not active.any():
-            break
-        for _ in range(max_sym_per_frame):
-            logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), dec_proj.unsqueeze(1), project_input=False)
-            best = logits.reshape(n, -1).argmax(dim=-1)
-            emit = active & (best != blank)
-            if not emit.any():
-                break
-            idx = emit.nonzero(as_tuple=True)[0]
-            for i in idx.tolist():
-                hyps[i].append(int(best[i]))
-            context[idx] = torch.cat([context[idx, 1:], best[idx, None]], dim=1)
-            dec_proj[idx] = model.joiner.decoder_proj(model.predictor(context[idx], need_pad=False))
-    return hyps
+    search = TransducerGreedySearch(model, encoder_out.size(0), encoder_out.device, max_sym_per_frame)
+    search.advance(encoder_out, encoder_lens)
+    return search.hyps
 
 
 @torch.no_grad()

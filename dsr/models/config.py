@@ -25,6 +25,11 @@ class ModelConfig:
     Heads: the transducer (``use_transducer``), CTC (``use_ctc``) and an attention
     decoder with ``attention_decoder_layers`` > 0; at least one of the first two.
     Fields added later default to what older checkpoints were trained with.
+    ``chunk_size``/``left_context_chunks`` are what :meth:`HybridTransducer.encode` uses
+    by default (offline decoding, validation); streaming decoding takes its left context
+    from ``left_context_chunks``.  The ``train_*`` fields are dynamic chunk training (see
+    :class:`~dsr.models.conformer.ConformerEncoder`), kept so a checkpoint says how its
+    model was trained to stream.
     """
 
     feature_dim: int = 80
@@ -41,6 +46,9 @@ class ModelConfig:
     causal: bool = False
     chunk_size: int = -1
     left_context_chunks: int = -1
+    train_chunk_sizes: tuple[int, ...] = ()
+    train_left_context_chunks: tuple[int, ...] = (-1,)
+    train_full_context_prob: float = 0.0
     vocab_size: int = 256
     blank_id: int = 0
     use_ctc: bool = True
@@ -54,7 +62,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
         d = asdict(self)
-        d["subsampling_channels"] = list(self.subsampling_channels)
+        for key in _TUPLE_FIELDS:
+            d[key] = list(d[key])
         return d
 
     @classmethod
@@ -66,9 +75,13 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {unknown}")
         d = dict(d)
-        if "subsampling_channels" in d:
-            d["subsampling_channels"] = tuple(d["subsampling_channels"])
+        for key in _TUPLE_FIELDS:
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
+
+
+_TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_context_chunks")
 
 
 def build_model(cfg: ModelConfig) -> HybridTransducer:
@@ -85,6 +98,9 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
         chunk_size=cfg.chunk_size,
         left_context_chunks=cfg.left_context_chunks,
         subsampling_channels=cfg.subsampling_channels,
+        train_chunk_sizes=cfg.train_chunk_sizes,
+        train_left_context_chunks=cfg.train_left_context_chunks,
+        train_full_context_prob=cfg.train_full_context_prob,
     )
     predictor, joiner = None, None
     if cfg.use_transducer:

@@ -11,45 +11,31 @@ Design choices, all for speed on small CPU machines and for streaming:
   between training and streaming inference.
 * Padded frames are masked out of attention and zeroed before the depthwise
   convolution, so padding never leaks into valid frames.
+* Chunked attention with a bounded left context runs block-wise, in memory linear
+  in the utterance length (:mod:`dsr.models.chunked_attention`); the layers'
+  ``forward_chunk`` methods run one chunk at a time with cached state for
+  :class:`dsr.models.streaming.StreamingEncoder`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsr.models.chunked_attention import (
+    BlockMask,
+    block_chunked_attention,
+    check_chunking,
+    chunk_attention_mask,
+    use_block_attention,
+)
 from dsr.models.subsampling import Conv2dSubsampling
 
-
-def _check_chunking(chunk_size: int, left_context_chunks: int) -> None:
-    if chunk_size != -1 and chunk_size <= 0:
-        raise ValueError(f"chunk_size must be -1 (full attention) or positive (got {chunk_size})")
-    if left_context_chunks < -1:
-        raise ValueError(f"left_context_chunks must be -1 (unlimited) or >= 0 (got {left_context_chunks})")
-
-
-def chunk_attention_mask(
-    num_frames: int, chunk_size: int, left_context_chunks: int = -1, device: torch.device | None = None
-) -> torch.Tensor:
-    """Block attention mask for chunk-wise (streaming) processing.
-
-    Frames are grouped into consecutive chunks of ``chunk_size`` frames.  A query
-    frame may attend to every frame of its own chunk and of the ``left_context_chunks``
-    chunks before it (all earlier chunks when -1), never to later chunks.
-
-    Returns:
-        (num_frames, num_frames) bool tensor, True where query (row) may attend to key (column).
-    """
-    _check_chunking(chunk_size, left_context_chunks)
-    if chunk_size == -1:
-        return torch.ones(num_frames, num_frames, dtype=torch.bool, device=device)
-    chunk = torch.arange(num_frames, device=device) // chunk_size
-    distance = chunk[:, None] - chunk[None, :]  # query chunk minus key chunk
-    mask = distance >= 0
-    if left_context_chunks >= 0:
-        mask &= distance <= left_context_chunks
-    return mask
+__all__ = ["ConformerEncoder", "ConformerLayer", "LayerCache", "chunk_attention_mask"]
 
 
 class _RotaryEmbedding(nn.Module):
@@ -61,9 +47,11 @@ class _RotaryEmbedding(nn.Module):
         # Not persistent: it is a pure function of head_dim, so checkpoints need not carry it.
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns cos and sin, each (num_frames, 1, 1, head_dim), float32."""
-        t = torch.arange(num_frames, device=self.inv_freq.device, dtype=torch.float32)
+    def forward(self, num_frames: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables of positions ``offset .. offset + num_frames - 1``: cos and sin, each
+        (num_frames, 1, 1, head_dim), float32.  Streaming passes the global frame offset
+        of a chunk, so cached keys and new queries rotate exactly as in one full pass."""
+        t = torch.arange(offset, offset + num_frames, device=self.inv_freq.device, dtype=torch.float32)
         angles = torch.outer(t, self.inv_freq)
         angles = torch.cat((angles, angles), dim=-1)[:, None, None, :]
         return angles.cos(), angles.sin()
@@ -113,19 +101,63 @@ class _SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.out_dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
-        """x: (N, T, D); attn_mask: bool, broadcastable to (N, H, T, T), True = attend; -> (N, T, D)."""
-        n, t, d = x.shape
+    def _project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, T, D) -> rotated q, rotated k and v, each (N, H, T, Dh)."""
+        n, t, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(n, t, 3, self.num_heads, self.head_dim)
         # Rotate q and k in one op; cast the tables so autocast dtypes stay consistent.
         qk = qkv[:, :, :2]
         qk = qk * cos.to(qk.dtype) + _rotate_half(qk) * sin.to(qk.dtype)
         q, k = qk.transpose(1, 3).unbind(2)  # each (N, H, T, Dh)
-        v = qkv[:, :, 2].transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out_dropout(self.out(y.transpose(1, 2).reshape(n, t, d)))
+        return q, k, qkv[:, :, 2].transpose(1, 2)
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, H, T, Dh) attention output -> (N, T, D)."""
+        n, _, t, _ = y.shape
+        return self.out_dropout(self.out(y.transpose(1, 2).reshape(n, t, -1)))
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | BlockMask | None, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        """x: (N, T, D) -> (N, T, D).
+
+        ``attn_mask`` is a bool tensor broadcastable to (N, H, T, T), True = attend (or
+        None = attend everywhere), or a :class:`BlockMask` for block-wise chunked attention.
+        """
+        q, k, v = self._project(x, cos, sin)
+        if isinstance(attn_mask, BlockMask):
+            y = block_chunked_attention(q, k, v, attn_mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self._output(y)
+
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        cached_keys: torch.Tensor,
+        cached_values: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One streaming chunk: its queries attend to the cached keys/values and its own.
+
+        Args:
+            x: (N, C, D) the chunk.
+            cached_keys, cached_values: (N, H, S, Dh) rotated keys and values of the S
+                frames before the chunk (S may be 0).
+            attn_mask: (N, 1, 1, S + C) bool, True = attend, or None.
+            cos, sin: rotary tables of the chunk's global frame positions.
+
+        Returns:
+            (N, C, D) output, and the (N, H, S + C, Dh) keys and values including the chunk's.
+        """
+        q, k, v = self._project(x, cos, sin)
+        keys = torch.cat([cached_keys, k], dim=2)
+        values = torch.cat([cached_values, v], dim=2)
+        return self._output(F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)), keys, values
 
 
 class _ConvModule(nn.Module):
@@ -154,18 +186,52 @@ class _ConvModule(nn.Module):
         self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (N, T, D); pad_mask: (N, T, 1) bool, True at padded frames, or None; -> (N, T, D)."""
+    def _glu(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        """(N, T, D) -> (N, D, T) input of the depthwise convolution."""
         y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
         if pad_mask is not None:
             # Zero padding so the kernel never mixes padded frames into valid ones.
             y = y.masked_fill(pad_mask, 0.0)
-        y = y.transpose(1, 2)  # (N, D, T)
-        if self.causal:
-            y = F.pad(y, (self.kernel_size - 1, 0))
+        return y.transpose(1, 2)
+
+    def _finish(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, D, T) depthwise-convolution input, padded as needed -> (N, T, D) module output."""
         y = self.depthwise(y).transpose(1, 2)
         y = self.pointwise_out(self.activation(self.depthwise_norm(y)))
         return self.dropout(y)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (N, T, D); pad_mask: (N, T, 1) bool, True at padded frames, or None; -> (N, T, D)."""
+        y = self._glu(x, pad_mask)
+        if self.causal:
+            y = F.pad(y, (self.kernel_size - 1, 0))
+        return self._finish(y)
+
+    def forward_chunk(
+        self, x: torch.Tensor, pad_mask: torch.Tensor | None, cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One streaming chunk of a causal module.
+
+        Args:
+            x: (N, C, D) the chunk; pad_mask as in :meth:`forward`.
+            cache: (N, D, K - 1) depthwise-convolution inputs of the K - 1 frames before
+                the chunk (zeros at the start of a stream, as the causal padding).
+
+        Returns:
+            (N, C, D) output and the (N, D, K - 1) cache for the next chunk.
+        """
+        if not self.causal:
+            raise ValueError("streaming needs a causal convolution module")
+        y = torch.cat([cache, self._glu(x, pad_mask)], dim=2)
+        return self._finish(y), y[:, :, y.size(2) - (self.kernel_size - 1) :]
+
+
+class LayerCache(NamedTuple):
+    """Streaming state of one Conformer layer."""
+
+    keys: torch.Tensor  # (N, H, S, Dh) rotated keys of the S cached frames
+    values: torch.Tensor  # (N, H, S, Dh)
+    conv: torch.Tensor  # (N, D, K - 1) inputs of the causal depthwise convolution
 
 
 class ConformerLayer(nn.Module):
@@ -184,7 +250,7 @@ class ConformerLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        attn_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | BlockMask | None,
         pad_mask: torch.Tensor | None,
         cos: torch.Tensor,
         sin: torch.Tensor,
@@ -195,6 +261,25 @@ class ConformerLayer(nn.Module):
         x = x + self.conv(x, pad_mask)
         x = x + 0.5 * self.ffn2(x)
         return self.final_norm(x)
+
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        pad_mask: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache,
+    ) -> tuple[torch.Tensor, LayerCache]:
+        """One streaming chunk (N, C, D) -> (N, C, D) and the layer's cache extended by the
+        chunk (the caller trims the keys/values to the left context it keeps)."""
+        x = x + 0.5 * self.ffn1(x)
+        y, keys, values = self.attn.forward_chunk(x, cache.keys, cache.values, attn_mask, cos, sin)
+        x = x + y
+        y, conv = self.conv.forward_chunk(x, pad_mask, cache.conv)
+        x = x + y
+        x = x + 0.5 * self.ffn2(x)
+        return self.final_norm(x), LayerCache(keys, values, conv)
 
 
 class ConformerEncoder(nn.Module):
@@ -215,10 +300,17 @@ class ConformerEncoder(nn.Module):
             chunk and ``left_context_chunks`` chunks to the left.  Use it for streaming
             and to bound attention cost on long audio.  -1 = full attention.
         left_context_chunks: number of left chunks visible with chunking (-1 = all).
+            With a bounded left context attention is computed block-wise, in memory
+            linear in the utterance length (see :mod:`dsr.models.chunked_attention`).
         subsampling_channels: channels of the two convolutions of the front end.
+        train_chunk_sizes: dynamic chunk training (WeNet/icefall): if not empty, every
+            forward call in training mode draws its chunk size from these.
+        train_left_context_chunks: ... and its left context (in chunks, -1 = all) from these.
+        train_full_context_prob: ... except that with this probability it uses full
+            attention instead, so that one model serves offline and streaming decoding.
 
     ``chunk_size`` and ``left_context_chunks`` can be overridden per call of
-    :meth:`forward`, e.g. to randomise chunk sizes in training.
+    :meth:`forward`; explicit values also take precedence over dynamic chunk training.
     """
 
     def __init__(
@@ -234,6 +326,9 @@ class ConformerEncoder(nn.Module):
         chunk_size: int = -1,
         left_context_chunks: int = -1,
         subsampling_channels: tuple[int, int] = (16, 64),
+        train_chunk_sizes: Sequence[int] = (),
+        train_left_context_chunks: Sequence[int] = (-1,),
+        train_full_context_prob: float = 0.0,
     ) -> None:
         super().__init__()
         if d_model <= 0 or num_layers <= 0 or num_heads <= 0 or ffn_dim <= 0:
@@ -252,13 +347,25 @@ class ConformerEncoder(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
-        _check_chunking(chunk_size, left_context_chunks)
+        check_chunking(chunk_size, left_context_chunks)
+        if any(c <= 0 for c in train_chunk_sizes):
+            raise ValueError(f"train_chunk_sizes must be positive (got {tuple(train_chunk_sizes)})")
+        if not train_left_context_chunks or any(left < -1 for left in train_left_context_chunks):
+            raise ValueError(
+                "train_left_context_chunks must be a non-empty list of values >= -1 "
+                f"(got {tuple(train_left_context_chunks)})"
+            )
+        if not 0.0 <= train_full_context_prob <= 1.0:
+            raise ValueError(f"train_full_context_prob must be in [0, 1] (got {train_full_context_prob})")
 
         self.input_dim = input_dim
         self.output_dim = d_model
         self.causal = causal
         self.chunk_size = chunk_size
         self.left_context_chunks = left_context_chunks
+        self.train_chunk_sizes = tuple(train_chunk_sizes)
+        self.train_left_context_chunks = tuple(train_left_context_chunks)
+        self.train_full_context_prob = train_full_context_prob
         self.subsampling = Conv2dSubsampling(input_dim, d_model, channels=tuple(subsampling_channels))
         self.input_dropout = nn.Dropout(dropout)
         self.rotary = _RotaryEmbedding(d_model // num_heads)
@@ -270,6 +377,14 @@ class ConformerEncoder(nn.Module):
     def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Encoder output frames for ``lengths`` input frames (4x subsampling)."""
         return Conv2dSubsampling.output_lengths(lengths)
+
+    def sample_chunking(self) -> tuple[int, int]:
+        """One draw of dynamic chunk training: ``(chunk_size, left_context_chunks)``,
+        (-1, -1) for full attention.  Uses torch's global generator, which the trainer seeds."""
+        if not self.train_chunk_sizes or float(torch.rand(())) < self.train_full_context_prob:
+            return -1, -1
+        sizes, lefts = self.train_chunk_sizes, self.train_left_context_chunks
+        return sizes[int(torch.randint(len(sizes), ()))], lefts[int(torch.randint(len(lefts), ()))]
 
     def forward(
         self,
@@ -285,14 +400,18 @@ class ConformerEncoder(nn.Module):
             lengths: (N,) integer valid frames per utterance, each in [7, T].
             chunk_size: overrides the constructor's ``chunk_size`` for this call.
             left_context_chunks: overrides the constructor's ``left_context_chunks``.
+                When neither is given, a module in training mode with ``train_chunk_sizes``
+                draws both (:meth:`sample_chunking`).
 
         Returns:
             (N, T', d_model) encoder output, T' = ((T - 1) // 2 - 1) // 2, and
             (N,) output lengths.  Frames at or beyond an utterance's length are padding.
         """
+        if chunk_size is None and left_context_chunks is None and self.training and self.train_chunk_sizes:
+            chunk_size, left_context_chunks = self.sample_chunking()
         chunk_size = self.chunk_size if chunk_size is None else chunk_size
         left_context_chunks = self.left_context_chunks if left_context_chunks is None else left_context_chunks
-        _check_chunking(chunk_size, left_context_chunks)
+        check_chunking(chunk_size, left_context_chunks)
 
         x, lengths = self.subsampling(x, lengths)
         x = self.input_dropout(x)
@@ -301,12 +420,17 @@ class ConformerEncoder(nn.Module):
         # Full-length batches (common with duration-bucketed batching) need no padding
         # masks at all: no mask tensors, no masked_fill, unmasked attention.
         pad_mask = None
-        attn_mask = None
+        attn_mask: torch.Tensor | BlockMask | None = None
+        valid = None
         if bool((lengths != t).any()):
             valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]  # (N, T)
             pad_mask = ~valid[:, :, None]
             attn_mask = valid[:, None, None, :]  # keys only, (N, 1, 1, T)
-        if chunk_size > 0:
+        if use_block_attention(t, chunk_size, left_context_chunks):
+            # Linear memory: each chunk attends to its gathered key window only.
+            attn_mask = BlockMask.build(n, t, chunk_size, left_context_chunks, valid, device=x.device)
+        elif chunk_size > 0:
+            # Unlimited left context (or a window covering the whole utterance): a (T, T) mask.
             chunk_mask = chunk_attention_mask(t, chunk_size, left_context_chunks, device=x.device)
             if attn_mask is None:
                 attn_mask = chunk_mask

@@ -58,6 +58,21 @@ class TrainConfig:
     attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
     attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
     attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
+    # Streaming and long audio
+    causal: bool = opt(False, "Causal (left-only) depthwise convolutions; dsr decode --streaming needs them.")
+    chunk_sizes: str = opt(
+        "",
+        "Dynamic chunk training: comma-separated attention chunk sizes in encoder frames (40 ms each), one "
+        "drawn per batch, e.g. 8,16,32 ('' = full attention). With --causal the model can stream.",
+    )
+    left_context_chunks: str = opt(
+        "-1",
+        "With --chunk-sizes: comma-separated attention left contexts in chunks (-1 = all), one drawn per "
+        "batch; a bounded one keeps memory linear in utterance length. Streaming decoding uses the largest.",
+    )
+    full_context_prob: float = opt(
+        0.5, "With --chunk-sizes: share of batches trained with full attention, so the model also decodes offline."
+    )
     # Loss
     prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
     lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
@@ -142,6 +157,17 @@ class TrainConfig:
             raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
+        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
+            raise DsrUserError(
+                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
+            )
+        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        if not lefts or any(left < -1 for left in lefts):
+            raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
+                               f"got {self.left_context_chunks!r}")
+        if not 0.0 <= self.full_context_prob < 1.0:
+            raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
+                               "(for full attention only, leave --chunk-sizes empty)")
         self._validate_heads()
         self._validate_distillation()
 
@@ -175,6 +201,36 @@ class TrainConfig:
             raise DsrUserError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
         if "joiner" in parse_distill_heads(self.distill_heads) and not self.use_transducer:
             raise DsrUserError("--distill-heads joiner needs a transducer student (drop --no-use-transducer)")
+
+    def model_chunking(self) -> dict[str, Any]:
+        """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
+
+        The model's default attention (offline decoding, validation) is full when some
+        batches train with it, else the largest chunk; its default left context, which
+        streaming decoding uses, is the largest one trained with.
+        """
+        sizes = int_list(self.chunk_sizes, "chunk-sizes")
+        if not sizes:
+            return {"causal": self.causal}
+        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        return {
+            "causal": self.causal,
+            "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
+            "left_context_chunks": -1 if -1 in lefts else max(lefts),
+            "train_chunk_sizes": sizes,
+            "train_left_context_chunks": lefts,
+            "train_full_context_prob": self.full_context_prob,
+        }
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"8,16,32"`` (or a YAML list's string form ``"[8, 16, 32]"``) -> ``(8, 16, 32)``;
+    DsrUserError naming ``--flag`` otherwise."""
+    items = [x.strip() for x in str(text).strip().strip("[]").split(",") if x.strip()]
+    try:
+        return tuple(int(x) for x in items)
+    except ValueError:
+        raise DsrUserError(f"--{flag} must be comma-separated integers, e.g. 8,16,32; got {text!r}") from None
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

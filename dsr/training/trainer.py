@@ -99,6 +99,7 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         attention_decoder_heads=cfg.attention_decoder_heads,
         attention_decoder_ffn_dim=cfg.attention_decoder_ffn_dim,
         sos_eos_id=tokenizer.sos_eos_id,
+        **cfg.model_chunking(),
     )
 
 
