@@ -35,7 +35,7 @@ from dsr.training.checkpoint import (
     prune_step_checkpoints,
     save_checkpoint,
 )
-from dsr.training.config import TrainConfig, save_config
+from dsr.training.config import TrainConfig, int_list, save_config
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.model_average import ModelAverager
@@ -87,6 +87,7 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         num_heads=cfg.num_heads,
         ffn_dim=cfg.ffn_dim,
         conv_kernel_size=cfg.conv_kernel_size,
+        subsampling_channels=int_list(cfg.subsampling_channels, "subsampling-channels"),
         dropout=cfg.dropout,
         decoder_dim=cfg.decoder_dim,
         joiner_dim=cfg.joiner_dim,
