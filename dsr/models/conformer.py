@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dsr.models.subsampling import Conv2dSubsampling
 
@@ -216,6 +217,11 @@ class ConformerEncoder(nn.Module):
             and to bound attention cost on long audio.  -1 = full attention.
         left_context_chunks: number of left chunks visible with chunking (-1 = all).
         subsampling_channels: channels of the two convolutions of the front end.
+        activation_checkpointing: in training, keep only each Conformer layer's input
+            for the backward pass and recompute the layer's activations there
+            (:func:`torch.utils.checkpoint.checkpoint`): activation memory falls from
+            all layers' intermediates to one layer's, for one more forward pass of
+            the layers.  Same results; a plain attribute, so a trainer can switch it.
 
     ``chunk_size`` and ``left_context_chunks`` can be overridden per call of
     :meth:`forward`, e.g. to randomise chunk sizes in training.
@@ -234,6 +240,7 @@ class ConformerEncoder(nn.Module):
         chunk_size: int = -1,
         left_context_chunks: int = -1,
         subsampling_channels: tuple[int, int] = (16, 64),
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if d_model <= 0 or num_layers <= 0 or num_heads <= 0 or ffn_dim <= 0:
@@ -259,6 +266,7 @@ class ConformerEncoder(nn.Module):
         self.causal = causal
         self.chunk_size = chunk_size
         self.left_context_chunks = left_context_chunks
+        self.activation_checkpointing = activation_checkpointing
         self.subsampling = Conv2dSubsampling(input_dim, d_model, channels=tuple(subsampling_channels))
         self.input_dropout = nn.Dropout(dropout)
         self.rotary = _RotaryEmbedding(d_model // num_heads)
@@ -317,6 +325,12 @@ class ConformerEncoder(nn.Module):
                 attn_mask = (chunk_mask & attn_mask) | pad_mask[:, None, :, :]
 
         cos, sin = self.rotary(t)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, attn_mask, pad_mask, cos, sin)
+            if recompute:
+                # Non-reentrant: works with DDP and autocast, and restores the RNG so dropout
+                # draws the same masks when the layer is recomputed.
+                x = checkpoint(layer, x, attn_mask, pad_mask, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask, pad_mask, cos, sin)
         return x, lengths

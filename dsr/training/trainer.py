@@ -27,6 +27,7 @@ import torch
 from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
+from dsr.models.transducer import HybridTransducer
 from dsr.training.checkpoint import (
     epoch_checkpoints,
     latest_checkpoint,
@@ -35,7 +36,10 @@ from dsr.training.checkpoint import (
     save_checkpoint,
 )
 from dsr.training.config import TrainConfig, save_config
+from dsr.training import distributed
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.training.distributed import DistInfo
+from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
 from dsr.utils import mark_done
@@ -147,7 +151,12 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model, loader, tokenizer, cfg, device, step) -> float:
+def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = DistInfo()) -> float:
+    """Mean per-frame loss of the batches of ``loader``; of every rank's batches when distributed.
+
+    Pass the bare model, not its DDP wrapper: a DDP forward pass may take part in
+    collectives, and ranks can have different numbers of validation batches.
+    """
     model.eval()
     tot, n = 0.0, 0
     for batch in loader:
@@ -156,22 +165,30 @@ def validate(model, loader, tokenizer, cfg, device, step) -> float:
             tot += loss.item()
             n += 1
     model.train()
+    tot, n = distributed.sum_across_ranks([tot, n], device, dist_info)
     return tot / max(n, 1)
 
 
-def _resume_state(cfg: TrainConfig, exp_dir: Path) -> dict[str, Any] | None:
+def _resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint to resume from, and its path.  Rank 0 picks it, so every rank loads the same one."""
     if cfg.start_epoch == 0:
-        path = latest_checkpoint(exp_dir)
-        if path is not None:
-            logger.info("resuming from %s", path)
-            return load_checkpoint(path)
+        # Only rank 0 scans: finding the newest checkpoint reads every checkpoint in exp-dir.
+        path = latest_checkpoint(exp_dir) if info.is_main else None
+    elif cfg.start_epoch == 1:
+        path = None
+    else:
+        path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
+        if not path.is_file():
+            raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
+    path = distributed.broadcast_from_main(path, info)
+    if path is None:
         return None
-    if cfg.start_epoch == 1:
-        return None
-    path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
     if not path.is_file():
-        raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
-    return load_checkpoint(path)
+        raise DsrUserError(
+            f"rank {info.rank} cannot see {path}: with several nodes, --exp-dir must be on a filesystem they all share"
+        )
+    logger.info("resuming from %s", path)
+    return load_checkpoint(path), path
 
 
 def _resume_average(averager: ModelAverager, state: dict[str, Any]) -> None:
@@ -185,28 +202,94 @@ def _resume_average(averager: ModelAverager, state: dict[str, Any]) -> None:
         raise DsrUserError(str(e)) from e
 
 
+def _resume_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Load the optimiser state, which only fits if the same parameters are trainable as when it was saved."""
+    saved_freeze = state.get("train_config", {}).get("freeze", "")
+    if split_patterns(saved_freeze) != split_patterns(cfg.freeze):
+        raise DsrUserError(
+            f"{path} was trained with --freeze {saved_freeze!r}, this run has --freeze {cfg.freeze!r}; resume with the "
+            "same --freeze, or start a new --exp-dir with --init-from to change what is trained"
+        )
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as e:
+        raise DsrUserError(f"the optimizer state in {path} does not fit this model ({e}); use a new --exp-dir") from e
+
+
+def _check_mid_epoch_resume(state: dict[str, Any], path: Path, info: DistInfo) -> None:
+    """A mid-epoch checkpoint can only be continued by as many processes as wrote it.
+
+    Which batches remain in the epoch depends on how lhotse dealt them to the ranks;
+    epoch-end checkpoints have no such state and resume with any number of processes.
+    """
+    saved = state.get("world_size", 1)
+    if saved != info.world_size:
+        epoch = state["epoch"]
+        raise DsrUserError(
+            f"{path} was written in the middle of epoch {epoch} by {saved} training process(es), this run has "
+            f"{info.world_size}: resume with {saved}, or restart epoch {epoch} from its start with --start-epoch {epoch}"
+        )
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _encoder_frames(model: HybridTransducer, batch: dict) -> int:
+    """Encoder output frames of a batch (the loss normaliser), known before the forward pass."""
+    return int(model.encoder.output_lengths(batch["supervisions"]["num_frames"]).sum())
+
+
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume training) a hybrid transducer as configured; returns a summary."""
+    """Train (or resume training) a hybrid transducer as configured; returns a summary.
+
+    Launched by torchrun (``WORLD_SIZE`` > 1 in the environment), this process is
+    one rank of a data-parallel job (see :mod:`dsr.training.distributed`); only
+    rank 0 writes files and logs below WARNING.
+    """
     cfg.validate()
+    info = distributed.env_info()
+    device = distributed.device_for_rank(resolve_device(cfg.device), cfg.device, info)
+    with distributed.process_group(info, device):
+        return _train(cfg, info, device)
+
+
+def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
     t0 = time.time()
+    if not info.is_main:
+        logger.setLevel(logging.WARNING)
     exp_dir = Path(cfg.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, exp_dir / "config.yaml")
-    device = resolve_device(cfg.device)
+    if info.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, exp_dir / "config.yaml")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    _seed(cfg.seed)
 
     tokenizer = Tokenizer(cfg.lang_dir)
     mcfg = model_config_from(cfg, tokenizer)
     model = build_model(mcfg).to(device)
+    model.encoder.activation_checkpointing = cfg.activation_checkpointing
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
+    if info.is_distributed:
+        # Every rank built the same weights from one seed; from here on each draws its own
+        # dropout and SpecAugment masks, as it would with its own GPU in a larger batch.
+        _seed(cfg.seed + info.rank)
+        logger.info("data-parallel training on %d processes", info.world_size)
+
+    resumed = _resume_state(cfg, exp_dir, info)
+    initialised: set[str] = set()
+    if cfg.init_from and resumed is None:
+        initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg)
+    elif cfg.init_from:
+        logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
+    trainable = freeze_parameters(model, split_patterns(cfg.freeze))
 
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
+        trainable, lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
     )
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
@@ -214,6 +297,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_cuts = filter_cuts(load_cuts(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
     if len(train_cuts) == 0:
         raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
+    shard = {"world_size": info.world_size, "rank": info.rank}
     train_loader, sampler = make_loader(
         train_cuts,
         cfg.max_duration,
@@ -222,6 +306,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         num_workers=cfg.num_workers,
         num_buckets=cfg.num_buckets,
         seed=cfg.seed,
+        **shard,
     )
     # SortaGrad (Amodei et al., 2016): the first epochs go from short to long utterances.
     # Short utterances have few alignments to choose from, which gets CTC/transducer
@@ -236,55 +321,61 @@ def train(cfg: TrainConfig) -> TrainResult:
             num_workers=cfg.num_workers,
             num_buckets=1,
             seed=cfg.seed,
+            **shard,
         )
     valid_loader = None
     if cfg.dev_cuts:
         dev_cuts = filter_cuts(load_cuts(cfg.dev_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
-        valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False)
+        valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False, **shard)
 
     def loader_for(epoch: int):
         return curriculum if curriculum is not None and epoch <= cfg.sortagrad_epochs else (train_loader, sampler)
 
-    averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 else None
+    # Rank 0 alone saves checkpoints, so only it keeps the running average.
+    averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 and info.is_main else None
     start_epoch, global_step, batches_done, skipped = 1, 0, 0, 0
-    state = _resume_state(cfg, exp_dir)
-    if state is not None:
+    if resumed is not None:
+        state, path = resumed
         model.load_state_dict(state["model"])
         if averager is not None:
             _resume_average(averager, state)
         if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
+            _resume_optimizer(optimizer, state, cfg, path)
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["grad_scaler"])
         global_step = state["global_step"]
         skipped = state.get("skipped_batches", 0)
         if state.get("epoch_finished", True):
             start_epoch = state["epoch"] + 1
-        else:  # mid-epoch checkpoint: fast-forward the sampler to where it stopped
+        else:  # mid-epoch checkpoint: the epoch goes on after the batches it had seen
+            _check_mid_epoch_resume(state, path, info)
             start_epoch = state["epoch"]
             batches_done = state["batch_in_epoch"]
-            loader_for(start_epoch)[1].load_state_dict(state["sampler"])
-
-    if state is None:
+            loader_for(start_epoch)[1].skip_batches(batches_done)
+    elif {"feature_mean", "feature_std"} <= initialised:
+        # The initial weights were trained on inputs normalised with these statistics.
+        logger.info("keeping the feature normalisation of --init-from (--init-exclude feature_* recomputes it)")
+    else:
         mean, std = feature_stats(train_cuts)
         model.set_feature_stats(mean.to(device), std.to(device))
 
-    writer = _tensorboard(exp_dir)
+    # The CTC head's parameters get no gradient when its loss is off, which DDP must be told.
+    train_model = distributed.wrap_model(model, device, info, find_unused_parameters=cfg.ctc_loss_scale <= 0)
+    writer = _tensorboard(exp_dir) if info.is_main else None
     last_train, last_valid = float("nan"), None
 
     def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any]:
-        active_sampler = loader_for(epoch)[1]
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "grad_scaler": scaler.state_dict(),
-            "sampler": active_sampler.state_dict(),
             "model_config": mcfg.to_dict(),
             "train_config": cfg.to_dict(),
             "epoch": epoch,
             "epoch_finished": finished,
             "batch_in_epoch": batch_in_epoch,
+            "world_size": info.world_size,
             "global_step": global_step,
             "skipped_batches": skipped,
             **({"model_avg": averager.state_dict()} if averager is not None else {}),
@@ -295,20 +386,28 @@ def train(cfg: TrainConfig) -> TrainResult:
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         scheduler.set_epoch(epoch - 1)
         epoch_loader, epoch_sampler = loader_for(epoch)
-        if batches_done == 0:
-            epoch_sampler.set_epoch(epoch)
+        epoch_sampler.set_epoch(epoch)
         tot_loss, tot_n = 0.0, 0
         for batch in epoch_loader:
             batches_done += 1
-            loss, parts = compute_loss(model, batch, tokenizer, cfg, device, global_step)
-            if not torch.isfinite(loss):
+            loss, parts = compute_loss(train_model, batch, tokenizer, cfg, device, global_step)
+            # With DDP: this rank's share of the frames, and whether every rank can step (see step_sync).
+            weight, finite = distributed.step_sync(
+                _encoder_frames(model, batch), bool(torch.isfinite(loss)), device, info
+            )
+            if not finite:
                 skipped += 1
-                logger.warning("step %d: non-finite loss %s, batch skipped (%d so far)", global_step, parts, skipped)
+                logger.warning("step %d: non-finite loss %s%s, batch skipped (%d so far)", global_step, parts,
+                               " on some rank" if info.is_distributed else "", skipped)
                 optimizer.zero_grad(set_to_none=True)
                 continue
+            if weight != 1.0:
+                loss = loss * weight
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # The gradients are averaged over the ranks by now, so every rank sees the same norm
+            # and makes the same decision here.
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             if not torch.isfinite(grad_norm):
                 skipped += 1
                 logger.warning("step %d: non-finite gradient, batch skipped (%d so far)", global_step, skipped)
@@ -322,43 +421,48 @@ def train(cfg: TrainConfig) -> TrainResult:
             global_step += 1
             if averager is not None:
                 averager.update(model, global_step)
+            # The weighted losses' mean over the ranks is the per-frame loss of all ranks' batches.
             tot_loss += loss.item()
             tot_n += 1
             if global_step % cfg.log_interval == 0:
+                mean_loss, step_loss = distributed.mean_across_ranks([tot_loss / tot_n, loss.item()], device, info)
                 lr = scheduler.get_last_lr()[0]
                 logger.info(
                     "epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f",
-                    epoch, global_step, tot_loss / tot_n,
+                    epoch, global_step, mean_loss,
                     " ".join(f"{k} {v:.3f}" for k, v in parts.items()), lr, grad_norm.item(),
                 )
                 if writer:
-                    writer.add_scalar("train/loss", loss.item(), global_step)
+                    writer.add_scalar("train/loss", step_loss, global_step)
                     for k, v in parts.items():
                         writer.add_scalar(f"train/{k}", v, global_step)
                     writer.add_scalar("train/lr", lr, global_step)
-            if cfg.save_every_n and global_step % cfg.save_every_n == 0:
+            if info.is_main and cfg.save_every_n and global_step % cfg.save_every_n == 0:
                 save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", snapshot(epoch, False, batches_done))
                 prune_step_checkpoints(exp_dir, cfg.keep_last_k)
             if cfg.max_steps and global_step >= cfg.max_steps:
                 break
         batches_done = 0
-        last_train = tot_loss / max(tot_n, 1)
+        last_train = distributed.mean_across_ranks([tot_loss / max(tot_n, 1)], device, info)[0]
         if valid_loader is not None:
-            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step)
+            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step, info)
             if writer:
                 writer.add_scalar("valid/loss", last_valid, global_step)
         logger.info(
             "epoch %d done: train loss %.4f%s, %.1f min elapsed",
             epoch, last_train, f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60,
         )
-        save_checkpoint(exp_dir / f"epoch-{epoch}.pt", snapshot(epoch, True, 0))
+        if info.is_main:
+            save_checkpoint(exp_dir / f"epoch-{epoch}.pt", snapshot(epoch, True, 0))
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
     if writer:
         writer.close()
+    # The other ranks wait for rank 0's last checkpoint, so that every rank returns the same summary.
+    distributed.barrier(device, info)
     epochs_done = max([e for e, _ in epoch_checkpoints(exp_dir)], default=0)
     result = TrainResult(exp_dir, epochs_done, global_step, last_train, last_valid, skipped, num_params, time.time() - t0)
-    if epochs_done >= cfg.num_epochs:
+    if info.is_main and epochs_done >= cfg.num_epochs:
         mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
     return result
 
