@@ -1,9 +1,10 @@
-"""Data-parallel training: two gloo processes on the CPU run `dsr.training.trainer.train` as torchrun would.
+"""Data-parallel training: two gloo processes on the CPU.
 
-Each worker process sets torchrun's environment variables (WORLD_SIZE, RANK,
-LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and calls the library's ``train``; spies on
-the trainer's writers record which rank wrote what, and each rank saves its final
-weights for the test to compare.
+The first run spawns two workers that set torchrun's environment variables
+(WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and call the library's
+``train``, with spies on the trainer's writers (which rank wrote what) and on the
+model (each rank's final weights).  The resume test runs the real command line,
+``torchrun --nproc-per-node 2 -m dsr.cli.main train``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,14 +49,8 @@ def _worker(rank: int, port: int, options: dict[str, Any], out_dir: Path, nan_on
         setattr(trainer, name, lambda *a, _real=real, _name=name, **k: written.append(_name) or _real(*a, **k))
     models = []
 
-    def build_model(mcfg):
-        models.append(real_build(mcfg))
-        # Checkpoints do not carry random-number states, so an exact resume needs no random draws:
-        # the tiny config has dropout 0 and no SpecAugment; this is the CTC head's fixed dropout.
-        models[-1].ctc_output[0].p = 0.0
-        return models[-1]
-
-    real_build, trainer.build_model = trainer.build_model, build_model
+    real_build = trainer.build_model
+    trainer.build_model = lambda mcfg: models.append(real_build(mcfg)) or models[-1]
     real_loss, calls = trainer.compute_loss, [0]
 
     def flaky_loss(*args, **kwargs):
@@ -89,13 +86,28 @@ def corpus(tmp_path_factory) -> dict[str, Any]:
     return make_tiny_corpus(tmp_path_factory.mktemp("tiny"))
 
 
+def _options(corpus: dict[str, Any], exp: Path, **overrides: Any) -> dict[str, Any]:
+    # Dropout and SpecAugment on: their masks must survive a resume too.
+    return tiny_train_options(corpus, exp, max_duration=3.0, dropout=0.1, spec_augment=True, **overrides)
+
+
+def run_torchrun(options: dict[str, Any]) -> subprocess.CompletedProcess:
+    flags = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD_SIZE),
+           "--master-port", str(_free_port()), "-m", "dsr.cli.main", "train", *flags]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
 @pytest.fixture(scope="module")
 def full_run(corpus, tmp_path_factory) -> tuple[Path, list[dict]]:
     """One epoch on 2 ranks, checkpoints every 2 steps, a NaN loss on rank 1's second batch."""
     work = tmp_path_factory.mktemp("ddp")
     exp = work / "exp"
-    return exp, run_two_ranks(tiny_train_options(corpus, exp, max_duration=3.0, save_every_n=2, keep_last_k=10),
-                              work / "out", nan_on_call=2)  # fmt: skip
+    return exp, run_two_ranks(_options(corpus, exp, save_every_n=2, keep_last_k=10), work / "out", nan_on_call=2)
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -126,25 +138,29 @@ def test_two_ranks_stay_identical_skip_together_and_only_rank0_writes(full_run):
     assert (exp / "config.yaml").is_file() and (exp / ".done.train").is_file()
 
 
-def test_resume_mid_epoch_with_two_ranks_continues_exactly(corpus, full_run, tmp_path):
-    """Resumed from the full run's checkpoint-2.pt, a new job ends with the full run's weights."""
+def test_torchrun_resumes_mid_epoch_and_ends_with_the_uninterrupted_weights(corpus, full_run, tmp_path):
+    """A new 2-process job resumed from the full run's checkpoint-2.pt ends with the full run's weights."""
     full_exp, full = full_run
     exp = tmp_path / "exp"
     exp.mkdir()
     shutil.copy(full_exp / "checkpoint-2.pt", exp)  # as if the job had been killed after writing it
     state = torch.load(exp / "checkpoint-2.pt", weights_only=False)
     assert state["epoch_finished"] is False and state["batch_in_epoch"] == 3  # 2 steps + the skipped batch
+    assert len(state["random_states"]) == WORLD_SIZE
 
     # The rest of the epoch's batches depend on how they were dealt to 2 ranks: 1 process must refuse.
     from dsr.training.config import TrainConfig
     from dsr.training.trainer import train
 
     with pytest.raises(DsrUserError, match="by 2 training process.*resume with 2"):
-        train(TrainConfig(**tiny_train_options(corpus, exp, max_duration=3.0)))
+        train(TrainConfig(**_options(corpus, exp)))
 
-    resumed = run_two_ranks(tiny_train_options(corpus, exp, max_duration=3.0), tmp_path / "out")
-    assert resumed[0]["result"]["global_step"] == full[0]["result"]["global_step"]
-    assert resumed[0]["result"]["skipped_batches"] == 1  # counted before the checkpoint
-    for r in range(WORLD_SIZE):
-        for k, v in full[r]["model"].items():
-            torch.testing.assert_close(resumed[r]["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    proc = run_torchrun(_options(corpus, exp))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count("done train:") == 1, proc.stderr  # only rank 0 prints the summary...
+    logs = list((exp / "log").glob("log-train-*.txt"))
+    assert len(logs) == 1 and f"resuming from {exp}/checkpoint-2.pt" in logs[0].read_text()  # ...and keeps a log
+    final = torch.load(exp / "epoch-1.pt", weights_only=False)
+    assert final["global_step"] == full[0]["result"]["global_step"] and final["skipped_batches"] == 1
+    for k, v in full[0]["model"].items():
+        torch.testing.assert_close(final["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)

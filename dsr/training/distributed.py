@@ -10,7 +10,8 @@ gradients.  Without those variables (a plain ``dsr train``) every helper here is
 a no-op, so the single-process path is unchanged.
 
 The collectives are few and small: one per step (frame count + a non-finite
-flag, see :func:`step_sync`), one per log line, one per validation.  They are
+flag, see :func:`step_sync`), one per log line, one per validation, one per
+checkpoint (the ranks' random-number states).  They are
 always reached by every rank at the same step, because the ranks see the same
 number of batches and make every skip decision together.
 """
@@ -175,6 +176,15 @@ def broadcast_from_main(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_to_all(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` (small and picklable), in rank order, on every rank; ``[obj]`` with one process."""
+    if not info.is_distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier(device: torch.device, info: DistInfo) -> None:

@@ -8,6 +8,10 @@ prune with.  With ``ctc_encoder_warmup_steps`` the encoder first learns from CTC
 alone (see :func:`rnnt_encoder_grad_scale`).  Losses are summed over the batch and
 divided by the number of encoder frames, so the step size does not depend on the
 batch size.
+
+Under torchrun each process trains on its share of the batches and DDP averages
+the gradients (:mod:`dsr.training.distributed`); resuming is in
+:mod:`dsr.training.resume`, ``--init-from``/``--freeze`` in :mod:`dsr.training.init`.
 """
 
 from __future__ import annotations
@@ -28,20 +32,23 @@ from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.transducer import HybridTransducer
-from dsr.training.checkpoint import (
-    epoch_checkpoints,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_step_checkpoints,
-    save_checkpoint,
-)
-from dsr.training.config import TrainConfig, save_config
 from dsr.training import distributed
+from dsr.training.checkpoint import epoch_checkpoints, prune_step_checkpoints, save_checkpoint
+from dsr.training.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
+from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
 from dsr.training.distributed import DistInfo
 from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
+from dsr.training.resume import (
+    check_mid_epoch_resume,
+    find_resume_state,
+    random_states,
+    restore_average,
+    restore_optimizer,
+    restore_random_states,
+)
 from dsr.utils import mark_done
 
 logger = logging.getLogger("dsr")
@@ -169,68 +176,6 @@ def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = 
     return tot / max(n, 1)
 
 
-def _resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[dict[str, Any], Path] | None:
-    """The checkpoint to resume from, and its path.  Rank 0 picks it, so every rank loads the same one."""
-    if cfg.start_epoch == 0:
-        # Only rank 0 scans: finding the newest checkpoint reads every checkpoint in exp-dir.
-        path = latest_checkpoint(exp_dir) if info.is_main else None
-    elif cfg.start_epoch == 1:
-        path = None
-    else:
-        path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
-        if not path.is_file():
-            raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
-    path = distributed.broadcast_from_main(path, info)
-    if path is None:
-        return None
-    if not path.is_file():
-        raise DsrUserError(
-            f"rank {info.rank} cannot see {path}: with several nodes, --exp-dir must be on a filesystem they all share"
-        )
-    logger.info("resuming from %s", path)
-    return load_checkpoint(path), path
-
-
-def _resume_average(averager: ModelAverager, state: dict[str, Any]) -> None:
-    if "model_avg" not in state:
-        logger.warning("the checkpoint has no running model average; it starts afresh at step %d, so "
-                       "decoding with --use-averaged-model needs epochs trained from here on", state["global_step"])
-        return
-    try:
-        averager.load_state_dict(state["model_avg"])
-    except ValueError as e:
-        raise DsrUserError(str(e)) from e
-
-
-def _resume_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Load the optimiser state, which only fits if the same parameters are trainable as when it was saved."""
-    saved_freeze = state.get("train_config", {}).get("freeze", "")
-    if split_patterns(saved_freeze) != split_patterns(cfg.freeze):
-        raise DsrUserError(
-            f"{path} was trained with --freeze {saved_freeze!r}, this run has --freeze {cfg.freeze!r}; resume with the "
-            "same --freeze, or start a new --exp-dir with --init-from to change what is trained"
-        )
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except ValueError as e:
-        raise DsrUserError(f"the optimizer state in {path} does not fit this model ({e}); use a new --exp-dir") from e
-
-
-def _check_mid_epoch_resume(state: dict[str, Any], path: Path, info: DistInfo) -> None:
-    """A mid-epoch checkpoint can only be continued by as many processes as wrote it.
-
-    Which batches remain in the epoch depends on how lhotse dealt them to the ranks;
-    epoch-end checkpoints have no such state and resume with any number of processes.
-    """
-    saved = state.get("world_size", 1)
-    if saved != info.world_size:
-        epoch = state["epoch"]
-        raise DsrUserError(
-            f"{path} was written in the middle of epoch {epoch} by {saved} training process(es), this run has "
-            f"{info.world_size}: resume with {saved}, or restart epoch {epoch} from its start with --start-epoch {epoch}"
-        )
-
-
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -280,7 +225,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         _seed(cfg.seed + info.rank)
         logger.info("data-parallel training on %d processes", info.world_size)
 
-    resumed = _resume_state(cfg, exp_dir, info)
+    resumed = find_resume_state(cfg, exp_dir, info)
     initialised: set[str] = set()
     if cfg.init_from and resumed is None:
         initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg)
@@ -334,24 +279,29 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     # Rank 0 alone saves checkpoints, so only it keeps the running average.
     averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 and info.is_main else None
     start_epoch, global_step, batches_done, skipped = 1, 0, 0, 0
+    mid_epoch_rng, restore_rng_mid_epoch = None, False
     if resumed is not None:
         state, path = resumed
         model.load_state_dict(state["model"])
         if averager is not None:
-            _resume_average(averager, state)
+            restore_average(averager, state)
         if "optimizer" in state:
-            _resume_optimizer(optimizer, state, cfg, path)
+            restore_optimizer(optimizer, state, cfg, path)
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["grad_scaler"])
         global_step = state["global_step"]
         skipped = state.get("skipped_batches", 0)
         if state.get("epoch_finished", True):
             start_epoch = state["epoch"] + 1
+            restore_random_states(state.get("random_states"), device, info)
         else:  # mid-epoch checkpoint: the epoch goes on after the batches it had seen
-            _check_mid_epoch_resume(state, path, info)
+            check_mid_epoch_resume(state, path, info)
             start_epoch = state["epoch"]
             batches_done = state["batch_in_epoch"]
             loader_for(start_epoch)[1].skip_batches(batches_done)
+            mid_epoch_rng = state.get("random_states")
+            restore_rng_mid_epoch = True
+        del state
     elif {"feature_mean", "feature_std"} <= initialised:
         # The initial weights were trained on inputs normalised with these statistics.
         logger.info("keeping the feature normalisation of --init-from (--init-exclude feature_* recomputes it)")
@@ -364,7 +314,11 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     writer = _tensorboard(exp_dir) if info.is_main else None
     last_train, last_valid = float("nan"), None
 
-    def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any]:
+    def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any] | None:
+        """The checkpoint's contents on rank 0, None on the others (every rank must call it: it gathers)."""
+        rng = distributed.gather_to_all(random_states(device), info)
+        if not info.is_main:
+            return None
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -378,6 +332,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             "world_size": info.world_size,
             "global_step": global_step,
             "skipped_batches": skipped,
+            "random_states": rng,
             **({"model_avg": averager.state_dict()} if averager is not None else {}),
         }
 
@@ -388,7 +343,13 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         epoch_loader, epoch_sampler = loader_for(epoch)
         epoch_sampler.set_epoch(epoch)
         tot_loss, tot_n = 0.0, 0
-        for batch in epoch_loader:
+        batches = iter(epoch_loader)
+        if restore_rng_mid_epoch:
+            # Only now: creating the iterator drew a seed from torch's generator, which the
+            # interrupted run had done before its checkpoint.
+            restore_random_states(mid_epoch_rng, device, info)
+            mid_epoch_rng, restore_rng_mid_epoch = None, False
+        for batch in batches:
             batches_done += 1
             loss, parts = compute_loss(train_model, batch, tokenizer, cfg, device, global_step)
             # With DDP: this rank's share of the frames, and whether every rank can step (see step_sync).
@@ -437,9 +398,11 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
                     for k, v in parts.items():
                         writer.add_scalar(f"train/{k}", v, global_step)
                     writer.add_scalar("train/lr", lr, global_step)
-            if info.is_main and cfg.save_every_n and global_step % cfg.save_every_n == 0:
-                save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", snapshot(epoch, False, batches_done))
-                prune_step_checkpoints(exp_dir, cfg.keep_last_k)
+            if cfg.save_every_n and global_step % cfg.save_every_n == 0:
+                ckpt = snapshot(epoch, False, batches_done)
+                if info.is_main:
+                    save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", ckpt)
+                    prune_step_checkpoints(exp_dir, cfg.keep_last_k)
             if cfg.max_steps and global_step >= cfg.max_steps:
                 break
         batches_done = 0
@@ -452,8 +415,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             "epoch %d done: train loss %.4f%s, %.1f min elapsed",
             epoch, last_train, f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60,
         )
+        ckpt = snapshot(epoch, True, 0)
         if info.is_main:
-            save_checkpoint(exp_dir / f"epoch-{epoch}.pt", snapshot(epoch, True, 0))
+            save_checkpoint(exp_dir / f"epoch-{epoch}.pt", ckpt)
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
     if writer:
