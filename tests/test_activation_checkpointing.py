@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
+from dsr.evaluation.memory import PeakTensorMemory
 from dsr.models import ModelConfig, build_model
 
 VOCAB = 16
@@ -83,36 +81,22 @@ def test_no_recomputation_in_eval_or_without_grad() -> None:
     assert calls["n"] == 2  # once per call: checkpointing only wraps training passes that build a graph
 
 
-class PeakLiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of tensor storage alive at once, counting storages created inside the block.
-
-    Allocator-independent: it follows tensor storages (weak references) rather
-    than the process's memory, so caching allocators and fragmentation do not blur
-    it.  Parameters and inputs created before the block are not counted.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                self.live.setdefault(storage._cdata, (StorageWeakRef(storage), storage.nbytes()))
-        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-        return out
-
-
 def _peak_training_bytes(model: torch.nn.Module) -> int:
     feats, lens, targets = _batch()
-    with PeakLiveTensorBytes() as tracker:
+    with PeakTensorMemory() as mem:
         out = model(feats, lens, targets)
         (out["simple_loss"] + out["pruned_loss"] + out["ctc_loss"]).backward()
-    return tracker.peak
+    return mem.peak_bytes
+
+
+def test_peak_tensor_memory_counts_live_storages_only() -> None:
+    x = torch.ones(1000)  # created before: not counted
+    with PeakTensorMemory() as mem:
+        a = x * 2  # 4000 bytes
+        b = a + 1  # 8000 alive
+        del a
+        c = b * 3  # still 8000 alive: a was freed
+    assert mem.peak_bytes == 8000 and c.numel() == 1000
 
 
 def test_checkpointing_lowers_peak_activation_memory() -> None:
