@@ -164,3 +164,41 @@ def test_torchrun_resumes_mid_epoch_and_ends_with_the_uninterrupted_weights(corp
     assert final["global_step"] == full[0]["result"]["global_step"] and final["skipped_batches"] == 1
     for k, v in full[0]["model"].items():
         torch.testing.assert_close(final["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("num_buckets", [1, 2])  # SimpleCutSampler, DynamicBucketingSampler
+def test_skipping_batches_gives_the_rest_of_the_epoch_on_every_rank(corpus, num_buckets):
+    from dsr.training.datamodule import load_cuts, make_loader
+
+    cuts = load_cuts(corpus["train_cuts"]).to_eager()
+
+    def batches(rank: int, skip: int) -> list[list[str]]:
+        _, sampler = make_loader(cuts, 3.0, shuffle=True, num_buckets=num_buckets, seed=3, world_size=2, rank=rank)
+        sampler.set_epoch(2)
+        sampler.skip_batches(skip)
+        return [[c.id for c in batch] for batch in sampler]
+
+    for rank in range(WORLD_SIZE):
+        full = batches(rank, 0)
+        assert len(full) >= 4
+        assert batches(rank, 3) == full[3:]
+        assert batches(rank, len(full) + 5) == []
+
+
+def test_env_info_reads_torchrun_variables(monkeypatch):
+    from dsr.training.distributed import DistInfo, env_info, step_sync
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert env_info() == DistInfo(1, 0, 0) and env_info().is_main and not env_info().is_distributed
+    assert step_sync(123, False, torch.device("cpu"), env_info()) == (1.0, False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(DsrUserError, match="inconsistent; launch with torchrun"):
+        env_info()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(DsrUserError, match="RANK='x' is not an integer"):
+        env_info()
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert env_info() == DistInfo(4, 3, 1) and not env_info().is_main
