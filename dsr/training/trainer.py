@@ -301,11 +301,11 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             loader_for(start_epoch)[1].skip_batches(batches_done)
             mid_epoch_rng = state.get("random_states")
             restore_rng_mid_epoch = True
-        del state
+        del state, resumed  # the checkpoint's tensors need not stay in memory while training
     elif {"feature_mean", "feature_std"} <= initialised:
         # The initial weights were trained on inputs normalised with these statistics.
         logger.info("keeping the feature normalisation of --init-from (--init-exclude feature_* recomputes it)")
-    else:
+    elif info.is_main:  # DDP copies rank 0's buffers to the other ranks when it wraps the model
         mean, std = feature_stats(train_cuts)
         model.set_feature_stats(mean.to(device), std.to(device))
 
