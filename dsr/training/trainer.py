@@ -196,6 +196,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     cfg.validate()
     info = distributed.env_info()
+    if not info.is_main:
+        logger.setLevel(logging.WARNING)  # one rank tells the story
     device = distributed.device_for_rank(resolve_device(cfg.device), cfg.device, info)
     with distributed.process_group(info, device):
         return _train(cfg, info, device)
@@ -203,8 +205,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
     t0 = time.time()
-    if not info.is_main:
-        logger.setLevel(logging.WARNING)
     exp_dir = Path(cfg.exp_dir)
     if info.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
