@@ -32,6 +32,18 @@ Examples:
     dsr train --config conf/train.yaml --num-epochs 20 --exp-dir exp/longer
 
     dsr train --train-cuts data/fbank/my_cuts_train.jsonl.gz --dev-cuts '' --lang-dir data/lang_bpe_500
+
+Data-parallel on 4 GPUs (or CPU processes with --device cpu), one node:
+
+    torchrun --nproc-per-node 4 -m dsr.cli.main train --config conf/train.yaml
+
+Two nodes of 8 GPUs (run on each node, with NODE_RANK 0 and 1; exp-dir on a shared disk):
+
+    torchrun --nnodes 2 --node-rank NODE_RANK --nproc-per-node 8 --master-addr HOST0 --master-port 29500 -m dsr.cli.main train --config conf/train.yaml
+
+Fine-tune a pretrained model on new data with a new BPE model, encoder frozen, less memory:
+
+    dsr train --config conf/train.yaml --init-from exp/pretrained --init-exclude predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output --freeze encoder --activation-checkpointing
 """
 
 
@@ -45,9 +57,15 @@ def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
         return
     import time
 
-    setup_logging(log_file=exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt")
+    from dsr.training.distributed import env_info
+
+    # Under torchrun only rank 0 keeps a log file (the other ranks log warnings to stderr).
+    is_main = env_info().is_main
+    log_file = exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt" if is_main else None
+    setup_logging(log_file=log_file)
     result = run_train(cfg)
-    console.print(f"[green]done[/] train: {result.summary()}")
+    if is_main:
+        console.print(f"[green]done[/] train: {result.summary()}")
 
 
 def _done_epochs(exp_dir: Path) -> int:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dsr.models.chunked_attention import (
     BlockMask,
@@ -308,6 +309,11 @@ class ConformerEncoder(nn.Module):
         train_left_context_chunks: ... and its left context (in chunks, -1 = all) from these.
         train_full_context_prob: ... except that with this probability it uses full
             attention instead, so that one model serves offline and streaming decoding.
+        activation_checkpointing: in training, keep only each Conformer layer's input
+            for the backward pass and recompute the layer's activations there
+            (:func:`torch.utils.checkpoint.checkpoint`): activation memory falls from
+            all layers' intermediates to one layer's, for one more forward pass of
+            the layers.  Same results; a plain attribute, so a trainer can switch it.
 
     ``chunk_size`` and ``left_context_chunks`` can be overridden per call of
     :meth:`forward`; explicit values also take precedence over dynamic chunk training.
@@ -329,6 +335,7 @@ class ConformerEncoder(nn.Module):
         train_chunk_sizes: Sequence[int] = (),
         train_left_context_chunks: Sequence[int] = (-1,),
         train_full_context_prob: float = 0.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if d_model <= 0 or num_layers <= 0 or num_heads <= 0 or ffn_dim <= 0:
@@ -366,6 +373,7 @@ class ConformerEncoder(nn.Module):
         self.train_chunk_sizes = tuple(train_chunk_sizes)
         self.train_left_context_chunks = tuple(train_left_context_chunks)
         self.train_full_context_prob = train_full_context_prob
+        self.activation_checkpointing = activation_checkpointing
         self.subsampling = Conv2dSubsampling(input_dim, d_model, channels=tuple(subsampling_channels))
         self.input_dropout = nn.Dropout(dropout)
         self.rotary = _RotaryEmbedding(d_model // num_heads)
@@ -441,6 +449,12 @@ class ConformerEncoder(nn.Module):
                 attn_mask = (chunk_mask & attn_mask) | pad_mask[:, None, :, :]
 
         cos, sin = self.rotary(t)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, attn_mask, pad_mask, cos, sin)
+            if recompute:
+                # Non-reentrant: works with DDP and autocast, and restores the RNG so dropout
+                # draws the same masks when the layer is recomputed.
+                x = checkpoint(layer, x, attn_mask, pad_mask, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask, pad_mask, cos, sin)
         return x, lengths

@@ -120,6 +120,27 @@ class TrainConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
     dtype: str = opt("float32", "Autocast dtype: float32, bfloat16 or float16.")
     num_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
+    activation_checkpointing: bool = opt(
+        False,
+        "Recompute each Conformer layer's activations in the backward pass instead of keeping them: "
+        "much less activation memory for about one more forward pass of the encoder; same results.",
+    )
+    # Fine-tuning
+    init_from: str = opt(
+        "",
+        "Start from the weights of this checkpoint (.pt) or experiment directory (its newest epoch, averaged "
+        "as dsr decode does) with a fresh optimizer and schedule; ignored when the run resumes its own checkpoints.",
+    )
+    init_exclude: str = opt(
+        "",
+        "Comma-separated parameter-name patterns (fnmatch; 'joiner.output_linear' covers joiner.output_linear.*) that "
+        "--init-from leaves randomly initialised, e.g. the vocabulary-sized layers for another BPE model.",
+    )
+    freeze: str = opt(
+        "",
+        "Comma-separated parameter-name patterns (fnmatch; 'encoder' covers encoder.*) whose parameters "
+        "are not trained.",
+    )
     # Bookkeeping
     save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
     keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
@@ -176,6 +197,8 @@ class TrainConfig:
         if not 0.0 <= self.full_context_prob < 1.0:
             raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
                                "(for full attention only, leave --chunk-sizes empty)")
+        if self.init_exclude.strip() and not self.init_from:
+            raise DsrUserError("--init-exclude only applies with --init-from; give the checkpoint to start from")
         self._validate_heads()
         self._validate_distillation()
 

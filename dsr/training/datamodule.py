@@ -6,6 +6,7 @@ Shared by training and decoding so that both read features the same way.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from lhotse import CutSet
@@ -27,6 +28,40 @@ def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSe
     return cuts.filter(lambda c: min_duration <= c.duration <= max_duration)
 
 
+class ResumableSampler(torch.utils.data.Sampler):
+    """A lhotse sampler whose next pass can start after the first ``n`` batches of the epoch.
+
+    Resuming mid-epoch replays the sampler (cut metadata only, no features are
+    loaded) instead of restoring lhotse's saved state: the replay is exact for
+    every sampler type and every rank of a distributed job, whereas the saved state
+    of a ``SimpleCutSampler`` fast-forwards by this rank's cuts only (wrong with
+    several ranks), and a saved state also counts the batches that DataLoader
+    workers had prefetched but training never used.
+    """
+
+    def __init__(self, sampler: DynamicBucketingSampler | SimpleCutSampler) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def skip_batches(self, num_batches: int) -> None:
+        """Make the next pass over the epoch leave out its first ``num_batches`` batches."""
+        if num_batches < 0:
+            raise ValueError(f"num_batches must be >= 0, got {num_batches}")
+        self._skip = num_batches
+
+    def __iter__(self) -> Iterator[CutSet]:
+        batches = iter(self.sampler)
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            if next(batches, None) is None:
+                return iter(())
+        return batches
+
+
 def make_loader(
     cuts: CutSet,
     max_duration: float,
@@ -39,13 +74,15 @@ def make_loader(
     seed: int = 0,
     world_size: int | None = None,
     rank: int | None = None,
-) -> tuple[torch.utils.data.DataLoader, DynamicBucketingSampler | SimpleCutSampler]:
+) -> tuple[torch.utils.data.DataLoader, ResumableSampler]:
     """A DataLoader of ``{"inputs": (N, T, F), "supervisions": {...}, "cut": [...]}`` batches.
 
     ``max_duration`` is the total seconds of audio in a batch; dynamic bucketing
     groups similar lengths so padding stays small.  ``gain_db`` > 0 applies
     :class:`~dsr.training.feature_augment.RandomGain` and ``freq_warp`` > 0
-    :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment.
+    :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment.  With ``world_size`` > 1 the
+    loader yields rank ``rank``'s share: every ``world_size``-th batch, and the same
+    number of batches on every rank (lhotse splits the last ones to ensure it).
     """
     if max_duration <= 0:
         raise ValueError(f"max_duration must be > 0, got {max_duration}")
@@ -79,14 +116,15 @@ def make_loader(
             rank=rank,
             buffer_size=20000,
         )
+    resumable = ResumableSampler(sampler)
     loader = torch.utils.data.DataLoader(
         dataset,
-        sampler=sampler,
+        sampler=resumable,
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=False,
     )
-    return loader, sampler
+    return loader, resumable
 
 
 def batch_texts(batch: dict) -> list[str]:

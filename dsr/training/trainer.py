@@ -9,6 +9,10 @@ alone (see :func:`rnnt_encoder_grad_scale`).  With an attention decoder,
 ``+ attention_loss_scale * attention CE``; with ``--teacher``, ``+ distill_scale * KL``
 (:mod:`dsr.training.distill`).  Losses are summed over the batch and divided by the
 number of encoder frames, so the step size does not depend on the batch size.
+
+Under torchrun each process trains on its share of the batches and DDP averages
+the gradients (:mod:`dsr.training.distributed`); resuming is in
+:mod:`dsr.training.resume`, ``--init-from``/``--freeze`` in :mod:`dsr.training.init`.
 """
 
 from __future__ import annotations
@@ -28,18 +32,25 @@ import torch
 from dsr.errors import DsrUserError
 from dsr.lang.bpe import SOS_EOS, Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
-from dsr.training.checkpoint import (
-    epoch_checkpoints,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_step_checkpoints,
-    save_checkpoint,
-)
+from dsr.models.transducer import HybridTransducer
+from dsr.training import distributed
+from dsr.training.checkpoint import epoch_checkpoints, prune_step_checkpoints, save_checkpoint
+from dsr.training.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.config import TrainConfig, int_list, save_config
 from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
+from dsr.training.distributed import DistInfo
+from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
+from dsr.training.resume import (
+    check_mid_epoch_resume,
+    find_resume_state,
+    random_states,
+    restore_average,
+    restore_optimizer,
+    restore_random_states,
+)
 from dsr.utils import mark_done
 
 logger = logging.getLogger("dsr")
@@ -190,9 +201,13 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model, loader, tokenizer, cfg, device, step) -> float:
-    """Mean per-frame loss over ``loader``; without distillation terms, so that it measures
-    the student's own objective whether or not it has a teacher."""
+def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = DistInfo()) -> float:
+    """Mean per-frame loss of the batches of ``loader``; of every rank's batches when distributed.
+
+    Without distillation terms, so that it measures the student's own objective whether or
+    not it has a teacher.  Pass the bare model, not its DDP wrapper: a DDP forward pass may
+    take part in collectives, and ranks can have different numbers of validation batches.
+    """
     model.eval()
     tot, n = 0.0, 0
     for batch in loader:
@@ -201,60 +216,73 @@ def validate(model, loader, tokenizer, cfg, device, step) -> float:
             tot += loss.item()
             n += 1
     model.train()
+    tot, n = distributed.sum_across_ranks([tot, n], device, dist_info)
     return tot / max(n, 1)
 
 
-def _resume_state(cfg: TrainConfig, exp_dir: Path) -> dict[str, Any] | None:
-    if cfg.start_epoch == 0:
-        path = latest_checkpoint(exp_dir)
-        if path is not None:
-            logger.info("resuming from %s", path)
-            return load_checkpoint(path)
-        return None
-    if cfg.start_epoch == 1:
-        return None
-    path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
-    if not path.is_file():
-        raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
-    return load_checkpoint(path)
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
-def _resume_average(averager: ModelAverager, state: dict[str, Any]) -> None:
-    if "model_avg" not in state:
-        logger.warning("the checkpoint has no running model average; it starts afresh at step %d, so "
-                       "decoding with --use-averaged-model needs epochs trained from here on", state["global_step"])
-        return
-    try:
-        averager.load_state_dict(state["model_avg"])
-    except ValueError as e:
-        raise DsrUserError(str(e)) from e
+def _encoder_frames(model: HybridTransducer, batch: dict) -> int:
+    """Encoder output frames of a batch (the loss normaliser), known before the forward pass."""
+    return int(model.encoder.output_lengths(batch["supervisions"]["num_frames"]).sum())
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume training) a hybrid transducer as configured; returns a summary."""
+    """Train (or resume training) a hybrid transducer as configured; returns a summary.
+
+    Launched by torchrun (``WORLD_SIZE`` > 1 in the environment), this process is
+    one rank of a data-parallel job (see :mod:`dsr.training.distributed`); only
+    rank 0 writes files and logs below WARNING.
+    """
     cfg.validate()
+    info = distributed.env_info()
+    if not info.is_main:
+        logger.setLevel(logging.WARNING)  # one rank tells the story
+    device = distributed.device_for_rank(resolve_device(cfg.device), cfg.device, info)
+    with distributed.process_group(info, device):
+        return _train(cfg, info, device)
+
+
+def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
     t0 = time.time()
     exp_dir = Path(cfg.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, exp_dir / "config.yaml")
-    device = resolve_device(cfg.device)
+    if info.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, exp_dir / "config.yaml")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    _seed(cfg.seed)
 
     tokenizer = Tokenizer(cfg.lang_dir)
     mcfg = model_config_from(cfg, tokenizer)
     model = build_model(mcfg).to(device)
+    model.encoder.activation_checkpointing = cfg.activation_checkpointing
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
     teacher = None
     if cfg.teacher:
         teacher = load_teacher(cfg.teacher, mcfg, tokenizer, parse_distill_heads(cfg.distill_heads), device)
 
+    if info.is_distributed:
+        # Every rank built the same weights from one seed; from here on each draws its own
+        # dropout and SpecAugment masks, as it would with its own GPU in a larger batch.
+        _seed(cfg.seed + info.rank)
+        logger.info("data-parallel training on %d processes", info.world_size)
+
+    resumed = find_resume_state(cfg, exp_dir, info)
+    initialised: set[str] = set()
+    if cfg.init_from and resumed is None:
+        initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg)
+    elif cfg.init_from:
+        logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
+    trainable = freeze_parameters(model, split_patterns(cfg.freeze))
+
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
+        trainable, lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2)
     )
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
@@ -262,6 +290,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_cuts = filter_cuts(load_cuts(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
     if len(train_cuts) == 0:
         raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
+    shard = {"world_size": info.world_size, "rank": info.rank}
     train_loader, sampler = make_loader(
         train_cuts,
         cfg.max_duration,
@@ -272,6 +301,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         num_workers=cfg.num_workers,
         num_buckets=cfg.num_buckets,
         seed=cfg.seed,
+        **shard,
     )
     # SortaGrad (Amodei et al., 2016): the first epochs go from short to long utterances.
     # Short utterances have few alignments to choose from, which gets CTC/transducer
@@ -288,57 +318,73 @@ def train(cfg: TrainConfig) -> TrainResult:
             num_workers=cfg.num_workers,
             num_buckets=1,
             seed=cfg.seed,
+            **shard,
         )
     valid_loader = None
     if cfg.dev_cuts:
         dev_cuts = filter_cuts(load_cuts(cfg.dev_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
-        valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False)
+        valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False, **shard)
 
     def loader_for(epoch: int):
         return curriculum if curriculum is not None and epoch <= cfg.sortagrad_epochs else (train_loader, sampler)
 
-    averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 else None
+    # Rank 0 alone saves checkpoints, so only it keeps the running average.
+    averager = ModelAverager(model, cfg.average_period) if cfg.average_period > 0 and info.is_main else None
     start_epoch, global_step, batches_done, skipped = 1, 0, 0, 0
-    state = _resume_state(cfg, exp_dir)
-    if state is not None:
+    mid_epoch_rng, restore_rng_mid_epoch = None, False
+    if resumed is not None:
+        state, path = resumed
         model.load_state_dict(state["model"])
         if averager is not None:
-            _resume_average(averager, state)
+            restore_average(averager, state)
         if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
+            restore_optimizer(optimizer, state, cfg, path)
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["grad_scaler"])
         global_step = state["global_step"]
         skipped = state.get("skipped_batches", 0)
         if state.get("epoch_finished", True):
             start_epoch = state["epoch"] + 1
-        else:  # mid-epoch checkpoint: fast-forward the sampler to where it stopped
+            restore_random_states(state.get("random_states"), device, info)
+        else:  # mid-epoch checkpoint: the epoch goes on after the batches it had seen
+            check_mid_epoch_resume(state, path, info)
             start_epoch = state["epoch"]
             batches_done = state["batch_in_epoch"]
-            loader_for(start_epoch)[1].load_state_dict(state["sampler"])
-
-    if state is None:
+            loader_for(start_epoch)[1].skip_batches(batches_done)
+            mid_epoch_rng = state.get("random_states")
+            restore_rng_mid_epoch = True
+        del state, resumed  # the checkpoint's tensors need not stay in memory while training
+    elif {"feature_mean", "feature_std"} <= initialised:
+        # The initial weights were trained on inputs normalised with these statistics.
+        logger.info("keeping the feature normalisation of --init-from (--init-exclude feature_* recomputes it)")
+    elif info.is_main:  # DDP copies rank 0's buffers to the other ranks when it wraps the model
         mean, std = feature_stats(train_cuts)
         model.set_feature_stats(mean.to(device), std.to(device))
 
-    writer = _tensorboard(exp_dir)
+    # The CTC head's parameters get no gradient when its loss is off, which DDP must be told.
+    train_model = distributed.wrap_model(model, device, info, find_unused_parameters=cfg.ctc_loss_scale <= 0)
+    writer = _tensorboard(exp_dir) if info.is_main else None
     last_train, last_valid = float("nan"), None
 
-    def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any]:
-        active_sampler = loader_for(epoch)[1]
+    def snapshot(epoch: int, finished: bool, batch_in_epoch: int) -> dict[str, Any] | None:
+        """The checkpoint's contents on rank 0, None on the others (every rank must call it: it gathers)."""
+        rng = distributed.gather_to_all(random_states(device), info)
+        if not info.is_main:
+            return None
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "grad_scaler": scaler.state_dict(),
-            "sampler": active_sampler.state_dict(),
             "model_config": mcfg.to_dict(),
             "train_config": cfg.to_dict(),
             "epoch": epoch,
             "epoch_finished": finished,
             "batch_in_epoch": batch_in_epoch,
+            "world_size": info.world_size,
             "global_step": global_step,
             "skipped_batches": skipped,
+            "random_states": rng,
             **({"model_avg": averager.state_dict()} if averager is not None else {}),
         }
 
@@ -347,20 +393,34 @@ def train(cfg: TrainConfig) -> TrainResult:
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         scheduler.set_epoch(epoch - 1)
         epoch_loader, epoch_sampler = loader_for(epoch)
-        if batches_done == 0:
-            epoch_sampler.set_epoch(epoch)
+        epoch_sampler.set_epoch(epoch)
         tot_loss, tot_n = 0.0, 0
-        for batch in epoch_loader:
+        batches = iter(epoch_loader)
+        if restore_rng_mid_epoch:
+            # Only now: creating the iterator drew a seed from torch's generator, which the
+            # interrupted run had done before its checkpoint.
+            restore_random_states(mid_epoch_rng, device, info)
+            mid_epoch_rng, restore_rng_mid_epoch = None, False
+        for batch in batches:
             batches_done += 1
-            loss, parts = compute_loss(model, batch, tokenizer, cfg, device, global_step, teacher)
-            if not torch.isfinite(loss):
+            loss, parts = compute_loss(train_model, batch, tokenizer, cfg, device, global_step, teacher)
+            # With DDP: this rank's share of the frames, and whether every rank can step (see step_sync).
+            weight, finite = distributed.step_sync(
+                _encoder_frames(model, batch), bool(torch.isfinite(loss)), device, info
+            )
+            if not finite:
                 skipped += 1
-                logger.warning("step %d: non-finite loss %s, batch skipped (%d so far)", global_step, parts, skipped)
+                logger.warning("step %d: non-finite loss %s%s, batch skipped (%d so far)", global_step, parts,
+                               " on some rank" if info.is_distributed else "", skipped)
                 optimizer.zero_grad(set_to_none=True)
                 continue
+            if weight != 1.0:
+                loss = loss * weight
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # The gradients are averaged over the ranks by now, so every rank sees the same norm
+            # and makes the same decision here.
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             if not torch.isfinite(grad_norm):
                 skipped += 1
                 logger.warning("step %d: non-finite gradient, batch skipped (%d so far)", global_step, skipped)
@@ -374,43 +434,51 @@ def train(cfg: TrainConfig) -> TrainResult:
             global_step += 1
             if averager is not None:
                 averager.update(model, global_step)
+            # The weighted losses' mean over the ranks is the per-frame loss of all ranks' batches.
             tot_loss += loss.item()
             tot_n += 1
             if global_step % cfg.log_interval == 0:
+                mean_loss, step_loss = distributed.mean_across_ranks([tot_loss / tot_n, loss.item()], device, info)
                 lr = scheduler.get_last_lr()[0]
                 logger.info(
                     "epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f",
-                    epoch, global_step, tot_loss / tot_n,
+                    epoch, global_step, mean_loss,
                     " ".join(f"{k} {v:.3f}" for k, v in parts.items()), lr, grad_norm.item(),
                 )
                 if writer:
-                    writer.add_scalar("train/loss", loss.item(), global_step)
+                    writer.add_scalar("train/loss", step_loss, global_step)
                     for k, v in parts.items():
                         writer.add_scalar(f"train/{k}", v, global_step)
                     writer.add_scalar("train/lr", lr, global_step)
             if cfg.save_every_n and global_step % cfg.save_every_n == 0:
-                save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", snapshot(epoch, False, batches_done))
-                prune_step_checkpoints(exp_dir, cfg.keep_last_k)
+                ckpt = snapshot(epoch, False, batches_done)
+                if info.is_main:
+                    save_checkpoint(exp_dir / f"checkpoint-{global_step}.pt", ckpt)
+                    prune_step_checkpoints(exp_dir, cfg.keep_last_k)
             if cfg.max_steps and global_step >= cfg.max_steps:
                 break
         batches_done = 0
-        last_train = tot_loss / max(tot_n, 1)
+        last_train = distributed.mean_across_ranks([tot_loss / max(tot_n, 1)], device, info)[0]
         if valid_loader is not None:
-            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step)
+            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step, info)
             if writer:
                 writer.add_scalar("valid/loss", last_valid, global_step)
         logger.info(
             "epoch %d done: train loss %.4f%s, %.1f min elapsed",
             epoch, last_train, f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60,
         )
-        save_checkpoint(exp_dir / f"epoch-{epoch}.pt", snapshot(epoch, True, 0))
+        ckpt = snapshot(epoch, True, 0)
+        if info.is_main:
+            save_checkpoint(exp_dir / f"epoch-{epoch}.pt", ckpt)
         if cfg.max_steps and global_step >= cfg.max_steps:
             break
     if writer:
         writer.close()
+    # The other ranks wait for rank 0's last checkpoint, so that every rank returns the same summary.
+    distributed.barrier(device, info)
     epochs_done = max([e for e, _ in epoch_checkpoints(exp_dir)], default=0)
     result = TrainResult(exp_dir, epochs_done, global_step, last_train, last_valid, skipped, num_params, time.time() - t0)
-    if epochs_done >= cfg.num_epochs:
+    if info.is_main and epochs_done >= cfg.num_epochs:
         mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
     return result
 
