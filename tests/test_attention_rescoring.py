@@ -12,6 +12,7 @@ from dsr.decoding.attention_rescoring import attention_rescore
 from dsr.decoding.decode import RESCORING_FIRST_PASS, SearchOptions, check_method, nbest_search
 from dsr.errors import DsrUserError
 from dsr.models import HybridTransducer, ModelConfig, build_model
+from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 
@@ -98,7 +99,6 @@ def test_methods_need_their_heads() -> None:
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, random-weight hybrid checkpoints (with and without transducer) and 3 cuts."""
-    from lhotse import CutSet, Features, LilcomChunkyWriter, MonoCut, SupervisionSegment
 
     from dsr.lang.bpe import Tokenizer, train_bpe
     from dsr.training.checkpoint import save_checkpoint
@@ -111,19 +111,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
         model = hybrid_model(vocab, 80, **kw)
         ckpt = {"model_config": hybrid_config(vocab, 80, **kw).to_dict(), "model": model.state_dict()}
         save_checkpoint(root / name / "epoch-1.pt", ckpt)
-    g = torch.Generator().manual_seed(5)
-    cuts = []
-    with LilcomChunkyWriter(root / "feats.lca") as writer:
-        for i, (text, frames) in enumerate(zip(texts, (150, 110, 80))):
-            feats = torch.randn(frames, 80, generator=g).numpy()
-            dur = frames / 100
-            features = Features(type="kaldi-fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                                sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
-                                storage_path=str(root / "feats.lca"), storage_key=writer.write(f"u{i}", feats),
-                                recording_id=f"u{i}", channels=0)
-            sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0.0, duration=dur, channel=0, text=text)
-            cuts.append(MonoCut(id=f"u{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=features))
-    CutSet.from_cuts(cuts).to_file(root / "toy_cuts_test.jsonl.gz")
+    write_feature_cuts(root, texts, (150, 110, 80))
     return {"root": root, "exp": root / "exp", "ctc_exp": root / "ctc_exp", "lang": root / "lang",
             "cuts": root / "toy_cuts_test.jsonl.gz"}
 

@@ -15,6 +15,7 @@ from dsr.decoding.beam_search import modified_beam_search
 from dsr.decoding.context_graph import ContextGraph
 from dsr.decoding.greedy import transducer_greedy_search
 from dsr.models import HybridTransducer, ModelConfig, build_model
+from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 
@@ -174,7 +175,6 @@ def test_bad_arguments_raise(encoded) -> None:
 def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, a random-weight checkpoint and 3 cuts of random features: enough for
     the decode stage to run every method end to end in about a second."""
-    from lhotse import CutSet, Features, LilcomChunkyWriter, MonoCut, SupervisionSegment
 
     from dsr.lang.bpe import Tokenizer, train_bpe
     from dsr.training.checkpoint import save_checkpoint
@@ -187,19 +187,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     model = small_model(vocab_size=vocab, blank_bias=0.0, feature_dim=80)
     ckpt = {"model_config": model_config(vocab, 80).to_dict(), "model": model.state_dict()}
     save_checkpoint(root / "exp" / "epoch-1.pt", ckpt)
-    g = torch.Generator().manual_seed(5)
-    cuts = []
-    with LilcomChunkyWriter(root / "feats.lca") as writer:
-        for i, (text, frames) in enumerate(zip(texts, (150, 110, 80))):
-            feats = torch.randn(frames, 80, generator=g).numpy()
-            dur = frames / 100
-            features = Features(type="kaldi-fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                                sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
-                                storage_path=str(root / "feats.lca"), storage_key=writer.write(f"u{i}", feats),
-                                recording_id=f"u{i}", channels=0)
-            sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0.0, duration=dur, channel=0, text=text)
-            cuts.append(MonoCut(id=f"u{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=features))
-    CutSet.from_cuts(cuts).to_file(root / "toy_cuts_test.jsonl.gz")
+    write_feature_cuts(root, texts, (150, 110, 80))
     (root / "hotwords.txt").write_text("KITCHEN LIGHTS\t4\nPARIS\n")
     return {"root": root, "exp": root / "exp", "lang": root / "lang", "cuts": root / "toy_cuts_test.jsonl.gz"}
 

@@ -15,6 +15,7 @@ from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search, st
 from dsr.errors import DsrUserError
 from dsr.models import HybridTransducer, ModelConfig, build_model
 from dsr.models.streaming import StreamingEncoder, stream_windows, window_frames
+from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 FEAT = 20
@@ -107,7 +108,6 @@ def test_streaming_errors() -> None:
 def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, a random causal checkpoint whose default attention is chunked (4 frames,
     1 chunk of left context) and 3 cuts of random features."""
-    from lhotse import CutSet, Features, LilcomChunkyWriter, MonoCut, SupervisionSegment
 
     from dsr.lang.bpe import Tokenizer, train_bpe
     from dsr.training.checkpoint import save_checkpoint
@@ -123,19 +123,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     non_causal = causal_model(**config, causal=False)
     save_checkpoint(root / "non_causal" / "epoch-1.pt", {"model_config": model_config(**config, causal=False).to_dict(),
                                                          "model": non_causal.state_dict()})
-    g = torch.Generator().manual_seed(5)
-    cuts = []
-    with LilcomChunkyWriter(root / "feats.lca") as writer:
-        for i, (text, frames) in enumerate(zip(texts, (250, 171, 90))):
-            feats = torch.randn(frames, 80, generator=g).numpy()
-            dur = frames / 100
-            features = Features(type="kaldi-fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                                sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
-                                storage_path=str(root / "feats.lca"), storage_key=writer.write(f"u{i}", feats),
-                                recording_id=f"u{i}", channels=0)
-            sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0.0, duration=dur, channel=0, text=text)
-            cuts.append(MonoCut(id=f"u{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=features))
-    CutSet.from_cuts(cuts).to_file(root / "toy_cuts_test.jsonl.gz")
+    write_feature_cuts(root, texts, (250, 171, 90))
     return {"root": root, "exp": root / "exp", "lang": root / "lang", "cuts": root / "toy_cuts_test.jsonl.gz"}
 
 

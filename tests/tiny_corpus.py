@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lhotse import CutSet, Features, MonoCut, SupervisionSegment
 from lhotse.features.io import LilcomChunkyWriter
 
@@ -66,3 +67,23 @@ def tiny_train_options(corpus: dict[str, Any], exp_dir: Path, **overrides: Any) 
     )  # fmt: skip
     options.update(overrides)
     return options
+
+
+def write_feature_cuts(root: Path, texts: list[str], frame_counts: tuple[int, ...], seed: int = 5) -> Path:
+    """``root/toy_cuts_test.jsonl.gz``: one cut ``u<i>`` per text with ``frame_counts[i]`` frames
+    of standard-normal 80-dim features (decoding tests: any features will do)."""
+    g = torch.Generator().manual_seed(seed)
+    cuts = []
+    with LilcomChunkyWriter(root / "feats.lca") as writer:
+        for i, (text, frames) in enumerate(zip(texts, frame_counts)):
+            feats = torch.randn(frames, 80, generator=g).numpy()
+            dur = frames / 100
+            features = Features(type="kaldi-fbank", num_frames=frames, num_features=80, frame_shift=0.01,
+                                sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
+                                storage_path=str(root / "feats.lca"), storage_key=writer.write(f"u{i}", feats),
+                                recording_id=f"u{i}", channels=0)
+            sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0.0, duration=dur, channel=0, text=text)
+            cuts.append(MonoCut(id=f"u{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=features))
+    path = root / "toy_cuts_test.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    return path
