@@ -35,39 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dsr.evaluation.memory import proc_status_bytes, reset_peak_rss, saved_for_backward_bytes  # noqa: E402
 from dsr.models import conformer  # noqa: E402
 from dsr.models.conformer import ConformerEncoder  # noqa: E402
 
 MODES = ("full", "chunk-mask", "chunk-block")
-
-
-def _proc_status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def saved_bytes(step) -> int:
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    loss.backward()
-    return sum(storages.values())
 
 
 def measure(enc: ConformerEncoder, mode: str, seconds: float, args, device: torch.device) -> dict:
@@ -90,14 +62,14 @@ def measure(enc: ConformerEncoder, mode: str, seconds: float, args, device: torc
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         else:
-            can_reset = _reset_peak_rss()
-            base = _proc_status_bytes("VmRSS")
-        saved = saved_bytes(step)  # also the warm-up
+            can_reset = reset_peak_rss()
+            base = proc_status_bytes("VmRSS")
+        saved = saved_for_backward_bytes(step)  # also the warm-up
         if cuda:
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) - base
         else:
-            peak = _proc_status_bytes("VmHWM") - base if can_reset else None
+            peak = proc_status_bytes("VmHWM") - base if can_reset else None
         times = []
         for _ in range(args.repeats):
             enc.zero_grad(set_to_none=True)

@@ -34,6 +34,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dsr.evaluation.memory import proc_status_bytes, reset_peak_rss  # noqa: E402
+
 DEFAULT_SHAPES = ["8x500x100x500", "8x200x50x500", "4x100x20x500"]
 DEFAULT_METHODS = ["dsr_pruned", "dsr_full", "fast_rnnt_pruned"]
 S_RANGE = 5
@@ -45,25 +49,8 @@ BLANK = 0
 # ----------------------------------------------------------------------------
 
 
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _backend(name: str):
     if name == "dsr":
-        sys.path.insert(0, str(REPO))
         import dsr.losses as backend
     else:
         import fast_rnnt as backend
@@ -126,14 +113,14 @@ def _worker(spec: Dict) -> Dict:
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        base = _proc_status_kib("VmRSS") * 1024
-        can_reset = _reset_peak_rss()
+        base = proc_status_bytes("VmRSS")
+        can_reset = reset_peak_rss()
     step()  # warm-up; also the peak-memory measurement
     sync()
     if cuda:
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
-        peak = _proc_status_kib("VmHWM") * 1024 - base
+        peak = proc_status_bytes("VmHWM") - base
         if not can_reset:
             peak = -1
     times = []

@@ -4,12 +4,12 @@ and dynamic chunk training's draws."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from dsr.evaluation.memory import saved_for_backward_bytes
 from dsr.models import ConformerEncoder, ModelConfig
 from dsr.models import conformer as conformer_module
 from dsr.models.chunked_attention import BlockMask, block_chunked_attention, chunk_attention_mask, use_block_attention
@@ -84,20 +84,8 @@ def test_encoder_block_path_equals_mask_path(monkeypatch, causal: bool, chunk_si
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def saved_for_backward_bytes(forward: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass of ``forward()``
-    (then runs that backward pass).  Deterministic and allocator-independent: this is
-    what training memory grows with."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    out.float().pow(2).sum().backward()
-    return sum(storages.values())
+def _squared_sum(out: torch.Tensor) -> torch.Tensor:
+    return out.float().pow(2).sum()
 
 
 def test_chunked_attention_memory_grows_linearly() -> None:
@@ -113,7 +101,7 @@ def test_chunked_attention_memory_grows_linearly() -> None:
         x = torch.randn(1, t, 16, requires_grad=True)
         cos, sin = rotary(t)
         mask = BlockMask.build(1, t, 8, 1) if blocks else chunk_attention_mask(t, 8, 1)
-        return saved_for_backward_bytes(lambda: attn(x, mask, cos, sin))
+        return saved_for_backward_bytes(lambda: attn(x, mask, cos, sin), _squared_sum)
 
     block_growth = attention_bytes(2048, True) / attention_bytes(512, True)
     mask_growth = attention_bytes(2048, False) / attention_bytes(512, False)
@@ -125,7 +113,7 @@ def test_chunked_attention_memory_grows_linearly() -> None:
 
     def encoder_bytes(frames: int) -> int:
         x = torch.randn(1, 4 * frames + 3, FEAT)  # `frames` encoder frames
-        return saved_for_backward_bytes(lambda: enc(x, torch.tensor([x.size(1)]), 8, 1)[0])
+        return saved_for_backward_bytes(lambda: enc(x, torch.tensor([x.size(1)]), 8, 1)[0], _squared_sum)
 
     growth = encoder_bytes(2048) / encoder_bytes(512)
     assert growth <= 4.5, growth

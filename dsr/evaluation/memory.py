@@ -8,7 +8,8 @@ created inside the block, while it is referenced.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -46,3 +47,41 @@ class PeakTensorMemory(TorchDispatchMode):
                 self._live.setdefault(storage._cdata, (StorageWeakRef(storage), storage.nbytes()))
         self.peak_bytes = max(self.peak_bytes, sum(n for _, n in self._live.values()))
         return out
+
+
+def saved_for_backward_bytes(
+    forward: Callable[[], torch.Tensor], to_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``forward()``.
+
+    Runs ``forward()`` with saved-tensor hooks, then the backward pass of its output
+    (reduced by ``to_loss`` first, outside the hooks, when the output is not a scalar).
+    Deterministic and allocator-independent: what training memory grows with.
+    """
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    (out if to_loss is None else to_loss(out)).backward()
+    return sum(storages.values())
+
+
+def proc_status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (Linux), e.g. ``VmRSS`` or ``VmHWM``, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
