@@ -56,7 +56,7 @@ else
 fi
 
 # 2. Virtual environment with torch first.  pip runs with --no-compile throughout:
-# byte-compiling every file of torch and the other packages took ~40 s of a ~70 s set-up;
+# byte-compiling every file of torch and the other packages took 22-34 s of a 66 s set-up;
 # Python compiles the modules a run actually imports on first use instead.
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtualenv $venv"
