@@ -31,6 +31,11 @@ class TrainConfig:
     max_utt_duration: float = opt(30.0, "Skip utterances longer than this (seconds).")
     num_buckets: int = opt(10, "Duration buckets of the sampler.")
     num_workers: int = opt(0, "DataLoader worker processes (0 = load in the main process).")
+    feature_cache_mb: float = opt(
+        2048.0, "Keep up to this many MB of decoded training/dev features in memory (per loader process; "
+        "0 = read from disk every epoch). Saves ~8 ms per update on the embedded recipe, whose 12000 "
+        "training cuts take ~0.9 GB."
+    )
     sortagrad_epochs: int = opt(0, "Epochs at the start that visit utterances from shortest to longest (curriculum).")
     spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
     gain_db: float = opt(
@@ -180,6 +185,8 @@ class TrainConfig:
             raise DsrUserError(f"--gain-db must be >= 0, got {self.gain_db}")
         if not 0.0 <= self.freq_warp < 0.5:
             raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
+        if self.feature_cache_mb < 0:
+            raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
         channels = int_list(self.subsampling_channels, "subsampling-channels")

@@ -1,0 +1,63 @@
+"""The in-memory feature cache gives the same batches, random draws included, as lhotse's reader."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dsr.training.datamodule import CachedFeatures, load_cuts, make_loader
+from tests.tiny_corpus import write_feature_cuts
+
+FRAMES = (37, 120, 64, 90, 15, 101, 77, 52, 33, 118, 46, 88)
+
+
+def _cuts(tmp_path: Path):
+    texts = [f"WORD {i}" for i in range(len(FRAMES))]
+    return load_cuts(write_feature_cuts(tmp_path, texts, FRAMES)).to_eager()
+
+
+def _epochs(cuts, cache: CachedFeatures | None, num_epochs: int = 2) -> list[dict]:
+    random.seed(3)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    loader, sampler = make_loader(cuts, max_duration=2.5, shuffle=True, spec_augment=True, gain_db=10.0,
+                                  freq_warp=0.1, num_buckets=2, feature_cache=cache)
+    batches = []
+    for epoch in range(1, num_epochs + 1):
+        sampler.set_epoch(epoch)
+        batches += list(loader)
+    return batches
+
+
+@pytest.mark.parametrize("budget_mb", [16.0, 0.02])  # everything cached / only a few cuts fit
+def test_cached_batches_equal_lhotse_reader(tmp_path, budget_mb):
+    cuts = _cuts(tmp_path)
+    cache = CachedFeatures(int(budget_mb * 2**20))
+    reference, cached = _epochs(cuts, None), _epochs(cuts, cache)
+    assert len(reference) == len(cached) > 2
+    for a, b in zip(reference, cached):
+        assert torch.equal(a["inputs"], b["inputs"])  # padding value, augmentation draws, order
+        assert torch.equal(a["supervisions"]["num_frames"], b["supervisions"]["num_frames"])
+        assert a["supervisions"]["text"] == b["supervisions"]["text"]
+    assert 0 < cache.cached_bytes <= cache.max_bytes
+    if budget_mb > 1:
+        assert cache.cached_bytes == sum(f * 80 * 4 for f in FRAMES)
+
+
+def test_cache_serves_from_memory_after_first_read(tmp_path):
+    cuts = _cuts(tmp_path)
+    cache = CachedFeatures(2**24)
+    first = cache.load(cuts[0])
+    (tmp_path / "feats.lca").unlink()  # a second read from disk would fail now
+    assert np.array_equal(cache.load(cuts[0]), first)
+    with pytest.raises(FileNotFoundError):
+        cache.load(cuts[1])
+
+
+def test_cache_rejects_negative_budget():
+    with pytest.raises(ValueError, match="max_bytes"):
+        CachedFeatures(-1)
