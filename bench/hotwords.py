@@ -32,15 +32,17 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lhotse import CutSet
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsr.data.sentences import generate_slot_sentences  # noqa: E402
+from dsr.data.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
 from dsr.decoding.context_graph import ContextGraph, load_context_graph  # noqa: E402
 from dsr.decoding.decode import SearchOptions, check_method, load_model, nbest_search  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
@@ -60,7 +62,8 @@ PLACES = (
     "REYKJAVIK", "TIMBUKTU", "VALPARAISO", "KALAMAZOO", "MONTEVIDEO", "SAMARKAND", "WINNIPEG", "HELSINKI",
     "ZANZIBAR", "MANDALAY", "GUADALAJARA", "MARRAKESH", "TASHKENT", "KATHMANDU", "BRATISLAVA", "NAGASAKI",
 )  # fmt: skip
-HOTWORDS = NAMES + PLACES
+# The second list: words of the grammar said at most this often in the training transcripts.
+RARE_MAX_COUNT = 5
 CORPUS = "hotwords"
 FIRST_PASS_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
 
@@ -73,35 +76,65 @@ class EncodedSet:
     batches: list[tuple[torch.Tensor, torch.Tensor, list[str], list[str]]]  # enc, lens, utt ids, references
 
 
-def build_biased_set(data_dir: Path, out_dir: Path, num_utts: int, seed: int, num_jobs: int) -> Path:
-    """Synthesise (once) the biased set and return its cuts manifest."""
-    from dsr.data.synth import prepare_synth_sentences
-    from dsr.features.extract import compute_features, cuts_path
+@dataclass
+class HotwordList:
+    """A hotword list and the biased set that says its words."""
+
+    name: str
+    words: tuple[str, ...]
+    cuts: Path
+
+
+def train_word_counts(data_dir: Path) -> tuple[list[str], Counter[str]]:
+    """Training transcripts and their word counts (the definition of rare and unseen)."""
     from lhotse import load_manifest
 
     train_sup = data_dir / "manifests" / "synth_supervisions_train.jsonl.gz"
     if not train_sup.is_file():
         raise DsrUserError(f"{train_sup} does not exist; pass the recipe's --data-dir (with manifests/)")
-    train_texts = [s.text or "" for s in load_manifest(train_sup)]
-    train_words = {w for t in train_texts for w in t.split()}
-    seen = sorted(set(HOTWORDS) & train_words)
-    if seen:
-        raise DsrUserError(f"hotwords {', '.join(seen)} occur in {train_sup}; the biased set needs words absent from train")
-    sentences = generate_slot_sentences(num_utts, seed, {"person": NAMES, "city": PLACES}, exclude=set(train_texts))
+    texts = [s.text or "" for s in load_manifest(train_sup)]
+    return texts, Counter(w for t in texts for w in t.split())
+
+
+def synthesize_set(out_dir: Path, split: str, sentences: list[str], seed: int, num_jobs: int) -> Path:
+    """Speak ``sentences`` with the held-out test voices (once; redone when they change); return the cuts."""
+    from dsr.data.synth import prepare_synth_sentences
+    from dsr.features.extract import compute_features, cuts_path
+
     digest = hashlib.sha1("\n".join(sentences).encode("utf-8")).hexdigest()[:12]
     data = out_dir / "data"
-    cuts = cuts_path(data / "fbank", CORPUS, "test")
-    if cuts.is_file() and is_done(data, CORPUS) and read_done_info(data, CORPUS).get("sentences_sha1") == digest:
+    cuts = cuts_path(data / "fbank", CORPUS, split)
+    stage = f"{CORPUS}-{split}"
+    if cuts.is_file() and is_done(data, stage) and read_done_info(data, stage).get("sentences_sha1") == digest:
         return cuts
-    prepare_synth_sentences(sentences, data / CORPUS, data / "manifests", CORPUS, "test", seed=seed, num_jobs=num_jobs)
-    report = compute_features(data / "manifests", CORPUS, "test", data / "fbank", num_jobs=1, progress=False)
-    mark_done(data, CORPUS, {"sentences_sha1": digest, "num_cuts": report.num_cuts, "seed": seed})
+    prepare_synth_sentences(sentences, data / CORPUS, data / "manifests", CORPUS, split, seed=seed, num_jobs=num_jobs)
+    report = compute_features(data / "manifests", CORPUS, split, data / "fbank", num_jobs=1, progress=False)
+    mark_done(data, stage, {"sentences_sha1": digest, "num_cuts": report.num_cuts, "seed": seed})
     return cuts
 
 
-def encode_set(model: HybridTransducer, cuts_file: Path, name: str, max_duration: float, root: Path) -> EncodedSet:
-    """Encode every cut; relative feature paths (the recipe writes ``data/fbank/...``) are under ``root``."""
-    cuts = load_cuts(cuts_file)
+def build_lists(data_dir: Path, out_dir: Path, num_utts: int, seed: int, num_jobs: int) -> list[HotwordList]:
+    """The two hotword lists and their biased sets (see the module docstring)."""
+    train_texts, counts = train_word_counts(data_dir)
+    seen = sorted(w for w in NAMES + PLACES if counts[w])
+    if seen:
+        raise DsrUserError(f"hotwords {', '.join(seen)} occur in the training transcripts; the names list must be unseen")
+    names = generate_slot_sentences(num_utts, seed, {"person": NAMES, "city": PLACES}, exclude=set(train_texts))
+    rare = tuple(sorted(w for w in vocabulary() if counts[w] <= RARE_MAX_COUNT))
+    pool = generate_sentences(50 * num_utts, seed, exclude=set(train_texts))
+    rare_sentences = [t for t in pool if set(t.split()) & set(rare)][:num_utts]
+    return [
+        HotwordList("names", NAMES + PLACES, synthesize_set(out_dir, "names", names, seed, num_jobs)),
+        HotwordList("rare", rare, synthesize_set(out_dir, "rare", rare_sentences, seed, num_jobs)),
+    ]
+
+
+def encode_set(
+    model: HybridTransducer, cuts_file: Path, name: str, max_duration: float, root: Path, avoid: frozenset[str] = frozenset()
+) -> EncodedSet:
+    """Encode every cut whose text says no word of ``avoid``; relative feature paths (the
+    recipe writes ``data/fbank/...``) are under ``root``."""
+    cuts = CutSet.from_cuts(c for c in load_cuts(cuts_file) if not set((c.supervisions[0].text or "").split()) & avoid)
     first = next(iter(cuts), None)
     if first is not None and first.features is not None and not Path(first.features.storage_path).is_absolute():
         cuts = cuts.with_features_path_prefix(str(root))
@@ -171,45 +204,51 @@ def run(args: argparse.Namespace) -> None:
     if not unbiased_cuts.is_file():
         raise DsrUserError(f"--unbiased-cuts {unbiased_cuts} does not exist")
     out_dir: Path = args.out_dir
-    biased_cuts = build_biased_set(args.data_dir, out_dir, args.num_utts, args.seed, args.num_jobs)
-    hotwords_file = out_dir / "hotwords.txt"
-    write_text_atomic(hotwords_file, "".join(w + "\n" for w in HOTWORDS))
-
+    lists = build_lists(args.data_dir, out_dir, args.num_utts, args.seed, args.num_jobs)
     tokenizer = Tokenizer(lang_dir)
     model, tag = load_model(args.exp_dir, args.epoch, args.avg, "cpu")
     for m in args.methods:
         check_method(model, m)
     # The recipe runs in the parent of data/, so its cuts name their features relative to that.
     root = args.data_dir.resolve().parent
-    sets = [encode_set(model, biased_cuts, "biased", args.max_duration, root),
-            encode_set(model, unbiased_cuts, "unbiased", args.max_duration, root)]
+    every_hotword = frozenset(w for hl in lists for w in hl.words)
+    unbiased = encode_set(model, unbiased_cuts, "unbiased", args.max_duration, root, avoid=every_hotword)
     rows = []
-    for method in args.methods:
-        for bonus in [0.0, *args.scores]:
-            graph: ContextGraph | None = None
-            if bonus > 0:
-                graph = load_context_graph(hotwords_file, tokenizer.encode, default_score=bonus)
-            row: dict = {"method": method, "bonus": bonus}
-            for data in sets:
-                triples, seconds = decode_set(model, tokenizer, data, method, SearchOptions(args.beam_size, 1, graph))
-                stats, hw = score(triples), hotword_stats(triples, HOTWORDS)
-                write_recogs(out_dir / "recogs" / f"{method}-{bonus:g}" / f"{data.name}.txt", triples)
-                row[data.name] = {
-                    "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "utts": stats.num_sents,
-                    "hotword_refs": hw.ref_occurrences, "recognised": hw.recognised, "recall": hw.recall,
-                    "hotword_hyps": hw.hyp_occurrences, "precision": hw.precision, "false_alarms": hw.false_alarms,
-                    "seconds": seconds,
-                }
-            rows.append(row)
-            b, u = row["biased"], row["unbiased"]
-            print(f"{method:24s} bonus {bonus:4g}: biased WER {b['wer']:6.2f} recall {_pct(b['recall']):>5s} "
-                  f"precision {_pct(b['precision']):>5s} FA {b['false_alarms']:3d} | unbiased WER {u['wer']:6.2f} "
-                  f"FA {u['false_alarms']:3d}", flush=True)
+    for hl in lists:
+        hotwords_file = out_dir / f"hotwords_{hl.name}.txt"
+        write_text_atomic(hotwords_file, "".join(w + "\n" for w in hl.words))
+        biased = encode_set(model, hl.cuts, "biased", args.max_duration, root)
+        for method in args.methods:
+            for bonus in [0.0, *args.scores]:
+                graph: ContextGraph | None = None
+                if bonus > 0:
+                    graph = load_context_graph(hotwords_file, tokenizer.encode, default_score=bonus)
+                row: dict = {"list": hl.name, "method": method, "bonus": bonus}
+                for data in (biased, unbiased):
+                    triples, seconds = decode_set(model, tokenizer, data, method, SearchOptions(args.beam_size, 1, graph))
+                    stats, hw = score(triples), hotword_stats(triples, hl.words)
+                    write_recogs(out_dir / "recogs" / f"{hl.name}-{method}-{bonus:g}" / f"{data.name}.txt", triples)
+                    row[data.name] = {
+                        "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "utts": stats.num_sents,
+                        "hotword_refs": hw.ref_occurrences, "recognised": hw.recognised, "recall": hw.recall,
+                        "hotword_hyps": hw.hyp_occurrences, "precision": hw.precision,
+                        "false_alarms": hw.false_alarms, "seconds": seconds,
+                    }
+                rows.append(row)
+                b, u = row["biased"], row["unbiased"]
+                print(f"{hl.name:5s} {method:24s} bonus {bonus:4g}: biased WER {b['wer']:6.2f} recall "
+                      f"{_pct(b['recall']):>5s} precision {_pct(b['precision']):>5s} FA {b['false_alarms']:3d} | "
+                      f"unbiased WER {u['wer']:6.2f} FA {u['false_alarms']:3d}", flush=True)
     result = {
         "command": " ".join(sys.argv), "checkpoint": f"{args.exp_dir}:{tag}", "lang_dir": str(lang_dir),
-        "biased_cuts": str(biased_cuts), "unbiased_cuts": str(unbiased_cuts), "hotwords": list(HOTWORDS),
-        "hotword_tokens": {w: [tokenizer.id_to_piece(i) for i in tokenizer.encode(w)] for w in HOTWORDS},
-        "beam_size": args.beam_size, "rows": rows,
+        "unbiased_cuts": str(unbiased_cuts), "unbiased_utts": sum(len(b[2]) for b in unbiased.batches),
+        "beam_size": args.beam_size,
+        "lists": {
+            hl.name: {"biased_cuts": str(hl.cuts), "hotwords": list(hl.words),
+                      "tokens": {w: [tokenizer.id_to_piece(i) for i in tokenizer.encode(w)] for w in hl.words}}
+            for hl in lists
+        },
+        "rows": rows,
     }
     write_json_atomic(out_dir / "hotwords.json", result)
     print_table(rows)
@@ -217,11 +256,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| method | bonus/token | biased WER % | recall % | precision % | false alarms | unbiased WER % | unbiased false alarms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| list | method | bonus/token | biased WER % | recall % | precision % | false alarms | unbiased WER % | unbiased false alarms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b, u = r["biased"], r["unbiased"]
-        print(f"| {r['method']} | {r['bonus']:g} | {b['wer']:.2f} | {_pct(b['recall'])} ({b['recognised']}/{b['hotword_refs']}) "
+        print(f"| {r['list']} | {r['method']} | {r['bonus']:g} | {b['wer']:.2f} | {_pct(b['recall'])} ({b['recognised']}/{b['hotword_refs']}) "
               f"| {_pct(b['precision'])} | {b['false_alarms']} | {u['wer']:.2f} | {u['false_alarms']} |")
 
 
