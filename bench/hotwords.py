@@ -7,29 +7,33 @@ Usage:
     python bench/hotwords.py --exp-dir /tmp/run2/exp/avg10 --epoch 4 --avg 1 --data-dir /tmp/run2/data \\
         --out-dir /tmp/hotwords-helper --scores 1 2 3 --methods modified-beam-search ctc-prefix-beam-search
 
-The biased set: ``--num-utts`` sentences of the synth grammar (dsr.data.sentences) whose
-``person`` or ``city`` slot is filled with one of the names in NAMES / PLACES below (written
-for this benchmark: uncommon first names and foreign places, none of them a word of the
-grammar, so none occurs in the training transcripts -- checked against
-``<data-dir>/manifests/synth_supervisions_train.jsonl.gz`` at every run), spoken by the
-held-out test voices of the synth corpus (dsr.data.synth.prepare_synth_sentences).  It is
-built once under ``<out-dir>/data`` (fixed --seed; rebuilt when the sentences change).
-The unbiased set is the recipe's own test split (``<data-dir>/fbank/synth_cuts_test``),
-which never says a hotword.
+Two hotword lists, each with a biased set spoken by the held-out test voices of the synth
+corpus (dsr.data.synth.prepare_synth_sentences), built once under ``<out-dir>/data``
+(fixed --seed; rebuilt when its sentences change):
 
-Every method decodes both sets without biasing (bonus 0) and with every hotword of
-``<out-dir>/hotwords.txt`` active at each bonus of --scores.  Reported per row: WER on
-the biased set, biased-word recall (hotword occurrences of the references that the
-hypotheses hold), precision and false alarms (dsr.evaluation.hotwords), and WER and
-false alarms on the unbiased set.  Prints a table and writes ``<out-dir>/hotwords.json``
-and the recognitions under ``<out-dir>/recogs/<method>-<bonus>/``.
+* names: NAMES / PLACES below (written for this benchmark: uncommon given names and
+  foreign places, none a word of the grammar, and checked at every run to be absent from
+  ``<data-dir>/manifests/synth_supervisions_train.jsonl.gz``) in the grammar's ``person``
+  and ``city`` slots (dsr.data.sentences.generate_slot_sentences), --num-utts sentences;
+* rare: the grammar words said at most RARE_MAX_COUNT times in the training transcripts,
+  and up to --num-utts held-out grammar sentences that contain them.
+
+The unbiased set is the recipe's test split (``<data-dir>/fbank/synth_cuts_test``) without
+the utterances that say a word of either list.
+
+Every method decodes each biased set and the unbiased set without biasing (bonus 0) and
+with every word of the list (``<out-dir>/hotwords_<list>.txt``) active at each bonus of
+--scores.  Reported per row: WER on the biased set, biased-word recall (hotword occurrences
+of the references that the hypotheses hold), precision and false alarms
+(dsr.evaluation.hotwords), and WER and false alarms on the unbiased set.  Prints a table and
+writes ``<out-dir>/hotwords.json`` and the recognitions under
+``<out-dir>/recogs/<list>-<method>-<bonus>/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from collections import Counter
