@@ -137,6 +137,37 @@ def test_hotword_raises_the_score_of_a_hypothesis_containing_it(encoded) -> None
     assert biased[0].score > plain[0].score
 
 
+def _greedy_with_bonus(model: HybridTransducer, enc: torch.Tensor, graph: ContextGraph) -> list[int]:
+    """Reference for beam 1: at each frame take the token with the best log-prob + hotword delta."""
+    blank, ctx = model.blank_id, model.predictor.context_size
+    tokens: list[int] = []
+    state = graph.root
+    for t in range(enc.size(0)):
+        context = torch.tensor([((blank,) * ctx + tuple(tokens))[-ctx:]])
+        dec = model.joiner.decoder_proj(model.predictor(context, need_pad=False)).squeeze(1)
+        lp = model.joiner(model.joiner.encoder_proj(enc[t : t + 1]), dec, project_input=False).log_softmax(-1)[0]
+        scores = [lp[v].item() + (0.0 if v == blank else graph.forward_one_step(state, v)[0]) for v in range(lp.numel())]
+        best = max(range(len(scores)), key=scores.__getitem__)
+        if best != blank:
+            tokens.append(best)
+            state = graph.forward_one_step(state, best)[1]
+    return tokens
+
+
+def test_hotword_bonus_takes_part_in_choosing_the_beam(encoded) -> None:
+    # With beam 1 the search must pick, at each frame, the token whose log-prob plus
+    # the hotword score change (reward, or a broken match's bonus given back) is best;
+    # ranking on the old score ignored both, so beam 1 stayed plain greedy search.
+    model, enc, enc_lens = encoded
+    greedy = transducer_greedy_search(model, enc[:1], enc_lens[:1])[0]
+    graph = ContextGraph([[3, 5], [6]], default_score=1.5)
+    with torch.no_grad():
+        expected = _greedy_with_bonus(model, enc[0, : enc_lens[0]], graph)
+        (hyps,) = modified_beam_search(model, enc[:1], enc_lens[:1], beam_size=1, context_graph=graph)
+    assert expected != greedy, "the bonus must change a choice for the test to mean anything"
+    assert hyps[0].tokens == expected
+
+
 def test_nbest_search_adds_the_ctc_log_likelihood(encoded) -> None:
     from dsr.decoding.decode import SearchOptions, nbest_search
 

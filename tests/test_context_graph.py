@@ -113,3 +113,17 @@ def test_hotwords_file(tmp_path: Path) -> None:
     f.write_text("HELLO\n")
     with pytest.raises(DsrUserError, match="tokenises to nothing"):
         load_context_graph(f, lambda text: [])
+
+
+def test_token_deltas_agree_with_forward_one_step() -> None:
+    graph = ContextGraph([chars(p) for p in PHRASES], texts=PHRASES, default_score=1.5)
+    rng = random.Random(1)
+    alphabet = sorted({c for p in PHRASES for c in chars(p)}) + [ord("Z")]
+    state = graph.root
+    for _ in range(300):
+        default, special = graph.token_deltas(state)
+        for tok in alphabet:
+            expected = graph.forward_one_step(state, tok)[0]
+            assert special.get(tok, default) == pytest.approx(expected)
+        assert graph.token_deltas(state) is graph.token_deltas(state)  # cached
+        state = graph.forward_one_step(state, rng.choice(alphabet))[1]

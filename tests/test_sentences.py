@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from dsr.data.sentences import MAX_WORDS, MIN_WORDS, generate_sentences, number_words, ordinal_words, vocabulary
+from dsr.data.sentences import (
+    MAX_WORDS,
+    MIN_WORDS,
+    generate_sentences,
+    generate_slot_sentences,
+    number_words,
+    ordinal_words,
+    vocabulary,
+)
 
 
 def test_deterministic_for_seed_and_differs_across_seeds() -> None:
@@ -67,3 +75,36 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         generate_sentences(-1, seed=0)
     assert generate_sentences(0, seed=0) == []
+
+
+def test_slot_sentences_put_new_words_into_the_grammar_frames() -> None:
+    names, places = ["THADDEUS", "GWENDOLYN"], ["REYKJAVIK"]
+    sentences = generate_slot_sentences(200, seed=0, slot_values={"person": names, "city": places})
+    assert sentences == generate_slot_sentences(200, seed=0, slot_values={"person": names, "city": places})
+    assert len(set(sentences)) == 200
+    new = set(names + places)
+    vocab = vocabulary()
+    for s in sentences:
+        words = s.split()
+        # Every sentence says a new word; the rest is the grammar's own vocabulary.
+        assert new & set(words), s
+        assert set(words) - new <= vocab, s
+        assert MIN_WORDS <= len(words) <= MAX_WORDS, s
+    # The grammar's own names are replaced, not mixed in.
+    assert not {w for s in sentences for w in s.split()} & {"ANNA", "DAVID", "LONDON", "PARIS"}
+    # Both slots are reached, and exclude is honoured.
+    assert any("REYKJAVIK" in s for s in sentences) and any("THADDEUS" in s for s in sentences)
+    assert not set(generate_slot_sentences(50, 0, {"person": names}, exclude=set(sentences[:50]))) & set(sentences[:50])
+
+
+def test_slot_sentences_reject_bad_slots() -> None:
+    with pytest.raises(ValueError, match="unknown slot"):
+        generate_slot_sentences(5, 0, {"nope": ["X"]})
+    with pytest.raises(ValueError, match="unknown slot"):
+        generate_slot_sentences(5, 0, {"S": ["X"]})
+    with pytest.raises(ValueError, match="upper-case words"):
+        generate_slot_sentences(5, 0, {"person": "THADDEUS"})
+    with pytest.raises(ValueError, match="upper-case words"):
+        generate_slot_sentences(5, 0, {"person": ["thaddeus"]})
+    with pytest.raises(ValueError, match="at least one slot"):
+        generate_slot_sentences(5, 0, {})

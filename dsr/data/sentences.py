@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from typing import AbstractSet
+from typing import AbstractSet, Mapping, Sequence
 
 MIN_WORDS = 3
 MAX_WORDS = 12
@@ -335,10 +335,18 @@ _RULES: dict[str, list[str]] = {
 _REF_RE = re.compile(r"<([a-z0-9_]+)>")
 
 
-def _expand(rule: str, rng: random.Random) -> str:
-    """Random expansion of ``rule``: pick an alternative, expand its references."""
-    template = rng.choice(_RULES[rule])
-    return _REF_RE.sub(lambda m: _expand(m.group(1), rng), template)
+def _expand(
+    rule: str, rng: random.Random, rules: Mapping[str, Sequence[str]] = _RULES, used: set[str] | None = None
+) -> str:
+    """Random expansion of ``rule``: pick an alternative, expand its references.
+
+    ``rules`` replaces the grammar (same draws for the same alternatives); ``used``
+    collects the names of every rule expanded.
+    """
+    if used is not None:
+        used.add(rule)
+    template = rng.choice(rules[rule])
+    return _REF_RE.sub(lambda m: _expand(m.group(1), rng, rules, used), template)
 
 
 def _normalise(sentence: str) -> str:
@@ -365,6 +373,48 @@ def generate_sentences(n: int, seed: int, exclude: AbstractSet[str] = frozenset(
         if len(out) == n:
             break
         sentence = _normalise(_expand("S", rng))
+        if sentence in seen or sentence in exclude or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
+            continue
+        seen.add(sentence)
+        out.append(sentence)
+    if len(out) < n:
+        raise ValueError(f"could only generate {len(out)} distinct sentences of the {n} requested")
+    return out
+
+
+def generate_slot_sentences(
+    n: int, seed: int, slot_values: Mapping[str, Sequence[str]], exclude: AbstractSet[str] = frozenset()
+) -> list[str]:
+    """``n`` distinct sentences, each using at least one slot of ``slot_values`` filled with its words.
+
+    ``slot_values`` replaces the alternatives of grammar rules, e.g. ``{"person":
+    ["THADDEUS", ...], "city": [...]}``: new names in the grammar's own sentence
+    frames (``CALL THADDEUS ON SPEAKER``).  Sentences that never reach one of these
+    slots are skipped, so every sentence holds at least one of the new words.
+    Deterministic for ``seed``; none of the sentences is in ``exclude``.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not slot_values:
+        raise ValueError("slot_values must name at least one slot")
+    for slot, values in slot_values.items():
+        if slot not in _RULES or slot == "S":
+            raise ValueError(f"unknown slot {slot!r}; choose from the grammar's rules except 'S'")
+        if isinstance(values, str) or not values or not all(re.fullmatch(r"[A-Z]+( [A-Z]+)*", v) for v in values):
+            raise ValueError(f"slot {slot!r} needs a list of upper-case words, got {values!r}")
+    rules = {**_RULES, **{slot: list(values) for slot, values in slot_values.items()}}
+    rng = random.Random(seed)
+    out: list[str] = []
+    seen: set[str] = set()
+    # Only some sentence frames reach a given slot (about one in ten for "person").
+    max_attempts = 500 * n + 1000
+    for _ in range(max_attempts):
+        if len(out) == n:
+            break
+        used: set[str] = set()
+        sentence = _normalise(_expand("S", rng, rules, used))
+        if not used & slot_values.keys():
+            continue
         if sentence in seen or sentence in exclude or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
             continue
         seen.add(sentence)

@@ -363,21 +363,66 @@ def prepare_synth(
 
     failures = synthesize_all([u for plan in plans.values() for u in plan], num_jobs, progress)
 
-    reports: list[PrepareReport] = []
-    for split, plan in plans.items():
-        good = [u for u in plan if u.utt_id not in failures]
-        if not good:
-            raise DsrUserError(f"synth/{split}: synthesis failed for every utterance (see log); fix: check the TTS install ({INSTALL_HINT})")
-        split_dir = corpus_dir / split
-        transcripts = split_dir / "transcripts.tsv"
-        write_text_atomic(transcripts, "".join(f"{u.utt_id}\t{u.text}\n" for u in good))
-        speakers = {u.utt_id: u.voice.id for u in good}
-        report = prepare_folder(split_dir, transcripts, manifest_dir, CORPUS, split, speaker_of=speakers.get, language="English")
-        if len(good) < len(plan):
-            report.skipped[:0] = [(u.utt_id, failures[u.utt_id]) for u in plan if u.utt_id in failures]
-            logger.info("%s", report.summary())
-        reports.append(report)
-    return reports
+    return [_write_manifests(plan, failures, corpus_dir / split, manifest_dir, CORPUS, split) for split, plan in plans.items()]
+
+
+def _write_manifests(
+    plan: Sequence[SynthUtterance], failures: Mapping[str, str], split_dir: Path, manifest_dir: Path, corpus: str, split: str
+) -> PrepareReport:
+    """``transcripts.tsv`` of the synthesised utterances and the ``<corpus>_*_<split>`` manifests."""
+    good = [u for u in plan if u.utt_id not in failures]
+    if not good:
+        raise DsrUserError(f"{corpus}/{split}: synthesis failed for every utterance (see log); fix: check the TTS install ({INSTALL_HINT})")
+    transcripts = split_dir / "transcripts.tsv"
+    write_text_atomic(transcripts, "".join(f"{u.utt_id}\t{u.text}\n" for u in good))
+    speakers = {u.utt_id: u.voice.id for u in good}
+    report = prepare_folder(split_dir, transcripts, manifest_dir, corpus, split, speaker_of=speakers.get, language="English")
+    if len(good) < len(plan):
+        report.skipped[:0] = [(u.utt_id, failures[u.utt_id]) for u in plan if u.utt_id in failures]
+        logger.info("%s", report.summary())
+    return report
+
+
+def prepare_synth_sentences(
+    sentences: Sequence[str],
+    corpus_dir: Path,
+    manifest_dir: Path,
+    corpus: str,
+    split: str = "test",
+    seed: int = 0,
+    num_jobs: int = 2,
+    voices_of: str = "test",
+    voice_split: VoiceSplit | None = None,
+    *,
+    engine_weights: Mapping[str, float] | None = None,
+    progress: bool | None = None,
+) -> PrepareReport:
+    """Speak given ``sentences`` with the voices of one split of the synthetic corpus.
+
+    For extra evaluation sets (e.g. a hotword set with names absent from train):
+    ``voices_of`` picks the voices (by default the held-out test voices of
+    ``voice_split``, :data:`DEFAULT_VOICE_SPLIT`), and voice, rate and pitch are drawn
+    as :func:`prepare_synth` draws them.  Writes ``<corpus_dir>/<split>/*.wav``,
+    ``transcripts.tsv`` and the ``<corpus>_{recordings,supervisions}_<split>``
+    manifests; resumable like :func:`prepare_synth`.
+    """
+    check_name(corpus, "corpus")
+    check_name(split, "split")
+    if voices_of not in SPLITS:
+        raise ValueError(f"voices_of must be one of {SPLITS}, got {voices_of!r}")
+    if not sentences:
+        raise ValueError("sentences must not be empty")
+    if not isinstance(num_jobs, int) or num_jobs < 1:
+        raise ValueError(f"num_jobs must be a positive int, got {num_jobs!r}")
+    voice_split = voice_split or DEFAULT_VOICE_SPLIT
+    voices = voice_split.assign(require_voices())[voices_of]
+    if not voices:
+        raise DsrUserError(f"{corpus}/{split}: no installed voice belongs to {voices_of} under {voice_split}; fix: {INSTALL_HINT}")
+    weights = dict(DEFAULT_ENGINE_WEIGHTS if engine_weights is None else engine_weights)
+    split_dir = Path(corpus_dir) / split
+    plan = plan_split(split, list(sentences), voices, split_dir, seed, weights)
+    failures = synthesize_all(plan, num_jobs, progress)
+    return _write_manifests(plan, failures, split_dir, Path(manifest_dir), corpus, split)
 
 
 def _describe(voices: Sequence[Voice]) -> str:

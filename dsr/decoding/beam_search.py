@@ -103,6 +103,24 @@ def _finalize(
     return out
 
 
+def _bonus_row(
+    graph: ContextGraph, state: ContextState | None, vocab: int, blank: int, cache: dict[ContextState, torch.Tensor]
+) -> torch.Tensor:
+    """(V,) hotword score change of each next token from ``state`` (0 for blank, which stays)."""
+    assert state is not None  # every hypothesis has a state when a graph is given
+    row = cache.get(state)
+    if row is None:
+        default, special = graph.token_deltas(state)
+        row = torch.full((vocab,), default, dtype=torch.float64)
+        for tok, delta in special.items():
+            if tok >= vocab:
+                raise ValueError(f"hotword token {tok} is outside the model's vocabulary of {vocab}")
+            row[tok] = delta
+        row[blank] = 0.0
+        cache[state] = row
+    return row
+
+
 @torch.no_grad()
 def resolve_nbest(beam_size: int, nbest: int | None) -> int:
     """Validate a (beam_size, nbest) pair; ``nbest=None`` means the whole beam."""
@@ -150,6 +168,7 @@ def modified_beam_search(
     root = context_graph.root if context_graph is not None else None
     beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root)} for _ in range(n)]
     enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
+    bonus_rows: dict[ContextState, torch.Tensor] = {}
     lens = encoder_lens.tolist()
 
     for t in range(t_max):
@@ -174,7 +193,16 @@ def modified_beam_search(
         utt = torch.tensor([j for j, hs in enumerate(hyps) for _ in hs], device=device)
         slot = torch.tensor([s for hs in hyps for s in range(len(hs))], device=device)
         padded = torch.full((len(active), beam_size, vocab), -math.inf, dtype=torch.float64, device=device)
-        padded[utt, slot] = prev[:, None] + log_probs
+        cand = prev[:, None] + log_probs
+        if context_graph is not None:
+            # Rank each (hypothesis, token) pair with the hotword bonus that token earns
+            # (or gives back): ranked on the hypothesis's old score, a token that breaks
+            # a partial match would keep its pending bonus for the choice and push a
+            # better hypothesis out of the beam, and one that extends a match would not
+            # count its reward.
+            cand = cand + torch.stack([_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows)
+                                       for h in flat]).to(device)
+        padded[utt, slot] = cand
         padded_lp = torch.zeros_like(padded)
         padded_lp[utt, slot] = log_probs
         top_score, top_idx = padded.reshape(len(active), -1).topk(beam_size, dim=1)  # (A, beam)

@@ -92,6 +92,7 @@ class ContextGraph:
             text = texts[i] if texts is not None else " ".join(map(str, tokens))
             self._insert(Phrase(text, tuple(int(t) for t in tokens), score))
         self._fill_fail_links()
+        self._deltas: dict[ContextState, tuple[float, dict[int, float]]] = {}
 
     def _insert(self, phrase: Phrase) -> None:
         if not phrase.tokens:
@@ -150,6 +151,27 @@ class ContextGraph:
         delta = new.node_score - state.node_score + new.output_score
         matched = new.phrase if new.is_end else (new.output.phrase if new.output is not None else None)
         return delta, new, matched
+
+    def token_deltas(self, state: ContextState) -> tuple[float, dict[int, float]]:
+        """The ``score_delta`` of :meth:`forward_one_step` for every token at once, for ranking.
+
+        Returns ``(default, special)``: ``special[token]`` for the tokens that extend a
+        match (children along the failure chain, which ends at the root), ``default``
+        (``-node_score``: the pending bonus is given back) for every other token.
+        Cached per state; a search asks for the same few states every frame.
+        """
+        cached = self._deltas.get(state)
+        if cached is None:
+            tokens: set[int] = set()
+            s = state
+            while True:
+                tokens.update(s.next)
+                if s is self.root:
+                    break
+                s = s.fail
+            cached = (-state.node_score, {t: self.forward_one_step(state, t)[0] for t in tokens})
+            self._deltas[state] = cached
+        return cached
 
     def finalize(self, state: ContextState) -> float:
         """Score change at the end of a hypothesis: give back the pending partial-match bonus."""
