@@ -21,7 +21,8 @@ _USE_AVERAGED_MODEL = typer.Option(
     "instead of only the AVG epoch-end checkpoints.",
 )
 _HOTWORD_SCORE = typer.Option(
-    2.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score."
+    1.0, "--hotword-score", help="Bonus per matched hotword token, for phrases without their own score "
+    "(0.5-1 suited the transducer of the embedded recipe, ~2 its CTC head: bench/hotwords.py)."
 )
 _ATTENTION_SCALE = typer.Option(
     1.0, "--attention-scale", min=0.0,

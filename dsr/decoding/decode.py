@@ -250,7 +250,7 @@ def decode(
     beam_size: int = 4,
     nbest: int | None = None,
     hotwords_file: Path | None = None,
-    hotword_score: float = 2.0,
+    hotword_score: float = 1.0,
     use_averaged_model: bool = True,
     attention_scale: float = 1.0,
     streaming: bool = False,

@@ -25,7 +25,7 @@ def transcribe(
     device: str = "auto",
     beam_size: int = 4,
     hotwords_file: Path | None = None,
-    hotword_score: float = 2.0,
+    hotword_score: float = 1.0,
     use_averaged_model: bool = True,
     attention_scale: float = 1.0,
 ) -> list[tuple[Path, str]]:
