@@ -5,12 +5,12 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import typer
 from lhotse import load_manifest
 from typer.testing import CliRunner
+
+from corpus_fixtures import aishell, audio, corrupt, librispeech, musan
 
 from dsr.cli import data as data_cli
 from dsr.data.aishell import download_aishell, normalize_aishell_text, prepare_aishell
@@ -19,53 +19,12 @@ from dsr.data.manifests import recordings_path, supervisions_path
 from dsr.data.musan import download_musan, prepare_musan
 from dsr.errors import DsrUserError
 
-SR = 16000
-
-
-def _audio(path: Path, seconds: float = 1.0, seed: int = 0, fmt: str | None = None) -> Path:
-    """A quiet tone plus noise: decodable, not silent, different per seed."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = 0.1 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.01 * rng.standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), SR, format=fmt)
-    return path
-
-
-def _corrupt(path: Path) -> None:
-    path.write_bytes(b"this is not audio" * 50)
-
-
-# LibriSpeech: <part>/<spk>/<chapter>/<spk>-<chapter>-<n>.flac + <spk>-<chapter>.trans.txt
-LS_TEXT = {
-    "dev-clean-2": {"1272-128104": ["MISTER QUILTER IS THE APOSTLE", "NOR IS MISTER QUILTER'S MANNER"]},
-    "train-clean-5": {"19-198": ["NORTHANGER ABBEY", "CHAPTER ONE"], "26-495": ["THE BEGINNING", "SHE WAS"]},
-}
-
-
-def _librispeech(root: Path) -> Path:
-    corpus = root / "LibriSpeech"
-    seed = 0
-    for part, chapters in LS_TEXT.items():
-        for key, texts in chapters.items():
-            spk, chapter = key.split("-")
-            folder = corpus / part / spk / chapter
-            lines = []
-            for n, text in enumerate(texts):
-                utt = f"{key}-{n:04d}"
-                _audio(folder / f"{utt}.flac", seed=seed)
-                seed += 1
-                lines.append(f"{utt} {text}\n")
-            (folder / f"{key}.trans.txt").write_text("".join(lines))
-    return corpus
-
-
 def _load(manifest_dir: Path, corpus: str, split: str):
     return load_manifest(recordings_path(manifest_dir, corpus, split)), load_manifest(supervisions_path(manifest_dir, corpus, split))
 
 
 def test_librispeech_parts_become_splits(tmp_path: Path) -> None:
-    corpus = _librispeech(tmp_path)
+    corpus = librispeech(tmp_path)
     reports = prepare_librispeech(corpus, tmp_path / "m")
     assert [(r.split, r.kept, len(r.skipped)) for r in reports] == [("dev-clean-2", 2, 0), ("train-clean-5", 4, 0)]
     recs, sups = _load(tmp_path / "m", "librispeech", "train-clean-5")
@@ -79,7 +38,7 @@ def test_librispeech_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
     """Same ids, texts, speakers and durations as lhotse's own prepare_librispeech on the same folder."""
     from lhotse.recipes import prepare_librispeech as lhotse_prepare
 
-    corpus = _librispeech(tmp_path)
+    corpus = librispeech(tmp_path)
     prepare_librispeech(corpus, tmp_path / "m", ["dev-clean-2"])
     ref = lhotse_prepare(corpus, dataset_parts=["dev-clean-2"])["dev-clean-2"]
     recs, sups = _load(tmp_path / "m", "librispeech", "dev-clean-2")
@@ -90,8 +49,8 @@ def test_librispeech_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
 
 
 def test_librispeech_bad_audio_is_skipped_and_named(tmp_path: Path) -> None:
-    corpus = _librispeech(tmp_path)
-    _corrupt(corpus / "train-clean-5/19/198/19-198-0000.flac")
+    corpus = librispeech(tmp_path)
+    corrupt(corpus / "train-clean-5/19/198/19-198-0000.flac")
     flac = corpus / "train-clean-5/26/495/26-495-0001.flac"
     flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])  # header intact, samples cut
     (report,) = prepare_librispeech(corpus, tmp_path / "m", ["train-clean-5"], num_jobs=2)
@@ -106,7 +65,7 @@ def test_librispeech_bad_audio_is_skipped_and_named(tmp_path: Path) -> None:
 def test_librispeech_layout_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DsrUserError, match=r"LibriSpeech corpus dir .*/nowhere does not exist; fix: .*--download"):
         prepare_librispeech(tmp_path / "nowhere", tmp_path / "m")
-    corpus = _librispeech(tmp_path)
+    corpus = librispeech(tmp_path)
     with pytest.raises(DsrUserError, match=r"holds no LibriSpeech part folder; fix: pass --corpus-dir .*LibriSpeech"):
         prepare_librispeech(tmp_path, tmp_path / "m")
     with pytest.raises(DsrUserError, match=r"part folder .*dev-clean does not exist"):
@@ -138,7 +97,7 @@ def _cli(*args: str):
 
 def test_cli_download_from_mirror_then_rerun_is_a_no_op(tmp_path: Path) -> None:
     """--download through lhotse's downloader from a file:// mirror, then a re-run touches nothing."""
-    corpus = _librispeech(tmp_path / "src")
+    corpus = librispeech(tmp_path / "src")
     mirror = tmp_path / "mirror" / "31"
     mirror.mkdir(parents=True)
     with tarfile.open(mirror / "dev-clean-2.tar.gz", "w:gz") as tar:
@@ -169,34 +128,10 @@ def test_cli_needs_exactly_one_source(tmp_path: Path) -> None:
     assert isinstance(res.exception, DsrUserError) and "--dataset-parts" in str(res.exception)
 
 
-# AISHELL: data_aishell/wav/<split>/<spk>/<utt>.wav + data_aishell/transcript/aishell_transcript_v0.8.txt
-AISHELL_TEXT = {
-    "train": {"S0002": {"BAC009S0002W0122": "而 对 楼市 成交 抑制 作用 最 大 的 限 购", "BAC009S0002W0123": "也 成为 地方 政府 的 眼中 钉"}},
-    "dev": {"S0724": {"BAC009S0724W0121": "甚至 出现 交易 几乎 停滞 的 情况"}},
-    "test": {"S0764": {"BAC009S0764W0121": "甚至 出现 交易 几乎 停滞 的 情况", "BAC009S0764W0122": "一二 线 城市 虽然 也 处于 调整 中"}},
-}
-
-
-def _aishell(root: Path) -> Path:
-    corpus = root / "aishell"
-    lines = []
-    seed = 0
-    for split, speakers in AISHELL_TEXT.items():
-        for spk, utts in speakers.items():
-            for utt, text in utts.items():
-                _audio(corpus / "data_aishell/wav" / split / spk / f"{utt}.wav", seconds=2.0, seed=seed)
-                seed += 1
-                lines.append(f"{utt} {text}\n")
-    transcript = corpus / "data_aishell/transcript/aishell_transcript_v0.8.txt"
-    transcript.parent.mkdir(parents=True)
-    transcript.write_text("".join(lines), encoding="utf-8")
-    return corpus
-
-
 def test_aishell_text_is_characters(tmp_path: Path) -> None:
-    corpus = _aishell(tmp_path)
-    _audio(corpus / "data_aishell/wav/train/S0002/BAC009S0002W0999.wav", seed=9)  # not in the transcript
-    _corrupt(corpus / "data_aishell/wav/test/S0764/BAC009S0764W0122.wav")
+    corpus = aishell(tmp_path)
+    audio(corpus / "data_aishell/wav/train/S0002/BAC009S0002W0999.wav", seed=9)  # not in the transcript
+    corrupt(corpus / "data_aishell/wav/test/S0764/BAC009S0764W0122.wav")
     reports = prepare_aishell(corpus, tmp_path / "m")
     assert [(r.split, r.kept) for r in reports] == [("train", 2), ("dev", 1), ("test", 1)]
     assert reports[0].skipped == [("BAC009S0002W0999", "no transcript: BAC009S0002W0999 is not in aishell_transcript_v0.8.txt")]
@@ -210,7 +145,7 @@ def test_aishell_text_is_characters(tmp_path: Path) -> None:
 def test_aishell_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
     from lhotse.recipes import prepare_aishell as lhotse_prepare
 
-    corpus = _aishell(tmp_path)
+    corpus = aishell(tmp_path)
     prepare_aishell(corpus, tmp_path / "m")
     ref = lhotse_prepare(corpus)
     for split in ("train", "dev", "test"):
@@ -220,7 +155,7 @@ def test_aishell_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
 
 
 def test_aishell_layout_errors_are_one_line(tmp_path: Path) -> None:
-    corpus = _aishell(tmp_path)
+    corpus = aishell(tmp_path)
     with pytest.raises(DsrUserError, match=r"aishell_transcript_v0.8.txt does not exist; fix: pass --corpus-dir .*aishell$"):
         prepare_aishell(tmp_path, tmp_path / "m")
     for wav in (corpus / "data_aishell/wav/dev").rglob("*.wav"):
@@ -231,21 +166,11 @@ def test_aishell_layout_errors_are_one_line(tmp_path: Path) -> None:
         prepare_aishell(corpus, tmp_path / "m")
 
 
-# MUSAN: musan/{music,speech,noise}/<source>/*.wav (+ ANNOTATIONS files lhotse reads for music)
-def _musan(root: Path) -> Path:
-    corpus = root / "musan"
-    for seed, rel in enumerate(["music/fma/music-fma-0000.wav", "speech/librivox/speech-librivox-0000.wav",
-                                "noise/free-sound/noise-free-sound-0000.wav", "noise/free-sound/noise-free-sound-0001.wav"]):
-        _audio(corpus / rel, seconds=3.0, seed=seed)
-    (corpus / "music/fma/ANNOTATIONS").write_text("music-fma-0000 Pop N someone\n")
-    return corpus
-
-
 def test_musan_recordings_only(tmp_path: Path) -> None:
     from lhotse.recipes import prepare_musan as lhotse_prepare
 
-    corpus = _musan(tmp_path)
-    _corrupt(corpus / "noise/free-sound/noise-free-sound-0001.wav")
+    corpus = musan(tmp_path)
+    corrupt(corpus / "noise/free-sound/noise-free-sound-0001.wav")
     reports = prepare_musan(corpus, tmp_path / "m", ["noise", "music"])
     assert [(r.split, r.kept, [u for u, _ in r.skipped]) for r in reports] == [
         ("noise", 1, ["noise-free-sound-0001"]), ("music", 1, [])]
