@@ -86,7 +86,7 @@ def read_split(corpus_dir: Path, split: str, texts: dict[str, str], report: Prep
             logger.warning("%s/%s: skipping %s: no line in %s", CORPUS, split, wav, TRANSCRIPT.name)
             continue
         # The speaker is the folder the wav sits in (S0002), as in lhotse's recipe.
-        entries.append(Entry(wav.stem, wav, texts[wav.stem], wav.parent.name, str(wav)))
+        entries.append(Entry(wav.stem, wav, texts[wav.stem], wav.parent.name))
     return entries
 
 

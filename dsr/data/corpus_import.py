@@ -1,7 +1,7 @@
 """Shared by the published-corpus importers (LibriSpeech, AISHELL, MUSAN).
 
 Each importer only knows its corpus layout: it lists :class:`Entry` objects
-(utterance id, audio file, text, speaker, where it was listed).  Everything else
+(utterance id, audio file, text, speaker).  Everything else
 is here, once: probing every audio file in parallel with
 :func:`dsr.data.validate.check_audio`, skipping and counting bad ones, writing
 dsr's manifest names, and turning a failed download into a one-line error.
@@ -54,7 +54,6 @@ class Entry:
     audio: Path
     text: str | None = None
     speaker: str | None = None
-    listed_in: str = ""
 
 
 def require_dir(path: Path, what: str, fix: str) -> Path:

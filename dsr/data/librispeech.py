@@ -94,7 +94,7 @@ def read_part(corpus_dir: Path, part: str) -> list[Entry]:
                     f"{part} archive or remove that line"
                 )
             # The speaker is the id up to its first '-', as in lhotse's recipe.
-            entries.append(Entry(utt_id, audio, text, utt_id.split("-", 1)[0], f"{trans} line {line_no}"))
+            entries.append(Entry(utt_id, audio, text, utt_id.split("-", 1)[0]))
     if not entries:
         raise DsrUserError(f"{part_dir} has no *.trans.txt lines; fix: unpack the complete {part} archive there")
     return entries

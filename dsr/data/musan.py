@@ -50,7 +50,7 @@ def read_part(corpus_dir: Path, part: str) -> list[Entry]:
     """One entry per wav under ``corpus_dir/part`` (recursively, sorted)."""
     part_dir = require_dir(Path(corpus_dir) / part, "MUSAN part folder",
                            f"unpack musan.tar.gz completely, or drop {part} from --part")
-    entries = [Entry(wav.stem, wav, listed_in=str(wav)) for wav in sorted(part_dir.rglob("*.wav"))]
+    entries = [Entry(wav.stem, wav) for wav in sorted(part_dir.rglob("*.wav"))]
     if not entries:
         raise DsrUserError(f"{part_dir} has no .wav files; fix: unpack musan.tar.gz completely, or drop {part} from --part")
     return entries
