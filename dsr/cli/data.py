@@ -10,7 +10,8 @@ import typer
 from dsr.cli.common import already_done, console, finish, show_progress
 
 app = typer.Typer(
-    help="Prepare lhotse manifests from a corpus: the embedded synthetic corpus, a folder, or a Kaldi data dir.",
+    help="Prepare lhotse manifests from a corpus: the embedded synthetic corpus, a folder, a Kaldi data dir, "
+    "LibriSpeech, AISHELL or MUSAN.",
     no_args_is_help=True,
 )
 
@@ -134,3 +135,156 @@ def kaldi_dir(
         return
     report = prepare_kaldi_dir(data_dir, manifest_dir, corpus, split, max_duration)
     finish(manifest_dir, stage, _report([report]))
+
+
+# --- published corpora (lhotse's recipes' layouts and downloaders) -------------------------
+
+_CORPUS_DIR_HELP = "An existing copy of the corpus (see the layout below)."
+_DOWNLOAD = typer.Option(False, "--download", help="Download from OpenSLR first (needs the network); kept once done.")
+_DOWNLOAD_DIR = typer.Option(Path("download"), "--download-dir", help="Where --download puts archives and the corpus.")
+_BASE_URL = typer.Option(
+    None, "--base-url", help="With --download: OpenSLR mirror, e.g. https://us.openslr.org/resources "
+    "(default http://www.openslr.org/resources).")
+_MANIFEST_DIR = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go.")
+_NUM_JOBS = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel processes that decode-check the audio.")
+_FORCE = typer.Option(False, "--force", help="Rebuild the manifests even if already done.")
+
+
+def _source(corpus_dir: Optional[Path], download: bool) -> None:
+    """Exactly one of an existing copy or a download."""
+    from dsr.errors import DsrUserError
+
+    if download and corpus_dir is not None:
+        raise DsrUserError("give --corpus-dir DIR (an existing copy) or --download, not both")
+    if not download and corpus_dir is None:
+        raise DsrUserError("give --corpus-dir DIR for an existing copy, or --download (with --download-dir) to fetch it")
+
+
+def _pending(manifest_dir: Path, corpus: str, splits: list[str], force: bool) -> list[str]:
+    """The splits whose manifests are not done yet (each split has its own marker, so adding a part later works)."""
+    return [s for s in splits if not already_done(manifest_dir, f"prepare-{corpus}-{s}", force)]
+
+
+def _finish_splits(manifest_dir: Path, reports) -> None:
+    """One marker per split, holding its summary and every skipped item with the reason."""
+    for r in reports:
+        for item, reason in r.skipped:
+            console.print(f"    [yellow]skipped[/] {item}: {reason}", highlight=False)
+        finish(manifest_dir, f"prepare-{r.corpus}-{r.split}", r.summary(), {"skipped": [list(p) for p in r.skipped]})
+
+
+def _split_list(values: list[str]) -> list[str]:
+    """Repeated options, each also allowed to be a comma- or space-separated list (as recipes pass them)."""
+    return [item for v in values for item in v.replace(",", " ").split()]
+
+
+@app.command("librispeech")
+def librispeech(
+    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    download: bool = _DOWNLOAD,
+    download_dir: Path = _DOWNLOAD_DIR,
+    base_url: Optional[str] = _BASE_URL,
+    dataset_parts: list[str] = typer.Option(
+        [], "--dataset-parts", help="Parts (repeatable or comma-separated): mini_librispeech, librispeech (all 7), "
+        "or train-clean-100, train-clean-360, train-other-500, dev-clean, dev-other, test-clean, test-other, "
+        "train-clean-5, dev-clean-2.  Default: every part in --corpus-dir."),
+    manifest_dir: Path = _MANIFEST_DIR,
+    num_jobs: int = _NUM_JOBS,
+    force: bool = _FORCE,
+) -> None:
+    """LibriSpeech / Mini LibriSpeech: one split per part, named like the part (dev-clean, train-clean-100, ...).
+
+    Layout of --corpus-dir (the LibriSpeech folder the archives unpack to):
+    <part>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt and <speaker>-<chapter>-<n>.flac.
+    Unreadable audio and empty transcripts are skipped and listed; a transcript
+    line whose FLAC is missing stops with an error naming it.
+
+    Examples:
+
+        dsr prepare librispeech --corpus-dir /data/LibriSpeech --dataset-parts train-clean-100,dev-clean,test-clean -j 8
+
+        dsr prepare librispeech --download --download-dir download --dataset-parts mini_librispeech
+    """
+    from dsr.data import librispeech as ls
+
+    _source(corpus_dir, download)
+    parts = ls.resolve_parts(_split_list(dataset_parts))
+    if download and not parts:
+        from dsr.errors import DsrUserError
+
+        raise DsrUserError("--download needs --dataset-parts, e.g. mini_librispeech or train-clean-100,dev-clean")
+    if corpus_dir is not None and not parts:
+        parts = ls.parts_present(corpus_dir)  # empty: prepare_librispeech names the problem
+    todo = _pending(manifest_dir, ls.CORPUS, parts, force) if parts else []
+    if parts and not todo:
+        return
+    if download:
+        corpus_dir = ls.download_librispeech(download_dir, todo, **({"base_url": base_url} if base_url else {}))
+    _finish_splits(manifest_dir, ls.prepare_librispeech(corpus_dir, manifest_dir, todo, num_jobs))
+
+
+@app.command("aishell")
+def aishell(
+    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    download: bool = _DOWNLOAD,
+    download_dir: Path = _DOWNLOAD_DIR,
+    base_url: Optional[str] = _BASE_URL,
+    manifest_dir: Path = _MANIFEST_DIR,
+    num_jobs: int = _NUM_JOBS,
+    force: bool = _FORCE,
+) -> None:
+    """AISHELL-1 (Mandarin): splits train, dev, test; text as characters without word spaces.
+
+    Layout of --corpus-dir (the folder holding data_aishell/):
+    data_aishell/transcript/aishell_transcript_v0.8.txt and data_aishell/wav/{train,dev,test}/<speaker>/<utt-id>.wav.
+    Wavs without a transcript line and unreadable audio are skipped and listed.
+
+    Examples:
+
+        dsr prepare aishell --corpus-dir /data/aishell -j 8
+
+        dsr prepare aishell --download --download-dir download
+    """
+    from dsr.data import aishell as ai
+
+    _source(corpus_dir, download)
+    if not _pending(manifest_dir, ai.CORPUS, list(ai.SPLITS), force):
+        return
+    if download:
+        corpus_dir = ai.download_aishell(download_dir, **({"base_url": base_url} if base_url else {}))
+    # The three splits share one transcript file and are written together.
+    _finish_splits(manifest_dir, ai.prepare_aishell(corpus_dir, manifest_dir, num_jobs))
+
+
+@app.command("musan")
+def musan(
+    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    download: bool = _DOWNLOAD,
+    download_dir: Path = _DOWNLOAD_DIR,
+    base_url: Optional[str] = _BASE_URL,
+    parts: list[str] = typer.Option(
+        ["music", "speech", "noise"], "--part", help="MUSAN parts (repeatable or comma-separated): music, speech, noise."),
+    manifest_dir: Path = _MANIFEST_DIR,
+    num_jobs: int = _NUM_JOBS,
+    force: bool = _FORCE,
+) -> None:
+    """MUSAN music/speech/noise: recordings-only manifests (musan_recordings_<part>.jsonl.gz) for noise augmentation.
+
+    Layout of --corpus-dir (the musan folder): {music,speech,noise}/<source>/*.wav.
+    Unreadable files are skipped and listed.
+
+    Examples:
+
+        dsr prepare musan --corpus-dir /data/musan -j 8
+
+        dsr prepare musan --download --download-dir download --part noise
+    """
+    from dsr.data import musan as mu
+
+    _source(corpus_dir, download)
+    todo = _pending(manifest_dir, mu.CORPUS, mu.check_parts(_split_list(parts)), force)
+    if not todo:
+        return
+    if download:
+        corpus_dir = mu.download_musan(download_dir, **({"base_url": base_url} if base_url else {}))
+    _finish_splits(manifest_dir, mu.prepare_musan(corpus_dir, manifest_dir, todo, num_jobs))

@@ -15,7 +15,13 @@ def features(
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where the lhotse manifests are."),
     out_dir: Path = typer.Option(Path("data/fbank"), "--out-dir", help="Where cuts manifests and features go."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel worker processes."),
-    speed_perturb: bool = typer.Option(False, "--speed-perturb", help="Add 0.9x and 1.1x copies of the train split."),
+    speed_perturb: bool = typer.Option(
+        False, "--speed-perturb", help="Add 0.9x and 1.1x copies of the train split(s) (names starting with 'train')."),
+    noise: list[Path] = typer.Option(
+        [], "--noise", help="Recordings manifest(s) of noise (e.g. data/manifests/musan_recordings_noise.jsonl.gz) "
+        "to mix into the train split(s); repeatable."),
+    noise_snr: tuple[float, float] = typer.Option((10.0, 20.0), "--noise-snr", help="With --noise: SNR range in dB, LOW HIGH."),
+    noise_prob: float = typer.Option(0.5, "--noise-prob", min=0.0, max=1.0, help="With --noise: share of train cuts mixed."),
     force: bool = typer.Option(False, "--force", help="Recompute even if already done."),
 ) -> None:
     """Compute 80-dim Kaldi FBANK (16 kHz, mono) and write cuts manifests.
@@ -27,15 +33,22 @@ def features(
     Example:
 
         dsr features --corpus synth --split train --split dev --split test --speed-perturb -j 2
+
+        dsr features --corpus librispeech --split train-clean-100 --speed-perturb --noise data/manifests/musan_recordings_noise.jsonl.gz --noise-snr 10 20
     """
     from dsr.features.extract import compute_features
+    from dsr.features.noise import load_noise
 
+    mixing = load_noise(noise, noise_snr, noise_prob) if noise else None
     for split in splits:
         stage = f"features-{corpus}-{split}"
         if already_done(out_dir, stage, force):
             continue
-        factors = (0.9, 1.0, 1.1) if speed_perturb and split == "train" else (1.0,)
-        report = compute_features(manifest_dir, corpus, split, out_dir, num_jobs, factors, progress=show_progress())
+        # LibriSpeech's train-clean-100 etc. are training splits too.
+        is_train = split.startswith("train")
+        factors = (0.9, 1.0, 1.1) if speed_perturb and is_train else (1.0,)
+        report = compute_features(manifest_dir, corpus, split, out_dir, num_jobs, factors, progress=show_progress(),
+                                  noise=mixing if is_train else None)
         if report.num_cuts == 0:
             console.print(f"[red]no features computed for {corpus}/{split}: every utterance was skipped[/]")
             raise typer.Exit(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-from lhotse.qa import validate_recordings_and_supervisions
+from lhotse.qa import validate, validate_recordings_and_supervisions
 
 from dsr.data.validate import AudioInfo
 from dsr.utils import atomic_path
@@ -63,6 +63,22 @@ def write_manifests(
         sup_set.to_file(tmp)
     logger.info("wrote %s and %s", rec_path, sup_path)
     return rec_path, sup_path
+
+
+def write_recordings(recordings: Sequence[Recording], manifest_dir: Path, corpus: str, split: str) -> Path:
+    """Validate and atomically write a recordings-only manifest (noise or music for augmentation).
+
+    Returns the path written; ``ValueError`` when there is nothing to write.
+    """
+    if not recordings:
+        raise ValueError(f"{corpus}/{split}: refusing to write an empty recordings manifest")
+    rec_set = RecordingSet.from_recordings(recordings)
+    validate(rec_set, read_data=False)
+    rec_path = recordings_path(manifest_dir, corpus, split)
+    with atomic_path(rec_path) as tmp:
+        rec_set.to_file(tmp)
+    logger.info("wrote %s", rec_path)
+    return rec_path
 
 
 def recording_from_info(recording_id: str, info: AudioInfo) -> Recording:

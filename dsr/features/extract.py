@@ -21,6 +21,7 @@ from lhotse.supervision import SupervisionSegment
 from dsr.errors import DsrUserError
 from dsr.features.audio import resample, speed_perturb, to_mono
 from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.features.noise import NoiseMixing, add_noise
 from dsr.utils import atomic_path
 
 logger = logging.getLogger("dsr")
@@ -59,7 +60,7 @@ def _manifest(manifest_dir: Path, corpus: str, kind: str, split: str) -> Path:
 
 def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
     """Worker: compute features for (recording, supervision) pairs, one storage file per chunk."""
-    items, storage_file, cfg, factors = args
+    items, storage_file, cfg, factors, noise = args
     cuts: list[MonoCut] = []
     skipped: list[tuple[str, str]] = []
     with LilcomChunkyWriter(storage_file) as writer:
@@ -71,13 +72,16 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                 continue
             audio = resample(np.asarray(audio, dtype=np.float32), rec.sampling_rate, cfg.sampling_rate)
             for factor in factors:
+                suffix = "" if factor == 1.0 else f"_sp{factor}"
+                cut_id = sup.id + suffix
                 x = speed_perturb(audio, cfg.sampling_rate, factor)
+                mixed = None
+                if noise is not None:
+                    x, mixed = add_noise(x, cfg.sampling_rate, cut_id, noise)
                 feats = compute_fbank(x, cfg)
                 if feats.shape[0] < 10:
                     skipped.append((sup.id, f"too short for features ({x.shape[0]} samples)"))
                     continue
-                suffix = "" if factor == 1.0 else f"_sp{factor}"
-                cut_id = sup.id + suffix
                 duration = round(x.shape[0] / cfg.sampling_rate, 6)
                 key = writer.write(cut_id, feats)
                 features = Features(
@@ -114,7 +118,7 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                         channel=0,
                         supervisions=[new_sup],
                         features=features,
-                        custom={"source": rec.sources[0].source, "speed": factor},
+                        custom={"source": rec.sources[0].source, "speed": factor, **({"noise": mixed} if mixed else {})},
                     )
                 )
     return cuts, skipped
@@ -129,11 +133,14 @@ def compute_features(
     speed_factors: tuple[float, ...] = (1.0,),
     cfg: FbankConfig = FbankConfig(),
     progress: bool = True,
+    noise: NoiseMixing | None = None,
 ) -> FeatureReport:
     """Compute FBANK for one split and write its cuts manifest atomically.
 
     Args:
         speed_factors: e.g. (0.9, 1.0, 1.1) to add speed-perturbed copies (train only).
+        noise: mix noise into the cuts (the CLI passes it for train splits only; see
+            :mod:`dsr.features.noise`); a mixed cut records ``custom["noise"] = {"recording": id, "snr_db": x}``.
     """
     if num_jobs < 1:
         raise ValueError(f"num_jobs must be >= 1, got {num_jobs}")
@@ -153,7 +160,7 @@ def compute_features(
     storage_dir = out_dir / f"{corpus}_feats_{split}"
     storage_dir.mkdir(parents=True, exist_ok=True)
     tasks = [
-        (items[i : i + _CHUNK], storage_dir / f"feats-{i // _CHUNK:05d}.lca", cfg, tuple(speed_factors))
+        (items[i : i + _CHUNK], storage_dir / f"feats-{i // _CHUNK:05d}.lca", cfg, tuple(speed_factors), noise)
         for i in range(0, len(items), _CHUNK)
     ]
 

@@ -8,6 +8,7 @@ sherpa-onnx reads it) and ``transcript_words.txt`` (the training text).  Id 0 is
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -63,13 +64,22 @@ def train_bpe(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise DsrUserError(f"sentencepiece failed on {text_file}: {e} (try a smaller --vocab-size)") from e
+        raise DsrUserError(f"sentencepiece failed on {text_file}: {e} ({_vocab_fix(str(e))})") from e
     with atomic_path(lang_dir / "bpe.model") as tmp:
         Path(f"{prefix}.model").replace(tmp)
     Path(f"{prefix}.vocab").unlink(missing_ok=True)
     tok = Tokenizer(lang_dir)
     write_text_atomic(lang_dir / "tokens.txt", "".join(f"{tok.id_to_piece(i)} {i}\n" for i in range(tok.vocab_size)))
     return lang_dir / "bpe.model"
+
+
+def _vocab_fix(message: str) -> str:
+    """The fix for a failed training: every character needs a piece (thousands for Chinese), so the
+    vocabulary can be too small as well as too large for the text."""
+    needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+    if needed:
+        return f"fix: use --vocab-size >= {needed.group(2)}, one piece per character of the text plus the specials"
+    return "fix: try a smaller --vocab-size"
 
 
 class Tokenizer:
