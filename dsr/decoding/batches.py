@@ -46,13 +46,18 @@ def cut_source(cut: Cut) -> str:
 
 
 def cut_features(cut: Cut, fbank: FbankConfig = FbankConfig()) -> torch.Tensor:
-    """(T, F) features of one cut: the stored ones, else the FBANK of its (mono, resampled) audio."""
+    """(T, F) features of one cut: the stored ones, else the FBANK of its recording's audio
+    (all channels downmixed, resampled to ``fbank.sampling_rate``)."""
     if cut.has_features:
         return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
     if not cut.has_recording:
         raise ValueError("the cut has neither features nor a recording")
-    audio = to_mono(np.asarray(cut.load_audio(), dtype=np.float32))
-    audio = resample(audio, cut.sampling_rate, fbank.sampling_rate)
+    rec = cut.recording
+    # Every channel of the recording, downmixed, as dsr features does (a MonoCut alone would load one channel).
+    whole = cut.start == 0 and cut.duration >= rec.duration
+    audio = to_mono(np.asarray(rec.load_audio(offset=cut.start, duration=None if whole else cut.duration),
+                               dtype=np.float32))
+    audio = resample(audio, rec.sampling_rate, fbank.sampling_rate)
     return torch.from_numpy(compute_fbank(audio, fbank))
 
 
