@@ -21,6 +21,8 @@ batch; each batch runs --repeats times and the fastest encoder and search times 
 (on shared cores other jobs only ever add time).  RTF = (encoder + search seconds) /
 audio seconds; feature loading is excluded.
 The goal column is RTF / 0.02 (issue 4's goal for a ~20M-parameter model: <= 1 meets it).
+"greedy frame-by-frame" is the same greedy search scoring one frame per joiner call (what
+dsr did before it skipped blank runs): the ratio of the two search columns is the speed-up.
 The reference line times a fixed single-thread float32 matmul in the same run: machines (or
 a busy one) differ in speed, so compare RTFs across runs only together with it.
 """
@@ -83,6 +85,10 @@ def time_offline(model: HybridTransducer, batches: list, search: str, repeats: i
             t1 = time.perf_counter()
             if search == "greedy":
                 hyps = transducer_greedy_search(model, enc, enc_lens)
+            elif search == "greedy frame-by-frame":  # the search before blank runs were skipped, for reference
+                greedy = TransducerGreedySearch(model, enc.size(0), enc.device, lookahead=1)
+                greedy.advance(enc, enc_lens)
+                hyps = greedy.hyps
             else:
                 hyps = [h[0].tokens for h in modified_beam_search(model, enc, enc_lens, beam_size=4)]
             t2 = time.perf_counter()
@@ -119,13 +125,13 @@ def time_streaming(model: HybridTransducer, batches: list, chunk_ms: float, repe
 def report(name: str, params: int, mode: str, timing: tuple[float, float, int], audio_s: float) -> None:
     enc_s, search_s, symbols = timing
     rtf = (enc_s + search_s) / audio_s
-    print(f"{name:<10} {params / 1e6:6.2f}M  {mode:<22} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
+    print(f"{name:<10} {params / 1e6:6.2f}M  {mode:<29} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
           f"{symbols:8d} {rtf / GOAL_RTF:8.2f}", flush=True)
 
 
 def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: float, args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in model.parameters())
-    for search in ("greedy", "beam-4"):
+    for search in ("greedy", "greedy frame-by-frame", "beam-4"):
         report(name, params, f"offline {search}", time_offline(model, batches, search, args.repeats), audio_s)
     if model.encoder.causal:
         for ms in args.chunk_ms:
@@ -157,7 +163,7 @@ def main() -> None:
     batches, audio_s = load_batches(args.cuts, args.num_utts, args.batch_size)
     print(f"reference: single-thread float32 matmul {reference_gflops():.1f} GFLOP/s; {sum(len(l) for _, l in batches)} "
           f"utts, {audio_s:.1f} s of audio, batch size {args.batch_size}, torch {torch.__version__}")
-    print(f"{'model':<10} {'params':>7}  {'decoding':<22} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
+    print(f"{'model':<10} {'params':>7}  {'decoding':<29} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
           f"{'RTF/0.02':>8}")
     with torch.inference_mode():
         if "trained" in args.only and args.exp_dir:
