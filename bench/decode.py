@@ -7,6 +7,7 @@ Usage:
         --exp-dir egs/synth/exp/conformer --streaming-exp-dir egs/synth/exp/streaming
     python bench/decode.py --cuts CUTS --exp-dir EXP --epoch 4 --avg 1 --num-utts 100 --batch-size 1
     python bench/decode.py --cuts CUTS --only big --encoder-dim 256 --num-layers 12 --ffn-dim 1024
+    python bench/decode.py --cuts CUTS --only big --int8 --num-utts 10 --repeats 10   # int8 Linear layers
 
 Models (``--only`` picks some): ``trained`` is --exp-dir's checkpoint (as dsr decode loads
 it); ``streaming`` is --streaming-exp-dir's causal model, decoded offline and chunk by chunk
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -125,12 +127,19 @@ def time_streaming(model: HybridTransducer, batches: list, chunk_ms: float, repe
 def report(name: str, params: int, mode: str, timing: tuple[float, float, int], audio_s: float) -> None:
     enc_s, search_s, symbols = timing
     rtf = (enc_s + search_s) / audio_s
-    print(f"{name:<10} {params / 1e6:6.2f}M  {mode:<29} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
+    print(f"{name:<15} {params / 1e6:6.2f}M  {mode:<29} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
           f"{symbols:8d} {rtf / GOAL_RTF:8.2f}", flush=True)
 
 
 def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: float, args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in model.parameters())
+    if args.int8:
+        # Dynamic int8 quantisation of every Linear (weights int8, activations quantised per call):
+        # an approximation, so hypotheses can differ from the float model's; not what dsr decode runs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        name += "-int8"
     for search in ("greedy", "greedy frame-by-frame", "beam-4"):
         report(name, params, f"offline {search}", time_offline(model, batches, search, args.repeats), audio_s)
     if model.encoder.causal:
@@ -154,6 +163,8 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=500)
     p.add_argument("--num-utts", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=1, help="Utterances decoded together (streams in lockstep).")
+    p.add_argument("--int8", action="store_true",
+                   help="Quantise the Linear layers to int8 (dynamic) first: how far cheaper arithmetic goes.")
     p.add_argument("--repeats", type=int, default=3,
                    help="Runs per batch; the best counts (other jobs on the cores only ever slow a run down).")
     p.add_argument("--only", nargs="+", choices=("trained", "streaming", "big"), default=("trained", "streaming", "big"))
@@ -163,7 +174,7 @@ def main() -> None:
     batches, audio_s = load_batches(args.cuts, args.num_utts, args.batch_size)
     print(f"reference: single-thread float32 matmul {reference_gflops():.1f} GFLOP/s; {sum(len(l) for _, l in batches)} "
           f"utts, {audio_s:.1f} s of audio, batch size {args.batch_size}, torch {torch.__version__}")
-    print(f"{'model':<10} {'params':>7}  {'decoding':<29} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
+    print(f"{'model':<15} {'params':>7}  {'decoding':<29} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
           f"{'RTF/0.02':>8}")
     with torch.inference_mode():
         if "trained" in args.only and args.exp_dir:
