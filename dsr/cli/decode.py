@@ -64,10 +64,13 @@ def decode(
         help="With --streaming: chunks of attention left context, -1 = all (default: the model's own).",
     ),
 ) -> None:
-    """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
+    """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt, cer.txt and result.json.
 
     Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.  The beam-search methods
     also write nbest.jsonl (the n-best list of every utterance with its scores).
+    result.json also has the RTF, per-utterance latency (mean/p50/p90/max ms) and peak
+    memory.  Cuts may carry features or only recordings (FBANK computed on the fly);
+    cuts whose input cannot be read are skipped, counted in a warning and listed in result.json.
     --streaming writes to EXP_DIR/decode/greedy-streaming-<N>ms/ and reports the
     algorithmic latency (chunk + 30 ms look-ahead of the front end) in result.json.
 
