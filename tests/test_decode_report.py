@@ -91,6 +91,12 @@ def test_decode_skips_and_lists_an_unreadable_feature_file(exp: dict[str, Path],
     (ref,) = run_decode(exp, tmp_path / "good_cuts_test.jsonl.gz", tmp_path / "exp_good")
     assert (res.out_dir / "recogs.txt").read_text() == (ref.out_dir / "recogs.txt").read_text()
     assert info["audio_seconds"] == pytest.approx(sum(c.duration for c in good))
+    # Nothing readable at all is a user error naming the manifest, not a 0 % WER.
+    from dsr.errors import DsrUserError
+
+    CutSet.from_cuts([repointed]).to_file(tmp_path / "bad_cuts_test.jsonl.gz")
+    with pytest.raises(DsrUserError, match="none of the 1 cuts"):
+        run_decode(exp, tmp_path / "bad_cuts_test.jsonl.gz", tmp_path / "exp_bad")
 
 
 def write_wav_cuts(root: Path, corrupt_index: int | None) -> Path:

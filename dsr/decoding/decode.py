@@ -357,6 +357,10 @@ def decode(
                     triples.append((cut.id, cut.supervisions[0].text or "", tokenizer.decode(hyp)))
                 bar.advance(task, len(hyps))
         elapsed = time.perf_counter() - start
+        if not triples and batches.unreadable:
+            first = batches.unreadable[0]
+            raise DsrUserError(f"none of the {len(batches.unreadable)} cuts of {cuts_file} could be read "
+                               f"(first: {first.source}: {first.error}); check the manifest's paths")
         stats, char_stats = score(triples), score(triples, char_level=True)
         out = Path(exp_dir) / "decode" / label / split
         if batches.unreadable:
