@@ -83,6 +83,15 @@ def test_streaming_greedy_search_equals_offline_greedy_search() -> None:
     assert search.hyps == offline
 
 
+def test_final_chunk_latency_is_the_time_of_each_streams_last_chunk() -> None:
+    from dsr.decoding.streaming import final_chunk_latency
+
+    # Three streams: 3 chunks of frames, 1 chunk, and 2 chunks (then padding).
+    log = [(0.5, torch.tensor([4, 4, 4])), (0.25, torch.tensor([4, 0, 2])), (0.125, torch.tensor([1, 0, 0]))]
+    assert final_chunk_latency(log) == [0.125, 0.5, 0.25]
+    assert final_chunk_latency([]) == []
+
+
 def test_streaming_errors() -> None:
     with pytest.raises(ValueError, match="causal"):
         StreamingEncoder(causal_model(causal=False), 4, 1)
@@ -149,6 +158,13 @@ def test_decode_streaming_cli_equals_offline_chunked_decode(exp: dict[str, Path]
     assert info["method"] == "greedy-streaming-160ms" and info["streaming"] is True
     assert (info["chunk_ms"], info["chunk_frames"], info["left_context_chunks"]) == (160, 4, 1)
     assert info["algorithmic_latency_ms"] == 190 and info["num_utts"] == 3 and info["rtf"] > 0
+    # Per-utterance latency = compute of its last chunk; one batch, as many chunks as the longest cut needs.
+    from dsr.models.subsampling import Conv2dSubsampling
+
+    chunks, latency = info["chunk_compute_ms"], info["latency_ms"]
+    assert chunks["count"] == -(-int(Conv2dSubsampling.output_lengths(torch.tensor([250]))) // 4)
+    assert latency["count"] == 3
+    assert 0 < chunks["p50"] <= chunks["max"] and latency["max"] <= chunks["max"]
     assert json.loads((out / "greedy/toy_test/result.json").read_text())["streaming"] is False
 
 

@@ -65,10 +65,13 @@ def decode(
         help="With --streaming: chunks of attention left context, -1 = all (default: the model's own).",
     ),
 ) -> None:
-    """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt and result.json.
+    """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt, cer.txt and result.json.
 
     Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.  The beam-search methods
     also write nbest.jsonl (the n-best list of every utterance with its scores).
+    result.json also has the RTF, per-utterance latency (mean/p50/p90/max ms) and peak
+    memory.  Cuts may carry features or only recordings (FBANK computed on the fly);
+    cuts whose input cannot be read are skipped, counted in a warning and listed in result.json.
     --streaming writes to EXP_DIR/decode/greedy-streaming-<N>ms/ and reports the
     algorithmic latency (chunk + 30 ms look-ahead of the front end) in result.json.
 
@@ -111,6 +114,9 @@ def transcribe(
 ) -> None:
     """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file on stdout.
 
+    Unreadable files are skipped and listed on stderr with their count (exit status 1
+    only when no file could be read).
+
     Examples:
 
         dsr transcribe --exp-dir exp/conformer --lang-dir data/lang_bpe_256 a.wav b.flac
@@ -119,15 +125,23 @@ def transcribe(
     """
     from dsr.decoding.transcribe import transcribe as run_transcribe
 
+    unreadable: list[tuple[Path, str]] = []
     for f, text in run_transcribe(files, exp_dir, lang_dir, method, epoch, avg, device, beam_size, hotwords_file,
-                                  hotword_score, use_averaged_model, attention_scale):
+                                  hotword_score, use_averaged_model, attention_scale, unreadable):
         print(f"{f}\t{text}")
+    if unreadable:
+        console.print(f"[yellow]warning:[/] {len(unreadable)} of {len(files)} file(s) could not be read and "
+                      "were skipped (every other file was transcribed):")
+        for f, reason in unreadable:
+            console.print(f"  {f}: {reason}", markup=False)
+        if len(unreadable) == len(files):
+            raise typer.Exit(1)
 
 
 def results(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory that has been decoded."),
 ) -> None:
-    """Print the table of WER/RTF of every decoding result under EXP_DIR/decode.
+    """Print the table of WER, CER, RTF, latency and peak memory of every decoding result under EXP_DIR/decode.
 
     Also writes EXP_DIR/results.md and results.json.
 
@@ -135,22 +149,17 @@ def results(
 
         dsr results --exp-dir exp/conformer
     """
-    from rich.table import Table
+    import sys
 
-    from dsr.evaluation.report import collect_results, write_results
+    from rich.console import Console
+
+    from dsr.evaluation.report import collect_results, rich_table, write_results
 
     rows = collect_results(exp_dir)
     if not rows:
         console.print(f"[red]error:[/] no decoding results under {exp_dir}/decode; run dsr decode first")
         raise typer.Exit(2)
-    table = Table(title=f"Results: {exp_dir}")
-    for col in ("method", "split", "checkpoint", "WER %", "errors / words", "utts", "RTF"):
-        table.add_column(col, justify="right" if col not in ("method", "split", "checkpoint") else "left")
-    for r in rows:
-        table.add_row(r["method"], r["split"], r["checkpoint"], f"{r['wer']:.2f}", f"{r['errors']} / {r['ref_words']}",
-                      str(r["num_utts"]), f"{r['rtf']:.4f}")
-    from rich.console import Console
-
-    Console().print(table)
+    # Like dsr.cli.common.console: a pipe or file gets the full width instead of 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(rich_table(rows, f"Results: {exp_dir}"))
     path = write_results(exp_dir, rows)
     console.print(f"[green]done[/] results: {len(rows)} rows -> {path}")

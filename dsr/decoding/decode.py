@@ -3,11 +3,25 @@
 Writes, per method and split, under ``<exp_dir>/decode/<method>/<split>/``:
 ``recogs.txt`` (ref/hyp pairs), ``errs.txt`` (alignments), ``wer.txt`` (one line),
 ``wer_by_speaker.txt`` (speaker, utts, words, errors, WER %; worst first),
+``cer.txt`` (character error rate of the same normalised text, spaces ignored),
 ``result.json``, and for the n-best methods ``nbest.jsonl`` (one line per utterance:
 ``{"utt_id", "ref", "hyps": [{"text", "tokens", "am_score", "ctc_score",
 "attention_score", "context_score", "timestamps"}, ...]}``, best first; non-finite or
 unknown scores are null).  ``am_score`` is always the first pass's score.
 Returns :class:`DecodeResult` rows for the summary table.
+
+``result.json`` also measures the run: RTF (decode wall time, feature loading included,
+over the audio decoded), per-utterance latency (``latency_ms``: mean/p50/p90/max) and
+peak memory (``peak_rss_delta_mb``: the process's peak resident size during this
+method's decode minus its size before; ``cuda_peak_mb``: CUDA's peak tensor memory, null
+on the CPU).  Offline, an utterance's latency is the wall time from its batch's
+features being in memory to the batch's hypotheses (the whole batch waits for its
+longest utterance).  Streaming, it is the time after the utterance's last chunk: the
+compute of that chunk, after which its hypothesis is final; ``chunk_compute_ms`` has
+the compute time of every chunk (encoder + search, for the lockstep batch).
+
+Cuts whose features or audio cannot be read are skipped, every other cut is decoded,
+and the skipped ones are listed in ``result.json`` (``unreadable``) with a warning.
 
 The attention-rescoring methods name their first pass: ``ctc-attention-rescoring``
 rescores the ``ctc-prefix-beam-search`` n-best list (WeNet's "attention rescoring"),
@@ -33,18 +47,26 @@ from typing import Any
 import torch
 
 from dsr.decoding.attention_rescoring import attention_rescore
+from dsr.decoding.batches import DecodeBatches
 from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
-from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search, streaming_options
+from dsr.decoding.streaming import (
+    StreamingOptions,
+    final_chunk_latency,
+    streaming_greedy_search,
+    streaming_options,
+)
 from dsr.errors import DsrUserError
+from dsr.evaluation.latency import latency_stats, synced_clock
+from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
 from dsr.training.checkpoint import resolve_model_checkpoint
-from dsr.training.datamodule import batch_features, load_cuts, make_loader
+from dsr.training.datamodule import load_cuts
 from dsr.training.trainer import resolve_device
 from dsr.utils import write_json_atomic, write_text_atomic
 
@@ -95,12 +117,16 @@ class DecodeResult:
     rtf: float
     out_dir: Path
     latency_ms: float | None = None  # algorithmic latency of a streaming decode
+    cer: float | None = None
+    num_unreadable: int = 0
 
     def summary(self) -> str:
         latency = f", algorithmic latency {self.latency_ms:g} ms" if self.latency_ms is not None else ""
+        cer = f", CER {self.cer:.2f}%" if self.cer is not None else ""
+        skipped = f", {self.num_unreadable} unreadable skipped" if self.num_unreadable else ""
         return (
             f"{self.method} on {self.split}: WER {self.wer:.2f}% ({self.errors}/{self.ref_words} words, "
-            f"{self.num_utts} utts), RTF {self.rtf:.4f}{latency} -> {self.out_dir}"
+            f"{self.num_utts} utts{skipped}){cer}, RTF {self.rtf:.4f}{latency} -> {self.out_dir}"
         )
 
 
@@ -290,8 +316,7 @@ def decode(
         frame_shift_ms = 1000 * first.frame_shift if first is not None and first.frame_shift else 10.0
         stream = streaming_options(model, chunk_ms, left_context_chunks, frame_shift_ms)
     split = split_name(cuts_file)
-    audio_seconds = sum(c.duration for c in cuts)
-    loader, _ = make_loader(cuts, max_duration, shuffle=False)
+    batches = DecodeBatches(cuts, max_duration, dev)
     from rich.progress import Progress
 
     # Per-speaker WER shows whether errors concentrate on a few (e.g. unseen) voices.
@@ -301,32 +326,52 @@ def decode(
         label = f"{method}-streaming-{stream.chunk_ms:g}ms" if stream is not None else method
         triples: list[tuple[str, str, str]] = []
         records: list[dict[str, Any]] = []
+        utt_latency: list[float] = []  # seconds, one per decoded utterance
+        chunk_times: list[tuple[float, torch.Tensor]] = []  # one batch's (seconds, encoder frames) per chunk
+        chunk_seconds: list[float] = []
+        audio_seconds = 0.0
         start = time.perf_counter()
-        with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
+        with Progress(disable=not progress, transient=True) as bar, torch.inference_mode(), \
+                PeakProcessMemory(dev) as memory:
             task = bar.add_task(f"{label} {split}", total=len(cuts))
-            for batch in loader:
-                feats, lens = batch_features(batch, dev)
-                cut_list = batch["supervisions"]["cut"]
+            for feats, lens, cut_list in batches:
+                audio_seconds += sum(c.duration for c in cut_list)
+                batch_start = synced_clock(dev)
+                nbests: list[list[Hypothesis]] = []
                 if stream is not None:
-                    hyps = streaming_greedy_search(model, feats, lens, stream)
-                elif method in NBEST_METHODS:
-                    enc, enc_lens = model.encode(feats, lens)
-                    nbests = nbest_search(model, enc, enc_lens, method, opts)
-                    hyps = [hs[0].tokens for hs in nbests]
-                    for cut, hs in zip(cut_list, nbests):
-                        records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
+                    del chunk_times[:]
+                    hyps = streaming_greedy_search(model, feats, lens, stream, chunk_times)
+                    utt_latency += final_chunk_latency(chunk_times)
+                    chunk_seconds += [t for t, _ in chunk_times]
                 else:
                     enc, enc_lens = model.encode(feats, lens)
-                    hyps = best_tokens(model, enc, enc_lens, method)
+                    if method in NBEST_METHODS:
+                        nbests = nbest_search(model, enc, enc_lens, method, opts)
+                        hyps = [hs[0].tokens for hs in nbests]
+                    else:
+                        hyps = best_tokens(model, enc, enc_lens, method)
+                    utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
+                for cut, hs in zip(cut_list, nbests):
+                    records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
                 for cut, hyp in zip(cut_list, hyps):
                     triples.append((cut.id, cut.supervisions[0].text or "", tokenizer.decode(hyp)))
                 bar.advance(task, len(hyps))
         elapsed = time.perf_counter() - start
-        stats = score(triples)
+        if not triples and batches.unreadable:
+            first = batches.unreadable[0]
+            raise DsrUserError(f"none of the {len(batches.unreadable)} cuts of {cuts_file} could be read "
+                               f"(first: {first.source}: {first.error}); check the manifest's paths")
+        stats, char_stats = score(triples), score(triples, char_level=True)
         out = Path(exp_dir) / "decode" / label / split
+        if batches.unreadable:
+            logger.warning("%s %s: %d unreadable cut(s) skipped (listed in %s): %s", label, split,
+                           len(batches.unreadable), out / "result.json",
+                           "; ".join(f"{u.cut_id} ({u.source})" for u in batches.unreadable[:3])
+                           + (", ..." if len(batches.unreadable) > 3 else ""))
         write_recogs(out / "recogs.txt", triples)
         write_errs(out / "errs.txt", stats)
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
+        write_text_atomic(out / "cer.txt", f"{tag}\t{char_stats.summary('CER')}\n")
         write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
         is_nbest = method in NBEST_METHODS
         if is_nbest:
@@ -334,11 +379,23 @@ def decode(
             write_text_atomic(out / "nbest.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
         res = DecodeResult(label, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
-                           elapsed / max(audio_seconds, 1e-9), out, stream.latency_ms if stream is not None else None)
+                           elapsed / max(audio_seconds, 1e-9), out, stream.latency_ms if stream is not None else None,
+                           char_stats.wer, len(batches.unreadable))
+        mib = 1024.0**2
         write_json_atomic(out / "result.json", {
             "method": label, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
             "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf,
+            "cer": char_stats.wer, "char_errors": char_stats.errors, "ref_chars": char_stats.ref_words,
             "audio_seconds": audio_seconds, "decode_seconds": elapsed,
+            "device": str(dev), "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            # Per-utterance latency (see the module docstring for its definition) and peak memory.
+            "latency_ms": latency_stats(utt_latency),
+            "chunk_compute_ms": latency_stats(chunk_seconds) if stream is not None else None,
+            "peak_rss_delta_mb": memory.rss_delta_bytes / mib if memory.rss_delta_bytes is not None else None,
+            "peak_rss_reset": memory.rss_reset,
+            "cuda_peak_mb": memory.cuda_peak_bytes / mib if memory.cuda_peak_bytes is not None else None,
+            "num_unreadable": len(batches.unreadable),
+            "unreadable": [u.to_dict() for u in batches.unreadable],
             # Search settings, null for the greedy methods that do not use them.
             "beam_size": opts.beam_size if is_nbest else None,
             "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,

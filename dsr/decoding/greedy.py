@@ -17,15 +17,21 @@ class TransducerGreedySearch:
         batch_size: number of utterances N.
         device: where the search state lives (that of the encoder output).
         max_sym_per_frame: symbols that may be emitted at one frame before moving on.
+        lookahead: frames the joiner scores at once, shared by the batch (see :meth:`advance`);
+            1 scores frame by frame.
     """
 
     def __init__(
-        self, model: torch.nn.Module, batch_size: int, device: torch.device, max_sym_per_frame: int = 1
+        self, model: torch.nn.Module, batch_size: int, device: torch.device, max_sym_per_frame: int = 1,
+        lookahead: int = 16,
     ) -> None:
         if max_sym_per_frame < 1:
             raise ValueError(f"max_sym_per_frame must be >= 1, got {max_sym_per_frame}")
+        if lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1, got {lookahead}")
         self.model = model
         self.max_sym_per_frame = max_sym_per_frame
+        self.lookahead = lookahead
         self.hyps: list[list[int]] = [[] for _ in range(batch_size)]
         self.context = torch.full((batch_size, model.predictor.context_size), model.blank_id, dtype=torch.long,
                                   device=device)
@@ -35,27 +41,54 @@ class TransducerGreedySearch:
     @torch.no_grad()
     def advance(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor) -> None:
         """Consume the next (N, T, D) encoder frames, of which the first ``encoder_lens``
-        (N,) are valid per utterance; all utterances advance one frame at a time."""
+        (N,) are valid per utterance; all utterances advance one frame at a time.
+
+        Most frames are blank, and a blank leaves the predictor state unchanged: the joiner
+        therefore scores a window of frames at once against the current state and the
+        search jumps to the first frame where some utterance emits (the frames before it
+        were blank for every utterance, exactly as frame-by-frame search finds).  The
+        window is ``lookahead // N`` frames, at least 1: in a large batch nearly every
+        frame has an emitting utterance, and the extra scores would be wasted.
+        """
         if encoder_out.dim() != 3 or encoder_out.size(0) != len(self.hyps):
             raise ValueError(f"encoder_out must be ({len(self.hyps)}, T, D), got {tuple(encoder_out.shape)}")
         model, n = self.model, len(self.hyps)
         enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
-        for t in range(encoder_out.size(1)):
-            active = encoder_lens > t
-            if not active.any():
-                break
-            for _ in range(self.max_sym_per_frame):
+        num_frames = min(encoder_out.size(1), int(encoder_lens.max()) if n else 0)
+        window = max(1, self.lookahead // max(n, 1))
+        frame_index = torch.arange(window, device=encoder_out.device)
+        t = 0
+        while t < num_frames:
+            w = min(window, num_frames - t)
+            logits = model.joiner(enc_proj[:, t : t + w].unsqueeze(2), self.dec_proj.unsqueeze(1), project_input=False)
+            best = logits.reshape(n, w, -1).argmax(dim=-1)  # (N, w)
+            valid = encoder_lens[:, None] > t + frame_index[:w]  # (N, w)
+            emit_frames = ((best != model.blank_id) & valid).any(dim=0).nonzero()
+            if emit_frames.numel() == 0:
+                t += w
+                continue
+            first = int(emit_frames[0])
+            t += first
+            emit = (best[:, first] != model.blank_id) & valid[:, first]
+            self._emit(emit, best[:, first])
+            for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
                 logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
                                       project_input=False)
-                best = logits.reshape(n, -1).argmax(dim=-1)
-                emit = active & (best != model.blank_id)
+                frame_best = logits.reshape(n, -1).argmax(dim=-1)
+                emit = valid[:, first] & (frame_best != model.blank_id)
                 if not emit.any():
                     break
-                idx = emit.nonzero(as_tuple=True)[0]
-                for i in idx.tolist():
-                    self.hyps[i].append(int(best[i]))
-                self.context[idx] = torch.cat([self.context[idx, 1:], best[idx, None]], dim=1)
-                self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
+                self._emit(emit, frame_best)
+            t += 1
+
+    def _emit(self, emit: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state."""
+        model = self.model
+        idx = emit.nonzero(as_tuple=True)[0]
+        for i, token in zip(idx.tolist(), tokens[idx].tolist()):
+            self.hyps[i].append(token)
+        self.context[idx] = torch.cat([self.context[idx, 1:], tokens[idx, None]], dim=1)
+        self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
 
 
 @torch.no_grad()

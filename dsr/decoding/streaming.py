@@ -10,6 +10,7 @@ import torch
 
 from dsr.decoding.greedy import TransducerGreedySearch
 from dsr.errors import DsrUserError
+from dsr.evaluation.latency import synced_clock
 from dsr.models.streaming import LOOKAHEAD_FRAMES, SUBSAMPLING, StreamingEncoder, stream_windows
 from dsr.models.transducer import HybridTransducer
 
@@ -62,16 +63,38 @@ def streaming_options(
 
 @torch.no_grad()
 def streaming_greedy_search(
-    model: HybridTransducer, features: torch.Tensor, lengths: torch.Tensor, opts: StreamingOptions
+    model: HybridTransducer,
+    features: torch.Tensor,
+    lengths: torch.Tensor,
+    opts: StreamingOptions,
+    chunk_log: list[tuple[float, torch.Tensor]] | None = None,
 ) -> list[list[int]]:
     """Transducer greedy search of a batch of (N, T, F) feature streams, fed to the encoder
     chunk by chunk as live audio would arrive; (N,) lengths; returns N token-id lists.
 
     Equals offline greedy search on ``model.encode(..., chunk_size, left_context_chunks)``.
+    With ``chunk_log`` each chunk appends ``(seconds, encoder_lens)``: its compute time
+    (encoder and search, device-synchronised) and the (N,) encoder frames it gave each stream
+    (on the CPU), from which :func:`final_chunk_latency` reads per-utterance latencies.
     """
     streamer = StreamingEncoder(model, opts.chunk_size, opts.left_context_chunks)
     search = TransducerGreedySearch(model, features.size(0), features.device)
     for window, num_frames in stream_windows(features, lengths, opts.chunk_size):
+        start = synced_clock(features.device) if chunk_log is not None else 0.0
         encoder_out, encoder_lens = streamer.encode_chunk(window, num_frames)
         search.advance(encoder_out, encoder_lens)
+        if chunk_log is not None:
+            chunk_log.append((synced_clock(features.device) - start, encoder_lens.cpu()))
     return search.hyps
+
+
+def final_chunk_latency(chunk_log: list[tuple[float, torch.Tensor]]) -> list[float]:
+    """Per stream of a :func:`streaming_greedy_search` batch: the compute seconds of its
+    last chunk with encoder frames, i.e. how long after its last audio arrived (plus the
+    algorithmic latency) its hypothesis was final."""
+    if not chunk_log:
+        return []
+    has_frames = torch.stack([lens > 0 for _, lens in chunk_log])  # (chunks, N)
+    chunks = torch.arange(len(chunk_log))[:, None]
+    last = torch.where(has_frames, chunks, 0).amax(dim=0)  # (N,)
+    return [chunk_log[k][0] for k in last.tolist()]

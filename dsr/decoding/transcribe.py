@@ -28,11 +28,15 @@ def transcribe(
     hotword_score: float = 1.0,
     use_averaged_model: bool = True,
     attention_scale: float = 1.0,
+    unreadable: list[tuple[Path, str]] | None = None,
 ) -> list[tuple[Path, str]]:
-    """Return ``(file, text)`` for each file; raises DsrUserError naming a bad file.
+    """Return ``(file, text)`` for each file.
 
-    ``beam_size`` and the hotwords apply to the n-best methods, ``attention_scale`` to
-    the attention-rescoring ones (see :func:`dsr.decoding.decode.decode`).
+    A file that cannot be read (missing, corrupt, empty or too short) raises DsrUserError
+    naming it, unless ``unreadable`` is a list: it then gets ``(file, reason)`` and every
+    other file is still transcribed.  ``beam_size`` and the hotwords apply to the n-best
+    methods, ``attention_scale`` to the attention-rescoring ones (see
+    :func:`dsr.decoding.decode.decode`).
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
@@ -46,9 +50,15 @@ def transcribe(
     cfg = FbankConfig()
     out = []
     for f in files:
-        feats = torch.from_numpy(compute_fbank(load_audio_mono(f, cfg.sampling_rate), cfg))
-        if feats.shape[0] < 10:
-            raise DsrUserError(f"audio file {f} is too short to transcribe ({feats.shape[0] * 10} ms)")
+        try:
+            feats = torch.from_numpy(compute_fbank(load_audio_mono(f, cfg.sampling_rate), cfg))
+            if feats.shape[0] < 10:
+                raise DsrUserError(f"audio file {f} is too short to transcribe ({feats.shape[0] * 10} ms)")
+        except DsrUserError as e:
+            if unreadable is None:
+                raise
+            unreadable.append((Path(f), str(e)))
+            continue
         enc, enc_lens = model.encode(feats[None].to(dev), torch.tensor([feats.shape[0]], device=dev))
         hyp = best_tokens(model, enc, enc_lens, method, opts)[0]
         out.append((Path(f), tokenizer.decode(hyp)))

@@ -85,3 +85,48 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+class PeakProcessMemory:
+    """Context manager: the process's peak memory growth inside the block, and CUDA's peak.
+
+    ``rss_delta_bytes`` is the peak resident size (VmHWM) during the block minus the
+    resident size at its start: what the block added at its worst, with whatever the
+    allocator kept cached.  VmHWM is reset at the start when the kernel allows it
+    (``rss_reset`` is then True); otherwise an earlier, higher peak hides the block's and
+    the delta is a lower bound (0 when the earlier peak was higher).  Without
+    ``/proc/self/status`` (not Linux) both are None.  ``cuda_peak_bytes`` is
+    ``torch.cuda.max_memory_allocated`` of ``device`` during the block (tensors only, not
+    the allocator's cache); None on other devices.
+
+    Example::
+
+        with PeakProcessMemory(device) as mem:
+            decode_everything()
+        print(mem.rss_delta_bytes, mem.cuda_peak_bytes)
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.rss_delta_bytes: int | None = None
+        self.rss_reset = False
+        self.cuda_peak_bytes: int | None = None
+        self._start_rss: int | None = None
+
+    def __enter__(self) -> "PeakProcessMemory":
+        try:
+            self._start_rss = proc_status_bytes("VmRSS")
+            self.rss_reset = reset_peak_rss()
+        except (OSError, RuntimeError):
+            self._start_rss = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.cuda_peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        if self._start_rss is not None:
+            self.rss_delta_bytes = max(0, proc_status_bytes("VmHWM") - self._start_rss)

@@ -1,9 +1,10 @@
-"""Collect ``result.json`` files of every decoding run into one table."""
+"""Collect ``result.json`` files of every decoding run into one table (Markdown, JSON and rich)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 from dsr.utils import write_json_atomic, write_text_atomic
 
@@ -13,15 +14,63 @@ def collect_results(exp_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["split"], r["method"]))
 
 
+def _num(fmt: str) -> Callable[[Any], str]:
+    # Results written before a field existed (or a field that does not apply, e.g. CUDA memory on the CPU) show "-".
+    return lambda v: "-" if v is None else format(v, fmt)
+
+
+def _latency(key: str) -> Callable[[dict], str]:
+    return lambda r: _num(".0f")((r.get("latency_ms") or {}).get(key))
+
+
+# (header, cell of a result row).
+COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("method", lambda r: r["method"]),
+    ("split", lambda r: r["split"]),
+    ("checkpoint", lambda r: r["checkpoint"]),
+    ("WER %", lambda r: f"{r['wer']:.2f}"),
+    ("CER %", lambda r: _num(".2f")(r.get("cer"))),
+    ("errors / words", lambda r: f"{r['errors']} / {r['ref_words']}"),
+    ("utts", lambda r: str(r["num_utts"]) + (f" (+{r['num_unreadable']} unreadable)" if r.get("num_unreadable") else "")),
+    ("RTF", lambda r: f"{r['rtf']:.4f}"),
+    ("p50 ms", _latency("p50")),  # per-utterance latency (see dsr.decoding.decode)
+    ("p90 ms", _latency("p90")),
+    ("peak RSS +MB", lambda r: _num(".0f")(r.get("peak_rss_delta_mb"))),
+    ("CUDA peak MB", lambda r: _num(".0f")(r.get("cuda_peak_mb"))),
+)
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of the summary table; CUDA memory only when some run used CUDA."""
+    columns = [c for c in COLUMNS if c[0] != "CUDA peak MB" or any(r.get("cuda_peak_mb") is not None for r in rows)]
+    return [h for h, _ in columns], [[cell(r) for _, cell in columns] for r in rows]
+
+
 def write_results(exp_dir: Path, rows: list[dict]) -> Path:
     """Write results.json and a Markdown table results.md; returns the .md path."""
     write_json_atomic(Path(exp_dir) / "results.json", rows)
-    lines = ["| method | split | checkpoint | WER % | errors / words | utts | RTF |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['split']} | {r['checkpoint']} | {r['wer']:.2f} | {r['errors']} / {r['ref_words']} "
-            f"| {r['num_utts']} | {r['rtf']:.4f} |"
-        )
+    headers, cells = table_rows(rows)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     path = Path(exp_dir) / "results.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def rich_table(rows: list[dict], title: str) -> Any:
+    """The same table as results.md, as a :class:`rich.table.Table` for the terminal (a
+    checkpoint shared by every row moves into the title, to leave the numbers room)."""
+    from rich.table import Table
+
+    headers, cells = table_rows(rows)
+    checkpoints = {r["checkpoint"] for r in rows}
+    if len(checkpoints) == 1:
+        drop = headers.index("checkpoint")
+        headers, cells = headers[:drop] + headers[drop + 1 :], [c[:drop] + c[drop + 1 :] for c in cells]
+        title = f"{title} ({checkpoints.pop()})"
+    table = Table(title=title)
+    for h in headers:
+        table.add_column(h, justify="left" if h in ("method", "split", "checkpoint") else "right")
+    for row in cells:
+        table.add_row(*row)
+    return table

@@ -12,6 +12,9 @@
 #   bash egs/synth/run.sh --work-dir /scratch/synth   # data/ and exp/ somewhere else
 #   bash egs/synth/run.sh --stage 3 --config egs/synth/conf/train_hybrid.yaml --exp-dir exp/hybrid
 #                                                      # the hybrid: transducer + CTC + attention decoder
+#   bash egs/synth/run.sh --stage 3 --config egs/synth/conf/train_streaming.yaml --exp-dir exp/streaming
+#                                                      # a causal, chunk-trained model; stage 4 then also
+#                                                      # decodes it chunk by chunk (--chunk-ms "320 640")
 #
 # Stages:
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
@@ -21,8 +24,9 @@
 #               (+ a Transformer attention decoder with --config conf/train_hybrid.yaml)
 #   4 decode    every head the model has, on dev and test -> exp/conformer/decode/: transducer greedy and
 #               modified beam search, CTC greedy, and with an attention decoder the attention rescoring
-#               of the CTC prefix beam search and of the modified beam search n-best lists
-#   5 results   table of WER/RTF -> exp/conformer/results.md
+#               of the CTC prefix beam search and of the modified beam search n-best lists; a model trained
+#               with causal: true is also decoded streaming, greedy, at each of --chunk-ms (ms per chunk)
+#   5 results   table of WER, CER, RTF, latency and peak memory -> exp/conformer/results.md
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
 
@@ -39,6 +43,7 @@ vocab_size=128
 num_epochs=
 exp_dir=exp/conformer
 config=$recipe_dir/conf/train.yaml
+chunk_ms="320 640"
 work_dir=$recipe_dir
 force=
 
@@ -86,6 +91,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   fi
   dsr decode --exp-dir $exp_dir --lang-dir $lang_dir $methods \
     --cuts data/fbank/synth_cuts_dev.jsonl.gz --cuts data/fbank/synth_cuts_test.jsonl.gz
+  # A causal model streams: greedy search chunk by chunk, one decode per chunk size (the
+  # streaming/offline WER gap is then greedy-streaming-<N>ms against greedy in the results table).
+  if grep -q '^causal: true' $exp_dir/config.yaml 2>/dev/null; then
+    for ms in $chunk_ms; do
+      dsr decode --exp-dir $exp_dir --lang-dir $lang_dir --streaming --chunk-ms $ms \
+        --cuts data/fbank/synth_cuts_dev.jsonl.gz --cuts data/fbank/synth_cuts_test.jsonl.gz
+    done
+  fi
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

@@ -1,0 +1,94 @@
+"""Feature batches for ``dsr decode`` that survive unreadable inputs.
+
+A cuts manifest to decode may carry precomputed features (``dsr features``) or only
+recordings (the FBANK is then computed here, by the code ``dsr features`` and ``dsr
+transcribe`` use).  A cut whose feature file or audio cannot be read is skipped and
+listed in :attr:`DecodeBatches.unreadable`; every readable cut of its batch is still
+decoded.  Batches are formed and padded as lhotse's ``K2SpeechRecognitionDataset`` does
+(longest first, right-padded with ``LOG_EPSILON``), so results do not depend on the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from lhotse.cut import Cut
+from lhotse.utils import LOG_EPSILON
+
+from dsr.features.audio import resample, to_mono
+from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.training.datamodule import make_loader
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A cut that could not be decoded: its id, the file it reads and why."""
+
+    cut_id: str
+    source: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"cut_id": self.cut_id, "source": self.source, "error": self.error}
+
+
+def cut_source(cut: Cut) -> str:
+    """The file a cut's input comes from (its feature storage, else its first audio source)."""
+    if cut.has_features:
+        return str(cut.features.storage_path)
+    if cut.has_recording and cut.recording.sources:
+        return str(cut.recording.sources[0].source)
+    return ""
+
+
+def cut_features(cut: Cut, fbank: FbankConfig = FbankConfig()) -> torch.Tensor:
+    """(T, F) features of one cut: the stored ones, else the FBANK of its recording's audio
+    (all channels downmixed, resampled to ``fbank.sampling_rate``)."""
+    if cut.has_features:
+        return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
+    if not cut.has_recording:
+        raise ValueError("the cut has neither features nor a recording")
+    rec = cut.recording
+    # Every channel of the recording, downmixed, as dsr features does (a MonoCut alone would load one channel).
+    whole = cut.start == 0 and cut.duration >= rec.duration
+    audio = to_mono(np.asarray(rec.load_audio(offset=cut.start, duration=None if whole else cut.duration),
+                               dtype=np.float32))
+    audio = resample(audio, rec.sampling_rate, fbank.sampling_rate)
+    return torch.from_numpy(compute_fbank(audio, fbank))
+
+
+class DecodeBatches:
+    """Iterates ``(features (N, T, F), lengths (N,), cuts)`` batches of ``cuts`` on ``device``.
+
+    ``max_duration`` seconds of audio per batch (dynamic bucketing, no shuffling).  Cuts
+    that fail to load are left out of their batch and appended to :attr:`unreadable`
+    (a batch with no readable cut is not yielded).
+    """
+
+    def __init__(self, cuts: CutSet, max_duration: float, device: torch.device,
+                 fbank: FbankConfig = FbankConfig()) -> None:
+        _, self.sampler = make_loader(cuts, max_duration, shuffle=False)
+        self.device = device
+        self.fbank = fbank
+        self.unreadable: list[Unreadable] = []
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[Cut]]]:
+        self.unreadable = []
+        for batch in self.sampler:
+            loaded: list[tuple[Cut, torch.Tensor]] = []
+            for cut in sorted(batch, key=lambda c: c.duration, reverse=True):
+                try:
+                    loaded.append((cut, cut_features(cut, self.fbank)))
+                except Exception as e:  # lhotse, soundfile and the codecs raise many types for bad files
+                    self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"{type(e).__name__}: {e}"))
+            if not loaded:
+                continue
+            lengths = torch.tensor([f.size(0) for _, f in loaded], dtype=torch.int64)
+            feats = torch.full((len(loaded), int(lengths.max()), loaded[0][1].size(1)), LOG_EPSILON)
+            for i, (_, f) in enumerate(loaded):
+                feats[i, : f.size(0)] = f
+            yield feats.to(self.device), lengths.to(self.device), [c for c, _ in loaded]
