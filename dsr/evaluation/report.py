@@ -22,6 +22,31 @@ def write_results(exp_dir: Path, rows: list[dict]) -> Path:
             f"| {r['method']} | {r['split']} | {r['checkpoint']} | {r['wer']:.2f} | {r['errors']} / {r['ref_words']} "
             f"| {r['num_utts']} | {r['rtf']:.4f} |"
         )
+    lines += rescoring_table([r for r in rows if "oracle_wer" in r])
     path = Path(exp_dir) / "results.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def rescoring_table(rows: list[dict]) -> list[str]:
+    """Markdown lines comparing first pass, n-best oracle and LLM-rescored WER ([] without rescoring rows).
+
+    The LLM time counts only texts scored in that run (saved scores are free), so it is
+    reported next to the first pass's decoding time of the same split.
+    """
+    if not rows:
+        return []
+    lines = ["", "N-best rescoring (dsr rescore):", "",
+             "| method | split | first-pass WER % | oracle WER % | rescored WER % | rel. reduction % | weights "
+             "| decode s | LLM s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        first, res = r["first_pass_wer"], r["rescored_wer"]
+        rel = 100.0 * (first - res) / first if first > 0 else 0.0
+        w = r.get("weights", {})
+        weights = f"λ={w.get('lm_weight', 0):g} β={w.get('length_bonus', 0):g}"
+        if w.get("ctc_weight"):
+            weights += f" ctc={w['ctc_weight']:g}"
+        decode_s = r.get("decode_seconds")
+        lines.append(f"| {r['method']} | {r['split']} | {first:.2f} | {r['oracle_wer']:.2f} | {res:.2f} | {rel:.1f} "
+                     f"| {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
+    return lines

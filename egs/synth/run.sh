@@ -12,6 +12,11 @@
 #   bash egs/synth/run.sh --work-dir /scratch/synth   # data/ and exp/ somewhere else
 #   bash egs/synth/run.sh --stage 3 --config egs/synth/conf/train_hybrid.yaml --exp-dir exp/hybrid
 #                                                      # the hybrid: transducer + CTC + attention decoder
+#   bash egs/synth/run.sh --stage 6                    # only LLM rescoring (SmolLM2; needs bash tools/setup.sh --lm)
+#   bash egs/synth/run.sh --rescore true               # all stages and then LLM rescoring
+#   bash egs/synth/run.sh --stage 6 --llm /models/my-llm          # rescore with another LLM (HF dir or .gguf)
+#   bash egs/synth/run.sh --stage 6 --train-lm true    # also a from-scratch DeepSeek-config LM on the training
+#                                                      # transcripts (dsr lm train), and rescoring with it
 #
 # Stages:
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
@@ -23,6 +28,9 @@
 #               modified beam search, CTC greedy, and with an attention decoder the attention rescoring
 #               of the CTC prefix beam search and of the modified beam search n-best lists
 #   5 results   table of WER/RTF -> exp/conformer/results.md
+#   6 rescore   only with --rescore true or --stage 6 (it would not fit the default run's time budget):
+#               LLM rescoring of the modified-beam-search n-best, weights tuned on dev, applied to test
+#               -> exp/conformer/decode/modified-beam-search+llm/ (+deepseek/ with --train-lm true), results again
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
 
@@ -40,12 +48,16 @@ num_epochs=
 exp_dir=exp/conformer
 config=$recipe_dir/conf/train.yaml
 work_dir=$recipe_dir
+rescore=false
+llm=
+train_lm=false
 force=
 
 parse_options "$@"
 
 config=$(abspath "$config")
 work_dir=$(abspath "$work_dir")
+[ -n "$llm" ] && llm=$(abspath "$llm")
 mkdir -p "$work_dir" && cd "$work_dir"
 lang_dir=data/lang_bpe_${vocab_size}
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
@@ -90,6 +102,19 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: results"
+  dsr results --exp-dir $exp_dir
+fi
+# The rescoring stage is opt-in: the default run (stop stage 100) ends with stage 5.
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ] && { [ "$rescore" = true ] || [ $stage -eq 6 ]; }; then
+  log "Stage 6: LLM rescoring of the modified-beam-search n-best (weights tuned on dev)"
+  beam_dir=$exp_dir/decode/modified-beam-search
+  dsr rescore --nbest $beam_dir/synth_test/nbest.jsonl --tune-on $beam_dir/synth_dev/nbest.jsonl ${llm:+--llm "$llm"}
+  if [ "$train_lm" = true ]; then
+    # Training-split transcripts only: test sentences are held out of the LM as of the acoustic model.
+    dsr lm train --texts data/manifests/synth_supervisions_train.jsonl.gz --out-dir exp/lm/deepseek $force
+    dsr rescore --nbest $beam_dir/synth_test/nbest.jsonl --tune-on $beam_dir/synth_dev/nbest.jsonl \
+      --llm exp/lm/deepseek --out-dir $exp_dir/decode/modified-beam-search+deepseek
+  fi
   dsr results --exp-dir $exp_dir
 fi
 log "finished stages $stage..$stop_stage"
