@@ -106,9 +106,11 @@ class LlmScorer:
             if token is not None and token not in vocab:
                 raise DsrUserError(f"{name}: token {token!r} is not in its tokenizer's vocabulary; "
                                    "give --bos-token/--eos-token that the LLM has, or leave them out")
+        default_ids = (bos, eos)
         bos = vocab[bos_token] if bos_token is not None else bos
         eos = vocab[eos_token] if eos_token is not None else eos
-        self.boundary = f":{bos_token},{eos_token}" if bos_token is not None or eos_token is not None else ""
+        # In the signature only when it changes the ids, so that naming the default tokens keeps saved scores.
+        self.boundary = f":{bos_token},{eos_token}" if (bos, eos) != default_ids else ""
         if (add_bos and bos is None) or (add_eos and eos is None):
             raise DsrUserError(f"{name}: its tokenizer defines no BOS/EOS token; set bos_token/eos_token in "
                                "tokenizer_config.json or score without add_bos/add_eos")
