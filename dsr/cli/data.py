@@ -75,7 +75,8 @@ def folder(
                                        help="With arctic-prompt: share of the prompts that go to dev."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0,
                                         help="With arctic-prompt: share of the prompts that go to test."),
-    seed: int = typer.Option(0, "--seed", help="With arctic-prompt: seed of the prompt hash (another seed, another split)."),
+    seed: int = typer.Option(0, "--seed", help="With arctic-prompt: seed of the prompt hash "
+                             "(another seed, another split)."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
