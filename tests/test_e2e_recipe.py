@@ -102,6 +102,26 @@ def test_tiny_hybrid_recipe_reports_every_head(work):
     assert all(h["attention_score"] is not None for line in nbest for h in json.loads(line)["hyps"])
 
 
+def test_rescoring_stage_runs_only_when_asked(work):
+    """Stage 6 (LLM rescoring) is not part of the default run; --stage 6 tunes on dev and rescores test."""
+    pytest.importorskip("transformers", reason="the rescoring stage needs the 'lm' extras")
+    from dsr.lm.train_scratch import LmSize, train_lm
+
+    run_recipe(work, "--stage", "3", "--stop-stage", "100")  # the default stop stage: no rescoring
+    assert not (work / "exp/conformer/decode/modified-beam-search+llm").exists()
+    (work / "lm.txt").write_text("TURN ON THE LIGHTS\nWHAT TIME IS IT\n")
+    train_lm(work / "lm.txt", work / "lm", config="qwen2", vocab_size=300, epochs=0,
+             size=LmSize(hidden_size=16, num_layers=1, num_heads=2, max_positions=128))
+    proc = run_recipe(work, "--stage", "6", "--llm", str(work / "lm"))
+    assert (work / "exp/conformer/decode/modified-beam-search+llm/synth_dev/weights.json").is_file()
+    result = json.loads((work / "exp/conformer/decode/modified-beam-search+llm/synth_test/result.json").read_text())
+    assert result["rescored_wer"] <= 100 and result["decode_seconds"] > 0
+    assert "N-best rescoring" in (work / "exp/conformer/results.md").read_text() and "Stage 6" in proc.stdout
+    bad = subprocess.run(["bash", str(RUN_SH), "--work-dir", str(work), "--stage", "6", "--llm", str(work / "nope")],
+                         capture_output=True, text=True, env=_env(), timeout=600)
+    assert bad.returncode == 2 and "no such LLM" in bad.stderr
+
+
 def test_kill_9_during_training_resumes(work):
     exp = work / "exp/killed"
     cmd = [sys.executable, "-m", "dsr.cli.main", "train", "--config", str(work / "tiny.yaml"), "--exp-dir", str(exp),

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from dsr.errors import DsrUserError  # noqa: E402
 from dsr.lm import load as lm_load  # noqa: E402
-from dsr.lm.scorer import LlmScorer, sentence_case  # noqa: E402
+from dsr.lm.scorer import LlmScorer, boundary_tokens, sentence_case  # noqa: E402
 from dsr.lm.train_scratch import LmSize, build_config, train_bpe_tokenizer, train_lm  # noqa: E402
 
 TINY = LmSize(hidden_size=32, num_layers=2, num_heads=2, num_experts=4, max_positions=64)
@@ -92,6 +92,27 @@ def test_eos_used_when_no_bos(tiny_lm):
     assert no_bos.bos_id == scorer.eos_id and no_bos.token_ids("A")[0] == scorer.eos_id
 
 
+def test_boundary_tokens_override_saved_and_chatml_default(tiny_lm):
+    _, path = tiny_lm
+    saved = json.loads((path / "dsr_lm.json").read_text())
+    default = LlmScorer.from_path(path)
+    # a dsr-trained model records the tokens it was trained with; loading frames sentences the same way
+    assert default.tokenizer.convert_tokens_to_ids(saved["bos_token"]) == default.bos_id
+    assert default.tokenizer.convert_tokens_to_ids(saved["eos_token"]) == default.eos_id
+    eos = saved["eos_token"]
+    swapped = LlmScorer(default.model, default.tokenizer, bos_token=eos)
+    assert swapped.token_ids("A")[0] == default.eos_id != default.bos_id
+    assert swapped.signature != LlmScorer(default.model, default.tokenizer).signature  # no reuse of saved scores
+    assert swapped.score(["TURN ON"])[0] == pytest.approx(_manual_score(swapped, "TURN ON"), abs=1e-4)
+    with pytest.raises(DsrUserError, match="not in its tokenizer's vocabulary"):
+        LlmScorer(default.model, default.tokenizer, eos_token="<|no such token|>")
+    tok = train_bpe_tokenizer(SENTENCES, 300)
+    assert boundary_tokens(tok) == (None, None)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|endoftext|>"]})
+    tok.bos_token = "<|im_start|>"
+    assert boundary_tokens(tok) == ("<|endoftext|>", "<|endoftext|>")
+
+
 def test_deterministic_even_with_dropout_in_config():
     from transformers import AutoModelForCausalLM
 
@@ -139,5 +160,7 @@ def test_trained_model_records_its_text_transform(tmp_path):
 def test_smollm2_gguf_prefers_the_fluent_sentence():
     scorer = LlmScorer.from_path(lm_load.default_llm_path())
     assert scorer.model.config.model_type == "llama"
+    # a sentence is framed as a document (<|endoftext|>), not as a chat turn (<|im_start|> ... <|im_end|>)
+    assert scorer.bos_id == scorer.eos_id == scorer.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     good, bad = scorer.score(["THE CAT SAT ON THE MAT", "THE CAT SAT ON THE HAT MAT THE"])
     assert good > bad + 5.0, (good, bad)

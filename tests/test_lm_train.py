@@ -120,3 +120,27 @@ def test_cli_lm_train_and_finetune(tmp_path, corpus):
     assert LlmScorer.from_path(tmp_path / "ft").model.config.model_type == "qwen2"
     res = CliRunner().invoke(app, args[:-2] + ["--hidden-size", "30", "--force"])
     assert isinstance(res.exception, DsrUserError) and "--hidden-size" in str(res.exception)
+
+
+def test_read_texts_from_a_supervisions_manifest(tmp_path):
+    from lhotse import RecordingSet, SupervisionSegment, SupervisionSet
+
+    # Two takes of one prompt, as in ARCTIC: the LM sees the sentence once, normalised like hypotheses.
+    sups = SupervisionSet.from_segments([
+        SupervisionSegment(id="arctic_a0001_1", recording_id="arctic_a0001_1", start=0, duration=1,
+                           text="Author of the danger trail, Philip Steels, etc."),
+        SupervisionSegment(id="arctic_a0001_2", recording_id="arctic_a0001_2", start=0, duration=1,
+                           text="Author of the danger trail, Philip Steels, etc."),
+        SupervisionSegment(id="arctic_a0002_1", recording_id="arctic_a0002_1", start=0, duration=1,
+                           text="Not at this particular case, Tom."),
+        SupervisionSegment(id="arctic_a0003_1", recording_id="arctic_a0003_1", start=0, duration=1, text=" , "),
+    ])
+    sups.to_file(tmp_path / "x_supervisions_train.jsonl.gz")
+    assert read_texts(tmp_path / "x_supervisions_train.jsonl.gz") == [
+        "AUTHOR OF THE DANGER TRAIL PHILIP STEELS ETC", "NOT AT THIS PARTICULAR CASE TOM"]
+    RecordingSet.from_recordings([]).to_file(tmp_path / "x_recordings_train.jsonl.gz")
+    with pytest.raises(DsrUserError, match="not a supervisions manifest"):
+        read_texts(tmp_path / "x_recordings_train.jsonl.gz")
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(DsrUserError, match="not a lhotse supervisions manifest"):
+        read_texts(tmp_path / "bad.jsonl")

@@ -183,3 +183,28 @@ def test_cli_tunes_then_applies(tmp_path, lm_dir):
     assert isinstance(res.exception, DsrUserError) and "nope.jsonl" in str(res.exception)
     res = CliRunner().invoke(app, args[:4] + ["--tune-on", str(dev), "--tune-lm-weights", "a,b"])
     assert isinstance(res.exception, DsrUserError) and "--tune-lm-weights" in str(res.exception)
+
+
+def test_results_table_shows_first_pass_oracle_rescored_and_times(tmp_path, scorer):
+    from dsr.evaluation.report import collect_results, write_results
+
+    exp = tmp_path / "exp"
+    nb = _nbest(exp / "decode" / "beam" / "test" / "nbest.jsonl", DOMAIN, lm_helps=True)
+    (nb.parent / "result.json").write_text(json.dumps({"method": "beam", "split": "test", "checkpoint": "e1",
+                                                       "wer": 0.0, "errors": 0, "ref_words": 1, "num_utts": 1,
+                                                       "rtf": 0.1, "decode_seconds": 12.5, "audio_seconds": 125}))
+    r = rescore(nb, scorer, exp / "decode" / "beam+llm" / "test", Weights(1.0, 0.5, 0.0))
+    md = write_results(exp, collect_results(exp)).read_text()
+    row = next(line for line in md.splitlines()
+               if line.startswith(f"| beam+llm | model | test | {r['first_pass_wer']:.2f} |"))
+    rel = 100 * (r["first_pass_wer"] - r["rescored_wer"]) / r["first_pass_wer"]
+    assert f"| {r['oracle_wer']:.2f} | {r['rescored_wer']:.2f} | {rel:.1f} | λ=1 β=0.5 | 12.5 |" in row
+    assert r["decode_seconds"] == 12.5 and row.endswith(f"| {r['llm_seconds']:.1f} |")
+
+
+def test_llm_label_names_the_model_and_explicit_boundary_tokens():
+    from dsr.evaluation.report import llm_label
+
+    assert llm_label("/x/lm/deepseek|123-4|float32|transform=sentence|bos=1|eos=1") == "deepseek"
+    assert llm_label("/m/S.gguf|1-2|float32|transform=sentence|bos=1|eos=1:<|im_start|>,<|im_end|>") == \
+        "S.gguf (<\\|im_start\\|>,<\\|im_end\\|>)"

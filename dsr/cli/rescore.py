@@ -51,6 +51,11 @@ def rescore(
                                             help="Grid of length bonuses for --tune-on (0 is always included)."),
     text_transform: Optional[str] = typer.Option(None, "--text-transform", help="sentence, lower or none "
                                                  "(default: the LLM's dsr_lm.json, else sentence)."),
+    bos_token: Optional[str] = typer.Option(None, "--bos-token", help="Token before each sentence (default: the one a "
+                                            "dsr-trained LLM was trained with; <|endoftext|> for ChatML models "
+                                            "such as SmolLM2-Instruct; else the tokenizer's BOS)."),
+    eos_token: Optional[str] = typer.Option(None, "--eos-token", help="Token after each sentence (default: as "
+                                            "--bos-token, else the tokenizer's EOS)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Hypotheses per LLM forward pass."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
@@ -93,7 +98,8 @@ def rescore(
         torch.set_num_threads(num_threads)
     llm_path = llm if llm is not None else default_llm_path()
     console.print(f"loading LLM {llm_path}")
-    scorer = LlmScorer.from_path(llm_path, dtype=dtype, device=device, text_transform=text_transform)
+    scorer = LlmScorer.from_path(llm_path, dtype=dtype, device=device, text_transform=text_transform,
+                                 bos_token=bos_token, eos_token=eos_token)
     if tune_on is not None and grid is not None:
         tune_dir = output_dir(tune_on, out_dir)
         lam, beta = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size)

@@ -52,6 +52,7 @@ def write_results(exp_dir: Path, rows: list[dict]) -> Path:
     headers, cells = table_rows(rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += rescoring_table([r for r in rows if "oracle_wer" in r])
     path = Path(exp_dir) / "results.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -74,3 +75,4 @@ def rich_table(rows: list[dict], title: str) -> Any:
     for row in cells:
         table.add_row(*row)
     return table
+    lines += rescoring_table([r for r in rows if "oracle_wer" in r])

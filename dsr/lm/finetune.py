@@ -15,7 +15,7 @@ import torch
 
 from dsr.errors import DsrUserError
 from dsr.lm.load import load_causal_lm, read_lm_info, require_packages
-from dsr.lm.scorer import DEFAULT_TRANSFORM, LlmScorer
+from dsr.lm.scorer import DEFAULT_TRANSFORM, LlmScorer, model_boundary_tokens
 from dsr.lm.text_training import check_hparams, mean_score, read_texts, save_lm, train_causal_lm
 
 if TYPE_CHECKING:
@@ -66,7 +66,9 @@ def finetune(
     if getattr(model, "hf_quantizer", None) is not None:
         raise DsrUserError(f"{llm_path}: its weights stay packed in GGUF blocks (a GGUF kernel is installed) and "
                            "cannot be trained; convert it to a Hugging Face directory first")
-    scorer = LlmScorer(model, tokenizer, text_transform=transform, name=str(out_dir))
+    bos_token, eos_token = model_boundary_tokens(llm_path, tokenizer)  # as dsr rescore will frame sentences
+    scorer = LlmScorer(model, tokenizer, text_transform=transform, name=str(out_dir), bos_token=bos_token,
+                       eos_token=eos_token)
     initial = mean_score(scorer, texts, batch_size)
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -86,7 +88,7 @@ def finetune(
         final = mean_score(scorer, texts, batch_size)
     info = {"text_transform": transform, "trained_from": str(llm_path), "method": "lora" if lora else "full",
             "lr": lr, "lora_rank": lora_rank if lora else None, "texts_file": str(texts_file),
-            "initial_score": initial, "final_score": final, **stats}
+            "initial_score": initial, "final_score": final, **scorer.boundary_info(), **stats}
     save_lm(model, tokenizer, Path(out_dir), info)
     logger.info("fine-tuned %s (%s): mean sentence log-prob %.2f -> %.2f", llm_path, info["method"], initial, final)
     return info

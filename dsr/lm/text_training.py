@@ -29,14 +29,43 @@ IGNORE = -100  # label of padded positions: transformers' loss skips it
 
 
 def read_texts(path: Path | str) -> list[str]:
-    """Non-empty lines of a text file (one sentence per line), stripped."""
+    """Training sentences: non-empty lines of a text file, or the transcripts of a supervisions manifest.
+
+    A lhotse supervisions manifest (``*.jsonl.gz``/``*.jsonl``, e.g. a recipe's
+    ``data/manifests/<corpus>_supervisions_train.jsonl.gz``) gives its texts normalised
+    as the recogniser writes hypotheses (:func:`~dsr.data.normalize.normalize_text`), each
+    distinct text once: repeated takes of one prompt would otherwise weigh it several
+    times.  Reading the training split's manifest directly keeps dev/test text out.
+    """
     path = Path(path)
     if not path.is_file():
         raise DsrUserError(f"{path}: no such text file; give in-domain text with one sentence per line")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.name.endswith((".jsonl.gz", ".jsonl")):
+        texts = _supervision_texts(path)
+    else:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise DsrUserError(f"{path}: has no non-empty lines; give in-domain text with one sentence per line")
     return texts
+
+
+def _supervision_texts(path: Path) -> list[str]:
+    """Distinct normalised ``text`` fields of a supervisions manifest, in first-seen order."""
+    from lhotse import load_manifest
+    from lhotse.supervision import SupervisionSet
+
+    from dsr.data.normalize import normalize_text
+
+    try:
+        manifest = load_manifest(path)
+    except Exception as e:  # lhotse raises bare ValueError/KeyError/JSON errors for foreign files
+        raise DsrUserError(f"{path}: not a lhotse supervisions manifest ({type(e).__name__}); "
+                           "give a supervisions .jsonl.gz or a text file with one sentence per line") from e
+    if not isinstance(manifest, SupervisionSet):
+        raise DsrUserError(f"{path}: is a {type(manifest).__name__}, not a supervisions manifest; "
+                           "give <corpus>_supervisions_<split>.jsonl.gz")
+    texts = (normalize_text(s.text or "") for s in manifest)
+    return list(dict.fromkeys(t for t in texts if t))
 
 
 def check_hparams(epochs: int, lr: float, batch_size: int) -> None:

