@@ -75,4 +75,37 @@ def rich_table(rows: list[dict], title: str) -> Any:
     for row in cells:
         table.add_row(*row)
     return table
-    lines += rescoring_table([r for r in rows if "oracle_wer" in r])
+
+
+def rescoring_table(rows: list[dict]) -> list[str]:
+    """Markdown lines comparing first pass, n-best oracle and LLM-rescored WER ([] without rescoring rows).
+
+    The LLM time counts only texts scored in that run (saved scores are free), so it is
+    reported next to the first pass's decoding time of the same split.
+    """
+    if not rows:
+        return []
+    lines = ["", "N-best rescoring (dsr rescore):", "",
+             "| method | LLM | split | first-pass WER % | oracle WER % | rescored WER % | rel. reduction % | weights "
+             "| decode s | LLM s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        first, res = r["first_pass_wer"], r["rescored_wer"]
+        rel = 100.0 * (first - res) / first if first > 0 else 0.0
+        w = r.get("weights", {})
+        weights = f"λ={w.get('lm_weight', 0):g} β={w.get('length_bonus', 0):g}"
+        if w.get("ctc_weight"):
+            weights += f" ctc={w['ctc_weight']:g}"
+        decode_s = r.get("decode_seconds")
+        lines.append(f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
+                     f"| {r['oracle_wer']:.2f} | {res:.2f} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
+    return lines
+
+
+def llm_label(signature: str) -> str:
+    """Short name of the LLM in a scorer signature: the model file or directory name, plus the
+    sentence-boundary tokens when they were chosen explicitly (``<path>|...|eos=1:<bos>,<eos>``)."""
+    name = Path(signature.split("|", 1)[0]).name
+    _, _, boundary = signature.partition("|eos=")
+    _, colon, tokens = boundary.partition(":")
+    # Markdown tables split cells at '|', which the tokens (<|endoftext|>) contain.
+    return (f"{name} ({tokens})" if colon else name).replace("|", "\\|")
