@@ -153,13 +153,17 @@ def results(
 
     from rich.console import Console
 
-    from dsr.evaluation.report import collect_results, rich_table, write_results
+    from dsr.evaluation.report import collect_results, rescoring_table, rich_table, write_results
 
     rows = collect_results(exp_dir)
     if not rows:
         console.print(f"[red]error:[/] no decoding results under {exp_dir}/decode; run dsr decode first")
         raise typer.Exit(2)
     # Like dsr.cli.common.console: a pipe or file gets the full width instead of 80 columns.
-    Console(width=None if sys.stdout.isatty() else 200).print(rich_table(rows, f"Results: {exp_dir}"))
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(rich_table(rows, f"Results: {exp_dir}"))
+    rescoring = rescoring_table([r for r in rows if "oracle_wer" in r])
+    if rescoring:  # first pass, n-best oracle and LLM-rescored WER side by side
+        out.print("\n".join(rescoring), markup=False, highlight=False)
     path = write_results(exp_dir, rows)
     console.print(f"[green]done[/] results: {len(rows)} rows -> {path}")
