@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsr.decoding.beam_search import modified_beam_search  # noqa: E402
 from dsr.decoding.decode import load_model  # noqa: E402
+from dsr.decoding.quantize import quantize_int8  # noqa: E402
 from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search  # noqa: E402
 from dsr.decoding.streaming import streaming_options  # noqa: E402
 from dsr.models import HybridTransducer, ModelConfig, build_model  # noqa: E402
@@ -134,11 +134,8 @@ def report(name: str, params: int, mode: str, timing: tuple[float, float, int], 
 def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: float, args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in model.parameters())
     if args.int8:
-        # Dynamic int8 quantisation of every Linear (weights int8, activations quantised per call):
-        # an approximation, so hypotheses can differ from the float model's; not what dsr decode runs.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # What dsr decode --int8 runs: hypotheses can differ slightly from the float model's.
+        model = quantize_int8(model, torch.device("cpu"))
         name += "-int8"
     for search in ("greedy", "greedy frame-by-frame", "beam-4"):
         report(name, params, f"offline {search}", time_offline(model, batches, search, args.repeats), audio_s)

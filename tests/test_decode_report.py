@@ -193,3 +193,29 @@ def test_results_table_shows_the_new_columns_and_tolerates_old_results(tmp_path:
     # CUDA memory gets a column once some run used CUDA.
     cuda = dict(new, method="greedy-cuda", cuda_peak_mb=300.0)
     assert write_results(tmp_path, rows + [cuda]).read_text().splitlines()[-1].endswith("| 7 | 300 |")
+
+
+def test_int8_decode_quantises_linears_and_writes_its_own_results(exp: dict[str, Path], tmp_path: Path) -> None:
+    from dsr.decoding.decode import load_model
+    from dsr.decoding.quantize import quantize_int8
+    from dsr.errors import DsrUserError
+
+    float_model, tag = load_model(exp["exp"], device="cpu")
+    int8_model, int8_tag = load_model(exp["exp"], device="cpu", int8=True)
+    assert int8_tag == tag + "-int8"
+    assert any(isinstance(m, torch.nn.Linear) for m in float_model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in int8_model.modules())  # all replaced by quantised ones
+    x = torch.randn(2, 120, 80)
+    lens = torch.tensor([120, 90])
+    with torch.inference_mode():
+        ref, _ = float_model.encode(x, lens)
+        out, _ = int8_model.encode(x, lens)
+    # int8 arithmetic: close to the float encoder, not equal.
+    assert not torch.equal(ref, out) and (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+    results = run_decode(exp, exp["cuts"], tmp_path / "exp", methods=("greedy",), int8=True)
+    assert [r.method for r in results] == ["greedy-int8"]
+    info = json.loads((tmp_path / "exp" / "decode" / "greedy-int8" / "toy_test" / "result.json").read_text())
+    assert info["checkpoint"].endswith("-int8") and info["num_utts"] == 3
+    with pytest.raises(DsrUserError, match="--int8 runs on the CPU only"):
+        quantize_int8(float_model, torch.device("cuda"))

@@ -65,6 +65,7 @@ from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, 
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
+from dsr.decoding.quantize import quantize_int8
 from dsr.training.checkpoint import resolve_model_checkpoint
 from dsr.training.datamodule import load_cuts
 from dsr.training.trainer import resolve_device
@@ -131,17 +132,25 @@ class DecodeResult:
 
 
 def load_model(
-    exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu", use_averaged_model: bool = True
+    exp_dir: Path,
+    epoch: int = 0,
+    avg: int = 1,
+    device: torch.device | str = "cpu",
+    use_averaged_model: bool = True,
+    int8: bool = False,
 ) -> tuple[HybridTransducer, str]:
     """Build the model stored in ``exp_dir``'s checkpoint (averaged if asked); eval mode.
 
     See :func:`dsr.training.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
-    and ``use_averaged_model``.
+    and ``use_averaged_model``; ``int8`` quantises its Linear layers (:mod:`dsr.decoding.quantize`).
     """
     ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
+    if int8:
+        model = quantize_int8(model, torch.device(device))
+        tag += "-int8"
     return model, tag
 
 
@@ -282,6 +291,7 @@ def decode(
     streaming: bool = False,
     chunk_ms: float = 0.0,
     left_context_chunks: int | None = None,
+    int8: bool = False,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -291,6 +301,7 @@ def decode(
     methods (their ranking score is ``first-pass score + attention_scale * attention score``).
     ``streaming`` (greedy only) decodes in chunks of ``chunk_ms`` with ``left_context_chunks``
     of attention context (default: the model's), see :func:`dsr.decoding.streaming.streaming_options`.
+    ``int8`` decodes with int8 Linear layers (CPU; results under ``<method>-int8``).
     """
     for m in methods:
         if m not in METHODS:
@@ -306,7 +317,7 @@ def decode(
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale)
-    model, tag = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
+    model, tag = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)
@@ -324,6 +335,7 @@ def decode(
     results: list[DecodeResult] = []
     for method in methods:
         label = f"{method}-streaming-{stream.chunk_ms:g}ms" if stream is not None else method
+        label += "-int8" if int8 else ""
         triples: list[tuple[str, str, str]] = []
         records: list[dict[str, Any]] = []
         utt_latency: list[float] = []  # seconds, one per decoded utterance

@@ -29,6 +29,7 @@ def transcribe(
     use_averaged_model: bool = True,
     attention_scale: float = 1.0,
     unreadable: list[tuple[Path, str]] | None = None,
+    int8: bool = False,
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file.
 
@@ -36,7 +37,7 @@ def transcribe(
     naming it, unless ``unreadable`` is a list: it then gets ``(file, reason)`` and every
     other file is still transcribed.  ``beam_size`` and the hotwords apply to the n-best
     methods, ``attention_scale`` to the attention-rescoring ones (see
-    :func:`dsr.decoding.decode.decode`).
+    :func:`dsr.decoding.decode.decode`); ``int8`` quantises the Linear layers (CPU).
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
@@ -45,7 +46,7 @@ def transcribe(
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
-    model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model)
+    model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
     check_method(model, method)
     cfg = FbankConfig()
     out = []
