@@ -6,7 +6,16 @@ import re
 
 import pytest
 
-from dsr.data.sentences import MAX_WORDS, MIN_WORDS, generate_sentences, number_words, ordinal_words, vocabulary
+from dsr.data.sentences import (
+    DIGIT_WORDS,
+    MAX_WORDS,
+    MIN_WORDS,
+    generate_digit_strings,
+    generate_sentences,
+    number_words,
+    ordinal_words,
+    vocabulary,
+)
 
 
 def test_deterministic_for_seed_and_differs_across_seeds() -> None:
@@ -67,3 +76,18 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         generate_sentences(-1, seed=0)
     assert generate_sentences(0, seed=0) == []
+
+
+def test_digit_strings_are_only_digit_words() -> None:
+    assert DIGIT_WORDS == ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
+    isolated = generate_digit_strings(25, seed=1)
+    # Isolated digits come in shuffled blocks of ten: every digit twice in the first 20.
+    assert all(p in DIGIT_WORDS for p in isolated) and sorted(isolated[:20]) == sorted(DIGIT_WORDS * 2)
+    assert isolated == generate_digit_strings(25, seed=1) and isolated != generate_digit_strings(25, seed=2)
+    strings = generate_digit_strings(200, seed=1, max_digits=3)
+    lengths = {len(p.split()) for p in strings}
+    assert lengths == {1, 2, 3} and {w for p in strings for w in p.split()} == set(DIGIT_WORDS)
+    with pytest.raises(ValueError):
+        generate_digit_strings(-1, seed=0)
+    with pytest.raises(ValueError):
+        generate_digit_strings(3, seed=0, max_digits=0)
