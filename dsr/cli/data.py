@@ -34,8 +34,8 @@ def synth(
     corpus_dir: Path = typer.Option(Path("data/synth"), "--corpus-dir", help="Where the synthesised wav files go."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     num_train: int = typer.Option(4000, "--num-train", min=1, help="Training utterances."),
-    num_dev: int = typer.Option(200, "--num-dev", min=1, help="Dev utterances (held-out voices and sentences)."),
-    num_test: int = typer.Option(300, "--num-test", min=1, help="Test utterances (held-out voices and sentences)."),
+    num_dev: int = typer.Option(200, "--num-dev", min=0, help="Dev utterances (held-out voices and sentences; 0 = none)."),
+    num_test: int = typer.Option(300, "--num-test", min=0, help="Test utterances (held-out voices and sentences; 0 = none)."),
     num_train_words: int = typer.Option(
         0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."),
     text_source: str = typer.Option(
@@ -57,7 +57,7 @@ def synth(
     Example:
 
         dsr prepare synth --corpus-dir data/synth --manifest-dir data/manifests --num-train 4000 -j 2
-        dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 100 --num-test 100
+        dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 0 --num-test 0
     """
     from dsr.data.synth import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
 
