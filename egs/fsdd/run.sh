@@ -7,6 +7,9 @@
 #   bash egs/fsdd/run.sh --corpus-dir /data/fsdd           # any folder with audio/ + transcripts.tsv
 #   bash egs/fsdd/run.sh --stage 3 --stop-stage 3          # only training
 #   bash egs/fsdd/run.sh --num-synth-digits 0              # without the synthetic digits
+#   bash egs/synth/run.sh --stop-stage 3 && \
+#   bash egs/fsdd/run.sh --init-from egs/synth/exp/conformer/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
+#                                                          # fine-tune the synth recipe's model (better, see RESULTS)
 #
 # The corpus folder holds audio/<digit>_<speaker>_<index>.{wav,flac} and transcripts.tsv
 # ("utt-id<TAB>text" lines, digits written as words).
@@ -16,8 +19,9 @@
 #               synthesise $num_synth_digits isolated digits with the offline TTS voices
 #               (espeak-ng, flite, festival) at 8 kHz: the speaker variety three people lack
 #   1 features  80-dim FBANK at 16 kHz (the 8 kHz audio is resampled); FSDD train with 0.9/1.1 speed perturbation
-#   2 lang      BPE over the ten digit words
+#   2 lang      BPE over the ten digit words (with --init-from: the pretrained model's own, --init-lang-dir)
 #   3 train     small Conformer transducer + CTC on FSDD train + the synthetic digits
+#               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml)
 #   4 decode    greedy transducer + CTC greedy on dev and test
 #   5 results   WER/RTF table -> exp/conformer/results.md
 set -euo pipefail
@@ -31,22 +35,36 @@ test_speaker=yweweler
 vocab_size=30
 num_synth_digits=3000   # 0: FSDD's three speakers only
 num_jobs=2
-exp_dir=exp/conformer
-config=$recipe_dir/conf/train.yaml
+exp_dir=
+config=
+init_from=       # checkpoint to fine-tune (e.g. the synth recipe's epoch-4.pt); empty: from scratch
+init_lang_dir=   # with --init-from: the lang dir that checkpoint was trained with
 work_dir=$recipe_dir
 force=
 
 parse_options "$@"
 
 corpus_dir=$(abspath "$corpus_dir")
-config=$(abspath "$config")
+init_args=()
+if [ -n "$init_from" ]; then
+  if [ -z "$init_lang_dir" ]; then
+    echo "run.sh: --init-from needs --init-lang-dir DIR (the lang dir its model was trained with)" >&2
+    exit 2
+  fi
+  init_args=(--init-from "$(abspath "$init_from")")
+  init_lang_dir=$(abspath "$init_lang_dir")
+  config=${config:-$recipe_dir/conf/finetune.yaml}
+  exp_dir=${exp_dir:-exp/finetune}
+fi
+config=$(abspath "${config:-$recipe_dir/conf/train.yaml}")
+exp_dir=${exp_dir:-exp/conformer}
 work_dir=$(abspath "$work_dir")
 if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
   echo "run.sh: $corpus_dir/transcripts.tsv not found; pass --corpus-dir DIR with audio/ and transcripts.tsv" >&2
   exit 2
 fi
 mkdir -p "$work_dir" && cd "$work_dir"
-lang_dir=data/lang_bpe_${vocab_size}
+lang_dir=${init_lang_dir:-data/lang_bpe_${vocab_size}}
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: manifests, speaker $test_speaker held out for test"
@@ -68,7 +86,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ -z "$init_from" ]; then
   log "Stage 2: BPE"
   dsr lang --cuts data/manifests/fsdd_supervisions_train.jsonl.gz --lang-dir $lang_dir --vocab-size $vocab_size $force
 fi
@@ -79,13 +97,13 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   if [ "$num_synth_digits" -gt 0 ]; then
     train_cuts=$train_cuts,data/fbank/synth_cuts_train.jsonl.gz
   fi
-  dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $force \
+  dsr train --config "$config" --exp-dir $exp_dir --lang-dir "$lang_dir" "${init_args[@]}" $force \
     --train-cuts $train_cuts --dev-cuts data/fbank/fsdd_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode"
-  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy \
+  dsr decode --exp-dir $exp_dir --lang-dir "$lang_dir" -m greedy -m ctc-greedy \
     --cuts data/fbank/fsdd_cuts_dev.jsonl.gz --cuts data/fbank/fsdd_cuts_test.jsonl.gz
 fi
 
