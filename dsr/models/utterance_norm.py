@@ -9,7 +9,8 @@ deviation per bin as well ("mean-var") also evens out the dynamic range.
 
 It runs inside :meth:`dsr.models.transducer.HybridTransducer.encode`, so training,
 validation and every decoding method see the same transform.  It needs the whole
-utterance, so a model that uses it cannot stream.
+utterance, so a model that uses it cannot stream.  On FSDD's held-out speaker it was worse
+than random-gain augmentation (docs/RESULTS.md, FSDD), so it is off by default.
 """
 
 from __future__ import annotations

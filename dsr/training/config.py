@@ -45,7 +45,7 @@ class TrainConfig:
     utterance_norm: str = opt(
         "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
         "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
-        "such a model cannot stream."
+        "such a model cannot stream. On FSDD --gain-db worked better."
     )
     encoder_dim: int = opt(192, "Conformer model dimension.")
     num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
