@@ -23,7 +23,7 @@
 #   3 train     small Conformer transducer + CTC on FSDD train + the synthetic digits
 #               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml)
 #   4 decode    greedy transducer + CTC greedy on dev and test
-#   5 results   WER/RTF table -> exp/conformer/results.md
+#   5 results   WER/RTF table -> exp/conformer/results.md (exp/finetune/ with --init-from)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
