@@ -10,7 +10,7 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from dsr.data.manifests import recordings_path, supervisions_path
-from dsr.data.sentences import vocabulary
+from dsr.data.sentences import DIGIT_WORDS, vocabulary
 from dsr.data.synth import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
 from dsr.data.tts import Voice, available_voices
 
@@ -121,3 +121,31 @@ def test_custom_voice_split_and_bad_arguments(tmp_path: Path) -> None:
         prepare_synth(tmp_path / "c", tmp_path / "m", num_train=-1)
     with pytest.raises(ValueError):
         prepare_synth(tmp_path / "c", tmp_path / "m", num_jobs=0)
+
+
+def test_digit_text_source_at_8khz(tmp_path: Path) -> None:
+    """--text-source digits --sample-rate 8000: only digit words, 8 kHz wavs, own utterance ids."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    reports = prepare_synth(
+        tmp_path / "c", tmp_path / "m", num_train=12, num_dev=0, num_test=0, seed=3, engine_weights={"espeak-ng": 1.0},
+        text_source="digits", sample_rate=8000,
+    )  # fmt: skip
+    assert [(r.split, r.kept) for r in reports] == [("train", 12)]
+    sups = _supervisions(tmp_path / "m", "train")
+    assert {s.text for s in sups} <= set(DIGIT_WORDS) and len({s.text for s in sups}) == 10
+    for rec in load_manifest(recordings_path(tmp_path / "m", "synth", "train")):
+        assert rec.sampling_rate == 8000 and sf.info(rec.sources[0].source).samplerate == 8000
+    # The rate is part of the audio's identity: a 16 kHz build must not reuse these files.
+    again = prepare_synth(
+        tmp_path / "c", tmp_path / "m16", num_train=12, num_dev=0, num_test=0, seed=3, engine_weights={"espeak-ng": 1.0},
+        text_source="digits",
+    )  # fmt: skip
+    assert again[0].kept == 12
+    assert not {s.id for s in sups} & {s.id for s in _supervisions(tmp_path / "m16", "train")}
+    with pytest.raises(ValueError):
+        prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="poems")
+    with pytest.raises(ValueError):
+        prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, sample_rate=22050)
+    with pytest.raises(ValueError):
+        prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="digits", num_train_words=5)

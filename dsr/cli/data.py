@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dsr.cli.common import already_done, console, finish, show_progress
+from dsr.errors import DsrUserError
 
 app = typer.Typer(
     help="Prepare lhotse manifests from a corpus: the embedded synthetic corpus, a folder, a Kaldi data dir, "
@@ -34,10 +35,16 @@ def synth(
     corpus_dir: Path = typer.Option(Path("data/synth"), "--corpus-dir", help="Where the synthesised wav files go."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     num_train: int = typer.Option(4000, "--num-train", min=1, help="Training utterances."),
-    num_dev: int = typer.Option(200, "--num-dev", min=1, help="Dev utterances (held-out voices and sentences)."),
-    num_test: int = typer.Option(300, "--num-test", min=1, help="Test utterances (held-out voices and sentences)."),
+    num_dev: int = typer.Option(200, "--num-dev", min=0, help="Dev utterances (held-out voices and sentences; 0 = none)."),
+    num_test: int = typer.Option(300, "--num-test", min=0, help="Test utterances (held-out voices and sentences; 0 = none)."),
     num_train_words: int = typer.Option(
         0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."),
+    text_source: str = typer.Option(
+        "sentences", "--text-source", help="What the voices say: sentences (voice-assistant grammar) or digits "
+        "(1..--max-digits digit words, e.g. pretraining for FSDD)."),
+    max_digits: int = typer.Option(1, "--max-digits", min=1, help="With --text-source digits: longest digit string."),
+    sample_rate: int = typer.Option(
+        16000, "--sample-rate", help="Sample rate of the written audio: 16000, or 8000 to band-limit like an 8 kHz corpus."),
     seed: int = typer.Option(0, "--seed", help="Seed for sentences, voices, rates and pitches."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel synthesis processes."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
@@ -51,14 +58,20 @@ def synth(
     Example:
 
         dsr prepare synth --corpus-dir data/synth --manifest-dir data/manifests --num-train 4000 -j 2
+        dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 0 --num-test 0
     """
-    from dsr.data.synth import prepare_synth
+    from dsr.data.synth import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
 
+    if text_source not in TEXT_SOURCES:
+        raise DsrUserError(f"--text-source must be one of {', '.join(TEXT_SOURCES)}, got {text_source}")
+    if sample_rate not in SAMPLE_RATES:
+        raise DsrUserError(f"--sample-rate must be one of {', '.join(map(str, SAMPLE_RATES))}, got {sample_rate}")
     if already_done(manifest_dir, "prepare-synth", force):
         return
     reports = prepare_synth(corpus_dir, manifest_dir, num_train=num_train, num_dev=num_dev, num_test=num_test,
                             seed=seed, num_jobs=num_jobs, progress=show_progress(),
-                            num_train_words=num_train_words)
+                            num_train_words=num_train_words, text_source=text_source, max_digits=max_digits,
+                            sample_rate=sample_rate)
     finish(manifest_dir, "prepare-synth", _report(reports))
 
 
@@ -98,7 +111,6 @@ def folder(
     """
     from dsr.data import folder as fol
     from dsr.data import splits
-    from dsr.errors import DsrUserError
 
     if (split is None) == (split_policy is None):
         raise DsrUserError("give exactly one of --split NAME or --split-policy {fsdd-speaker,arctic-prompt}")

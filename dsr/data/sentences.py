@@ -436,3 +436,29 @@ def _vocabulary() -> frozenset[str]:
 def vocabulary() -> set[str]:
     """Every word that :func:`generate_sentences` can produce."""
     return set(_vocabulary())
+
+
+DIGIT_WORDS = tuple(_ONES[:10])
+
+
+def generate_digit_strings(n: int, seed: int, max_digits: int = 1) -> list[str]:
+    """``n`` prompts of 1..``max_digits`` digit words (``ZERO`` .. ``NINE``), deterministic for ``seed``.
+
+    With ``max_digits`` 1 the prompts are isolated digits in balanced order: each block of
+    ten holds every digit once (shuffled), so any voice split still hears all ten.  Longer
+    prompts draw their length and digits uniformly.  Repeats are intended: with ten words
+    the variety comes from the voices, not the texts.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not isinstance(max_digits, int) or max_digits < 1:
+        raise ValueError(f"max_digits must be a positive int, got {max_digits!r}")
+    rng = random.Random(seed)
+    if max_digits == 1:
+        out: list[str] = []
+        while len(out) < n:
+            block = list(DIGIT_WORDS)
+            rng.shuffle(block)
+            out.extend(block)
+        return out[:n]
+    return [" ".join(rng.choice(DIGIT_WORDS) for _ in range(rng.randint(1, max_digits))) for _ in range(n)]

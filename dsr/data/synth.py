@@ -36,10 +36,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
-from dsr.data.sentences import generate_sentences, vocabulary
+from dsr.data.sentences import generate_digit_strings, generate_sentences, vocabulary
 from dsr.data.tts import (
     ENGINES,
     INSTALL_HINT,
+    SAMPLE_RATE,
     SynthesisError,
     SynthParams,
     Voice,
@@ -55,6 +56,8 @@ logger = logging.getLogger("dsr")
 
 CORPUS = "synth"
 SPLITS = ("train", "dev", "test")
+TEXT_SOURCES = ("sentences", "digits")
+SAMPLE_RATES = (8000, SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class SynthUtterance:
     voice: Voice
     params: SynthParams
     path: Path
+    sample_rate: int = SAMPLE_RATE
 
 
 def _derive_seed(seed: int, *parts: object) -> int:
@@ -164,6 +168,13 @@ def split_sentences(num_train: int, num_dev: int, num_test: int, seed: int) -> d
     dev = generate_sentences(num_dev, _derive_seed(seed, "dev"), exclude=set(test))
     train = generate_sentences(num_train, _derive_seed(seed, "train"), exclude=set(test) | set(dev))
     return {"train": train, "dev": dev, "test": test}
+
+
+def split_digit_strings(num_train: int, num_dev: int, num_test: int, seed: int, max_digits: int) -> dict[str, list[str]]:
+    """Digit prompts per split.  Ten words cannot give disjoint texts: dev and test are held
+    out by voice only."""
+    sizes = {"train": num_train, "dev": num_dev, "test": num_test}
+    return {split: generate_digit_strings(n, _derive_seed(seed, "digits", split), max_digits) for split, n in sizes.items()}
 
 
 def isolated_words(n: int, seed: int) -> list[str]:
@@ -180,6 +191,7 @@ def plan_split(
     out_dir: Path,
     seed: int,
     engine_weights: Mapping[str, float],
+    sample_rate: int = SAMPLE_RATE,
 ) -> list[SynthUtterance]:
     """Choose voice, rate and pitch for each sentence of a split (engine first, then voice)."""
     by_engine = {e: sorted(v for v in voices if v.engine == e) for e in ENGINES}
@@ -192,9 +204,11 @@ def plan_split(
         rng = random.Random(_derive_seed(seed, split, index))
         voice = rng.choice(by_engine[rng.choices(engines, weights)[0]])
         params = SynthParams(rate=round(rng.uniform(*RATE_RANGE), 3), pitch=round(rng.uniform(*PITCH_RANGE), 3))
-        digest = hashlib.sha1(f"{voice.key}|{text}|{params.rate}|{params.pitch}".encode("utf-8")).hexdigest()[:8]
+        # The rate joins the digest only when not the default, so 16 kHz ids stay what they were.
+        rate_key = f"|{sample_rate}" if sample_rate != SAMPLE_RATE else ""
+        digest = hashlib.sha1(f"{voice.key}|{text}|{params.rate}|{params.pitch}{rate_key}".encode("utf-8")).hexdigest()[:8]
         utt_id = f"{voice.id}-{split}{index:05d}-{digest}"
-        plan.append(SynthUtterance(utt_id, text, voice, params, out_dir / f"{utt_id}.wav"))
+        plan.append(SynthUtterance(utt_id, text, voice, params, out_dir / f"{utt_id}.wav", sample_rate))
     return plan
 
 
@@ -203,7 +217,7 @@ def _synth_one(utt: SynthUtterance, work_dir: Path) -> list[tuple[SynthUtterance
     try:
         # Engines get lower case: some read short all-caps words as abbreviations.
         synthesize_raw(utt.voice, utt.text.lower(), utt.params, raw)
-        finish_audio(raw, utt.path)
+        finish_audio(raw, utt.path, utt.sample_rate)
         return [(utt, None)]
     except (SynthesisError, OSError, subprocess.SubprocessError) as exc:
         return [(utt, f"synthesis failed: {exc}")]
@@ -221,7 +235,7 @@ def _synth_festival(batch: Sequence[SynthUtterance], work_dir: Path) -> list[tup
                 results.append((utt, f"synthesis failed: festival {utt.voice.name} wrote no audio"))
                 continue
             try:
-                finish_audio(raw, utt.path)
+                finish_audio(raw, utt.path, utt.sample_rate)
                 results.append((utt, None))
             except SynthesisError as exc:
                 results.append((utt, f"synthesis failed: {exc}"))
@@ -310,6 +324,9 @@ def prepare_synth(
     engine_weights: Mapping[str, float] | None = None,
     progress: bool | None = None,
     num_train_words: int = 0,
+    text_source: str = "sentences",
+    max_digits: int = 1,
+    sample_rate: int = SAMPLE_RATE,
 ) -> list[PrepareReport]:
     """Build (or resume) the synthetic corpus and write its ``synth_*`` manifests.
 
@@ -325,6 +342,10 @@ def prepare_synth(
     a model learn what each word sounds like before it has to align whole
     sentences; with a short-first curriculum (``dsr train --sortagrad-epochs``)
     they are what training sees first.
+
+    ``text_source`` ``"digits"`` speaks strings of 1..``max_digits`` digit words instead
+    of sentences (pretraining for a digit corpus such as FSDD: many voices saying the ten
+    words); ``sample_rate`` 8000 writes 8 kHz audio, band-limited like such a corpus.
     """
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
     for split, n in sizes.items():
@@ -334,6 +355,8 @@ def prepare_synth(
         raise ValueError("at least one of num_train, num_dev, num_test must be > 0")
     if not isinstance(num_jobs, int) or num_jobs < 1:
         raise ValueError(f"num_jobs must be a positive int, got {num_jobs!r}")
+    if sample_rate not in SAMPLE_RATES:
+        raise ValueError(f"sample_rate must be one of {SAMPLE_RATES}, got {sample_rate!r}")
     weights = dict(DEFAULT_ENGINE_WEIGHTS if engine_weights is None else engine_weights)
     if any(w < 0 for w in weights.values()) or set(weights) - set(ENGINES):
         raise ValueError(f"engine_weights must map {ENGINES} to non-negative weights, got {weights}")
@@ -343,8 +366,15 @@ def prepare_synth(
     voices_by_split = voice_split.assign(require_voices())
     if not isinstance(num_train_words, int) or num_train_words < 0:
         raise ValueError(f"num_train_words must be a non-negative int, got {num_train_words!r}")
-    sentences = split_sentences(num_train, num_dev, num_test, seed)
-    sentences["train"] = sentences["train"] + isolated_words(num_train_words, seed)
+    if text_source == "sentences":
+        sentences = split_sentences(num_train, num_dev, num_test, seed)
+        sentences["train"] = sentences["train"] + isolated_words(num_train_words, seed)
+    elif text_source == "digits":
+        if num_train_words:
+            raise ValueError("num_train_words drills the sentence vocabulary; with text_source='digits' use num_train")
+        sentences = split_digit_strings(num_train, num_dev, num_test, seed, max_digits)
+    else:
+        raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
     plans: dict[str, list[SynthUtterance]] = {}
     for split in SPLITS:
         if sizes[split] == 0:
@@ -354,7 +384,9 @@ def prepare_synth(
                 f"synth/{split}: no installed voice belongs to this split under {voice_split}; "
                 f"fix: {INSTALL_HINT} or pass a voice split whose patterns match installed voices"
             )
-        plans[split] = plan_split(split, sentences[split], voices_by_split[split], corpus_dir / check_name(split, "split"), seed, weights)
+        plans[split] = plan_split(
+            split, sentences[split], voices_by_split[split], corpus_dir / check_name(split, "split"), seed, weights, sample_rate
+        )
         engines = Counter(u.voice.engine for u in plans[split])
         logger.info(
             "synth/%s: %d utterances, %d voices available (%s); engines used: %s",

@@ -266,21 +266,23 @@ def trim_silence(audio: np.ndarray, sample_rate: int, keep_s: float = KEEP_SILEN
     return audio[start:end]
 
 
-def finish_audio(raw: Path, out: Path) -> float:
-    """Read an engine's wav, make it 16 kHz mono, trim silence, write ``out`` atomically; return seconds."""
+def finish_audio(raw: Path, out: Path, sample_rate: int = SAMPLE_RATE) -> float:
+    """Read an engine's wav, make it mono at ``sample_rate`` (default 16 kHz), trim silence,
+    write ``out`` atomically; return seconds.  A lower rate band-limits the voice like a
+    telephone-band corpus (FSDD is 8 kHz), so its features match that corpus's."""
     try:
         audio, rate = sf.read(str(raw), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as exc:
         raise SynthesisError(f"engine wrote unreadable audio: {exc}") from None
     audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        g = math.gcd(rate, SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    audio = trim_silence(audio, SAMPLE_RATE)
-    if len(audio) < SAMPLE_RATE // 10 or not np.any(audio):
-        raise SynthesisError(f"engine produced {len(audio) / SAMPLE_RATE:.2f} s of audio")
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        audio = resample_poly(audio, sample_rate // g, rate // g).astype(np.float32)
+    audio = trim_silence(audio, sample_rate)
+    if len(audio) < sample_rate // 10 or not np.any(audio):
+        raise SynthesisError(f"engine produced {len(audio) / sample_rate:.2f} s of audio")
     # Resampling can overshoot full scale a little; PCM_16 would wrap, not clip.
     audio = np.clip(audio, -1.0, 1.0)
     with atomic_path(out) as tmp:
-        sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return len(audio) / SAMPLE_RATE
+        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
+    return len(audio) / sample_rate

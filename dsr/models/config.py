@@ -24,7 +24,8 @@ class ModelConfig:
 
     Heads: the transducer (``use_transducer``), CTC (``use_ctc``) and an attention
     decoder with ``attention_decoder_layers`` > 0; at least one of the first two.
-    Fields added later default to what older checkpoints were trained with.
+    ``utterance_norm`` adds per-utterance CMN/CMVN after the global normalisation
+    (:mod:`dsr.models.utterance_norm`).  Fields added later default to what older checkpoints were trained with.
     ``chunk_size``/``left_context_chunks`` are what :meth:`HybridTransducer.encode` uses
     by default (offline decoding, validation); streaming decoding takes its left context
     from ``left_context_chunks``.  The ``train_*`` fields are dynamic chunk training (see
@@ -58,6 +59,7 @@ class ModelConfig:
     attention_decoder_heads: int = 4
     attention_decoder_ffn_dim: int = 1024
     sos_eos_id: int = 1
+    utterance_norm: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
@@ -127,7 +129,7 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
         raise ValueError(f"attention_decoder_layers must be >= 0 (got {cfg.attention_decoder_layers})")
     return HybridTransducer(
         encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc,
-        attention_decoder=attention_decoder,
+        attention_decoder=attention_decoder, utterance_norm=cfg.utterance_norm,
     )
 
 

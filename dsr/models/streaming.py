@@ -55,6 +55,9 @@ class StreamingEncoder:
     def __init__(self, model: HybridTransducer, chunk_size: int, left_context_chunks: int) -> None:
         if not model.encoder.causal:
             raise ValueError("streaming needs an encoder with causal convolutions (causal=True)")
+        if model.utterance_norm != "none":
+            # Per-utterance statistics need the utterance's last frame before its first chunk.
+            raise ValueError(f"a model with utterance_norm={model.utterance_norm!r} cannot stream")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive (got {chunk_size})")
         if left_context_chunks < -1:

@@ -13,6 +13,7 @@ from dsr.models.attention_decoder import AttentionDecoder
 from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
+from dsr.models.utterance_norm import UTTERANCE_NORMS, normalize_utterances
 
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -42,6 +43,8 @@ class HybridTransducer(nn.Module):
         blank_id: the blank token (also the start-of-sequence symbol of the predictor).
         ctc: add a CTC head (dropout + linear + log-softmax on the encoder output).
         attention_decoder: optional attention decoder over the encoder output.
+        utterance_norm: per-utterance normalisation after the global CMVN, one of
+            :data:`~dsr.models.utterance_norm.UTTERANCE_NORMS` (``"none"``: global only).
     """
 
     def __init__(
@@ -53,8 +56,11 @@ class HybridTransducer(nn.Module):
         blank_id: int = 0,
         ctc: bool = True,
         attention_decoder: AttentionDecoder | None = None,
+        utterance_norm: str = "none",
     ) -> None:
         super().__init__()
+        if utterance_norm not in UTTERANCE_NORMS:
+            raise ValueError(f"utterance_norm must be one of {UTTERANCE_NORMS} (got {utterance_norm!r})")
         if not 0 <= blank_id < vocab_size:
             raise ValueError(f"blank_id must be in [0, vocab_size={vocab_size}) (got {blank_id})")
         if (predictor is None) != (joiner is None):
@@ -102,6 +108,7 @@ class HybridTransducer(nn.Module):
                 nn.Dropout(0.1), nn.Linear(encoder.output_dim, vocab_size), nn.LogSoftmax(dim=-1)
             )
         self.attention_decoder = attention_decoder
+        self.utterance_norm = utterance_norm
 
     @property
     def has_transducer(self) -> bool:
@@ -119,6 +126,7 @@ class HybridTransducer(nn.Module):
         ``chunk_size`` / ``left_context_chunks`` override the encoder's settings for this call.
         """
         features = (features - self.feature_mean) / self.feature_std
+        features = normalize_utterances(features, feature_lens, self.utterance_norm)
         return self.encoder(features, feature_lens, chunk_size=chunk_size, left_context_chunks=left_context_chunks)
 
     @torch.no_grad()

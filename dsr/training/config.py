@@ -23,7 +23,7 @@ def opt(default: Any, help: str) -> Any:
 class TrainConfig:
     # Data
     exp_dir: str = opt("exp/conformer", "Output directory for checkpoints, logs and config.yaml.")
-    train_cuts: str = opt("data/fbank/synth_cuts_train.jsonl.gz", "Cuts manifest with features to train on.")
+    train_cuts: str = opt("data/fbank/synth_cuts_train.jsonl.gz", "Cuts manifest with features to train on; several, comma-separated, are concatenated.")
     dev_cuts: str = opt("data/fbank/synth_cuts_dev.jsonl.gz", "Cuts manifest for validation loss ('' to skip).")
     lang_dir: str = opt("data/lang_bpe_256", "Directory with bpe.model and tokens.txt.")
     max_duration: float = opt(200.0, "Seconds of audio per batch (dynamic bucketing).")
@@ -47,6 +47,11 @@ class TrainConfig:
         "relative amount (e.g. 0.1; 0 = off). Helps with few training speakers."
     )
     # Model
+    utterance_norm: str = opt(
+        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
+        "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
+        "such a model cannot stream. On FSDD --gain-db worked better."
+    )
     encoder_dim: int = opt(192, "Conformer model dimension.")
     num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
     num_heads: int = opt(4, "Attention heads per block.")
@@ -171,6 +176,12 @@ class TrainConfig:
             raise DsrUserError(f"--max-duration must be > 0, got {self.max_duration}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
+        from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
+
+        if self.utterance_norm not in UTTERANCE_NORMS:
+            raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
+        if self.utterance_norm != "none" and self.chunk_sizes:
+            raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
         if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
             raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
         if not 0.0 < self.adam_beta2 < 1.0:

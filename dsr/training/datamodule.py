@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from lhotse import CutSet
+from lhotse import CutSet, combine
 from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from lhotse.dataset.input_strategies import PrecomputedFeatures
@@ -25,6 +25,16 @@ def load_cuts(path: Path | str) -> CutSet:
     if not path.is_file():
         raise DsrUserError(f"cuts manifest {path} does not exist; run the features stage (dsr features) first")
     return CutSet.from_file(path)
+
+
+def load_cut_list(paths: str) -> CutSet:
+    """Comma-separated cuts manifests, concatenated in order (e.g. a corpus plus synthetic
+    pretraining data, without writing a combined manifest)."""
+    parts = [p.strip() for p in paths.split(",")]
+    if not paths.strip() or not all(parts):
+        raise ValueError(f"expected comma-separated manifest paths, got {paths!r}")
+    cut_sets = [load_cuts(p) for p in parts]
+    return cut_sets[0] if len(cut_sets) == 1 else combine(*cut_sets)
 
 
 def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSet:

@@ -37,7 +37,15 @@ from dsr.training import distributed
 from dsr.training.checkpoint import epoch_checkpoints, prune_step_checkpoints, save_checkpoint
 from dsr.training.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.config import TrainConfig, int_list, save_config
-from dsr.training.datamodule import CachedFeatures, batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.training.datamodule import (
+    CachedFeatures,
+    batch_features,
+    batch_texts,
+    filter_cuts,
+    load_cut_list,
+    load_cuts,
+    make_loader,
+)
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.distributed import DistInfo
 from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
@@ -111,6 +119,7 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         attention_decoder_heads=cfg.attention_decoder_heads,
         attention_decoder_ffn_dim=cfg.attention_decoder_ffn_dim,
         sos_eos_id=tokenizer.sos_eos_id,
+        utterance_norm=cfg.utterance_norm,
         **cfg.model_chunking(),
     )
 
@@ -289,7 +298,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
 
-    train_cuts = filter_cuts(load_cuts(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
+    train_cuts = filter_cuts(load_cut_list(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
     if len(train_cuts) == 0:
         raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
     shard = {"world_size": info.world_size, "rank": info.rank}
