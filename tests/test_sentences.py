@@ -79,9 +79,49 @@ def test_bad_arguments() -> None:
     assert generate_sentences(0, seed=0) == []
 
 
-    DIGIT_WORDS,
-    MAX_WORDS,
-    MIN_WORDS,
-    generate_digit_strings,
-    generate_sentences,
-    generate_slot_sentences,
+def test_slot_sentences_put_new_words_into_the_grammar_frames() -> None:
+    names, places = ["THADDEUS", "GWENDOLYN"], ["REYKJAVIK"]
+    sentences = generate_slot_sentences(200, seed=0, slot_values={"person": names, "city": places})
+    assert sentences == generate_slot_sentences(200, seed=0, slot_values={"person": names, "city": places})
+    assert len(set(sentences)) == 200
+    new = set(names + places)
+    vocab = vocabulary()
+    for s in sentences:
+        words = s.split()
+        # Every sentence says a new word; the rest is the grammar's own vocabulary.
+        assert new & set(words), s
+        assert set(words) - new <= vocab, s
+        assert MIN_WORDS <= len(words) <= MAX_WORDS, s
+    # The grammar's own names are replaced, not mixed in.
+    assert not {w for s in sentences for w in s.split()} & {"ANNA", "DAVID", "LONDON", "PARIS"}
+    # Both slots are reached, and exclude is honoured.
+    assert any("REYKJAVIK" in s for s in sentences) and any("THADDEUS" in s for s in sentences)
+    assert not set(generate_slot_sentences(50, 0, {"person": names}, exclude=set(sentences[:50]))) & set(sentences[:50])
+
+
+def test_slot_sentences_reject_bad_slots() -> None:
+    with pytest.raises(ValueError, match="unknown slot"):
+        generate_slot_sentences(5, 0, {"nope": ["X"]})
+    with pytest.raises(ValueError, match="unknown slot"):
+        generate_slot_sentences(5, 0, {"S": ["X"]})
+    with pytest.raises(ValueError, match="upper-case words"):
+        generate_slot_sentences(5, 0, {"person": "THADDEUS"})
+    with pytest.raises(ValueError, match="upper-case words"):
+        generate_slot_sentences(5, 0, {"person": ["thaddeus"]})
+    with pytest.raises(ValueError, match="at least one slot"):
+        generate_slot_sentences(5, 0, {})
+
+
+def test_digit_strings_are_only_digit_words() -> None:
+    assert DIGIT_WORDS == ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
+    isolated = generate_digit_strings(25, seed=1)
+    # Isolated digits come in shuffled blocks of ten: every digit twice in the first 20.
+    assert all(p in DIGIT_WORDS for p in isolated) and sorted(isolated[:20]) == sorted(DIGIT_WORDS * 2)
+    assert isolated == generate_digit_strings(25, seed=1) and isolated != generate_digit_strings(25, seed=2)
+    strings = generate_digit_strings(200, seed=1, max_digits=3)
+    lengths = {len(p.split()) for p in strings}
+    assert lengths == {1, 2, 3} and {w for p in strings for w in p.split()} == set(DIGIT_WORDS)
+    with pytest.raises(ValueError):
+        generate_digit_strings(-1, seed=0)
+    with pytest.raises(ValueError):
+        generate_digit_strings(3, seed=0, max_digits=0)
