@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from typing import AbstractSet, Mapping, Sequence
+from typing import AbstractSet, Callable, Mapping, Sequence
 
 MIN_WORDS = 3
 MAX_WORDS = 12
@@ -364,16 +364,23 @@ def generate_sentences(n: int, seed: int, exclude: AbstractSet[str] = frozenset(
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     rng = random.Random(seed)
+    # The grammar has far more sentences than anyone asks for, so running out of
+    # attempts means n is unreasonable for it.
+    return _distinct(n, 50 * n + 1000, lambda: _normalise(_expand("S", rng)), exclude)
+
+
+def _distinct(n: int, max_attempts: int, draw: Callable[[], str | None], exclude: AbstractSet[str]) -> list[str]:
+    """Rejection sampling: the first ``n`` distinct sentences of ``draw`` (None = rejected)
+    that are not in ``exclude`` and have ``MIN_WORDS``..``MAX_WORDS`` words."""
     out: list[str] = []
     seen: set[str] = set()
-    # Rejection sampling; the grammar has far more sentences than anyone asks
-    # for, so running out of attempts means n is unreasonable for it.
-    max_attempts = 50 * n + 1000
     for _ in range(max_attempts):
         if len(out) == n:
             break
-        sentence = _normalise(_expand("S", rng))
-        if sentence in seen or sentence in exclude or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
+        sentence = draw()
+        if sentence is None or sentence in seen or sentence in exclude:
+            continue
+        if not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
             continue
         seen.add(sentence)
         out.append(sentence)
@@ -404,24 +411,14 @@ def generate_slot_sentences(
             raise ValueError(f"slot {slot!r} needs a list of upper-case words, got {values!r}")
     rules = {**_RULES, **{slot: list(values) for slot, values in slot_values.items()}}
     rng = random.Random(seed)
-    out: list[str] = []
-    seen: set[str] = set()
-    # Only some sentence frames reach a given slot (about one in ten for "person").
-    max_attempts = 500 * n + 1000
-    for _ in range(max_attempts):
-        if len(out) == n:
-            break
+
+    def draw() -> str | None:
         used: set[str] = set()
         sentence = _normalise(_expand("S", rng, rules, used))
-        if not used & slot_values.keys():
-            continue
-        if sentence in seen or sentence in exclude or not MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
-            continue
-        seen.add(sentence)
-        out.append(sentence)
-    if len(out) < n:
-        raise ValueError(f"could only generate {len(out)} distinct sentences of the {n} requested")
-    return out
+        return sentence if used & slot_values.keys() else None
+
+    # Only some sentence frames reach a given slot (about one in ten for "person").
+    return _distinct(n, 500 * n + 1000, draw, exclude)
 
 
 @functools.lru_cache(maxsize=1)
