@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
-from lhotse.utils import LOG_EPSILON
 
-from dsr.features.audio import resample, to_mono
+from dsr.features.audio import load_recording_mono
 from dsr.features.fbank import FbankConfig, compute_fbank
-from dsr.training.datamodule import make_loader
+from dsr.training.datamodule import make_loader, pad_features
 
 
 @dataclass(frozen=True)
@@ -52,12 +51,8 @@ def cut_features(cut: Cut, fbank: FbankConfig = FbankConfig()) -> torch.Tensor:
         return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
     if not cut.has_recording:
         raise ValueError("the cut has neither features nor a recording")
-    rec = cut.recording
     # Every channel of the recording, downmixed, as dsr features does (a MonoCut alone would load one channel).
-    whole = cut.start == 0 and cut.duration >= rec.duration
-    audio = to_mono(np.asarray(rec.load_audio(offset=cut.start, duration=None if whole else cut.duration),
-                               dtype=np.float32))
-    audio = resample(audio, rec.sampling_rate, fbank.sampling_rate)
+    audio = load_recording_mono(cut.recording, cut.start, cut.duration, fbank.sampling_rate)
     return torch.from_numpy(compute_fbank(audio, fbank))
 
 
@@ -88,7 +83,5 @@ class DecodeBatches:
             if not loaded:
                 continue
             lengths = torch.tensor([f.size(0) for _, f in loaded], dtype=torch.int64)
-            feats = torch.full((len(loaded), int(lengths.max()), loaded[0][1].size(1)), LOG_EPSILON)
-            for i, (_, f) in enumerate(loaded):
-                feats[i, : f.size(0)] = f
+            feats = pad_features([f for _, f in loaded])
             yield feats.to(self.device), lengths.to(self.device), [c for c, _ in loaded]

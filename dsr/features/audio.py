@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from math import gcd
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
 from dsr.errors import DsrUserError
+
+if TYPE_CHECKING:
+    from lhotse import Recording
 
 
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -51,6 +55,17 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     # soundfile returns (T, C); lhotse returns (C, T).  Channels are the short axis.
     axis = 1 if samples.shape[1] < samples.shape[0] else 0
     return samples.mean(axis=axis)
+
+
+def load_recording_mono(rec: "Recording", offset: float, duration: float, target_sr: int) -> np.ndarray:
+    """``duration`` s of a lhotse recording from ``offset``: all channels downmixed, resampled to ``target_sr``.
+
+    A segment covering the whole recording is read as a whole (no seek), so the same call
+    serves cuts, supervisions and noise segments.
+    """
+    whole = offset == 0 and duration >= rec.duration
+    audio = to_mono(rec.load_audio(offset=offset, duration=None if whole else duration))
+    return resample(np.asarray(audio, dtype=np.float32), rec.sampling_rate, target_sr)
 
 
 def load_audio_mono(path: Path | str, target_sr: int = 16000) -> np.ndarray:

@@ -14,12 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from lhotse import CutSet, Features, LilcomChunkyWriter, MonoCut, RecordingSet, SupervisionSet, load_manifest
 from lhotse.supervision import SupervisionSegment
 
 from dsr.errors import DsrUserError
-from dsr.features.audio import resample, speed_perturb, to_mono
+from dsr.features.audio import load_recording_mono, speed_perturb
 from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.noise import NoiseMixing, add_noise
 from dsr.utils import atomic_path
@@ -66,11 +65,10 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
     with LilcomChunkyWriter(storage_file) as writer:
         for rec, sup in items:
             try:
-                audio = to_mono(rec.load_audio(offset=sup.start, duration=sup.duration if sup.start or sup.duration < rec.duration else None))
+                audio = load_recording_mono(rec, sup.start, sup.duration, cfg.sampling_rate)
             except Exception as e:  # any decoding error is a bad file, reported not fatal
                 skipped.append((rec.id, f"unreadable audio ({rec.sources[0].source}): {e}"))
                 continue
-            audio = resample(np.asarray(audio, dtype=np.float32), rec.sampling_rate, cfg.sampling_rate)
             for factor in factors:
                 suffix = "" if factor == 1.0 else f"_sp{factor}"
                 cut_id = sup.id + suffix

@@ -25,7 +25,7 @@ import numpy as np
 from lhotse import Recording, RecordingSet, load_manifest
 
 from dsr.errors import DsrUserError
-from dsr.features.audio import resample, to_mono
+from dsr.features.audio import load_recording_mono
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,9 @@ def _noise_segment(rec: Recording, num_samples: int, sr: int, rng: np.random.Gen
     """``num_samples`` of ``rec`` at ``sr``, from a random offset; a short recording is repeated."""
     need_s = num_samples / sr
     if rec.duration > need_s:
-        offset = float(rng.uniform(0.0, rec.duration - need_s))
-        audio = rec.load_audio(offset=offset, duration=need_s)
+        noise = load_recording_mono(rec, float(rng.uniform(0.0, rec.duration - need_s)), need_s, sr)
     else:
-        audio = rec.load_audio()
-    noise = resample(np.asarray(to_mono(audio), dtype=np.float32), rec.sampling_rate, sr)
+        noise = load_recording_mono(rec, 0.0, rec.duration, sr)
     if noise.size == 0:
         return np.zeros(num_samples, dtype=np.float32)
     return np.resize(noise, num_samples)  # repeats a short noise; trims rounding overshoot

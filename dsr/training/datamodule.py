@@ -6,7 +6,7 @@ Shared by training and decoding so that both read features the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,18 @@ def load_cut_list(paths: str) -> CutSet:
 def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSet:
     """Drop cuts whose duration the model cannot (or should not) train on."""
     return cuts.filter(lambda c: min_duration <= c.duration <= max_duration)
+
+
+def pad_features(feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(T_i, F) matrices -> (N, max T_i, F) float32, right-padded with ``LOG_EPSILON``.
+
+    The value and dtype lhotse's collation pads with (float64 ``LOG_EPSILON`` stored as
+    float32), so batches built here equal lhotse's.
+    """
+    out = torch.full((len(feats), max(f.size(0) for f in feats), feats[0].size(1)), LOG_EPSILON, dtype=torch.float32)
+    for i, f in enumerate(feats):
+        out[i, : f.size(0)] = f
+    return out
 
 
 class CachedFeatures(PrecomputedFeatures):
@@ -80,13 +92,7 @@ class CachedFeatures(PrecomputedFeatures):
         if pad_direction != "right":
             return super().__call__(cuts, pad_direction)
         lens = torch.tensor([cut.num_frames for cut in cuts], dtype=torch.int)
-        first = next(iter(cuts))
-        # lhotse pads with float64 LOG_EPSILON and then stores float32: the same value as here.
-        inputs = torch.full((len(cuts), int(lens.max()), first.num_features), LOG_EPSILON, dtype=torch.float32)
-        for i, cut in enumerate(cuts):
-            feats = self.load(cut)
-            inputs[i, : feats.shape[0]] = torch.from_numpy(feats)
-        return inputs, lens
+        return pad_features([torch.from_numpy(self.load(cut)) for cut in cuts]), lens
 
 
 class ResumableSampler(torch.utils.data.Sampler):
