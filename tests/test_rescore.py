@@ -44,9 +44,10 @@ def scorer(lm_dir):
     return LlmScorer.from_path(lm_dir)
 
 
-def _hyp(text: str, am: float, ctc: float | None = None) -> dict:
-    return {"text": text, "tokens": [1, 2], "am_score": am, "ctc_score": ctc, "context_score": 0.0,
-            "timestamps": [0, 4]}
+def _hyp(text: str, am: float, ctc: float | None = None, att: float | None = None) -> dict:
+    hyp = {"text": text, "tokens": [1, 2], "am_score": am, "ctc_score": ctc, "context_score": 0.0,
+           "timestamps": [0, 4]}
+    return hyp if att is None else {**hyp, "attention_score": att}
 
 
 def _write(path, utts: list[dict]):
@@ -91,7 +92,7 @@ def test_rescore_outputs_and_score_reuse(tmp_path, scorer, lm_dir):
     for name in ("recogs.txt", "errs.txt", "wer.txt", "result.json", "llm_scores.jsonl"):
         assert (tmp_path / "out" / name).is_file(), name
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert saved["weights"] == {"lm_weight": 1.0, "length_bonus": 0.5, "ctc_weight": 0.0}
+    assert saved["weights"] == {"lm_weight": 1.0, "length_bonus": 0.5, "ctc_weight": 0.0, "attention_weight": 0.0}
     assert saved["first_pass_wer"] > saved["rescored_wer"] >= saved["oracle_wer"] == 0.0
     assert saved["llm_texts_scored"] == 2 * len(DOMAIN) + 2 and saved["llm_seconds"] > 0
     assert [s["n"] for s in saved["by_nbest_size"]] == [1, 2, 3]
@@ -117,6 +118,20 @@ def test_ctc_weight_used_only_when_present(tmp_path, scorer):
     nb = _write(tmp_path / "n.jsonl", utts)
     assert rescore(nb, scorer, tmp_path / "o0", Weights(0.0, 0.0, 0.0))["errors"] == 1
     assert rescore(nb, scorer, tmp_path / "o1", Weights(0.0, 0.0, 0.5))["errors"] == 0
+
+
+def test_attention_weight_used_only_when_present(tmp_path, scorer):
+    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
+             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, att=-8.0), _hyp("DIM THE HALL LAMP", -1.5, att=-2.0)]},
+            {"utt_id": "b", "ref": "DIM THE HALL LAMP",
+             "hyps": [_hyp("DIM THE HALL LAMP", -1.0), _hyp("DIM THE HALL LIGHTS", -1.2)]}]
+    nb = _write(tmp_path / "n.jsonl", utts)
+    assert rescore(nb, scorer, tmp_path / "o0", Weights(0.0, 0.0))["errors"] == 1
+    r = rescore(nb, scorer, tmp_path / "o1", Weights(0.0, 0.0, attention_weight=0.3))
+    assert r["errors"] == 0 and r["weights"]["attention_weight"] == 0.3
+    assert "_attention_weight=0.3\t" in (tmp_path / "o1" / "wer.txt").read_text()
+    tune(nb, scorer, tmp_path / "t", lm_weights=[0.0], length_bonuses=[0.0], attention_weight=0.3)
+    assert Weights.load(tmp_path / "t" / "weights.json").attention_weight == 0.3
 
 
 def test_tune_helps_when_the_lm_helps(tmp_path, scorer):

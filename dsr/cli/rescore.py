@@ -41,10 +41,12 @@ def rescore(
     lm_weight: float = typer.Option(0.3, "--lm-weight", help="Weight of the LLM log-probability."),
     length_bonus: float = typer.Option(1.0, "--length-bonus", help="Added per hypothesis word."),
     ctc_weight: float = typer.Option(0.0, "--ctc-weight", help="Weight of the CTC score, where the n-best has one."),
+    attention_weight: float = typer.Option(0.0, "--attention-weight", help="Weight of the attention decoder's "
+                                           "score, where the n-best has one (attention-rescoring methods)."),
     tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Dev nbest.jsonl: grid-search --lm-weight and "
                                            "--length-bonus on it, save weights.json, apply them to every --nbest."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="weights.json saved by an earlier --tune-on "
-                                           "(its ctc_weight too; replaces the three weight options)."),
+                                           "(its ctc/attention weights too; replaces the weight options)."),
     tune_lm_weights: str = typer.Option("0,0.02,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.7,1", "--tune-lm-weights",
                                         help="Grid of LM weights for --tune-on (0 is always included)."),
     tune_length_bonuses: str = typer.Option("-1,-0.5,0,0.5,1,1.5,2,2.5,3,4", "--tune-length-bonuses",
@@ -63,7 +65,8 @@ def rescore(
 ) -> None:
     """Rescore n-best lists with a causal LLM: writes recogs.txt, errs.txt, wer.txt, result.json, llm_scores.jsonl.
 
-    total = am_score + LM_WEIGHT * llm_logprob + LENGTH_BONUS * words [+ CTC_WEIGHT * ctc_score].
+    total = am_score + LM_WEIGHT * llm_logprob + LENGTH_BONUS * words [+ CTC_WEIGHT * ctc_score]
+    [+ ATTENTION_WEIGHT * attention_score].
     LLM scores are saved, so re-running with other weights does not run the LLM again.
 
     Examples:
@@ -93,7 +96,8 @@ def rescore(
     grid = None
     if tune_on is not None:  # parsed before the slow LLM load, so that a typo fails at once
         grid = (_floats(tune_lm_weights, "--tune-lm-weights"), _floats(tune_length_bonuses, "--tune-length-bonuses"))
-    chosen = Weights.load(weights) if weights is not None else Weights(lm_weight, length_bonus, ctc_weight)
+    chosen = (Weights.load(weights) if weights is not None
+              else Weights(lm_weight, length_bonus, ctc_weight, attention_weight))
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     llm_path = llm if llm is not None else default_llm_path()
@@ -102,8 +106,8 @@ def rescore(
                                  bos_token=bos_token, eos_token=eos_token)
     if tune_on is not None and grid is not None:
         tune_dir = output_dir(tune_on, out_dir)
-        lam, beta = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size)
-        chosen = Weights(lam, beta, ctc_weight)
+        lam, beta = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size, attention_weight)
+        chosen = Weights(lam, beta, ctc_weight, attention_weight)
         console.print(f"[green]done[/] tune: {chosen.tag()} -> {tune_dir / WEIGHTS_FILE}")
     for n, out in zip(nbest, outs, strict=True):
         r = run_rescore(n, scorer, out, chosen, batch_size)

@@ -95,6 +95,8 @@ def rescoring_table(rows: list[dict]) -> list[str]:
         weights = f"λ={w.get('lm_weight', 0):g} β={w.get('length_bonus', 0):g}"
         if w.get("ctc_weight"):
             weights += f" ctc={w['ctc_weight']:g}"
+        if w.get("attention_weight"):
+            weights += f" att={w['attention_weight']:g}"
         decode_s = r.get("decode_seconds")
         lines.append(f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
                      f"| {r['oracle_wer']:.2f} | {res:.2f} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")

@@ -6,7 +6,9 @@ One JSON object per utterance, hypotheses best-first::
      "hyps": [{"text": "TURN ON THE LIGHTS", "tokens": [5, 9], "am_score": -1.2,
                "ctc_score": -3.4, "context_score": 0.0, "timestamps": [3, 7]}, ...]}
 
-``ctc_score`` may be null (no CTC head); the other fields are required.
+``ctc_score`` may be null (no CTC head); ``attention_score`` (the attention decoder's
+log-probability, written by the attention-rescoring methods) may be null or absent; the
+other fields are required.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Hyp:
     ctc_score: float | None
     context_score: float
     timestamps: list[int]
+    attention_score: float | None = None
 
     @property
     def num_words(self) -> int:
@@ -41,7 +44,7 @@ class NbestUtt:
 
 def _hyp(obj: dict, where: str) -> Hyp:
     try:
-        ctc = obj.get("ctc_score")
+        ctc, att = obj.get("ctc_score"), obj.get("attention_score")
         return Hyp(
             text=str(obj["text"]),
             tokens=[int(t) for t in obj["tokens"]],
@@ -49,6 +52,7 @@ def _hyp(obj: dict, where: str) -> Hyp:
             ctc_score=None if ctc is None else float(ctc),
             context_score=float(obj["context_score"]),
             timestamps=[int(t) for t in obj["timestamps"]],
+            attention_score=None if att is None else float(att),
         )
     except KeyError as e:
         raise DsrUserError(f"{where}: hypothesis has no {e.args[0]!r} field; re-run dsr decode to rewrite it") from e

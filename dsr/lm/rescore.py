@@ -2,9 +2,11 @@
 
 Each hypothesis gets::
 
-    total = am_score + lm_weight * llm_score + length_bonus * num_words [+ ctc_weight * ctc_score]
+    total = am_score + lm_weight * llm_score + length_bonus * num_words
+            [+ ctc_weight * ctc_score] [+ attention_weight * attention_score]
 
-(the CTC term only when the hypothesis has a ``ctc_score``).  The highest total wins;
+(the CTC and attention terms only when the hypothesis has those scores: an attention
+decoder's log-probability is in the n-best of the attention-rescoring methods).  The highest total wins;
 ties go to the hypothesis the first pass ranked higher, so all-zero weights give back
 the first-pass 1-best exactly.  ``length_bonus`` offsets the LLM's per-word cost, which
 would otherwise favour deletions.
@@ -46,9 +48,11 @@ class Weights:
     lm_weight: float = 0.0
     length_bonus: float = 0.0
     ctc_weight: float = 0.0
+    attention_weight: float = 0.0
 
     def tag(self) -> str:
-        return f"lm_weight={self.lm_weight:g}_length_bonus={self.length_bonus:g}_ctc_weight={self.ctc_weight:g}"
+        tag = f"lm_weight={self.lm_weight:g}_length_bonus={self.length_bonus:g}_ctc_weight={self.ctc_weight:g}"
+        return tag + (f"_attention_weight={self.attention_weight:g}" if self.attention_weight else "")
 
     @classmethod
     def load(cls, path: Path | str) -> Weights:
@@ -56,7 +60,8 @@ class Weights:
         path = Path(path)
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
-            return cls(float(obj["lm_weight"]), float(obj["length_bonus"]), float(obj.get("ctc_weight", 0.0)))
+            return cls(float(obj["lm_weight"]), float(obj["length_bonus"]), float(obj.get("ctc_weight", 0.0)),
+                       float(obj.get("attention_weight", 0.0)))
         except FileNotFoundError as e:
             raise DsrUserError(f"{path}: no such weights file; write one with dsr rescore --tune-on DEV_NBEST") from e
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -75,6 +80,7 @@ class NbestTable:
     am: np.ndarray  # (U, N) float64
     llm: np.ndarray  # (U, N) float64
     ctc: np.ndarray  # (U, N) float64, 0 where absent
+    att: np.ndarray  # (U, N) float64, attention-decoder log-prob, 0 where absent
     num_words: np.ndarray  # (U, N) float64
     errors: np.ndarray  # (U, N) int64, word edit distance to the reference
     valid: np.ndarray  # (U, N) bool
@@ -84,7 +90,7 @@ class NbestTable:
     def build(cls, utts: list[NbestUtt], llm: list[list[float]]) -> NbestTable:
         n = max(max(len(u.hyps) for u in utts), 1)
         shape = (len(utts), n)
-        am, lm, ctc, nw = (np.zeros(shape) for _ in range(4))
+        am, lm, ctc, att, nw = (np.zeros(shape) for _ in range(5))
         errors = np.zeros(shape, dtype=np.int64)
         valid = np.zeros(shape, dtype=bool)
         texts: list[list[str]] = []
@@ -97,15 +103,18 @@ class NbestTable:
             for i, (h, s) in enumerate(zip(hyps, scores, strict=True)):
                 am[u, i], lm[u, i], nw[u, i] = h.am_score, s, h.num_words
                 ctc[u, i] = h.ctc_score if h.ctc_score is not None else 0.0
+                att[u, i] = h.attention_score if h.attention_score is not None else 0.0
                 errors[u, i] = kaldialign.edit_distance(ref, normalize_text(h.text).split())["total"]
                 valid[u, i] = True
-        return cls(utts, texts, am, lm, ctc, nw, errors, valid, ref_words)
+        return cls(utts, texts, am, lm, ctc, att, nw, errors, valid, ref_words)
 
     def choose(self, w: Weights, top_n: int | None = None) -> np.ndarray:
         """Index of the best hypothesis of each utterance, shape (U,); ties go to the lower index."""
         total = self.am + w.lm_weight * self.llm + w.length_bonus * self.num_words
         if w.ctc_weight:  # skipped at 0 so that an infinite CTC score cannot turn into NaN
             total = total + w.ctc_weight * self.ctc
+        if w.attention_weight:
+            total = total + w.attention_weight * self.att
         allowed = self.valid if top_n is None else self.valid & (np.arange(self.valid.shape[1]) < top_n)
         return np.argmax(np.where(allowed, total, -np.inf), axis=1)  # argmax returns the first maximum
 
@@ -133,12 +142,14 @@ def tune(
     length_bonuses: tuple[float, ...] | list[float] = DEFAULT_LENGTH_BONUSES,
     ctc_weight: float = 0.0,
     batch_size: int = 16,
+    attention_weight: float = 0.0,
 ) -> tuple[float, float]:
     """Grid-search ``(lm_weight, length_bonus)`` minimising WER on ``dev_nbest``.
 
     Ties go to the smaller ``|lm_weight|``, then the smaller ``|length_bonus|``.  0 is
     added to both grids, so the result is never worse on dev than ``lm_weight=0``.
-    Writes ``weights.json`` (with ``ctc_weight``), ``tune.json`` (WER of every grid
+    ``ctc_weight`` and ``attention_weight`` are fixed, not searched.
+    Writes ``weights.json`` (with ``ctc_weight`` and ``attention_weight``), ``tune.json`` (WER of every grid
     point) and ``llm_scores.jsonl`` into ``out_dir``.
     """
     lams, betas = _grid(lm_weights, "lm_weights"), _grid(length_bonuses, "length_bonuses")
@@ -148,12 +159,12 @@ def tune(
     grid = []
     for lam in lams:
         for beta in betas:
-            chosen = table.choose(Weights(lam, beta, ctc_weight))
+            chosen = table.choose(Weights(lam, beta, ctc_weight, attention_weight))
             errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
             grid.append({"lm_weight": lam, "length_bonus": beta, "errors": errors, "wer": table.wer(chosen)})
     best = min(grid, key=lambda g: (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]),
                                     g["lm_weight"], g["length_bonus"]))
-    weights = Weights(best["lm_weight"], best["length_bonus"], ctc_weight)
+    weights = Weights(best["lm_weight"], best["length_bonus"], ctc_weight, attention_weight)
     write_json_atomic(out / WEIGHTS_FILE, {**asdict(weights), "dev_wer": best["wer"], "dev_nbest": str(dev_nbest),
                                            "llm": scorer.signature})
     write_json_atomic(out / "tune.json", {"dev_nbest": str(dev_nbest), "llm": scorer.signature,

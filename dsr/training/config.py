@@ -46,6 +46,11 @@ class TrainConfig:
         0.0, "Vocal tract length perturbation: warp each utterance's mel frequency axis by up to this "
         "relative amount (e.g. 0.1; 0 = off). Helps with few training speakers."
     )
+    edge_trim: float = opt(
+        0.0, "Edge trimming: cut a random 0..S seconds off the start and off the end of each training "
+        "utterance (each edge with probability 0.5, keeping >= 60 %; e.g. 0.15; 0 = off). For corpora "
+        "whose files were trimmed into the speech, such as FSDD."
+    )
     # Model
     utterance_norm: str = opt(
         "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
@@ -196,6 +201,8 @@ class TrainConfig:
             raise DsrUserError(f"--gain-db must be >= 0, got {self.gain_db}")
         if not 0.0 <= self.freq_warp < 0.5:
             raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
+        if self.edge_trim < 0:
+            raise DsrUserError(f"--edge-trim must be >= 0 seconds, got {self.edge_trim}")
         if self.feature_cache_mb < 0:
             raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:

@@ -6,17 +6,18 @@ Shared by training and decoding so that both read features the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from lhotse import CutSet, combine
-from lhotse.cut import Cut
+from lhotse.cut import Cut, MonoCut
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 from lhotse.utils import LOG_EPSILON
 
 from dsr.errors import DsrUserError
+from dsr.training.cut_augment import RandomEdgeTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
 
 
@@ -72,17 +73,32 @@ class CachedFeatures(PrecomputedFeatures):
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
         self.cached_bytes = 0
-        self._cache: dict[tuple[str, float, float], np.ndarray] = {}
+        self._cache: dict[tuple, np.ndarray] = {}
 
     def load(self, cut: Cut) -> np.ndarray:
-        """The (num_frames, num_features) float32 matrix of ``cut``."""
-        key = (cut.id, cut.start, cut.duration)
+        """The (num_frames, num_features) float32 matrix of ``cut``.
+
+        A cut's own stored matrix is kept whole, keyed by its storage, so cuts that are
+        windows of it (:class:`~dsr.training.cut_augment.RandomEdgeTrim`) are slices of
+        one entry; other cuts (mixes) are kept as loaded.
+        """
+        stored = cut.features if isinstance(cut, MonoCut) else None
+        if stored is None or cut.start < stored.start:
+            return self._cached(cut, (cut.id, cut.start, cut.duration), cut.load_features, cut.num_frames)
+        key = (stored.storage_path, stored.storage_key, stored.start, stored.duration)
+        whole = self._cached(cut, key, stored.load, stored.num_frames)
+        first = round((cut.start - stored.start) / stored.frame_shift)
+        if first + cut.num_frames > whole.shape[0]:
+            return cut.load_features()
+        return whole[first : first + cut.num_frames]
+
+    def _cached(self, cut: Cut, key: tuple, load: Callable[[], np.ndarray], num_frames: int) -> np.ndarray:
         feats = self._cache.get(key)
         if feats is None:
-            feats = cut.load_features()
-            if feats.shape[0] != cut.num_frames:
+            feats = load()
+            if feats.shape[0] != num_frames:
                 raise RuntimeError(f"cut {cut.id}: {feats.shape[0]} feature frames stored, manifest says "
-                                   f"{cut.num_frames}; recompute the features (dsr features --force)")
+                                   f"{num_frames}; recompute the features (dsr features --force)")
             if self.cached_bytes + feats.nbytes <= self.max_bytes:
                 self._cache[key] = feats
                 self.cached_bytes += feats.nbytes
@@ -136,6 +152,7 @@ def make_loader(
     spec_augment: bool = False,
     freq_warp: float = 0.0,
     gain_db: float = 0.0,
+    edge_trim: float = 0.0,
     num_workers: int = 0,
     num_buckets: int = 10,
     seed: int = 0,
@@ -148,7 +165,8 @@ def make_loader(
     ``max_duration`` is the total seconds of audio in a batch; dynamic bucketing
     groups similar lengths so padding stays small.  ``gain_db`` > 0 applies
     :class:`~dsr.training.feature_augment.RandomGain` and ``freq_warp`` > 0
-    :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment.  With ``world_size`` > 1 the
+    :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment; ``edge_trim`` > 0
+    trims up to that many seconds off each edge of the cuts (:class:`~dsr.training.cut_augment.RandomEdgeTrim`).  With ``world_size`` > 1 the
     loader yields rank ``rank``'s share: every ``world_size``-th batch, and the same
     number of batches on every rank (lhotse splits the last ones to ensure it).
     A ``feature_cache`` keeps decoded features in memory for loaders that see the cuts
@@ -167,8 +185,11 @@ def make_loader(
         transforms.append(
             SpecAugment(time_warp_factor=0, num_frame_masks=2, features_mask_size=15, frames_mask_size=20, p=0.9)
         )
+    cut_transforms = [RandomEdgeTrim(edge_trim)] if edge_trim > 0 else []
     inputs = feature_cache if feature_cache is not None else PrecomputedFeatures()
-    dataset = K2SpeechRecognitionDataset(input_transforms=transforms, input_strategy=inputs, return_cuts=True)
+    dataset = K2SpeechRecognitionDataset(
+        cut_transforms=cut_transforms, input_transforms=transforms, input_strategy=inputs, return_cuts=True
+    )
     if hasattr(cuts, "__len__"):
         # Buckets need several cuts each to be worth it; tiny sets use one simple sampler.
         num_buckets = min(num_buckets, len(cuts) // 4)

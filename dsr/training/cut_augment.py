@@ -1,0 +1,73 @@
+"""Augmentation of cuts before their features are read (lhotse cut transforms).
+
+:class:`RandomEdgeTrim` cuts a random stretch off the start and the end of training
+utterances.  Corpora of isolated words are often trimmed by an energy-based silence
+remover that also eats weak speech at the edges: in FSDD the held-out speaker's "six"
+reaches full voicing 40 ms into the file, where the training speakers' files hold
+~120 ms of /s/ first.  A model that has only heard "six" with its /s/ reads "ɪks" as
+EIGHT or THREE (36 of his 50 sixes, docs/RESULTS.md).  Trimming the training audio the
+same way teaches it the rest of the word.  Frames are cut in whole feature frames, so
+the features of a trimmed cut are a slice of the stored matrix (read once and kept by
+:class:`~dsr.training.datamodule.CachedFeatures`).
+"""
+
+from __future__ import annotations
+
+import torch
+from lhotse import CutSet
+from lhotse.cut import Cut, MonoCut
+from lhotse.utils import fastcopy
+
+
+class RandomEdgeTrim:
+    """Trim up to ``max_seconds`` off each edge of every cut, independently per edge.
+
+    A lhotse cut transform: ``trim(cuts) -> cuts``.  Each edge is trimmed with
+    probability ``p`` by a uniform number of whole frames in ``[0, max_seconds]``; the
+    cut keeps at least ``min_keep`` of its duration, and its supervision is cut to the
+    new span (so one supervision per cut stays one).  Cuts without features or with
+    several supervisions pass unchanged.
+
+    Args:
+        max_seconds: the most trimmed from one edge, > 0.
+        p: probability of trimming each edge, in [0, 1].
+        min_keep: fraction of the duration always kept, in (0, 1].
+
+    Draws come from torch's global generator, which training seeds and checkpoints, so a
+    resumed run trims as the uninterrupted one would.
+    """
+
+    def __init__(self, max_seconds: float, p: float = 0.5, min_keep: float = 0.6) -> None:
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 (got {max_seconds})")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1] (got {p})")
+        if not 0.0 < min_keep <= 1.0:
+            raise ValueError(f"min_keep must be in (0, 1] (got {min_keep})")
+        self.max_seconds = max_seconds
+        self.p = p
+        self.min_keep = min_keep
+
+    def trim_cut(self, cut: Cut) -> Cut:
+        if not isinstance(cut, MonoCut) or cut.features is None or len(cut.supervisions) != 1:
+            return cut
+        shift = cut.features.frame_shift
+        max_frames = int(self.max_seconds / shift)
+        spare = int(cut.duration * (1.0 - self.min_keep) / shift)
+        coin, frames = torch.rand(2), torch.randint(0, max_frames + 1, (2,))
+        drawn = [int(f) if c < self.p else 0 for c, f in zip(coin, frames)]
+        head, tail = min(drawn[0], spare), min(drawn[1], max(0, spare - drawn[0]))
+        if head == 0 and tail == 0:
+            return cut
+        start, duration = head * shift, cut.duration - (head + tail) * shift
+        sup = cut.supervisions[0]
+        new_sup = fastcopy(sup, start=max(0.0, sup.start - start))
+        new_sup = fastcopy(new_sup, duration=min(sup.end - start, duration) - new_sup.start)
+        # Same id: lhotse keys nothing on it, and logs/alignments stay readable.
+        return fastcopy(cut, start=cut.start + start, duration=duration, supervisions=[new_sup])
+
+    def __call__(self, cuts: CutSet) -> CutSet:
+        return CutSet.from_cuts([self.trim_cut(c) for c in cuts])
+
+    def __repr__(self) -> str:
+        return f"RandomEdgeTrim(max_seconds={self.max_seconds}, p={self.p}, min_keep={self.min_keep})"

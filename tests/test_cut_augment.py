@@ -1,0 +1,52 @@
+"""Random edge trimming cuts whole frames off the edges and keeps the supervision inside the cut."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsr.training.cut_augment import RandomEdgeTrim
+from dsr.training.datamodule import load_cuts
+from tests.tiny_corpus import write_feature_cuts
+
+FRAMES = (40, 100, 25, 300)
+
+
+def _cuts(tmp_path):
+    return load_cuts(write_feature_cuts(tmp_path, [f"WORD {i}" for i in range(len(FRAMES))], FRAMES)).to_eager()
+
+
+def test_trimmed_cuts_are_frame_aligned_windows_with_their_supervision(tmp_path):
+    cuts = _cuts(tmp_path)
+    trim = RandomEdgeTrim(max_seconds=0.2, p=1.0, min_keep=0.6)
+    torch.manual_seed(0)
+    seen_trimmed = 0
+    for _ in range(20):
+        for old, new in zip(cuts, trim(cuts)):
+            assert new.id == old.id and new.supervisions[0].text == old.supervisions[0].text
+            head = (new.start - old.start) / 0.01
+            tail = (old.end - new.end) / 0.01
+            assert abs(head - round(head)) < 1e-6 and abs(tail - round(tail)) < 1e-6
+            assert 0 <= round(head) <= 20 and 0 <= round(tail) <= 20
+            assert new.duration >= 0.6 * old.duration - 1e-9
+            sup = new.supervisions[0]
+            assert sup.start == 0 and abs(sup.duration - new.duration) < 1e-9
+            assert new.load_features().shape[0] == new.num_frames
+            seen_trimmed += new.duration < old.duration
+    assert seen_trimmed > 50
+
+
+def test_p_zero_and_draws_follow_torch_seed(tmp_path):
+    cuts = _cuts(tmp_path)
+    assert [c.duration for c in RandomEdgeTrim(0.2, p=0.0)(cuts)] == [c.duration for c in cuts]
+    torch.manual_seed(5)
+    a = [(c.start, c.duration) for c in RandomEdgeTrim(0.2)(cuts)]
+    torch.manual_seed(5)
+    b = [(c.start, c.duration) for c in RandomEdgeTrim(0.2)(cuts)]
+    assert a == b
+
+
+@pytest.mark.parametrize("kwargs", [{"max_seconds": 0}, {"max_seconds": 0.1, "p": 1.5}, {"max_seconds": 0.1, "min_keep": 0}])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        RandomEdgeTrim(**kwargs)
