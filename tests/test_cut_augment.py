@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from dsr.training.cut_augment import RandomEdgeTrim
+from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.datamodule import load_cuts
 from tests.tiny_corpus import write_feature_cuts
 
@@ -50,3 +51,29 @@ def test_p_zero_and_draws_follow_torch_seed(tmp_path):
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         RandomEdgeTrim(**kwargs)
+
+
+def test_endpoint_trim_cuts_the_quiet_edges_only(tmp_path):
+    cuts = _cuts(tmp_path)
+    cut = cuts[3]  # 300 frames
+    # a quiet lead (-30 dB), a word, a -12 dB coda, a quiet tail (in natural-log power units)
+    energy_db = np.full(300, -30.0)
+    energy_db[60:200] = 0.0
+    energy_db[200:240] = -12.0
+    feats = np.repeat((energy_db * np.log(10) / 10 - np.log(80))[:, None], 80, axis=1).astype(np.float32)
+    trim = RandomEndpointTrim(max_db=40, load_features=lambda c: feats, p=1.0, min_keep=0.1)
+    assert np.allclose(trim.energy_db(cut), energy_db, atol=1e-4)
+    torch.manual_seed(0)
+    heads, tails = set(), set()
+    for _ in range(50):
+        new = trim.trim_cut(cut)
+        heads.add(round((new.start - cut.start) / 0.01))
+        tails.add(round((cut.end - new.end) / 0.01))
+        assert new.supervisions[0].duration == pytest.approx(new.duration)
+    # thresholds 20..40 dB: the -30 dB edges go only when theta < 30, the -12 dB coda never
+    assert heads == {0, 60} and tails == {0, 60}
+    # a low threshold (<= 12 dB) also takes the coda, unless min_keep stops it
+    low = RandomEndpointTrim(max_db=10, load_features=lambda c: feats, p=1.0, min_keep=0.1)
+    assert {round((cut.end - low.trim_cut(cut).end) / 0.01) for _ in range(20)} == {100}
+    kept = RandomEndpointTrim(max_db=10, load_features=lambda c: feats, p=1.0, min_keep=0.8).trim_cut(cut)
+    assert kept.duration == pytest.approx(0.8 * cut.duration, abs=0.011)

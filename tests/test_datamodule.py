@@ -20,12 +20,12 @@ def _cuts(tmp_path: Path):
     return load_cuts(write_feature_cuts(tmp_path, texts, FRAMES)).to_eager()
 
 
-def _epochs(cuts, cache: CachedFeatures | None, num_epochs: int = 2, edge_trim: float = 0.0) -> list[dict]:
+def _epochs(cuts, cache: CachedFeatures | None, num_epochs: int = 2, **trim: float) -> list[dict]:
     random.seed(3)
     torch.manual_seed(3)
     np.random.seed(3)
     loader, sampler = make_loader(cuts, max_duration=2.5, shuffle=True, spec_augment=True, gain_db=10.0,
-                                  freq_warp=0.1, edge_trim=edge_trim, num_buckets=2, feature_cache=cache)
+                                  freq_warp=0.1, num_buckets=2, feature_cache=cache, **trim)
     batches = []
     for epoch in range(1, num_epochs + 1):
         sampler.set_epoch(epoch)
@@ -33,18 +33,19 @@ def _epochs(cuts, cache: CachedFeatures | None, num_epochs: int = 2, edge_trim: 
     return batches
 
 
-@pytest.mark.parametrize("edge_trim", [0.0, 0.12])  # trimmed cuts are slices of the cached matrix
+# trimmed cuts are slices of the cached matrix
+@pytest.mark.parametrize("trim", [{}, {"edge_trim": 0.12}, {"endpoint_trim_db": 3.0, "edge_trim_keep": 0.5}])
 @pytest.mark.parametrize("budget_mb", [16.0, 0.02])  # everything cached / only a few cuts fit
-def test_cached_batches_equal_lhotse_reader(tmp_path, budget_mb, edge_trim):
+def test_cached_batches_equal_lhotse_reader(tmp_path, budget_mb, trim):
     cuts = _cuts(tmp_path)
     cache = CachedFeatures(int(budget_mb * 2**20))
-    reference, cached = _epochs(cuts, None, edge_trim=edge_trim), _epochs(cuts, cache, edge_trim=edge_trim)
+    reference, cached = _epochs(cuts, None, **trim), _epochs(cuts, cache, **trim)
     assert len(reference) == len(cached) > 2
     for a, b in zip(reference, cached):
         assert torch.equal(a["inputs"], b["inputs"])  # padding value, augmentation draws, order
         assert torch.equal(a["supervisions"]["num_frames"], b["supervisions"]["num_frames"])
         assert a["supervisions"]["text"] == b["supervisions"]["text"]
-    if edge_trim:
+    if trim:
         lengths = sorted(int(n) for batch in cached for n in batch["supervisions"]["num_frames"])
         assert lengths != sorted(FRAMES * 2)  # some cuts were trimmed
     assert 0 < cache.cached_bytes <= cache.max_bytes

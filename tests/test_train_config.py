@@ -45,3 +45,12 @@ def test_ctc_encoder_warmup_schedule_and_validation():
         TrainConfig(ctc_encoder_warmup_steps=100, ctc_loss_scale=0.0).validate()
     with pytest.raises(DsrUserError, match="--adam-beta2"):
         TrainConfig(adam_beta2=1.0).validate()
+
+
+@pytest.mark.parametrize("kwargs,flag", [({"edge_trim": -0.1}, "--edge-trim"), ({"edge_trim_keep": 0.0}, "--edge-trim-keep"),
+                                         ({"edge_trim_keep": 1.5}, "--edge-trim-keep")])
+def test_edge_trim_options_are_checked(kwargs, flag):
+    from dsr.training.config import TrainConfig
+
+    with pytest.raises(DsrUserError, match=flag):
+        TrainConfig(**kwargs).validate()

@@ -48,8 +48,16 @@ class TrainConfig:
     )
     edge_trim: float = opt(
         0.0, "Edge trimming: cut a random 0..S seconds off the start and off the end of each training "
-        "utterance (each edge with probability 0.5, keeping >= 60 %; e.g. 0.15; 0 = off). For corpora "
+        "utterance (each edge with probability 0.5, keeping >= --edge-trim-keep; e.g. 0.35; 0 = off). For corpora "
         "whose files were trimmed into the speech, such as FSDD."
+    )
+    endpoint_trim_db: float = opt(
+        0.0, "Endpoint trimming: on each edge of a training utterance (probability 0.5) cut the frames "
+        "quieter than a random threshold drawn in [D/2, D] dB below its loudest frame, as a silence "
+        "remover would (e.g. 40; 0 = off). Like --edge-trim, but weak sounds go first."
+    )
+    edge_trim_keep: float = opt(
+        0.6, "With --edge-trim/--endpoint-trim-db: the fraction of each utterance always kept, in (0, 1]."
     )
     # Model
     utterance_norm: str = opt(
@@ -203,6 +211,12 @@ class TrainConfig:
             raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
         if self.edge_trim < 0:
             raise DsrUserError(f"--edge-trim must be >= 0 seconds, got {self.edge_trim}")
+        if self.endpoint_trim_db < 0:
+            raise DsrUserError(f"--endpoint-trim-db must be >= 0, got {self.endpoint_trim_db}")
+        if self.edge_trim > 0 and self.endpoint_trim_db > 0:
+            raise DsrUserError("--edge-trim and --endpoint-trim-db are two ways to trim the edges; give one of them")
+        if not 0.0 < self.edge_trim_keep <= 1.0:
+            raise DsrUserError(f"--edge-trim-keep must be in (0, 1], got {self.edge_trim_keep}")
         if self.feature_cache_mb < 0:
             raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:

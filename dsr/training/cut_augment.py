@@ -13,6 +13,9 @@ the features of a trimmed cut are a slice of the stored matrix (read once and ke
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut, MonoCut
@@ -48,14 +51,17 @@ class RandomEdgeTrim:
         self.p = p
         self.min_keep = min_keep
 
+    def draw(self, cut: MonoCut) -> tuple[int, int]:
+        """Frames to cut off the (start, end) of ``cut``, before the ``min_keep`` limit."""
+        coin, frames = torch.rand(2), torch.randint(0, int(self.max_seconds / cut.features.frame_shift) + 1, (2,))
+        return tuple(int(f) if c < self.p else 0 for c, f in zip(coin, frames))  # type: ignore[return-value]
+
     def trim_cut(self, cut: Cut) -> Cut:
         if not isinstance(cut, MonoCut) or cut.features is None or len(cut.supervisions) != 1:
             return cut
         shift = cut.features.frame_shift
-        max_frames = int(self.max_seconds / shift)
         spare = int(cut.duration * (1.0 - self.min_keep) / shift)
-        coin, frames = torch.rand(2), torch.randint(0, max_frames + 1, (2,))
-        drawn = [int(f) if c < self.p else 0 for c, f in zip(coin, frames)]
+        drawn = self.draw(cut)
         head, tail = min(drawn[0], spare), min(drawn[1], max(0, spare - drawn[0]))
         if head == 0 and tail == 0:
             return cut
@@ -71,3 +77,54 @@ class RandomEdgeTrim:
 
     def __repr__(self) -> str:
         return f"RandomEdgeTrim(max_seconds={self.max_seconds}, p={self.p}, min_keep={self.min_keep})"
+
+
+class RandomEndpointTrim(RandomEdgeTrim):
+    """Trim each edge as an energy-based silence remover with a random threshold would.
+
+    With probability ``p`` per edge, a threshold ``theta`` is drawn uniformly in
+    ``[max_db / 2, max_db]`` dB below the cut's loudest frame, and the frames at that edge
+    quieter than it are cut off (frame energy = log of the summed mel power).  Unlike
+    :class:`RandomEdgeTrim`, how much speech goes does not depend on how much silence a
+    file holds: weak onsets and codas (/s/, /f/, /k/ bursts) go first, as in corpora cut by
+    such a tool.  ``min_keep`` and the supervision handling are as in :class:`RandomEdgeTrim`.
+
+    Args:
+        max_db: the highest threshold, in dB below the peak, > 0 (e.g. 40).
+        load_features: ``cut -> (num_frames, num_mel_bins)`` log-mel matrix (the
+            training loader's feature reader, so nothing is read twice).
+        p: probability of trimming each edge.
+        min_keep: fraction of the duration always kept.
+    """
+
+    def __init__(self, max_db: float, load_features: Callable[[Cut], np.ndarray], p: float = 0.5,
+                 min_keep: float = 0.6) -> None:
+        if max_db <= 0:
+            raise ValueError(f"max_db must be > 0 (got {max_db})")
+        super().__init__(max_seconds=1.0, p=p, min_keep=min_keep)
+        self.max_db = max_db
+        self.load_features = load_features
+        self._energy: dict[tuple[str, float, float], np.ndarray] = {}
+
+    def energy_db(self, cut: MonoCut) -> np.ndarray:
+        """(num_frames,) frame energy in dB relative to the loudest frame (<= 0)."""
+        key = (cut.id, cut.start, cut.duration)
+        db = self._energy.get(key)
+        if db is None:
+            feats = self.load_features(cut).astype(np.float64)
+            peak = feats.max(axis=1, keepdims=True)
+            log_power = peak[:, 0] + np.log(np.exp(feats - peak).sum(axis=1))
+            db = (log_power - log_power.max()) * (10.0 / np.log(10.0))
+            self._energy[key] = db.astype(np.float32)
+        return db
+
+    def draw(self, cut: MonoCut) -> tuple[int, int]:
+        db = self.energy_db(cut)
+        coin, theta = torch.rand(2), (0.5 + 0.5 * torch.rand(2)) * self.max_db
+        loud = [np.flatnonzero(db >= -float(t)) for t in theta]
+        head = int(loud[0][0]) if coin[0] < self.p else 0
+        tail = len(db) - 1 - int(loud[1][-1]) if coin[1] < self.p else 0
+        return head, tail
+
+    def __repr__(self) -> str:
+        return f"RandomEndpointTrim(max_db={self.max_db}, p={self.p}, min_keep={self.min_keep})"

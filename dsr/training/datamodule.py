@@ -17,7 +17,7 @@ from lhotse.dataset.input_strategies import PrecomputedFeatures
 from lhotse.utils import LOG_EPSILON
 
 from dsr.errors import DsrUserError
-from dsr.training.cut_augment import RandomEdgeTrim
+from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
 
 
@@ -153,6 +153,8 @@ def make_loader(
     freq_warp: float = 0.0,
     gain_db: float = 0.0,
     edge_trim: float = 0.0,
+    endpoint_trim_db: float = 0.0,
+    edge_trim_keep: float = 0.6,
     num_workers: int = 0,
     num_buckets: int = 10,
     seed: int = 0,
@@ -166,7 +168,9 @@ def make_loader(
     groups similar lengths so padding stays small.  ``gain_db`` > 0 applies
     :class:`~dsr.training.feature_augment.RandomGain` and ``freq_warp`` > 0
     :class:`~dsr.training.feature_augment.MelFrequencyWarp`, both before SpecAugment; ``edge_trim`` > 0
-    trims up to that many seconds off each edge of the cuts (:class:`~dsr.training.cut_augment.RandomEdgeTrim`).  With ``world_size`` > 1 the
+    trims up to that many seconds off each edge of the cuts and ``endpoint_trim_db`` > 0 trims
+    them as a silence remover would (:class:`~dsr.training.cut_augment.RandomEndpointTrim`), keeping
+    ``edge_trim_keep`` of each (:class:`~dsr.training.cut_augment.RandomEdgeTrim`).  With ``world_size`` > 1 the
     loader yields rank ``rank``'s share: every ``world_size``-th batch, and the same
     number of batches on every rank (lhotse splits the last ones to ensure it).
     A ``feature_cache`` keeps decoded features in memory for loaders that see the cuts
@@ -185,8 +189,15 @@ def make_loader(
         transforms.append(
             SpecAugment(time_warp_factor=0, num_frame_masks=2, features_mask_size=15, frames_mask_size=20, p=0.9)
         )
-    cut_transforms = [RandomEdgeTrim(edge_trim)] if edge_trim > 0 else []
+    if edge_trim > 0 and endpoint_trim_db > 0:
+        raise ValueError("give edge_trim or endpoint_trim_db, not both")
     inputs = feature_cache if feature_cache is not None else PrecomputedFeatures()
+    cut_transforms = []
+    if edge_trim > 0:
+        cut_transforms.append(RandomEdgeTrim(edge_trim, min_keep=edge_trim_keep))
+    if endpoint_trim_db > 0:
+        read = feature_cache.load if feature_cache is not None else lambda cut: cut.load_features()
+        cut_transforms.append(RandomEndpointTrim(endpoint_trim_db, read, min_keep=edge_trim_keep))
     dataset = K2SpeechRecognitionDataset(
         cut_transforms=cut_transforms, input_transforms=transforms, input_strategy=inputs, return_cuts=True
     )
