@@ -22,7 +22,8 @@
 #   2 lang      BPE over the ten digit words (with --init-from: the pretrained model's own, --init-lang-dir)
 #   3 train     small Conformer transducer + CTC on FSDD train + the synthetic digits
 #               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml)
-#   4 decode    greedy transducer + CTC greedy on dev and test
+#   4 decode    greedy transducer + CTC greedy on dev and test, with the weights averaged
+#               over the last $avg epochs
 #   5 results   WER/RTF table -> exp/conformer/results.md (exp/finetune/ with --init-from)
 set -euo pipefail
 
@@ -35,6 +36,7 @@ test_speaker=yweweler
 vocab_size=30
 num_synth_digits=3000   # 0: FSDD's three speakers only
 num_jobs=2
+avg=3            # decode the running average of the weights over the last $avg epochs
 exp_dir=
 config=
 init_from=       # checkpoint to fine-tune (e.g. the synth recipe's epoch-4.pt); empty: from scratch
@@ -103,7 +105,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode"
-  dsr decode --exp-dir $exp_dir --lang-dir "$lang_dir" -m greedy -m ctc-greedy \
+  dsr decode --exp-dir $exp_dir --lang-dir "$lang_dir" -m greedy -m ctc-greedy --avg $avg \
     --cuts data/fbank/fsdd_cuts_dev.jsonl.gz --cuts data/fbank/fsdd_cuts_test.jsonl.gz
 fi
 
