@@ -1,10 +1,11 @@
 """Augmentation of cuts before their features are read (lhotse cut transforms).
 
 :class:`RandomEdgeTrim` cuts a random stretch off the start and the end of training
-utterances.  Corpora of isolated words are often trimmed by an energy-based silence
+utterances; :class:`RandomEndpointTrim` cuts the quiet frames at the edges, as a silence
+remover with a random threshold would.  Corpora of isolated words are often trimmed by an energy-based silence
 remover that also eats weak speech at the edges: in FSDD the held-out speaker's "six"
-reaches full voicing 40 ms into the file, where the training speakers' files hold
-~120 ms of /s/ first.  A model that has only heard "six" with its /s/ reads "ɪks" as
+is voiced from its first 20 ms and has no final /s/, where two training speakers' files
+hold 40-60 ms of /s/ first.  A model that has only heard "six" with its /s/ reads his as
 EIGHT or THREE (36 of his 50 sixes, docs/RESULTS.md).  Trimming the training audio the
 same way teaches it the rest of the word.  Frames are cut in whole feature frames, so
 the features of a trimmed cut are a slice of the stored matrix (read once and kept by
