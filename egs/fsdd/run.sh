@@ -7,6 +7,7 @@
 #   bash egs/fsdd/run.sh --corpus-dir /data/fsdd           # any folder with audio/ + transcripts.tsv
 #   bash egs/fsdd/run.sh --stage 3 --stop-stage 3          # only training
 #   bash egs/fsdd/run.sh --num-synth-digits 0              # without the synthetic digits
+#   bash egs/fsdd/run.sh --stage 4 --avg 1                 # decode the last epoch's running average only
 #   bash egs/synth/run.sh --stop-stage 3 && \
 #   bash egs/fsdd/run.sh --init-from egs/synth/exp/conformer/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
 #                                                          # fine-tune the synth recipe's model (better, see RESULTS)
@@ -21,7 +22,8 @@
 #   1 features  80-dim FBANK at 16 kHz (the 8 kHz audio is resampled); FSDD train with 0.9/1.1 speed perturbation
 #   2 lang      BPE over the ten digit words (with --init-from: the pretrained model's own, --init-lang-dir)
 #   3 train     small Conformer transducer + CTC on FSDD train + the synthetic digits
-#               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml)
+#               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml,
+#               which also trims the training words' quiet edges: --endpoint-trim-db, see RESULTS)
 #   4 decode    greedy transducer + CTC greedy on dev and test, with the weights averaged
 #               over the last $avg epochs
 #   5 results   WER/RTF table -> exp/conformer/results.md (exp/finetune/ with --init-from)
