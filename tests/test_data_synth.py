@@ -13,6 +13,7 @@ from dsr.data.manifests import recordings_path, supervisions_path
 from dsr.data.sentences import DIGIT_WORDS, vocabulary
 from dsr.data.synth import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
 from dsr.data.tts import Voice, available_voices
+from dsr.errors import DsrUserError
 
 pytestmark = pytest.mark.skipif(
     not any(shutil.which(e) for e in ("espeak-ng", "flite", "festival")),
@@ -149,3 +150,25 @@ def test_digit_text_source_at_8khz(tmp_path: Path) -> None:
         prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, sample_rate=22050)
     with pytest.raises(ValueError):
         prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="digits", num_train_words=5)
+
+
+def test_file_text_source_speaks_the_file_minus_excluded(tmp_path: Path) -> None:
+    """--text-source file: sentences of the text file, never one near an excluded text."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    text = tmp_path / "book.txt"
+    text.write_text("The old man walked slowly down the road. He sat by the quiet river bank. "
+                    "Birds sang in the tall green trees. The evening light was soft and warm.\n")
+    reports = prepare_synth(
+        tmp_path / "c", tmp_path / "m", num_train=2, num_dev=1, num_test=0, seed=3, engine_weights={"espeak-ng": 1.0},
+        text_source="file", text_file=text, exclude_texts=["Birds sang in the tall green trees, said she."],
+    )  # fmt: skip
+    assert [(r.split, r.kept) for r in reports] == [("train", 2), ("dev", 1)]
+    spoken = {s.text for split in ("train", "dev") for s in _supervisions(tmp_path / "m", split)}
+    assert spoken == {"THE OLD MAN WALKED SLOWLY DOWN THE ROAD", "HE SAT BY THE QUIET RIVER BANK",
+                      "THE EVENING LIGHT WAS SOFT AND WARM"}
+    with pytest.raises(ValueError):
+        prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="file")
+    with pytest.raises(DsrUserError, match="book.txt: 3 usable sentences"):
+        prepare_synth(tmp_path / "c", tmp_path / "m2", num_train=4, num_dev=0, num_test=0, text_source="file",
+                      text_file=text, exclude_texts=["Birds sang in the tall green trees."])

@@ -6,7 +6,9 @@
 #   bash tools/setup.sh                 # .venv in the repository root: recipes and training
 #   bash tools/setup.sh --lm            # + transformers/gguf/peft and the SmolLM2 GGUF (LLM rescoring)
 #   bash tools/setup.sh --fast-rnnt     # + build fast_rnnt from source (optional RNN-T backend, ~1.5 min)
-#   bash tools/setup.sh --all           # both
+#   bash tools/setup.sh --pretrain-text # + Debian's bible-kjv and fortunes (public-domain text for
+#                                       #   TTS pretraining: tools/public_domain_text.py)
+#   bash tools/setup.sh --all           # --lm and --fast-rnnt
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -18,18 +20,21 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 with_lm=0
 with_fast_rnnt=0
+pretrain_text=0
 for arg in "$@"; do
   case "$arg" in
     --lm) with_lm=1 ;;
     --fast-rnnt) with_fast_rnnt=1 ;;
+    --pretrain-text) pretrain_text=1 ;;
     --all) with_lm=1; with_fast_rnnt=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 venv=${VENV:-$root/.venv}
 torch_version=2.13.0
 apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+[ "$pretrain_text" = 1 ] && apt_packages+=(bible-kjv fortunes)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (setup.sh) $*"; }
 

@@ -40,8 +40,13 @@ def synth(
     num_train_words: int = typer.Option(
         0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."),
     text_source: str = typer.Option(
-        "sentences", "--text-source", help="What the voices say: sentences (voice-assistant grammar) or digits "
-        "(1..--max-digits digit words, e.g. pretraining for FSDD)."),
+        "sentences", "--text-source", help="What the voices say: sentences (voice-assistant grammar), digits "
+        "(1..--max-digits digit words, e.g. pretraining for FSDD) or file (sentences of --text-file)."),
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="With --text-source file: plain text to read "
+                                             "sentences from (e.g. tools/public_domain_text.py's output)."),
+    exclude_text: Optional[Path] = typer.Option(None, "--exclude-text", help="With --text-source file: texts (one per "
+                                                "line, or a transcripts.tsv) whose sentences and 5-grams never go into "
+                                                "the corpus, e.g. an evaluation set's prompts."),
     max_digits: int = typer.Option(1, "--max-digits", min=1, help="With --text-source digits: longest digit string."),
     sample_rate: int = typer.Option(
         16000, "--sample-rate", help="Sample rate of the written audio: 16000, or 8000 to band-limit like an 8 kHz corpus."),
@@ -59,11 +64,17 @@ def synth(
 
         dsr prepare synth --corpus-dir data/synth --manifest-dir data/manifests --num-train 4000 -j 2
         dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 0 --num-test 0
+        dsr prepare synth --text-source file --text-file data/pd_text.txt --exclude-text ../shared/data/arctic_cathy/transcripts.tsv
     """
     from dsr.data.synth import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
+    from dsr.data.text_corpus import read_exclude_texts
 
     if text_source not in TEXT_SOURCES:
         raise DsrUserError(f"--text-source must be one of {', '.join(TEXT_SOURCES)}, got {text_source}")
+    if (text_source == "file") != (text_file is not None):
+        raise DsrUserError("--text-file goes with --text-source file, and --text-source file needs --text-file")
+    if exclude_text is not None and text_source != "file":
+        raise DsrUserError("--exclude-text applies to --text-source file only")
     if sample_rate not in SAMPLE_RATES:
         raise DsrUserError(f"--sample-rate must be one of {', '.join(map(str, SAMPLE_RATES))}, got {sample_rate}")
     if already_done(manifest_dir, "prepare-synth", force):
@@ -71,7 +82,8 @@ def synth(
     reports = prepare_synth(corpus_dir, manifest_dir, num_train=num_train, num_dev=num_dev, num_test=num_test,
                             seed=seed, num_jobs=num_jobs, progress=show_progress(),
                             num_train_words=num_train_words, text_source=text_source, max_digits=max_digits,
-                            sample_rate=sample_rate)
+                            sample_rate=sample_rate, text_file=text_file,
+                            exclude_texts=read_exclude_texts(exclude_text) if exclude_text is not None else ())
     finish(manifest_dir, "prepare-synth", _report(reports))
 
 

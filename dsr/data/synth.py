@@ -37,6 +37,7 @@ from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
 from dsr.data.sentences import generate_digit_strings, generate_sentences, vocabulary
+from dsr.data.text_corpus import split_file_sentences
 from dsr.data.tts import (
     ENGINES,
     INSTALL_HINT,
@@ -56,7 +57,7 @@ logger = logging.getLogger("dsr")
 
 CORPUS = "synth"
 SPLITS = ("train", "dev", "test")
-TEXT_SOURCES = ("sentences", "digits")
+TEXT_SOURCES = ("sentences", "digits", "file")
 SAMPLE_RATES = (8000, SAMPLE_RATE)
 
 
@@ -327,6 +328,8 @@ def prepare_synth(
     text_source: str = "sentences",
     max_digits: int = 1,
     sample_rate: int = SAMPLE_RATE,
+    text_file: Path | None = None,
+    exclude_texts: Sequence[str] = (),
 ) -> list[PrepareReport]:
     """Build (or resume) the synthetic corpus and write its ``synth_*`` manifests.
 
@@ -346,6 +349,9 @@ def prepare_synth(
     ``text_source`` ``"digits"`` speaks strings of 1..``max_digits`` digit words instead
     of sentences (pretraining for a digit corpus such as FSDD: many voices saying the ten
     words); ``sample_rate`` 8000 writes 8 kHz audio, band-limited like such a corpus.
+    ``"file"`` speaks sentences of the plain-text ``text_file``
+    (:mod:`dsr.data.text_corpus`: open vocabulary, for read-speech pretraining), leaving
+    out any sentence near one of ``exclude_texts``.
     """
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
     for split, n in sizes.items():
@@ -373,6 +379,12 @@ def prepare_synth(
         if num_train_words:
             raise ValueError("num_train_words drills the sentence vocabulary; with text_source='digits' use num_train")
         sentences = split_digit_strings(num_train, num_dev, num_test, seed, max_digits)
+    elif text_source == "file":
+        if text_file is None:
+            raise ValueError("text_source='file' needs text_file")
+        if num_train_words:
+            raise ValueError("num_train_words drills the grammar's vocabulary; it does not apply to text_source='file'")
+        sentences = split_file_sentences(Path(text_file), sizes, seed, exclude_texts)
     else:
         raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
     plans: dict[str, list[SynthUtterance]] = {}
