@@ -23,39 +23,27 @@ from lhotse.cut import Cut, MonoCut
 from lhotse.utils import fastcopy
 
 
-class RandomEdgeTrim:
-    """Trim up to ``max_seconds`` off each edge of every cut, independently per edge.
+class _EdgeTrim:
+    """Shared part of the edge trims: a lhotse cut transform ``trim(cuts) -> cuts``.
 
-    A lhotse cut transform: ``trim(cuts) -> cuts``.  Each edge is trimmed with
-    probability ``p`` by a uniform number of whole frames in ``[0, max_seconds]``; the
-    cut keeps at least ``min_keep`` of its duration, and its supervision is cut to the
-    new span (so one supervision per cut stays one).  Cuts without features or with
-    several supervisions pass unchanged.
-
-    Args:
-        max_seconds: the most trimmed from one edge, > 0.
-        p: probability of trimming each edge, in [0, 1].
-        min_keep: fraction of the duration always kept, in (0, 1].
-
-    Draws come from torch's global generator, which training seeds and checkpoints, so a
-    resumed run trims as the uninterrupted one would.
+    :meth:`draw` says how many whole frames to cut off each edge; the cut keeps at least
+    ``min_keep`` of its duration, and its supervision is cut to the new span (so one
+    supervision per cut stays one).  Cuts without features or with several supervisions
+    pass unchanged.  Draws come from torch's global generator, which training seeds and
+    checkpoints, so a resumed run trims as the uninterrupted one would.
     """
 
-    def __init__(self, max_seconds: float, p: float = 0.5, min_keep: float = 0.6) -> None:
-        if max_seconds <= 0:
-            raise ValueError(f"max_seconds must be > 0 (got {max_seconds})")
+    def __init__(self, p: float, min_keep: float) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1] (got {p})")
         if not 0.0 < min_keep <= 1.0:
             raise ValueError(f"min_keep must be in (0, 1] (got {min_keep})")
-        self.max_seconds = max_seconds
         self.p = p
         self.min_keep = min_keep
 
     def draw(self, cut: MonoCut) -> tuple[int, int]:
         """Frames to cut off the (start, end) of ``cut``, before the ``min_keep`` limit."""
-        coin, frames = torch.rand(2), torch.randint(0, int(self.max_seconds / cut.features.frame_shift) + 1, (2,))
-        return tuple(int(f) if c < self.p else 0 for c, f in zip(coin, frames))  # type: ignore[return-value]
+        raise NotImplementedError
 
     def trim_cut(self, cut: Cut) -> Cut:
         if not isinstance(cut, MonoCut) or cut.features is None or len(cut.supervisions) != 1:
@@ -76,11 +64,34 @@ class RandomEdgeTrim:
     def __call__(self, cuts: CutSet) -> CutSet:
         return CutSet.from_cuts([self.trim_cut(c) for c in cuts])
 
+
+class RandomEdgeTrim(_EdgeTrim):
+    """Trim up to ``max_seconds`` off each edge of every cut, independently per edge.
+
+    Each edge is trimmed with probability ``p`` by a uniform number of whole frames in
+    ``[0, max_seconds]`` (see :class:`_EdgeTrim` for ``min_keep`` and supervisions).
+
+    Args:
+        max_seconds: the most trimmed from one edge, > 0.
+        p: probability of trimming each edge, in [0, 1].
+        min_keep: fraction of the duration always kept, in (0, 1].
+    """
+
+    def __init__(self, max_seconds: float, p: float = 0.5, min_keep: float = 0.6) -> None:
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 (got {max_seconds})")
+        super().__init__(p, min_keep)
+        self.max_seconds = max_seconds
+
+    def draw(self, cut: MonoCut) -> tuple[int, int]:
+        coin, frames = torch.rand(2), torch.randint(0, int(self.max_seconds / cut.features.frame_shift) + 1, (2,))
+        return tuple(int(f) if c < self.p else 0 for c, f in zip(coin, frames))  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         return f"RandomEdgeTrim(max_seconds={self.max_seconds}, p={self.p}, min_keep={self.min_keep})"
 
 
-class RandomEndpointTrim(RandomEdgeTrim):
+class RandomEndpointTrim(_EdgeTrim):
     """Trim each edge as an energy-based silence remover with a random threshold would.
 
     With probability ``p`` per edge, a threshold ``theta`` is drawn uniformly in
@@ -88,7 +99,7 @@ class RandomEndpointTrim(RandomEdgeTrim):
     quieter than it are cut off (frame energy = log of the summed mel power).  Unlike
     :class:`RandomEdgeTrim`, how much speech goes does not depend on how much silence a
     file holds: weak onsets and codas (/s/, /f/, /k/ bursts) go first, as in corpora cut by
-    such a tool.  ``min_keep`` and the supervision handling are as in :class:`RandomEdgeTrim`.
+    such a tool.  ``min_keep`` and the supervision handling are as in :class:`_EdgeTrim`.
 
     Args:
         max_db: the highest threshold, in dB below the peak, > 0 (e.g. 40).
@@ -102,7 +113,7 @@ class RandomEndpointTrim(RandomEdgeTrim):
                  min_keep: float = 0.6) -> None:
         if max_db <= 0:
             raise ValueError(f"max_db must be > 0 (got {max_db})")
-        super().__init__(max_seconds=1.0, p=p, min_keep=min_keep)
+        super().__init__(p, min_keep)
         self.max_db = max_db
         self.load_features = load_features
         self._energy: dict[tuple[str, float, float], np.ndarray] = {}

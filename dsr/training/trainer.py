@@ -304,10 +304,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     shard = {"world_size": info.world_size, "rank": info.rank}
     # One in-memory feature budget shared by the training, curriculum and validation loaders.
     cache = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None
-    train_loader, sampler = make_loader(
-        train_cuts,
-        cfg.max_duration,
-        shuffle=True,
+    # The training and curriculum loaders differ only in order and bucketing.
+    train_options = dict(
         spec_augment=cfg.spec_augment,
         freq_warp=cfg.freq_warp,
         gain_db=cfg.gain_db,
@@ -315,10 +313,12 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         endpoint_trim_db=cfg.endpoint_trim_db,
         edge_trim_keep=cfg.edge_trim_keep,
         num_workers=cfg.num_workers,
-        num_buckets=cfg.num_buckets,
         seed=cfg.seed,
         feature_cache=cache,
         **shard,
+    )
+    train_loader, sampler = make_loader(
+        train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets, **train_options
     )
     # SortaGrad (Amodei et al., 2016): the first epochs go from short to long utterances.
     # Short utterances have few alignments to choose from, which gets CTC/transducer
@@ -326,20 +326,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     curriculum = None
     if cfg.sortagrad_epochs > 0:
         curriculum = make_loader(
-            train_cuts.sort_by_duration(ascending=True),
-            cfg.max_duration,
-            shuffle=False,
-            spec_augment=cfg.spec_augment,
-            freq_warp=cfg.freq_warp,
-            gain_db=cfg.gain_db,
-            edge_trim=cfg.edge_trim,
-            endpoint_trim_db=cfg.endpoint_trim_db,
-            edge_trim_keep=cfg.edge_trim_keep,
-            num_workers=cfg.num_workers,
-            num_buckets=1,
-            seed=cfg.seed,
-            feature_cache=cache,
-            **shard,
+            train_cuts.sort_by_duration(ascending=True), cfg.max_duration, shuffle=False, num_buckets=1, **train_options
         )
     valid_loader = None
     if cfg.dev_cuts:
