@@ -299,3 +299,43 @@ def test_transcribe_with_beam_search_and_hotwords(exp: dict[str, Path]) -> None:
     with pytest.raises(DsrUserError, match="--nbest must be"):
         decode(exp["exp"], exp["cuts"], exp["lang"], methods=("modified-beam-search",), device="cpu", beam_size=2,
                nbest=3, progress=False)
+
+
+def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]) -> None:
+    from dsr.decoding.decode import decode
+    from dsr.decoding.lexicon_expand import ExpandOptions
+    from dsr.errors import DsrUserError
+
+    methods = ("modified-beam-search", "ctc-prefix-beam-search")
+    plain = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False, beam_size=3)
+    # A word list one letter away from the 1-best's words, so that every long word has a respelling.
+    words = {w for r in plain for line in (r.out_dir / "nbest.jsonl").read_text().splitlines()
+             for w in json.loads(line)["hyps"][0]["text"].split()}
+    swap = str.maketrans("AEIOUT", "EIOUAE")
+    lexicon = exp["root"] / "words.txt"
+    lexicon.write_text("".join(w.translate(swap) + "\n" for w in words if len(w) > 4))
+    expanded = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
+                      beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4))
+    num_added = 0
+    for p, e in zip(plain, expanded):
+        assert e.method == f"{p.method}+lexicon" and e.wer == p.wer
+        assert (e.out_dir / "recogs.txt").read_text() == (p.out_dir / "recogs.txt").read_text()
+        for a, b in zip((p.out_dir / "nbest.jsonl").read_text().splitlines(),
+                        (e.out_dir / "nbest.jsonl").read_text().splitlines()):
+            first, more = json.loads(a)["hyps"], json.loads(b)["hyps"]
+            assert more[: len(first)] == first and all(h["source"] == "search" for h in first)
+            added = more[len(first):]
+            for h in added:
+                assert h["source"] == "lexicon" and h["am_score"] is not None
+                assert "ctc_score" in h and h["text"] not in {f["text"] for f in first}
+            num_added += len(added)
+            if p.method == "ctc-prefix-beam-search" and added:
+                # The CTC search's acoustic score is the CTC log-likelihood, so every variant's
+                # am_score is its exact CTC score shifted by one per-utterance constant (the
+                # parent's search score minus its exact score).
+                shifts = [h["am_score"] - h["ctc_score"] for h in added]
+                assert max(shifts) - min(shifts) < 1e-3
+    assert num_added > 0
+    with pytest.raises(DsrUserError, match="--expand-lexicon needs"):
+        decode(exp["exp"], exp["cuts"], exp["lang"], methods=("greedy",), device="cpu", progress=False,
+               expand_lexicon=lexicon)

@@ -73,6 +73,8 @@ def test_cache_scores_each_text_once(tiny_lm):
 
 def test_options_change_what_is_scored(tiny_lm):
     assert sentence_case("THE CAT SAT") == "The cat sat" and sentence_case("") == ""
+    assert sentence_case("IF I EVER NEEDED IT I'M SURE I'D KNOW HI I") == "If I ever needed it I'm sure I'd know hi I"
+    assert sentence_case("IRIS SAID I'LL GO") == "Iris said I'll go"
     path = tiny_lm[1]
     with_eos = LlmScorer.from_path(path).score(["DIM THE HALL"])[0]
     no_eos = LlmScorer.from_path(path, text_transform="sentence", add_eos=False).score(["DIM THE HALL"])[0]

@@ -120,6 +120,36 @@ def test_ctc_weight_used_only_when_present(tmp_path, scorer):
     assert rescore(nb, scorer, tmp_path / "o1", Weights(0.0, 0.0, 0.5))["errors"] == 0
 
 
+def test_tune_searches_a_ctc_grid(tmp_path, scorer):
+    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
+             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, -9.0), _hyp("DIM THE HALL LAMP", -1.5, -1.0)]}]
+    nb = _write(tmp_path / "n.jsonl", utts)
+    fixed = tune(nb, scorer, tmp_path / "fixed", lm_weights=[0.0], length_bonuses=[0.0])
+    assert fixed.ctc_weight == 0.0
+    w = tune(nb, scorer, tmp_path / "t", lm_weights=[0.0], length_bonuses=[0.0], ctc_weights=[0.5, 1.0])
+    assert w.ctc_weight == 0.5  # the smallest weight that fixes it; 0 was tried too
+    grid = json.loads((tmp_path / "t" / "tune.json").read_text())["grid"]
+    assert sorted(g["ctc_weight"] for g in grid) == [0.0, 0.5, 1.0]
+    assert Weights.load(tmp_path / "t" / "weights.json").ctc_weight == 0.5
+
+
+def test_expanded_hypotheses_keep_the_first_pass_and_its_oracle(tmp_path, scorer, caplog):
+    # a lexicon expansion appended a hypothesis that outscores the search's second one
+    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
+             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0), _hyp("DIM THE HALL LIGHT", -3.0),
+                      {**_hyp("DIM THE HALL LAMP", -2.0), "source": "lexicon"}]}]
+    nb = _write(tmp_path / "n.jsonl", utts)
+    assert read_nbest(nb)[0].hyps[2].source == "lexicon" and read_nbest(nb)[0].hyps[0].source == "search"
+    with caplog.at_level("WARNING", logger="dsr"):
+        r = rescore(nb, scorer, tmp_path / "o", Weights(0.0, 0.0))
+    assert "not in decreasing am_score order" not in caplog.text  # the expansion is not ranked with the search
+    assert r["first_pass_wer"] == r["rescored_wer"] == 25.0  # zero weights: still the first pass
+    assert r["oracle_wer"] == 0.0 and r["search_oracle_wer"] == 25.0
+    from dsr.evaluation.report import rescoring_table
+
+    assert "| 0.00 (25.00 before expansion) | 25.00 |" in "\n".join(rescoring_table([r]))
+
+
 def test_attention_weight_used_only_when_present(tmp_path, scorer):
     utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
              "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, att=-8.0), _hyp("DIM THE HALL LAMP", -1.5, att=-2.0)]},
@@ -136,7 +166,8 @@ def test_attention_weight_used_only_when_present(tmp_path, scorer):
 
 def test_tune_helps_when_the_lm_helps(tmp_path, scorer):
     dev = _nbest(tmp_path / "dev" / "nbest.jsonl", DOMAIN[::2], lm_helps=True)
-    lam, beta = tune(dev, scorer, tmp_path / "tune", lm_weights=[0.1, 0.5, 1.0], length_bonuses=[0.5])
+    w = tune(dev, scorer, tmp_path / "tune", lm_weights=[0.1, 0.5, 1.0], length_bonuses=[0.5])
+    lam, beta = w.lm_weight, w.length_bonus
     grid = json.loads((tmp_path / "tune" / "tune.json").read_text())
     base = next(g for g in grid["grid"] if g["lm_weight"] == 0 and g["length_bonus"] == 0)
     best = next(g for g in grid["grid"] if (g["lm_weight"], g["length_bonus"]) == (lam, beta))
@@ -151,7 +182,8 @@ def test_tune_helps_when_the_lm_helps(tmp_path, scorer):
 def test_tune_never_worse_than_no_lm(tmp_path, scorer):
     dev = _nbest(tmp_path / "dev" / "nbest.jsonl", DOMAIN, lm_helps=False)
     # 0 is not in the grid given: tune adds it, and ties prefer the smaller weight
-    lam, beta = tune(dev, scorer, tmp_path / "tune", lm_weights=[0.5, 1.0, 2.0], length_bonuses=[0.0])
+    w = tune(dev, scorer, tmp_path / "tune", lm_weights=[0.5, 1.0, 2.0], length_bonuses=[0.0])
+    lam, beta = w.lm_weight, w.length_bonus
     assert (lam, beta) == (0.0, 0.0)
     grid = json.loads((tmp_path / "tune" / "tune.json").read_text())
     assert min(g["wer"] for g in grid["grid"]) == grid["first_pass_wer"] < max(g["wer"] for g in grid["grid"])

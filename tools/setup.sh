@@ -4,7 +4,8 @@
 #
 # Usage:
 #   bash tools/setup.sh                 # .venv in the repository root: recipes and training
-#   bash tools/setup.sh --lm            # + transformers/gguf/peft and the SmolLM2 GGUF (LLM rescoring)
+#   bash tools/setup.sh --lm            # + transformers/gguf/peft, the SmolLM2 GGUF (LLM rescoring) and
+#                                       #   Debian's wamerican word list (dsr decode --expand-lexicon)
 #   bash tools/setup.sh --fast-rnnt     # + build fast_rnnt from source (optional RNN-T backend, ~1.5 min)
 #   bash tools/setup.sh --pretrain-text # + Debian's bible-kjv and fortunes (public-domain text for
 #                                       #   TTS pretraining: tools/public_domain_text.py)
@@ -35,10 +36,11 @@ venv=${VENV:-$root/.venv}
 torch_version=2.13.0
 apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 [ "$pretrain_text" = 1 ] && apt_packages+=(bible-kjv fortunes)
+[ "$with_lm" = 1 ] && apt_packages+=(wamerican)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (setup.sh) $*"; }
 
-# 1. Debian packages for the embedded corpus (text-to-speech engines).
+# 1. Debian packages: text-to-speech engines for the embedded corpus (+ word list, public-domain text).
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,9 +48,9 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   log "Debian packages present: ${apt_packages[*]}"
 elif [ "${SKIP_APT:-0}" = 1 ]; then
-  log "SKIP_APT=1: not installing ${missing[*]}; the synthetic corpus stage will fail without them"
+  log "SKIP_APT=1: not installing ${missing[*]}; the synthetic corpus stage (and --expand-lexicon: wamerican) will fail without them"
 elif ! command -v apt-get >/dev/null; then
-  log "WARNING: no apt-get; install ${missing[*]} with your package manager to build the synthetic corpus"
+  log "WARNING: no apt-get; install ${missing[*]} with your package manager (TTS engines for the synthetic corpus, word lists, text)"
 else
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
@@ -56,7 +58,7 @@ else
   if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
          $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
     log "WARNING: could not install ${missing[*]} (need root or passwordless sudo)."
-    log "         Run: sudo apt-get install ${missing[*]}   -- the synthetic corpus stage needs them."
+    log "         Run: sudo apt-get install ${missing[*]}   -- the synthetic corpus stage (TTS), --expand-lexicon (wamerican) need them."
   fi
 fi
 

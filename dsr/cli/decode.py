@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from dsr.cli.common import console, show_progress
+from dsr.errors import DsrUserError
 
 
 # Options shared by `dsr decode` and `dsr transcribe` (typer accepts one OptionInfo in several commands).
@@ -69,6 +70,19 @@ def decode(
         help="With --streaming: chunks of attention left context, -1 = all (default: the model's own).",
     ),
     int8: bool = _INT8,
+    expand_lexicon: Optional[Path] = typer.Option(
+        None, "--expand-lexicon", help="Word list (one word per line, e.g. /usr/share/dict/american-english): add "
+        "respellings, splits and joins of the 1-best's out-of-lexicon words, scored by the model, to the n-best "
+        "list for LLM rescoring (modified-beam-search, ctc-prefix-beam-search; results go to <method>+lexicon).",
+    ),
+    expand_max_edits: int = typer.Option(2, "--expand-max-edits", help="With --expand-lexicon: character edits "
+                                         "to a lexicon word (one fewer for words of up to 4 letters)."),
+    expand_per_word: int = typer.Option(4, "--expand-per-word", help="With --expand-lexicon: candidates kept per "
+                                        "word, best acoustic score first."),
+    expand_max_hyps: int = typer.Option(32, "--expand-max-hyps", help="With --expand-lexicon: hypotheses added "
+                                        "per utterance at most."),
+    expand_max_am_drop: float = typer.Option(8.0, "--expand-max-am-drop", help="With --expand-lexicon: drop "
+                                             "variants whose acoustic log-likelihood is this far below the 1-best's."),
 ) -> None:
     """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt, cer.txt and result.json.
 
@@ -93,8 +107,17 @@ def decode(
         dsr decode --exp-dir exp/streaming --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz --streaming --chunk-ms 320
 
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz --int8 --device cpu
+
+        dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_128 --cuts data/fbank/arctic_cuts_test.jsonl.gz -m modified-beam-search --beam-size 8 --expand-lexicon /usr/share/dict/american-english
     """
     from dsr.decoding.decode import decode as run_decode
+    from dsr.decoding.lexicon_expand import ExpandOptions
+
+    try:
+        expand = ExpandOptions(max_edits=expand_max_edits, per_word=expand_per_word, max_am_drop=expand_max_am_drop,
+                               max_hyps=expand_max_hyps)
+    except ValueError as e:
+        raise DsrUserError(f"--expand-* options: {e}") from e
 
     for c in cuts:
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
@@ -102,7 +125,7 @@ def decode(
                               hotwords_file=hotwords_file, hotword_score=hotword_score,
                               use_averaged_model=use_averaged_model, attention_scale=attention_scale,
                               streaming=streaming, chunk_ms=chunk_ms, left_context_chunks=left_context_chunks,
-                              int8=int8):
+                              int8=int8, expand_lexicon=expand_lexicon, expand_options=expand):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 

@@ -21,6 +21,12 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
+def _search_oracle(result: dict) -> str:
+    """The first pass's own oracle, when an n-best expansion added hypotheses."""
+    own = result.get("search_oracle_wer")
+    return f"; {own:.2f}% before expansion" if own is not None and own != result["oracle_wer"] else ""
+
+
 def output_dir(nbest: Path, out_dir: Optional[Path]) -> Path:
     """Where the results for ``nbest`` go.
 
@@ -44,13 +50,17 @@ def rescore(
     attention_weight: float = typer.Option(0.0, "--attention-weight", help="Weight of the attention decoder's "
                                            "score, where the n-best has one (attention-rescoring methods)."),
     tune_on: Optional[Path] = typer.Option(None, "--tune-on", help="Dev nbest.jsonl: grid-search --lm-weight and "
-                                           "--length-bonus on it, save weights.json, apply them to every --nbest."),
+                                           "--length-bonus (and --tune-ctc-weights) on it, save weights.json, "
+                                           "apply them to every --nbest."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="weights.json saved by an earlier --tune-on "
                                            "(its ctc/attention weights too; replaces the weight options)."),
     tune_lm_weights: str = typer.Option("0,0.02,0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.7,1", "--tune-lm-weights",
                                         help="Grid of LM weights for --tune-on (0 is always included)."),
     tune_length_bonuses: str = typer.Option("-1,-0.5,0,0.5,1,1.5,2,2.5,3,4", "--tune-length-bonuses",
                                             help="Grid of length bonuses for --tune-on (0 is always included)."),
+    tune_ctc_weights: Optional[str] = typer.Option(None, "--tune-ctc-weights", help="Grid of CTC weights for "
+                                                   "--tune-on, e.g. 0,0.1,0.2,0.3,0.5 (0 is always included; "
+                                                   "default: --ctc-weight, fixed)."),
     text_transform: Optional[str] = typer.Option(None, "--text-transform", help="sentence, lower or none "
                                                  "(default: the LLM's dsr_lm.json, else sentence)."),
     bos_token: Optional[str] = typer.Option(None, "--bos-token", help="Token before each sentence (default: the one a "
@@ -95,7 +105,10 @@ def rescore(
             raise DsrUserError(f"{n}: no such n-best file; write it with dsr decode using an n-best method")
     grid = None
     if tune_on is not None:  # parsed before the slow LLM load, so that a typo fails at once
-        grid = (_floats(tune_lm_weights, "--tune-lm-weights"), _floats(tune_length_bonuses, "--tune-length-bonuses"))
+        grid = (_floats(tune_lm_weights, "--tune-lm-weights"), _floats(tune_length_bonuses, "--tune-length-bonuses"),
+                None if tune_ctc_weights is None else _floats(tune_ctc_weights, "--tune-ctc-weights"))
+    elif tune_ctc_weights is not None:
+        raise DsrUserError("--tune-ctc-weights needs --tune-on DEV_NBEST")
     chosen = (Weights.load(weights) if weights is not None
               else Weights(lm_weight, length_bonus, ctc_weight, attention_weight))
     if num_threads > 0:
@@ -106,12 +119,12 @@ def rescore(
                                  bos_token=bos_token, eos_token=eos_token)
     if tune_on is not None and grid is not None:
         tune_dir = output_dir(tune_on, out_dir)
-        lam, beta = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size, attention_weight)
-        chosen = Weights(lam, beta, ctc_weight, attention_weight)
+        chosen = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size, attention_weight,
+                      ctc_weights=grid[2])
         console.print(f"[green]done[/] tune: {chosen.tag()} -> {tune_dir / WEIGHTS_FILE}")
     for n, out in zip(nbest, outs, strict=True):
         r = run_rescore(n, scorer, out, chosen, batch_size)
         console.print(
             f"[green]done[/] rescore {r['split']}: WER {r['first_pass_wer']:.2f}% -> {r['rescored_wer']:.2f}% "
-            f"(oracle {r['oracle_wer']:.2f}%, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",
+            f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",
             highlight=False)

@@ -32,6 +32,8 @@ class Hypothesis:
         ctc_score: CTC log-likelihood of ``tokens``, when known (None otherwise).
         attention_score: attention-decoder log-probability of ``tokens`` + eos, set by
             attention rescoring (None otherwise).
+        source: ``"search"``, or what added it after the search (``"lexicon"``:
+            :mod:`dsr.decoding.lexicon_expand`).
     """
 
     tokens: list[int]
@@ -40,6 +42,7 @@ class Hypothesis:
     context_score: float = 0.0
     ctc_score: float | None = None
     attention_score: float | None = None
+    source: str = "search"
 
     @property
     def score(self) -> float:

@@ -52,6 +52,7 @@ from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
+from dsr.decoding.lexicon_expand import EXPANDABLE_METHODS, ExpandOptions, Lexicon, expand_nbest
 from dsr.decoding.streaming import (
     StreamingOptions,
     final_chunk_latency,
@@ -265,6 +266,7 @@ def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Token
                 "attention_score": _finite(h.attention_score),
                 "context_score": h.context_score,
                 "timestamps": h.timestamps,
+                "source": h.source,
             }
             for h in hyps
         ],
@@ -292,6 +294,8 @@ def decode(
     chunk_ms: float = 0.0,
     left_context_chunks: int | None = None,
     int8: bool = False,
+    expand_lexicon: Path | None = None,
+    expand_options: ExpandOptions | None = None,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -302,6 +306,9 @@ def decode(
     ``streaming`` (greedy only) decodes in chunks of ``chunk_ms`` with ``left_context_chunks``
     of attention context (default: the model's), see :func:`dsr.decoding.streaming.streaming_options`.
     ``int8`` decodes with int8 Linear layers (CPU; results under ``<method>-int8``).
+    ``expand_lexicon`` (a word list) adds respelled variants of the 1-best's out-of-lexicon
+    words to the n-best lists (:mod:`dsr.decoding.lexicon_expand`, ``expand_options``);
+    results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
     """
     for m in methods:
         if m not in METHODS:
@@ -312,6 +319,13 @@ def decode(
         raise DsrUserError("--chunk-ms and --left-context-chunks only apply with --streaming")
     if hotwords_file is not None and not set(methods) & set(NBEST_METHODS):
         logger.warning("--hotwords-file only affects %s; ignored", " and ".join(NBEST_METHODS))
+    lexicon = None
+    if expand_lexicon is not None:
+        if not set(methods) <= set(EXPANDABLE_METHODS):
+            raise DsrUserError(f"--expand-lexicon needs n-best methods {' or '.join(EXPANDABLE_METHODS)} only "
+                               f"(got {', '.join(methods)})")
+        lexicon = Lexicon.from_file(expand_lexicon)
+        logger.info("n-best expansion: %d words from %s", len(lexicon), expand_lexicon)
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
@@ -336,6 +350,7 @@ def decode(
     for method in methods:
         label = f"{method}-streaming-{stream.chunk_ms:g}ms" if stream is not None else method
         label += "-int8" if int8 else ""
+        label += "+lexicon" if lexicon is not None else ""
         triples: list[tuple[str, str, str]] = []
         records: list[dict[str, Any]] = []
         utt_latency: list[float] = []  # seconds, one per decoded utterance
@@ -360,6 +375,9 @@ def decode(
                     if method in NBEST_METHODS:
                         nbests = nbest_search(model, enc, enc_lens, method, opts)
                         hyps = [hs[0].tokens for hs in nbests]
+                        if lexicon is not None:
+                            nbests = expand_nbest(model, enc, enc_lens, nbests, tokenizer, lexicon, method,
+                                                  expand_options or ExpandOptions())
                     else:
                         hyps = best_tokens(model, enc, enc_lens, method)
                     utt_latency += [synced_clock(dev) - batch_start] * len(hyps)

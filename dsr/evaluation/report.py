@@ -81,7 +81,9 @@ def rescoring_table(rows: list[dict]) -> list[str]:
     """Markdown lines comparing first pass, n-best oracle and LLM-rescored WER ([] without rescoring rows).
 
     The LLM time counts only texts scored in that run (saved scores are free), so it is
-    reported next to the first pass's decoding time of the same split.
+    reported next to the first pass's decoding time of the same split.  After an n-best
+    expansion (``dsr decode --expand-lexicon``) the oracle of the search's own hypotheses
+    follows in brackets.
     """
     if not rows:
         return []
@@ -98,8 +100,12 @@ def rescoring_table(rows: list[dict]) -> list[str]:
         if w.get("attention_weight"):
             weights += f" att={w['attention_weight']:g}"
         decode_s = r.get("decode_seconds")
+        oracle = f"{r['oracle_wer']:.2f}"
+        searched = r.get("search_oracle_wer")
+        if searched is not None and searched != r["oracle_wer"]:
+            oracle += f" ({searched:.2f} before expansion)"
         lines.append(f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
-                     f"| {r['oracle_wer']:.2f} | {res:.2f} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
+                     f"| {oracle} | {res:.2f} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
     return lines
 
 

@@ -6,7 +6,9 @@ One JSON object per utterance, hypotheses best-first::
      "hyps": [{"text": "TURN ON THE LIGHTS", "tokens": [5, 9], "am_score": -1.2,
                "ctc_score": -3.4, "context_score": 0.0, "timestamps": [3, 7]}, ...]}
 
-``ctc_score`` may be null (no CTC head); ``attention_score`` (the attention decoder's
+``ctc_score`` may be null (no CTC head); ``source`` (absent: ``"search"``) says what
+added a hypothesis after the search (``"lexicon"``: ``dsr decode --expand-lexicon``, appended
+after the search's own); ``attention_score`` (the attention decoder's
 log-probability, written by the attention-rescoring methods) may be null or absent; the
 other fields are required.
 """
@@ -29,6 +31,7 @@ class Hyp:
     context_score: float
     timestamps: list[int]
     attention_score: float | None = None
+    source: str = "search"
 
     @property
     def num_words(self) -> int:
@@ -53,6 +56,7 @@ def _hyp(obj: dict, where: str) -> Hyp:
             context_score=float(obj["context_score"]),
             timestamps=[int(t) for t in obj["timestamps"]],
             attention_score=None if att is None else float(att),
+            source=str(obj.get("source", "search")),
         )
     except KeyError as e:
         raise DsrUserError(f"{where}: hypothesis has no {e.args[0]!r} field; re-run dsr decode to rewrite it") from e

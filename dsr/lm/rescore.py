@@ -85,6 +85,7 @@ class NbestTable:
     errors: np.ndarray  # (U, N) int64, word edit distance to the reference
     valid: np.ndarray  # (U, N) bool
     ref_words: int
+    searched: np.ndarray  # (U, N) bool: found by the first-pass search (not added by an n-best expansion)
 
     @classmethod
     def build(cls, utts: list[NbestUtt], llm: list[list[float]]) -> NbestTable:
@@ -93,6 +94,7 @@ class NbestTable:
         am, lm, ctc, att, nw = (np.zeros(shape) for _ in range(5))
         errors = np.zeros(shape, dtype=np.int64)
         valid = np.zeros(shape, dtype=bool)
+        searched = np.zeros(shape, dtype=bool)
         texts: list[list[str]] = []
         ref_words = 0
         for u, (utt, scores) in enumerate(zip(utts, llm, strict=True)):
@@ -106,7 +108,8 @@ class NbestTable:
                 att[u, i] = h.attention_score if h.attention_score is not None else 0.0
                 errors[u, i] = kaldialign.edit_distance(ref, normalize_text(h.text).split())["total"]
                 valid[u, i] = True
-        return cls(utts, texts, am, lm, ctc, att, nw, errors, valid, ref_words)
+                searched[u, i] = h.source == "search"
+        return cls(utts, texts, am, lm, ctc, att, nw, errors, valid, ref_words, searched)
 
     def choose(self, w: Weights, top_n: int | None = None) -> np.ndarray:
         """Index of the best hypothesis of each utterance, shape (U,); ties go to the lower index."""
@@ -121,9 +124,10 @@ class NbestTable:
     def wer(self, chosen: np.ndarray) -> float:
         return 100.0 * int(self.errors[np.arange(len(chosen)), chosen].sum()) / max(self.ref_words, 1)
 
-    def oracle_wer(self, top_n: int | None = None) -> float:
+    def oracle_wer(self, top_n: int | None = None, searched_only: bool = False) -> float:
         cols = self.errors if top_n is None else self.errors[:, :top_n]
-        ok = self.valid if top_n is None else self.valid[:, :top_n]
+        ok = (self.valid & self.searched) if searched_only else self.valid
+        ok = ok if top_n is None else ok[:, :top_n]
         return 100.0 * int(np.where(ok, cols, np.iinfo(np.int64).max).min(axis=1).sum()) / max(self.ref_words, 1)
 
 
@@ -143,42 +147,49 @@ def tune(
     ctc_weight: float = 0.0,
     batch_size: int = 16,
     attention_weight: float = 0.0,
-) -> tuple[float, float]:
-    """Grid-search ``(lm_weight, length_bonus)`` minimising WER on ``dev_nbest``.
+    ctc_weights: tuple[float, ...] | list[float] | None = None,
+) -> Weights:
+    """Grid-search ``(lm_weight, length_bonus[, ctc_weight])`` minimising WER on ``dev_nbest``.
 
-    Ties go to the smaller ``|lm_weight|``, then the smaller ``|length_bonus|``.  0 is
-    added to both grids, so the result is never worse on dev than ``lm_weight=0``.
-    ``ctc_weight`` and ``attention_weight`` are fixed, not searched.
-    Writes ``weights.json`` (with ``ctc_weight`` and ``attention_weight``), ``tune.json`` (WER of every grid
-    point) and ``llm_scores.jsonl`` into ``out_dir``.
+    Ties go to the smaller ``|lm_weight|``, then the smaller ``|length_bonus|``, then the
+    smaller ``|ctc_weight|``.  0 is added to every grid, so the result is never worse on
+    dev than all-zero weights.  ``ctc_weight`` is fixed unless a ``ctc_weights`` grid is
+    given; ``attention_weight`` is fixed.  Writes ``weights.json``, ``tune.json`` (WER of
+    every grid point) and ``llm_scores.jsonl`` into ``out_dir``; returns the weights.
     """
     lams, betas = _grid(lm_weights, "lm_weights"), _grid(length_bonuses, "length_bonuses")
+    ctcs = [float(ctc_weight)] if ctc_weights is None else _grid(ctc_weights, "ctc_weights")
     out = Path(out_dir)
     utts = read_nbest(dev_nbest)
     table = NbestTable.build(utts, score_nbest(utts, scorer, batch_size, out / LLM_SCORES_FILE))
     grid = []
     for lam in lams:
         for beta in betas:
-            chosen = table.choose(Weights(lam, beta, ctc_weight, attention_weight))
-            errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
-            grid.append({"lm_weight": lam, "length_bonus": beta, "errors": errors, "wer": table.wer(chosen)})
-    best = min(grid, key=lambda g: (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]),
-                                    g["lm_weight"], g["length_bonus"]))
-    weights = Weights(best["lm_weight"], best["length_bonus"], ctc_weight, attention_weight)
+            for ctc in ctcs:
+                chosen = table.choose(Weights(lam, beta, ctc, attention_weight))
+                errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
+                grid.append({"lm_weight": lam, "length_bonus": beta, "ctc_weight": ctc, "errors": errors,
+                             "wer": table.wer(chosen)})
+    best = min(grid, key=lambda g: (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]), abs(g["ctc_weight"]),
+                                    g["lm_weight"], g["length_bonus"], g["ctc_weight"]))
+    weights = Weights(best["lm_weight"], best["length_bonus"], best["ctc_weight"], attention_weight)
     write_json_atomic(out / WEIGHTS_FILE, {**asdict(weights), "dev_wer": best["wer"], "dev_nbest": str(dev_nbest),
                                            "llm": scorer.signature})
     write_json_atomic(out / "tune.json", {"dev_nbest": str(dev_nbest), "llm": scorer.signature,
                                           "ref_words": table.ref_words,
                                           "first_pass_wer": table.wer(np.zeros(len(utts), dtype=np.int64)),
                                           "oracle_wer": table.oracle_wer(), "grid": grid})
-    logger.info("tuned on %s: lm_weight=%g length_bonus=%g, dev WER %.2f%%", dev_nbest, weights.lm_weight,
-                weights.length_bonus, best["wer"])
-    return weights.lm_weight, weights.length_bonus
+    logger.info("tuned on %s: %s, dev WER %.2f%%", dev_nbest, weights.tag(), best["wer"])
+    return weights
 
 
 def _warn_if_not_best_first(nbest: Path, utts: list[NbestUtt]) -> None:
-    """Zero weights give the first-pass 1-best only if the first pass ranked by ``am_score``."""
-    bad = sum(any(a.am_score < b.am_score for a, b in zip(u.hyps, u.hyps[1:], strict=False)) for u in utts)
+    """Zero weights give the first-pass 1-best only if the first pass ranked by ``am_score``
+    (hypotheses an n-best expansion appended are not ranked against the search's)."""
+    bad = 0
+    for u in utts:
+        hyps = [h for h in u.hyps if h.source == "search"]
+        bad += any(a.am_score < b.am_score for a, b in zip(hyps, hyps[1:], strict=False))
     if bad:
         logger.warning("%s: %d utterances list hypotheses not in decreasing am_score order; "
                        "rescoring ranks by am_score, not by that order", nbest, bad)
@@ -253,6 +264,8 @@ def rescore(
         "rtf": (decode_s + llm_seconds) / audio if audio and decode_s is not None else math.nan,
         "nbest": str(nbest), "llm": scorer.signature, "weights": asdict(weights),
         "first_pass_wer": first.wer, "oracle_wer": table.oracle_wer(), "rescored_wer": stats.wer,
+        # without the hypotheses an n-best expansion added (equal to oracle_wer when there are none)
+        "search_oracle_wer": table.oracle_wer(searched_only=True),
         "num_hyps": sum(len(u.hyps) for u in utts), "llm_texts_scored": fresh, "llm_seconds": llm_seconds,
         "decode_seconds": decode_s, "audio_seconds": audio,
         "llm_texts_per_second": fresh / llm_seconds if fresh and llm_seconds > 0 else None,

@@ -9,6 +9,7 @@ is transformed first (``text_transform``, see :data:`TEXT_TRANSFORMS`).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dsr")
 
 
+# The pronoun "I" (and its contractions) is upper-case in every English text an LLM has
+# read; a lower-case "i" costs several nats and would penalise any hypothesis holding it.
+_PRONOUN_I = re.compile(r"\bi(?=$|\s|'(?:m|ll|ve|d)\b)")
+
+
 def sentence_case(text: str) -> str:
-    """``"THE CAT SAT"`` -> ``"The cat sat"``: lower-case, then capitalise the first letter."""
-    low = text.lower()
+    """``"THE CAT SAT"`` -> ``"The cat sat"``, ``"IF I EVER"`` -> ``"If I ever"``: lower-case,
+    then capitalise the first letter and the pronoun I."""
+    low = _PRONOUN_I.sub("I", text.lower())
     return low[:1].upper() + low[1:]
 
 
@@ -41,6 +48,8 @@ TEXT_TRANSFORMS: dict[str, Callable[[str], str]] = {
     "none": _identity,  # LMs trained on dsr-normalised (upper-case) text
 }
 DEFAULT_TRANSFORM = "sentence"
+# Bumped when a transform's output changes, so that scores saved under the old one are not reused.
+_TRANSFORM_VERSION = {"sentence": "sentence.2"}
 
 # ChatML models (SmolLM2-Instruct, Qwen-Instruct) declare the turn opener/closer as BOS/EOS;
 # a bare sentence is a document, which their pretraining delimited with <|endoftext|>.
@@ -166,7 +175,8 @@ class LlmScorer:
     @property
     def signature(self) -> str:
         """Everything that changes a score; cached scores are reused only under the same signature."""
-        return (f"{self.name}|transform={self.text_transform}|bos={int(self.add_bos)}|eos={int(self.add_eos)}"
+        transform = _TRANSFORM_VERSION.get(self.text_transform, self.text_transform)
+        return (f"{self.name}|transform={transform}|bos={int(self.add_bos)}|eos={int(self.add_eos)}"
                 f"{self.boundary}")
 
     def prepare(self, text: str) -> str:

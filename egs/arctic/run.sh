@@ -12,6 +12,7 @@
 #   bash egs/arctic/run.sh --stage 5 --llm /models/my-llm    # rescore with another LLM (HF dir or .gguf)
 #   bash egs/arctic/run.sh --stage 5 --finetune-llm true     # also LoRA-fine-tune the LLM on the TRAINING
 #                                                            # transcripts and rescore with it
+#   bash egs/arctic/run.sh --stage 4 --lexicon words.txt    # expand the n-best with another word list
 #   bash egs/arctic/run.sh --corpus-dir /data/my_arctic --work-dir /scratch/arctic
 #
 # Stages:
@@ -20,9 +21,12 @@
 #   1 features  80-dim FBANK; train with 0.9/1.1 speed perturbation
 #   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir)
 #   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml
-#   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list
-#   5 rescore   LLM rescoring of the beam-search n-best: weights tuned on dev, applied to test
-#               -> exp/conformer/decode/modified-beam-search+llm/  (+llm-ft/ with --finetune-llm true)
+#   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list; the
+#               same n-best expanded with respellings of out-of-lexicon words (--lexicon, a word list;
+#               "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
+#   5 rescore   LLM rescoring of both n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
+#               -> exp/conformer/decode/modified-beam-search+llm/ and modified-beam-search+lexicon+llm/
+#               (+llm-ft/ and +lexicon+llm-ft/ with --finetune-llm true)
 #   6 results   WER/RTF table and the rescoring table -> exp/conformer/results.md
 # Rescoring needs the LM extras (bash tools/setup.sh --lm).  Re-running skips finished stages (--force redoes them).
 set -euo pipefail
@@ -43,6 +47,7 @@ num_epochs=
 config=
 exp_dir=exp/conformer
 beam_size=8
+lexicon=/usr/share/dict/american-english   # Debian wamerican (tools/setup.sh --lm)
 llm=
 finetune_llm=false
 work_dir=$recipe_dir
@@ -75,7 +80,7 @@ mkdir -p "$work_dir" && cd "$work_dir"
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
 init_flag=${init_from:+--init-from $init_from}
 llm_flag=${llm:+--llm $llm}
-beam_dir=$exp_dir/decode/modified-beam-search
+[ -n "$lexicon" ] && lexicon=$(abspath "$lexicon")
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: manifests, split by prompt"
@@ -110,28 +115,41 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
   dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search \
     --beam-size $beam_size --cuts data/fbank/arctic_cuts_dev.jsonl.gz --cuts data/fbank/arctic_cuts_test.jsonl.gz
+  if [ -n "$lexicon" ]; then
+    [ -f "$lexicon" ] || { echo "run.sh: word list $lexicon not found; apt-get install wamerican" \
+      "(bash tools/setup.sh --lm), pass --lexicon FILE, or --lexicon '' to skip the n-best expansion" >&2; exit 2; }
+    dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size \
+      --expand-lexicon "$lexicon" --cuts data/fbank/arctic_cuts_dev.jsonl.gz --cuts data/fbank/arctic_cuts_test.jsonl.gz
+  fi
 fi
 
-# rescore_with OUT_NAME [--llm PATH]: tune on dev, apply to test; skipped when its test result exists.
+# rescore_with NBEST_NAME OUT_SUFFIX [--llm PATH]: rescore $exp_dir/decode/NBEST_NAME into
+# NBEST_NAME+OUT_SUFFIX, weights tuned on dev, applied to test; skipped when its test result exists.
 rescore_with() {
-  local out=$exp_dir/decode/$1
-  shift
+  local in=$exp_dir/decode/$1 out=$exp_dir/decode/$1+$2
+  shift 2
   if [ -z "$force" ] && [ -f "$out/arctic_test/result.json" ]; then
     log "skip rescore: $out/arctic_test/result.json exists; --force to redo"
     return
   fi
-  dsr rescore --nbest $beam_dir/arctic_test/nbest.jsonl --tune-on $beam_dir/arctic_dev/nbest.jsonl \
-    --out-dir "$out" "$@"
+  dsr rescore --nbest $in/arctic_test/nbest.jsonl --tune-on $in/arctic_dev/nbest.jsonl \
+    --tune-ctc-weights 0,0.1,0.2,0.3,0.5 --out-dir "$out" "$@"
 }
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: LLM rescoring of the beam-search n-best (tuned on dev)"
-  rescore_with modified-beam-search+llm $llm_flag
+  nbests=(modified-beam-search)
+  [ -n "$lexicon" ] && nbests+=(modified-beam-search+lexicon)
+  for nb in "${nbests[@]}"; do
+    rescore_with $nb llm $llm_flag
+  done
   if [ "$finetune_llm" = true ]; then
     # Only the training split's transcripts: dev/test prompts must stay unseen by the LM.
     dsr lm finetune --texts data/manifests/arctic_supervisions_train.jsonl.gz --out-dir exp/lm/llm-arctic-train \
       $llm_flag $force
-    rescore_with modified-beam-search+llm-ft --llm exp/lm/llm-arctic-train
+    for nb in "${nbests[@]}"; do
+      rescore_with $nb llm-ft --llm exp/lm/llm-arctic-train
+    done
   fi
 fi
 
