@@ -315,7 +315,7 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
     lexicon = exp["root"] / "words.txt"
     lexicon.write_text("".join(w.translate(swap) + "\n" for w in words if len(w) > 4))
     expanded = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
-                      beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4))
+                      beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4, parents=1))
     num_added = 0
     for p, e in zip(plain, expanded):
         assert e.method == f"{p.method}+lexicon" and e.wer == p.wer
@@ -336,6 +336,15 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
                 shifts = [h["am_score"] - h["ctc_score"] for h in added]
                 assert max(shifts) - min(shifts) < 1e-3
     assert num_added > 0
+
+    def count_added(results) -> int:
+        return sum(sum(h["source"] == "lexicon" for h in json.loads(line)["hyps"])
+                   for r in results for line in (r.out_dir / "nbest.jsonl").read_text().splitlines())
+
+    assert count_added(expanded) == num_added
+    three = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
+                   beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4, parents=3))
+    assert count_added(three) > num_added  # the 2nd and 3rd hypotheses' non-words too
     with pytest.raises(DsrUserError, match="--expand-lexicon needs"):
         decode(exp["exp"], exp["cuts"], exp["lang"], methods=("greedy",), device="cpu", progress=False,
                expand_lexicon=lexicon)

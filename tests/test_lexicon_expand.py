@@ -139,7 +139,7 @@ def test_transducer_log_likelihood_is_the_full_sum_over_alignments() -> None:
 
 
 def test_expand_options_validate() -> None:
-    for bad in ({"max_edits": 0}, {"per_word": 0}, {"max_hyps": 0}, {"max_am_drop": 0.0}):
+    for bad in ({"max_edits": 0}, {"per_word": 0}, {"max_hyps": 0}, {"parents": 0}, {"max_am_drop": 0.0}):
         with pytest.raises(ValueError):
             ExpandOptions(**bad)
     assert ExpandOptions().edits_for("HID") == 1 and ExpandOptions().edits_for("HOTEL") == 2

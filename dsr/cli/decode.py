@@ -81,6 +81,8 @@ def decode(
                                         "word, best acoustic score first."),
     expand_max_hyps: int = typer.Option(32, "--expand-max-hyps", help="With --expand-lexicon: hypotheses added "
                                         "per utterance at most."),
+    expand_parents: int = typer.Option(3, "--expand-parents", help="With --expand-lexicon: expand the non-words of "
+                                       "this many of the best hypotheses."),
     expand_max_am_drop: float = typer.Option(8.0, "--expand-max-am-drop", help="With --expand-lexicon: drop "
                                              "variants whose acoustic log-likelihood is this far below the 1-best's."),
 ) -> None:
@@ -115,7 +117,7 @@ def decode(
 
     try:
         expand = ExpandOptions(max_edits=expand_max_edits, per_word=expand_per_word, max_am_drop=expand_max_am_drop,
-                               max_hyps=expand_max_hyps)
+                               max_hyps=expand_max_hyps, parents=expand_parents)
     except ValueError as e:
         raise DsrUserError(f"--expand-* options: {e}") from e
 

@@ -110,6 +110,7 @@ class ExpandOptions:
             their parent's are dropped (the audio does not support them).
         max_hyps: at most this many hypotheses are added per utterance.
         short_word: see ``max_edits``.
+        parents: how many of the search's best hypotheses are expanded (``max_hyps`` each).
     """
 
     max_edits: int = 2
@@ -117,12 +118,14 @@ class ExpandOptions:
     max_am_drop: float = 8.0
     max_hyps: int = 32
     short_word: int = 4
+    parents: int = 3
 
     def __post_init__(self) -> None:
         if self.max_edits < 1:
             raise ValueError(f"max_edits must be >= 1 (got {self.max_edits})")
-        if self.per_word < 1 or self.max_hyps < 1:
-            raise ValueError(f"per_word and max_hyps must be >= 1 (got {self.per_word}, {self.max_hyps})")
+        if min(self.per_word, self.max_hyps, self.parents) < 1:
+            raise ValueError(f"per_word, max_hyps and parents must be >= 1 (got {self.per_word}, {self.max_hyps}, "
+                             f"{self.parents})")
         if self.max_am_drop <= 0:
             raise ValueError(f"max_am_drop must be > 0 (got {self.max_am_drop})")
 
@@ -292,9 +295,14 @@ def expand_nbest(
     out: list[list[Hypothesis]] = []
     for n, hyps in enumerate(nbests):
         enc = encoder_out[n, : int(encoder_lens[n])]
-        words = tokenizer.decode(hyps[0].tokens).split() if hyps else []
         texts = {tokenizer.decode(h.tokens) for h in hyps}
-        added = expand_hypotheses(hyps, words, lexicon, encode, lambda seqs: scorer(enc, seqs), opts, texts)
+        added: list[Hypothesis] = []
+        for parent in hyps[: opts.parents]:
+            words = tokenizer.decode(parent.tokens).split()
+            more = expand_hypotheses([parent], words, lexicon, encode, lambda seqs: scorer(enc, seqs), opts, texts)
+            texts |= {tokenizer.decode(h.tokens) for h in more}
+            added += more
+        added.sort(key=lambda h: -h.am_score)
         if added and model.ctc_output is not None:
             lens = encoder_lens[n : n + 1]
             ctc = ctc_log_likelihood(model.ctc_log_probs(encoder_out[n : n + 1]), lens, [[h.tokens for h in added]],
