@@ -175,8 +175,14 @@ def test_tune_helps_when_the_lm_helps(tmp_path, scorer):
     saved = Weights.load(tmp_path / "tune" / "weights.json")
     assert (saved.lm_weight, saved.length_bonus) == (lam, beta)
     test = _nbest(tmp_path / "test" / "nbest.jsonl", DOMAIN[1::2], lm_helps=True)
-    r = rescore(test, scorer, tmp_path / "test_out", saved)
-    assert r["rescored_wer"] < r["first_pass_wer"]
+    no_llm = Weights.load_without_llm(tmp_path / "tune" / "weights.json")
+    assert no_llm is not None and no_llm.lm_weight == 0
+    r = rescore(test, scorer, tmp_path / "test_out", saved, without_llm=no_llm)
+    # only the LLM can tell the swapped words apart: without it, re-ranking gains nothing
+    assert r["rescored_wer"] < r["without_llm_wer"] == r["first_pass_wer"]
+    from dsr.evaluation.report import rescoring_table
+
+    assert f"| {r['rescored_wer']:.2f} ({r['first_pass_wer']:.2f} without the LLM) |" in rescoring_table([r])[-1]
 
 
 def test_tune_never_worse_than_no_lm(tmp_path, scorer):

@@ -27,6 +27,11 @@ def _search_oracle(result: dict) -> str:
     return f"; {own:.2f}% before expansion" if own is not None and own != result["oracle_wer"] else ""
 
 
+def _without_llm(result: dict) -> str:
+    wer = result.get("without_llm_wer")
+    return "" if wer is None else f"; {wer:.2f}% without the LLM"
+
+
 def output_dir(nbest: Path, out_dir: Optional[Path]) -> Path:
     """Where the results for ``nbest`` go.
 
@@ -111,6 +116,7 @@ def rescore(
         raise DsrUserError("--tune-ctc-weights needs --tune-on DEV_NBEST")
     chosen = (Weights.load(weights) if weights is not None
               else Weights(lm_weight, length_bonus, ctc_weight, attention_weight))
+    without_llm = Weights.load_without_llm(weights) if weights is not None else None
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     llm_path = llm if llm is not None else default_llm_path()
@@ -121,10 +127,11 @@ def rescore(
         tune_dir = output_dir(tune_on, out_dir)
         chosen = tune(tune_on, scorer, tune_dir, grid[0], grid[1], ctc_weight, batch_size, attention_weight,
                       ctc_weights=grid[2])
+        without_llm = Weights.load_without_llm(tune_dir / WEIGHTS_FILE)
         console.print(f"[green]done[/] tune: {chosen.tag()} -> {tune_dir / WEIGHTS_FILE}")
     for n, out in zip(nbest, outs, strict=True):
-        r = run_rescore(n, scorer, out, chosen, batch_size)
+        r = run_rescore(n, scorer, out, chosen, batch_size, without_llm)
         console.print(
             f"[green]done[/] rescore {r['split']}: WER {r['first_pass_wer']:.2f}% -> {r['rescored_wer']:.2f}% "
-            f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",
+            f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}{_without_llm(r)}, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",
             highlight=False)

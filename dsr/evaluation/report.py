@@ -83,7 +83,7 @@ def rescoring_table(rows: list[dict]) -> list[str]:
     The LLM time counts only texts scored in that run (saved scores are free), so it is
     reported next to the first pass's decoding time of the same split.  After an n-best
     expansion (``dsr decode --expand-lexicon``) the oracle of the search's own hypotheses
-    follows in brackets.
+    follows in brackets; after tuning, so does the WER of the best weights without the LLM.
     """
     if not rows:
         return []
@@ -104,8 +104,11 @@ def rescoring_table(rows: list[dict]) -> list[str]:
         searched = r.get("search_oracle_wer")
         if searched is not None and searched != r["oracle_wer"]:
             oracle += f" ({searched:.2f} before expansion)"
+        rescored = f"{res:.2f}"
+        if r.get("without_llm_wer") is not None:
+            rescored += f" ({r['without_llm_wer']:.2f} without the LLM)"
         lines.append(f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
-                     f"| {oracle} | {res:.2f} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
+                     f"| {oracle} | {rescored} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
     return lines
 
 

@@ -35,6 +35,7 @@ from dsr.utils import write_json_atomic, write_text_atomic
 logger = logging.getLogger("dsr")
 
 WEIGHTS_FILE = "weights.json"
+WITHOUT_LLM = "without_llm"  # weights.json: the tuned weights with lm_weight fixed at 0
 # LLM sentence log-probs are tens of nats while n-best AM scores differ by a few,
 # so useful LM weights are well below 1; the bonus makes up for ~lm_weight * 3-6 nats per word.
 DEFAULT_LM_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
@@ -53,6 +54,15 @@ class Weights:
     def tag(self) -> str:
         tag = f"lm_weight={self.lm_weight:g}_length_bonus={self.length_bonus:g}_ctc_weight={self.ctc_weight:g}"
         return tag + (f"_attention_weight={self.attention_weight:g}" if self.attention_weight else "")
+
+    @classmethod
+    def load_without_llm(cls, path: Path | str) -> Weights | None:
+        """The best weights with ``lm_weight`` 0 that :func:`tune` saved beside the chosen ones (None if absent)."""
+        w = cls.load(path)
+        obj = json.loads(Path(path).read_text(encoding="utf-8")).get(WITHOUT_LLM)
+        if not isinstance(obj, dict):
+            return None
+        return cls(0.0, float(obj.get("length_bonus", 0.0)), float(obj.get("ctc_weight", 0.0)), w.attention_weight)
 
     @classmethod
     def load(cls, path: Path | str) -> Weights:
@@ -170,11 +180,19 @@ def tune(
                 errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
                 grid.append({"lm_weight": lam, "length_bonus": beta, "ctc_weight": ctc, "errors": errors,
                              "wer": table.wer(chosen)})
-    best = min(grid, key=lambda g: (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]), abs(g["ctc_weight"]),
-                                    g["lm_weight"], g["length_bonus"], g["ctc_weight"]))
+    def order(g: dict) -> tuple:
+        return (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]), abs(g["ctc_weight"]),
+                g["lm_weight"], g["length_bonus"], g["ctc_weight"])
+
+    best = min(grid, key=order)
+    # The best point without the LLM, so that a report can tell the LLM's share of the gain
+    # from what re-ranking by length and CTC alone does.
+    no_llm = min((g for g in grid if g["lm_weight"] == 0), key=order)
     weights = Weights(best["lm_weight"], best["length_bonus"], best["ctc_weight"], attention_weight)
     write_json_atomic(out / WEIGHTS_FILE, {**asdict(weights), "dev_wer": best["wer"], "dev_nbest": str(dev_nbest),
-                                           "llm": scorer.signature})
+                                           "llm": scorer.signature,
+                                           WITHOUT_LLM: {"length_bonus": no_llm["length_bonus"],
+                                                         "ctc_weight": no_llm["ctc_weight"], "dev_wer": no_llm["wer"]}})
     write_json_atomic(out / "tune.json", {"dev_nbest": str(dev_nbest), "llm": scorer.signature,
                                           "ref_words": table.ref_words,
                                           "first_pass_wer": table.wer(np.zeros(len(utts), dtype=np.int64)),
@@ -232,8 +250,12 @@ def rescore(
     out_dir: Path | str,
     weights: Weights,
     batch_size: int = 16,
+    without_llm: Weights | None = None,
 ) -> dict[str, Any]:
     """Rescore one n-best file; writes recogs/errs/wer.txt, result.json, llm_scores.jsonl into ``out_dir``.
+
+    ``without_llm`` (weights with ``lm_weight`` 0, e.g. :meth:`Weights.load_without_llm`)
+    adds the WER they give (``without_llm_wer``): the gain of re-ranking without the LLM.
 
     Returns the ``result.json`` content: first-pass, oracle and rescored WER, the
     weights, and LLM time against the number of hypotheses (``by_nbest_size``).
@@ -270,6 +292,8 @@ def rescore(
         "decode_seconds": decode_s, "audio_seconds": audio,
         "llm_texts_per_second": fresh / llm_seconds if fresh and llm_seconds > 0 else None,
         "by_nbest_size": by_size,
+        "without_llm_wer": None if without_llm is None else table.wer(table.choose(without_llm)),
+        "without_llm_weights": None if without_llm is None else asdict(without_llm),
     }
     write_json_atomic(out / "result.json", result)
     logger.info("%s: WER %.2f%% -> %.2f%% (oracle %.2f%%) with %s", nbest, first.wer, stats.wer,
