@@ -231,7 +231,9 @@ def test_cli_tunes_then_applies(tmp_path, lm_dir):
     res = CliRunner().invoke(app, ["--nbest", str(test), "--llm", str(lm_dir), "--out-dir", str(tmp_path / "o"),
                                    "--weights", str(out / "dev" / "weights.json")])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "o" / "test" / "result.json").read_text())["weights"] == r["weights"]
+    again = json.loads((tmp_path / "o" / "test" / "result.json").read_text())
+    assert again["weights"] == r["weights"] and (r["method"], again["method"]) == ("beam+llm", "o")
+    assert again["without_llm_weights"]["lm_weight"] == 0  # read back from the weights file
     res = CliRunner().invoke(app, ["--nbest", str(tmp_path / "nope.jsonl"), "--llm", str(lm_dir)])
     assert isinstance(res.exception, DsrUserError) and "nope.jsonl" in str(res.exception)
     res = CliRunner().invoke(app, args[:4] + ["--tune-on", str(dev), "--tune-lm-weights", "a,b"])

@@ -130,7 +130,8 @@ def rescore(
         without_llm = Weights.load_without_llm(tune_dir / WEIGHTS_FILE)
         console.print(f"[green]done[/] tune: {chosen.tag()} -> {tune_dir / WEIGHTS_FILE}")
     for n, out in zip(nbest, outs, strict=True):
-        r = run_rescore(n, scorer, out, chosen, batch_size, without_llm)
+        # named after its directory, so that rescorings of one n-best by two LLMs stay apart in dsr results
+        r = run_rescore(n, scorer, out, chosen, batch_size, without_llm, method=out.parent.name)
         console.print(
             f"[green]done[/] rescore {r['split']}: WER {r['first_pass_wer']:.2f}% -> {r['rescored_wer']:.2f}% "
             f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}{_without_llm(r)}, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",

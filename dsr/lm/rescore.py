@@ -251,11 +251,13 @@ def rescore(
     weights: Weights,
     batch_size: int = 16,
     without_llm: Weights | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Rescore one n-best file; writes recogs/errs/wer.txt, result.json, llm_scores.jsonl into ``out_dir``.
 
     ``without_llm`` (weights with ``lm_weight`` 0, e.g. :meth:`Weights.load_without_llm`)
     adds the WER they give (``without_llm_wer``): the gain of re-ranking without the LLM.
+    ``method`` names the result in reports (default: the first pass's method + ``+llm``).
 
     Returns the ``result.json`` content: first-pass, oracle and rescored WER, the
     weights, and LLM time against the number of hypotheses (``by_nbest_size``).
@@ -278,7 +280,7 @@ def rescore(
     info = _first_pass_info(nbest)
     audio, decode_s = info.get("audio_seconds"), info.get("decode_seconds")
     result = {
-        "method": f"{info.get('method', nbest.parent.parent.name)}+llm",
+        "method": method or f"{info.get('method', nbest.parent.parent.name)}+llm",
         "split": info.get("split", nbest.parent.name),
         "checkpoint": info.get("checkpoint", "unknown"),
         "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "num_utts": stats.num_sents,
