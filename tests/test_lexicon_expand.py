@@ -132,8 +132,9 @@ def test_transducer_log_likelihood_is_the_full_sum_over_alignments() -> None:
     seqs = [[1, 2], [3], [4, 4, 1], []]
     with torch.no_grad():
         got = transducer_log_likelihood(model, enc, seqs, batch_size=3)  # two batches, padded
+        chunked = transducer_log_likelihood(model, enc, seqs, batch_size=2, contexts_per_chunk=2)
         want = [_brute_force_rnnt(model, enc, y) for y in seqs]
-    assert got == pytest.approx(want, abs=1e-4)
+    assert got == pytest.approx(want, abs=1e-4) and chunked == pytest.approx(want, abs=1e-4)
     with pytest.raises(ValueError, match=r"\(T, D\)"):
         transducer_log_likelihood(model, enc.unsqueeze(0), seqs)
 
