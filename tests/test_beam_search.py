@@ -319,6 +319,8 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
     num_added = 0
     for p, e in zip(plain, expanded):
         assert e.method == f"{p.method}+lexicon" and e.wer == p.wer
+        info = json.loads((e.out_dir / "result.json").read_text())
+        assert info["expand_lexicon"] == str(lexicon) and info["expand_options"]["parents"] == 1
         assert (e.out_dir / "recogs.txt").read_text() == (p.out_dir / "recogs.txt").read_text()
         for a, b in zip((p.out_dir / "nbest.jsonl").read_text().splitlines(),
                         (e.out_dir / "nbest.jsonl").read_text().splitlines()):

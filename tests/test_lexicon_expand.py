@@ -16,7 +16,7 @@ from dsr.decoding.lexicon_expand import (
     ExpandOptions,
     Lexicon,
     candidate_edits,
-    expand_hypotheses,
+    expand_hypothesis,
     transducer_log_likelihood,
 )
 from dsr.errors import DsrUserError
@@ -73,7 +73,7 @@ def _acoustic(seqs: list[list[int]]) -> list[float]:
 
 def test_expansion_scores_variants_against_their_parent() -> None:
     parent = Hypothesis(_encode("HIS FACE WAS STRAMING"), am_score=-2.0, timestamps=[0, 1])
-    added = expand_hypotheses([parent], "HIS FACE WAS STRAMING".split(), LEX, _encode, _acoustic, ExpandOptions())
+    added = expand_hypothesis(parent, "HIS FACE WAS STRAMING".split(), LEX, _encode, _acoustic, ExpandOptions())
     texts = [bytes(h.tokens).decode() for h in added]
     # STREAMING is TARGET (1 character closer than the parent); STEAMING and SCREAMING are as
     # far as the parent; STRAINING is 2 characters worse.
@@ -82,17 +82,17 @@ def test_expansion_scores_variants_against_their_parent() -> None:
     assert texts[3] == "HIS FACE WAS STRAINING" and added[3].am_score == -4.0
     assert all(h.source == "lexicon" and h.timestamps == [] and h.ctc_score is None for h in added)
     # the audio-unsupported variant is dropped, an existing text is not repeated, an unspellable one is skipped
-    strict = expand_hypotheses([parent], "HIS FACE WAS STRAMING".split(), LEX,
+    strict = expand_hypothesis(parent, "HIS FACE WAS STRAMING".split(), LEX,
                                lambda t: None if "SCREAM" in t else _encode(t), _acoustic,
                                ExpandOptions(max_am_drop=1.5), existing={"HIS FACE WAS STEAMING"})
     assert [bytes(h.tokens).decode() for h in strict] == [TARGET]
-    assert expand_hypotheses([parent], ["HIS", "FACE"], LEX, _encode, _acoustic, ExpandOptions()) == []
+    assert expand_hypothesis(parent, ["HIS", "FACE"], LEX, _encode, _acoustic, ExpandOptions()) == []
 
 
 def test_expansion_combines_edits_and_rescores_the_combination() -> None:
     words = "HIS FAXE WAS STRAMING".split()
     parent = Hypothesis(_encode(" ".join(words)), am_score=-5.0, timestamps=[])
-    added = expand_hypotheses([parent], words, LEX, _encode, _acoustic, ExpandOptions(per_word=1, max_hyps=3))
+    added = expand_hypothesis(parent, words, LEX, _encode, _acoustic, ExpandOptions(per_word=1, max_hyps=3))
     texts = [bytes(h.tokens).decode() for h in added]
     assert texts[0] == TARGET and added[0].am_score == -3.0  # both words fixed: 2 closer than the parent
     assert set(texts[1:]) == {"HIS FACE WAS STRAMING", "HIS FAXE WAS STREAMING"}

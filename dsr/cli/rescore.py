@@ -134,5 +134,6 @@ def rescore(
         r = run_rescore(n, scorer, out, chosen, batch_size, without_llm, method=out.parent.name)
         console.print(
             f"[green]done[/] rescore {r['split']}: WER {r['first_pass_wer']:.2f}% -> {r['rescored_wer']:.2f}% "
-            f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}{_without_llm(r)}, {r['num_hyps']} hyps, LLM {r['llm_seconds']:.1f} s) -> {out}",
+            f"(oracle {r['oracle_wer']:.2f}%{_search_oracle(r)}{_without_llm(r)}, {r['num_hyps']} hyps, "
+            f"LLM {r['llm_seconds']:.1f} s) -> {out}",
             highlight=False)

@@ -40,7 +40,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,7 +306,7 @@ def decode(
     ``streaming`` (greedy only) decodes in chunks of ``chunk_ms`` with ``left_context_chunks``
     of attention context (default: the model's), see :func:`dsr.decoding.streaming.streaming_options`.
     ``int8`` decodes with int8 Linear layers (CPU; results under ``<method>-int8``).
-    ``expand_lexicon`` (a word list) adds respelled variants of the 1-best's out-of-lexicon
+    ``expand_lexicon`` (a word list) adds variants of the best hypotheses' out-of-lexicon
     words to the n-best lists (:mod:`dsr.decoding.lexicon_expand`, ``expand_options``);
     results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
     """
@@ -432,6 +432,9 @@ def decode(
             "hotwords_file": str(hotwords_file) if is_nbest and hotwords_file is not None else None,
             "hotword_score": hotword_score if is_nbest and hotwords_file is not None else None,
             "attention_scale": opts.attention_scale if method in ATTENTION_METHODS else None,
+            # n-best expansion (null without --expand-lexicon)
+            "expand_lexicon": str(expand_lexicon) if lexicon is not None else None,
+            "expand_options": asdict(expand_options or ExpandOptions()) if lexicon is not None else None,
             # Streaming settings, null for offline decoding.
             "streaming": stream is not None,
             "chunk_ms": stream.chunk_ms if stream is not None else None,

@@ -3,11 +3,12 @@
 A small BPE model trained on little speech spells many words it has heard right but
 never seen written: ``STRAMING``, ``CROUSHED``, ``CHIEFULY``.  Its beam search then
 keeps variants of the same misspelling, so no n-best entry holds the real word and
-no language model can pick it.  This module adds, for each out-of-lexicon word of the
-first-pass 1-best, the lexicon words within a few character edits (``STREAMING``,
-``CROUCHED``), scores every variant with the acoustic model itself, keeps the ones the
-audio supports, and appends them (and their combinations) to the n-best list, where an
-LLM (:mod:`dsr.lm.rescore`) can choose among them.
+no language model can pick it.  This module takes each out-of-lexicon word of the
+search's best few hypotheses and proposes the lexicon words within a few character edits
+(``STREAMING``, ``CROUCHED``), its splits into two words and its joins with a neighbour;
+it scores every variant with the acoustic model itself, keeps the ones the audio supports,
+and appends them (and their combinations) to the n-best list, where an LLM
+(:mod:`dsr.lm.rescore`) can choose among them.
 
 Scores stay comparable with the first pass: a variant's ``am_score`` is its parent's
 search score plus the exact change in acoustic log-likelihood (full-sum RNN-T, or CTC
@@ -22,7 +23,6 @@ words, not text, so it holds no evaluation sentence.
 from __future__ import annotations
 
 import heapq
-import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +36,6 @@ from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.mutual_information import mutual_information_recursion
 from dsr.models.transducer import HybridTransducer
-
-logger = logging.getLogger("dsr")
 
 DEFAULT_LEXICON = Path("/usr/share/dict/american-english")
 EXPANDABLE_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
@@ -108,7 +106,7 @@ class ExpandOptions:
         per_word: candidates kept per out-of-lexicon word, best acoustic score first.
         max_am_drop: candidates whose acoustic log-likelihood is more than this below
             their parent's are dropped (the audio does not support them).
-        max_hyps: at most this many hypotheses are added per utterance.
+        max_hyps: at most this many hypotheses are added per expanded hypothesis.
         short_word: see ``max_edits``.
         parents: how many of the search's best hypotheses are expanded (``max_hyps`` each).
     """
@@ -251,8 +249,8 @@ def candidate_edits(words: list[str], lexicon: Lexicon, opts: ExpandOptions) -> 
     return sorted(edits, key=lambda e: (e.start, e.end, e.text))
 
 
-def expand_hypotheses(
-    hyps: list[Hypothesis],
+def expand_hypothesis(
+    parent: Hypothesis,
     words: list[str],
     lexicon: Lexicon,
     encode: Callable[[str], list[int] | None],
@@ -260,28 +258,29 @@ def expand_hypotheses(
     opts: ExpandOptions,
     existing: set[str] = frozenset(),
 ) -> list[Hypothesis]:
-    """Variants of ``hyps[0]`` (whose text is ``words``) made of :func:`candidate_edits`.
+    """Variants of ``parent`` (whose text is ``words``) made of :func:`candidate_edits`.
 
-    ``encode`` maps a text to token ids (None: the model cannot spell it); ``acoustic`` maps token sequences to their exact
-    acoustic log-likelihoods for this utterance; texts in ``existing`` are not returned.
+    ``encode`` maps a text to token ids (None: the model cannot spell it); ``acoustic``
+    maps token sequences to their exact acoustic log-likelihoods for this utterance;
+    texts in ``existing`` are not returned.
     Each edit is first scored alone against the parent; the best ``per_word`` per span
     within ``max_am_drop`` are combined (non-overlapping, best summed change first), and
     the ``max_hyps`` combinations are scored exactly.  Returns the new hypotheses only,
     best acoustic score first, with ``am_score`` = the parent's + the exact change.
     """
-    if not hyps or not words:
+    if not words:
         return []
     encoded = [(e, encode(" ".join(e.apply(words)))) for e in candidate_edits(words, lexicon, opts)]
     edits = [e for e, toks in encoded if toks]
     if not edits:
         return []
     # 1. One edit at a time, each scored exactly against the parent.
-    scores = acoustic([list(hyps[0].tokens)] + [toks for _, toks in encoded if toks])
-    parent = scores[0]
+    scores = acoustic([list(parent.tokens)] + [toks for _, toks in encoded if toks])
+    base = scores[0]  # the parent's exact score
     by_span: dict[tuple[int, int], list[tuple[float, Edit]]] = {}
     for e, sc in zip(edits, scores[1:]):
-        if sc - parent >= -opts.max_am_drop:
-            by_span.setdefault((e.start, e.end), []).append((sc - parent, e))
+        if sc - base >= -opts.max_am_drop:
+            by_span.setdefault((e.start, e.end), []).append((sc - base, e))
     # 2. Non-overlapping combinations, best summed change first (a beam over the spans).
     beam: list[tuple[float, int, tuple[Edit, ...]]] = [(0.0, 0, ())]
     for span in sorted(by_span):
@@ -301,9 +300,9 @@ def expand_hypotheses(
     new_tokens = [toks for toks in map(encode, new_texts[: opts.max_hyps]) if toks]
     exact = acoustic(new_tokens) if new_tokens else []
     added = [
-        Hypothesis(toks, hyps[0].am_score + (sc - parent), timestamps=[], source="lexicon")
+        Hypothesis(toks, parent.am_score + (sc - base), timestamps=[], source="lexicon")
         for toks, sc in zip(new_tokens, exact)
-        if sc - parent >= -opts.max_am_drop
+        if sc - base >= -opts.max_am_drop
     ]
     return sorted(added, key=lambda h: -h.am_score)
 
@@ -318,7 +317,7 @@ def expand_nbest(
     method: str,
     opts: ExpandOptions,
 ) -> list[list[Hypothesis]]:
-    """:func:`expand_hypotheses` for a batch: (N, T, D) encoder output, (N,) lengths, N n-best lists.
+    """:func:`expand_hypothesis` of the ``opts.parents`` best of each list, for a batch: (N, T, D) encoder output, (N,) lengths, N n-best lists.
 
     Lexicon words the BPE model can only spell with its unknown token are skipped.  Added
     hypotheses get the model's CTC score too when it has a CTC head.
@@ -336,7 +335,7 @@ def expand_nbest(
         added: list[Hypothesis] = []
         for parent in hyps[: opts.parents]:
             words = tokenizer.decode(parent.tokens).split()
-            more = expand_hypotheses([parent], words, lexicon, encode, lambda seqs: scorer(enc, seqs), opts, texts)
+            more = expand_hypothesis(parent, words, lexicon, encode, lambda seqs: scorer(enc, seqs), opts, texts)
             texts |= {tokenizer.decode(h.tokens) for h in more}
             added += more
         added.sort(key=lambda h: -h.am_score)
