@@ -5,18 +5,25 @@
 # speaker (docs/RESULTS.md, ARCTIC: beam-8 test WER 68.8 % -> 54.7 % with 8000 sentences,
 # 48.2 % with 16000, 46.9 % with 24000; each step continued the previous model).
 #
-# Usage (outputs go to egs/arctic/pretrain unless --work-dir):
+# Usage (outputs go to egs/arctic/pretrain unless --work-dir; the model of N sentences to exp/pdN):
 #   bash tools/setup.sh --pretrain-text                    # Debian bible-kjv + fortunes, once
 #   bash egs/synth/run.sh --stop-stage 3                   # the model to start from
-#   bash egs/arctic/pretrain.sh
-#   bash egs/arctic/run.sh --init-from pretrain/exp/pd/epoch-8.pt --init-lang-dir ../synth/data/lang_bpe_128
-#   bash egs/arctic/pretrain.sh --num-sentences 16000 --num-epochs 6   # more text
+#   bash egs/arctic/pretrain.sh                            # 8000 sentences, 8 epochs -> exp/pd8000
+#   bash egs/arctic/run.sh --init-from egs/arctic/pretrain/exp/pd8000/epoch-8.pt --init-lang-dir egs/synth/data/lang_bpe_128
+#   # more text, each step continuing the last (the measured chain; earlier wavs are reused):
+#   bash egs/arctic/pretrain.sh --stage 1 --num-sentences 16000 --num-epochs 6 \
+#       --init-from egs/arctic/pretrain/exp/pd8000/epoch-8.pt
+#   bash egs/arctic/pretrain.sh --stage 1 --num-sentences 24000 --num-epochs 4 \
+#       --init-from egs/arctic/pretrain/exp/pd16000/epoch-6.pt
+#   bash egs/arctic/run.sh --init-from egs/arctic/pretrain/exp/pd24000/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
+# (paths on the command line are relative to where you run it; these run from the repository root)
 #
 # Stages:
 #   0 text      tools/public_domain_text.py -> data/pd_text.txt
 #   1 synth     dsr prepare synth --text-source file, excluding every prompt of --corpus-dir
-#   2 features  80-dim FBANK (no speed perturbation: the voices' rates already vary)
-#   3 train     continue the --init-from model (its BPE, --init-lang-dir) on the synthetic speech
+#               -> data/manifests_N (the wavs in data/synth_pd are shared by every N)
+#   2 features  80-dim FBANK (no speed perturbation: the voices' rates already vary) -> data/fbank_N
+#   3 train     continue the --init-from model (its BPE, --init-lang-dir) on the synthetic speech -> exp/pdN
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
@@ -42,6 +49,11 @@ if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
   exit 2
 fi
 mkdir -p "$work_dir" && cd "$work_dir"
+# One manifest/feature/model dir per size: a second run with more sentences must not find
+# the first one's "done" markers and skip.
+manifests=data/manifests_$num_sentences
+fbank=data/fbank_$num_sentences
+exp_dir=exp/pd$num_sentences
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: public-domain text"
@@ -51,19 +63,19 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: synthesise $num_sentences sentences (+200 dev), none near a prompt of $corpus_dir"
   dsr prepare synth --text-source file --text-file data/pd_text.txt --exclude-text "$corpus_dir/transcripts.tsv" \
-    --num-train "$num_sentences" --num-dev 200 --num-test 0 --corpus-dir data/synth_pd --manifest-dir data/manifests \
+    --num-train "$num_sentences" --num-dev 200 --num-test 0 --corpus-dir data/synth_pd --manifest-dir $manifests \
     -j $num_jobs $force
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: FBANK"
-  dsr features --corpus synth --split train --split dev --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+  dsr features --corpus synth --split train --split dev --manifest-dir $manifests --out-dir $fbank -j $num_jobs $force
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (from $init_from)"
   dsr train --config "$root/egs/synth/conf/train.yaml" --init-from "$init_from" --lang-dir "$init_lang_dir" \
-    --train-cuts data/fbank/synth_cuts_train.jsonl.gz --dev-cuts data/fbank/synth_cuts_dev.jsonl.gz --exp-dir exp/pd \
+    --train-cuts $fbank/synth_cuts_train.jsonl.gz --dev-cuts $fbank/synth_cuts_dev.jsonl.gz --exp-dir $exp_dir \
     --num-epochs "$num_epochs" --model-warm-step 1 --ctc-encoder-warmup-steps 0 --lr-decay-epochs $(( (num_epochs + 1) / 2 )) \
     --gain-db 10 $force
 fi

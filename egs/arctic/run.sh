@@ -6,7 +6,7 @@
 #
 # Usage (from anywhere; outputs go to egs/arctic/data and egs/arctic/exp unless --work-dir):
 #   bash egs/arctic/run.sh                                   # from scratch, own BPE (little data: poor WER)
-#   bash egs/arctic/run.sh --init-from ../synth/exp/conformer/epoch-4.pt --init-lang-dir ../synth/data/lang_bpe_128
+#   bash egs/arctic/run.sh --init-from egs/synth/exp/conformer/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
 #                                                            # fine-tune the embedded recipe's model (recommended;
 #                                                            # make it first with: bash egs/synth/run.sh)
 #   bash egs/arctic/run.sh --stage 5 --llm /models/my-llm    # rescore with another LLM (HF dir or .gguf)
