@@ -213,6 +213,9 @@ def test_nbest_and_weights_errors(tmp_path):
     (tmp_path / "w.json").write_text('{"lm_weight": 0.1}')
     with pytest.raises(DsrUserError, match="length_bonus"):
         Weights.load(tmp_path / "w.json")
+    (tmp_path / "w.json").write_text('{"lm_weight": 0.1, "length_bonus": 0, "without_llm": {"ctc_weight": "x"}}')
+    with pytest.raises(DsrUserError, match="not a weights file"):
+        Weights.load_without_llm(tmp_path / "w.json")
 
 
 def test_cli_tunes_then_applies(tmp_path, lm_dir):

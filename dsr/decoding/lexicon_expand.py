@@ -165,12 +165,12 @@ def transducer_log_likelihood(
     # Distinct (context, next symbol) pairs: the context of row u is the k tokens before it.
     contexts: dict[tuple[int, ...], int] = {}
     pairs: dict[tuple[int, int], int] = {}  # (context index, symbol) -> row of sym_lp
-    rows: list[list[int]] = []
+    rows: list[list[int]] = []  # per sequence: the context index of each lattice row
+    sym_rows: list[list[int]] = []  # per sequence: the sym_lp row of each symbol
     for seq in seqs:
         padded = [blank] * k + seq
         ctx = [contexts.setdefault(tuple(padded[u : u + k]), len(contexts)) for u in range(len(seq) + 1)]
-        for u, sym in enumerate(seq):
-            pairs.setdefault((ctx[u], sym), len(pairs))
+        sym_rows.append([pairs.setdefault((ctx[u], sym), len(pairs)) for u, sym in enumerate(seq)])
         rows.append(ctx)
     ctx_ids = torch.tensor(list(contexts), dtype=torch.int64, device=device)  # (C, k)
     dec = model.joiner.decoder_proj(model.predictor(ctx_ids, need_pad=False)[:, 0])  # (C, J)
@@ -193,11 +193,11 @@ def transducer_log_likelihood(
         px = torch.full((len(batch), s_max, t_len + 1), float("-inf"), device=device)
         py = torch.zeros((len(batch), s_max + 1, t_len), device=device)
         boundary = torch.zeros((len(batch), 4), dtype=torch.int64, device=device)
-        for i, (seq, ctx) in enumerate(zip(batch, rows[b0 : b0 + batch_size])):
+        for i, (ctx, syms) in enumerate(zip(rows[b0 : b0 + batch_size], sym_rows[b0 : b0 + batch_size])):
             py[i, : len(ctx)] = blank_lp[ctx]
-            if seq:
-                px[i, : len(seq), :t_len] = sym_lp[[pairs[(ctx[u], sym)] for u, sym in enumerate(seq)]]
-            boundary[i, 2], boundary[i, 3] = len(seq), t_len
+            if syms:
+                px[i, : len(syms), :t_len] = sym_lp[syms]
+            boundary[i, 2], boundary[i, 3] = len(syms), t_len
         out += mutual_information_recursion(px, py, boundary).tolist()
     return out
 
@@ -270,15 +270,15 @@ def expand_hypothesis(
     """
     if not words:
         return []
-    encoded = [(e, encode(" ".join(e.apply(words)))) for e in candidate_edits(words, lexicon, opts)]
-    edits = [e for e, toks in encoded if toks]
-    if not edits:
+    spellable = [(e, toks) for e in candidate_edits(words, lexicon, opts)
+                 if (toks := encode(" ".join(e.apply(words))))]
+    if not spellable:
         return []
     # 1. One edit at a time, each scored exactly against the parent.
-    scores = acoustic([list(parent.tokens)] + [toks for _, toks in encoded if toks])
+    scores = acoustic([list(parent.tokens)] + [toks for _, toks in spellable])
     base = scores[0]  # the parent's exact score
     by_span: dict[tuple[int, int], list[tuple[float, Edit]]] = {}
-    for e, sc in zip(edits, scores[1:]):
+    for (e, _), sc in zip(spellable, scores[1:]):
         if sc - base >= -opts.max_am_drop:
             by_span.setdefault((e.start, e.end), []).append((sc - base, e))
     # 2. Non-overlapping combinations, best summed change first (a beam over the spans).

@@ -56,22 +56,26 @@ class Weights:
         return tag + (f"_attention_weight={self.attention_weight:g}" if self.attention_weight else "")
 
     @classmethod
-    def load_without_llm(cls, path: Path | str) -> Weights | None:
-        """The best weights with ``lm_weight`` 0 that :func:`tune` saved beside the chosen ones (None if absent)."""
-        w = cls.load(path)
-        obj = json.loads(Path(path).read_text(encoding="utf-8")).get(WITHOUT_LLM)
-        if not isinstance(obj, dict):
-            return None
-        return cls(0.0, float(obj.get("length_bonus", 0.0)), float(obj.get("ctc_weight", 0.0)), w.attention_weight)
-
-    @classmethod
     def load(cls, path: Path | str) -> Weights:
         """Read a ``weights.json`` written by :func:`tune`."""
+        return cls._load(path)[0]
+
+    @classmethod
+    def load_without_llm(cls, path: Path | str) -> Weights | None:
+        """The best weights with ``lm_weight`` 0 that :func:`tune` saved beside the chosen ones (None if absent)."""
+        return cls._load(path)[1]
+
+    @classmethod
+    def _load(cls, path: Path | str) -> tuple[Weights, Weights | None]:
         path = Path(path)
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
-            return cls(float(obj["lm_weight"]), float(obj["length_bonus"]), float(obj.get("ctc_weight", 0.0)),
-                       float(obj.get("attention_weight", 0.0)))
+            att = float(obj.get("attention_weight", 0.0))
+            chosen = cls(float(obj["lm_weight"]), float(obj["length_bonus"]), float(obj.get("ctc_weight", 0.0)), att)
+            no_llm = obj.get(WITHOUT_LLM)
+            if not isinstance(no_llm, dict):
+                return chosen, None
+            return chosen, cls(0.0, float(no_llm.get("length_bonus", 0.0)), float(no_llm.get("ctc_weight", 0.0)), att)
         except FileNotFoundError as e:
             raise DsrUserError(f"{path}: no such weights file; write one with dsr rescore --tune-on DEV_NBEST") from e
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
