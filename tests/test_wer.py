@@ -34,3 +34,19 @@ def test_score_by_group_worst_first_and_table(tmp_path):
     write_wer_by_group(tmp_path / "w.txt", scored)
     lines = (tmp_path / "w.txt").read_text().splitlines()
     assert lines[0] == "speaker\tutts\twords\terrors\tWER%" and lines[2] == "bob\t1\t2\t1\t50.00"
+
+
+def test_numerals_are_spelled_out_for_every_system():
+    from dsr.data.normalize import normalize_for_scoring, number_words
+
+    assert number_words(0) == "ZERO"
+    assert number_words(1908) == "ONE THOUSAND NINE HUNDRED EIGHT"
+    assert number_words(2_000_017) == "TWO MILLION SEVENTEEN"
+    assert normalize_for_scoring("Seventeen, no 18 days ago.") == "SEVENTEEN NO EIGHTEEN DAYS AGO"
+    assert normalize_for_scoring("the 18th, 21st and 2nd") == "THE EIGHTEENTH TWENTY FIRST AND SECOND"
+    assert normalize_for_scoring("8.") == "EIGHT"
+    assert normalize_for_scoring("1,000 at 3.5") == "ONE THOUSAND AT THREE POINT FIVE"
+    assert normalize_for_scoring("room 101b") == "ROOM 101B"  # not a number on its own
+    # Whisper writes digits where the reference spells them: no error once both are words.
+    stats = score([("u", "SEVENTEEN NO EIGHTEEN DAYS AGO", "17, no 18 days ago.")])
+    assert stats.errors == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import kaldialign
 
-from dsr.data.normalize import normalize_text
+from dsr.data.normalize import normalize_for_scoring
 from dsr.utils import write_text_atomic
 
 EPS = "*"
@@ -45,12 +45,13 @@ class ErrorStats:
 
 
 def _units(text: str, char_level: bool) -> list[str]:
-    norm = normalize_text(text)
+    norm = normalize_for_scoring(text)
     return list(norm.replace(" ", "")) if char_level else norm.split()
 
 
 def score(results: list[tuple[str, str, str]], char_level: bool = False) -> ErrorStats:
-    """Score ``(utt_id, reference, hypothesis)`` triples after :func:`normalize_text`.
+    """Score ``(utt_id, reference, hypothesis)`` triples after
+    :func:`~dsr.data.normalize.normalize_for_scoring` (numerals spelled out, upper case, no punctuation).
 
     ``char_level=True`` gives CER (spaces ignored), for languages without word spaces.
     """
@@ -84,8 +85,8 @@ def _add_alignment(stats: ErrorStats, utt: str, ali: list[tuple[str, str]]) -> N
 def write_recogs(path: Path, results: list[tuple[str, str, str]]) -> None:
     lines = []
     for utt, ref, hyp in sorted(results):
-        lines.append(f"{utt}:\tref={normalize_text(ref).split()}")
-        lines.append(f"{utt}:\thyp={normalize_text(hyp).split()}")
+        lines.append(f"{utt}:\tref={normalize_for_scoring(ref).split()}")
+        lines.append(f"{utt}:\thyp={normalize_for_scoring(hyp).split()}")
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import kaldialign
 import numpy as np
 
-from dsr.data.normalize import normalize_text
+from dsr.data.normalize import normalize_for_scoring
 from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, write_errs, write_recogs
 from dsr.lm.llm_scores import LLM_SCORES_FILE, score_nbest
@@ -112,7 +112,7 @@ class NbestTable:
         texts: list[list[str]] = []
         ref_words = 0
         for u, (utt, scores) in enumerate(zip(utts, llm, strict=True)):
-            ref = normalize_text(utt.ref).split()
+            ref = normalize_for_scoring(utt.ref).split()
             ref_words += len(ref)
             hyps, scores = (utt.hyps, scores) if utt.hyps else ([_EMPTY], [0.0])
             texts.append([h.text for h in hyps])
@@ -120,7 +120,7 @@ class NbestTable:
                 am[u, i], lm[u, i], nw[u, i] = h.am_score, s, h.num_words
                 ctc[u, i] = h.ctc_score if h.ctc_score is not None else 0.0
                 att[u, i] = h.attention_score if h.attention_score is not None else 0.0
-                errors[u, i] = kaldialign.edit_distance(ref, normalize_text(h.text).split())["total"]
+                errors[u, i] = kaldialign.edit_distance(ref, normalize_for_scoring(h.text).split())["total"]
                 valid[u, i] = True
                 searched[u, i] = h.source == "search"
         return cls(utts, texts, am, lm, ctc, att, nw, errors, valid, ref_words, searched)

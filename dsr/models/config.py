@@ -60,6 +60,15 @@ class ModelConfig:
     attention_decoder_ffn_dim: int = 1024
     sos_eos_id: int = 1
     utterance_norm: str = "none"
+    # A pretrained Whisper encoder instead of the Conformer (the conformer fields above are then
+    # unused; feature_dim and encoder_dim follow whisper_dims), and optionally Whisper's decoder
+    # as the attention head (attention_decoder_* unused), with its start prompt and end token.
+    encoder_type: str = "conformer"
+    whisper_dims: dict[str, int] | None = None
+    whisper_decoder: bool = False
+    whisper_prompt: tuple[int, ...] = ()
+    whisper_eot: int = -1
+    whisper_pad_30s: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (tuples become lists)."""
@@ -83,12 +92,27 @@ class ModelConfig:
         return cls(**d)
 
 
-_TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_context_chunks")
+_TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_context_chunks", "whisper_prompt")
+ENCODER_TYPES = ("conformer", "whisper")
 
 
-def build_model(cfg: ModelConfig) -> HybridTransducer:
-    """Instantiate the model described by ``cfg`` (randomly initialised)."""
-    encoder = ConformerEncoder(
+def _build_encoder(cfg: ModelConfig) -> nn.Module:
+    if cfg.encoder_type not in ENCODER_TYPES:
+        raise ValueError(f"encoder_type must be one of {ENCODER_TYPES} (got {cfg.encoder_type!r})")
+    if cfg.encoder_type == "whisper":
+        from dsr.models.whisper.dsr_modules import WhisperEncoder
+        from dsr.models.whisper.model import WhisperDims
+
+        if cfg.whisper_dims is None:
+            raise ValueError("encoder_type 'whisper' needs whisper_dims")
+        dims = WhisperDims.from_dict(cfg.whisper_dims)
+        if (cfg.feature_dim, cfg.encoder_dim) != (dims.n_mels, dims.n_audio_state):
+            raise ValueError(
+                f"feature_dim/encoder_dim {cfg.feature_dim}/{cfg.encoder_dim} do not match the Whisper "
+                f"dims {dims.n_mels}/{dims.n_audio_state}"
+            )
+        return WhisperEncoder(dims, pad_to_30s=cfg.whisper_pad_30s)
+    return ConformerEncoder(
         input_dim=cfg.feature_dim,
         d_model=cfg.encoder_dim,
         num_layers=cfg.num_encoder_layers,
@@ -104,18 +128,18 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
         train_left_context_chunks=cfg.train_left_context_chunks,
         train_full_context_prob=cfg.train_full_context_prob,
     )
-    predictor, joiner = None, None
-    if cfg.use_transducer:
-        predictor = StatelessPredictor(
-            vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
-        )
-        joiner = Joiner(
-            encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim,
-            vocab_size=cfg.vocab_size,
-        )
-    attention_decoder = None
+
+
+def _build_attention_decoder(cfg: ModelConfig) -> nn.Module | None:
+    if cfg.whisper_decoder:
+        from dsr.models.whisper.dsr_modules import WhisperDecoderHead
+        from dsr.models.whisper.model import WhisperDims
+
+        if cfg.whisper_dims is None:
+            raise ValueError("whisper_decoder needs whisper_dims")
+        return WhisperDecoderHead(WhisperDims.from_dict(cfg.whisper_dims), cfg.whisper_prompt, cfg.whisper_eot)
     if cfg.attention_decoder_layers > 0:
-        attention_decoder = AttentionDecoder(
+        return AttentionDecoder(
             vocab_size=cfg.vocab_size,
             encoder_dim=cfg.encoder_dim,
             d_model=cfg.attention_decoder_dim,
@@ -125,8 +149,24 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
             dropout=cfg.dropout,
             sos_eos_id=cfg.sos_eos_id,
         )
-    elif cfg.attention_decoder_layers < 0:
+    if cfg.attention_decoder_layers < 0:
         raise ValueError(f"attention_decoder_layers must be >= 0 (got {cfg.attention_decoder_layers})")
+    return None
+
+
+def build_model(cfg: ModelConfig) -> HybridTransducer:
+    """Instantiate the model described by ``cfg`` (randomly initialised)."""
+    encoder = _build_encoder(cfg)
+    predictor, joiner = None, None
+    if cfg.use_transducer:
+        predictor = StatelessPredictor(
+            vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
+        )
+        joiner = Joiner(
+            encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim,
+            vocab_size=cfg.vocab_size,
+        )
+    attention_decoder = _build_attention_decoder(cfg)
     return HybridTransducer(
         encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc,
         attention_decoder=attention_decoder, utterance_norm=cfg.utterance_norm,

@@ -80,8 +80,11 @@ class HybridTransducer(nn.Module):
                     f"joiner expects encoder_dim={joiner.encoder_dim}, decoder_dim={joiner.decoder_dim}; "
                     f"got encoder {encoder.output_dim}, predictor {predictor.embed_dim}"
                 )
+        # Whisper's decoder head keeps Whisper's own vocabulary (its targets come separately).
+        own_vocab = getattr(attention_decoder, "eot", None) is not None
         if attention_decoder is not None and (
-            attention_decoder.vocab_size != vocab_size or attention_decoder.encoder_dim != encoder.output_dim
+            (attention_decoder.vocab_size != vocab_size and not own_vocab)
+            or attention_decoder.encoder_dim != encoder.output_dim
         ):
             raise ValueError(
                 f"attention decoder expects vocab {attention_decoder.vocab_size} and encoder_dim "
@@ -209,6 +212,7 @@ class HybridTransducer(nn.Module):
         rnnt_encoder_grad_scale: float = 1.0,
         label_smoothing: float = 0.1,
         return_outputs: bool = False,
+        attention_targets: list[list[int]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the training losses of a batch (reduction "sum" over utterances).
 
@@ -228,6 +232,8 @@ class HybridTransducer(nn.Module):
             label_smoothing: label smoothing of the attention decoder's cross entropy.
             return_outputs: also return the head outputs that distillation compares
                 (see below).
+            attention_targets: the attention decoder's targets when its vocabulary is not
+                the model's (a Whisper decoder head: Whisper token ids); default ``targets``.
 
         Returns:
             ``simple_loss``, ``pruned_loss`` (only with a transducer), ``ctc_loss`` (only
@@ -265,7 +271,10 @@ class HybridTransducer(nn.Module):
             out["ctc_loss"] = ctc_loss(log_probs, encoder_lens, targets, blank=self.blank_id, reduction="sum")
             extra["ctc_log_probs"] = log_probs
         if self.attention_decoder is not None:
-            out["attention_loss"] = self.attention_decoder.loss(encoder_out, encoder_lens, targets, label_smoothing)
+            att_targets = targets if attention_targets is None else attention_targets
+            if len(att_targets) != len(targets):
+                raise ValueError(f"got {len(att_targets)} attention target lists for a batch of {len(targets)}")
+            out["attention_loss"] = self.attention_decoder.loss(encoder_out, encoder_lens, att_targets, label_smoothing)
         if return_outputs:
             out.update(extra)
         return out

@@ -164,6 +164,31 @@ class TrainConfig:
         "Comma-separated parameter-name patterns (fnmatch; 'encoder' covers encoder.*) whose parameters "
         "are not trained.",
     )
+    # Pretrained Whisper (dsr/models/whisper)
+    pretrained: str = opt(
+        "",
+        "Build the model on a pretrained Whisper encoder: whisper-tiny.en, whisper-base (installed by "
+        "tools/setup.sh --whisper), or a Whisper directory/file (dsr whisper convert output, OpenAI .pt, "
+        "Hugging Face or CTranslate2 dir). The transducer and CTC heads start random on --lang-dir's BPE; "
+        "the Conformer options are ignored. Needs whisper-fbank features (dsr features --feature-type whisper-fbank).",
+    )
+    whisper_decoder: bool = opt(
+        True, "With --pretrained: Whisper's own decoder (and tokenizer) as the attention head, trained with "
+        "--attention-loss-scale; --no-whisper-decoder leaves it out (smaller, faster training)."
+    )
+    whisper_language: str = opt(
+        "en", "With --pretrained multilingual Whisper: the language token of the Whisper decoder's prompt."
+    )
+    pretrained_lr_scale: float = opt(
+        0.2, "With --pretrained: learning rate of the pretrained parameters relative to --base-lr (the new heads get --base-lr)."
+    )
+    freeze_encoder_steps: int = opt(
+        0, "With --pretrained (or --init-from): keep the encoder frozen for the first N updates while the new "
+        "heads learn to read it, then train it too."
+    )
+    freeze_encoder_keep_top: int = opt(
+        0, "With --freeze-encoder-steps: the top K encoder layers train from the start (all but them are frozen)."
+    )
     # Bookkeeping
     save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
     keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
@@ -240,6 +265,26 @@ class TrainConfig:
             raise DsrUserError("--init-exclude only applies with --init-from; give the checkpoint to start from")
         self._validate_heads()
         self._validate_distillation()
+        self._validate_pretrained()
+
+    def _validate_pretrained(self) -> None:
+        if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:
+            raise DsrUserError("--freeze-encoder-steps and --freeze-encoder-keep-top must be >= 0")
+        if not 0.0 < self.pretrained_lr_scale <= 10.0:
+            raise DsrUserError(f"--pretrained-lr-scale must be in (0, 10], got {self.pretrained_lr_scale}")
+        if not self.pretrained:
+            return
+        if self.init_from:
+            raise DsrUserError("--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one")
+        if self.chunk_sizes or self.causal:
+            raise DsrUserError("--pretrained Whisper attends to whole utterances: drop --chunk-sizes/--causal")
+        if self.utterance_norm != "none":
+            raise DsrUserError("--pretrained Whisper reads its own normalised log-mel: drop --utterance-norm")
+        if self.freq_warp > 0 or self.gain_db > 0:
+            raise DsrUserError("--freq-warp and --gain-db act on Kaldi FBANK (natural-log power); with --pretrained "
+                               "(Whisper's log-mel) drop them")
+        if self.whisper_decoder and self.attention_loss_scale <= 0:
+            raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
 
     def _validate_heads(self) -> None:
         if not self.use_transducer and self.ctc_loss_scale <= 0:

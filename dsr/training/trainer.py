@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from dsr.errors import DsrUserError
 from dsr.lang.bpe import SOS_EOS, Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.transducer import HybridTransducer
+from dsr.models.whisper.pretrained import whisper_model_config
+from dsr.training.pretrained import PretrainedWhisper, load_pretrained, optimizer_groups, EncoderFreezer
 from dsr.training import distributed
 from dsr.training.checkpoint import epoch_checkpoints, prune_step_checkpoints, save_checkpoint
 from dsr.training.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
@@ -96,11 +98,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
+def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer, whisper: PretrainedWhisper | None = None) -> ModelConfig:
     if cfg.attention_decoder_layers > 0 and tokenizer.id_to_piece(tokenizer.sos_eos_id) != SOS_EOS:
         raise DsrUserError(f"--lang-dir {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
                            "retrain the tokenizer with dsr lang")
-    return ModelConfig(
+    mcfg = ModelConfig(
         encoder_dim=cfg.encoder_dim,
         num_encoder_layers=cfg.num_encoder_layers,
         num_heads=cfg.num_heads,
@@ -122,6 +124,9 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer) -> ModelConfig:
         utterance_norm=cfg.utterance_norm,
         **cfg.model_chunking(),
     )
+    if whisper is None:
+        return mcfg
+    return whisper_model_config(mcfg, whisper.loaded.dims, whisper.prompt, whisper.eot, whisper.use_decoder)
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -179,14 +184,18 @@ def compute_loss(
     device: torch.device,
     step: int,
     teacher: torch.nn.Module | None = None,
+    attention_tokens: Callable[[str], list[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scaled total loss per frame, and its parts (per frame) for logging.
 
     With a ``teacher`` (see :func:`dsr.training.distill.load_teacher`) the distillation
-    terms are added.
+    terms are added.  ``attention_tokens`` turns a transcript into the attention head's
+    targets when that head has its own vocabulary (Whisper's decoder).
     """
     feats, lens = batch_features(batch, device)
-    targets = [tokenizer.encode(t) for t in batch_texts(batch)]
+    texts = batch_texts(batch)
+    targets = [tokenizer.encode(t) for t in texts]
+    attention_targets = [attention_tokens(t) for t in texts] if attention_tokens is not None else None
     with _autocast(device, cfg.dtype):
         out = model(
             feats,
@@ -199,6 +208,7 @@ def compute_loss(
             rnnt_encoder_grad_scale=rnnt_encoder_grad_scale(cfg, step),
             label_smoothing=cfg.label_smoothing,
             return_outputs=teacher is not None,
+            attention_targets=attention_targets,
         )
         if teacher is not None:
             out.update(distillation_losses(teacher, out, feats, lens, parse_distill_heads(cfg.distill_heads),
@@ -210,7 +220,8 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = DistInfo()) -> float:
+def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = DistInfo(),
+             attention_tokens: Callable[[str], list[int]] | None = None) -> float:
     """Mean per-frame loss of the batches of ``loader``; of every rank's batches when distributed.
 
     Without distillation terms, so that it measures the student's own objective whether or
@@ -220,7 +231,7 @@ def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = 
     model.eval()
     tot, n = 0.0, 0
     for batch in loader:
-        loss, _ = compute_loss(model, batch, tokenizer, cfg, device, step)
+        loss, _ = compute_loss(model, batch, tokenizer, cfg, device, step, attention_tokens=attention_tokens)
         if math.isfinite(loss.item()):
             tot += loss.item()
             n += 1
@@ -267,8 +278,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     _seed(cfg.seed)
 
     tokenizer = Tokenizer(cfg.lang_dir)
-    mcfg = model_config_from(cfg, tokenizer)
+    whisper = load_pretrained(cfg) if cfg.pretrained else None
+    mcfg = model_config_from(cfg, tokenizer, whisper)
     model = build_model(mcfg).to(device)
+    attention_tokens = whisper.attention_tokens if whisper is not None else None
     model.encoder.activation_checkpointing = cfg.activation_checkpointing
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
@@ -288,12 +301,16 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg)
     elif cfg.init_from:
         logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
+    if whisper is not None and resumed is None:
+        whisper.load_into(model)
     trainable = freeze_parameters(model, split_patterns(cfg.freeze))
+    freezer = EncoderFreezer(model, cfg.freeze_encoder_steps, cfg.freeze_encoder_keep_top, trainable)
 
     # foreach: one multi-tensor update instead of a Python loop over the parameters; the same
     # arithmetic, bit-identical results (checked on the embedded recipe), ~3 ms less per update on CPU.
     optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.base_lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2), foreach=True
+        optimizer_groups(model, trainable, cfg, whisper), lr=cfg.base_lr, weight_decay=cfg.weight_decay,
+        betas=(0.9, cfg.adam_beta2), foreach=True,
     )
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
@@ -362,6 +379,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             mid_epoch_rng = state.get("random_states")
             restore_rng_mid_epoch = True
         del state, resumed  # the checkpoint's tensors need not stay in memory while training
+    elif whisper is not None:
+        logger.info("Whisper reads its own normalised log-mel: no feature statistics (identity normalisation)")
     elif {"feature_mean", "feature_std"} <= initialised:
         # The initial weights were trained on inputs normalised with these statistics.
         logger.info("keeping the feature normalisation of --init-from (--init-exclude feature_* recomputes it)")
@@ -370,7 +389,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         model.set_feature_stats(mean.to(device), std.to(device))
 
     # The CTC head's parameters get no gradient when its loss is off, which DDP must be told.
-    train_model = distributed.wrap_model(model, device, info, find_unused_parameters=cfg.ctc_loss_scale <= 0)
+    train_model = distributed.wrap_model(
+        model, device, info, find_unused_parameters=cfg.ctc_loss_scale <= 0 or cfg.freeze_encoder_steps > 0
+    )
     writer = _tensorboard(exp_dir) if info.is_main else None
     last_train, last_valid = float("nan"), None
 
@@ -386,6 +407,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             "grad_scaler": scaler.state_dict(),
             "model_config": mcfg.to_dict(),
             "train_config": cfg.to_dict(),
+            **(whisper.checkpoint_entries() if whisper is not None else {}),
             "epoch": epoch,
             "epoch_finished": finished,
             "batch_in_epoch": batch_in_epoch,
@@ -411,7 +433,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             mid_epoch_rng, restore_rng_mid_epoch = None, False
         for batch in batches:
             batches_done += 1
-            loss, parts = compute_loss(train_model, batch, tokenizer, cfg, device, global_step, teacher)
+            freezer.update(global_step)
+            loss, parts = compute_loss(train_model, batch, tokenizer, cfg, device, global_step, teacher,
+                                       attention_tokens)
             # With DDP: this rank's share of the frames, and whether every rank can step (see step_sync).
             weight, finite = distributed.step_sync(
                 _encoder_frames(model, batch), bool(torch.isfinite(loss)), device, info
@@ -468,7 +492,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         batches_done = 0
         last_train = distributed.mean_across_ranks([tot_loss / max(tot_n, 1)], device, info)[0]
         if valid_loader is not None:
-            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step, info)
+            last_valid = validate(model, valid_loader, tokenizer, cfg, device, global_step, info, attention_tokens)
             if writer:
                 writer.add_scalar("valid/loss", last_valid, global_step)
         logger.info(
