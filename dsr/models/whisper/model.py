@@ -204,12 +204,21 @@ class AudioEncoder(nn.Module):
 
         Without the 30 s padding the positional embedding is sliced to the input (as
         ESPnet's Whisper encoder); inputs longer than 30 s are a ``ValueError``.  Padded
-        frames of a batch are masked out of the self-attention, so an utterance's output
-        does not depend on what it is batched with (up to the convolutions' edge).
+        frames of a batch are zeroed before the convolutions and masked out of the
+        self-attention, so an utterance's output does not depend on what it is batched with.
         """
         if mel.dim() != 3:
             raise ValueError(f"expected (N, n_mels, T) log-mel, got shape {tuple(mel.shape)}")
+        valid = None
+        if lengths is not None and bool((lengths < mel.size(2)).any()):
+            # Zero the padding before each convolution, as a lone utterance's zero padding would be:
+            # then an utterance's output does not depend on what it is batched with.
+            valid = (torch.arange(mel.size(2), device=mel.device)[None, :] < lengths.to(mel.device)[:, None])
+            valid = valid[:, None, :].to(mel.dtype)
+            mel = mel * valid
         x = F.gelu(self.conv1(mel))
+        if valid is not None:
+            x = x * valid
         x = F.gelu(self.conv2(x)).permute(0, 2, 1)
         t = x.size(1)
         if t > self.n_ctx:
