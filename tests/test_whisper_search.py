@@ -49,10 +49,9 @@ class EotRampDecoder(TextDecoder):
         xa: torch.Tensor | None = None,
         xa_lens: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
-        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         offset = cache.length if cache is not None else 0
-        logits = super().forward(tokens, xa, xa_lens, cache, token_mask)
+        logits = super().forward(tokens, xa, xa_lens, cache)
         position = torch.arange(offset, offset + tokens.size(1), dtype=logits.dtype, device=logits.device)
         logits[..., EOT] += self.slope * position + self.intercept
         return logits if self.bias is None else logits + self.bias.to(logits)

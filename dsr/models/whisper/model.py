@@ -266,7 +266,6 @@ class TextDecoder(nn.Module):
         xa: torch.Tensor | None = None,
         xa_lens: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
-        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, L) tokens -> (N, L, n_vocab) logits.
 
@@ -275,8 +274,6 @@ class TextDecoder(nn.Module):
             xa: (N, S, D) encoder output (not needed when ``cache`` holds it).
             xa_lens: (N,) valid encoder frames, masked in the cross-attention (None: all valid).
             cache: from :meth:`new_cache`; updated in place with the new self-attention keys/values.
-            token_mask: (N, L) bool, False at left-padding positions a query must not attend
-                to (batched prompts of different lengths); only without a cache prefix.
         """
         offset = cache.length if cache is not None else 0
         length = tokens.size(1)
@@ -295,15 +292,7 @@ class TextDecoder(nn.Module):
         if xa_lens is not None:
             cross_mask = (torch.arange(s, device=x.device)[None, :] < xa_lens.to(x.device)[:, None])[:, None, None, :]
         self_mask, causal = None, True
-        if token_mask is not None:
-            if offset:
-                raise ValueError("token_mask is only for the first call of a decoding run")
-            tri = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-            eye = torch.eye(length, dtype=torch.bool, device=x.device)
-            # A padding query attends to itself only: a row with nothing allowed would give NaN.
-            self_mask = (tri[None, None] & token_mask[:, None, None, :]) | eye
-            causal = False
-        elif offset and length > 1:
+        if offset and length > 1:
             # New tokens see the whole cache and each other causally.
             tri = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
             self_mask = torch.cat([torch.ones(length, offset, dtype=torch.bool, device=x.device), tri], 1)
