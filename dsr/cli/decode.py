@@ -35,18 +35,26 @@ _ATTENTION_SCALE = typer.Option(
 )
 _METHODS_HELP = (
     "greedy, modified-beam-search (transducer), ctc-greedy, ctc-prefix-beam-search, or the attention "
-    "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring"
+    "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring; with "
+    "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search"
 )
 
 
 def decode(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory with checkpoints."),
     cuts: list[Path] = typer.Option(..., "--cuts", help="Cuts manifest(s) with features to decode (repeatable)."),
-    lang_dir: Path = typer.Option(..., "--lang-dir", help="Directory with bpe.model."),
+    lang_dir: Optional[Path] = typer.Option(
+        None, "--lang-dir", help="Directory with bpe.model (not needed with --pretrained)."),
     methods: list[str] = typer.Option(
         ["greedy"], "--method", "-m",
         help=f"{_METHODS_HELP}; repeatable.",
     ),
+    pretrained: Optional[str] = typer.Option(
+        None, "--pretrained", help="Decode zero-shot Whisper (whisper-tiny.en, whisper-base, or a Whisper dir/file) "
+        "instead of EXP_DIR's checkpoint, with -m whisper-greedy / whisper-beam-search; results go to EXP_DIR/decode/. "
+        "The cuts need whisper-fbank features."),
+    whisper_language: str = typer.Option("en", "--whisper-language", help="With --pretrained multilingual Whisper: "
+                                         "the language token of the prompt."),
     epoch: int = typer.Option(0, "--epoch", help="Decode epoch-E.pt (0 = the newest checkpoint)."),
     avg: int = typer.Option(1, "--avg", min=1, help="Average the model over the last AVG epochs ending at --epoch."),
     use_averaged_model: bool = _USE_AVERAGED_MODEL,
@@ -111,6 +119,8 @@ def decode(
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_256 --cuts data/fbank/synth_cuts_test.jsonl.gz --int8 --device cpu
 
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_128 --cuts data/fbank/arctic_cuts_test.jsonl.gz -m modified-beam-search --beam-size 8 --expand-lexicon /usr/share/dict/american-english
+
+        dsr decode --exp-dir exp/zeroshot-tiny.en --pretrained whisper-tiny.en --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m whisper-greedy
     """
     from dsr.decoding.decode import decode as run_decode
     from dsr.decoding.lexicon_expand import ExpandOptions
@@ -120,6 +130,8 @@ def decode(
                                max_hyps=expand_max_hyps, parents=expand_parents)
     except ValueError as e:
         raise DsrUserError(f"--expand-* options: {e}") from e
+    if lang_dir is None and not pretrained:
+        raise DsrUserError("--lang-dir is required (the BPE model the checkpoint was trained with)")
 
     for c in cuts:
         for res in run_decode(exp_dir, c, lang_dir, tuple(methods), epoch, avg, max_duration, device, num_threads,
@@ -127,7 +139,8 @@ def decode(
                               hotwords_file=hotwords_file, hotword_score=hotword_score,
                               use_averaged_model=use_averaged_model, attention_scale=attention_scale,
                               streaming=streaming, chunk_ms=chunk_ms, left_context_chunks=left_context_chunks,
-                              int8=int8, expand_lexicon=expand_lexicon, expand_options=expand):
+                              int8=int8, expand_lexicon=expand_lexicon, expand_options=expand,
+                              pretrained=pretrained, whisper_language=whisper_language):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 

@@ -10,6 +10,7 @@ first-pass order, and its 1-best, come back unchanged.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
@@ -19,11 +20,12 @@ from dsr.models.attention_decoder import AttentionDecoder
 
 @torch.no_grad()
 def attention_rescore(
-    decoder: AttentionDecoder,
+    decoder: AttentionDecoder | torch.nn.Module,
     encoder_out: torch.Tensor,
     encoder_lens: torch.Tensor,
     nbest: list[list[Hypothesis]],
     attention_scale: float = 1.0,
+    head_tokens: Callable[[list[int]], list[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Add ``attention_score`` to every hypothesis and re-rank each list.
 
@@ -33,6 +35,8 @@ def attention_rescore(
         encoder_lens: (N,) valid frames.
         nbest: N first-pass lists, best first.
         attention_scale: weight of the attention score (>= 0).
+        head_tokens: maps a hypothesis's tokens to the decoder's vocabulary when it has its own
+            (Whisper's decoder head); None when the decoder reads the first pass's tokens.
 
     Returns:
         N lists of the same hypotheses with ``attention_score`` set, sorted by
@@ -42,7 +46,8 @@ def attention_rescore(
         raise ValueError(f"attention_scale must be >= 0 (got {attention_scale})")
     if len(nbest) != encoder_out.size(0):
         raise ValueError(f"need one n-best list per utterance ({encoder_out.size(0)}), got {len(nbest)}")
-    scores = decoder.score(encoder_out, encoder_lens, [[h.tokens for h in hyps] for hyps in nbest])
+    convert = head_tokens or (lambda tokens: tokens)
+    scores = decoder.score(encoder_out, encoder_lens, [[convert(h.tokens) for h in hyps] for hyps in nbest])
     out = []
     for hyps, att in zip(nbest, scores):
         rescored = [replace(h, attention_score=a) for h, a in zip(hyps, att)]

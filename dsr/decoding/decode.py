@@ -42,7 +42,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -53,6 +53,13 @@ from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import ctc_greedy_search, transducer_greedy_search
 from dsr.decoding.lexicon_expand import EXPANDABLE_METHODS, ExpandOptions, Lexicon, expand_nbest
+from dsr.decoding.whisper_decode import (
+    WHISPER_METHODS,
+    WhisperDecoding,
+    decoding_from_checkpoint,
+    whisper_nbest,
+    zero_shot_model,
+)
 from dsr.decoding.streaming import (
     StreamingOptions,
     final_chunk_latency,
@@ -79,7 +86,8 @@ RESCORING_FIRST_PASS = {
     "ctc-attention-rescoring": "ctc-prefix-beam-search",
     "transducer-attention-rescoring": "modified-beam-search",
 }
-METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS)
+METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS,
+           *WHISPER_METHODS)
 NBEST_METHODS = ("modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS)
 CTC_METHODS = ("ctc-greedy", "ctc-prefix-beam-search", "ctc-attention-rescoring")
 TRANSDUCER_METHODS = ("greedy", "modified-beam-search", "transducer-attention-rescoring")
@@ -98,6 +106,8 @@ class SearchOptions:
     nbest: int | None = None
     context_graph: ContextGraph | None = None
     attention_scale: float = 1.0
+    # BPE token ids -> the attention head's ids, when the head has its own vocabulary (Whisper's).
+    attention_tokens: Callable[[list[int]], list[int]] | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -145,14 +155,34 @@ def load_model(
     See :func:`dsr.training.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
     and ``use_averaged_model``; ``int8`` quantises its Linear layers (:mod:`dsr.decoding.quantize`).
     """
-    ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
-    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    model, tag, _ = load_decoding_model(exp_dir, epoch, avg, device, use_averaged_model, int8)
+    return model, tag
+
+
+def load_decoding_model(
+    exp_dir: Path,
+    epoch: int = 0,
+    avg: int = 1,
+    device: torch.device | str = "cpu",
+    use_averaged_model: bool = True,
+    int8: bool = False,
+    pretrained: str | None = None,
+    whisper_language: str = "en",
+) -> tuple[HybridTransducer, str, WhisperDecoding | None]:
+    """:func:`load_model`, plus the Whisper head's decoding settings when the model has one;
+    with ``pretrained`` (e.g. ``whisper-tiny.en``) zero-shot Whisper instead of a checkpoint."""
+    if pretrained:
+        model, whisper, tag = zero_shot_model(pretrained, whisper_language)
+    else:
+        ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
+        model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        whisper = decoding_from_checkpoint(ckpt, model)
     model.to(device).eval()
     if int8:
         model = quantize_int8(model, torch.device(device))
         tag += "-int8"
-    return model, tag
+    return model, tag, whisper
 
 
 def split_name(cuts_file: Path) -> str:
@@ -174,7 +204,8 @@ def nbest_search(
         if model.attention_decoder is None:
             raise DsrUserError(f"--method {method} needs an attention decoder; this model has none")
         first = nbest_search(model, encoder_out, encoder_lens, RESCORING_FIRST_PASS[method], opts)
-        return attention_rescore(model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale)
+        return attention_rescore(model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale,
+                                 opts.attention_tokens)
     if method == "modified-beam-search":
         nbest = modified_beam_search(model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph)
         if model.ctc_output is not None:
@@ -222,6 +253,11 @@ def check_method(model: HybridTransducer, method: str) -> None:
             f"--method {method} needs an attention decoder, but this model was trained without one "
             "(--attention-decoder-layers 0)"
         )
+    if method in WHISPER_METHODS and not hasattr(model.attention_decoder, "eot"):
+        raise DsrUserError(
+            f"--method {method} needs Whisper's decoder head: train with --pretrained whisper-... (and not "
+            "--no-whisper-decoder), or decode zero-shot Whisper with dsr decode --pretrained NAME"
+        )
 
 
 def make_search_options(
@@ -229,7 +265,7 @@ def make_search_options(
     nbest: int | None,
     hotwords_file: Path | None,
     hotword_score: float,
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     attention_scale: float = 1.0,
 ) -> SearchOptions:
     """Validate the n-best options (as user errors naming the flag) and load the hotwords."""
@@ -241,6 +277,8 @@ def make_search_options(
         raise DsrUserError(f"--attention-scale must be >= 0 (got {attention_scale})")
     graph = None
     if hotwords_file is not None:
+        if tokenizer is None:
+            raise DsrUserError("--hotwords-file needs the BPE heads' lang dir (not zero-shot Whisper)")
         graph = load_context_graph(Path(hotwords_file), tokenizer.encode, default_score=hotword_score)
         logger.info("hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file,
                     hotword_score)
@@ -273,10 +311,25 @@ def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Token
     }
 
 
+def whisper_nbest_record(utt_id: str, ref: str, hyps: list, whisper: WhisperDecoding) -> dict[str, Any]:
+    """One line of ``nbest.jsonl`` for a Whisper-decoder n-best list (Whisper token ids;
+    ``am_score`` is the decoder's log-probability, end token included)."""
+    return {
+        "utt_id": utt_id,
+        "ref": ref,
+        "hyps": [
+            {"text": whisper.tokenizer.decode(h.tokens), "tokens": h.tokens, "am_score": _finite(h.score),
+             "ctc_score": None, "attention_score": None, "context_score": 0.0, "timestamps": [],
+             "source": "search" if h.finished else "search-unfinished"}
+            for h in hyps
+        ],
+    }
+
+
 def decode(
     exp_dir: Path,
     cuts_file: Path,
-    lang_dir: Path,
+    lang_dir: Path | None,
     methods: tuple[str, ...] = ("greedy",),
     epoch: int = 0,
     avg: int = 1,
@@ -296,6 +349,8 @@ def decode(
     int8: bool = False,
     expand_lexicon: Path | None = None,
     expand_options: ExpandOptions | None = None,
+    pretrained: str | None = None,
+    whisper_language: str = "en",
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -309,6 +364,8 @@ def decode(
     ``expand_lexicon`` (a word list) adds variants of the best hypotheses' out-of-lexicon
     words to the n-best lists (:mod:`dsr.decoding.lexicon_expand`, ``expand_options``);
     results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
+    ``pretrained`` (e.g. ``whisper-tiny.en``) decodes zero-shot Whisper instead of ``exp_dir``'s
+    checkpoint (``whisper-*`` methods only; results still go under ``exp_dir``; no ``lang_dir`` needed).
     """
     for m in methods:
         if m not in METHODS:
@@ -329,9 +386,15 @@ def decode(
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
-    tokenizer = Tokenizer(lang_dir)
+    if pretrained and not set(methods) <= set(WHISPER_METHODS):
+        raise DsrUserError(f"--pretrained decodes zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)}")
+    tokenizer = Tokenizer(lang_dir) if not pretrained else None
+    model, tag, whisper = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
+                                              whisper_language)
     opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale)
-    model, tag = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
+    if whisper is not None and tokenizer is not None:
+        bpe, head = tokenizer, whisper
+        opts = replace(opts, attention_tokens=lambda tokens: head.head_tokens(bpe.decode(tokens)))
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)
@@ -372,7 +435,16 @@ def decode(
                     chunk_seconds += [t for t, _ in chunk_times]
                 else:
                     enc, enc_lens = model.encode(feats, lens)
-                    if method in NBEST_METHODS:
+                    if method in WHISPER_METHODS:
+                        assert whisper is not None
+                        wnbest = whisper_nbest(model, whisper, enc, enc_lens, [c.duration for c in cut_list],
+                                               method, opts.beam_size)
+                        texts = [whisper.texts(hs[:1])[0] for hs in wnbest]
+                        if method != "whisper-greedy":
+                            records += [whisper_nbest_record(c.id, c.supervisions[0].text or "", hs, whisper)
+                                        for c, hs in zip(cut_list, wnbest)]
+                        hyps = [[] for _ in texts]
+                    elif method in NBEST_METHODS:
                         nbests = nbest_search(model, enc, enc_lens, method, opts)
                         hyps = [hs[0].tokens for hs in nbests]
                         if lexicon is not None:
@@ -383,8 +455,11 @@ def decode(
                     utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
                 for cut, hs in zip(cut_list, nbests):
                     records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
-                for cut, hyp in zip(cut_list, hyps):
-                    triples.append((cut.id, cut.supervisions[0].text or "", tokenizer.decode(hyp)))
+                if method not in WHISPER_METHODS:
+                    assert tokenizer is not None
+                    texts = [tokenizer.decode(hyp) for hyp in hyps]
+                for cut, text in zip(cut_list, texts):
+                    triples.append((cut.id, cut.supervisions[0].text or "", text))
                 bar.advance(task, len(hyps))
         elapsed = time.perf_counter() - start
         if not triples and batches.unreadable:
@@ -403,7 +478,7 @@ def decode(
         write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
         write_text_atomic(out / "cer.txt", f"{tag}\t{char_stats.summary('CER')}\n")
         write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
-        is_nbest = method in NBEST_METHODS
+        is_nbest = method in NBEST_METHODS or method == "whisper-beam-search"
         if is_nbest:
             records.sort(key=lambda r: r["utt_id"])
             write_text_atomic(out / "nbest.jsonl",

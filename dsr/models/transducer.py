@@ -65,7 +65,10 @@ class HybridTransducer(nn.Module):
             raise ValueError(f"blank_id must be in [0, vocab_size={vocab_size}) (got {blank_id})")
         if (predictor is None) != (joiner is None):
             raise ValueError("predictor and joiner must both be given (transducer) or both be None (no transducer)")
-        if predictor is None and not ctc:
+        # Whisper's decoder head keeps Whisper's own vocabulary (its targets come separately)
+        # and, unlike dsr's attention decoder, decodes alone (zero-shot Whisper).
+        own_vocab = getattr(attention_decoder, "eot", None) is not None
+        if predictor is None and not ctc and not own_vocab:
             raise ValueError("a model needs a transducer or a CTC head (got neither)")
         if predictor is not None and joiner is not None:
             if predictor.vocab_size != vocab_size or joiner.vocab_size != vocab_size:
@@ -80,8 +83,6 @@ class HybridTransducer(nn.Module):
                     f"joiner expects encoder_dim={joiner.encoder_dim}, decoder_dim={joiner.decoder_dim}; "
                     f"got encoder {encoder.output_dim}, predictor {predictor.embed_dim}"
                 )
-        # Whisper's decoder head keeps Whisper's own vocabulary (its targets come separately).
-        own_vocab = getattr(attention_decoder, "eot", None) is not None
         if attention_decoder is not None and (
             (attention_decoder.vocab_size != vocab_size and not own_vocab)
             or attention_decoder.encoder_dim != encoder.output_dim

@@ -26,8 +26,9 @@ class WhisperEncoder(AudioEncoder):
         dims: the pretrained model's dimensions.
         pad_to_30s: pad every input with log-mel silence to 30 s, as Whisper was trained
             and as faster-whisper decodes (zero-shot use); off for fine-tuning, where
-            short utterances cost a fraction of the 30 s window.  The output is trimmed
-            back to each utterance's own frames either way.
+            short utterances cost a fraction of the 30 s window.  Padded, the output is the
+            whole window (1500 frames, all valid), which is what Whisper's decoder reads;
+            its alignment-based heads would see the silence too, so it is for the decoder only.
     """
 
     def __init__(self, dims: WhisperDims, pad_to_30s: bool = False) -> None:
@@ -68,7 +69,8 @@ class WhisperEncoder(AudioEncoder):
             for i, n in enumerate(feature_lens.tolist()):
                 padded[i, :, :n] = mel[i, :, :n]
             out = super().forward(padded)
-            return out[:, : int(out_lens.max())], out_lens
+            # The whole window is the output, as Whisper's decoder cross-attends to all of it.
+            return out, torch.full_like(out_lens, out.size(1))
         return super().forward(mel, feature_lens), out_lens
 
     @staticmethod
