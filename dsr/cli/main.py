@@ -12,7 +12,7 @@ import sys
 import typer
 
 from dsr import __version__
-from dsr.cli import data, decode, features, lang, lm, rescore, train
+from dsr.cli import data, decode, features, lang, lm, rescore, train, whisper
 from dsr.cli.common import console, setup_logging
 from dsr.errors import DsrUserError
 
@@ -38,6 +38,7 @@ app.command("transcribe")(decode.transcribe)
 app.command("results")(decode.results)
 app.command("rescore")(rescore.rescore)
 app.add_typer(lm.app, name="lm")
+app.add_typer(whisper.app, name="whisper")
 
 _DEBUG = {"on": False}
 
