@@ -51,26 +51,18 @@ class WhisperDecoding:
         """A hypothesis of another head (its text) -> the Whisper head's ids, as it was trained."""
         return self.tokenizer.encode(whisper_text(text))
 
-    def checkpoint_entries(self, tokenizer_json: str) -> dict[str, Any]:
-        return {"whisper_tokenizer": tokenizer_json, "whisper_search": search_settings(self.search)}
-
-
-def search_settings(opts: WhisperSearchOptions) -> dict[str, Any]:
-    """The suppression settings of ``opts`` as plain values (stored in checkpoints)."""
-    return {"suppress_tokens": list(opts.suppress_tokens), "suppress_at_begin": list(opts.suppress_at_begin),
-            "suppress_from": opts.suppress_from}
-
 
 def whisper_search_options(loaded: Any, tokenizer: Any, prompt: tuple[int, ...]) -> WhisperSearchOptions:
     """faster-whisper's defaults for a loaded Whisper: its ``suppress_tokens`` (the model's
-    non-speech symbols), ``suppress_blank`` (blank and end token not first), and no
-    timestamp or other special token after the prompt."""
+    non-speech symbols and task tokens) and ``suppress_blank`` (blank and end token not
+    first).  Like faster-whisper after ``<|notimestamps|>``, timestamp tokens are not
+    suppressed (decoding drops them from the text)."""
     return WhisperSearchOptions(
         prompt=tuple(prompt),
         eot=tokenizer.eot,
         suppress_tokens=tuple(loaded.suppress_tokens),
         suppress_at_begin=tuple(loaded.suppress_blank),
-        suppress_from=tokenizer.eot + 1,
+        suppress_from=None,
     )
 
 
@@ -84,7 +76,7 @@ def decoding_from_checkpoint(ckpt: dict[str, Any], model: HybridTransducer) -> W
     if "whisper_tokenizer" not in ckpt:
         raise DsrUserError("this checkpoint has a Whisper decoder head but no whisper_tokenizer; it was written by an "
                            "older dsr: retrain it")
-    tokenizer = WhisperTokenizer(ckpt["whisper_tokenizer"])
+    tokenizer = WhisperTokenizer(ckpt["whisper_tokenizer"], bool(ckpt.get("whisper_multilingual", False)))
     settings = ckpt.get("whisper_search", {})
     search = WhisperSearchOptions(
         prompt=tuple(head.prompt), eot=head.eot,
@@ -100,13 +92,12 @@ def zero_shot_model(pretrained: str, language: str = "en") -> tuple[HybridTransd
     with its decoding settings and a tag for result files."""
     from dsr.models.whisper.load import load_whisper, resolve_pretrained
     from dsr.models.whisper.pretrained import load_whisper_weights
-    from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     loaded = load_whisper(resolve_pretrained(pretrained))
     if loaded.tokenizer_json is None:
         raise DsrUserError(f"--pretrained {pretrained} has no tokenizer.json; convert it with "
                            "dsr whisper convert SRC OUT --tokenizer tokenizer.json")
-    tokenizer = WhisperTokenizer(loaded.tokenizer_json)
+    tokenizer = loaded.tokenizer()
     prompt = tuple(tokenizer.sot_sequence(language if loaded.multilingual else None))
     # No transducer or CTC head: Whisper's decoder decodes alone (vocab_size is a placeholder).
     base = ModelConfig(vocab_size=2, use_transducer=False, use_ctc=False)

@@ -47,15 +47,20 @@ class PretrainedWhisper:
             raise DsrUserError(f"--pretrained {self.source}: {e}") from e
 
     def checkpoint_entries(self) -> dict[str, Any]:
-        """What a checkpoint needs to decode without the pretrained files: the Whisper tokenizer."""
-        return {"pretrained": self.source,
-                **({"whisper_tokenizer": self.loaded.tokenizer_json} if self.use_decoder else {})}
+        """What a checkpoint needs to decode without the pretrained files: the Whisper
+        tokenizer and the token suppression of faster-whisper's defaults (plus, after the
+        prompt, no special token: a fine-tuned head never needs one)."""
+        if not self.use_decoder:
+            return {"pretrained": self.source}
+        search = {"suppress_tokens": list(self.loaded.suppress_tokens),
+                  "suppress_at_begin": list(self.loaded.suppress_blank), "suppress_from": self.eot + 1}
+        return {"pretrained": self.source, "whisper_tokenizer": self.loaded.tokenizer_json,
+                "whisper_multilingual": self.loaded.multilingual, "whisper_search": search}
 
 
 def load_pretrained(cfg: TrainConfig) -> PretrainedWhisper:
     """Read ``cfg.pretrained`` (a name such as ``whisper-tiny.en`` or a path)."""
     from dsr.models.whisper.load import load_whisper, resolve_pretrained
-    from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     loaded = load_whisper(resolve_pretrained(cfg.pretrained))
     tokenizer, prompt = None, ()
@@ -65,7 +70,7 @@ def load_pretrained(cfg: TrainConfig) -> PretrainedWhisper:
                 f"--pretrained {cfg.pretrained} has no tokenizer.json, which the Whisper decoder head needs; convert it "
                 "with: dsr whisper convert SRC OUT --tokenizer tokenizer.json, or train with --no-whisper-decoder"
             )
-        tokenizer = WhisperTokenizer(loaded.tokenizer_json)
+        tokenizer = loaded.tokenizer()
         prompt = tuple(tokenizer.sot_sequence(cfg.whisper_language if loaded.multilingual else None))
     logger.info("pretrained Whisper %s (%s): %s", cfg.pretrained, loaded.source_format, loaded.dims)
     return PretrainedWhisper(loaded, tokenizer, prompt, cfg.pretrained)

@@ -24,8 +24,8 @@ class WhisperEncoder(AudioEncoder):
 
     Args:
         dims: the pretrained model's dimensions.
-        pad_to_30s: pad every input with log-mel silence to 30 s, as Whisper was trained
-            and as faster-whisper decodes (zero-shot use); off for fine-tuning, where
+        pad_to_30s: pad every input to a 30 s window, as Whisper was trained and as
+            faster-whisper decodes (zero-shot use); off for fine-tuning, where
             short utterances cost a fraction of the 30 s window.  Padded, the output is the
             whole window (1500 frames, all valid), which is what Whisper's decoder reads;
             its alignment-based heads would see the silence too, so it is for the decoder only.
@@ -62,25 +62,15 @@ class WhisperEncoder(AudioEncoder):
         if self.pad_to_30s:
             if mel.size(2) > N_FRAMES_30S:
                 raise ValueError(f"input of {mel.size(2)} frames is longer than 30 s ({N_FRAMES_30S} frames)")
-            # Whisper's log-mel of digital silence: log10(1e-10) clamped to max - 8, then (x + 4) / 4.
-            # Each utterance's own padding frames get this value too, as in a separate 30 s window.
-            silence = self._silence_value(mel, feature_lens)
-            padded = silence[:, :, None].expand(-1, mel.size(1), N_FRAMES_30S).clone()
+            # Zeros of the normalised log-mel, after each utterance's own frames: what faster-whisper
+            # (pad_or_trim of the features) and OpenAI's transcribe feed the encoder.
+            padded = mel.new_zeros(mel.size(0), mel.size(1), N_FRAMES_30S)
             for i, n in enumerate(feature_lens.tolist()):
                 padded[i, :, :n] = mel[i, :, :n]
             out = super().forward(padded)
             # The whole window is the output, as Whisper's decoder cross-attends to all of it.
             return out, torch.full_like(out_lens, out.size(1))
         return super().forward(mel, feature_lens), out_lens
-
-    @staticmethod
-    def _silence_value(mel: torch.Tensor, feature_lens: torch.Tensor) -> torch.Tensor:
-        """(N, 1) log-mel value of zero samples in each utterance's window: max(-10, max - 8), scaled."""
-        rows = []
-        for i, n in enumerate(feature_lens.tolist()):
-            top = mel[i, :, :n].max() * 4.0 - 4.0  # undo (x + 4) / 4
-            rows.append((torch.clamp(torch.tensor(-10.0, device=mel.device), min=top - 8.0) + 4.0) / 4.0)
-        return torch.stack(rows)[:, None].to(mel.dtype)
 
 
 class WhisperDecoderHead(TextDecoder):
