@@ -1,8 +1,8 @@
 """Feature batches for ``dsr decode`` that survive unreadable inputs.
 
 A cuts manifest to decode may carry precomputed features (``dsr features``) or only
-recordings (the FBANK is then computed here, by the code ``dsr features`` and ``dsr
-transcribe`` use).  A cut whose feature file or audio cannot be read is skipped and
+recordings (the features are then computed here with the given front end, by the code
+``dsr features`` and ``dsr transcribe`` use).  A cut whose feature file or audio cannot be read is skipped and
 listed in :attr:`DecodeBatches.unreadable`; every readable cut of its batch is still
 decoded.  Batches are formed and padded as lhotse's ``K2SpeechRecognitionDataset`` does
 (longest first, right-padded with ``LOG_EPSILON``), so results do not depend on the path.
@@ -19,7 +19,8 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 
 from dsr.features.audio import load_recording_mono
-from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig, compute_frontend
 from dsr.training.datamodule import make_loader, pad_features
 
 
@@ -44,16 +45,16 @@ def cut_source(cut: Cut) -> str:
     return ""
 
 
-def cut_features(cut: Cut, fbank: FbankConfig = FbankConfig()) -> torch.Tensor:
-    """(T, F) features of one cut: the stored ones, else the FBANK of its recording's audio
-    (all channels downmixed, resampled to ``fbank.sampling_rate``)."""
+def cut_features(cut: Cut, frontend: FrontendConfig = FbankConfig()) -> torch.Tensor:
+    """(T, F) features of one cut: the stored ones, else the ``frontend`` features of its
+    recording's audio (all channels downmixed, resampled to ``frontend.sampling_rate``)."""
     if cut.has_features:
         return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
     if not cut.has_recording:
         raise ValueError("the cut has neither features nor a recording")
     # Every channel of the recording, downmixed, as dsr features does (a MonoCut alone would load one channel).
-    audio = load_recording_mono(cut.recording, cut.start, cut.duration, fbank.sampling_rate)
-    return torch.from_numpy(compute_fbank(audio, fbank))
+    audio = load_recording_mono(cut.recording, cut.start, cut.duration, frontend.sampling_rate)
+    return torch.from_numpy(compute_frontend(audio, frontend))
 
 
 class DecodeBatches:
@@ -61,14 +62,15 @@ class DecodeBatches:
 
     ``max_duration`` seconds of audio per batch (dynamic bucketing, no shuffling).  Cuts
     that fail to load are left out of their batch and appended to :attr:`unreadable`
-    (a batch with no readable cut is not yielded).
+    (a batch with no readable cut is not yielded).  ``frontend`` computes the features of
+    cuts that have only a recording.
     """
 
     def __init__(self, cuts: CutSet, max_duration: float, device: torch.device,
-                 fbank: FbankConfig = FbankConfig()) -> None:
+                 frontend: FrontendConfig = FbankConfig()) -> None:
         _, self.sampler = make_loader(cuts, max_duration, shuffle=False)
         self.device = device
-        self.fbank = fbank
+        self.frontend = frontend
         self.unreadable: list[Unreadable] = []
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[Cut]]]:
@@ -77,7 +79,7 @@ class DecodeBatches:
             loaded: list[tuple[Cut, torch.Tensor]] = []
             for cut in sorted(batch, key=lambda c: c.duration, reverse=True):
                 try:
-                    loaded.append((cut, cut_features(cut, self.fbank)))
+                    loaded.append((cut, cut_features(cut, self.frontend)))
                 except Exception as e:  # lhotse, soundfile and the codecs raise many types for bad files
                     self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"{type(e).__name__}: {e}"))
             if not loaded:

@@ -70,6 +70,8 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.latency import latency_stats, synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
@@ -351,6 +353,7 @@ def decode(
     expand_options: ExpandOptions | None = None,
     pretrained: str | None = None,
     whisper_language: str = "en",
+    frontend: FrontendConfig = FbankConfig(),
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -366,6 +369,7 @@ def decode(
     results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
     ``pretrained`` (e.g. ``whisper-tiny.en``) decodes zero-shot Whisper instead of ``exp_dir``'s
     checkpoint (``whisper-*`` methods only; results still go under ``exp_dir``; no ``lang_dir`` needed).
+    ``frontend`` computes the features of cuts that have only recordings (and gives their frame shift).
     """
     for m in methods:
         if m not in METHODS:
@@ -401,10 +405,10 @@ def decode(
     stream: StreamingOptions | None = None
     if streaming:
         first = next(iter(cuts), None)
-        frame_shift_ms = 1000 * first.frame_shift if first is not None and first.frame_shift else 10.0
+        frame_shift_ms = 1000 * (first.frame_shift if first is not None and first.frame_shift else frontend.frame_shift)
         stream = streaming_options(model, chunk_ms, left_context_chunks, frame_shift_ms)
     split = split_name(cuts_file)
-    batches = DecodeBatches(cuts, max_duration, dev)
+    batches = DecodeBatches(cuts, max_duration, dev, frontend)
     from rich.progress import Progress
 
     # Per-speaker WER shows whether errors concentrate on a few (e.g. unseen) voices.

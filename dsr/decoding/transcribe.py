@@ -9,7 +9,8 @@ import torch
 from dsr.decoding.decode import METHODS, NBEST_METHODS, best_tokens, check_method, load_model, make_search_options
 from dsr.errors import DsrUserError
 from dsr.features.audio import load_audio_mono
-from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig, compute_frontend
 from dsr.lang.bpe import Tokenizer
 from dsr.training.trainer import resolve_device
 
@@ -30,6 +31,7 @@ def transcribe(
     attention_scale: float = 1.0,
     unreadable: list[tuple[Path, str]] | None = None,
     int8: bool = False,
+    frontend: FrontendConfig = FbankConfig(),
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file.
 
@@ -37,7 +39,8 @@ def transcribe(
     naming it, unless ``unreadable`` is a list: it then gets ``(file, reason)`` and every
     other file is still transcribed.  ``beam_size`` and the hotwords apply to the n-best
     methods, ``attention_scale`` to the attention-rescoring ones (see
-    :func:`dsr.decoding.decode.decode`); ``int8`` quantises the Linear layers (CPU).
+    :func:`dsr.decoding.decode.decode`); ``int8`` quantises the Linear layers (CPU);
+    ``frontend`` is the front end the model was trained on.
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
@@ -48,13 +51,14 @@ def transcribe(
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
     model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
     check_method(model, method)
-    cfg = FbankConfig()
+    cfg = frontend
     out = []
     for f in files:
         try:
-            feats = torch.from_numpy(compute_fbank(load_audio_mono(f, cfg.sampling_rate), cfg))
+            feats = torch.from_numpy(compute_frontend(load_audio_mono(f, cfg.sampling_rate), cfg))
             if feats.shape[0] < 10:
-                raise DsrUserError(f"audio file {f} is too short to transcribe ({feats.shape[0] * 10} ms)")
+                raise DsrUserError(f"audio file {f} is too short to transcribe "
+                                   f"({feats.shape[0] * cfg.frame_shift * 1000:g} ms)")
         except DsrUserError as e:
             if unreadable is None:
                 raise

@@ -1,10 +1,12 @@
-"""Stage ``dsr features``: lhotse manifests -> cuts with FBANK stored as lilcom.
+"""Stage ``dsr features``: lhotse manifests -> cuts with log-mel features stored as lilcom.
 
 Reads   ``<manifest_dir>/<corpus>_{recordings,supervisions}_<split>.jsonl.gz``
 Writes  ``<out_dir>/<corpus>_cuts_<split>.jsonl.gz`` and ``<out_dir>/<corpus>_feats_<split>/*.lca``
 
 Every recording is downmixed to mono and resampled to 16 kHz by the same code
-that ``dsr transcribe`` uses, so any input rate or channel count works.
+that ``dsr transcribe`` uses, so any input rate or channel count works.  The front end
+(kaldi-fbank by default, or whisper-fbank; :mod:`dsr.features.frontend`) is named in each
+cut's ``features.type`` and its settings are kept in ``custom["frontend"]``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from lhotse.supervision import SupervisionSegment
 
 from dsr.errors import DsrUserError
 from dsr.features.audio import load_recording_mono, speed_perturb
-from dsr.features.fbank import FbankConfig, compute_fbank
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_to_dict, frontend_type
 from dsr.features.noise import NoiseMixing, add_noise
 from dsr.utils import atomic_path
 
@@ -27,6 +30,11 @@ logger = logging.getLogger("dsr")
 
 # Cuts per worker task: large enough to amortise process overhead, small enough for a live progress bar.
 _CHUNK = 64
+
+# lilcom stores multiples of 2^tick_power.  lhotse's -5 (error <= 0.016) is 0.07 dB on Kaldi's
+# natural-log FBANK; Whisper's log10(power) / 4 is 9.2x more compressed, where the same step
+# would be 0.6 dB, so it gets 2^-8 (0.08 dB).
+_TICK_POWER = {"kaldi-fbank": -5, "whisper-fbank": -8}
 
 
 @dataclass
@@ -60,9 +68,10 @@ def _manifest(manifest_dir: Path, corpus: str, kind: str, split: str) -> Path:
 def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
     """Worker: compute features for (recording, supervision) pairs, one storage file per chunk."""
     items, storage_file, cfg, factors, noise = args
+    feature_type, frontend = frontend_type(cfg), frontend_to_dict(cfg)
     cuts: list[MonoCut] = []
     skipped: list[tuple[str, str]] = []
-    with LilcomChunkyWriter(storage_file) as writer:
+    with LilcomChunkyWriter(storage_file, tick_power=_TICK_POWER[feature_type]) as writer:
         for rec, sup in items:
             try:
                 audio = load_recording_mono(rec, sup.start, sup.duration, cfg.sampling_rate)
@@ -76,14 +85,14 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                 mixed = None
                 if noise is not None:
                     x, mixed = add_noise(x, cfg.sampling_rate, cut_id, noise)
-                feats = compute_fbank(x, cfg)
+                feats = compute_frontend(x, cfg)
                 if feats.shape[0] < 10:
                     skipped.append((sup.id, f"too short for features ({x.shape[0]} samples)"))
                     continue
                 duration = round(x.shape[0] / cfg.sampling_rate, 6)
                 key = writer.write(cut_id, feats)
                 features = Features(
-                    type="kaldi-fbank",
+                    type=feature_type,
                     num_frames=feats.shape[0],
                     num_features=feats.shape[1],
                     frame_shift=cfg.frame_shift,
@@ -116,7 +125,8 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                         channel=0,
                         supervisions=[new_sup],
                         features=features,
-                        custom={"source": rec.sources[0].source, "speed": factor, **({"noise": mixed} if mixed else {})},
+                        custom={"source": rec.sources[0].source, "speed": factor, "frontend": frontend,
+                                **({"noise": mixed} if mixed else {})},
                     )
                 )
     return cuts, skipped
@@ -129,13 +139,14 @@ def compute_features(
     out_dir: Path,
     num_jobs: int = 2,
     speed_factors: tuple[float, ...] = (1.0,),
-    cfg: FbankConfig = FbankConfig(),
+    cfg: FrontendConfig = FbankConfig(),
     progress: bool = True,
     noise: NoiseMixing | None = None,
 ) -> FeatureReport:
-    """Compute FBANK for one split and write its cuts manifest atomically.
+    """Compute features for one split and write its cuts manifest atomically.
 
     Args:
+        cfg: the front end (:class:`FbankConfig` or :class:`~dsr.features.whisper_fbank.WhisperFbankConfig`).
         speed_factors: e.g. (0.9, 1.0, 1.1) to add speed-perturbed copies (train only).
         noise: mix noise into the cuts (the CLI passes it for train splits only; see
             :mod:`dsr.features.noise`); a mixed cut records ``custom["noise"] = {"recording": id, "snr_db": x}``.
@@ -166,7 +177,7 @@ def compute_features(
 
     all_cuts: list[MonoCut] = []
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"fbank {corpus}/{split}", total=len(items))
+        task = bar.add_task(f"{frontend_type(cfg)} {corpus}/{split}", total=len(items))
         if num_jobs == 1 or len(tasks) == 1:
             results = map(_process_chunk, tasks)
             for (cuts, skipped), t in zip(results, tasks):

@@ -17,6 +17,8 @@ from lhotse.dataset.input_strategies import PrecomputedFeatures
 from lhotse.utils import LOG_EPSILON
 
 from dsr.errors import DsrUserError
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig
 from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
 
@@ -161,6 +163,7 @@ def make_loader(
     world_size: int | None = None,
     rank: int | None = None,
     feature_cache: CachedFeatures | None = None,
+    frontend: FrontendConfig = FbankConfig(),
 ) -> tuple[torch.utils.data.DataLoader, ResumableSampler]:
     """A DataLoader of ``{"inputs": (N, T, F), "supervisions": {...}, "cut": [...]}`` batches.
 
@@ -175,15 +178,16 @@ def make_loader(
     number of batches on every rank (lhotse splits the last ones to ensure it).
     A ``feature_cache`` keeps decoded features in memory for loaders that see the cuts
     again (training epochs, validation); several loaders may share one (and its budget);
-    each DataLoader worker process holds its own copy.
+    each DataLoader worker process holds its own copy.  ``frontend`` is the front end the
+    cuts' features were computed with (the gain and warp depend on its log scale and mel layout).
     """
     if max_duration <= 0:
         raise ValueError(f"max_duration must be > 0, got {max_duration}")
     transforms = []
     if gain_db > 0:
-        transforms.append(RandomGain(gain_db))
+        transforms.append(RandomGain(gain_db, fbank=frontend))
     if freq_warp > 0:
-        transforms.append(MelFrequencyWarp(freq_warp))
+        transforms.append(MelFrequencyWarp(freq_warp, fbank=frontend))
     if spec_augment:
         # Time warping is off: it needs per-utterance resampling that costs CPU time for little gain at this scale.
         transforms.append(

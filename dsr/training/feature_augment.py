@@ -13,7 +13,8 @@ factor ``alpha`` in ``[1 / (1 + max_warp), 1 + max_warp]`` (log-uniform) therefo
 more "speakers" than the corpus has; it helps most when the training set has few
 voices and the test speakers are new (the embedded corpus, FSDD).
 
-Features are stored as Kaldi log-mel FBANK, so the warp is done in that domain: output
+Features are stored as log-mel (Kaldi FBANK, or Whisper's log-mel with its Slaney mel
+scale: ``fbank`` says which), so the warp is done in that domain: output
 bin ``i`` (centre frequency ``f_i``) takes the value the unwarped spectrum has at
 ``f_i / alpha``, linearly interpolated between the two nearest mel bins, so a formant
 at ``f`` moves to ``alpha * f``.  Frequencies beyond the outer bins repeat the edge
@@ -27,6 +28,8 @@ import math
 import torch
 
 from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import FrontendConfig
+from dsr.features.whisper_fbank import WhisperFbankConfig, hz_to_mel_slaney, mel_centre_frequencies
 
 
 def _mel(f: torch.Tensor) -> torch.Tensor:
@@ -37,6 +40,11 @@ def _inverse_mel(m: torch.Tensor) -> torch.Tensor:
     return 700.0 * torch.expm1(m / 1127.0)
 
 
+def _mel_slaney(f: torch.Tensor) -> torch.Tensor:
+    """Whisper's (librosa's Slaney) mel scale, float64."""
+    return torch.from_numpy(hz_to_mel_slaney(f.double().numpy()))
+
+
 class MelFrequencyWarp:
     """Per-utterance random frequency warping of (N, T, F) log-mel batches.
 
@@ -45,14 +53,29 @@ class MelFrequencyWarp:
     Args:
         max_warp: largest relative change of the frequency axis, in (0, 0.5).
         p: probability of warping each utterance (the others pass unchanged).
-        fbank: the FBANK options the features were computed with (mel bin layout).
+        fbank: the front end the features were computed with (mel bin layout):
+            kaldi-fbank ``FbankConfig`` or whisper-fbank ``WhisperFbankConfig``.
     """
 
-    def __init__(self, max_warp: float = 0.1, p: float = 1.0, fbank: FbankConfig = FbankConfig()) -> None:
+    def __init__(self, max_warp: float = 0.1, p: float = 1.0, fbank: FrontendConfig = FbankConfig()) -> None:
         if not 0.0 < max_warp < 0.5:
             raise ValueError(f"max_warp must be in (0, 0.5) (got {max_warp})")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1] (got {p})")
+        self.num_bins = fbank.num_mel_bins
+        self.max_warp = max_warp
+        self.p = p
+        self.mel = _mel
+        if isinstance(fbank, WhisperFbankConfig):
+            # Slaney mel scale on [0, sr/2]; bin i is centred at edge i + 1 of num_bins + 2 equal mel steps.
+            edges = mel_centre_frequencies(fbank.num_mel_bins, fbank.sampling_rate)
+            self.mel = _mel_slaney
+            self.mel_low = 0.0
+            self.mel_step = float(hz_to_mel_slaney(fbank.sampling_rate / 2)) / (fbank.num_mel_bins + 1)
+            self.centre_hz = torch.from_numpy(edges[1:-1].copy())
+            return
+        if not isinstance(fbank, FbankConfig):
+            raise ValueError(f"MelFrequencyWarp needs a kaldi-fbank or whisper-fbank config (got {fbank!r})")
         high = fbank.high_freq if fbank.high_freq > 0 else fbank.sampling_rate / 2 + fbank.high_freq
         mel_low, mel_high = _mel(torch.tensor(fbank.low_freq)), _mel(torch.tensor(float(high)))
         self.mel_low = float(mel_low)
@@ -60,14 +83,11 @@ class MelFrequencyWarp:
         # Kaldi's bin i is a triangle centred at mel_low + (i + 1) * mel_step.
         centres = mel_low + self.mel_step * torch.arange(1, fbank.num_mel_bins + 1, dtype=torch.float64)
         self.centre_hz = _inverse_mel(centres)
-        self.num_bins = fbank.num_mel_bins
-        self.max_warp = max_warp
-        self.p = p
 
     def source_bins(self, alpha: torch.Tensor) -> torch.Tensor:
         """(N,) warp factors -> (N, F) fractional source bin of each output bin."""
         src_hz = self.centre_hz[None, :] / alpha[:, None].double()
-        idx = (_mel(src_hz) - self.mel_low) / self.mel_step - 1.0
+        idx = (self.mel(src_hz) - self.mel_low) / self.mel_step - 1.0
         return idx.clamp(0, self.num_bins - 1).float()
 
     def warp(self, features: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -100,23 +120,26 @@ class RandomGain:
     """Per-utterance random recording level: adds ``g * ln(10) / 10`` to every log-mel bin.
 
     ``g`` is uniform in ``[-max_db, max_db]`` decibels (log-mel FBANK is the natural log of
-    power, so a gain of ``g`` dB adds ``g * ln(10) / 10``).  Padding frames shift too; the
+    power, so a gain of ``g`` dB adds ``g * ln(10) / 10``; Whisper's log-mel is
+    ``log10(power) / 4``, so there it adds ``g / 40``).  Padding frames shift too; the
     encoder masks them.
 
     Args:
         max_db: largest level change in dB, > 0.
+        fbank: the front end of the features (its log base and scale).
     """
 
-    def __init__(self, max_db: float = 20.0) -> None:
+    def __init__(self, max_db: float = 20.0, fbank: FrontendConfig = FbankConfig()) -> None:
         if max_db <= 0:
             raise ValueError(f"max_db must be > 0 (got {max_db})")
         self.max_db = max_db
+        self.per_db = 1.0 / 40.0 if isinstance(fbank, WhisperFbankConfig) else math.log(10.0) / 10.0
 
     def __call__(self, features: torch.Tensor, supervision_segments: torch.Tensor | None = None) -> torch.Tensor:
         if features.ndim != 3:
             raise ValueError(f"expected (N, T, F) features, got {tuple(features.shape)}")
         gain_db = (torch.rand(features.size(0), 1, 1) * 2 - 1) * self.max_db
-        return features + (gain_db * (math.log(10.0) / 10.0)).to(features.device, features.dtype)
+        return features + (gain_db * self.per_db).to(features.device, features.dtype)
 
     def __repr__(self) -> str:
         return f"RandomGain(max_db={self.max_db})"
