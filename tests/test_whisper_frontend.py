@@ -22,6 +22,7 @@ from dsr.decoding.batches import cut_features
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.frontend import (
+    check_cuts_frontend,
     check_frontend_match,
     compute_frontend,
     frontend_from_dict,
@@ -53,8 +54,11 @@ def _arctic() -> list[np.ndarray]:
 
 
 def _faster_whisper():
-    fw = pytest.importorskip("faster_whisper.feature_extractor", reason="faster-whisper (test-only reference) is not installed")
-    return fw.FeatureExtractor
+    try:  # the package imports ctranslate2, onnxruntime and av: a broken install is an ImportError too
+        from faster_whisper.feature_extractor import FeatureExtractor
+    except ImportError as e:
+        pytest.skip(f"faster-whisper (the test-only reference, [test] extra) does not import: {e}")
+    return FeatureExtractor
 
 
 # ---------------------------------------------------------------- the front end itself
@@ -180,7 +184,14 @@ def test_frontend_of_cuts_reads_the_first_cut_and_defaults_old_cuts_to_kaldi() -
     assert frontend_of_cuts([old, new]) == frontend_to_dict(FbankConfig())
     assert frontend_of_cuts([new, old]) == frontend_to_dict(WhisperFbankConfig(num_mel_bins=128))
     assert frontend_of_cuts([]) is None
-    assert frontend_of_cuts([MonoCut(id="c", start=0.0, duration=1.0, channel=0)]) is None  # no features
+    no_features = MonoCut(id="c", start=0.0, duration=1.0, channel=0)
+    assert frontend_of_cuts([no_features]) is None
+    # The wiring hook: a checkpoint without a recorded front end (None) is kaldi-fbank, like old cuts.
+    check_cuts_frontend([old], None, "old.jsonl.gz", "the model in exp/k")
+    check_cuts_frontend([no_features], frontend_to_dict(WhisperFbankConfig()), "audio.jsonl.gz", "the model in exp/w")
+    with pytest.raises(DsrUserError, match=r"^features of new.jsonl.gz are whisper-fbank \(num_mel_bins 128\) but "
+                                           r"the model in exp/k was trained on kaldi-fbank \(num_mel_bins 80\)"):
+        check_cuts_frontend([new], None, "new.jsonl.gz", "the model in exp/k")
 
 
 # ---------------------------------------------------------------- dsr features and the other users

@@ -145,3 +145,26 @@ def check_frontend_match(
     fix = f"recompute them with: {fix}" if cli_fixes else f"recompute them with the settings {exp}"
     raise DsrUserError(f"{actual_what} are {describe_frontend(act, keys)} but {expected_what} {expected_verb} "
                        f"{describe_frontend(exp, keys)}; {fix}")
+
+
+def check_cuts_frontend(
+    cuts: Iterable[Any],
+    expected: Mapping[str, Any] | None,
+    cuts_what: str,
+    expected_what: str,
+    expected_verb: str = "was trained on",
+) -> None:
+    """Hook for training/decoding: the cuts' recorded front end must be ``expected``.
+
+    ``expected`` None (e.g. a checkpoint saved before front ends were recorded) means the
+    default kaldi-fbank, as for old cuts.  Cuts without features pass: their features are
+    computed from audio with whatever front end the caller uses.
+
+    Example::
+
+        check_cuts_frontend(cuts, ckpt.get("frontend"), str(cuts_file), f"the model in {exp_dir}")
+    """
+    actual = frontend_of_cuts(cuts)
+    if actual is None:
+        return
+    check_frontend_match(expected or {}, actual, expected_what, f"features of {cuts_what}", expected_verb)
