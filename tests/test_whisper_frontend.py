@@ -57,7 +57,7 @@ def _faster_whisper():
     try:  # the package imports ctranslate2, onnxruntime and av: a broken install is an ImportError too
         from faster_whisper.feature_extractor import FeatureExtractor
     except ImportError as e:
-        pytest.skip(f"faster-whisper (the test-only reference, [test] extra) does not import: {e}")
+        pytest.skip(f"faster-whisper (the reference; whisper extra: bash tools/setup.sh --whisper) does not import: {e}")
     return FeatureExtractor
 
 
