@@ -70,8 +70,8 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.latency import latency_stats, synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
-from dsr.features.fbank import FbankConfig
-from dsr.features.frontend import FrontendConfig
+from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
+from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
@@ -157,8 +157,19 @@ def load_model(
     See :func:`dsr.training.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
     and ``use_averaged_model``; ``int8`` quantises its Linear layers (:mod:`dsr.decoding.quantize`).
     """
-    model, tag, _ = load_decoding_model(exp_dir, epoch, avg, device, use_averaged_model, int8)
-    return model, tag
+    loaded = load_decoding_model(exp_dir, epoch, avg, device, use_averaged_model, int8)
+    return loaded.model, loaded.tag
+
+
+@dataclass
+class DecodingModel:
+    """A model ready to decode, what its result files call it, the Whisper head's decoding
+    settings (None without one) and the front end it reads (:func:`frontend_to_dict` form)."""
+
+    model: HybridTransducer
+    tag: str
+    whisper: WhisperDecoding | None
+    frontend: dict[str, Any]
 
 
 def load_decoding_model(
@@ -170,21 +181,24 @@ def load_decoding_model(
     int8: bool = False,
     pretrained: str | None = None,
     whisper_language: str = "en",
-) -> tuple[HybridTransducer, str, WhisperDecoding | None]:
-    """:func:`load_model`, plus the Whisper head's decoding settings when the model has one;
+) -> DecodingModel:
+    """:func:`load_model` with the checkpoint's Whisper decoding settings and front end;
     with ``pretrained`` (e.g. ``whisper-tiny.en``) zero-shot Whisper instead of a checkpoint."""
     if pretrained:
         model, whisper, tag = zero_shot_model(pretrained, whisper_language)
+        frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=model.encoder.input_dim))
     else:
         ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
         model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         whisper = decoding_from_checkpoint(ckpt, model)
+        # Checkpoints from before front ends were recorded were all trained on default FBANK.
+        frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
     model.to(device).eval()
     if int8:
         model = quantize_int8(model, torch.device(device))
         tag += "-int8"
-    return model, tag, whisper
+    return DecodingModel(model, tag, whisper, frontend)
 
 
 def split_name(cuts_file: Path) -> str:
@@ -353,7 +367,6 @@ def decode(
     expand_options: ExpandOptions | None = None,
     pretrained: str | None = None,
     whisper_language: str = "en",
-    frontend: FrontendConfig = FbankConfig(),
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -369,7 +382,8 @@ def decode(
     results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
     ``pretrained`` (e.g. ``whisper-tiny.en``) decodes zero-shot Whisper instead of ``exp_dir``'s
     checkpoint (``whisper-*`` methods only; results still go under ``exp_dir``; no ``lang_dir`` needed).
-    ``frontend`` computes the features of cuts that have only recordings (and gives their frame shift).
+    Features are checked against the front end the model was trained on (one-line error on a
+    mismatch); cuts that have only recordings get features from that front end.
     """
     for m in methods:
         if m not in METHODS:
@@ -393,8 +407,9 @@ def decode(
     if pretrained and not set(methods) <= set(WHISPER_METHODS):
         raise DsrUserError(f"--pretrained decodes zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)}")
     tokenizer = Tokenizer(lang_dir) if not pretrained else None
-    model, tag, whisper = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
-                                              whisper_language)
+    loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
+                                 whisper_language)
+    model, tag, whisper = loaded.model, loaded.tag, loaded.whisper
     opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale)
     if whisper is not None and tokenizer is not None:
         bpe, head = tokenizer, whisper
@@ -402,6 +417,10 @@ def decode(
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)
+    check_cuts_frontend(cuts, loaded.frontend, str(cuts_file),
+                        f"zero-shot {pretrained}" if pretrained else f"the model in {exp_dir}",
+                        expected_verb="reads" if pretrained else "was trained on")
+    frontend = frontend_from_dict(loaded.frontend)
     stream: StreamingOptions | None = None
     if streaming:
         first = next(iter(cuts), None)

@@ -30,6 +30,15 @@ import numpy as np
 import torch
 
 from dsr.errors import DsrUserError
+from dsr.features.fbank import FbankConfig
+from dsr.features.frontend import (
+    check_cuts_frontend,
+    check_frontend_match,
+    frontend_from_dict,
+    frontend_of_cuts,
+    frontend_to_dict,
+)
+from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import SOS_EOS, Tokenizer
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.transducer import HybridTransducer
@@ -322,6 +331,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     # One in-memory feature budget shared by the training, curriculum and validation loaders.
     cache = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None
     # The training and curriculum loaders differ only in order and bucketing.
+    frontend = _check_training_frontend(cfg, train_cuts, mcfg)
     train_options = dict(
         spec_augment=cfg.spec_augment,
         freq_warp=cfg.freq_warp,
@@ -332,6 +342,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         num_workers=cfg.num_workers,
         seed=cfg.seed,
         feature_cache=cache,
+        frontend=frontend_from_dict(frontend),
         **shard,
     )
     train_loader, sampler = make_loader(
@@ -407,6 +418,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             "grad_scaler": scaler.state_dict(),
             "model_config": mcfg.to_dict(),
             "train_config": cfg.to_dict(),
+            "frontend": frontend,
             **(whisper.checkpoint_entries() if whisper is not None else {}),
             "epoch": epoch,
             "epoch_finished": finished,
@@ -513,6 +525,30 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     if info.is_main and epochs_done >= cfg.num_epochs:
         mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
     return result
+
+
+def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) -> dict[str, Any]:
+    """The training cuts' front end (saved in every checkpoint), checked against what the model
+    reads: Whisper's log-mel for --pretrained, the initial model's front end for --init-from,
+    and the same front end for the dev cuts."""
+    frontend = frontend_of_cuts(train_cuts) or frontend_to_dict(FbankConfig())
+    if mcfg.encoder_type == "whisper":
+        wanted = frontend_to_dict(WhisperFbankConfig(num_mel_bins=mcfg.feature_dim))
+        check_frontend_match(wanted, frontend, f"--pretrained {cfg.pretrained}", f"features of {cfg.train_cuts}",
+                             expected_verb="reads")
+    elif frontend.get("num_mel_bins", mcfg.feature_dim) != mcfg.feature_dim:
+        raise DsrUserError(f"features of {cfg.train_cuts} have {frontend.get('num_mel_bins')} bins; the model "
+                           f"reads {mcfg.feature_dim}")
+    if cfg.init_from and Path(cfg.init_from).exists():
+        source = Path(cfg.init_from)
+        if source.is_file():
+            init_frontend = load_checkpoint(source).get("frontend")
+            check_frontend_match(init_frontend or {}, frontend, f"--init-from {cfg.init_from}",
+                                 f"features of {cfg.train_cuts}")
+    if cfg.dev_cuts:
+        check_cuts_frontend(load_cuts(cfg.dev_cuts).subset(first=1), frontend, cfg.dev_cuts,
+                            f"the training cuts {cfg.train_cuts}", expected_verb="are")
+    return frontend
 
 
 def feature_stats(cuts, max_cuts: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
