@@ -36,7 +36,8 @@ _ATTENTION_SCALE = typer.Option(
 _METHODS_HELP = (
     "greedy, modified-beam-search (transducer), ctc-greedy, ctc-prefix-beam-search, or the attention "
     "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring; with "
-    "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search"
+    "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search; "
+    "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio)"
 )
 
 

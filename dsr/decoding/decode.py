@@ -47,7 +47,7 @@ from typing import Any, Callable
 import torch
 
 from dsr.decoding.attention_rescoring import attention_rescore
-from dsr.decoding.batches import DecodeBatches
+from dsr.decoding.batches import DecodeBatches, Unreadable
 from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
@@ -88,8 +88,10 @@ RESCORING_FIRST_PASS = {
     "ctc-attention-rescoring": "ctc-prefix-beam-search",
     "transducer-attention-rescoring": "modified-beam-search",
 }
+#: faster-whisper's own greedy transcription of the cuts' audio, with --pretrained: the reference row.
+REFERENCE_METHODS = ("faster-whisper",)
 METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS,
-           *WHISPER_METHODS)
+           *WHISPER_METHODS, *REFERENCE_METHODS)
 NBEST_METHODS = ("modified-beam-search", "ctc-prefix-beam-search", *RESCORING_FIRST_PASS)
 CTC_METHODS = ("ctc-greedy", "ctc-prefix-beam-search", "ctc-attention-rescoring")
 TRANSDUCER_METHODS = ("greedy", "modified-beam-search", "transducer-attention-rescoring")
@@ -327,6 +329,22 @@ def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Token
     }
 
 
+def reference_texts(reference: Any, cuts: list, unreadable: list[Unreadable]) -> tuple[list[str], list]:
+    """faster-whisper's text of each cut whose audio can be read; the others go to ``unreadable``."""
+    from dsr.decoding.faster_whisper_ref import cut_audio
+
+    texts, kept = [], []
+    for cut in cuts:
+        try:
+            audio = cut_audio(cut)
+        except Exception as e:  # a bad file is reported with the unreadable cuts, never fatal
+            unreadable.append(Unreadable(cut.id, str((cut.custom or {}).get("source", "")), str(e)))
+            continue
+        texts.append(reference.transcribe(audio))
+        kept.append(cut)
+    return texts, kept
+
+
 def whisper_nbest_record(utt_id: str, ref: str, hyps: list, whisper: WhisperDecoding) -> dict[str, Any]:
     """One line of ``nbest.jsonl`` for a Whisper-decoder n-best list (Whisper token ids;
     ``am_score`` is the decoder's log-probability, end token included)."""
@@ -404,8 +422,16 @@ def decode(
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
-    if pretrained and not set(methods) <= set(WHISPER_METHODS):
-        raise DsrUserError(f"--pretrained decodes zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)}")
+    zero_shot = (*WHISPER_METHODS, *REFERENCE_METHODS)
+    if pretrained and not set(methods) <= set(zero_shot):
+        raise DsrUserError(f"--pretrained decodes zero-shot Whisper: use -m {' or -m '.join(zero_shot)}")
+    if not pretrained and set(methods) & set(REFERENCE_METHODS):
+        raise DsrUserError("-m faster-whisper transcribes with a pretrained Whisper: give --pretrained NAME")
+    reference = None
+    if "faster-whisper" in methods:
+        from dsr.decoding.faster_whisper_ref import FasterWhisperReference
+
+        reference = FasterWhisperReference(str(pretrained), num_threads, language=whisper_language)
     tokenizer = Tokenizer(lang_dir) if not pretrained else None
     loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
                                  whisper_language)
@@ -456,6 +482,11 @@ def decode(
                     hyps = streaming_greedy_search(model, feats, lens, stream, chunk_times)
                     utt_latency += final_chunk_latency(chunk_times)
                     chunk_seconds += [t for t, _ in chunk_times]
+                elif method in REFERENCE_METHODS:
+                    assert reference is not None
+                    texts, cut_list = reference_texts(reference, cut_list, batches.unreadable)
+                    hyps = [[] for _ in texts]
+                    utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
                 else:
                     enc, enc_lens = model.encode(feats, lens)
                     if method in WHISPER_METHODS:
@@ -478,7 +509,7 @@ def decode(
                     utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
                 for cut, hs in zip(cut_list, nbests):
                     records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
-                if method not in WHISPER_METHODS:
+                if method not in (*WHISPER_METHODS, *REFERENCE_METHODS):
                     assert tokenizer is not None
                     texts = [tokenizer.decode(hyp) for hyp in hyps]
                 for cut, text in zip(cut_list, texts):
