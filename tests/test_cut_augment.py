@@ -77,3 +77,22 @@ def test_endpoint_trim_cuts_the_quiet_edges_only(tmp_path):
     assert {round((cut.end - low.trim_cut(cut).end) / 0.01) for _ in range(20)} == {100}
     kept = RandomEndpointTrim(max_db=10, load_features=lambda c: feats, p=1.0, min_keep=0.8).trim_cut(cut)
     assert kept.duration == pytest.approx(0.8 * cut.duration, abs=0.011)
+
+
+def test_endpoint_trim_measures_whisper_log_mel_as_power():
+    """Whisper's (log10 P + 4) / 4 features give the same frame energies as natural-log FBANK."""
+    import numpy as np
+
+    from dsr.training.cut_augment import RandomEndpointTrim
+
+    rng = np.random.default_rng(0)
+    log_power = rng.normal(-10, 3, size=(20, 8))
+    whisper = (log_power / np.log(10.0) + 4.0) / 4.0
+
+    class FakeCut:
+        id, start, duration = "c", 0.0, 0.2
+
+    kaldi_db = RandomEndpointTrim(40, lambda c: log_power).energy_db(FakeCut())
+    whisper_db = RandomEndpointTrim(40, lambda c: whisper, whisper_log_mel=True).energy_db(FakeCut())
+    np.testing.assert_allclose(whisper_db, kaldi_db, atol=1e-4)
+    assert not np.allclose(RandomEndpointTrim(40, lambda c: whisper).energy_db(FakeCut()), kaldi_db, atol=1e-2)

@@ -107,15 +107,18 @@ class RandomEndpointTrim(_EdgeTrim):
             training loader's feature reader, so nothing is read twice).
         p: probability of trimming each edge.
         min_keep: fraction of the duration always kept.
+        whisper_log_mel: the features are Whisper's ``(log10(power) + 4) / 4`` instead of
+            Kaldi's natural-log power; they are converted back before measuring energy.
     """
 
     def __init__(self, max_db: float, load_features: Callable[[Cut], np.ndarray], p: float = 0.5,
-                 min_keep: float = 0.6) -> None:
+                 min_keep: float = 0.6, whisper_log_mel: bool = False) -> None:
         if max_db <= 0:
             raise ValueError(f"max_db must be > 0 (got {max_db})")
         super().__init__(p, min_keep)
         self.max_db = max_db
         self.load_features = load_features
+        self.whisper_log_mel = whisper_log_mel
         self._energy: dict[tuple[str, float, float], np.ndarray] = {}
 
     def energy_db(self, cut: MonoCut) -> np.ndarray:
@@ -124,6 +127,8 @@ class RandomEndpointTrim(_EdgeTrim):
         db = self._energy.get(key)
         if db is None:
             feats = self.load_features(cut).astype(np.float64)
+            if self.whisper_log_mel:
+                feats = (4.0 * feats - 4.0) * np.log(10.0)  # natural log of the mel power
             peak = feats.max(axis=1, keepdims=True)
             log_power = peak[:, 0] + np.log(np.exp(feats - peak).sum(axis=1))
             db = (log_power - log_power.max()) * (10.0 / np.log(10.0))

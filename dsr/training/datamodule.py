@@ -18,7 +18,7 @@ from lhotse.utils import LOG_EPSILON
 
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
-from dsr.features.frontend import FrontendConfig
+from dsr.features.frontend import FrontendConfig, frontend_type
 from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
 
@@ -201,7 +201,8 @@ def make_loader(
         cut_transforms.append(RandomEdgeTrim(edge_trim, min_keep=edge_trim_keep))
     if endpoint_trim_db > 0:
         read = feature_cache.load if feature_cache is not None else lambda cut: cut.load_features()
-        cut_transforms.append(RandomEndpointTrim(endpoint_trim_db, read, min_keep=edge_trim_keep))
+        cut_transforms.append(RandomEndpointTrim(endpoint_trim_db, read, min_keep=edge_trim_keep,
+                                                 whisper_log_mel=frontend_type(frontend) == "whisper-fbank"))
     dataset = K2SpeechRecognitionDataset(
         cut_transforms=cut_transforms, input_transforms=transforms, input_strategy=inputs, return_cuts=True
     )

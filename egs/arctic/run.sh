@@ -14,14 +14,22 @@
 #                                                            # transcripts and rescore with it
 #   bash egs/arctic/run.sh --stage 4 --lexicon words.txt    # expand the n-best with another word list
 #   bash egs/arctic/run.sh --corpus-dir /data/my_arctic --work-dir /scratch/arctic
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en      # fine-tune pretrained Whisper tiny.en (bash tools/setup.sh
+#                                                            # --whisper) as transducer + CTC + Whisper decoder, and
+#                                                            # decode zero-shot Whisper and faster-whisper beside it
+#   bash egs/arctic/run.sh --pretrained whisper-base --exp-dir exp/whisper-base
 #
 # Stages:
 #   0 prepare   split by prompt, never by take (takes of a prompt are near-duplicates): ~80 % of the prompts
 #               train, ~10 % dev, ~10 % test, by a hash of the prompt id (deterministic, --split-seed)
-#   1 features  80-dim FBANK; train with 0.9/1.1 speed perturbation
+#   1 features  80-dim FBANK (Whisper's log-mel with --pretrained: data/whisper_fbank); train with 0.9/1.1
+#               speed perturbation
 #   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir)
-#   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml
-#   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list; the
+#   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml;
+#               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml
+#   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list (with
+#               --pretrained also the Whisper decoder's rescoring of that n-best list, its greedy and beam
+#               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>); the
 #               same n-best expanded with respellings of out-of-lexicon words (--lexicon, a word list;
 #               "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
 #   5 rescore   LLM rescoring of both n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
@@ -45,7 +53,8 @@ vocab_size=128
 num_jobs=2
 num_epochs=
 config=
-exp_dir=exp/conformer
+exp_dir=
+pretrained=      # e.g. whisper-tiny.en: fine-tune a pretrained Whisper (tools/setup.sh --whisper)
 beam_size=8
 lexicon=/usr/share/dict/american-english   # Debian wamerican (tools/setup.sh --lm)
 llm=
@@ -61,7 +70,19 @@ if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
   echo "run.sh: $corpus_dir/transcripts.tsv not found; pass --corpus-dir DIR with audio/ and transcripts.tsv" >&2
   exit 2
 fi
-if [ -n "$init_from" ]; then
+if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
+  echo "run.sh: give --pretrained (a Whisper to start from) or --init-from (a dsr checkpoint), not both" >&2
+  exit 2
+fi
+feats_dir=data/fbank
+feature_flags=
+if [ -n "$pretrained" ]; then
+  feats_dir=data/whisper_fbank
+  feature_flags="--feature-type whisper-fbank"
+  lang_dir=data/lang_bpe_${vocab_size}
+  config=${config:-$recipe_dir/conf/whisper.yaml}
+  exp_dir=${exp_dir:-exp/${pretrained##*/}}
+elif [ -n "$init_from" ]; then
   init_from=$(abspath "$init_from")
   if [ -z "$init_lang_dir" ]; then
     echo "run.sh: --init-from needs --init-lang-dir (the pretrained model's lang dir with bpe.model)" >&2
@@ -75,10 +96,12 @@ else
   config=${config:-$recipe_dir/conf/train.yaml}
 fi
 config=$(abspath "$config")
+exp_dir=${exp_dir:-exp/conformer}
 [ -n "$llm" ] && llm=$(abspath "$llm")
 mkdir -p "$work_dir" && cd "$work_dir"
 epochs_flag=${num_epochs:+--num-epochs $num_epochs}
 init_flag=${init_from:+--init-from $init_from}
+pretrained_flag=${pretrained:+--pretrained $pretrained}
 llm_flag=${llm:+--llm $llm}
 [ -n "$lexicon" ] && lexicon=$(abspath "$lexicon")
 
@@ -90,9 +113,11 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: FBANK"
-  dsr features --corpus arctic --split train --speed-perturb --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
-  dsr features --corpus arctic --split dev --split test --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+  log "Stage 1: features ($feats_dir)"
+  dsr features --corpus arctic --split train --speed-perturb --manifest-dir data/manifests --out-dir $feats_dir \
+    $feature_flags -j $num_jobs $force
+  dsr features --corpus arctic --split dev --split test --manifest-dir data/manifests --out-dir $feats_dir \
+    $feature_flags -j $num_jobs $force
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
@@ -107,19 +132,27 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (resumes from the newest checkpoint in $exp_dir)"
-  dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $epochs_flag $init_flag $force \
-    --train-cuts data/fbank/arctic_cuts_train.jsonl.gz --dev-cuts data/fbank/arctic_cuts_dev.jsonl.gz
+  dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $epochs_flag $init_flag $pretrained_flag $force \
+    --train-cuts $feats_dir/arctic_cuts_train.jsonl.gz --dev-cuts $feats_dir/arctic_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
-  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search \
-    --beam-size $beam_size --cuts data/fbank/arctic_cuts_dev.jsonl.gz --cuts data/fbank/arctic_cuts_test.jsonl.gz
+  eval_cuts="--cuts $feats_dir/arctic_cuts_dev.jsonl.gz --cuts $feats_dir/arctic_cuts_test.jsonl.gz"
+  whisper_methods=
+  if [ -n "$pretrained" ]; then
+    whisper_methods="-m transducer-attention-rescoring -m whisper-greedy -m whisper-beam-search"
+    # The baseline a fine-tune must beat: zero-shot Whisper, by dsr and by faster-whisper.
+    dsr decode --exp-dir exp/zeroshot-${pretrained##*/} --pretrained $pretrained -m whisper-greedy -m faster-whisper \
+      $eval_cuts
+  fi
+  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search $whisper_methods \
+    --beam-size $beam_size $eval_cuts
   if [ -n "$lexicon" ]; then
     [ -f "$lexicon" ] || { echo "run.sh: word list $lexicon not found; apt-get install wamerican" \
       "(bash tools/setup.sh --lm), pass --lexicon FILE, or --lexicon '' to skip the n-best expansion" >&2; exit 2; }
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size \
-      --expand-lexicon "$lexicon" --cuts data/fbank/arctic_cuts_dev.jsonl.gz --cuts data/fbank/arctic_cuts_test.jsonl.gz
+      --expand-lexicon "$lexicon" $eval_cuts
   fi
 fi
 
@@ -155,6 +188,7 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: results"
+  [ -n "$pretrained" ] && dsr results --exp-dir exp/zeroshot-${pretrained##*/}
   dsr results --exp-dir $exp_dir
 fi
 log "finished stages $stage..$stop_stage"

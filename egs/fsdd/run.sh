@@ -11,6 +11,9 @@
 #   bash egs/synth/run.sh --stop-stage 3 && \
 #   bash egs/fsdd/run.sh --init-from egs/synth/exp/conformer/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
 #                                                          # fine-tune the synth recipe's model (better, see RESULTS)
+#   bash egs/fsdd/run.sh --pretrained whisper-tiny.en      # fine-tune pretrained Whisper tiny.en (tools/setup.sh
+#                                                          # --whisper); zero-shot Whisper decoded beside it
+#   bash egs/fsdd/run.sh --pretrained whisper-tiny.en --seed 1 --exp-dir exp/whisper-tiny.en-seed1
 #
 # The corpus folder holds audio/<digit>_<speaker>_<index>.{wav,flac} and transcripts.tsv
 # ("utt-id<TAB>text" lines, digits written as words).
@@ -20,12 +23,14 @@
 #               synthesise $num_synth_digits isolated digits with the offline TTS voices
 #               (espeak-ng, flite, festival) at 8 kHz: the speaker variety three people lack
 #   1 features  80-dim FBANK at 16 kHz (the 8 kHz audio is resampled); FSDD train with 0.9/1.1 speed perturbation
+#               (Whisper's log-mel with --pretrained, in data/whisper_fbank)
 #   2 lang      BPE over the ten digit words (with --init-from: the pretrained model's own, --init-lang-dir)
 #   3 train     small Conformer transducer + CTC on FSDD train + the synthetic digits
 #               (from scratch with conf/train.yaml, or from --init-from with conf/finetune.yaml,
 #               which also trims the training words' quiet edges: --endpoint-trim-db, see RESULTS)
 #   4 decode    greedy transducer + CTC greedy on dev and test, with the weights averaged
-#               over the last $avg epochs
+#               over the last $avg epochs; with --pretrained also the Whisper decoder (greedy) and
+#               zero-shot Whisper by dsr and by faster-whisper (exp/zeroshot-<name>)
 #   5 results   WER/RTF table -> exp/conformer/results.md (exp/finetune/ with --init-from)
 set -euo pipefail
 
@@ -43,6 +48,8 @@ exp_dir=
 config=
 init_from=       # checkpoint to fine-tune (e.g. the synth recipe's epoch-4.pt); empty: from scratch
 init_lang_dir=   # with --init-from: the lang dir that checkpoint was trained with
+pretrained=      # e.g. whisper-tiny.en: fine-tune a pretrained Whisper (tools/setup.sh --whisper)
+seed=42
 work_dir=$recipe_dir
 force=
 
@@ -59,6 +66,19 @@ if [ -n "$init_from" ]; then
   init_lang_dir=$(abspath "$init_lang_dir")
   config=${config:-$recipe_dir/conf/finetune.yaml}
   exp_dir=${exp_dir:-exp/finetune}
+fi
+if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
+  echo "run.sh: give --pretrained (a Whisper to start from) or --init-from (a dsr checkpoint), not both" >&2
+  exit 2
+fi
+feats_dir=data/fbank
+feature_flags=()
+if [ -n "$pretrained" ]; then
+  feats_dir=data/whisper_fbank
+  feature_flags=(--feature-type whisper-fbank)
+  init_args=(--pretrained "$pretrained")
+  config=${config:-$recipe_dir/conf/whisper.yaml}
+  exp_dir=${exp_dir:-exp/${pretrained##*/}}
 fi
 config=$(abspath "${config:-$recipe_dir/conf/train.yaml}")
 exp_dir=${exp_dir:-exp/conformer}
@@ -81,12 +101,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: FBANK"
-  dsr features --corpus fsdd --split train --speed-perturb --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
-  dsr features --corpus fsdd --split dev --split test --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+  log "Stage 1: features ($feats_dir)"
+  dsr features --corpus fsdd --split train --speed-perturb --manifest-dir data/manifests --out-dir $feats_dir \
+    "${feature_flags[@]}" -j $num_jobs $force
+  dsr features --corpus fsdd --split dev --split test --manifest-dir data/manifests --out-dir $feats_dir \
+    "${feature_flags[@]}" -j $num_jobs $force
   if [ "$num_synth_digits" -gt 0 ]; then
     # The voices' rate is already varied per utterance: no speed perturbation.
-    dsr features --corpus synth --split train --manifest-dir data/manifests --out-dir data/fbank -j $num_jobs $force
+    dsr features --corpus synth --split train --manifest-dir data/manifests --out-dir $feats_dir \
+      "${feature_flags[@]}" -j $num_jobs $force
   fi
 fi
 
@@ -97,22 +120,32 @@ fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train"
-  train_cuts=data/fbank/fsdd_cuts_train.jsonl.gz
+  train_cuts=$feats_dir/fsdd_cuts_train.jsonl.gz
   if [ "$num_synth_digits" -gt 0 ]; then
-    train_cuts=$train_cuts,data/fbank/synth_cuts_train.jsonl.gz
+    train_cuts=$train_cuts,$feats_dir/synth_cuts_train.jsonl.gz
   fi
-  dsr train --config "$config" --exp-dir $exp_dir --lang-dir "$lang_dir" "${init_args[@]}" $force \
-    --train-cuts $train_cuts --dev-cuts data/fbank/fsdd_cuts_dev.jsonl.gz
+  dsr train --config "$config" --exp-dir $exp_dir --lang-dir "$lang_dir" "${init_args[@]}" --seed $seed $force \
+    --train-cuts $train_cuts --dev-cuts $feats_dir/fsdd_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode"
-  dsr decode --exp-dir $exp_dir --lang-dir "$lang_dir" -m greedy -m ctc-greedy --avg $avg \
-    --cuts data/fbank/fsdd_cuts_dev.jsonl.gz --cuts data/fbank/fsdd_cuts_test.jsonl.gz
+  eval_cuts=(--cuts $feats_dir/fsdd_cuts_dev.jsonl.gz --cuts $feats_dir/fsdd_cuts_test.jsonl.gz)
+  whisper_methods=()
+  if [ -n "$pretrained" ]; then
+    whisper_methods=(-m whisper-greedy)
+    # The baseline a fine-tune must beat: zero-shot Whisper, by dsr and by faster-whisper.
+    zero_shot=exp/zeroshot-${pretrained##*/}
+    [ -f $zero_shot/decode/faster-whisper/fsdd_test/result.json ] && [ -z "$force" ] ||
+      dsr decode --exp-dir $zero_shot --pretrained $pretrained -m whisper-greedy -m faster-whisper "${eval_cuts[@]}"
+  fi
+  dsr decode --exp-dir $exp_dir --lang-dir "$lang_dir" -m greedy -m ctc-greedy "${whisper_methods[@]}" --avg $avg \
+    "${eval_cuts[@]}"
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: results"
+  [ -n "$pretrained" ] && dsr results --exp-dir exp/zeroshot-${pretrained##*/}
   dsr results --exp-dir $exp_dir
 fi
 log "finished stages $stage..$stop_stage"
