@@ -12,7 +12,7 @@ Usage:
         --recordings egs/arctic/data/manifests/arctic_recordings_test.jsonl.gz \\
         --supervisions egs/arctic/data/manifests/arctic_supervisions_test.jsonl.gz \\
         --methods greedy,modified-beam-search,transducer-attention-rescoring --beam-size 4 --precision fp32 --limit 20
-    # a folder of audio + utt-id<TAB>text transcripts instead of manifests (every take of ../shared/data/arctic_cathy):
+    # a folder + utt-id<TAB>text transcripts instead of manifests (all of arctic_cathy, training prompts too: speed only):
     python bench/whisper_speed.py --exp-dir egs/arctic/exp/whisper-tiny.en --lang-dir egs/arctic/data/lang_bpe_128 \\
         --audio-dir ../shared/data/arctic_cathy/audio --transcripts ../shared/data/arctic_cathy/transcripts.tsv --limit 50
 
