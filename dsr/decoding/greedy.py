@@ -33,6 +33,8 @@ class TransducerGreedySearch:
         self.max_sym_per_frame = max_sym_per_frame
         self.lookahead = lookahead
         self.hyps: list[list[int]] = [[] for _ in range(batch_size)]
+        # Joiner log-probability of each emitted token (parallel to hyps): pseudo-labelling's confidence.
+        self.token_log_probs: list[list[float]] = [[] for _ in range(batch_size)]
         self.context = torch.full((batch_size, model.predictor.context_size), model.blank_id, dtype=torch.long,
                                   device=device)
         with torch.no_grad():
@@ -61,7 +63,8 @@ class TransducerGreedySearch:
         while t < num_frames:
             w = min(window, num_frames - t)
             logits = model.joiner(enc_proj[:, t : t + w].unsqueeze(2), self.dec_proj.unsqueeze(1), project_input=False)
-            best = logits.reshape(n, w, -1).argmax(dim=-1)  # (N, w)
+            logits = logits.reshape(n, w, -1)
+            best = logits.argmax(dim=-1)  # (N, w)
             valid = encoder_lens[:, None] > t + frame_index[:w]  # (N, w)
             emit_frames = ((best != model.blank_id) & valid).any(dim=0).nonzero()
             if emit_frames.numel() == 0:
@@ -70,23 +73,28 @@ class TransducerGreedySearch:
             first = int(emit_frames[0])
             t += first
             emit = (best[:, first] != model.blank_id) & valid[:, first]
-            self._emit(emit, best[:, first])
+            self._emit(emit, best[:, first], logits[:, first])
             for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
                 logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
                                       project_input=False)
-                frame_best = logits.reshape(n, -1).argmax(dim=-1)
+                logits = logits.reshape(n, -1)
+                frame_best = logits.argmax(dim=-1)
                 emit = valid[:, first] & (frame_best != model.blank_id)
                 if not emit.any():
                     break
-                self._emit(emit, frame_best)
+                self._emit(emit, frame_best, logits)
             t += 1
 
-    def _emit(self, emit: torch.Tensor, tokens: torch.Tensor) -> None:
-        """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state."""
+    def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state;
+        ``logits`` (N, V) are the joiner outputs the tokens were chosen from."""
         model = self.model
         idx = emit.nonzero(as_tuple=True)[0]
-        for i, token in zip(idx.tolist(), tokens[idx].tolist()):
+        # Normalised only for the emitting rows: a few (V,) rows per emission, cheap next to the joiner.
+        token_lp = logits[idx].float().log_softmax(dim=-1).gather(1, tokens[idx, None]).squeeze(1)
+        for i, token, lp in zip(idx.tolist(), tokens[idx].tolist(), token_lp.tolist()):
             self.hyps[i].append(token)
+            self.token_log_probs[i].append(lp)
         self.context[idx] = torch.cat([self.context[idx, 1:], tokens[idx, None]], dim=1)
         self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
 
