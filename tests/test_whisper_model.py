@@ -145,5 +145,9 @@ def test_encoder_freezer_and_learning_rate_groups():
     assert id(model.joiner.output_linear.weight) not in pretrained_ids
 
 
-def test_whisper_text_is_lower_case_normalised_words():
-    assert whisper_text("Author of the danger trail, Philip Steels, etc.") == "author of the danger trail philip steels etc"
+def test_whisper_targets_keep_whisper_style_text_and_hypotheses_get_sentence_case():
+    from dsr.models.whisper.pretrained import whisper_target
+
+    assert whisper_target(" Author of the danger trail,  Philip Steels, etc.") == "Author of the danger trail, Philip Steels, etc."
+    assert whisper_target("SET A TIMER FOR TEN MINUTES") == "set a timer for ten minutes"
+    assert whisper_text("IF I EVER NEEDED A FIGHTER I'M HERE") == "If I ever needed a fighter I'm here"

@@ -15,6 +15,18 @@ _APOSTROPHE_EDGES = re.compile(r"(^|\s)'+|'+(\s|$)")
 _SPACES = re.compile(r"\s+")
 
 
+# The pronoun "I" (and its contractions) is upper-case in every English text an LLM has
+# read; a lower-case "i" costs several nats and would penalise any hypothesis holding it.
+_PRONOUN_I = re.compile(r"\bi(?=$|\s|'(?:m|ll|ve|d)\b)")
+
+
+def sentence_case(text: str) -> str:
+    """``"THE CAT SAT"`` -> ``"The cat sat"``, ``"IF I EVER"`` -> ``"If I ever"``: lower-case,
+    then capitalise the first letter and the pronoun I."""
+    low = _PRONOUN_I.sub("I", text.lower())
+    return low[:1].upper() + low[1:]
+
+
 def normalize_text(text: str) -> str:
     """Upper-case, strip punctuation (hyphens become spaces), collapse whitespace.
 

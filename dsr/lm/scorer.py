@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from dsr.data.normalize import sentence_case
 from dsr.errors import DsrUserError
 from dsr.lm.load import fingerprint, load_causal_lm, read_lm_info
 
@@ -24,18 +25,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger("dsr")
-
-
-# The pronoun "I" (and its contractions) is upper-case in every English text an LLM has
-# read; a lower-case "i" costs several nats and would penalise any hypothesis holding it.
-_PRONOUN_I = re.compile(r"\bi(?=$|\s|'(?:m|ll|ve|d)\b)")
-
-
-def sentence_case(text: str) -> str:
-    """``"THE CAT SAT"`` -> ``"The cat sat"``, ``"IF I EVER"`` -> ``"If I ever"``: lower-case,
-    then capitalise the first letter and the pronoun I."""
-    low = _PRONOUN_I.sub("I", text.lower())
-    return low[:1].upper() + low[1:]
 
 
 def _identity(text: str) -> str:

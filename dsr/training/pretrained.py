@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from dsr.errors import DsrUserError
-from dsr.models.whisper.pretrained import encoder_param_names_to_freeze, load_whisper_weights, whisper_text
+from dsr.models.whisper.pretrained import encoder_param_names_to_freeze, load_whisper_weights, whisper_target
 from dsr.training.config import TrainConfig
 
 logger = logging.getLogger("dsr")
@@ -36,9 +36,9 @@ class PretrainedWhisper:
         return self.tokenizer.eot if self.tokenizer is not None else -1
 
     def attention_tokens(self, text: str) -> list[int]:
-        """A transcript -> the Whisper head's target ids (see :func:`whisper_text`)."""
+        """A transcript -> the Whisper head's target ids (see :func:`whisper_target`)."""
         assert self.tokenizer is not None
-        return self.tokenizer.encode(whisper_text(text))
+        return self.tokenizer.encode(whisper_target(text))
 
     def load_into(self, model: nn.Module) -> set[str]:
         try:

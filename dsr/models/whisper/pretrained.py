@@ -2,9 +2,12 @@
 
 The encoder (and, with ``whisper_decoder``, the attention head) take Whisper's weights;
 the transducer and CTC heads start random on the recipe's BPE vocabulary.  The Whisper
-decoder head is trained and scored on :func:`whisper_text` of the transcripts: dsr's
-normalised words in lower case, so that its targets, the hypotheses it rescores (which
-the BPE heads write in upper case, without punctuation) and its own output agree.
+decoder head is trained on :func:`whisper_target` of the transcripts: the text as written
+when it is in Whisper's own style (mixed case and punctuation, as folder corpora such as
+ARCTIC keep it), so that fine-tuning starts from what Whisper already writes; an all-caps
+normalised corpus (the embedded one, LibriSpeech) is lower-cased.  The BPE heads'
+hypotheses it rescores are upper-case words without punctuation: :func:`whisper_text`
+gives them sentence case, and scoring compares them with each other, all alike.
 """
 
 from __future__ import annotations
@@ -15,16 +18,26 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from dsr.data.normalize import normalize_text
+from dsr.data.normalize import normalize_text, sentence_case
 from dsr.models.config import ModelConfig
 from dsr.models.whisper.model import WhisperDims
 
 logger = logging.getLogger("dsr")
 
 
-def whisper_text(text: str) -> str:
-    """The Whisper head's form of a transcript: normalised words, lower case."""
-    return normalize_text(text).lower()
+def whisper_target(text: str) -> str:
+    """The Whisper head's training target for a transcript: the text as written when it has
+    lower-case letters (Whisper's style), else its normalised words in lower case."""
+    stripped = " ".join(text.split())
+    if any(ch.islower() for ch in stripped):
+        return stripped
+    return normalize_text(stripped).lower()
+
+
+def whisper_text(hypothesis: str) -> str:
+    """A BPE head's hypothesis (upper-case words) in the form the Whisper head scores:
+    sentence case, the pronoun I kept (as LLM rescoring does)."""
+    return sentence_case(normalize_text(hypothesis))
 
 
 def whisper_model_config(
