@@ -6,11 +6,17 @@ from pathlib import Path
 
 import torch
 
-from dsr.decoding.decode import METHODS, NBEST_METHODS, best_tokens, check_method, load_model, make_search_options
+from dsr.decoding.decode import (
+    METHODS,
+    NBEST_METHODS,
+    best_tokens,
+    check_method,
+    load_decoding_model,
+    make_search_options,
+)
 from dsr.errors import DsrUserError
 from dsr.features.audio import load_audio_mono
-from dsr.features.fbank import FbankConfig
-from dsr.features.frontend import FrontendConfig, compute_frontend
+from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
 from dsr.training.trainer import resolve_device
 
@@ -31,7 +37,7 @@ def transcribe(
     attention_scale: float = 1.0,
     unreadable: list[tuple[Path, str]] | None = None,
     int8: bool = False,
-    frontend: FrontendConfig = FbankConfig(),
+    frontend: FrontendConfig | None = None,
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file.
 
@@ -40,7 +46,8 @@ def transcribe(
     other file is still transcribed.  ``beam_size`` and the hotwords apply to the n-best
     methods, ``attention_scale`` to the attention-rescoring ones (see
     :func:`dsr.decoding.decode.decode`); ``int8`` quantises the Linear layers (CPU);
-    ``frontend`` is the front end the model was trained on.
+    ``frontend`` overrides the front end the checkpoint records (the one its model was trained
+    on).
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
@@ -49,9 +56,10 @@ def transcribe(
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
-    model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
+    loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
+    model = loaded.model
     check_method(model, method)
-    cfg = frontend
+    cfg = frontend if frontend is not None else frontend_from_dict(loaded.frontend)
     out = []
     for f in files:
         try:
