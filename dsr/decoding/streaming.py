@@ -40,6 +40,9 @@ def streaming_options(
     """Validate ``--chunk-ms`` / ``--left-context-chunks`` for ``model`` (DsrUserError naming
     the fix); the left context defaults to the model's own ``left_context_chunks``."""
     encoder = model.encoder
+    if not hasattr(encoder, "causal"):  # Whisper's encoder (dsr train --pretrained) has no streaming mode
+        raise DsrUserError("--streaming needs a Conformer trained with --causal --chunk-sizes; this model's Whisper "
+                           "encoder attends to whole utterances: decode it without --streaming")
     if not encoder.causal:
         raise DsrUserError(
             "--streaming needs a model with causal convolutions; this one was trained without: "

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from dsr.decoding.decode import METHODS, NBEST_METHODS, best_tokens, check_method, load_model, make_search_options
+from dsr.decoding.decode import (
+    METHODS,
+    NBEST_METHODS,
+    REFERENCE_METHODS,
+    best_tokens,
+    check_method,
+    load_decoding_model,
+    make_search_options,
+)
+from dsr.decoding.whisper_decode import WHISPER_METHODS, whisper_nbest
 from dsr.errors import DsrUserError
 from dsr.features.audio import load_audio_mono
-from dsr.features.fbank import FbankConfig
-from dsr.features.frontend import FrontendConfig, compute_frontend
+from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
 from dsr.training.trainer import resolve_device
 
@@ -31,7 +40,7 @@ def transcribe(
     attention_scale: float = 1.0,
     unreadable: list[tuple[Path, str]] | None = None,
     int8: bool = False,
-    frontend: FrontendConfig = FbankConfig(),
+    frontend: FrontendConfig | None = None,
 ) -> list[tuple[Path, str]]:
     """Return ``(file, text)`` for each file.
 
@@ -40,22 +49,31 @@ def transcribe(
     other file is still transcribed.  ``beam_size`` and the hotwords apply to the n-best
     methods, ``attention_scale`` to the attention-rescoring ones (see
     :func:`dsr.decoding.decode.decode`); ``int8`` quantises the Linear layers (CPU);
-    ``frontend`` is the front end the model was trained on.
+    ``frontend`` overrides the front end the checkpoint records (the one its model was trained
+    on).  A model with Whisper's decoder head also decodes with ``whisper-greedy`` /
+    ``whisper-beam-search``, and its rescoring reads Whisper's tokens of the hypotheses' text.
     """
     if method not in METHODS:
         raise DsrUserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+    if method in REFERENCE_METHODS:
+        raise DsrUserError(f"-m {method} is a reference row of dsr decode --pretrained NAME; dsr transcribe decodes "
+                           "the model in --exp-dir")
     if hotwords_file is not None and method not in NBEST_METHODS:
         raise DsrUserError(f"--hotwords-file needs --method {' or '.join(NBEST_METHODS)} (got {method})")
     dev = resolve_device(device)
     tokenizer = Tokenizer(lang_dir)
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
-    model, _ = load_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
+    loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
+    model, whisper = loaded.model, loaded.whisper
     check_method(model, method)
-    cfg = frontend
+    if whisper is not None:  # the Whisper head scores another head's hypotheses in its own tokens
+        opts = replace(opts, attention_tokens=lambda tokens: whisper.head_tokens(tokenizer.decode(tokens)))
+    cfg = frontend if frontend is not None else frontend_from_dict(loaded.frontend)
     out = []
     for f in files:
         try:
-            feats = torch.from_numpy(compute_frontend(load_audio_mono(f, cfg.sampling_rate), cfg))
+            audio = load_audio_mono(f, cfg.sampling_rate)
+            feats = torch.from_numpy(compute_frontend(audio, cfg))
             if feats.shape[0] < 10:
                 raise DsrUserError(f"audio file {f} is too short to transcribe "
                                    f"({feats.shape[0] * cfg.frame_shift * 1000:g} ms)")
@@ -65,6 +83,12 @@ def transcribe(
             unreadable.append((Path(f), str(e)))
             continue
         enc, enc_lens = model.encode(feats[None].to(dev), torch.tensor([feats.shape[0]], device=dev))
+        if method in WHISPER_METHODS:
+            assert whisper is not None  # check_method: the model has Whisper's decoder head
+            duration = len(audio) / cfg.sampling_rate
+            nbest = whisper_nbest(model, whisper, enc, enc_lens, [duration], method, beam_size)
+            out.append((Path(f), whisper.texts(nbest[0][:1])[0]))
+            continue
         hyp = best_tokens(model, enc, enc_lens, method, opts)[0]
         out.append((Path(f), tokenizer.decode(hyp)))
     return out

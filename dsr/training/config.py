@@ -283,6 +283,9 @@ class TrainConfig:
         if self.freq_warp > 0 or self.gain_db > 0:
             raise DsrUserError("--freq-warp and --gain-db act on Kaldi FBANK (natural-log power); with --pretrained "
                                "(Whisper's log-mel) drop them")
+        if self.attention_decoder_layers > 0:
+            raise DsrUserError("--pretrained: the attention head is Whisper's own decoder (--whisper-decoder); drop "
+                               "--attention-decoder-layers")
         if self.whisper_decoder and self.attention_loss_scale <= 0:
             raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
 

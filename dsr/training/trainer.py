@@ -290,7 +290,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     whisper = load_pretrained(cfg) if cfg.pretrained else None
     mcfg = model_config_from(cfg, tokenizer, whisper)
     model = build_model(mcfg).to(device)
-    attention_tokens = whisper.attention_tokens if whisper is not None else None
+    # Whisper token targets only for Whisper's decoder head (none with --no-whisper-decoder).
+    attention_tokens = whisper.attention_tokens if whisper is not None and whisper.use_decoder else None
     model.encoder.activation_checkpointing = cfg.activation_checkpointing
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
