@@ -521,8 +521,9 @@ def test_transcribe_reads_audio_as_the_model_was_trained(work, trained, audio_de
 
 def test_transcribe_rescores_with_whisper_tokens(work, trained, audio_decoded, monkeypatch) -> None:
     """The Whisper head rescores the transducer's n-best list in its own tokens: Whisper's
-    tokenization of each hypothesis's text (lower case), not the BPE ids."""
+    tokenization of each hypothesis's text (sentence case), not the BPE ids."""
     from dsr.models.whisper.dsr_modules import WhisperDecoderHead
+    from dsr.models.whisper.pretrained import whisper_text
     from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     scored: list[list[int]] = []
@@ -536,7 +537,7 @@ def test_transcribe_rescores_with_whisper_tokens(work, trained, audio_decoded, m
     dsr_ok(*transcribe_args(work, trained, "transducer-attention-rescoring", audio_decoded))
     whisper = WhisperTokenizer(load(trained / "epoch-2.pt")["whisper_tokenizer"], multilingual=False)
     nbest = (trained / "decode/transducer-attention-rescoring/audio_test/nbest.jsonl").read_text().splitlines()
-    texts = sorted(h["text"].lower() for line in nbest for h in json.loads(line)["hyps"])
+    texts = sorted(whisper_text(h["text"]) for line in nbest for h in json.loads(line)["hyps"])
     assert len(texts) > len(audio_decoded) and any(texts)
     assert sorted(whisper.decode(tokens).strip() for tokens in scored) == texts  # Whisper: " " + text
 
