@@ -600,3 +600,24 @@ def test_rerun_with_more_steps_resumes_exactly(work, trained) -> None:
         assert torch.equal(again["model"][name], value), name
     newest = max(exp.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     assert load(newest)["global_step"] == MAX_STEPS + 2
+
+
+# ---------------------------------------------------------------- Whisper's decoder alone, 30 s window
+def test_decoder_alone_on_the_30s_window(work, capsys) -> None:
+    """``--whisper-pad-30s --no-use-transducer --ctc-loss-scale 0 --freeze encoder``: only Whisper's
+    decoder trains, on the zero-padded window zero-shot Whisper reads; the encoder stays bit-identical
+    and the checkpoint decodes with the Whisper methods (padded again)."""
+    exp = work["root"] / "pad30"
+    dsr_ok(*train_args(work, exp, whisper_pad_30s=True, use_transducer=False, ctc_loss_scale=0,
+                       freeze="encoder", max_steps=2))
+    ckpt = load(exp / "epoch-1.pt")
+    assert ckpt["model_config"]["whisper_pad_30s"] is True and ckpt["model_config"]["use_ctc"] is False
+    assert not [k for k in ckpt["model"] if k.startswith(("joiner.", "predictor.", "ctc_output."))]
+    assert all(set(p) == {"attention_loss"} for p in step_log(exp))
+    pretrained = pretrained_in_model(work["whisper_sd"])
+    assert not changed(pretrained, ckpt["model"], "encoder.")
+    assert changed(pretrained, ckpt["model"], "attention_decoder.")
+    dsr_ok(*decode_args(work, exp, "whisper-greedy"))
+    assert "hyp=" in recogs(exp, "whisper-greedy")
+    line = dsr_user_error(capsys, *train_args(work, work["root"] / "pad30-bad", whisper_pad_30s=True, max_steps=1))
+    assert "--whisper-pad-30s trains Whisper's decoder alone" in line

@@ -176,6 +176,13 @@ class TrainConfig:
         True, "With --pretrained: Whisper's own decoder (and tokenizer) as the attention head, trained with "
         "--attention-loss-scale; --no-whisper-decoder leaves it out (smaller, faster training)."
     )
+    whisper_pad_30s: bool = opt(
+        False, "With --pretrained: run the encoder on Whisper's 30 s window (zero-padded log-mel, as zero-shot "
+        "Whisper and faster-whisper do) instead of each utterance's own frames: ~10x the encoder cost for 3 s "
+        "utterances, but the decoder keeps the input it was trained on. For the Whisper decoder alone: needs "
+        "--no-use-transducer --ctc-loss-scale 0 (the alignment heads would read the padding); usually with "
+        "--freeze encoder.",
+    )
     whisper_language: str = opt(
         "en", "With --pretrained multilingual Whisper: the language token of the Whisper decoder's prompt."
     )
@@ -273,6 +280,8 @@ class TrainConfig:
         if not 0.0 < self.pretrained_lr_scale <= 10.0:
             raise DsrUserError(f"--pretrained-lr-scale must be in (0, 10], got {self.pretrained_lr_scale}")
         if not self.pretrained:
+            if self.whisper_pad_30s:
+                raise DsrUserError("--whisper-pad-30s applies to a --pretrained Whisper; give --pretrained NAME")
             return
         if self.init_from:
             raise DsrUserError("--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one")
@@ -288,9 +297,13 @@ class TrainConfig:
                                "--attention-decoder-layers")
         if self.whisper_decoder and self.attention_loss_scale <= 0:
             raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
+        if self.whisper_pad_30s and (self.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
+            raise DsrUserError("--whisper-pad-30s trains Whisper's decoder alone: add --no-use-transducer "
+                               "--ctc-loss-scale 0 (the transducer and CTC heads would read 30 s of padding)")
 
     def _validate_heads(self) -> None:
-        if not self.use_transducer and self.ctc_loss_scale <= 0:
+        whisper_alone = bool(self.pretrained) and self.whisper_decoder
+        if not self.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
             raise DsrUserError("--no-use-transducer needs --ctc-loss-scale > 0: a model needs a CTC or transducer head")
         if self.attention_decoder_layers < 0:
             raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")

@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,7 +135,10 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer, whisper: Pretraine
     )
     if whisper is None:
         return mcfg
-    return whisper_model_config(mcfg, whisper.loaded.dims, whisper.prompt, whisper.eot, whisper.use_decoder)
+    if not cfg.use_transducer and cfg.ctc_loss_scale <= 0:
+        mcfg = replace(mcfg, use_ctc=False)  # Whisper's decoder alone (validated in TrainConfig)
+    return whisper_model_config(mcfg, whisper.loaded.dims, whisper.prompt, whisper.eot, whisper.use_decoder,
+                                pad_to_30s=cfg.whisper_pad_30s)
 
 
 def _autocast(device: torch.device, dtype: str):
