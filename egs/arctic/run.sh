@@ -17,6 +17,9 @@
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en      # fine-tune pretrained Whisper tiny.en (bash tools/setup.sh
 #                                                            # --whisper) as transducer + CTC + Whisper decoder, and
 #                                                            # decode zero-shot Whisper and faster-whisper beside it
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --decoder-only true
+#                                                            # Whisper's decoder alone on the 30 s window
+#                                                            # (conf/whisper_decoder.yaml; exp/whisper-tiny.en-decoder)
 #   bash egs/arctic/run.sh --pretrained whisper-base --exp-dir exp/whisper-base
 #
 # Stages:
@@ -55,6 +58,7 @@ num_epochs=
 config=
 exp_dir=
 pretrained=      # e.g. whisper-tiny.en: fine-tune a pretrained Whisper (tools/setup.sh --whisper)
+decoder_only=false   # with --pretrained: Whisper's decoder alone, on the 30 s window
 beam_size=8
 lexicon=/usr/share/dict/american-english   # Debian wamerican (tools/setup.sh --lm)
 llm=
@@ -80,8 +84,13 @@ if [ -n "$pretrained" ]; then
   feats_dir=data/whisper_fbank
   feature_flags="--feature-type whisper-fbank"
   lang_dir=data/lang_bpe_${vocab_size}
-  config=${config:-$recipe_dir/conf/whisper.yaml}
-  exp_dir=${exp_dir:-exp/${pretrained##*/}}
+  if [ "$decoder_only" = true ]; then
+    config=${config:-$recipe_dir/conf/whisper_decoder.yaml}
+    exp_dir=${exp_dir:-exp/${pretrained##*/}-decoder}
+  else
+    config=${config:-$recipe_dir/conf/whisper.yaml}
+    exp_dir=${exp_dir:-exp/${pretrained##*/}}
+  fi
 elif [ -n "$init_from" ]; then
   init_from=$(abspath "$init_from")
   if [ -z "$init_lang_dir" ]; then
@@ -146,9 +155,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     dsr decode --exp-dir exp/zeroshot-${pretrained##*/} --pretrained $pretrained -m whisper-greedy -m faster-whisper \
       $eval_cuts
   fi
-  dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search $whisper_methods \
-    --beam-size $beam_size $eval_cuts
-  if [ -n "$lexicon" ]; then
+  if [ "$decoder_only" = true ]; then
+    dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m whisper-greedy -m whisper-beam-search --beam-size $beam_size \
+      $eval_cuts
+  else
+    dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search $whisper_methods \
+      --beam-size $beam_size $eval_cuts
+  fi
+  if [ -n "$lexicon" ] && [ "$decoder_only" != true ]; then
     [ -f "$lexicon" ] || { echo "run.sh: word list $lexicon not found; apt-get install wamerican" \
       "(bash tools/setup.sh --lm), pass --lexicon FILE, or --lexicon '' to skip the n-best expansion" >&2; exit 2; }
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size \
@@ -165,14 +179,19 @@ rescore_with() {
     log "skip rescore: $out/arctic_test/result.json exists; --force to redo"
     return
   fi
+  # Whisper-decoder n-best lists have no CTC scores to weigh.
+  local ctc_grid="--tune-ctc-weights 0,0.1,0.2,0.3,0.5"
+  case $in in *whisper-*) ctc_grid= ;; esac
   dsr rescore --nbest $in/arctic_test/nbest.jsonl --tune-on $in/arctic_dev/nbest.jsonl \
-    --tune-ctc-weights 0,0.1,0.2,0.3,0.5 --out-dir "$out" "$@"
+    $ctc_grid --out-dir "$out" "$@"
 }
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: LLM rescoring of the beam-search n-best (tuned on dev)"
-  nbests=(modified-beam-search)
-  [ -n "$lexicon" ] && nbests+=(modified-beam-search+lexicon)
+  nbests=()
+  [ "$decoder_only" != true ] && nbests+=(modified-beam-search)
+  [ -n "$lexicon" ] && [ "$decoder_only" != true ] && nbests+=(modified-beam-search+lexicon)
+  [ -n "$pretrained" ] && nbests+=(whisper-beam-search)
   for nb in "${nbests[@]}"; do
     rescore_with $nb llm $llm_flag
   done
