@@ -43,7 +43,8 @@ test_speaker=yweweler
 vocab_size=30
 num_synth_digits=3000   # 0: FSDD's three speakers only
 num_jobs=2
-avg=3            # decode the running average of the weights over the last $avg epochs
+avg=             # decode the running average of the weights over the last $avg epochs (default 3; 1 with
+                 # --pretrained, whose 3 epochs' average would include the new heads' random start)
 exp_dir=
 config=
 init_from=       # checkpoint to fine-tune (e.g. the synth recipe's epoch-4.pt); empty: from scratch
@@ -73,6 +74,7 @@ if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
 fi
 feats_dir=data/fbank
 feature_flags=()
+avg=${avg:-$([ -n "$pretrained" ] && echo 1 || echo 3)}
 if [ -n "$pretrained" ]; then
   feats_dir=data/whisper_fbank
   feature_flags=(--feature-type whisper-fbank)
