@@ -16,6 +16,8 @@ utterance's outputs do not depend on what else is in the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 
 import torch
@@ -251,21 +253,37 @@ class AttentionDecoder(nn.Module):
         Returns:
             The same nesting of Python floats.
         """
-        if len(hyps) != encoder_out.size(0):
-            raise ValueError(f"need one hypothesis list per utterance ({encoder_out.size(0)}), got {len(hyps)}")
-        rows = [i for i, hs in enumerate(hyps) for _ in hs]
-        if not rows:
-            return [[] for _ in hyps]
-        seqs = [list(s) for hs in hyps for s in hs]
-        idx = torch.tensor(rows, device=encoder_out.device)
-        tokens_in, targets, lens = self.make_inputs(seqs, encoder_out.device)
-        logits = self(encoder_out[idx], encoder_lens.to(encoder_out.device)[idx], tokens_in, lens)
-        log_probs = logits.float().log_softmax(dim=-1)
-        valid = targets != IGNORE_ID
-        picked = log_probs.gather(2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)  # (H, L)
-        flat = (picked.double() * valid).sum(dim=1).tolist()
-        out, k = [], 0
-        for hs in hyps:
-            out.append(flat[k : k + len(hs)])
-            k += len(hs)
-        return out
+        def logits_and_targets(idx: torch.Tensor, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+            tokens_in, targets, lens = self.make_inputs(seqs, encoder_out.device)
+            return self(encoder_out[idx], encoder_lens.to(encoder_out.device)[idx], tokens_in, lens), targets
+
+        return score_hypotheses(hyps, encoder_out.size(0), encoder_out.device, logits_and_targets)
+
+
+def score_hypotheses(
+    hyps: list[list[list[int]]],
+    num_utts: int,
+    device: torch.device,
+    logits_and_targets: Callable[[torch.Tensor, list[list[int]]], tuple[torch.Tensor, torch.Tensor]],
+) -> list[list[float]]:
+    """Teacher-forced log-probabilities of N utterances' hypotheses, all in one batch.
+
+    ``logits_and_targets(rows, seqs)`` runs a decoder on the hypotheses ``seqs`` (row ``i``
+    attends to utterance ``rows[i]``) and returns (H, L, V) logits with (H, L) target ids,
+    -1 where a position is not scored.  Returns the sums in the nesting of ``hyps``.
+    """
+    if len(hyps) != num_utts:
+        raise ValueError(f"need one hypothesis list per utterance ({num_utts}), got {len(hyps)}")
+    rows = [i for i, hs in enumerate(hyps) for _ in hs]
+    if not rows:
+        return [[] for _ in hyps]
+    logits, targets = logits_and_targets(torch.tensor(rows, device=device), [list(s) for hs in hyps for s in hs])
+    log_probs = logits.float().log_softmax(dim=-1)
+    valid = targets != IGNORE_ID
+    picked = log_probs.gather(2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)  # (H, L)
+    flat = (picked.double() * valid).sum(dim=1).tolist()
+    out, k = [], 0
+    for hs in hyps:
+        out.append(flat[k : k + len(hs)])
+        k += len(hs)
+    return out

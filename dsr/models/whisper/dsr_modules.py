@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dsr.losses.label_smoothing import label_smoothing_loss
+from dsr.models.attention_decoder import score_hypotheses
 from dsr.models.whisper.model import N_FRAMES_30S, AudioEncoder, TextDecoder, WhisperDims, conv_output_lengths
 
 IGNORE_ID = -1
@@ -138,23 +139,11 @@ class WhisperDecoderHead(TextDecoder):
         self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, hyps: list[list[list[int]]]
     ) -> list[list[float]]:
         """log p(y + eot | prompt, x) of each hypothesis (Whisper ids); the same nesting of floats."""
-        if len(hyps) != encoder_out.size(0):
-            raise ValueError(f"need one hypothesis list per utterance ({encoder_out.size(0)}), got {len(hyps)}")
-        rows = [i for i, hs in enumerate(hyps) for _ in hs]
-        if not rows:
-            return [[] for _ in hyps]
-        idx = torch.tensor(rows, device=encoder_out.device)
-        inputs, targets = self.make_inputs([list(s) for hs in hyps for s in hs], encoder_out.device)
-        logits = self(inputs, encoder_out[idx], encoder_lens.to(encoder_out.device)[idx])
-        log_probs = logits.float().log_softmax(dim=-1)
-        valid = targets != IGNORE_ID
-        picked = log_probs.gather(2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)
-        flat = (picked.double() * valid).sum(dim=1).tolist()
-        out, k = [], 0
-        for hs in hyps:
-            out.append(flat[k : k + len(hs)])
-            k += len(hs)
-        return out
+        def logits_and_targets(idx: torch.Tensor, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+            inputs, targets = self.make_inputs(seqs, encoder_out.device)
+            return self(inputs, encoder_out[idx], encoder_lens.to(encoder_out.device)[idx]), targets
+
+        return score_hypotheses(hyps, encoder_out.size(0), encoder_out.device, logits_and_targets)
 
 
 def is_whisper_head(module: nn.Module | None) -> bool:
