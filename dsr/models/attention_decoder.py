@@ -16,9 +16,8 @@ utterance's outputs do not depend on what else is in the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
