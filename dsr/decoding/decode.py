@@ -271,7 +271,7 @@ def check_method(model: HybridTransducer, method: str) -> None:
             f"--method {method} needs an attention decoder, but this model was trained without one "
             "(--attention-decoder-layers 0)"
         )
-    if method in WHISPER_METHODS and not hasattr(model.attention_decoder, "eot"):
+    if method in WHISPER_METHODS and not model.has_whisper_head:
         raise DsrUserError(
             f"--method {method} needs Whisper's decoder head: train with --pretrained whisper-... (and not "
             "--no-whisper-decoder), or decode zero-shot Whisper with dsr decode --pretrained NAME"

@@ -68,9 +68,9 @@ def whisper_search_options(loaded: Any, tokenizer: Any, prompt: tuple[int, ...])
 
 def decoding_from_checkpoint(ckpt: dict[str, Any], model: HybridTransducer) -> WhisperDecoding | None:
     """The :class:`WhisperDecoding` of a checkpoint whose model has a Whisper head, else None."""
-    head = model.attention_decoder
-    if head is None or not hasattr(head, "eot"):
+    if not model.has_whisper_head:
         return None
+    head = model.attention_decoder
     from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     if "whisper_tokenizer" not in ckpt:
@@ -123,7 +123,7 @@ def whisper_nbest(
     be a padded 30 s window whose frame count says nothing about the speech.
     """
     head = model.attention_decoder
-    if head is None or not hasattr(head, "eot"):
+    if not model.has_whisper_head:
         raise DsrUserError(f"--method {method} needs a Whisper decoder head (dsr train --pretrained ... "
                            "--whisper-decoder, or dsr decode --pretrained NAME for zero-shot Whisper)")
     if method == "whisper-greedy":

@@ -14,6 +14,7 @@ from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
 from dsr.models.utterance_norm import UTTERANCE_NORMS, normalize_utterances
+from dsr.models.whisper.dsr_modules import is_whisper_head
 
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -67,7 +68,7 @@ class HybridTransducer(nn.Module):
             raise ValueError("predictor and joiner must both be given (transducer) or both be None (no transducer)")
         # Whisper's decoder head keeps Whisper's own vocabulary (its targets come separately)
         # and, unlike dsr's attention decoder, decodes alone (zero-shot Whisper).
-        own_vocab = getattr(attention_decoder, "eot", None) is not None
+        own_vocab = is_whisper_head(attention_decoder)
         if predictor is None and not ctc and not own_vocab:
             raise ValueError("a model needs a transducer or a CTC head (got neither)")
         if predictor is not None and joiner is not None:
@@ -117,6 +118,11 @@ class HybridTransducer(nn.Module):
     @property
     def has_transducer(self) -> bool:
         return self.joiner is not None
+
+    @property
+    def has_whisper_head(self) -> bool:
+        """The attention head is Whisper's decoder (its own tokenizer; it can decode alone)."""
+        return is_whisper_head(self.attention_decoder)
 
     def encode(
         self,

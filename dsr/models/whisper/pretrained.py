@@ -20,6 +20,7 @@ from torch import nn
 
 from dsr.data.normalize import normalize_text, sentence_case
 from dsr.models.config import ModelConfig
+from dsr.models.whisper.dsr_modules import is_whisper_head
 from dsr.models.whisper.model import WhisperDims
 
 logger = logging.getLogger("dsr")
@@ -74,7 +75,7 @@ def load_whisper_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
     was built from the same dims.
     """
     own = model.state_dict()
-    has_head = getattr(model, "attention_decoder", None) is not None and hasattr(model.attention_decoder, "eot")
+    has_head = is_whisper_head(getattr(model, "attention_decoder", None))
     mapped: dict[str, torch.Tensor] = {}
     for name, value in state_dict.items():
         if name.startswith("encoder."):
