@@ -362,7 +362,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         )
     valid_loader = None
     if cfg.dev_cuts:
-        dev_cuts = filter_cuts(load_cuts(cfg.dev_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
+        dev_cuts = load_cuts(cfg.dev_cuts)
+        check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}",
+                            expected_verb="are")
+        dev_cuts = filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
         valid_loader, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False, feature_cache=cache, **shard)
 
     def loader_for(epoch: int):
@@ -533,8 +536,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
 
 def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) -> dict[str, Any]:
     """The training cuts' front end (saved in every checkpoint), checked against what the model
-    reads: Whisper's log-mel for --pretrained, the initial model's front end for --init-from,
-    and the same front end for the dev cuts."""
+    reads: Whisper's log-mel for --pretrained and the initial model's front end for --init-from
+    (the dev cuts are checked against it where they are loaded)."""
     frontend = frontend_of_cuts(train_cuts) or frontend_to_dict(FbankConfig())
     if mcfg.encoder_type == "whisper":
         wanted = frontend_to_dict(WhisperFbankConfig(num_mel_bins=mcfg.feature_dim))
@@ -549,9 +552,6 @@ def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) ->
             init_frontend = load_checkpoint(source).get("frontend")
             check_frontend_match(init_frontend or {}, frontend, f"--init-from {cfg.init_from}",
                                  f"features of {cfg.train_cuts}")
-    if cfg.dev_cuts:
-        check_cuts_frontend(load_cuts(cfg.dev_cuts).subset(first=1), frontend, cfg.dev_cuts,
-                            f"the training cuts {cfg.train_cuts}", expected_verb="are")
     return frontend
 
 
