@@ -477,6 +477,8 @@ def decode(
                 audio_seconds += sum(c.duration for c in cut_list)
                 batch_start = synced_clock(dev)
                 nbests: list[list[Hypothesis]] = []
+                hyps: list[list[int]] | None = None  # BPE token ids; the Whisper methods give texts
+                texts: list[str] = []
                 if stream is not None:
                     del chunk_times[:]
                     hyps = streaming_greedy_search(model, feats, lens, stream, chunk_times)
@@ -485,8 +487,7 @@ def decode(
                 elif method in REFERENCE_METHODS:
                     assert reference is not None
                     texts, cut_list = reference_texts(reference, cut_list, batches.unreadable)
-                    hyps = [[] for _ in texts]
-                    utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
+                    utt_latency += [synced_clock(dev) - batch_start] * len(cut_list)
                 else:
                     enc, enc_lens = model.encode(feats, lens)
                     if method in WHISPER_METHODS:
@@ -497,7 +498,6 @@ def decode(
                         if method != "whisper-greedy":
                             records += [whisper_nbest_record(c.id, c.supervisions[0].text or "", hs, whisper)
                                         for c, hs in zip(cut_list, wnbest)]
-                        hyps = [[] for _ in texts]
                     elif method in NBEST_METHODS:
                         nbests = nbest_search(model, enc, enc_lens, method, opts)
                         hyps = [hs[0].tokens for hs in nbests]
@@ -506,15 +506,15 @@ def decode(
                                                   expand_options or ExpandOptions())
                     else:
                         hyps = best_tokens(model, enc, enc_lens, method)
-                    utt_latency += [synced_clock(dev) - batch_start] * len(hyps)
+                    utt_latency += [synced_clock(dev) - batch_start] * len(cut_list)
                 for cut, hs in zip(cut_list, nbests):
                     records.append(nbest_record(cut.id, cut.supervisions[0].text or "", hs, tokenizer))
-                if method not in (*WHISPER_METHODS, *REFERENCE_METHODS):
+                if hyps is not None:
                     assert tokenizer is not None
                     texts = [tokenizer.decode(hyp) for hyp in hyps]
                 for cut, text in zip(cut_list, texts):
                     triples.append((cut.id, cut.supervisions[0].text or "", text))
-                bar.advance(task, len(hyps))
+                bar.advance(task, len(texts))
         elapsed = time.perf_counter() - start
         if not triples and batches.unreadable:
             first = batches.unreadable[0]
