@@ -72,7 +72,7 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Protocol  # noqa: E402
 
@@ -90,6 +90,7 @@ from dsr.decoding.decode import (  # noqa: E402
     best_tokens,
     check_method,
     load_decoding_model,
+    with_whisper_rescoring,
 )
 from dsr.decoding.whisper_decode import WHISPER_METHODS, WhisperDecoding, whisper_nbest  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
@@ -223,9 +224,7 @@ def dsr_text_fn(model: HybridTransducer, method: str, tokenizer: Tokenizer, whis
 
         return whisper_text
     opts = SearchOptions(beam_size=beam_size)
-    if whisper is not None:
-        # A Whisper head rescores BPE hypotheses through their text (as dsr decode does).
-        opts = replace(opts, attention_tokens=lambda tokens: whisper.head_tokens(tokenizer.decode(tokens)))
+    opts = with_whisper_rescoring(opts, whisper, tokenizer)
 
     def bpe_text(enc: torch.Tensor, enc_lens: torch.Tensor, duration: float) -> str:
         return tokenizer.decode(best_tokens(model, enc, enc_lens, method, opts)[0])

@@ -278,6 +278,16 @@ def check_method(model: HybridTransducer, method: str) -> None:
         )
 
 
+def with_whisper_rescoring(
+    opts: SearchOptions, whisper: WhisperDecoding | None, tokenizer: Tokenizer | None
+) -> SearchOptions:
+    """``opts`` with the conversion Whisper's decoder head needs to rescore the BPE heads'
+    hypotheses: their text, in the head's own tokens.  Unchanged without such a head."""
+    if whisper is None or tokenizer is None:
+        return opts
+    return replace(opts, attention_tokens=lambda tokens: whisper.head_tokens(tokenizer.decode(tokens)))
+
+
 def make_search_options(
     beam_size: int,
     nbest: int | None,
@@ -436,10 +446,10 @@ def decode(
     loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
                                  whisper_language)
     model, tag, whisper = loaded.model, loaded.tag, loaded.whisper
-    opts = make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale)
-    if whisper is not None and tokenizer is not None:
-        bpe, head = tokenizer, whisper
-        opts = replace(opts, attention_tokens=lambda tokens: head.head_tokens(bpe.decode(tokens)))
+    opts = with_whisper_rescoring(
+        make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale),
+        whisper, tokenizer,
+    )
     for m in methods:
         check_method(model, m)
     cuts = load_cuts(cuts_file)

@@ -80,6 +80,7 @@ from dsr.decoding.decode import (
     check_method,
     load_decoding_model,
     nbest_search,
+    with_whisper_rescoring,
 )
 from dsr.decoding.greedy import TransducerGreedySearch, ctc_greedy_search
 from dsr.decoding.whisper_decode import WHISPER_METHODS, WhisperDecoding, whisper_nbest
@@ -286,10 +287,7 @@ def load_teacher(
     tokenizer = Tokenizer(lang_dir) if lang_dir is not None and method not in WHISPER_METHODS else None
     search = SearchOptions(beam_size=options.beam_size, attention_scale=options.attention_scale)
     whisper = loaded.whisper
-    if whisper is not None and tokenizer is not None:
-        # A Whisper head rescoring BPE hypotheses reads them through their text, as dsr decode does.
-        bpe, head = tokenizer, whisper
-        search = replace(search, attention_tokens=lambda tokens: head.head_tokens(bpe.decode(tokens)))
+    search = with_whisper_rescoring(search, whisper, tokenizer)
     if whisper is not None and options.max_tokens_per_second is not None:
         whisper = WhisperDecoding(whisper.tokenizer,
                                   replace(whisper.search, max_tokens_per_second=options.max_tokens_per_second))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from dsr.decoding.decode import (
     check_method,
     load_decoding_model,
     make_search_options,
+    with_whisper_rescoring,
 )
 from dsr.decoding.whisper_decode import WHISPER_METHODS, whisper_nbest
 from dsr.errors import DsrUserError
@@ -66,8 +66,7 @@ def transcribe(
     loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
     model, whisper = loaded.model, loaded.whisper
     check_method(model, method)
-    if whisper is not None:  # the Whisper head scores another head's hypotheses in its own tokens
-        opts = replace(opts, attention_tokens=lambda tokens: whisper.head_tokens(tokenizer.decode(tokens)))
+    opts = with_whisper_rescoring(opts, whisper, tokenizer)
     cfg = frontend if frontend is not None else frontend_from_dict(loaded.frontend)
     out = []
     for f in files:
