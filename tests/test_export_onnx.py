@@ -280,3 +280,31 @@ def test_cli_exports_a_checkpoint_file(tmp_path: Path) -> None:
                 "frontend": frontend_to_dict(WhisperFbankConfig())}, tmp_path / "whisper-fe.pt")  # fmt: skip
     with pytest.raises(DsrUserError, match="features sherpa-onnx does not compute"):
         export_onnx(OnnxExportOptions(out_dir=tmp_path / "x", lang_dir=lang, checkpoint=tmp_path / "whisper-fe.pt"))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(causal=True, chunk_size=4, left_context_chunks=1), dict(chunk_size=8, left_context_chunks=-1),
+     dict(utterance_norm="mean-var")],
+)  # fmt: skip
+def test_chunked_causal_and_normalised_encoders_export_exactly(tmp_path: Path, extra: dict) -> None:
+    """Chunked attention (block-wise in PyTorch for long inputs, a (T, T) mask in the graph) and
+    per-utterance normalisation give the PyTorch model's encoder output, padded batch included."""
+    import onnxruntime as ort
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(**{**TINY, **extra})
+    model = build_model(cfg).eval()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(["<blk>"] + [f"t{i}" for i in range(VOCAB - 1)])))
+    export_onnx_model(model, cfg, FRONTEND, tokens, tmp_path / "out", int8=False)
+    lens = torch.tensor([203, 150, 61])
+    x = torch.randn(3, 203, 80) * 3 - 8
+    with torch.no_grad():
+        enc, enc_lens = model.encode(x, lens)
+        ref = model.joiner.encoder_proj(enc)
+    got, got_lens = ort.InferenceSession(str(tmp_path / "out" / "encoder.onnx")).run(
+        None, {"x": x.numpy(), "x_lens": lens.numpy()})  # fmt: skip
+    assert got_lens.tolist() == enc_lens.tolist()
+    for i, n in enumerate(enc_lens.tolist()):
+        np.testing.assert_allclose(got[i, :n], ref[i, :n].numpy(), atol=2e-4)

@@ -39,7 +39,6 @@ from torch import nn
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
-from dsr.models.chunked_attention import chunk_attention_mask
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.conformer import ConformerEncoder
 from dsr.models.transducer import HybridTransducer
@@ -201,8 +200,13 @@ class _OnnxEncoder(nn.Module):
         if enc.chunk_size > 0:
             # The (T, T) chunk mask equals the block-wise computation dsr uses for long inputs
             # (dsr.models.chunked_attention); padded queries see every key (no all-False rows).
-            chunk = chunk_attention_mask(t, enc.chunk_size, enc.left_context_chunks, device=y.device)
-            attn_mask = (chunk & attn_mask) | pad_mask[:, None, :, :]
+            # chunk_attention_mask's formula, without its in-place ``&=`` (no ONNX symbolic).
+            chunk = positions // enc.chunk_size
+            distance = chunk[:, None] - chunk[None, :]  # query chunk minus key chunk
+            visible = distance >= 0
+            if enc.left_context_chunks >= 0:
+                visible = visible & (distance <= enc.left_context_chunks)
+            attn_mask = (visible & attn_mask) | pad_mask[:, None, :, :]
         angles = torch.outer(positions.float(), enc.rotary.inv_freq)
         angles = torch.cat((angles, angles), dim=-1)[:, None, None, :]
         cos, sin = angles.cos(), angles.sin()
