@@ -23,6 +23,7 @@ from dsr.errors import DsrUserError
 from dsr.export.onnx import (
     SHERPA_FBANK,
     OnnxExportOptions,
+    StreamingExport,
     check_exportable,
     export_onnx,
     export_onnx_model,
@@ -73,7 +74,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "tokenizer": Tokenizer(root / "lang")}  # fmt: skip
 
 
-def _make_model(feats: list[torch.Tensor], seed: int = 0) -> tuple[HybridTransducer, ModelConfig]:
+def _make_model(feats: list[torch.Tensor], seed: int = 0, **extra: object) -> tuple[HybridTransducer, ModelConfig]:
     """A random tiny model that emits tokens on roughly half of the frames.
 
     The global CMVN comes from the utterances' own features; the joiner's and the CTC head's
@@ -83,7 +84,7 @@ def _make_model(feats: list[torch.Tensor], seed: int = 0) -> tuple[HybridTransdu
     sherpa-onnx's transducer search treats ``<unk>`` as blank and dsr's does not.
     """
     torch.manual_seed(seed)
-    cfg = ModelConfig(**TINY)
+    cfg = ModelConfig(**{**TINY, **extra})
     model = build_model(cfg).eval()
     frames = torch.cat(feats)
     model.set_feature_stats(frames.mean(0), frames.std(0))
@@ -308,3 +309,94 @@ def test_chunked_causal_and_normalised_encoders_export_exactly(tmp_path: Path, e
     assert got_lens.tolist() == enc_lens.tolist()
     for i, n in enumerate(enc_lens.tolist()):
         np.testing.assert_allclose(got[i, :n], ref[i, :n].numpy(), atol=2e-4)
+
+
+# Streaming: 160 ms chunks (4 encoder frames), 2 chunks of left context.
+CHUNK, LEFT = 4, 2
+
+
+@pytest.fixture(scope="module")
+def streaming_export(speech: dict) -> dict:
+    # Silence after each utterance, as sherpa-onnx's streaming examples append: sherpa-onnx
+    # only runs whole windows, and the padding lets the last words' window complete.
+    audio = [np.concatenate([a, np.zeros(8000, dtype=np.float32)]) for a in speech["audio"]]
+    from dsr.features.fbank import compute_fbank
+
+    feats = [torch.from_numpy(compute_fbank(a, SHERPA_FBANK)) for a in audio]
+    model, cfg = _make_model(feats, causal=True, chunk_size=CHUNK, left_context_chunks=LEFT)
+    out = speech["root"] / "export-streaming"
+    result = export_onnx_model(model, cfg, FRONTEND, speech["lang"] / "tokens.txt", out,
+                               streaming=StreamingExport(CHUNK, LEFT))  # fmt: skip
+    return {"model": model, "cfg": cfg, "out": out, "result": result, "audio": audio, "feats": feats}
+
+
+def _sherpa_online(out: Path, audio: list[np.ndarray], suffix: str = "") -> list:
+    sherpa_onnx = pytest.importorskip("sherpa_onnx", reason="sherpa-onnx is not installed (pip install -e '.[export]')")
+    rec = sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(out / "tokens.txt"), encoder=str(out / f"encoder{suffix}.onnx"),
+        decoder=str(out / f"decoder{suffix}.onnx"), joiner=str(out / f"joiner{suffix}.onnx"), num_threads=1,
+        decoding_method="greedy_search",
+    )  # fmt: skip
+    streams = []
+    for a in audio:
+        s = rec.create_stream()
+        s.accept_waveform(16000, a)
+        s.input_finished()
+        streams.append(s)
+    # All streams in one batch while any is ready (sherpa-onnx stacks their states along dim 2).
+    while any(rec.is_ready(s) for s in streams):
+        rec.decode_streams([s for s in streams if rec.is_ready(s)])
+    return [rec.get_result_all(s) for s in streams]
+
+
+def test_streaming_export_layout(streaming_export: dict) -> None:
+    out, cfg = streaming_export["out"], streaming_export["cfg"]
+    assert sorted(streaming_export["result"].files) == sorted(
+        [f"{n}{s}.onnx" for n in ("encoder", "decoder", "joiner") for s in ("", ".int8")] + ["tokens.txt"]
+    )
+    meta = read_metadata(out / "encoder.onnx")
+    expected = {"model_type": "conformer", "num_encoder_layers": cfg.num_encoder_layers, "T": 4 * CHUNK + 3,
+                "decode_chunk_len": 4 * CHUNK, "left_context": 2 * LEFT * CHUNK, "encoder_dim": cfg.encoder_dim,
+                "pad_length": 3, "cnn_module_kernel": cfg.conv_kernel_size}  # fmt: skip
+    assert {k: meta[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+
+
+def test_sherpa_onnx_streaming_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
+    """sherpa-onnx's OnlineRecognizer on the streaming export gives dsr's streaming greedy search
+    (``dsr decode --streaming``'s search) on the windows sherpa-onnx ran."""
+    from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search
+    from dsr.models.streaming import window_frames
+
+    results = _sherpa_online(streaming_export["out"], streaming_export["audio"])
+    hop, width = 4 * CHUNK, window_frames(CHUNK)
+    hyps = []
+    for f in streaming_export["feats"]:
+        # sherpa-onnx runs a window when processed + T < frames ready (online-recognizer-transducer-impl.h).
+        num_windows = sum(1 for k in range(f.size(0)) if k * hop + width < f.size(0))
+        used = (num_windows - 1) * hop + width
+        opts = StreamingOptions(chunk_ms=CHUNK * 40, chunk_size=CHUNK, left_context_chunks=LEFT, latency_ms=0.0)
+        hyps += streaming_greedy_search(streaming_export["model"], f[None, :used], torch.tensor([used]), opts)
+    _check_same(hyps, results, speech, min_tokens=10)
+
+
+def test_sherpa_onnx_decodes_the_int8_streaming_files(streaming_export: dict) -> None:
+    import kaldialign
+
+    fp32 = _sherpa_online(streaming_export["out"], streaming_export["audio"])
+    int8 = _sherpa_online(streaming_export["out"], streaming_export["audio"], ".int8")
+    for a, b in zip(fp32, int8):
+        assert len(b.tokens) >= 10
+        assert kaldialign.edit_distance(list(a.tokens), list(b.tokens))["total"] <= 0.5 * len(a.tokens)
+
+
+def test_streaming_export_refuses_models_it_cannot_stream(tmp_path: Path) -> None:
+    from dsr.export.onnx import check_streamable
+
+    causal = ModelConfig(**{**TINY, "causal": True})
+    check_streamable(causal, StreamingExport(4, 2))
+    with pytest.raises(DsrUserError, match="--streaming needs a model with causal convolutions"):
+        check_streamable(ModelConfig(**TINY), StreamingExport(4, 2))
+    with pytest.raises(DsrUserError, match="--left-context-chunks must be >= 1 .* fixed-size attention state"):
+        check_streamable(causal, StreamingExport(4, -1))
+    with pytest.raises(DsrUserError, match="cannot stream"):
+        check_streamable(ModelConfig(**{**TINY, "causal": True, "utterance_norm": "mean"}), StreamingExport(4, 2))

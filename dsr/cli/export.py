@@ -26,10 +26,18 @@ def onnx(
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (14-21)."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write *.int8.onnx (int8 MatMul weights)."),
+    streaming: bool = typer.Option(
+        False, "--streaming", help="A causal model's transducer in sherpa-onnx's streaming (OnlineRecognizer) layout.",
+    ),
+    chunk_ms: float = typer.Option(320.0, "--chunk-ms", help="With --streaming: audio per chunk (a multiple of 40 ms)."),
+    left_context_chunks: Optional[int] = typer.Option(
+        None, "--left-context-chunks", help="With --streaming: chunks of attention left context (default: the model's)."
+    ),
     force: bool = typer.Option(False, "--force", help="Export again even if OUT_DIR has a finished export."),
 ) -> None:
     """Write encoder.onnx, decoder.onnx, joiner.onnx (transducer), ctc.onnx (CTC head), their
-    int8 variants and tokens.txt, in the layout sherpa-onnx's offline recognisers read.
+    int8 variants and tokens.txt, in the layout sherpa-onnx's offline recognisers read; with
+    --streaming, a causal model's transducer in the layout of its OnlineRecognizer.
 
     Example:
 
@@ -39,6 +47,10 @@ def onnx(
 
         sherpa-onnx-offline --tokens=exp/conformer/export/tokens.txt --encoder=exp/conformer/export/encoder.onnx
         --decoder=exp/conformer/export/decoder.onnx --joiner=exp/conformer/export/joiner.onnx some.wav
+
+    Streaming (a model trained with --causal --chunk-sizes), as dsr decode --streaming --chunk-ms 320 runs it:
+
+        dsr export onnx --exp-dir exp/causal --lang-dir data/lang_bpe_256 --out-dir exp/causal/export-streaming-320ms --streaming --chunk-ms 320 --left-context-chunks 4
     """
     from dsr.export.onnx import OnnxExportOptions, export_onnx
 
@@ -46,7 +58,9 @@ def onnx(
         return
     options = OnnxExportOptions(
         out_dir=out_dir, lang_dir=lang_dir, exp_dir=exp_dir, checkpoint=checkpoint, epoch=epoch, avg=avg,
-        use_averaged_model=use_averaged_model, opset=opset, int8=int8,
+        use_averaged_model=use_averaged_model, opset=opset, int8=int8, streaming=streaming, chunk_ms=chunk_ms,
+        left_context_chunks=left_context_chunks,
     )  # fmt: skip
     result = export_onnx(options)
-    finish(out_dir, "export-onnx", result.summary(), {"files": sorted(result.files), "opset": opset})
+    finish(out_dir, "export-onnx", result.summary(), {"files": sorted(result.files), "opset": opset,
+                                                           "streaming": streaming})

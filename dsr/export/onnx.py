@@ -14,6 +14,12 @@ Layout written to ``out_dir`` (the facts and their sources are in docs/DESIGN_NO
     tokens.txt     copied from the lang dir (``<token> <id>``, ``<blk>`` = 0)
     *.int8.onnx    the same graphs with int8 MatMul weights (onnxruntime dynamic quantisation)
 
+With ``streaming`` (a causal model) encoder.onnx is instead one chunk of sherpa-onnx's
+online ``conformer`` transducer: x (N, 4C + 3, 80), cached_attn (L, 2S, N, D), cached_conv
+(L, K - 1, N, D), processed_frames (N,) -> encoder_out (N, C, joiner_dim), next_cached_attn,
+next_cached_conv, with metadata T, decode_chunk_len, left_context, encoder_dim, pad_length,
+cnn_module_kernel, num_encoder_layers (:class:`_OnnxStreamingEncoder`); no ctc.onnx.
+
 As in icefall's exports, the encoder graph ends with the joiner's encoder projection and
 the decoder graph with its decoder projection, so the joiner graph is only
 ``output_linear(tanh(enc + dec))``, run once per frame.  The global CMVN and the
@@ -40,7 +46,8 @@ from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.models.config import ModelConfig, build_model
-from dsr.models.conformer import ConformerEncoder
+from dsr.models.conformer import ConformerEncoder, LayerCache
+from dsr.models.streaming import SUBSAMPLING, window_frames
 from dsr.models.transducer import HybridTransducer
 from dsr.models.utterance_norm import normalize_utterances
 from dsr.utils import atomic_path
@@ -69,7 +76,10 @@ class OnnxExportOptions:
 
     The model comes from ``exp_dir`` (``epoch``/``avg``/``use_averaged_model`` as in
     ``dsr decode``) or from one ``checkpoint`` file; exactly one of the two.
-    ``lang_dir`` holds the ``tokens.txt`` the model was trained with.
+    ``lang_dir`` holds the ``tokens.txt`` the model was trained with.  With ``streaming``
+    the transducer of a causal model is written in sherpa-onnx's online layout, with
+    chunks of ``chunk_ms`` and ``left_context_chunks`` chunks of left context (default:
+    the model's own), as ``dsr decode --streaming --chunk-ms`` runs it.
     """
 
     out_dir: Path
@@ -81,6 +91,9 @@ class OnnxExportOptions:
     use_averaged_model: bool = True
     opset: int = DEFAULT_OPSET
     int8: bool = True
+    streaming: bool = False
+    chunk_ms: float = 320.0
+    left_context_chunks: int | None = None
 
     def validate(self) -> None:
         """Raise DsrUserError naming the flag when the options cannot work."""
@@ -218,6 +231,64 @@ class _OnnxEncoder(nn.Module):
         return y, lens
 
 
+class _OnnxStreamingEncoder(nn.Module):
+    """One chunk of a causal encoder with its state as inputs/outputs, in the layout of
+    sherpa-onnx's online ``conformer`` transducer (sherpa-onnx/csrc/online-conformer-transducer-model.cc).
+
+    sherpa-onnx treats the two state tensors as opaque: it creates them as zeros of shape
+    (num_encoder_layers, left_context, N, encoder_dim) and (num_encoder_layers,
+    cnn_module_kernel - 1, N, encoder_dim) from the metadata, concatenates and splits streams
+    along dim 2, and passes back what the graph returned.  dsr's state per layer is the
+    rotated keys and values of the last S = left_context_chunks * C frames and the K - 1 inputs
+    of the causal convolution (:class:`~dsr.models.conformer.LayerCache`): the keys fill rows
+    0..S-1 of the attention state and the values rows S..2S-1 (so its ``left_context`` is 2S),
+    heads flattened into encoder_dim.  Rows of frames before the stream's start are zeros
+    that the attention mask hides (``processed_frames``, the stream's feature frames so far,
+    says how many exist), which is what dsr's growing cache computes.
+    """
+
+    def __init__(self, model: HybridTransducer, chunk_size: int, left_context_chunks: int) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+        self.cache_frames = left_context_chunks * chunk_size
+
+    def forward(
+        self, x: torch.Tensor, cached_attn: torch.Tensor, cached_conv: torch.Tensor, processed_frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, 4C + 3, F) raw FBANK window; cached_attn: (L, 2S, N, D); cached_conv: (L, K - 1, N, D);
+        processed_frames: (N,) int64 feature frames consumed before this window (a multiple of 4C)
+        -> (N, C, joiner_dim) projected encoder output and the two next states."""
+        model, enc = self.model, self.model.encoder
+        assert model.joiner is not None
+        c, s = self.chunk_size, self.cache_frames
+        x = (x - model.feature_mean) / model.feature_std
+        sub = enc.subsampling
+        y = sub.conv(x.unsqueeze(1))
+        y = sub.out_norm(sub.out(y.transpose(1, 2).flatten(2)))  # (N, C, D)
+        n, _, d = y.shape
+        done = processed_frames // 4  # encoder frames before this chunk, (N,)
+        positions = done[:, None] + torch.arange(c)[None, :]  # (N, C) absolute frame indices
+        angles = positions.float()[:, :, None] * enc.rotary.inv_freq  # (N, C, Dh / 2)
+        angles = torch.cat((angles, angles), dim=-1)[:, :, None, None, :]  # (N, C, 1, 1, Dh)
+        cos, sin = angles.cos(), angles.sin()
+        # Cache row j holds frame done - S + j; rows before the stream's first frame are empty.
+        cached_valid = (done[:, None] - s + torch.arange(s)[None, :]) >= 0  # (N, S)
+        attn_mask = torch.cat([cached_valid, torch.ones(n, c, dtype=torch.bool)], dim=1)[:, None, None, :]
+        next_attn, next_conv = [], []
+        for i, layer in enumerate(enc.layers):
+            h, dh = layer.attn.num_heads, layer.attn.head_dim
+            keys = cached_attn[i, :s].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
+            values = cached_attn[i, s:].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)
+            cache = LayerCache(keys, values, cached_conv[i].permute(1, 2, 0))  # conv: (N, D, K - 1)
+            y, cache = layer.forward_chunk(y, attn_mask, None, cos, sin, cache)
+            keys = cache.keys[:, :, c:].transpose(1, 2).reshape(n, s, d).permute(1, 0, 2)  # (S, N, D)
+            values = cache.values[:, :, c:].transpose(1, 2).reshape(n, s, d).permute(1, 0, 2)
+            next_attn.append(torch.cat([keys, values], dim=0))
+            next_conv.append(cache.conv.permute(2, 0, 1))  # (K - 1, N, D)
+        return model.joiner.encoder_proj(y), torch.stack(next_attn), torch.stack(next_conv)
+
+
 class _OnnxDecoder(nn.Module):
     """Stateless predictor + the joiner's decoder projection (icefall's decoder.onnx)."""
 
@@ -346,9 +417,48 @@ def export_onnx(options: OnnxExportOptions) -> OnnxExportResult:
     check_exportable(cfg, frontend, read_tokens(tokens_file))
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
-    result = export_onnx_model(model, cfg, frontend, tokens_file, Path(options.out_dir), options.opset, options.int8)
+    streaming = None
+    if options.streaming:
+        from dsr.decoding.streaming import streaming_options
+
+        opts = streaming_options(model, options.chunk_ms, options.left_context_chunks)
+        streaming = StreamingExport(opts.chunk_size, opts.left_context_chunks)
+    result = export_onnx_model(
+        model, cfg, frontend, tokens_file, Path(options.out_dir), options.opset, options.int8, streaming
+    )
     result.tag = tag
     return result
+
+
+@dataclass(frozen=True)
+class StreamingExport:
+    """The chunking of a streaming export: ``chunk_size`` C encoder frames (4C + 3 feature
+    frames per call, 4C new), ``left_context_chunks`` L >= 1 chunks of attention state."""
+
+    chunk_size: int
+    left_context_chunks: int
+
+
+def check_streamable(cfg: ModelConfig, streaming: StreamingExport) -> None:
+    """DsrUserError unless the model can be exported in sherpa-onnx's streaming layout."""
+    if not cfg.causal:
+        raise DsrUserError("--streaming needs a model with causal convolutions (dsr train --causal --chunk-sizes ...); "
+                           "export this one without --streaming")
+    if cfg.utterance_norm != "none":
+        raise DsrUserError(f"a model with utterance_norm {cfg.utterance_norm!r} needs the whole utterance and cannot "
+                           "stream; export it without --streaming")
+    if not cfg.use_transducer:
+        raise DsrUserError("--streaming exports the transducer; this model has only a CTC head")
+    if streaming.chunk_size < 1:
+        raise DsrUserError(f"--chunk-ms must give at least one encoder frame (got {streaming.chunk_size})")
+    if streaming.left_context_chunks < 1:
+        # sherpa-onnx allocates the state from metadata with a fixed size: an unbounded (-1)
+        # left context has none, and 0 would make a zero-sized tensor.
+        raise DsrUserError(
+            f"--left-context-chunks must be >= 1 for a streaming export (got {streaming.left_context_chunks}): "
+            "sherpa-onnx keeps a fixed-size attention state; dsr decode --streaming --left-context-chunks N gives "
+            "the matching PyTorch result"
+        )
 
 
 def export_onnx_model(
@@ -359,6 +469,7 @@ def export_onnx_model(
     out_dir: Path,
     opset: int = DEFAULT_OPSET,
     int8: bool = True,
+    streaming: StreamingExport | None = None,
 ) -> OnnxExportResult:
     """Write the sherpa-onnx files of ``model`` (its transducer and/or CTC head) to ``out_dir``.
 
@@ -371,11 +482,12 @@ def export_onnx_model(
         out_dir: created if missing; existing files of the same names are replaced.
         opset: ONNX opset.
         int8: also write ``<name>.int8.onnx`` for every graph.
+        streaming: write the transducer in sherpa-onnx's online (streaming) layout instead,
+            with this chunking; no CTC graph then.
     """
     check_exportable(cfg, frontend, read_tokens(tokens_file))
-    if cfg.causal and cfg.chunk_size > 0:
-        logger.info("the model is causal: exported for offline decoding (whole utterances, chunked attention "
-                    "mask kept); sherpa-onnx's streaming layout is not written (docs/DESIGN_NOTES.md)")
+    if streaming is not None:
+        check_streamable(cfg, streaming)
     model = model.cpu().eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     result = OnnxExportResult(out_dir)
@@ -388,15 +500,18 @@ def export_onnx_model(
         if model.has_transducer:
             assert model.joiner is not None
             joiner_dim = model.joiner.joiner_dim
-            _export_graph(
-                _OnnxEncoder(model, project=True), (x, x_lens), out_dir / "encoder.onnx", ["x", "x_lens"],
-                ["encoder_out", "encoder_out_lens"],
-                {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T_out"},
-                 "encoder_out_lens": {0: "N"}},
-                {**common, "model_type": "conformer", "joiner_dim": joiner_dim, "vocab_size": cfg.vocab_size,
-                 "context_size": cfg.context_size, "subsampling_factor": 4},
-                opset,
-            )  # fmt: skip
+            if streaming is None:
+                _export_graph(
+                    _OnnxEncoder(model, project=True), (x, x_lens), out_dir / "encoder.onnx", ["x", "x_lens"],
+                    ["encoder_out", "encoder_out_lens"],
+                    {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T_out"},
+                     "encoder_out_lens": {0: "N"}},
+                    {**common, "model_type": "conformer", "joiner_dim": joiner_dim, "vocab_size": cfg.vocab_size,
+                     "context_size": cfg.context_size, "subsampling_factor": 4},
+                    opset,
+                )  # fmt: skip
+            else:
+                _export_streaming_encoder(model, cfg, streaming, out_dir / "encoder.onnx", common, opset)
             y = torch.tensor([[-1] * (cfg.context_size - 1) + [0], [0] * cfg.context_size], dtype=torch.int64)
             _export_graph(
                 _OnnxDecoder(model), (y,), out_dir / "decoder.onnx", ["y"], ["decoder_out"],
@@ -413,7 +528,7 @@ def export_onnx_model(
             )  # fmt: skip
             for name in ("encoder", "decoder", "joiner"):
                 result.files[f"{name}.onnx"] = out_dir / f"{name}.onnx"
-        if model.ctc_output is not None:
+        if model.ctc_output is not None and streaming is None:
             _export_graph(
                 _OnnxCtc(model), (x, x_lens), out_dir / "ctc.onnx", ["x", "x_lens"], ["log_probs", "log_probs_len"],
                 {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "log_probs": {0: "N", 1: "T_out"},
@@ -434,3 +549,31 @@ def export_onnx_model(
         shutil.copyfile(tokens_file, tmp)
     result.files["tokens.txt"] = out_dir / "tokens.txt"
     return result
+
+
+def _export_streaming_encoder(
+    model: HybridTransducer, cfg: ModelConfig, streaming: StreamingExport, path: Path, common: dict[str, Any],
+    opset: int,
+) -> None:
+    """encoder.onnx in sherpa-onnx's online ``conformer`` layout (see :class:`_OnnxStreamingEncoder`)."""
+    c, s = streaming.chunk_size, streaming.left_context_chunks * streaming.chunk_size
+    layers, d, k = cfg.num_encoder_layers, cfg.encoder_dim, cfg.conv_kernel_size
+    window = window_frames(c)
+    # Two streams at different positions (one starting, one 5 chunks in), so the graph keeps
+    # processed_frames' effect on the mask and the rotary positions.
+    args = (
+        torch.zeros(2, window, cfg.feature_dim), torch.zeros(layers, 2 * s, 2, d), torch.zeros(layers, k - 1, 2, d),
+        torch.tensor([0, 5 * SUBSAMPLING * c], dtype=torch.int64),
+    )  # fmt: skip
+    _export_graph(
+        _OnnxStreamingEncoder(model, c, streaming.left_context_chunks), args, path,
+        ["x", "cached_attn", "cached_conv", "processed_frames"], ["encoder_out", "next_cached_attn", "next_cached_conv"],
+        {"x": {0: "N"}, "cached_attn": {2: "N"}, "cached_conv": {2: "N"}, "processed_frames": {0: "N"},
+         "encoder_out": {0: "N"}, "next_cached_attn": {2: "N"}, "next_cached_conv": {2: "N"}},
+        {**common, "model_type": "conformer", "num_encoder_layers": layers, "T": window,
+         "decode_chunk_len": SUBSAMPLING * c, "left_context": 2 * s, "encoder_dim": d,
+         "pad_length": window - SUBSAMPLING * c, "cnn_module_kernel": k, "dsr_chunk_size": c,
+         "dsr_left_context_chunks": streaming.left_context_chunks, "vocab_size": cfg.vocab_size,
+         "context_size": cfg.context_size},
+        opset,
+    )  # fmt: skip
