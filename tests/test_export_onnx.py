@@ -400,3 +400,40 @@ def test_streaming_export_refuses_models_it_cannot_stream(tmp_path: Path) -> Non
         check_streamable(causal, StreamingExport(4, -1))
     with pytest.raises(DsrUserError, match="cannot stream"):
         check_streamable(ModelConfig(**{**TINY, "causal": True, "utterance_norm": "mean"}), StreamingExport(4, 2))
+
+
+def test_cli_exports_the_epoch_average_of_an_exp_dir(tmp_path: Path) -> None:
+    """``--exp-dir --epoch 2 --avg 2``: the exported graph computes the average of the two epochs'
+    weights (as ``dsr decode`` loads them)."""
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+    from dsr.training.checkpoint import save_checkpoint
+
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    tokens = ["<blk>", "<sos/eos>", "<unk>"] + [f"\u2581t{i}" for i in range(VOCAB - 3)]
+    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    cfg = ModelConfig(**TINY)
+    models = []
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        models.append(build_model(cfg).eval())
+        save_checkpoint(tmp_path / "exp" / f"epoch-{epoch}.pt",
+                        {"model_config": cfg.to_dict(), "model": models[-1].state_dict(), "frontend": FRONTEND})  # fmt: skip
+    out = tmp_path / "export"
+    args = ["export", "onnx", "--exp-dir", str(tmp_path / "exp"), "--epoch", "2", "--avg", "2", "--lang-dir", str(lang),
+            "--out-dir", str(out), "--no-int8", "--no-use-averaged-model"]  # fmt: skip
+    proc = CliRunner().invoke(app, args)
+    assert proc.exit_code == 0, proc.output
+    averaged = build_model(cfg).eval()
+    averaged.load_state_dict({k: (v + models[1].state_dict()[k]) / 2 if v.is_floating_point() else v
+                              for k, v in models[0].state_dict().items()})  # fmt: skip
+    x, lens = torch.randn(1, 90, 80), torch.tensor([90])
+    with torch.no_grad():
+        ref = averaged.ctc_log_probs(averaged.encode(x, lens)[0])
+    got = ort.InferenceSession(str(out / "ctc.onnx")).run(None, {"x": x.numpy(), "x_lens": lens.numpy()})[0]
+    np.testing.assert_allclose(got, ref.numpy(), atol=2e-4)
+    # A second run is a no-op (done marker); --force exports again.
+    assert "skip" in CliRunner().invoke(app, args).output
