@@ -1,17 +1,24 @@
 """Real-time factor on one CPU thread: dsr's PyTorch greedy search vs sherpa-onnx on the same
-model's ONNX export (fp32 and int8), offline, in one run; and whether the transcripts agree.
+model's ONNX export (fp32 and int8), offline and (``--streaming``) streaming, in one run; and
+whether the transcripts agree.
 
 Usage:
     python bench/onnx_speed.py --exp-dir exp/conformer --lang-dir data/lang_bpe_256 \
         --audio-dir ../shared/data/arctic_cathy/audio --num-utts 30
     python bench/onnx_speed.py --random-model --audio-dir ../shared/data/arctic_cathy/audio --num-utts 30
     python bench/onnx_speed.py --random-model --rounds 3 --keep-export /tmp/export
+    python bench/onnx_speed.py --random-model --streaming --chunk-ms 320 --left-context-chunks 4
+    python bench/onnx_speed.py --exp-dir exp/streaming --lang-dir data/lang_bpe_128 --streaming --chunk-ms 640
 
 ``--random-model`` builds dsr's default ModelConfig (3.5 M parameters, vocabulary 256) with
 random weights, its global CMVN from the audio and its joiner's blank bias moved to the
 median margin, so that it emits a token on about half of the frames (a random model
 otherwise emits only blanks, which would flatter any transducer decoder); speed, not
 accuracy, is what it measures.
+
+Streaming: the streaming export (``dsr export onnx --streaming``) in sherpa-onnx's
+OnlineRecognizer against dsr's ``streaming_greedy_search``, both on each utterance plus 0.5 s of
+silence and on exactly the windows sherpa-onnx runs (it runs whole windows only).
 
 Every system decodes the utterances one at a time, features included (dsr: kaldi-native-fbank
 in Python + the PyTorch model; sherpa-onnx: its own C++ feature extractor + onnxruntime), on one
@@ -39,9 +46,9 @@ from dsr.features.frontend import frontend_to_dict
 from dsr.models.config import ModelConfig, build_model
 
 
-def _random_model(audio: list[np.ndarray], vocab_size: int) -> tuple[torch.nn.Module, ModelConfig]:
+def _random_model(audio: list[np.ndarray], vocab_size: int, **extra: object) -> tuple[torch.nn.Module, ModelConfig]:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=vocab_size, dropout=0.0)
+    cfg = ModelConfig(vocab_size=vocab_size, dropout=0.0, **extra)
     model = build_model(cfg).eval()
     feats = [torch.from_numpy(compute_fbank(a, SHERPA_FBANK)) for a in audio]
     frames = torch.cat(feats)
@@ -73,6 +80,10 @@ def main() -> None:
     p.add_argument("--num-utts", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--keep-export", type=Path, help="Write the export here instead of a temporary directory.")
+    p.add_argument("--streaming", action="store_true",
+                   help="Also streaming (a causal model; with --random-model a causal chunked one).")
+    p.add_argument("--chunk-ms", type=float, default=320.0, help="Streaming chunk.")
+    p.add_argument("--left-context-chunks", type=int, default=4, help="Streaming left context, in chunks.")
     args = p.parse_args()
     if args.random_model == (args.exp_dir is not None):
         p.error("give exactly one of --exp-dir (with --lang-dir) or --random-model")
@@ -86,7 +97,9 @@ def main() -> None:
     out = args.keep_export or Path(tempfile.mkdtemp(prefix="dsr-onnx-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.random_model:
-        model, cfg = _random_model(audio, 256)
+        chunk = round(args.chunk_ms / 40)
+        causal = dict(causal=True, chunk_size=chunk, left_context_chunks=args.left_context_chunks) if args.streaming else {}
+        model, cfg = _random_model(audio, 256, **causal)
         tokens_file = out / "lang-tokens.txt"
         _write_tokens(tokens_file, cfg.vocab_size)
         frontend = frontend_to_dict(SHERPA_FBANK)
@@ -131,30 +144,90 @@ def main() -> None:
         return run
 
     systems = {"dsr PyTorch fp32": dsr_decode, "sherpa-onnx fp32": sherpa(""), "sherpa-onnx int8": sherpa(".int8")}
+    _report(_time(systems, audio, args.rounds), seconds, "offline")
+    if args.streaming:
+        _streaming(args, model, cfg, frontend, tokens_file, out, audio, symbols)
+    for name in ("encoder", "decoder", "joiner"):
+        fp32, int8 = (out / f"{name}.onnx").stat().st_size, (out / f"{name}.int8.onnx").stat().st_size
+        print(f"{name}.onnx {fp32 / 1e6:.2f} MB, int8 {int8 / 1e6:.2f} MB ({100 * int8 / fp32:.0f} %)")
+    print(f"export in {out}")
+
+
+
+def _time(systems: dict, inputs: list, rounds: int) -> dict[str, tuple[float, list[float], list[list[int]]]]:
+    """Best of ``rounds`` interleaved rounds per system: (total seconds, per-input seconds, outputs)."""
     for run in systems.values():  # warm-up
-        run(audio[0])
+        run(inputs[0])
     best: dict[str, tuple[float, list[float], list[list[int]]]] = {}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, run in systems.items():
             lat, hyps = [], []
-            for a in audio:
+            for a in inputs:
                 t0 = time.perf_counter()
                 hyps.append(run(a))
                 lat.append(time.perf_counter() - t0)
             if name not in best or sum(lat) < best[name][0]:
                 best[name] = (sum(lat), lat, hyps)
-    ref_total, _, ref_hyps = best["dsr PyTorch fp32"]
+    return best
+
+
+def _report(best: dict, seconds: float, what: str) -> None:
+    ref_name = next(iter(best))
+    ref_total, _, ref_hyps = best[ref_name]
     tokens = sum(len(h) for h in ref_hyps)
-    print(f"dsr emitted {tokens} tokens ({tokens / sum(len(a) for a in audio) * 16000 * 0.04:.2f} per encoder frame)")
-    print(f"{'system':20s} {'RTF':>8s} {'latency ms':>11s} {'speed-up':>9s} {'same as dsr':>12s}")
+    print(f"{what}: {ref_name} emitted {tokens} tokens ({tokens / (seconds * 25):.2f} per encoder frame)")
+    print(f"{'system':28s} {'RTF':>8s} {'ms/utt':>8s} {'speed-up':>9s} {'same as dsr':>12s}")
     for name, (total, lat, hyps) in best.items():
         same = sum(h == r for h, r in zip(hyps, ref_hyps))
-        print(f"{name:20s} {total / seconds:8.4f} {1000 * np.mean(lat):11.1f} {ref_total / total:8.2f}x "
+        print(f"{name:28s} {total / seconds:8.4f} {1000 * np.mean(lat):8.1f} {ref_total / total:8.2f}x "
               f"{same:>5d}/{len(hyps):<6d}")  # fmt: skip
-    for name in ("encoder", "decoder", "joiner"):
-        fp32, int8 = (out / f"{name}.onnx").stat().st_size, (out / f"{name}.int8.onnx").stat().st_size
-        print(f"{name}.onnx {fp32 / 1e6:.2f} MB, int8 {int8 / 1e6:.2f} MB ({100 * int8 / fp32:.0f} %)")
-    print(f"export in {out}")
+
+
+def _streaming(args, model, cfg, frontend, tokens_file: Path, out: Path, audio: list[np.ndarray], symbols) -> None:
+    """dsr's streaming greedy search vs sherpa-onnx's OnlineRecognizer on the streaming export."""
+    import sherpa_onnx
+
+    from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search
+    from dsr.export.onnx import StreamingExport
+    from dsr.models.streaming import window_frames
+
+    chunk = round(args.chunk_ms / 40)
+    sout = out / f"streaming-{args.chunk_ms:g}ms"
+    export_onnx_model(model, cfg, frontend, tokens_file, sout, streaming=StreamingExport(chunk, args.left_context_chunks))
+    # Half a second of silence after each utterance, as sherpa-onnx's streaming examples add:
+    # it runs whole windows only.  Both systems decode exactly the windows sherpa-onnx runs.
+    padded = [np.concatenate([a, np.zeros(8000, dtype=np.float32)]) for a in audio]
+    seconds = sum(len(a) for a in padded) / 16000
+    hop, width = 4 * chunk, window_frames(chunk)
+    opts = StreamingOptions(args.chunk_ms, chunk, args.left_context_chunks, 0.0)
+
+    def dsr_stream(a: np.ndarray) -> list[int]:
+        f = torch.from_numpy(compute_fbank(a, SHERPA_FBANK))
+        windows = sum(1 for k in range(f.size(0)) if k * hop + width < f.size(0))
+        used = (windows - 1) * hop + width
+        return streaming_greedy_search(model, f[None, :used], torch.tensor([used]), opts)[0]
+
+    def sherpa(suffix: str):
+        rec = sherpa_onnx.OnlineRecognizer.from_transducer(
+            tokens=str(sout / "tokens.txt"), encoder=str(sout / f"encoder{suffix}.onnx"),
+            decoder=str(sout / f"decoder{suffix}.onnx"), joiner=str(sout / f"joiner{suffix}.onnx"), num_threads=1,
+        )  # fmt: skip
+        index = {s.replace("\u2581", " "): i for i, s in enumerate(symbols)}
+
+        def run(a: np.ndarray) -> list[int]:
+            s = rec.create_stream()
+            s.accept_waveform(16000, a)
+            s.input_finished()
+            while rec.is_ready(s):
+                rec.decode_stream(s)
+            return [index[t] for t in rec.get_result_all(s).tokens]
+
+        return run
+
+    systems = {"dsr PyTorch streaming fp32": dsr_stream, "sherpa-onnx online fp32": sherpa(""),
+               "sherpa-onnx online int8": sherpa(".int8")}  # fmt: skip
+    _report(_time(systems, padded, args.rounds), seconds, f"streaming, {args.chunk_ms:g} ms chunks, "
+            f"{args.left_context_chunks} chunks left context (+0.5 s silence per utterance)")
 
 
 if __name__ == "__main__":
