@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--epoch", type=int, default=0)
     p.add_argument("--avg", type=int, default=1)
     p.add_argument("--random-model", action="store_true")
-    p.add_argument("--audio-dir", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    p.add_argument("--audio-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
                    / "arctic_cathy" / "audio")  # fmt: skip
     p.add_argument("--num-utts", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2)

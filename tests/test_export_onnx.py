@@ -38,9 +38,7 @@ from dsr.models.transducer import HybridTransducer
 pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[export]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")
 
-ARCTIC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "arctic_cathy"
-if not ARCTIC.is_dir():
-    ARCTIC = Path("/work/shared/data/arctic_cathy")
+ARCTIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arctic_cathy"  # ../shared/data next to the repo
 NUM_UTTS = 4
 VOCAB = 100
 TINY = dict(
