@@ -435,3 +435,15 @@ def test_cli_exports_the_epoch_average_of_an_exp_dir(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref.numpy(), atol=2e-4)
     # A second run is a no-op (done marker); --force exports again.
     assert "skip" in CliRunner().invoke(app, args).output
+
+
+def test_missing_packages_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from dsr.export.onnx import require_export_packages
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    require_export_packages(int8=False)  # onnxruntime is only needed for the int8 files
+    with pytest.raises(DsrUserError, match=r"needs onnxruntime: run bash tools/setup.sh --export"):
+        require_export_packages(int8=True)

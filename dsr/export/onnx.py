@@ -407,9 +407,21 @@ def load_export_checkpoint(options: OnnxExportOptions) -> tuple[dict[str, Any], 
     return resolve_model_checkpoint(options.exp_dir, options.epoch, options.avg, options.use_averaged_model)
 
 
+def require_export_packages(int8: bool = True) -> None:
+    """DsrUserError naming the install command when onnx (or, for int8, onnxruntime) is missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if (name == "onnx" or int8) and
+               importlib.util.find_spec(name) is None]  # fmt: skip
+    if missing:
+        raise DsrUserError(f"dsr export onnx needs {' and '.join(missing)}: run bash tools/setup.sh --export "
+                           "(or pip install onnx onnxruntime)")
+
+
 def export_onnx(options: OnnxExportOptions) -> OnnxExportResult:
     """Load the model that ``options`` names and export it (see :func:`export_onnx_model`)."""
     options.validate()
+    require_export_packages(options.int8)
     ckpt, tag = load_export_checkpoint(options)
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
