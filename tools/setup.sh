@@ -11,7 +11,8 @@
 #                                       #   TTS pretraining: tools/public_domain_text.py)
 #   bash tools/setup.sh --whisper       # + faster-whisper (reference decoder), tokenizers and the pretrained
 #                                       #   Whisper tiny.en and base weights (dsr whisper convert whisper-tiny.en)
-#   bash tools/setup.sh --all           # --lm, --fast-rnnt and --whisper
+#   bash tools/setup.sh --export        # + onnx, onnxruntime, sherpa-onnx (dsr export onnx and its tests)
+#   bash tools/setup.sh --all           # --lm, --fast-rnnt, --whisper and --export
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -24,6 +25,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 with_lm=0
 with_fast_rnnt=0
 with_whisper=0
+with_export=0
 pretrain_text=0
 for arg in "$@"; do
   case "$arg" in
@@ -31,7 +33,8 @@ for arg in "$@"; do
     --fast-rnnt) with_fast_rnnt=1 ;;
     --pretrain-text) pretrain_text=1 ;;
     --whisper) with_whisper=1 ;;
-    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1 ;;
+    --export) with_export=1 ;;
+    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1; with_export=1 ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -88,6 +91,8 @@ extras=test
 # faster-whisper (with ctranslate2, tokenizers, av, onnxruntime, huggingface-hub) comes with the whisper
 # extra, under the same torch constraint: it does not depend on torch.
 [ $with_whisper = 1 ] && extras=$extras,whisper
+# onnx, onnxruntime and sherpa-onnx (dsr export onnx; its tests decode with sherpa-onnx): no torch dependency.
+[ $with_export = 1 ] && extras=$extras,export
 stamp="$venv/.dsr-installed"
 want="$extras $(sha1sum < "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

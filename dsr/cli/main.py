@@ -12,7 +12,7 @@ import sys
 import typer
 
 from dsr import __version__
-from dsr.cli import data, decode, features, lang, lm, pseudo_label, rescore, train, whisper
+from dsr.cli import data, decode, export, features, lang, lm, prune, pseudo_label, rescore, train, whisper
 from dsr.cli.common import console, setup_logging
 from dsr.errors import DsrUserError
 
@@ -40,6 +40,8 @@ app.command("rescore")(rescore.rescore)
 app.command("pseudo-label")(pseudo_label.pseudo_label)
 app.add_typer(lm.app, name="lm")
 app.add_typer(whisper.app, name="whisper")
+app.add_typer(export.app, name="export")
+app.command("prune")(prune.prune)
 
 _DEBUG = {"on": False}
 

@@ -148,6 +148,12 @@ class TrainConfig:
         "Recompute each Conformer layer's activations in the backward pass instead of keeping them: "
         "much less activation memory for about one more forward pass of the encoder; same results.",
     )
+    qat_int8: bool = opt(
+        False,
+        "Quantisation-aware training for dsr export onnx's int8 files: every Linear layer computes with the "
+        "int8 weights and uint8 inputs onnxruntime's dynamic quantisation will use (straight-through gradients); "
+        "fine-tune with --init-from when post-training int8 loses accuracy. Checkpoints stay plain float models.",
+    )
     # Fine-tuning
     init_from: str = opt(
         "",

@@ -296,6 +296,11 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     # Whisper token targets only for Whisper's decoder head (none with --no-whisper-decoder).
     attention_tokens = whisper.attention_tokens if whisper is not None and whisper.use_decoder else None
     model.encoder.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.qat_int8:
+        from dsr.training.qat import enable_int8_qat
+
+        logger.info("quantisation-aware training: %d Linear layers compute in int8 (dsr/training/qat.py)",
+                    enable_int8_qat(model))
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
     teacher = None

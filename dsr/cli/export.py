@@ -1,0 +1,66 @@
+"""``dsr export onnx``: a trained model as ONNX files in sherpa-onnx's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dsr.cli.common import already_done, finish
+
+app = typer.Typer(help="Deployable exports of a trained model.", no_args_is_help=True)
+
+
+@app.command("onnx")
+def onnx(
+    out_dir: Path = typer.Option(..., "--out-dir", help="Where the .onnx files and tokens.txt go (e.g. exp/x/export)."),
+    lang_dir: Path = typer.Option(..., "--lang-dir", help="The lang dir the model was trained with (its tokens.txt)."),
+    exp_dir: Optional[Path] = typer.Option(None, "--exp-dir", help="Experiment directory with checkpoints."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="One checkpoint file instead of --exp-dir."),
+    epoch: int = typer.Option(0, "--epoch", help="With --exp-dir: export epoch-E.pt (0 = the newest checkpoint)."),
+    avg: int = typer.Option(1, "--avg", help="With --exp-dir: average the model over the last AVG epochs."),
+    use_averaged_model: bool = typer.Option(
+        True, "--use-averaged-model/--no-use-averaged-model",
+        help="Average every model the trainer sampled during the last AVG epochs (as dsr decode).",
+    ),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (14-21)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write *.int8.onnx (int8 MatMul weights)."),
+    streaming: bool = typer.Option(
+        False, "--streaming", help="A causal model's transducer in sherpa-onnx's streaming (OnlineRecognizer) layout.",
+    ),
+    chunk_ms: float = typer.Option(320.0, "--chunk-ms", help="With --streaming: audio per chunk (a multiple of 40 ms)."),
+    left_context_chunks: Optional[int] = typer.Option(
+        None, "--left-context-chunks", help="With --streaming: chunks of attention left context (default: the model's)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Export again even if OUT_DIR has a finished export."),
+) -> None:
+    """Write encoder.onnx, decoder.onnx, joiner.onnx (transducer), ctc.onnx (CTC head), their
+    int8 variants and tokens.txt, in the layout sherpa-onnx's offline recognisers read; with
+    --streaming, a causal model's transducer in the layout of its OnlineRecognizer.
+
+    Example:
+
+        dsr export onnx --exp-dir exp/conformer --epoch 10 --avg 3 --lang-dir data/lang_bpe_256 --out-dir exp/conformer/export
+
+    Then, with sherpa-onnx (pip install sherpa-onnx):
+
+        sherpa-onnx-offline --tokens=exp/conformer/export/tokens.txt --encoder=exp/conformer/export/encoder.onnx
+        --decoder=exp/conformer/export/decoder.onnx --joiner=exp/conformer/export/joiner.onnx some.wav
+
+    Streaming (a model trained with --causal --chunk-sizes), as dsr decode --streaming --chunk-ms 320 runs it:
+
+        dsr export onnx --exp-dir exp/causal --lang-dir data/lang_bpe_256 --out-dir exp/causal/export-streaming-320ms --streaming --chunk-ms 320 --left-context-chunks 4
+    """
+    from dsr.export.onnx import OnnxExportOptions, export_onnx
+
+    if already_done(out_dir, "export-onnx", force):
+        return
+    options = OnnxExportOptions(
+        out_dir=out_dir, lang_dir=lang_dir, exp_dir=exp_dir, checkpoint=checkpoint, epoch=epoch, avg=avg,
+        use_averaged_model=use_averaged_model, opset=opset, int8=int8, streaming=streaming, chunk_ms=chunk_ms,
+        left_context_chunks=left_context_chunks,
+    )  # fmt: skip
+    result = export_onnx(options)
+    finish(out_dir, "export-onnx", result.summary(), {"files": sorted(result.files), "opset": opset,
+                                                           "streaming": streaming})
