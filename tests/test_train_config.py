@@ -53,4 +53,4 @@ def test_edge_trim_options_are_checked(kwargs, flag):
     from dsr.training.config import TrainConfig
 
     with pytest.raises(DsrUserError, match=flag):
-        TrainConfig(**kwargs).validate()
+        TrainConfig.from_dict(kwargs).validate()

@@ -6,7 +6,7 @@ flags override the file; the resolved result is written to ``exp/<name>/config.y
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,122 @@ from dsr.errors import DsrUserError
 
 def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelOptions:
+    """The model's architecture as ``dsr train`` options, nested in :class:`TrainConfig` as ``cfg.model``.
+
+    Its fields are flags and YAML keys of their own (``--encoder-dim``, ``encoder-dim:``), flattened
+    into TrainConfig's by :meth:`TrainConfig.flat_fields`; the defaults here are dsr train's, the only
+    place they are written.  (:class:`~dsr.models.config.ModelConfig`'s own defaults describe what
+    older checkpoints were built with, and are not read by training.)  :meth:`model_config_fields`
+    turns them into ModelConfig fields; the vocabulary's come from the tokenizer.
+    """
+
+    utterance_norm: str = opt(
+        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
+        "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
+        "such a model cannot stream. On FSDD --gain-db worked better."
+    )
+    encoder_dim: int = opt(192, "Conformer model dimension.")
+    num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
+    num_heads: int = opt(4, "Attention heads per block.")
+    ffn_dim: int = opt(768, "Feed-forward hidden size.")
+    conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
+    subsampling_channels: str = opt(
+        "16,64", "Channels of the two convolutions of the 4x subsampling front end; the second costs "
+        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there."
+    )
+    dropout: float = opt(0.1, "Dropout probability.")
+    decoder_dim: int = opt(256, "Stateless predictor embedding size.")
+    joiner_dim: int = opt(256, "Joiner hidden size.")
+    context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
+    use_transducer: bool = opt(
+        True, "Train the transducer head; --no-use-transducer trains CTC (+ attention decoder) only."
+    )
+    attention_decoder_layers: int = opt(0, "Layers of a Transformer attention-decoder head (0 = no such head).")
+    attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
+    attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
+    attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
+    # Streaming and long audio
+    causal: bool = opt(False, "Causal (left-only) depthwise convolutions; dsr decode --streaming needs them.")
+    chunk_sizes: str = opt(
+        "",
+        "Dynamic chunk training: comma-separated attention chunk sizes in encoder frames (40 ms each), one "
+        "drawn per batch, e.g. 8,16,32 ('' = full attention). With --causal the model can stream.",
+    )
+    left_context_chunks: str = opt(
+        "-1",
+        "With --chunk-sizes: comma-separated attention left contexts in chunks (-1 = all), one drawn per "
+        "batch; a bounded one keeps memory linear in utterance length. Streaming decoding uses the largest.",
+    )
+    full_context_prob: float = opt(
+        0.5, "With --chunk-sizes: share of batches trained with full attention, so the model also decodes offline."
+    )
+
+    def validate(self) -> None:
+        from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
+
+        if self.utterance_norm not in UTTERANCE_NORMS:
+            raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
+        if self.utterance_norm != "none" and self.chunk_sizes:
+            raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
+        channels = int_list(self.subsampling_channels, "subsampling-channels")
+        if len(channels) != 2 or min(channels) <= 0:
+            raise DsrUserError(f"--subsampling-channels must be two positive integers, e.g. 8,32; "
+                               f"got {self.subsampling_channels!r}")
+        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
+            raise DsrUserError(
+                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
+            )
+        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        if not lefts or any(left < -1 for left in lefts):
+            raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
+                               f"got {self.left_context_chunks!r}")
+        if not 0.0 <= self.full_context_prob < 1.0:
+            raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
+                               "(for full attention only, leave --chunk-sizes empty)")
+        if self.attention_decoder_layers < 0:
+            raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")
+        if self.attention_decoder_layers > 0:
+            dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
+            if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
+                raise DsrUserError(
+                    f"--attention-decoder-dim ({dim}) must be even and divisible by --attention-decoder-heads ({heads}), "
+                    f"and --attention-decoder-ffn-dim ({self.attention_decoder_ffn_dim}) positive"
+                )
+
+    def model_config_fields(self) -> dict[str, Any]:
+        """The :class:`~dsr.models.config.ModelConfig` fields these options set (all but the vocabulary's)."""
+        copied = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_MODEL_CONFIG_FIELDS}
+        return {**copied, "subsampling_channels": int_list(self.subsampling_channels, "subsampling-channels"),
+                **self.chunking()}
+
+    def chunking(self) -> dict[str, Any]:
+        """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
+
+        The model's default attention (offline decoding, validation) is full when some
+        batches train with it, else the largest chunk; its default left context, which
+        streaming decoding uses, is the largest one trained with.
+        """
+        sizes = int_list(self.chunk_sizes, "chunk-sizes")
+        if not sizes:
+            return {"causal": self.causal}
+        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        return {
+            "causal": self.causal,
+            "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
+            "left_context_chunks": -1 if -1 in lefts else max(lefts),
+            "train_chunk_sizes": sizes,
+            "train_left_context_chunks": lefts,
+            "train_full_context_prob": self.full_context_prob,
+        }
+
+
+# Options that are not ModelConfig fields under their own name: the chunking strings become
+# chunk_size/train_* (see ModelOptions.chunking), the channels string a tuple.
+_NOT_MODEL_CONFIG_FIELDS = frozenset({"subsampling_channels", "chunk_sizes", "left_context_chunks", "full_context_prob"})
 
 
 @dataclass
@@ -59,47 +175,8 @@ class TrainConfig:
     edge_trim_keep: float = opt(
         0.6, "With --edge-trim/--endpoint-trim-db: the fraction of each utterance always kept, in (0, 1]."
     )
-    # Model
-    utterance_norm: str = opt(
-        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
-        "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
-        "such a model cannot stream. On FSDD --gain-db worked better."
-    )
-    encoder_dim: int = opt(192, "Conformer model dimension.")
-    num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
-    num_heads: int = opt(4, "Attention heads per block.")
-    ffn_dim: int = opt(768, "Feed-forward hidden size.")
-    conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
-    subsampling_channels: str = opt(
-        "16,64", "Channels of the two convolutions of the 4x subsampling front end; the second costs "
-        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there."
-    )
-    dropout: float = opt(0.1, "Dropout probability.")
-    decoder_dim: int = opt(256, "Stateless predictor embedding size.")
-    joiner_dim: int = opt(256, "Joiner hidden size.")
-    context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
-    use_transducer: bool = opt(
-        True, "Train the transducer head; --no-use-transducer trains CTC (+ attention decoder) only."
-    )
-    attention_decoder_layers: int = opt(0, "Layers of a Transformer attention-decoder head (0 = no such head).")
-    attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
-    attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
-    attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
-    # Streaming and long audio
-    causal: bool = opt(False, "Causal (left-only) depthwise convolutions; dsr decode --streaming needs them.")
-    chunk_sizes: str = opt(
-        "",
-        "Dynamic chunk training: comma-separated attention chunk sizes in encoder frames (40 ms each), one "
-        "drawn per batch, e.g. 8,16,32 ('' = full attention). With --causal the model can stream.",
-    )
-    left_context_chunks: str = opt(
-        "-1",
-        "With --chunk-sizes: comma-separated attention left contexts in chunks (-1 = all), one drawn per "
-        "batch; a bounded one keeps memory linear in utterance length. Streaming decoding uses the largest.",
-    )
-    full_context_prob: float = opt(
-        0.5, "With --chunk-sizes: share of batches trained with full attention, so the model also decodes offline."
-    )
+    # Model (flags and YAML keys of its own fields, in place: see flat_fields)
+    model: ModelOptions = field(default_factory=lambda: ModelOptions(), metadata={"nested": True})
     # Loss
     prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
     lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
@@ -208,11 +285,42 @@ class TrainConfig:
     max_steps: int = opt(0, "Stop after this many steps in total (0 = no limit); for quick tests.")
 
     @classmethod
+    def flat_fields(cls) -> list[Field]:
+        """Every option as one flag/YAML key, in order: a nested options object's fields stand in its place."""
+        out: list[Field] = []
+        for f in fields(cls):
+            out += fields(_nested_type(f)) if f.metadata.get("nested") else [f]
+        return out
+
+    @classmethod
     def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        return {f.name: f.metadata.get("help", "") for f in cls.flat_fields()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """From flat options (as :meth:`to_dict` gives, or as ``dsr train`` flags name them); missing ones
+        take their defaults, an unknown one is a TypeError as for the constructor."""
+        nested = {f.name: _nested_type(f) for f in fields(cls) if f.metadata.get("nested")}
+        own = {f.name for f in fields(cls)} - set(nested)
+        groups: dict[str, dict[str, Any]] = {name: {} for name in nested}
+        top: dict[str, Any] = {}
+        for key, value in values.items():
+            owner = next((name for name, typ in nested.items() if key in {f.name for f in fields(typ)}), None)
+            if owner is not None:
+                groups[owner][key] = value
+            elif key in own:
+                top[key] = value
+            else:
+                raise TypeError(f"TrainConfig has no option {key!r}")
+        return cls(**top, **{name: nested[name](**groups[name]) for name in nested})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat options, in :meth:`flat_fields` order: the keys of config.yaml and of checkpoints' train_config."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out.update(asdict(value) if f.metadata.get("nested") else {f.name: value})
+        return out
 
     def validate(self) -> None:
         if self.num_epochs < 1:
@@ -221,12 +329,7 @@ class TrainConfig:
             raise DsrUserError(f"--max-duration must be > 0, got {self.max_duration}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
-        from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
-
-        if self.utterance_norm not in UTTERANCE_NORMS:
-            raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
-        if self.utterance_norm != "none" and self.chunk_sizes:
-            raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
+        self.model.validate()
         if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
             raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
         if not 0.0 < self.adam_beta2 < 1.0:
@@ -253,21 +356,6 @@ class TrainConfig:
             raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:
             raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
-        channels = int_list(self.subsampling_channels, "subsampling-channels")
-        if len(channels) != 2 or min(channels) <= 0:
-            raise DsrUserError(f"--subsampling-channels must be two positive integers, e.g. 8,32; "
-                               f"got {self.subsampling_channels!r}")
-        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
-            raise DsrUserError(
-                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
-            )
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
-        if not lefts or any(left < -1 for left in lefts):
-            raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
-                               f"got {self.left_context_chunks!r}")
-        if not 0.0 <= self.full_context_prob < 1.0:
-            raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
-                               "(for full attention only, leave --chunk-sizes empty)")
         if self.init_exclude.strip() and not self.init_from:
             raise DsrUserError("--init-exclude only applies with --init-from; give the checkpoint to start from")
         self._validate_heads()
@@ -285,41 +373,33 @@ class TrainConfig:
             return
         if self.init_from:
             raise DsrUserError("--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one")
-        if self.chunk_sizes or self.causal:
+        if self.model.chunk_sizes or self.model.causal:
             raise DsrUserError("--pretrained Whisper attends to whole utterances: drop --chunk-sizes/--causal")
-        if self.utterance_norm != "none":
+        if self.model.utterance_norm != "none":
             raise DsrUserError("--pretrained Whisper reads its own normalised log-mel: drop --utterance-norm")
         if self.freq_warp > 0 or self.gain_db > 0:
             raise DsrUserError("--freq-warp and --gain-db act on Kaldi FBANK (natural-log power); with --pretrained "
                                "(Whisper's log-mel) drop them")
-        if self.attention_decoder_layers > 0:
+        if self.model.attention_decoder_layers > 0:
             raise DsrUserError("--pretrained: the attention head is Whisper's own decoder (--whisper-decoder); drop "
                                "--attention-decoder-layers")
         if self.whisper_decoder and self.attention_loss_scale <= 0:
             raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
-        if self.whisper_pad_30s and (self.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
+        if self.whisper_pad_30s and (self.model.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
             raise DsrUserError("--whisper-pad-30s trains Whisper's decoder alone: add --no-use-transducer "
                                "--ctc-loss-scale 0 (the transducer and CTC heads would read 30 s of padding)")
 
     def _validate_heads(self) -> None:
         whisper_alone = bool(self.pretrained) and self.whisper_decoder
-        if not self.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
+        if not self.model.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
             raise DsrUserError("--no-use-transducer needs --ctc-loss-scale > 0: a model needs a CTC or transducer head")
-        if self.attention_decoder_layers < 0:
-            raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")
-        if self.attention_decoder_layers == 0:
+        if self.model.attention_decoder_layers == 0:
             return
         if self.attention_loss_scale <= 0:
             raise DsrUserError("--attention-decoder-layers > 0 needs --attention-loss-scale > 0 (or the decoder "
                                "stays untrained)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise DsrUserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
-        if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
-            raise DsrUserError(
-                f"--attention-decoder-dim ({dim}) must be even and divisible by --attention-decoder-heads ({heads}), "
-                f"and --attention-decoder-ffn-dim ({self.attention_decoder_ffn_dim}) positive"
-            )
 
     def _validate_distillation(self) -> None:
         if not self.teacher:
@@ -330,28 +410,17 @@ class TrainConfig:
             raise DsrUserError(f"--teacher needs --distill-scale > 0, got {self.distill_scale}")
         if self.distill_temperature <= 0:
             raise DsrUserError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
-        if "joiner" in parse_distill_heads(self.distill_heads) and not self.use_transducer:
+        if "joiner" in parse_distill_heads(self.distill_heads) and not self.model.use_transducer:
             raise DsrUserError("--distill-heads joiner needs a transducer student (drop --no-use-transducer)")
 
     def model_chunking(self) -> dict[str, Any]:
-        """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
+        """See :meth:`ModelOptions.chunking`."""
+        return self.model.chunking()
 
-        The model's default attention (offline decoding, validation) is full when some
-        batches train with it, else the largest chunk; its default left context, which
-        streaming decoding uses, is the largest one trained with.
-        """
-        sizes = int_list(self.chunk_sizes, "chunk-sizes")
-        if not sizes:
-            return {"causal": self.causal}
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
-        return {
-            "causal": self.causal,
-            "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
-            "left_context_chunks": -1 if -1 in lefts else max(lefts),
-            "train_chunk_sizes": sizes,
-            "train_left_context_chunks": lefts,
-            "train_full_context_prob": self.full_context_prob,
-        }
+
+def _nested_type(f: Field) -> type:
+    """The options class of a nested field (its default factory builds one)."""
+    return type(f.default_factory())  # type: ignore[misc]
 
 
 def int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -381,8 +450,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults < YAML file < explicit flags (``overrides`` with None meaning 'not given')."""
-    defaults = TrainConfig()
-    known = {f.name for f in fields(TrainConfig)}
+    defaults = {f.name: f.default for f in TrainConfig.flat_fields()}
+    known = set(defaults)
     values: dict[str, Any] = {}
     if config_file is not None:
         config_file = Path(config_file)
@@ -400,7 +469,7 @@ def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> Train
                 raise DsrUserError(f"config file {config_file}: unknown key '{key}' (see dsr train --help)")
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
+    cfg = TrainConfig.from_dict({k: _coerce(k, v, defaults[k]) for k, v in values.items()})
     cfg.validate()
     return cfg
 
@@ -412,4 +481,5 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
     write_text_atomic(path, text)
 
 
-assert all(f.default is not MISSING for f in fields(TrainConfig)), "every option needs a default"
+assert all(f.default is not MISSING for f in TrainConfig.flat_fields()), "every option needs a default"
+assert len({f.name for f in TrainConfig.flat_fields()}) == len(TrainConfig.flat_fields()), "one flag per option name"
