@@ -78,6 +78,18 @@ class ModelOptions:
             raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
         if self.utterance_norm != "none" and self.chunk_sizes:
             raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
+        # The Conformer checks these too, but with its own argument names and a traceback.
+        for name in ("encoder_dim", "num_encoder_layers", "num_heads", "ffn_dim", "decoder_dim", "joiner_dim",
+                     "context_size"):
+            if getattr(self, name) <= 0:
+                raise DsrUserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.encoder_dim % self.num_heads or (self.encoder_dim // self.num_heads) % 2:
+            raise DsrUserError(f"--encoder-dim ({self.encoder_dim}) must split over --num-heads ({self.num_heads}) "
+                               "into an even head dimension (rotary positions rotate pairs of dimensions)")
+        if self.conv_kernel_size <= 0 or (not self.causal and self.conv_kernel_size % 2 == 0):
+            raise DsrUserError(f"--conv-kernel-size must be positive, and odd without --causal; got {self.conv_kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DsrUserError(f"--dropout must be in [0, 1), got {self.dropout}")
         channels = int_list(self.subsampling_channels, "subsampling-channels")
         if len(channels) != 2 or min(channels) <= 0:
             raise DsrUserError(f"--subsampling-channels must be two positive integers, e.g. 8,32; "
