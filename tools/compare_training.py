@@ -1,5 +1,5 @@
 """Do two checkouts of dsr train bit-identically?  Runs the same tiny `dsr train` jobs with each
-and compares the logged losses and every tensor of every checkpoint.
+and compares the logged losses, the saved config.yaml and every tensor of every checkpoint.
 
 Usage:
     OMP_NUM_THREADS=1 python tools/compare_training.py --before /work/main --after . --work /tmp/cmp-train
@@ -91,6 +91,10 @@ def compare(before: Path, after: Path) -> list[str]:
     if a_lines != b_lines:
         first = next((i for i, (x, y) in enumerate(zip(a_lines, b_lines)) if x != y), min(len(a_lines), len(b_lines)))
         diffs.append(f"loss lines differ from line {first}: {a_lines[first:first + 1]} vs {b_lines[first:first + 1]}")
+    a_conf, b_conf = ([x for x in (d / "config.yaml").read_text().splitlines() if not x.startswith("exp-dir:")]
+                      for d in (before, after))
+    if a_conf != b_conf:
+        diffs.append(f"config.yaml differs: {sorted(set(a_conf) ^ set(b_conf))[:4]}")
     a_ckpts = sorted(p.name for p in before.glob("*.pt"))
     b_ckpts = sorted(p.name for p in after.glob("*.pt"))
     if a_ckpts != b_ckpts:
