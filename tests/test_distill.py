@@ -187,8 +187,8 @@ def test_compute_loss_adds_the_scaled_distillation_terms(tmp_path) -> None:
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(distill_scale=0.0), "--distill-scale"),
-        (dict(distill_temperature=0.0), "--distill-temperature"),
+        (dict(distill_scale=0.0), "distill_scale"),
+        (dict(distill_temperature=0.0), "distill_temperature"),
         (dict(distill_heads="ctc,attention"), "--distill-heads"),
         (dict(distill_heads="joiner", use_transducer=False), "needs a transducer student"),
     ],

@@ -100,10 +100,10 @@ def test_return_outputs_for_distillation() -> None:
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(use_transducer=False, ctc_loss_scale=0.0), "--no-use-transducer needs --ctc-loss-scale"),
-        (dict(attention_decoder_layers=-1), "--attention-decoder-layers must be"),
-        (dict(attention_decoder_layers=2, attention_loss_scale=0.0), "--attention-loss-scale > 0"),
-        (dict(attention_decoder_layers=2, label_smoothing=1.0), "--label-smoothing"),
+        (dict(use_transducer=False, ctc_loss_scale=0.0), "use_transducer=False needs ctc_loss_scale"),
+        (dict(attention_decoder_layers=-1), "attention_decoder_layers must be"),
+        (dict(attention_decoder_layers=2, attention_loss_scale=0.0), "attention_loss_scale > 0"),
+        (dict(attention_decoder_layers=2, label_smoothing=1.0), "label_smoothing"),
         (dict(attention_decoder_layers=2, attention_decoder_dim=90, attention_decoder_heads=4), "divisible"),
     ],
 )

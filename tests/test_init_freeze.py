@@ -113,7 +113,7 @@ def test_freeze_patterns_and_errors(caplog) -> None:
         freeze_parameters(build_model(_config()), ["decoder"])
     with pytest.raises(DsrUserError, match="freezes every parameter"):
         freeze_parameters(build_model(_config()), ["*"])
-    with pytest.raises(DsrUserError, match="--init-exclude only applies with --init-from"):
+    with pytest.raises(DsrUserError, match="init_exclude only applies with init_from"):
         TrainConfig(init_exclude="joiner.*").validate()
 
 

@@ -23,7 +23,7 @@ def test_yaml_then_flags_win(tmp_path):
 @pytest.mark.parametrize(
     "text,match",
     [("num-epochz: 3\n", "unknown key 'num-epochz'"), ("num-epochs: [1\n", "not valid YAML"),
-     ("num-epochs: many\n", "num_epochs"), ("dtype: float8\n", "--dtype")],
+     ("num-epochs: many\n", "num_epochs"), ("dtype: float8\n", "dtype must be")],
 )
 def test_bad_config_files(tmp_path, text, match):
     conf = tmp_path / "bad.yaml"
@@ -44,14 +44,14 @@ def test_ctc_encoder_warmup_schedule_and_validation():
     cfg = TrainConfig(ctc_encoder_warmup_steps=100)
     assert [rnnt_encoder_grad_scale(cfg, s) for s in (0, 99, 100, 150, 200, 5000)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
     assert rnnt_encoder_grad_scale(TrainConfig(), 0) == 1.0
-    with pytest.raises(DsrUserError, match="--ctc-loss-scale"):
+    with pytest.raises(DsrUserError, match="ctc_loss_scale"):
         TrainConfig(ctc_encoder_warmup_steps=100, ctc_loss_scale=0.0).validate()
-    with pytest.raises(DsrUserError, match="--adam-beta2"):
+    with pytest.raises(DsrUserError, match="adam_beta2"):
         TrainConfig(adam_beta2=1.0).validate()
 
 
-@pytest.mark.parametrize("kwargs,flag", [({"edge_trim": -0.1}, "--edge-trim"), ({"edge_trim_keep": 0.0}, "--edge-trim-keep"),
-                                         ({"edge_trim_keep": 1.5}, "--edge-trim-keep")])
+@pytest.mark.parametrize("kwargs,flag", [({"edge_trim": -0.1}, "edge_trim"), ({"edge_trim_keep": 0.0}, "edge_trim_keep"),
+                                         ({"edge_trim_keep": 1.5}, "edge_trim_keep")])
 def test_edge_trim_options_are_checked(kwargs, flag):
     from dsr.training.config import TrainConfig
 
@@ -130,11 +130,43 @@ def test_model_options_are_flags_and_keys_of_their_own(tmp_path):
     assert "--model " not in help_text
 
 
-@pytest.mark.parametrize("kwargs,flag", [({"encoder_dim": 0}, "--encoder-dim"), ({"num_heads": -1}, "--num-heads"),
-                                         ({"encoder_dim": 96, "num_heads": 5}, "--num-heads"),
-                                         ({"conv_kernel_size": 4}, "--conv-kernel-size"), ({"dropout": 1.0}, "--dropout")])
-def test_model_sizes_are_checked(kwargs, flag):
+@pytest.mark.parametrize("kwargs,name", [({"encoder_dim": 0}, "encoder_dim"), ({"num_heads": -1}, "num_heads"),
+                                         ({"encoder_dim": 96, "num_heads": 5}, "num_heads"),
+                                         ({"conv_kernel_size": 4}, "conv_kernel_size"), ({"dropout": 1.0}, "dropout")])
+def test_model_sizes_are_checked_in_the_options_own_terms(kwargs, name):
+    """The library names the field (and raises a ValueError); dsr train names the flag, in one line."""
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+    from dsr.errors import OptionError
     from dsr.training.config import TrainConfig
 
-    with pytest.raises(DsrUserError, match=flag):
+    with pytest.raises(OptionError, match=name) as e:
         TrainConfig.from_dict(kwargs).validate()
+    assert isinstance(e.value, ValueError)
+    flag = "--" + name.replace("_", "-")
+    assert flag in e.value.as_flags() and "--" not in str(e.value)
+    args = [x for k, v in kwargs.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    result = CliRunner().invoke(app, ["train", *args])
+    # dsr's top-level handler prints this error's message as the one line (see the next test).
+    assert type(result.exception) is DsrUserError and flag in str(result.exception), result.exception
+
+
+def test_dsr_train_names_the_flag_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dsr.cli.main", "train", "--num-heads", "5", "--exp-dir",
+                           str(tmp_path / "exp")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: --encoder-dim (192) must split over --num-heads (5) into an even head dimension (rotary positions "
+        "rotate pairs of dimensions)"]
+
+
+def test_option_error_names_fields_or_flags():
+    from dsr.errors import OptionError
+
+    e = OptionError("{not:use_transducer} needs {ctc_loss_scale} > 0, got {'a': 1}")
+    assert str(e) == "use_transducer=False needs ctc_loss_scale > 0, got {'a': 1}"
+    assert e.as_flags() == "--no-use-transducer needs --ctc-loss-scale > 0, got {'a': 1}"

@@ -100,9 +100,9 @@ def test_config_round_trip_and_streaming_refused() -> None:
 
 def test_train_config_validation() -> None:
     TrainConfig(model=ModelOptions(utterance_norm="mean")).validate()
-    with pytest.raises(DsrUserError, match="--utterance-norm"):
+    with pytest.raises(DsrUserError, match="utterance_norm"):
         TrainConfig(model=ModelOptions(utterance_norm="cmvn")).validate()
-    with pytest.raises(DsrUserError, match="--utterance-norm"):
+    with pytest.raises(DsrUserError, match="utterance_norm"):
         TrainConfig(model=ModelOptions(utterance_norm="mean", chunk_sizes="8,16")).validate()
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from dsr.cli.common import already_done, console, setup_logging, show_progress
+from dsr.errors import DsrUserError, OptionError
 from dsr.training.config import TrainConfig
 
 _DOC = """Train a Conformer transducer with pruned RNN-T + CTC losses.
@@ -50,7 +51,10 @@ def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
     from dsr.training.config import resolve_config
     from dsr.training.trainer import train as run_train
 
-    cfg = resolve_config(config, flags)
+    try:
+        cfg = resolve_config(config, flags)
+    except OptionError as e:  # the library names fields; here they are flags (YAML keys are the same names)
+        raise DsrUserError(e.as_flags()) from None
     exp_dir = Path(cfg.exp_dir)
     if already_done(exp_dir, "train", force) and _done_epochs(exp_dir) >= cfg.num_epochs:
         return

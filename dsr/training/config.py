@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 
 def opt(default: Any, help: str) -> Any:
@@ -75,50 +75,50 @@ class ModelOptions:
         from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
 
         if self.utterance_norm not in UTTERANCE_NORMS:
-            raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
+            raise OptionError(f"{{utterance_norm}} must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
         if self.utterance_norm != "none" and self.chunk_sizes:
-            raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
+            raise OptionError("{utterance_norm} needs whole utterances; fix: drop it or {chunk_sizes} (streaming)")
         # The Conformer checks these too, but with its own argument names and a traceback.
         for name in ("encoder_dim", "num_encoder_layers", "num_heads", "ffn_dim", "decoder_dim", "joiner_dim",
                      "context_size"):
             if getattr(self, name) <= 0:
-                raise DsrUserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                raise OptionError(f"{{{name}}} must be > 0, got {getattr(self, name)}")
         if self.encoder_dim % self.num_heads or (self.encoder_dim // self.num_heads) % 2:
-            raise DsrUserError(f"--encoder-dim ({self.encoder_dim}) must split over --num-heads ({self.num_heads}) "
+            raise OptionError(f"{{encoder_dim}} ({self.encoder_dim}) must split over {{num_heads}} ({self.num_heads}) "
                                "into an even head dimension (rotary positions rotate pairs of dimensions)")
         if self.conv_kernel_size <= 0 or (not self.causal and self.conv_kernel_size % 2 == 0):
-            raise DsrUserError(f"--conv-kernel-size must be positive, and odd without --causal; got {self.conv_kernel_size}")
+            raise OptionError(f"{{conv_kernel_size}} must be positive, and odd without {{causal}}; got {self.conv_kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
-            raise DsrUserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        channels = int_list(self.subsampling_channels, "subsampling-channels")
+            raise OptionError(f"{{dropout}} must be in [0, 1), got {self.dropout}")
+        channels = int_list(self.subsampling_channels, "subsampling_channels")
         if len(channels) != 2 or min(channels) <= 0:
-            raise DsrUserError(f"--subsampling-channels must be two positive integers, e.g. 8,32; "
+            raise OptionError(f"{{subsampling_channels}} must be two positive integers, e.g. 8,32; "
                                f"got {self.subsampling_channels!r}")
-        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
-            raise DsrUserError(
-                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
+        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk_sizes")):
+            raise OptionError(
+                f"{{chunk_sizes}} must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
             )
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        lefts = int_list(self.left_context_chunks, "left_context_chunks")
         if not lefts or any(left < -1 for left in lefts):
-            raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
+            raise OptionError(f"{{left_context_chunks}} must list values >= -1 (-1 = all), e.g. 2,4,-1; "
                                f"got {self.left_context_chunks!r}")
         if not 0.0 <= self.full_context_prob < 1.0:
-            raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
-                               "(for full attention only, leave --chunk-sizes empty)")
+            raise OptionError(f"{{full_context_prob}} must be in [0, 1), got {self.full_context_prob} "
+                               "(for full attention only, leave {chunk_sizes} empty)")
         if self.attention_decoder_layers < 0:
-            raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")
+            raise OptionError(f"{{attention_decoder_layers}} must be >= 0, got {self.attention_decoder_layers}")
         if self.attention_decoder_layers > 0:
             dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
             if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
-                raise DsrUserError(
-                    f"--attention-decoder-dim ({dim}) must be even and divisible by --attention-decoder-heads ({heads}), "
-                    f"and --attention-decoder-ffn-dim ({self.attention_decoder_ffn_dim}) positive"
+                raise OptionError(
+                    f"{{attention_decoder_dim}} ({dim}) must be even and divisible by {{attention_decoder_heads}} ({heads}), "
+                    f"and {{attention_decoder_ffn_dim}} ({self.attention_decoder_ffn_dim}) positive"
                 )
 
     def model_config_fields(self) -> dict[str, Any]:
         """The :class:`~dsr.models.config.ModelConfig` fields these options set (all but the vocabulary's)."""
         copied = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_MODEL_CONFIG_FIELDS}
-        return {**copied, "subsampling_channels": int_list(self.subsampling_channels, "subsampling-channels"),
+        return {**copied, "subsampling_channels": int_list(self.subsampling_channels, "subsampling_channels"),
                 **self.chunking()}
 
     def chunking(self) -> dict[str, Any]:
@@ -128,10 +128,10 @@ class ModelOptions:
         batches train with it, else the largest chunk; its default left context, which
         streaming decoding uses, is the largest one trained with.
         """
-        sizes = int_list(self.chunk_sizes, "chunk-sizes")
+        sizes = int_list(self.chunk_sizes, "chunk_sizes")
         if not sizes:
             return {"causal": self.causal}
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
+        lefts = int_list(self.left_context_chunks, "left_context_chunks")
         return {
             "causal": self.causal,
             "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
@@ -336,82 +336,82 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.num_epochs < 1:
-            raise DsrUserError(f"--num-epochs must be >= 1, got {self.num_epochs}")
+            raise OptionError(f"{{num_epochs}} must be >= 1, got {self.num_epochs}")
         if self.max_duration <= 0:
-            raise DsrUserError(f"--max-duration must be > 0, got {self.max_duration}")
+            raise OptionError(f"{{max_duration}} must be > 0, got {self.max_duration}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
+            raise OptionError(f"{{dtype}} must be float32, bfloat16 or float16, got {self.dtype}")
         self.model.validate()
         if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
-            raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
+            raise OptionError(f"{{rnnt_backend}} must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
         if not 0.0 < self.adam_beta2 < 1.0:
-            raise DsrUserError(f"--adam-beta2 must be in (0, 1), got {self.adam_beta2}")
+            raise OptionError(f"{{adam_beta2}} must be in (0, 1), got {self.adam_beta2}")
         if self.ctc_encoder_warmup_steps < 0:
-            raise DsrUserError(f"--ctc-encoder-warmup-steps must be >= 0, got {self.ctc_encoder_warmup_steps}")
+            raise OptionError(f"{{ctc_encoder_warmup_steps}} must be >= 0, got {self.ctc_encoder_warmup_steps}")
         if self.ctc_encoder_warmup_steps > 0 and self.ctc_loss_scale <= 0:
-            raise DsrUserError("--ctc-encoder-warmup-steps needs --ctc-loss-scale > 0 (CTC is what trains the encoder then)")
+            raise OptionError("{ctc_encoder_warmup_steps} needs {ctc_loss_scale} > 0 (CTC is what trains the encoder then)")
         if self.prune_range < 1:
-            raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
+            raise OptionError(f"{{prune_range}} must be >= 1, got {self.prune_range}")
         if self.gain_db < 0:
-            raise DsrUserError(f"--gain-db must be >= 0, got {self.gain_db}")
+            raise OptionError(f"{{gain_db}} must be >= 0, got {self.gain_db}")
         if not 0.0 <= self.freq_warp < 0.5:
-            raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
+            raise OptionError(f"{{freq_warp}} must be in [0, 0.5), got {self.freq_warp}")
         if self.edge_trim < 0:
-            raise DsrUserError(f"--edge-trim must be >= 0 seconds, got {self.edge_trim}")
+            raise OptionError(f"{{edge_trim}} must be >= 0 seconds, got {self.edge_trim}")
         if self.endpoint_trim_db < 0:
-            raise DsrUserError(f"--endpoint-trim-db must be >= 0, got {self.endpoint_trim_db}")
+            raise OptionError(f"{{endpoint_trim_db}} must be >= 0, got {self.endpoint_trim_db}")
         if self.edge_trim > 0 and self.endpoint_trim_db > 0:
-            raise DsrUserError("--edge-trim and --endpoint-trim-db are two ways to trim the edges; give one of them")
+            raise OptionError("{edge_trim} and {endpoint_trim_db} are two ways to trim the edges; give one of them")
         if not 0.0 < self.edge_trim_keep <= 1.0:
-            raise DsrUserError(f"--edge-trim-keep must be in (0, 1], got {self.edge_trim_keep}")
+            raise OptionError(f"{{edge_trim_keep}} must be in (0, 1], got {self.edge_trim_keep}")
         if self.feature_cache_mb < 0:
-            raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
+            raise OptionError(f"{{feature_cache_mb}} must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:
-            raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
+            raise OptionError(f"{{average_period}} must be >= 0, got {self.average_period}")
         if self.init_exclude.strip() and not self.init_from:
-            raise DsrUserError("--init-exclude only applies with --init-from; give the checkpoint to start from")
+            raise OptionError("{init_exclude} only applies with {init_from}; give the checkpoint to start from")
         self._validate_heads()
         self._validate_distillation()
         self._validate_pretrained()
 
     def _validate_pretrained(self) -> None:
         if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:
-            raise DsrUserError("--freeze-encoder-steps and --freeze-encoder-keep-top must be >= 0")
+            raise OptionError("{freeze_encoder_steps} and {freeze_encoder_keep_top} must be >= 0")
         if not 0.0 < self.pretrained_lr_scale <= 10.0:
-            raise DsrUserError(f"--pretrained-lr-scale must be in (0, 10], got {self.pretrained_lr_scale}")
+            raise OptionError(f"{{pretrained_lr_scale}} must be in (0, 10], got {self.pretrained_lr_scale}")
         if not self.pretrained:
             if self.whisper_pad_30s:
-                raise DsrUserError("--whisper-pad-30s applies to a --pretrained Whisper; give --pretrained NAME")
+                raise OptionError("{whisper_pad_30s} applies to a {pretrained} Whisper; give {pretrained} NAME")
             return
         if self.init_from:
-            raise DsrUserError("--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one")
+            raise OptionError("{pretrained} builds a new model from Whisper, {init_from} continues a dsr one: give one")
         if self.model.chunk_sizes or self.model.causal:
-            raise DsrUserError("--pretrained Whisper attends to whole utterances: drop --chunk-sizes/--causal")
+            raise OptionError("{pretrained} Whisper attends to whole utterances: drop {chunk_sizes}/{causal}")
         if self.model.utterance_norm != "none":
-            raise DsrUserError("--pretrained Whisper reads its own normalised log-mel: drop --utterance-norm")
+            raise OptionError("{pretrained} Whisper reads its own normalised log-mel: drop {utterance_norm}")
         if self.freq_warp > 0 or self.gain_db > 0:
-            raise DsrUserError("--freq-warp and --gain-db act on Kaldi FBANK (natural-log power); with --pretrained "
+            raise OptionError("{freq_warp} and {gain_db} act on Kaldi FBANK (natural-log power); with {pretrained} "
                                "(Whisper's log-mel) drop them")
         if self.model.attention_decoder_layers > 0:
-            raise DsrUserError("--pretrained: the attention head is Whisper's own decoder (--whisper-decoder); drop "
-                               "--attention-decoder-layers")
+            raise OptionError("{pretrained}: the attention head is Whisper's own decoder ({whisper_decoder}); drop "
+                               "{attention_decoder_layers}")
         if self.whisper_decoder and self.attention_loss_scale <= 0:
-            raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
+            raise OptionError("{whisper_decoder} needs {attention_loss_scale} > 0 (or use {not:whisper_decoder})")
         if self.whisper_pad_30s and (self.model.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
-            raise DsrUserError("--whisper-pad-30s trains Whisper's decoder alone: add --no-use-transducer "
-                               "--ctc-loss-scale 0 (the transducer and CTC heads would read 30 s of padding)")
+            raise OptionError("{whisper_pad_30s} trains Whisper's decoder alone: add {not:use_transducer} "
+                               "and {ctc_loss_scale} of 0 (the transducer and CTC heads would read 30 s of padding)")
 
     def _validate_heads(self) -> None:
         whisper_alone = bool(self.pretrained) and self.whisper_decoder
         if not self.model.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
-            raise DsrUserError("--no-use-transducer needs --ctc-loss-scale > 0: a model needs a CTC or transducer head")
+            raise OptionError("{not:use_transducer} needs {ctc_loss_scale} > 0: a model needs a CTC or transducer head")
         if self.model.attention_decoder_layers == 0:
             return
         if self.attention_loss_scale <= 0:
-            raise DsrUserError("--attention-decoder-layers > 0 needs --attention-loss-scale > 0 (or the decoder "
+            raise OptionError("{attention_decoder_layers} > 0 needs {attention_loss_scale} > 0 (or the decoder "
                                "stays untrained)")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise DsrUserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise OptionError(f"{{label_smoothing}} must be in [0, 1), got {self.label_smoothing}")
 
     def _validate_distillation(self) -> None:
         if not self.teacher:
@@ -419,11 +419,11 @@ class TrainConfig:
         from dsr.training.distill import parse_distill_heads
 
         if self.distill_scale <= 0:
-            raise DsrUserError(f"--teacher needs --distill-scale > 0, got {self.distill_scale}")
+            raise OptionError(f"{{teacher}} needs {{distill_scale}} > 0, got {self.distill_scale}")
         if self.distill_temperature <= 0:
-            raise DsrUserError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
+            raise OptionError(f"{{distill_temperature}} must be > 0, got {self.distill_temperature}")
         if "joiner" in parse_distill_heads(self.distill_heads) and not self.model.use_transducer:
-            raise DsrUserError("--distill-heads joiner needs a transducer student (drop --no-use-transducer)")
+            raise OptionError("{distill_heads} joiner needs a transducer student (drop {not:use_transducer})")
 
     def model_chunking(self) -> dict[str, Any]:
         """See :meth:`ModelOptions.chunking`."""
@@ -435,14 +435,14 @@ def _nested_type(f: Field) -> type:
     return type(f.default_factory())  # type: ignore[misc]
 
 
-def int_list(text: str, flag: str) -> tuple[int, ...]:
+def int_list(text: str, name: str) -> tuple[int, ...]:
     """``"8,16,32"`` (or a YAML list's string form ``"[8, 16, 32]"``) -> ``(8, 16, 32)``;
-    DsrUserError naming ``--flag`` otherwise."""
+    :class:`~dsr.errors.OptionError` naming the option ``name`` otherwise."""
     items = [x.strip() for x in str(text).strip().strip("[]").split(",") if x.strip()]
     try:
         return tuple(int(x) for x in items)
     except ValueError:
-        raise DsrUserError(f"--{flag} must be comma-separated integers, e.g. 8,16,32; got {text!r}") from None
+        raise OptionError(f"{{{name}}} must be comma-separated integers, e.g. 8,16,32; got {text!r}") from None
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
