@@ -11,7 +11,7 @@ so every loss is finite, nothing is learnt) in three jobs that between them take
 trainer's paths:
   * full:   2 epochs, SortaGrad for the first, SpecAugment, gain and frequency-warp perturbation,
             validation, attention-decoder head, step checkpoints (keep-last-k), running average;
-  * resume: the same job stopped by --max-steps mid-epoch, then resumed to the end;
+  * resume: the same job stopped by --max-steps, then resumed from its mid-epoch step checkpoint;
   * warmup: CTC-only encoder warm-up, feature cache off, no dev set, no transducer averaging.
 Prints one line per compared item and exits 1 on any difference.  --reuse keeps an existing
 --work/before (the reference runs) and reruns only --after.
@@ -38,7 +38,8 @@ JOBS: dict[str, list[str]] = {
     "warmup": ["--num-epochs", "1", "--ctc-encoder-warmup-steps", "3", "--feature-cache-mb", "0",
                "--dev-cuts", "", "--average-period", "0", "--num-buckets", "2"],
 }
-# The resume job: the "full" job cut after RESUME_AT updates (mid-epoch: a step checkpoint), then run on.
+# The resume job: the "full" job cut after RESUME_AT updates, then resumed from its last step checkpoint
+# (mid-epoch) to the end.
 RESUME_AT = 5
 TINY = ["--encoder-dim", "32", "--num-encoder-layers", "2", "--num-heads", "2", "--ffn-dim", "64",
         "--conv-kernel-size", "5", "--decoder-dim", "32", "--joiner-dim", "32", "--dropout", "0.1",
@@ -62,6 +63,10 @@ def run_all(root: Path, corpus: dict[str, str], out: Path) -> None:
     for name, extra in JOBS.items():
         _train(root, corpus, out / name, extra)
     _train(root, corpus, out / "resume", JOBS["full"] + ["--max-steps", str(RESUME_AT)])
+    # --max-steps ends its epoch with epoch-1.pt; without it the newest is the step checkpoint
+    # checkpoint-3.pt, as after a kill in the middle of epoch 1.
+    for path in (out / "resume").glob("epoch-*.pt"):
+        path.unlink()
     _train(root, corpus, out / "resume", JOBS["full"])
 
 

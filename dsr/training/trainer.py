@@ -1,4 +1,10 @@
-"""The training loop behind ``dsr train``.
+"""The training loop behind ``dsr train``, in icefall's shape.
+
+:func:`train` = :func:`setup` (model, optimiser, data; resume from the newest checkpoint)
+then, per epoch, :func:`train_one_epoch` (:func:`train_step` per batch, step checkpoints)
+and :func:`end_epoch` (:func:`validate`, :func:`save_checkpoint`), then :func:`finish`.
+They share one :class:`TrainState`.  :func:`compute_loss` is the one place a batch's loss
+is computed (model forward, distillation, :func:`weighted_loss`): a new model type plugs in there.
 
 Loss (icefall's pruned_transducer_stateless recipe):
 ``s * simple + p * pruned + ctc_loss_scale * ctc`` where, during the first
@@ -186,7 +192,10 @@ def compute_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scaled total loss per frame, and its parts (per frame) for logging.
 
-    With a ``teacher`` (see :func:`dsr.training.distill.load_teacher`) the distillation
+    The trainer's only call into the model: training, validation and the tests go through
+    here.  The model's forward returns its losses summed over the batch (``*_loss`` entries)
+    and ``num_frames``; :func:`weighted_loss` scales and adds them, so a model type with
+    other losses adds its entries (and their weights) there.  With a ``teacher`` (see :func:`dsr.training.distill.load_teacher`) the distillation
     terms are added.  ``attention_tokens`` turns a transcript into the attention head's
     targets when that head has its own vocabulary (Whisper's decoder).
     """
@@ -351,11 +360,7 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
         torch.set_num_threads(cfg.num_threads)
     _seed(cfg.seed)
 
-    tokenizer = Tokenizer(cfg.lang_dir)
-    whisper = load_pretrained(cfg) if cfg.pretrained else None
-    mcfg = model_config_from(cfg, tokenizer, whisper)
-    model = build_model(mcfg).to(device)
-    model.encoder.activation_checkpointing = cfg.activation_checkpointing
+    tokenizer, whisper, mcfg, model = _model(cfg, device)
     num_params = count_parameters(model)
     logger.info("model: %.2f M parameters, device %s, dtype %s", num_params / 1e6, device, cfg.dtype)
     teacher = None
@@ -366,7 +371,6 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
         # dropout and SpecAugment masks, as it would with its own GPU in a larger batch.
         _seed(cfg.seed + info.rank)
         logger.info("data-parallel training on %d processes", info.world_size)
-
     resumed = find_resume_state(cfg, exp_dir, info)
     initialised = _initial_weights(cfg, model, mcfg, whisper, resumed is not None)
     trainable = freeze_parameters(model, split_patterns(cfg.freeze))
@@ -394,6 +398,17 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
     )
     state.writer = _tensorboard(exp_dir) if info.is_main else None
     return state
+
+
+def _model(cfg: TrainConfig, device: torch.device,
+           ) -> tuple[Tokenizer, PretrainedWhisper | None, ModelConfig, HybridTransducer]:
+    """The tokenizer, the pretrained Whisper (--pretrained), and the model built on them (random weights)."""
+    tokenizer = Tokenizer(cfg.lang_dir)
+    whisper = load_pretrained(cfg) if cfg.pretrained else None
+    mcfg = model_config_from(cfg, tokenizer, whisper)
+    model = build_model(mcfg).to(device)
+    model.encoder.activation_checkpointing = cfg.activation_checkpointing
+    return tokenizer, whisper, mcfg, model
 
 
 def _initial_weights(cfg: TrainConfig, model: HybridTransducer, mcfg: ModelConfig,
