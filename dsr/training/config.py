@@ -2,6 +2,10 @@
 
 YAML keys are the flag names (``max-duration`` or ``max_duration``); explicit
 flags override the file; the resolved result is written to ``exp/<name>/config.yaml``.
+The model's options are a dataclass of their own, :class:`ModelOptions` (``cfg.model``),
+whose fields are flags and keys like the others (:meth:`TrainConfig.flat_fields`).
+Validation raises :class:`~dsr.errors.OptionError`, which names fields; ``dsr train``
+shows them as flags.
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ class TrainConfig:
         0.6, "With --edge-trim/--endpoint-trim-db: the fraction of each utterance always kept, in (0, 1]."
     )
     # Model (flags and YAML keys of its own fields, in place: see flat_fields)
-    model: ModelOptions = field(default_factory=lambda: ModelOptions(), metadata={"nested": True})
+    model: ModelOptions = field(default_factory=ModelOptions, metadata={"nested": True})
     # Loss
     prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
     lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
