@@ -52,7 +52,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     cfg = resolve_config(args.config or None, {})  # "" = dsr train's default model
-    mcfg = model_config_from(cfg, SimpleNamespace(vocab_size=args.vocab_size, blank_id=0))
+    mcfg = model_config_from(cfg, SimpleNamespace(vocab_size=args.vocab_size, blank_id=0, sos_eos_id=1))
     torch.manual_seed(0)
     plain = build_model(mcfg).to(device).train()
     recomputed = copy.deepcopy(plain)

@@ -44,7 +44,7 @@ def _worker(rank: int, port: int, options: dict[str, Any], out_dir: Path, nan_on
     from dsr.training.config import TrainConfig
 
     written: list[str] = []
-    for name in ("save_checkpoint", "save_config", "mark_done", "_tensorboard"):
+    for name in ("write_checkpoint", "save_config", "mark_done", "_tensorboard"):
         real = getattr(trainer, name)
         setattr(trainer, name, lambda *a, _real=real, _name=name, **k: written.append(_name) or _real(*a, **k))
     models = []
@@ -61,7 +61,7 @@ def _worker(rank: int, port: int, options: dict[str, Any], out_dir: Path, nan_on
         return loss, parts
 
     trainer.compute_loss = flaky_loss
-    result = trainer.train(TrainConfig(**options))
+    result = trainer.train(TrainConfig.from_dict(options))
     torch.save({"model": models[0].state_dict(), "written": written, "result": dataclasses.asdict(result)},
                out_dir / f"rank{rank}.pt")  # fmt: skip
 
@@ -134,7 +134,7 @@ def test_two_ranks_stay_identical_skip_together_and_only_rank0_writes(full_run):
     assert final["world_size"] == 2
 
     assert ranks[1]["written"] == []
-    assert {"save_config", "_tensorboard", "save_checkpoint", "mark_done"} <= set(ranks[0]["written"])
+    assert {"save_config", "_tensorboard", "write_checkpoint", "mark_done"} <= set(ranks[0]["written"])
     assert (exp / "config.yaml").is_file() and (exp / ".done.train").is_file()
 
 
@@ -153,7 +153,7 @@ def test_torchrun_resumes_mid_epoch_and_ends_with_the_uninterrupted_weights(corp
     from dsr.training.trainer import train
 
     with pytest.raises(DsrUserError, match="by 2 training process.*resume with 2"):
-        train(TrainConfig(**_options(corpus, exp)))
+        train(TrainConfig.from_dict(_options(corpus, exp)))
 
     proc = run_torchrun(_options(corpus, exp))
     assert proc.returncode == 0, proc.stdout + proc.stderr

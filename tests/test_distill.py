@@ -170,8 +170,8 @@ def test_compute_loss_adds_the_scaled_distillation_terms(tmp_path) -> None:
     feats, lens = batch()
     fake_batch = {"inputs": feats, "supervisions": {"num_frames": lens, "sequence_idx": torch.arange(2),
                                                     "text": texts}}
-    cfg = TrainConfig(lang_dir=str(tmp_path / "lang"), distill_scale=0.5, distill_heads="ctc,joiner",
-                      attention_decoder_layers=1, attention_loss_scale=0.3)
+    cfg = TrainConfig.from_dict(dict(lang_dir=str(tmp_path / "lang"), distill_scale=0.5, distill_heads="ctc,joiner",
+                                     attention_decoder_layers=1, attention_loss_scale=0.3))
     cpu = torch.device("cpu")
     plain, parts = compute_loss(student, fake_batch, tok, cfg, cpu, step=10_000)
     assert set(parts) == {"simple_loss", "pruned_loss", "ctc_loss", "attention_loss"}
@@ -187,8 +187,8 @@ def test_compute_loss_adds_the_scaled_distillation_terms(tmp_path) -> None:
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(distill_scale=0.0), "--distill-scale"),
-        (dict(distill_temperature=0.0), "--distill-temperature"),
+        (dict(distill_scale=0.0), "distill_scale"),
+        (dict(distill_temperature=0.0), "distill_temperature"),
         (dict(distill_heads="ctc,attention"), "--distill-heads"),
         (dict(distill_heads="joiner", use_transducer=False), "needs a transducer student"),
     ],
@@ -197,6 +197,6 @@ def test_train_config_distillation_options_are_validated(kw: dict, match: str) -
     from dsr.training.config import TrainConfig
 
     with pytest.raises(DsrUserError, match=match):
-        TrainConfig(teacher="exp/teacher", **kw).validate()
+        TrainConfig.from_dict({"teacher": "exp/teacher", **kw}).validate()
     if "use_transducer" not in kw:
-        TrainConfig(**kw).validate()  # without --teacher the distillation options are unused
+        TrainConfig.from_dict(kw).validate()  # without --teacher the distillation options are unused

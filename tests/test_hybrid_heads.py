@@ -100,10 +100,10 @@ def test_return_outputs_for_distillation() -> None:
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(use_transducer=False, ctc_loss_scale=0.0), "--no-use-transducer needs --ctc-loss-scale"),
-        (dict(attention_decoder_layers=-1), "--attention-decoder-layers must be"),
-        (dict(attention_decoder_layers=2, attention_loss_scale=0.0), "--attention-loss-scale > 0"),
-        (dict(attention_decoder_layers=2, label_smoothing=1.0), "--label-smoothing"),
+        (dict(use_transducer=False, ctc_loss_scale=0.0), "use_transducer=False needs ctc_loss_scale"),
+        (dict(attention_decoder_layers=-1), "attention_decoder_layers must be"),
+        (dict(attention_decoder_layers=2, attention_loss_scale=0.0), "attention_loss_scale > 0"),
+        (dict(attention_decoder_layers=2, label_smoothing=1.0), "label_smoothing"),
         (dict(attention_decoder_layers=2, attention_decoder_dim=90, attention_decoder_heads=4), "divisible"),
     ],
 )
@@ -112,7 +112,7 @@ def test_train_config_head_options_are_validated(kw: dict, match: str) -> None:
     from dsr.training.config import TrainConfig
 
     with pytest.raises(DsrUserError, match=match):
-        TrainConfig(**kw).validate()
+        TrainConfig.from_dict(kw).validate()
 
 
 def test_train_config_builds_the_heads_it_names(tmp_path) -> None:
@@ -122,8 +122,8 @@ def test_train_config_builds_the_heads_it_names(tmp_path) -> None:
 
     train_bpe(["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"] * 30,
               tmp_path, vocab_size=40)
-    cfg = TrainConfig(use_transducer=False, attention_decoder_layers=3, attention_decoder_dim=64,
-                      attention_decoder_heads=2, attention_decoder_ffn_dim=128)
+    cfg = TrainConfig.from_dict(dict(use_transducer=False, attention_decoder_layers=3, attention_decoder_dim=64,
+                      attention_decoder_heads=2, attention_decoder_ffn_dim=128))
     cfg.validate()
     mcfg = model_config_from(cfg, Tokenizer(tmp_path))
     assert (mcfg.use_transducer, mcfg.attention_decoder_layers, mcfg.attention_decoder_dim) == (False, 3, 64)

@@ -113,7 +113,7 @@ def test_freeze_patterns_and_errors(caplog) -> None:
         freeze_parameters(build_model(_config()), ["decoder"])
     with pytest.raises(DsrUserError, match="freezes every parameter"):
         freeze_parameters(build_model(_config()), ["*"])
-    with pytest.raises(DsrUserError, match="--init-exclude only applies with --init-from"):
+    with pytest.raises(DsrUserError, match="init_exclude only applies with init_from"):
         TrainConfig(init_exclude="joiner.*").validate()
 
 
@@ -125,7 +125,7 @@ def corpus(tmp_path_factory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def pretrained(corpus, tmp_path_factory) -> Path:
     exp = tmp_path_factory.mktemp("pre") / "exp"
-    train(TrainConfig(**tiny_train_options(corpus, exp, max_steps=2, dev_cuts="")))
+    train(TrainConfig.from_dict(tiny_train_options(corpus, exp, max_steps=2, dev_cuts="")))
     return exp
 
 
@@ -135,7 +135,7 @@ def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp
     start = resolve_model_checkpoint(pretrained)[0]["model"]  # what --init-from an exp dir loads
     exp = tmp_path / "fine"
     options = tiny_train_options(corpus, exp, max_steps=3, dev_cuts="", init_from=str(pretrained), freeze="encoder")
-    result = train(TrainConfig(**options))
+    result = train(TrainConfig.from_dict(options))
     assert result.global_step == 3
     final = torch.load(exp / "epoch-1.pt", weights_only=False)
     for k, v in final["model"].items():
@@ -148,16 +148,16 @@ def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp
 
     # Resuming with another --freeze cannot reuse the optimizer state: a clear error.
     with pytest.raises(DsrUserError, match="trained with --freeze 'encoder'.*same --freeze"):
-        train(TrainConfig(**{**options, "max_steps": 4, "freeze": "predictor"}))
+        train(TrainConfig.from_dict({**options, "max_steps": 4, "freeze": "predictor"}))
 
 
 def test_init_from_with_another_vocabulary_fails_before_training(corpus, pretrained, tmp_path) -> None:
     other = make_tiny_corpus(tmp_path / "other", vocab_size=34)
     options = tiny_train_options(other, tmp_path / "exp", max_steps=1, dev_cuts="", init_from=str(pretrained))
     with pytest.raises(DsrUserError, match=r"vocab_size 30 \(this run: 34\).*--init-exclude predictor.embedding.weight"):
-        train(TrainConfig(**options))
+        train(TrainConfig.from_dict(options))
     options["init_exclude"] = "predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output"
-    assert train(TrainConfig(**options)).global_step == 1
+    assert train(TrainConfig.from_dict(options)).global_step == 1
 
 
 def test_tiny_model_options_are_train_config_fields() -> None:

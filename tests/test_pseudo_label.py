@@ -274,7 +274,7 @@ def test_cli_labels_skips_when_done_and_trains_on_the_labels(bpe, tmp_path) -> N
 
     # dsr train reads the labels like any manifest.
     corpus = {"train_cuts": str(out), "dev_cuts": "", "lang_dir": str(bpe["lang"])}
-    result = train(TrainConfig(**tiny_train_options(corpus, tmp_path / "student", max_steps=2)))
+    result = train(TrainConfig.from_dict(tiny_train_options(corpus, tmp_path / "student", max_steps=2)))
     assert result.global_step == 2 and (tmp_path / "student" / "epoch-1.pt").is_file()
 
 

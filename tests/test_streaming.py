@@ -198,15 +198,15 @@ def test_train_config_streaming_options(tmp_path: Path) -> None:
         "train_left_context_chunks": (2,), "train_full_context_prob": 0.25,
     }
     # Never full attention in training: the default attention is the largest chunk.
-    always = TrainConfig(chunk_sizes="[4, 8]", left_context_chunks="1,-1", full_context_prob=0.0).model_chunking()
+    always = TrainConfig.from_dict(dict(chunk_sizes="[4, 8]", left_context_chunks="1,-1", full_context_prob=0.0)).model_chunking()
     assert (always["chunk_size"], always["left_context_chunks"]) == (8, -1)
-    assert TrainConfig(causal=True).model_chunking() == {"causal": True}
-    for bad, match in [(dict(chunk_sizes="8,x"), "--chunk-sizes"), (dict(chunk_sizes="0,8"), "--chunk-sizes"),
-                       (dict(left_context_chunks="-2"), "--left-context-chunks"),
-                       (dict(left_context_chunks=""), "--left-context-chunks"),
-                       (dict(full_context_prob=1.0), "--full-context-prob")]:
+    assert TrainConfig.from_dict({"causal": True}).model_chunking() == {"causal": True}
+    for bad, match in [(dict(chunk_sizes="8,x"), "chunk_sizes"), (dict(chunk_sizes="0,8"), "chunk_sizes"),
+                       (dict(left_context_chunks="-2"), "left_context_chunks"),
+                       (dict(left_context_chunks=""), "left_context_chunks"),
+                       (dict(full_context_prob=1.0), "full_context_prob")]:
         with pytest.raises(DsrUserError, match=match):
-            TrainConfig(**bad).validate()
+            TrainConfig.from_dict(bad).validate()
 
 
 def test_training_a_streaming_model_saves_its_chunking(tmp_path: Path, exp: dict[str, Path]) -> None:

@@ -12,7 +12,7 @@ from dsr.errors import DsrUserError
 from dsr.models import ModelConfig, build_model
 from dsr.models.streaming import StreamingEncoder
 from dsr.models.utterance_norm import normalize_utterances
-from dsr.training.config import TrainConfig
+from dsr.training.config import ModelOptions, TrainConfig
 from dsr.training.datamodule import load_cut_list
 from test_models import FEAT, small_config
 from tiny_corpus import write_feature_cuts
@@ -99,11 +99,11 @@ def test_config_round_trip_and_streaming_refused() -> None:
 
 
 def test_train_config_validation() -> None:
-    TrainConfig(utterance_norm="mean").validate()
-    with pytest.raises(DsrUserError, match="--utterance-norm"):
-        TrainConfig(utterance_norm="cmvn").validate()
-    with pytest.raises(DsrUserError, match="--utterance-norm"):
-        TrainConfig(utterance_norm="mean", chunk_sizes="8,16").validate()
+    TrainConfig(model=ModelOptions(utterance_norm="mean")).validate()
+    with pytest.raises(DsrUserError, match="utterance_norm"):
+        TrainConfig(model=ModelOptions(utterance_norm="cmvn")).validate()
+    with pytest.raises(DsrUserError, match="utterance_norm"):
+        TrainConfig(model=ModelOptions(utterance_norm="mean", chunk_sizes="8,16")).validate()
 
 
 def test_comma_separated_train_cuts_are_concatenated(tmp_path: Path) -> None:

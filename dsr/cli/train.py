@@ -8,13 +8,13 @@ given) so that a value from ``--config`` is only overridden when a flag is typed
 from __future__ import annotations
 
 import inspect
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from dsr.cli.common import already_done, console, setup_logging
+from dsr.cli.common import already_done, console, setup_logging, show_progress
+from dsr.errors import DsrUserError, OptionError
 from dsr.training.config import TrainConfig
 
 _DOC = """Train a Conformer transducer with pruned RNN-T + CTC losses.
@@ -51,7 +51,10 @@ def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
     from dsr.training.config import resolve_config
     from dsr.training.trainer import train as run_train
 
-    cfg = resolve_config(config, flags)
+    try:
+        cfg = resolve_config(config, flags)
+    except OptionError as e:  # the library names fields; here they are flags (YAML keys are the same names)
+        raise DsrUserError(e.as_flags()) from None
     exp_dir = Path(cfg.exp_dir)
     if already_done(exp_dir, "train", force) and _done_epochs(exp_dir) >= cfg.num_epochs:
         return
@@ -63,7 +66,7 @@ def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
     is_main = env_info().is_main
     log_file = exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt" if is_main else None
     setup_logging(log_file=log_file)
-    result = run_train(cfg)
+    result = run_train(cfg, progress=show_progress())
     if is_main:
         console.print(f"[green]done[/] train: {result.summary()}")
 
@@ -90,7 +93,7 @@ def _build() -> Any:
         ),
     ]
     helps = TrainConfig.field_help()
-    for f in fields(TrainConfig):
+    for f in TrainConfig.flat_fields():  # the nested model options are flags of their own
         flag = "--" + f.name.replace("_", "-")
         typ = type(f.default)
         decl = f"{flag}/--no-{flag[2:]}" if typ is bool else flag

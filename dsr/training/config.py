@@ -2,21 +2,153 @@
 
 YAML keys are the flag names (``max-duration`` or ``max_duration``); explicit
 flags override the file; the resolved result is written to ``exp/<name>/config.yaml``.
+The model's options are a dataclass of their own, :class:`ModelOptions` (``cfg.model``),
+whose fields are flags and keys like the others (:meth:`TrainConfig.flat_fields`).
+Validation raises :class:`~dsr.errors.OptionError`, which names fields; ``dsr train``
+shows them as flags.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 
 def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelOptions:
+    """The model's architecture as ``dsr train`` options, nested in :class:`TrainConfig` as ``cfg.model``.
+
+    Its fields are flags and YAML keys of their own (``--encoder-dim``, ``encoder-dim:``), flattened
+    into TrainConfig's by :meth:`TrainConfig.flat_fields`; the defaults here are dsr train's, the only
+    place they are written.  (:class:`~dsr.models.config.ModelConfig`'s own defaults describe what
+    older checkpoints were built with, and are not read by training.)  :meth:`model_config_fields`
+    turns them into ModelConfig fields; the vocabulary's come from the tokenizer.
+    """
+
+    utterance_norm: str = opt(
+        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
+        "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
+        "such a model cannot stream. On FSDD --gain-db worked better."
+    )
+    encoder_dim: int = opt(192, "Conformer model dimension.")
+    num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
+    num_heads: int = opt(4, "Attention heads per block.")
+    ffn_dim: int = opt(768, "Feed-forward hidden size.")
+    conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
+    subsampling_channels: str = opt(
+        "16,64", "Channels of the two convolutions of the 4x subsampling front end; the second costs "
+        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there."
+    )
+    dropout: float = opt(0.1, "Dropout probability.")
+    decoder_dim: int = opt(256, "Stateless predictor embedding size.")
+    joiner_dim: int = opt(256, "Joiner hidden size.")
+    context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
+    use_transducer: bool = opt(
+        True, "Train the transducer head; --no-use-transducer trains CTC (+ attention decoder) only."
+    )
+    attention_decoder_layers: int = opt(0, "Layers of a Transformer attention-decoder head (0 = no such head).")
+    attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
+    attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
+    attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
+    # Streaming and long audio
+    causal: bool = opt(False, "Causal (left-only) depthwise convolutions; dsr decode --streaming needs them.")
+    chunk_sizes: str = opt(
+        "",
+        "Dynamic chunk training: comma-separated attention chunk sizes in encoder frames (40 ms each), one "
+        "drawn per batch, e.g. 8,16,32 ('' = full attention). With --causal the model can stream.",
+    )
+    left_context_chunks: str = opt(
+        "-1",
+        "With --chunk-sizes: comma-separated attention left contexts in chunks (-1 = all), one drawn per "
+        "batch; a bounded one keeps memory linear in utterance length. Streaming decoding uses the largest.",
+    )
+    full_context_prob: float = opt(
+        0.5, "With --chunk-sizes: share of batches trained with full attention, so the model also decodes offline."
+    )
+
+    def validate(self) -> None:
+        from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
+
+        if self.utterance_norm not in UTTERANCE_NORMS:
+            raise OptionError(f"{{utterance_norm}} must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
+        if self.utterance_norm != "none" and self.chunk_sizes:
+            raise OptionError("{utterance_norm} needs whole utterances; fix: drop it or {chunk_sizes} (streaming)")
+        # The Conformer checks these too, but with its own argument names and a traceback.
+        for name in ("encoder_dim", "num_encoder_layers", "num_heads", "ffn_dim", "decoder_dim", "joiner_dim",
+                     "context_size"):
+            if getattr(self, name) <= 0:
+                raise OptionError(f"{{{name}}} must be > 0, got {getattr(self, name)}")
+        if self.encoder_dim % self.num_heads or (self.encoder_dim // self.num_heads) % 2:
+            raise OptionError(f"{{encoder_dim}} ({self.encoder_dim}) must split over {{num_heads}} ({self.num_heads}) "
+                               "into an even head dimension (rotary positions rotate pairs of dimensions)")
+        if self.conv_kernel_size <= 0 or (not self.causal and self.conv_kernel_size % 2 == 0):
+            raise OptionError(f"{{conv_kernel_size}} must be positive, and odd without {{causal}}; got {self.conv_kernel_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise OptionError(f"{{dropout}} must be in [0, 1), got {self.dropout}")
+        channels = int_list(self.subsampling_channels, "subsampling_channels")
+        if len(channels) != 2 or min(channels) <= 0:
+            raise OptionError(f"{{subsampling_channels}} must be two positive integers, e.g. 8,32; "
+                               f"got {self.subsampling_channels!r}")
+        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk_sizes")):
+            raise OptionError(
+                f"{{chunk_sizes}} must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
+            )
+        lefts = int_list(self.left_context_chunks, "left_context_chunks")
+        if not lefts or any(left < -1 for left in lefts):
+            raise OptionError(f"{{left_context_chunks}} must list values >= -1 (-1 = all), e.g. 2,4,-1; "
+                               f"got {self.left_context_chunks!r}")
+        if not 0.0 <= self.full_context_prob < 1.0:
+            raise OptionError(f"{{full_context_prob}} must be in [0, 1), got {self.full_context_prob} "
+                               "(for full attention only, leave {chunk_sizes} empty)")
+        if self.attention_decoder_layers < 0:
+            raise OptionError(f"{{attention_decoder_layers}} must be >= 0, got {self.attention_decoder_layers}")
+        if self.attention_decoder_layers > 0:
+            dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
+            if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
+                raise OptionError(
+                    f"{{attention_decoder_dim}} ({dim}) must be even and divisible by {{attention_decoder_heads}} ({heads}), "
+                    f"and {{attention_decoder_ffn_dim}} ({self.attention_decoder_ffn_dim}) positive"
+                )
+
+    def model_config_fields(self) -> dict[str, Any]:
+        """The :class:`~dsr.models.config.ModelConfig` fields these options set (all but the vocabulary's)."""
+        copied = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_MODEL_CONFIG_FIELDS}
+        return {**copied, "subsampling_channels": int_list(self.subsampling_channels, "subsampling_channels"),
+                **self.chunking()}
+
+    def chunking(self) -> dict[str, Any]:
+        """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
+
+        The model's default attention (offline decoding, validation) is full when some
+        batches train with it, else the largest chunk; its default left context, which
+        streaming decoding uses, is the largest one trained with.
+        """
+        sizes = int_list(self.chunk_sizes, "chunk_sizes")
+        if not sizes:
+            return {"causal": self.causal}
+        lefts = int_list(self.left_context_chunks, "left_context_chunks")
+        return {
+            "causal": self.causal,
+            "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
+            "left_context_chunks": -1 if -1 in lefts else max(lefts),
+            "train_chunk_sizes": sizes,
+            "train_left_context_chunks": lefts,
+            "train_full_context_prob": self.full_context_prob,
+        }
+
+
+# Options that are not ModelConfig fields under their own name: the chunking strings become
+# chunk_size/train_* (see ModelOptions.chunking), the channels string a tuple.
+_NOT_MODEL_CONFIG_FIELDS = frozenset({"subsampling_channels", "chunk_sizes", "left_context_chunks", "full_context_prob"})
 
 
 @dataclass
@@ -59,47 +191,8 @@ class TrainConfig:
     edge_trim_keep: float = opt(
         0.6, "With --edge-trim/--endpoint-trim-db: the fraction of each utterance always kept, in (0, 1]."
     )
-    # Model
-    utterance_norm: str = opt(
-        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
-        "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
-        "such a model cannot stream. On FSDD --gain-db worked better."
-    )
-    encoder_dim: int = opt(192, "Conformer model dimension.")
-    num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
-    num_heads: int = opt(4, "Attention heads per block.")
-    ffn_dim: int = opt(768, "Feed-forward hidden size.")
-    conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
-    subsampling_channels: str = opt(
-        "16,64", "Channels of the two convolutions of the 4x subsampling front end; the second costs "
-        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there."
-    )
-    dropout: float = opt(0.1, "Dropout probability.")
-    decoder_dim: int = opt(256, "Stateless predictor embedding size.")
-    joiner_dim: int = opt(256, "Joiner hidden size.")
-    context_size: int = opt(2, "Tokens of left context seen by the stateless predictor.")
-    use_transducer: bool = opt(
-        True, "Train the transducer head; --no-use-transducer trains CTC (+ attention decoder) only."
-    )
-    attention_decoder_layers: int = opt(0, "Layers of a Transformer attention-decoder head (0 = no such head).")
-    attention_decoder_dim: int = opt(256, "Attention decoder model dimension.")
-    attention_decoder_heads: int = opt(4, "Attention decoder attention heads.")
-    attention_decoder_ffn_dim: int = opt(1024, "Attention decoder feed-forward hidden size.")
-    # Streaming and long audio
-    causal: bool = opt(False, "Causal (left-only) depthwise convolutions; dsr decode --streaming needs them.")
-    chunk_sizes: str = opt(
-        "",
-        "Dynamic chunk training: comma-separated attention chunk sizes in encoder frames (40 ms each), one "
-        "drawn per batch, e.g. 8,16,32 ('' = full attention). With --causal the model can stream.",
-    )
-    left_context_chunks: str = opt(
-        "-1",
-        "With --chunk-sizes: comma-separated attention left contexts in chunks (-1 = all), one drawn per "
-        "batch; a bounded one keeps memory linear in utterance length. Streaming decoding uses the largest.",
-    )
-    full_context_prob: float = opt(
-        0.5, "With --chunk-sizes: share of batches trained with full attention, so the model also decodes offline."
-    )
+    # Model (flags and YAML keys of its own fields, in place: see flat_fields)
+    model: ModelOptions = field(default_factory=ModelOptions, metadata={"nested": True})
     # Loss
     prune_range: int = opt(5, "Symbols kept per frame by the pruned RNN-T loss.")
     lm_scale: float = opt(0.25, "LM-only smoothing scale of the simple loss.")
@@ -214,118 +307,121 @@ class TrainConfig:
     max_steps: int = opt(0, "Stop after this many steps in total (0 = no limit); for quick tests.")
 
     @classmethod
+    def flat_fields(cls) -> list[Field]:
+        """Every option as one flag/YAML key, in order: a nested options object's fields stand in its place."""
+        out: list[Field] = []
+        for f in fields(cls):
+            out += fields(_nested_type(f)) if f.metadata.get("nested") else [f]
+        return out
+
+    @classmethod
     def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        return {f.name: f.metadata.get("help", "") for f in cls.flat_fields()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """From flat options (as :meth:`to_dict` gives, or as ``dsr train`` flags name them); missing ones
+        take their defaults, an unknown one is a TypeError as for the constructor."""
+        nested = {f.name: _nested_type(f) for f in fields(cls) if f.metadata.get("nested")}
+        own = {f.name for f in fields(cls)} - set(nested)
+        groups: dict[str, dict[str, Any]] = {name: {} for name in nested}
+        top: dict[str, Any] = {}
+        for key, value in values.items():
+            owner = next((name for name, typ in nested.items() if key in {f.name for f in fields(typ)}), None)
+            if owner is not None:
+                groups[owner][key] = value
+            elif key in own:
+                top[key] = value
+            else:
+                raise TypeError(f"TrainConfig has no option {key!r}")
+        return cls(**top, **{name: nested[name](**groups[name]) for name in nested})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat options, in :meth:`flat_fields` order: the keys of config.yaml and of checkpoints' train_config."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out.update(asdict(value) if f.metadata.get("nested") else {f.name: value})
+        return out
 
     def validate(self) -> None:
         if self.num_epochs < 1:
-            raise DsrUserError(f"--num-epochs must be >= 1, got {self.num_epochs}")
+            raise OptionError(f"{{num_epochs}} must be >= 1, got {self.num_epochs}")
         if self.max_duration <= 0:
-            raise DsrUserError(f"--max-duration must be > 0, got {self.max_duration}")
+            raise OptionError(f"{{max_duration}} must be > 0, got {self.max_duration}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise DsrUserError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype}")
-        from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
-
-        if self.utterance_norm not in UTTERANCE_NORMS:
-            raise DsrUserError(f"--utterance-norm must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
-        if self.utterance_norm != "none" and self.chunk_sizes:
-            raise DsrUserError("--utterance-norm needs whole utterances; fix: drop it or --chunk-sizes (streaming)")
+            raise OptionError(f"{{dtype}} must be float32, bfloat16 or float16, got {self.dtype}")
+        self.model.validate()
         if self.rnnt_backend not in ("dsr", "fast_rnnt", "k2"):
-            raise DsrUserError(f"--rnnt-backend must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
+            raise OptionError(f"{{rnnt_backend}} must be dsr, fast_rnnt or k2, got {self.rnnt_backend}")
         if not 0.0 < self.adam_beta2 < 1.0:
-            raise DsrUserError(f"--adam-beta2 must be in (0, 1), got {self.adam_beta2}")
+            raise OptionError(f"{{adam_beta2}} must be in (0, 1), got {self.adam_beta2}")
         if self.ctc_encoder_warmup_steps < 0:
-            raise DsrUserError(f"--ctc-encoder-warmup-steps must be >= 0, got {self.ctc_encoder_warmup_steps}")
+            raise OptionError(f"{{ctc_encoder_warmup_steps}} must be >= 0, got {self.ctc_encoder_warmup_steps}")
         if self.ctc_encoder_warmup_steps > 0 and self.ctc_loss_scale <= 0:
-            raise DsrUserError("--ctc-encoder-warmup-steps needs --ctc-loss-scale > 0 (CTC is what trains the encoder then)")
+            raise OptionError("{ctc_encoder_warmup_steps} needs {ctc_loss_scale} > 0 (CTC is what trains the encoder then)")
         if self.prune_range < 1:
-            raise DsrUserError(f"--prune-range must be >= 1, got {self.prune_range}")
+            raise OptionError(f"{{prune_range}} must be >= 1, got {self.prune_range}")
         if self.gain_db < 0:
-            raise DsrUserError(f"--gain-db must be >= 0, got {self.gain_db}")
+            raise OptionError(f"{{gain_db}} must be >= 0, got {self.gain_db}")
         if not 0.0 <= self.freq_warp < 0.5:
-            raise DsrUserError(f"--freq-warp must be in [0, 0.5), got {self.freq_warp}")
+            raise OptionError(f"{{freq_warp}} must be in [0, 0.5), got {self.freq_warp}")
         if self.edge_trim < 0:
-            raise DsrUserError(f"--edge-trim must be >= 0 seconds, got {self.edge_trim}")
+            raise OptionError(f"{{edge_trim}} must be >= 0 seconds, got {self.edge_trim}")
         if self.endpoint_trim_db < 0:
-            raise DsrUserError(f"--endpoint-trim-db must be >= 0, got {self.endpoint_trim_db}")
+            raise OptionError(f"{{endpoint_trim_db}} must be >= 0, got {self.endpoint_trim_db}")
         if self.edge_trim > 0 and self.endpoint_trim_db > 0:
-            raise DsrUserError("--edge-trim and --endpoint-trim-db are two ways to trim the edges; give one of them")
+            raise OptionError("{edge_trim} and {endpoint_trim_db} are two ways to trim the edges; give one of them")
         if not 0.0 < self.edge_trim_keep <= 1.0:
-            raise DsrUserError(f"--edge-trim-keep must be in (0, 1], got {self.edge_trim_keep}")
+            raise OptionError(f"{{edge_trim_keep}} must be in (0, 1], got {self.edge_trim_keep}")
         if self.feature_cache_mb < 0:
-            raise DsrUserError(f"--feature-cache-mb must be >= 0, got {self.feature_cache_mb}")
+            raise OptionError(f"{{feature_cache_mb}} must be >= 0, got {self.feature_cache_mb}")
         if self.average_period < 0:
-            raise DsrUserError(f"--average-period must be >= 0, got {self.average_period}")
-        channels = int_list(self.subsampling_channels, "subsampling-channels")
-        if len(channels) != 2 or min(channels) <= 0:
-            raise DsrUserError(f"--subsampling-channels must be two positive integers, e.g. 8,32; "
-                               f"got {self.subsampling_channels!r}")
-        if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk-sizes")):
-            raise DsrUserError(
-                f"--chunk-sizes must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
-            )
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
-        if not lefts or any(left < -1 for left in lefts):
-            raise DsrUserError(f"--left-context-chunks must list values >= -1 (-1 = all), e.g. 2,4,-1; "
-                               f"got {self.left_context_chunks!r}")
-        if not 0.0 <= self.full_context_prob < 1.0:
-            raise DsrUserError(f"--full-context-prob must be in [0, 1), got {self.full_context_prob} "
-                               "(for full attention only, leave --chunk-sizes empty)")
+            raise OptionError(f"{{average_period}} must be >= 0, got {self.average_period}")
         if self.init_exclude.strip() and not self.init_from:
-            raise DsrUserError("--init-exclude only applies with --init-from; give the checkpoint to start from")
+            raise OptionError("{init_exclude} only applies with {init_from}; give the checkpoint to start from")
         self._validate_heads()
         self._validate_distillation()
         self._validate_pretrained()
 
     def _validate_pretrained(self) -> None:
         if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:
-            raise DsrUserError("--freeze-encoder-steps and --freeze-encoder-keep-top must be >= 0")
+            raise OptionError("{freeze_encoder_steps} and {freeze_encoder_keep_top} must be >= 0")
         if not 0.0 < self.pretrained_lr_scale <= 10.0:
-            raise DsrUserError(f"--pretrained-lr-scale must be in (0, 10], got {self.pretrained_lr_scale}")
+            raise OptionError(f"{{pretrained_lr_scale}} must be in (0, 10], got {self.pretrained_lr_scale}")
         if not self.pretrained:
             if self.whisper_pad_30s:
-                raise DsrUserError("--whisper-pad-30s applies to a --pretrained Whisper; give --pretrained NAME")
+                raise OptionError("{whisper_pad_30s} applies to a {pretrained} Whisper; give {pretrained} NAME")
             return
         if self.init_from:
-            raise DsrUserError("--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one")
-        if self.chunk_sizes or self.causal:
-            raise DsrUserError("--pretrained Whisper attends to whole utterances: drop --chunk-sizes/--causal")
-        if self.utterance_norm != "none":
-            raise DsrUserError("--pretrained Whisper reads its own normalised log-mel: drop --utterance-norm")
+            raise OptionError("{pretrained} builds a new model from Whisper, {init_from} continues a dsr one: give one")
+        if self.model.chunk_sizes or self.model.causal:
+            raise OptionError("{pretrained} Whisper attends to whole utterances: drop {chunk_sizes}/{causal}")
+        if self.model.utterance_norm != "none":
+            raise OptionError("{pretrained} Whisper reads its own normalised log-mel: drop {utterance_norm}")
         if self.freq_warp > 0 or self.gain_db > 0:
-            raise DsrUserError("--freq-warp and --gain-db act on Kaldi FBANK (natural-log power); with --pretrained "
+            raise OptionError("{freq_warp} and {gain_db} act on Kaldi FBANK (natural-log power); with {pretrained} "
                                "(Whisper's log-mel) drop them")
-        if self.attention_decoder_layers > 0:
-            raise DsrUserError("--pretrained: the attention head is Whisper's own decoder (--whisper-decoder); drop "
-                               "--attention-decoder-layers")
+        if self.model.attention_decoder_layers > 0:
+            raise OptionError("{pretrained}: the attention head is Whisper's own decoder ({whisper_decoder}); drop "
+                               "{attention_decoder_layers}")
         if self.whisper_decoder and self.attention_loss_scale <= 0:
-            raise DsrUserError("--whisper-decoder needs --attention-loss-scale > 0 (or use --no-whisper-decoder)")
-        if self.whisper_pad_30s and (self.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
-            raise DsrUserError("--whisper-pad-30s trains Whisper's decoder alone: add --no-use-transducer "
-                               "--ctc-loss-scale 0 (the transducer and CTC heads would read 30 s of padding)")
+            raise OptionError("{whisper_decoder} needs {attention_loss_scale} > 0 (or use {not:whisper_decoder})")
+        if self.whisper_pad_30s and (self.model.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
+            raise OptionError("{whisper_pad_30s} trains Whisper's decoder alone: add {not:use_transducer} "
+                               "and {ctc_loss_scale} of 0 (the transducer and CTC heads would read 30 s of padding)")
 
     def _validate_heads(self) -> None:
         whisper_alone = bool(self.pretrained) and self.whisper_decoder
-        if not self.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
-            raise DsrUserError("--no-use-transducer needs --ctc-loss-scale > 0: a model needs a CTC or transducer head")
-        if self.attention_decoder_layers < 0:
-            raise DsrUserError(f"--attention-decoder-layers must be >= 0, got {self.attention_decoder_layers}")
-        if self.attention_decoder_layers == 0:
+        if not self.model.use_transducer and self.ctc_loss_scale <= 0 and not whisper_alone:
+            raise OptionError("{not:use_transducer} needs {ctc_loss_scale} > 0: a model needs a CTC or transducer head")
+        if self.model.attention_decoder_layers == 0:
             return
         if self.attention_loss_scale <= 0:
-            raise DsrUserError("--attention-decoder-layers > 0 needs --attention-loss-scale > 0 (or the decoder "
+            raise OptionError("{attention_decoder_layers} > 0 needs {attention_loss_scale} > 0 (or the decoder "
                                "stays untrained)")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise DsrUserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        dim, heads = self.attention_decoder_dim, self.attention_decoder_heads
-        if dim <= 0 or heads <= 0 or dim % heads or dim % 2 or self.attention_decoder_ffn_dim <= 0:
-            raise DsrUserError(
-                f"--attention-decoder-dim ({dim}) must be even and divisible by --attention-decoder-heads ({heads}), "
-                f"and --attention-decoder-ffn-dim ({self.attention_decoder_ffn_dim}) positive"
-            )
+            raise OptionError(f"{{label_smoothing}} must be in [0, 1), got {self.label_smoothing}")
 
     def _validate_distillation(self) -> None:
         if not self.teacher:
@@ -333,41 +429,30 @@ class TrainConfig:
         from dsr.training.distill import parse_distill_heads
 
         if self.distill_scale <= 0:
-            raise DsrUserError(f"--teacher needs --distill-scale > 0, got {self.distill_scale}")
+            raise OptionError(f"{{teacher}} needs {{distill_scale}} > 0, got {self.distill_scale}")
         if self.distill_temperature <= 0:
-            raise DsrUserError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
-        if "joiner" in parse_distill_heads(self.distill_heads) and not self.use_transducer:
-            raise DsrUserError("--distill-heads joiner needs a transducer student (drop --no-use-transducer)")
+            raise OptionError(f"{{distill_temperature}} must be > 0, got {self.distill_temperature}")
+        if "joiner" in parse_distill_heads(self.distill_heads) and not self.model.use_transducer:
+            raise OptionError("{distill_heads} joiner needs a transducer student (drop {not:use_transducer})")
 
     def model_chunking(self) -> dict[str, Any]:
-        """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
-
-        The model's default attention (offline decoding, validation) is full when some
-        batches train with it, else the largest chunk; its default left context, which
-        streaming decoding uses, is the largest one trained with.
-        """
-        sizes = int_list(self.chunk_sizes, "chunk-sizes")
-        if not sizes:
-            return {"causal": self.causal}
-        lefts = int_list(self.left_context_chunks, "left-context-chunks")
-        return {
-            "causal": self.causal,
-            "chunk_size": -1 if self.full_context_prob > 0 else max(sizes),
-            "left_context_chunks": -1 if -1 in lefts else max(lefts),
-            "train_chunk_sizes": sizes,
-            "train_left_context_chunks": lefts,
-            "train_full_context_prob": self.full_context_prob,
-        }
+        """See :meth:`ModelOptions.chunking`."""
+        return self.model.chunking()
 
 
-def int_list(text: str, flag: str) -> tuple[int, ...]:
+def _nested_type(f: Field) -> type:
+    """The options class of a nested field (its default factory builds one)."""
+    return type(f.default_factory())  # type: ignore[misc]
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
     """``"8,16,32"`` (or a YAML list's string form ``"[8, 16, 32]"``) -> ``(8, 16, 32)``;
-    DsrUserError naming ``--flag`` otherwise."""
+    :class:`~dsr.errors.OptionError` naming the option ``name`` otherwise."""
     items = [x.strip() for x in str(text).strip().strip("[]").split(",") if x.strip()]
     try:
         return tuple(int(x) for x in items)
     except ValueError:
-        raise DsrUserError(f"--{flag} must be comma-separated integers, e.g. 8,16,32; got {text!r}") from None
+        raise OptionError(f"{{{name}}} must be comma-separated integers, e.g. 8,16,32; got {text!r}") from None
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -387,8 +472,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults < YAML file < explicit flags (``overrides`` with None meaning 'not given')."""
-    defaults = TrainConfig()
-    known = {f.name for f in fields(TrainConfig)}
+    defaults = {f.name: f.default for f in TrainConfig.flat_fields()}
+    known = set(defaults)
     values: dict[str, Any] = {}
     if config_file is not None:
         config_file = Path(config_file)
@@ -406,7 +491,7 @@ def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> Train
                 raise DsrUserError(f"config file {config_file}: unknown key '{key}' (see dsr train --help)")
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()})
+    cfg = TrainConfig.from_dict({k: _coerce(k, v, defaults[k]) for k, v in values.items()})
     cfg.validate()
     return cfg
 
@@ -418,4 +503,5 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
     write_text_atomic(path, text)
 
 
-assert all(f.default is not MISSING for f in fields(TrainConfig)), "every option needs a default"
+assert all(f.default is not MISSING for f in TrainConfig.flat_fields()), "every option needs a default"
+assert len({f.name for f in TrainConfig.flat_fields()}) == len(TrainConfig.flat_fields()), "one flag per option name"
