@@ -46,7 +46,7 @@ from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search
 from dsr.decoding.streaming import streaming_options  # noqa: E402
 from dsr.models import HybridTransducer, ModelConfig, build_model  # noqa: E402
 from dsr.models.streaming import StreamingEncoder, stream_windows  # noqa: E402
-from dsr.training.datamodule import load_cuts  # noqa: E402
+from dsr.data.cuts import load_cuts  # noqa: E402
 
 GOAL_RTF = 0.02
 

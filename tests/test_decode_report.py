@@ -121,7 +121,7 @@ def write_wav_cuts(root: Path, corrupt_index: int | None) -> Path:
 
 
 def test_recording_cuts_are_decoded_from_audio_and_a_corrupt_wav_is_listed(exp: dict[str, Path], tmp_path: Path):
-    from dsr.decoding.batches import cut_features
+    from dsr.data.batches import cut_features
     from dsr.features.audio import load_audio_mono
     from dsr.features.fbank import compute_fbank
 

@@ -47,7 +47,7 @@ from typing import Any, Callable
 import torch
 
 from dsr.decoding.attention_rescoring import attention_rescore
-from dsr.decoding.batches import DecodeBatches, Unreadable
+from dsr.data.batches import DecodeBatches, Unreadable
 from dsr.decoding.beam_search import Hypothesis, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
@@ -76,9 +76,9 @@ from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
 from dsr.decoding.quantize import quantize_int8
-from dsr.training.checkpoint import resolve_model_checkpoint
-from dsr.training.datamodule import load_cuts
-from dsr.training.trainer import resolve_device
+from dsr.models.checkpoint import resolve_model_checkpoint
+from dsr.data.cuts import load_cuts
+from dsr.device import resolve_device
 from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
@@ -156,7 +156,7 @@ def load_model(
 ) -> tuple[HybridTransducer, str]:
     """Build the model stored in ``exp_dir``'s checkpoint (averaged if asked); eval mode.
 
-    See :func:`dsr.training.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
+    See :func:`dsr.models.checkpoint.resolve_model_checkpoint` for ``epoch``, ``avg``
     and ``use_averaged_model``; ``int8`` quantises its Linear layers (:mod:`dsr.decoding.quantize`).
     """
     loaded = load_decoding_model(exp_dir, epoch, avg, device, use_averaged_model, int8)

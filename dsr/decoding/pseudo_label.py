@@ -68,7 +68,7 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
 from dsr.data.normalize import normalize_for_scoring
-from dsr.decoding.batches import DecodeBatches, Unreadable
+from dsr.data.batches import DecodeBatches, Unreadable
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.decode import (
     ATTENTION_METHODS,
@@ -89,8 +89,8 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, score_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
-from dsr.training.datamodule import load_cuts
-from dsr.training.trainer import resolve_device
+from dsr.data.cuts import load_cuts
+from dsr.device import resolve_device
 from dsr.utils import atomic_path, write_json_atomic
 
 logger = logging.getLogger("dsr")

@@ -21,7 +21,7 @@ from dsr.errors import DsrUserError
 from dsr.features.audio import load_audio_mono
 from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
-from dsr.training.trainer import resolve_device
+from dsr.device import resolve_device
 
 
 @torch.no_grad()
