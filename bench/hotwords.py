@@ -48,7 +48,9 @@ sys.path.insert(0, str(REPO))
 
 from dsr.synth.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
 from dsr.decoding.context_graph import ContextGraph, load_context_graph  # noqa: E402
-from dsr.decoding.decode import SearchOptions, check_method, load_model, nbest_search  # noqa: E402
+from dsr.decoding.loading import load_model  # noqa: E402
+from dsr.decoding.methods import check_method  # noqa: E402
+from dsr.decoding.search import SearchOptions, nbest_search  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
 from dsr.evaluation.hotwords import hotword_stats  # noqa: E402
 from dsr.evaluation.wer import score, write_recogs  # noqa: E402

@@ -70,6 +70,7 @@ class DecodeBatches:
                  frontend: FrontendConfig = FbankConfig()) -> None:
         if max_duration <= 0:
             raise ValueError(f"max_duration must be > 0, got {max_duration}")
+        self.cuts = cuts
         self.sampler = make_sampler(cuts, max_duration, shuffle=False)
         self.device = device
         self.frontend = frontend
