@@ -305,7 +305,7 @@ def test_transcribe_with_beam_search_and_hotwords(exp: dict[str, Path]) -> None:
 
 def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]) -> None:
     from dsr.decoding.decode import decode
-    from dsr.decoding.lexicon_expand import ExpandOptions
+    from dsr.decoding.options import ExpandOptions
     from dsr.errors import DsrUserError
 
     methods = ("modified-beam-search", "ctc-prefix-beam-search")

@@ -44,22 +44,16 @@ _DECODE_DOC = """Decode cuts and score them: writes recogs.txt, errs.txt, wer.tx
 
 
 def _decode(cuts: list[Path], **flags: Any) -> None:
-    from dsr.data.cuts import load_cuts
-    from dsr.decoding.decode import decode_manifest, prepare
     from dsr.decoding.options import DecodeOptions
-    from dsr.features.frontend import check_cuts_frontend
 
     with flag_errors(DecodeOptions):
-        options = build(DecodeOptions, flags)
-        decoder = None
+        options = build(DecodeOptions, flags)  # a bad option is reported before torch is imported
+        from dsr.data.cuts import load_cuts
+        from dsr.decoding.decode import decode_manifest, prepare
+
+        # The model is loaded once for every manifest (streaming reads the first one's frame shift).
+        decoder = prepare(options, load_cuts(cuts[0]), str(cuts[0]))
         for c in cuts:
-            if decoder is None:  # the model is loaded once; the first manifest's front end is checked here
-                decoder = prepare(options, load_cuts(c), str(c))
-            else:
-                check_cuts_frontend(load_cuts(c), decoder.loaded.frontend, str(c),
-                                    f"zero-shot {options.pretrained}" if options.pretrained
-                                    else f"the model in {options.exp_dir}",
-                                    expected_verb="reads" if options.pretrained else "was trained on")
             for res in decode_manifest(options, c, progress=show_progress(), decoder=decoder):
                 console.print(f"[green]done[/] decode: {res.summary()}")
 
@@ -81,11 +75,13 @@ _TRANSCRIBE_DOC = """Transcribe audio files; prints ``FILE<TAB>TEXT`` per file o
 
 def _transcribe(files: list[Path], **flags: Any) -> None:
     from dsr.decoding.options import TranscribeOptions
-    from dsr.decoding.transcribe import transcribe_files
 
     unreadable: list[tuple[Path, str]] = []
     with flag_errors(TranscribeOptions):
-        results = transcribe_files(files, build(TranscribeOptions, flags), unreadable)
+        options = build(TranscribeOptions, flags)  # a bad option is reported before torch is imported
+        from dsr.decoding.transcribe import transcribe_files
+
+        results = transcribe_files(files, options, unreadable)
     for f, text in results:
         print(f"{f}\t{text}")
     if unreadable:

@@ -56,10 +56,10 @@ from lhotse.cut import Cut
 from dsr.data.batches import DecodeBatches, Unreadable
 from dsr.data.cuts import load_cuts
 from dsr.decoding.beam_search import Hypothesis
-from dsr.decoding.lexicon_expand import ExpandOptions, Lexicon, expand_nbest
+from dsr.decoding.lexicon_expand import Lexicon, expand_nbest
 from dsr.decoding.loading import DecodingModel, load_decoding_model
 from dsr.decoding.methods import DecodingMethod, check_method, get_method
-from dsr.decoding.options import DecodeOptions
+from dsr.decoding.options import DecodeOptions, ExpandOptions
 from dsr.decoding.search import SearchOptions, best_tokens, nbest_search, search_options, with_whisper_rescoring
 from dsr.decoding.streaming import (
     StreamingOptions,
@@ -189,6 +189,13 @@ class Decoder:
     def whisper(self) -> WhisperDecoding | None:
         return self.loaded.whisper
 
+    def check_cuts(self, cuts: Any, name: str) -> None:
+        """One-line error when the features of ``cuts`` are not the front end the model reads."""
+        o = self.options
+        check_cuts_frontend(cuts, self.loaded.frontend, name,
+                            f"zero-shot {o.pretrained}" if o.pretrained else f"the model in {o.exp_dir}",
+                            expected_verb="reads" if o.pretrained else "was trained on")
+
     def label(self, method: str) -> str:
         """The result directory's name of ``method``: its name and what changes its output."""
         label = f"{method}-streaming-{self.stream.chunk_ms:g}ms" if self.stream is not None else method
@@ -225,17 +232,15 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
     for m in o.methods:
         check_method(loaded.model, m, "methods")
     frontend = frontend_from_dict(loaded.frontend)
-    stream = None
+    decoder = Decoder(o, loaded, dev, tokenizer, search, frontend, None, lexicon, reference)
     if cuts is not None:
-        check_cuts_frontend(cuts, loaded.frontend, cuts_name,
-                            f"zero-shot {o.pretrained}" if o.pretrained else f"the model in {o.exp_dir}",
-                            expected_verb="reads" if o.pretrained else "was trained on")
+        decoder.check_cuts(cuts, cuts_name)
         if o.streaming:
             first = next(iter(cuts), None)
             frame_shift_ms = 1000 * (first.frame_shift if first is not None and first.frame_shift
                                      else frontend.frame_shift)
-            stream = streaming_options(loaded.model, o.chunk_ms, o.left_context_chunks, frame_shift_ms)
-    return Decoder(o, loaded, dev, tokenizer, search, frontend, stream, lexicon, reference)
+            decoder.stream = streaming_options(loaded.model, o.chunk_ms, o.left_context_chunks, frame_shift_ms)
+    return decoder
 
 
 @dataclass
@@ -425,11 +430,13 @@ def decode_manifest(options: DecodeOptions, cuts_file: Path | str, progress: boo
 
     Features are checked against the front end the model was trained on (one-line error on a
     mismatch); cuts that have only recordings get features from that front end.  A ``decoder``
-    from :func:`prepare` is reused (its model is not loaded again).
+    from :func:`prepare` (with the first manifest's cuts) is reused: its model is not loaded again.
     """
     cuts = load_cuts(cuts_file)
     if decoder is None:
         decoder = prepare(options, cuts, str(cuts_file))
+    else:
+        decoder.check_cuts(cuts, str(cuts_file))
     split = split_name(Path(cuts_file))
     batches = DecodeBatches(cuts, options.max_duration, decoder.device, decoder.frontend)
     # Per-speaker WER shows whether errors concentrate on a few (e.g. unseen) voices.

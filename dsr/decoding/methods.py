@@ -110,8 +110,8 @@ _MISSING = {
     "transducer": "a transducer, but this model was trained without one (use_transducer false); "
                   "use ctc-greedy or ctc-prefix-beam-search",
     "attention": "an attention decoder, but this model was trained without one (attention_decoder_layers 0)",
-    "whisper": "Whisper's decoder head: train with pretrained whisper-... (and the Whisper decoder kept), "
-               "or decode zero-shot Whisper with pretrained NAME",
+    "whisper": "Whisper's decoder head: train with dsr train --pretrained whisper-... (keeping its decoder), "
+               "or decode zero-shot Whisper (`pretrained` NAME)",
 }
 
 

@@ -190,7 +190,7 @@ class DecodeOptions(SearchFields, ModelOptions):
         if not self.streaming and (self.chunk_ms or self.left_context_chunks is not None):
             raise OptionError("chunk_ms", "and `left_context_chunks` only apply with `streaming`")
         if self.pretrained and not set(self.methods) <= set(ZERO_SHOT_METHODS):
-            raise OptionError("pretrained", f"decodes zero-shot Whisper: use methods {', '.join(ZERO_SHOT_METHODS)}")
+            raise OptionError("pretrained", f"decodes zero-shot Whisper: use `methods` {' or '.join(ZERO_SHOT_METHODS)}")
         if not self.pretrained and set(self.methods) & set(REFERENCE_METHODS):
             raise OptionError("methods", f"{', '.join(REFERENCE_METHODS)} transcribes with a pretrained Whisper: "
                               "give `pretrained` NAME")
@@ -219,7 +219,7 @@ class TranscribeOptions(SearchFields, ModelOptions):
         self._check_model(need_lang_dir=not self.pretrained)
         self._check_search((self.method,), self.pretrained)
         if self.pretrained and not m.zero_shot:
-            raise OptionError("pretrained", f"decodes zero-shot Whisper: use method "
+            raise OptionError("pretrained", f"decodes zero-shot Whisper: use `method` "
                               f"{' or '.join(n for n in ZERO_SHOT_METHODS if n not in REFERENCE_METHODS)}")
         if self.hotwords_file is not None and self.method not in NBEST_METHODS:
             raise OptionError("hotwords_file", f"needs method {' or '.join(NBEST_METHODS)} (got {self.method})")
