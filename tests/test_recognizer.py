@@ -202,3 +202,11 @@ def test_import_dsr_stays_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.split() == ["False", "False", "True"], out.stderr
+
+
+def test_a_checkpoint_file_instead_of_an_exp_dir(exp):
+    import dsr
+
+    by_file = dsr.Recognizer(checkpoint=exp["exp"] / "epoch-1.pt", lang_dir=exp["lang"], device="cpu")
+    assert [t.text for t in by_file.transcribe(exp["files"])] == [t.text for t in _recognizer(exp).transcribe(exp["files"])]
+    assert by_file.loaded.tag == "epoch-1"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import types
 import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any, Iterator, Optional
@@ -37,7 +38,7 @@ def _default(f: Field) -> Any:
 def _cli_type(hint: Any) -> tuple[Any, bool]:
     """(annotation typer understands, is_bool) for a dataclass field's type hint."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
         return Optional[inner], False
     if origin is tuple:
