@@ -32,6 +32,7 @@ import torch
 
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.ctc_prefix import ctc_log_likelihood
+from dsr.decoding.methods import EXPANDABLE_METHODS
 from dsr.decoding.options import ExpandOptions
 from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
@@ -39,7 +40,6 @@ from dsr.losses.mutual_information import mutual_information_recursion
 from dsr.models.transducer import HybridTransducer
 
 DEFAULT_LEXICON = Path("/usr/share/dict/american-english")
-EXPANDABLE_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
 _WORD = re.compile(r"^[A-Z][A-Z']*$")
 
 
