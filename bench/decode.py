@@ -40,13 +40,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsr.decoding.beam_search import modified_beam_search  # noqa: E402
-from dsr.decoding.decode import load_model  # noqa: E402
+from dsr.decoding.loading import load_model  # noqa: E402
 from dsr.decoding.quantize import quantize_int8  # noqa: E402
 from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search  # noqa: E402
 from dsr.decoding.streaming import streaming_options  # noqa: E402
 from dsr.models import HybridTransducer, ModelConfig, build_model  # noqa: E402
 from dsr.models.streaming import StreamingEncoder, stream_windows  # noqa: E402
-from dsr.training.datamodule import load_cuts  # noqa: E402
+from dsr.data.cuts import load_cuts  # noqa: E402
 
 GOAL_RTF = 0.02
 

@@ -8,13 +8,13 @@ Usage:
         --out-dir /tmp/hotwords-helper --scores 1 2 3 --methods modified-beam-search ctc-prefix-beam-search
 
 Two hotword lists, each with a biased set spoken by the held-out test voices of the synth
-corpus (dsr.data.synth.prepare_synth_sentences), built once under ``<out-dir>/data``
+corpus (dsr.synth.corpus.prepare_synth_sentences), built once under ``<out-dir>/data``
 (fixed --seed; rebuilt when its sentences change):
 
 * names: NAMES / PLACES below (written for this benchmark: uncommon given names and
   foreign places, none a word of the grammar, and checked at every run to be absent from
   ``<data-dir>/manifests/synth_supervisions_train.jsonl.gz``) in the grammar's ``person``
-  and ``city`` slots (dsr.data.sentences.generate_slot_sentences), --num-utts sentences;
+  and ``city`` slots (dsr.synth.sentences.generate_slot_sentences), --num-utts sentences;
 * rare: the grammar words said at most RARE_MAX_COUNT times in the training transcripts,
   and up to --num-utts held-out grammar sentences that contain them.
 
@@ -46,15 +46,18 @@ from lhotse import CutSet
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsr.data.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
+from dsr.synth.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
 from dsr.decoding.context_graph import ContextGraph, load_context_graph  # noqa: E402
-from dsr.decoding.decode import SearchOptions, check_method, load_model, nbest_search  # noqa: E402
+from dsr.decoding.loading import load_model  # noqa: E402
+from dsr.decoding.methods import check_method  # noqa: E402
+from dsr.decoding.search import SearchOptions, nbest_search  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
 from dsr.evaluation.hotwords import hotword_stats  # noqa: E402
 from dsr.evaluation.wer import score, write_recogs  # noqa: E402
 from dsr.lang.bpe import Tokenizer  # noqa: E402
 from dsr.models.transducer import HybridTransducer  # noqa: E402
-from dsr.training.datamodule import batch_features, load_cuts, make_loader  # noqa: E402
+from dsr.data.cuts import load_cuts  # noqa: E402
+from dsr.training.datamodule import batch_features, make_loader  # noqa: E402
 from dsr.utils import is_done, mark_done, read_done_info, write_json_atomic, write_text_atomic  # noqa: E402
 
 # Uncommon given names for the grammar's <person> slot and places for its <city> slot.
@@ -102,7 +105,7 @@ def train_word_counts(data_dir: Path) -> tuple[list[str], Counter[str]]:
 
 def synthesize_set(out_dir: Path, split: str, sentences: list[str], seed: int, num_jobs: int) -> Path:
     """Speak ``sentences`` with the held-out test voices (once; redone when they change); return the cuts."""
-    from dsr.data.synth import prepare_synth_sentences
+    from dsr.synth.corpus import prepare_synth_sentences
     from dsr.features.extract import compute_features, cuts_path
 
     digest = hashlib.sha1("\n".join(sentences).encode("utf-8")).hexdigest()[:12]

@@ -28,7 +28,8 @@ import torch
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.training.config import TrainConfig
-from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cuts, make_loader
+from dsr.data.cuts import filter_cuts, load_cuts
+from dsr.training.datamodule import batch_features, batch_texts, make_loader
 from dsr.training.trainer import feature_stats, rnnt_encoder_grad_scale
 
 

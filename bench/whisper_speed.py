@@ -83,16 +83,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsr.data.folder import AUDIO_SUFFIXES, read_transcripts  # noqa: E402
-from dsr.decoding.decode import (  # noqa: E402
-    METHODS,
-    REFERENCE_METHODS,
-    SearchOptions,
-    best_tokens,
-    check_method,
-    load_decoding_model,
-    with_whisper_rescoring,
-)
-from dsr.decoding.whisper_decode import WHISPER_METHODS, WhisperDecoding, whisper_nbest  # noqa: E402
+from dsr.decoding.loading import load_decoding_model  # noqa: E402
+from dsr.decoding.methods import METHODS, REFERENCE_METHODS, WHISPER_METHODS, check_method  # noqa: E402
+from dsr.decoding.search import SearchOptions, best_tokens, with_whisper_rescoring  # noqa: E402
+from dsr.decoding.whisper_decode import WhisperDecoding, whisper_nbest  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
 from dsr.evaluation.latency import latency_stats  # noqa: E402
 from dsr.evaluation.wer import score  # noqa: E402

@@ -16,18 +16,31 @@ class DsrUserError(Exception):
 
 
 class OptionError(DsrUserError, ValueError):
-    """A bad value of a library options object (e.g. :class:`dsr.training.config.TrainConfig`),
-    said in the options' own terms.
+    """A bad value of a library options object (:class:`dsr.training.config.TrainConfig`,
+    :class:`dsr.decoding.options.DecodeOptions`, ...), said in the options' own terms; also a
+    ``ValueError``.
 
-    The message names options as ``{field_name}`` (``{not:field_name}`` for a false boolean);
-    ``str(e)`` shows them as the fields they are (``num_epochs``, ``use_transducer=False``), and
-    a front end shows them as it calls them with :meth:`renamed`, e.g. the CLI's
-    ``--num-epochs`` and ``--no-use-transducer``.
+    Two ways to raise it, one message model: a template naming options as ``{field_name}``
+    (``{not:field_name}`` for a false boolean), e.g. ``OptionError("{num_epochs} must be >= 1")``,
+    or a field and a message naming other fields in backticks, e.g.
+    ``OptionError("nbest", "must be between 1 and `beam_size`")``.  ``str(e)`` names fields
+    (``num_epochs``, ``use_transducer=False``); a front end names them as it calls them with
+    :meth:`renamed`: the CLI's :meth:`as_flags` (``--num-epochs``) or :meth:`for_flags` (an
+    explicit field -> flag map).
     """
 
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.renamed(lambda name, negated: f"{name}=False" if negated else name))
+    def __init__(self, template_or_field: str, message: str | None = None) -> None:
+        if message is None:
+            self.field: str | None = None
+            self.message = template_or_field
+            self.template = template_or_field
+            text = self.renamed(lambda name, negated: f"{name}=False" if negated else name)
+        else:
+            self.field = template_or_field
+            self.message = message
+            self.template = "{" + template_or_field + "}: " + re.sub(r"`(\w+)`", r"{\1}", message)
+            text = f"{template_or_field}: {message}"
+        super().__init__(text)
 
     def renamed(self, name_of: Callable[[str, bool], str]) -> str:
         """The message with each option named ``name_of(field_name, negated)``."""
@@ -36,3 +49,8 @@ class OptionError(DsrUserError, ValueError):
     def as_flags(self) -> str:
         """The message naming command-line flags: ``--field-name``, ``--no-field-name``."""
         return self.renamed(lambda name, negated: f"--{'no-' if negated else ''}{name.replace('_', '-')}")
+
+    def for_flags(self, flags: dict[str, str]) -> str:
+        """The message with each field spelled as its flag (``flags`` maps field -> flag;
+        fields without one keep their name)."""
+        return self.renamed(lambda name, negated: flags.get(name, name))

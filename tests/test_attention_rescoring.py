@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dsr.decoding.attention_rescoring import attention_rescore
-from dsr.decoding.decode import RESCORING_FIRST_PASS, SearchOptions, check_method, nbest_search
+from dsr.decoding.methods import RESCORING_FIRST_PASS, check_method
+from dsr.decoding.search import SearchOptions, nbest_search
 from dsr.errors import DsrUserError
 from dsr.models import HybridTransducer, ModelConfig, build_model
 from tiny_corpus import write_feature_cuts
@@ -120,7 +121,8 @@ def test_decode_hybrid_with_every_method(exp: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
     from dsr.cli.main import app
-    from dsr.decoding.decode import METHODS, decode
+    from dsr.decoding.decode import decode
+    from dsr.decoding.methods import METHODS
 
     # Scale 0 through the CLI: each rescoring method recognises what its first pass did.
     args = ["decode", "--exp-dir", str(exp["exp"]), "--cuts", str(exp["cuts"]), "--lang-dir", str(exp["lang"]),

@@ -169,7 +169,7 @@ def test_hotword_bonus_takes_part_in_choosing_the_beam(encoded) -> None:
 
 
 def test_nbest_search_adds_the_ctc_log_likelihood(encoded) -> None:
-    from dsr.decoding.decode import SearchOptions, nbest_search
+    from dsr.decoding.search import SearchOptions, nbest_search
 
     model, enc, enc_lens = encoded
     nbest = nbest_search(model, enc, enc_lens, "modified-beam-search", SearchOptions(beam_size=3))
@@ -228,7 +228,8 @@ def test_decode_stage_writes_nbest_files(exp: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
     from dsr.cli.main import app
-    from dsr.decoding.decode import ATTENTION_METHODS, METHODS, NBEST_METHODS, decode
+    from dsr.decoding.decode import decode
+    from dsr.decoding.methods import ATTENTION_METHODS, METHODS, NBEST_METHODS
     from dsr.lang.bpe import Tokenizer
 
     # Through the CLI: beam 1 must reproduce greedy search's recognitions.
@@ -295,16 +296,16 @@ def test_transcribe_with_beam_search_and_hotwords(exp: dict[str, Path]) -> None:
     biased = transcribe([wav], exp["exp"], exp["lang"], method="ctc-prefix-beam-search", device="cpu",
                         hotwords_file=hot)
     assert biased[0][0] == wav and isinstance(biased[0][1], str)  # hotwords load and run through transcribe
-    with pytest.raises(DsrUserError, match="--hotwords-file needs"):
+    with pytest.raises(DsrUserError, match="^hotwords_file: needs method"):
         transcribe([wav], exp["exp"], exp["lang"], method="greedy", device="cpu", hotwords_file=hot)
-    with pytest.raises(DsrUserError, match="--nbest must be"):
+    with pytest.raises(DsrUserError, match="^nbest: must be between 1 and `beam_size`=2"):
         decode(exp["exp"], exp["cuts"], exp["lang"], methods=("modified-beam-search",), device="cpu", beam_size=2,
                nbest=3, progress=False)
 
 
 def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]) -> None:
     from dsr.decoding.decode import decode
-    from dsr.decoding.lexicon_expand import ExpandOptions
+    from dsr.decoding.options import ExpandOptions
     from dsr.errors import DsrUserError
 
     methods = ("modified-beam-search", "ctc-prefix-beam-search")
@@ -348,6 +349,6 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
     three = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
                    beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4, parents=3))
     assert count_added(three) > num_added  # the 2nd and 3rd hypotheses' non-words too
-    with pytest.raises(DsrUserError, match="--expand-lexicon needs"):
+    with pytest.raises(DsrUserError, match="^expand_lexicon: needs n-best methods"):
         decode(exp["exp"], exp["cuts"], exp["lang"], methods=("greedy",), device="cpu", progress=False,
                expand_lexicon=lexicon)

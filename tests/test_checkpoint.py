@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from dsr.errors import DsrUserError
-from dsr.training.checkpoint import average_checkpoints, resolve_model_checkpoint, save_checkpoint
-from dsr.training.model_average import ModelAverager, average_between
+from dsr.models.checkpoint import average_between, average_checkpoints, resolve_model_checkpoint
+from dsr.training.checkpoint import save_checkpoint
+from dsr.training.model_average import ModelAverager
 
 
 def _save(path, value, step):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
-from dsr.training.datamodule import load_cuts
+from dsr.data.cuts import load_cuts
 from tests.tiny_corpus import write_feature_cuts
 
 FRAMES = (40, 100, 25, 300)

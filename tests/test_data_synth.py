@@ -10,9 +10,9 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from dsr.data.manifests import recordings_path, supervisions_path
-from dsr.data.sentences import DIGIT_WORDS, vocabulary
-from dsr.data.synth import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
-from dsr.data.tts import Voice, available_voices
+from dsr.synth.sentences import DIGIT_WORDS, vocabulary
+from dsr.synth.corpus import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
+from dsr.synth.tts import Voice, available_voices
 from dsr.errors import DsrUserError
 
 pytestmark = pytest.mark.skipif(

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsr.training.datamodule import CachedFeatures, load_cuts, make_loader
+from dsr.data.cuts import load_cuts
+from dsr.training.datamodule import CachedFeatures, make_loader
 from tests.tiny_corpus import write_feature_cuts
 
 FRAMES = (37, 120, 64, 90, 15, 101, 77, 52, 33, 118, 46, 88)

@@ -168,7 +168,8 @@ def test_torchrun_resumes_mid_epoch_and_ends_with_the_uninterrupted_weights(corp
 
 @pytest.mark.parametrize("num_buckets", [1, 2])  # SimpleCutSampler, DynamicBucketingSampler
 def test_skipping_batches_gives_the_rest_of_the_epoch_on_every_rank(corpus, num_buckets):
-    from dsr.training.datamodule import load_cuts, make_loader
+    from dsr.data.cuts import load_cuts
+    from dsr.training.datamodule import make_loader
 
     cuts = load_cuts(corpus["train_cuts"]).to_eager()
 

@@ -121,7 +121,7 @@ def write_wav_cuts(root: Path, corrupt_index: int | None) -> Path:
 
 
 def test_recording_cuts_are_decoded_from_audio_and_a_corrupt_wav_is_listed(exp: dict[str, Path], tmp_path: Path):
-    from dsr.decoding.batches import cut_features
+    from dsr.data.batches import cut_features
     from dsr.features.audio import load_audio_mono
     from dsr.features.fbank import compute_fbank
 
@@ -196,7 +196,7 @@ def test_results_table_shows_the_new_columns_and_tolerates_old_results(tmp_path:
 
 
 def test_int8_decode_quantises_linears_and_writes_its_own_results(exp: dict[str, Path], tmp_path: Path) -> None:
-    from dsr.decoding.decode import load_model
+    from dsr.decoding.loading import load_model
     from dsr.decoding.quantize import quantize_int8
     from dsr.errors import DsrUserError
 

@@ -204,7 +204,9 @@ def test_non_finite_loss_and_gradient_batches_are_skipped_and_counted(work, monk
     result = trainer.train(cfg)
     assert result.skipped_batches == 2
     assert result.global_step == calls["n"] - 2
-    assert all(torch.isfinite(v).all() for v in trainer.load_checkpoint(work / "exp/nan/epoch-1.pt")["model"].values())
+    from dsr.models.checkpoint import load_checkpoint
+
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(work / "exp/nan/epoch-1.pt")["model"].values())
 
 
 def test_training_with_a_teacher_exp_dir(work, monkeypatch, caplog):

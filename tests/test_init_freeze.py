@@ -130,7 +130,7 @@ def pretrained(corpus, tmp_path_factory) -> Path:
 
 
 def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp_path) -> None:
-    from dsr.training.checkpoint import resolve_model_checkpoint
+    from dsr.models.checkpoint import resolve_model_checkpoint
 
     start = resolve_model_checkpoint(pretrained)[0]["model"]  # what --init-from an exp dir loads
     exp = tmp_path / "fine"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dsr.data.sentences import (
+from dsr.synth.sentences import (
     DIGIT_WORDS,
     MAX_WORDS,
     MIN_WORDS,

@@ -178,7 +178,7 @@ def test_decode_streaming_user_errors(exp: dict[str, Path]) -> None:
         run(exp["root"] / "non_causal", streaming=True, chunk_ms=160)
     with pytest.raises(DsrUserError, match="greedy only"):
         run(exp["exp"], methods=("modified-beam-search",), streaming=True, chunk_ms=160)
-    with pytest.raises(DsrUserError, match="only apply with --streaming"):
+    with pytest.raises(DsrUserError, match="only apply with `streaming`"):
         run(exp["exp"], chunk_ms=160)
     with pytest.raises(DsrUserError, match="--chunk-ms"):
         run(exp["exp"], streaming=True)

@@ -12,8 +12,8 @@ from dsr.errors import DsrUserError
 from dsr.models import ModelConfig, build_model
 from dsr.models.streaming import StreamingEncoder
 from dsr.models.utterance_norm import normalize_utterances
+from dsr.data.cuts import load_cut_list
 from dsr.training.config import ModelOptions, TrainConfig
-from dsr.training.datamodule import load_cut_list
 from test_models import FEAT, small_config
 from tiny_corpus import write_feature_cuts
 

@@ -395,7 +395,7 @@ def test_zero_shot_whisper_needs_no_lang_dir(work, capsys) -> None:
     assert info["num_utts"] == len(TEST_TEXTS) and info["checkpoint"] == f"zero-shot {work['whisper']}"
     assert recogs(exp, "whisper-greedy").count("hyp=") == len(TEST_TEXTS)
     line = dsr_user_error(capsys, *decode_args(work, exp, "greedy", lang_dir=None, pretrained=work["whisper"]))
-    assert "--pretrained decodes zero-shot Whisper: use -m whisper-greedy" in line
+    assert "--pretrained: decodes zero-shot Whisper: use --method whisper-greedy" in line
 
 
 # ---------------------------------------------------------------- 5. user errors
@@ -420,11 +420,11 @@ USER_ERRORS = {
         r"nowhere: no such file or directory"),
     "-m whisper-greedy without a Whisper head": (
         lambda w: decode_args(w, w["kaldi_exp"], "whisper-greedy", cuts=w["kaldi_cuts"]),
-        r"--method whisper-greedy needs Whisper's decoder head"),
+        r"--method: whisper-greedy needs Whisper's decoder head"),
     "transcribe -m faster-whisper": (
         lambda w: ["transcribe", "--exp-dir", w["exp"], "--lang-dir", w["lang"], "-m", "faster-whisper",
                    w["root"] / "wav" / "test0.wav"],
-        r"-m faster-whisper is a reference row of dsr decode --pretrained NAME"),
+        r"--method: faster-whisper is a reference row of dsr decode with --pretrained"),
     "decode --streaming with a Whisper encoder": (
         lambda w: decode_args(w, w["exp"], "greedy", streaming=True, chunk_ms=320),
         r"--streaming needs a Conformer trained with --causal .* Whisper encoder attends to whole utterances"),
@@ -566,7 +566,7 @@ def test_no_whisper_decoder_trains_without_the_attention_head(work, no_decoder, 
     assert len(old["params"]) == len([n for n in names if n.startswith("encoder.")]) > 0
     assert len(new["params"]) == len([n for n in names if n.startswith(NEW_HEADS)])
     line = dsr_user_error(capsys, *decode_args(work, no_decoder, "ctc-greedy", "whisper-greedy"))
-    assert "--method whisper-greedy needs Whisper's decoder head" in line
+    assert "--method: whisper-greedy needs Whisper's decoder head" in line
 
 
 def test_freeze_for_all_steps_keeps_the_encoder_bit_identical(work, no_decoder) -> None:

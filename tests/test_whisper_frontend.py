@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from corpus_fixtures import audio
 from dsr.cli.main import app
-from dsr.decoding.batches import cut_features
+from dsr.data.batches import cut_features
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.frontend import (

@@ -66,7 +66,7 @@ def synth(
         dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 0 --num-test 0
         dsr prepare synth --text-source file --text-file data/pd_text.txt --exclude-text ../shared/data/arctic_cathy/transcripts.tsv
     """
-    from dsr.data.synth import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
+    from dsr.synth.corpus import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
     from dsr.data.text_corpus import read_exclude_texts
 
     if text_source not in TEXT_SOURCES:

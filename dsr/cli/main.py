@@ -8,15 +8,45 @@ traceback for user errors too.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+import typer.core
 
 from dsr import __version__
-from dsr.cli import data, decode, export, features, lang, lm, prune, pseudo_label, rescore, train, whisper
+from dsr.cli import data, decode, export, features, lang, lm, prune, pseudo_label, rescore, whisper
 from dsr.cli.common import console, setup_logging
 from dsr.errors import DsrUserError
 
+
+class _Commands(typer.core.TyperGroup):
+    """The root group, with ``train`` built only when it is asked for.
+
+    ``dsr train``'s flags are generated from the training config, so building the command
+    imports ``dsr.training``; ``dsr transcribe`` and ``dsr decode`` must not pay for that
+    (inference stands apart from training).  ``dsr --help`` still lists it, in its place.
+    """
+
+    _lazy = {"train": "lang"}  # lazy command -> the command it is listed after
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = list(super().list_commands(ctx))
+        for name, after in self._lazy.items():
+            names.insert(names.index(after) + 1 if after in names else len(names), name)
+        return names
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name == "train" and "train" not in self.commands:
+            from dsr.cli import train
+
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich")
+            single.command("train", context_settings={"ignore_unknown_options": False})(train.train)
+            self.add_command(typer.main.get_command(single), "train")
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="dsr",
     help=(
         "dsr: speech recognition training toolkit (pruned RNN-T + CTC).\n\n"
@@ -32,7 +62,6 @@ app = typer.Typer(
 app.add_typer(data.app, name="prepare")
 app.command("features")(features.features)
 app.command("lang")(lang.lang)
-app.command("train", context_settings={"ignore_unknown_options": False})(train.train)
 app.command("decode")(decode.decode)
 app.command("transcribe")(decode.transcribe)
 app.command("results")(decode.results)

@@ -9,9 +9,16 @@ from typing import Any, Optional
 import typer
 
 from dsr.cli.common import already_done, console, finish, show_progress
-from dsr.cli.decode import _ATTENTION_SCALE, _BEAM_SIZE, _USE_AVERAGED_MODEL
+from dsr.cli.options import field_option
+from dsr.decoding.options import TranscribeOptions
 from dsr.errors import DsrUserError
 from dsr.utils import is_done, read_done_info
+
+
+# The same flags as dsr transcribe's, from the same fields.
+_BEAM_SIZE = field_option(TranscribeOptions, "beam_size", min=1)
+_ATTENTION_SCALE = field_option(TranscribeOptions, "attention_scale", min=0.0)
+_USE_AVERAGED_MODEL = field_option(TranscribeOptions, "use_averaged_model")
 
 
 def pseudo_label(

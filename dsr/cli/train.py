@@ -72,7 +72,7 @@ def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
 
 
 def _done_epochs(exp_dir: Path) -> int:
-    from dsr.training.checkpoint import epoch_checkpoints
+    from dsr.models.checkpoint import epoch_checkpoints
 
     return max((e for e, _ in epoch_checkpoints(exp_dir)), default=0)
 

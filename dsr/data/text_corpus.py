@@ -1,6 +1,6 @@
 """Sentences from a plain-text file for the synthetic corpus (``dsr prepare synth --text-source file``).
 
-The grammar of :mod:`dsr.data.sentences` has a few hundred words; read speech (ARCTIC,
+The grammar of :mod:`dsr.synth.sentences` has a few hundred words; read speech (ARCTIC,
 LibriSpeech) has tens of thousands.  Pretraining for it needs TTS voices reading open
 text, e.g. public-domain books (``tools/public_domain_text.py`` writes the King James
 Bible and the ``fortunes`` collection).  Lines are cut into sentences at ``. ! ? ; :``,

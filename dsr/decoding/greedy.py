@@ -35,6 +35,9 @@ class TransducerGreedySearch:
         self.hyps: list[list[int]] = [[] for _ in range(batch_size)]
         # Joiner log-probability of each emitted token (parallel to hyps): pseudo-labelling's confidence.
         self.token_log_probs: list[list[float]] = [[] for _ in range(batch_size)]
+        # Encoder frame of each emitted token (parallel to hyps), counted across calls of advance.
+        self.timestamps: list[list[int]] = [[] for _ in range(batch_size)]
+        self.frames_seen = 0
         self.context = torch.full((batch_size, model.predictor.context_size), model.blank_id, dtype=torch.long,
                                   device=device)
         with torch.no_grad():
@@ -73,7 +76,7 @@ class TransducerGreedySearch:
             first = int(emit_frames[0])
             t += first
             emit = (best[:, first] != model.blank_id) & valid[:, first]
-            self._emit(emit, best[:, first], logits[:, first])
+            self._emit(emit, best[:, first], logits[:, first], self.frames_seen + t)
             for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
                 logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
                                       project_input=False)
@@ -82,12 +85,14 @@ class TransducerGreedySearch:
                 emit = valid[:, first] & (frame_best != model.blank_id)
                 if not emit.any():
                     break
-                self._emit(emit, frame_best, logits)
+                self._emit(emit, frame_best, logits, self.frames_seen + t)
             t += 1
+        # Chunks of a stream have equal widths but for the last one, so the offset is exact for a stream.
+        self.frames_seen += encoder_out.size(1)
 
-    def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+    def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, frame: int) -> None:
         """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state;
-        ``logits`` (N, V) are the joiner outputs the tokens were chosen from."""
+        ``logits`` (N, V) are the joiner outputs the tokens were chosen from, at encoder frame ``frame``."""
         model = self.model
         idx = emit.nonzero(as_tuple=True)[0]
         # Normalised only for the emitting rows: a few (V,) rows per emission, cheap next to the joiner.
@@ -95,6 +100,7 @@ class TransducerGreedySearch:
         for i, token, lp in zip(idx.tolist(), tokens[idx].tolist(), token_lp.tolist()):
             self.hyps[i].append(token)
             self.token_log_probs[i].append(lp)
+            self.timestamps[i].append(frame)
         self.context[idx] = torch.cat([self.context[idx, 1:], tokens[idx, None]], dim=1)
         self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
 
@@ -117,6 +123,36 @@ def transducer_greedy_search(
     search = TransducerGreedySearch(model, encoder_out.size(0), encoder_out.device, max_sym_per_frame)
     search.advance(encoder_out, encoder_lens)
     return search.hyps
+
+
+@torch.no_grad()
+def transducer_greedy_search_with_timestamps(
+    model: torch.nn.Module, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, max_sym_per_frame: int = 1
+) -> tuple[list[list[int]], list[list[int]]]:
+    """:func:`transducer_greedy_search`, and the encoder frame of each token (same shapes)."""
+    if encoder_out.dim() != 3:
+        raise ValueError(f"encoder_out must be (N, T, D), got {tuple(encoder_out.shape)}")
+    search = TransducerGreedySearch(model, encoder_out.size(0), encoder_out.device, max_sym_per_frame)
+    search.advance(encoder_out, encoder_lens)
+    return search.hyps, search.timestamps
+
+
+@torch.no_grad()
+def ctc_greedy_search_with_timestamps(
+    log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0
+) -> tuple[list[list[int]], list[list[int]]]:
+    """:func:`ctc_greedy_search`, and the frame where each token's run of frames starts."""
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (N, T, V), got {tuple(log_probs.shape)}")
+    best = log_probs.argmax(dim=-1).cpu()
+    tokens, frames = [], []
+    for i, n in enumerate(lens.tolist()):
+        seq, counts = torch.unique_consecutive(best[i, :n], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        keep = [(s, t) for s, t in zip(seq.tolist(), starts.tolist()) if s != blank]
+        tokens.append([s for s, _ in keep])
+        frames.append([t for _, t in keep])
+    return tokens, frames
 
 
 @torch.no_grad()

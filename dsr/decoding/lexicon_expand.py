@@ -32,13 +32,14 @@ import torch
 
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.ctc_prefix import ctc_log_likelihood
+from dsr.decoding.methods import EXPANDABLE_METHODS
+from dsr.decoding.options import ExpandOptions
 from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.mutual_information import mutual_information_recursion
 from dsr.models.transducer import HybridTransducer
 
 DEFAULT_LEXICON = Path("/usr/share/dict/american-english")
-EXPANDABLE_METHODS = ("modified-beam-search", "ctc-prefix-beam-search")
 _WORD = re.compile(r"^[A-Z][A-Z']*$")
 
 
@@ -94,41 +95,6 @@ class Lexicon:
                 hits = process.extract(word, choices, scorer=Levenshtein.distance, score_cutoff=max_edits, limit=None)
                 found += [(w, int(d)) for w, d, _ in hits if w != word]
         return sorted(found, key=lambda x: (x[1], x[0]))
-
-
-@dataclass(frozen=True)
-class ExpandOptions:
-    """How far the expansion goes.
-
-    Attributes:
-        max_edits: character edits from an out-of-lexicon word to a candidate; words of
-            up to ``short_word`` letters get one edit fewer (short words have many neighbours).
-        per_word: candidates kept per out-of-lexicon word, best acoustic score first.
-        max_am_drop: candidates whose acoustic log-likelihood is more than this below
-            their parent's are dropped (the audio does not support them).
-        max_hyps: at most this many hypotheses are added per expanded hypothesis.
-        short_word: see ``max_edits``.
-        parents: how many of the search's best hypotheses are expanded (``max_hyps`` each).
-    """
-
-    max_edits: int = 2
-    per_word: int = 4
-    max_am_drop: float = 8.0
-    max_hyps: int = 32
-    short_word: int = 4
-    parents: int = 3
-
-    def __post_init__(self) -> None:
-        if self.max_edits < 1:
-            raise ValueError(f"max_edits must be >= 1 (got {self.max_edits})")
-        if min(self.per_word, self.max_hyps, self.parents) < 1:
-            raise ValueError(f"per_word, max_hyps and parents must be >= 1 (got {self.per_word}, {self.max_hyps}, "
-                             f"{self.parents})")
-        if self.max_am_drop <= 0:
-            raise ValueError(f"max_am_drop must be > 0 (got {self.max_am_drop})")
-
-    def edits_for(self, word: str) -> int:
-        return self.max_edits - 1 if len(word) <= self.short_word else self.max_edits
 
 
 @torch.no_grad()

@@ -68,29 +68,27 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
 from dsr.data.normalize import normalize_for_scoring
-from dsr.decoding.batches import DecodeBatches, Unreadable
+from dsr.data.batches import DecodeBatches, Unreadable
 from dsr.decoding.beam_search import Hypothesis
-from dsr.decoding.decode import (
+from dsr.decoding.greedy import TransducerGreedySearch, ctc_greedy_search
+from dsr.decoding.loading import DecodingModel, load_decoding_model
+from dsr.decoding.methods import (
     ATTENTION_METHODS,
     METHODS,
     NBEST_METHODS,
     REFERENCE_METHODS,
-    DecodingModel,
-    SearchOptions,
+    WHISPER_METHODS,
     check_method,
-    load_decoding_model,
-    nbest_search,
-    with_whisper_rescoring,
 )
-from dsr.decoding.greedy import TransducerGreedySearch, ctc_greedy_search
-from dsr.decoding.whisper_decode import WHISPER_METHODS, WhisperDecoding, whisper_nbest
+from dsr.decoding.search import SearchOptions, nbest_search, with_whisper_rescoring
+from dsr.decoding.whisper_decode import WhisperDecoding, whisper_nbest
 from dsr.decoding.whisper_search import WhisperHypothesis
 from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, score_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
-from dsr.training.datamodule import load_cuts
-from dsr.training.trainer import resolve_device
+from dsr.data.cuts import load_cuts
+from dsr.device import resolve_device
 from dsr.utils import atomic_path, write_json_atomic
 
 logger = logging.getLogger("dsr")

@@ -29,8 +29,6 @@ from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config, whisper_text
 
-WHISPER_METHODS = ("whisper-greedy", "whisper-beam-search")
-
 
 @dataclass
 class WhisperDecoding:

@@ -109,7 +109,7 @@ def load_causal_lm(
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from dsr.training.trainer import resolve_device
+    from dsr.device import resolve_device
 
     path = Path(path)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)

@@ -128,7 +128,7 @@ def train_lm(
     require_packages("transformers", "tokenizers")
     from transformers import AutoModelForCausalLM
 
-    from dsr.training.trainer import resolve_device
+    from dsr.device import resolve_device
 
     if config not in CONFIGS:
         raise ValueError(f"config {config!r} is not one of {', '.join(CONFIGS)}")

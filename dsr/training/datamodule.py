@@ -1,60 +1,26 @@
-"""Batches of precomputed FBANK from a cuts manifest (lhotse dynamic bucketing).
+"""Training batches of precomputed features from a cuts manifest (lhotse dynamic bucketing,
+augmentation, resumable sampling).
 
-Shared by training and decoding so that both read features the same way.
+Reading manifests, sampling and padding are :mod:`dsr.data.cuts`, which decoding uses too,
+so both read features the same way.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from lhotse import CutSet, combine
+from lhotse import CutSet
 from lhotse.cut import Cut, MonoCut
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from lhotse.dataset.input_strategies import PrecomputedFeatures
-from lhotse.utils import LOG_EPSILON
 
-from dsr.errors import DsrUserError
+from dsr.data.cuts import make_sampler, pad_features
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, frontend_type
 from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
-
-
-def load_cuts(path: Path | str) -> CutSet:
-    path = Path(path)
-    if not path.is_file():
-        raise DsrUserError(f"cuts manifest {path} does not exist; run the features stage (dsr features) first")
-    return CutSet.from_file(path)
-
-
-def load_cut_list(paths: str) -> CutSet:
-    """Comma-separated cuts manifests, concatenated in order (e.g. a corpus plus synthetic
-    pretraining data, without writing a combined manifest)."""
-    parts = [p.strip() for p in paths.split(",")]
-    if not paths.strip() or not all(parts):
-        raise ValueError(f"expected comma-separated manifest paths, got {paths!r}")
-    cut_sets = [load_cuts(p) for p in parts]
-    return cut_sets[0] if len(cut_sets) == 1 else combine(*cut_sets)
-
-
-def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSet:
-    """Drop cuts whose duration the model cannot (or should not) train on."""
-    return cuts.filter(lambda c: min_duration <= c.duration <= max_duration)
-
-
-def pad_features(feats: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(T_i, F) matrices -> (N, max T_i, F) float32, right-padded with ``LOG_EPSILON``.
-
-    The value and dtype lhotse's collation pads with (float64 ``LOG_EPSILON`` stored as
-    float32), so batches built here equal lhotse's.
-    """
-    out = torch.full((len(feats), max(f.size(0) for f in feats), feats[0].size(1)), LOG_EPSILON, dtype=torch.float32)
-    for i, f in enumerate(feats):
-        out[i, : f.size(0)] = f
-    return out
 
 
 class CachedFeatures(PrecomputedFeatures):
@@ -206,25 +172,7 @@ def make_loader(
     dataset = K2SpeechRecognitionDataset(
         cut_transforms=cut_transforms, input_transforms=transforms, input_strategy=inputs, return_cuts=True
     )
-    if hasattr(cuts, "__len__"):
-        # Buckets need several cuts each to be worth it; tiny sets use one simple sampler.
-        num_buckets = min(num_buckets, len(cuts) // 4)
-    if num_buckets < 2:
-        sampler = SimpleCutSampler(
-            cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, world_size=world_size, rank=rank
-        )
-    else:
-        sampler = DynamicBucketingSampler(
-        cuts,
-            max_duration=max_duration,
-            shuffle=shuffle,
-            num_buckets=num_buckets,
-            seed=seed,
-            drop_last=False,
-            world_size=world_size,
-            rank=rank,
-            buffer_size=20000,
-        )
+    sampler = make_sampler(cuts, max_duration, shuffle, num_buckets, seed, world_size, rank)
     resumable = ResumableSampler(sampler)
     loader = torch.utils.data.DataLoader(
         dataset,

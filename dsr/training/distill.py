@@ -20,7 +20,7 @@ from dsr.lang.bpe import Tokenizer
 from dsr.losses.distill import ctc_distillation_loss, pruned_joiner_distillation_loss
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
-from dsr.training.checkpoint import load_checkpoint, resolve_model_checkpoint
+from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 
 logger = logging.getLogger("dsr")
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from dsr.errors import DsrUserError
 from dsr.models.config import ModelConfig
-from dsr.training.checkpoint import load_checkpoint, resolve_model_checkpoint
+from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 
 logger = logging.getLogger("dsr")
 

@@ -1,5 +1,7 @@
 """Online model averaging (icefall's ``model_avg`` / ``--use-averaged-model``).
 
+The decoder's side, :func:`dsr.models.checkpoint.average_between`, reads what this writes.
+
 Every ``period`` training steps the trainer folds the current weights into a
 running mean of all weights sampled so far, kept in float64 and saved with each
 checkpoint.  Two checkpoints' running means then give the exact mean of every
@@ -67,30 +69,3 @@ class ModelAverager:
             raise ValueError("the checkpoint's model average does not match this model's weights")
         self.num_averaged = int(state["num_averaged"])
         self.weights = {k: v.to("cpu", torch.float64) for k, v in state["weights"].items()}
-
-
-def average_between(
-    start: dict[str, Any] | None, end: dict[str, Any], reference: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Mean of the models sampled after ``start`` and up to ``end`` (two :meth:`ModelAverager.state_dict`).
-
-    ``start=None`` means the beginning of training.  ``reference`` is a model state
-    dict (usually ``end``'s checkpoint's) that supplies the non-float entries and
-    the output dtypes.
-    """
-    n_end = int(end["num_averaged"])
-    n_start = 0 if start is None else int(start["num_averaged"])
-    if start is not None and start["period"] != end["period"]:
-        raise ValueError(f"model averages sampled every {start['period']} and {end['period']} steps cannot be combined")
-    if n_end <= n_start:
-        raise ValueError(
-            f"no model was sampled between the two checkpoints ({n_start} and {n_end} samples); "
-            "train longer or lower --average-period"
-        )
-    out = dict(reference)
-    for k, avg_end in end["weights"].items():
-        total = avg_end * n_end
-        if start is not None:
-            total = total - start["weights"][k] * n_start
-        out[k] = (total / (n_end - n_start)).to(reference[k].dtype)
-    return out

@@ -21,7 +21,7 @@ import torch
 
 from dsr.errors import DsrUserError
 from dsr.training import distributed
-from dsr.training.checkpoint import latest_checkpoint, load_checkpoint
+from dsr.models.checkpoint import latest_checkpoint, load_checkpoint
 from dsr.training.config import TrainConfig
 from dsr.training.distributed import DistInfo
 from dsr.training.init import split_patterns

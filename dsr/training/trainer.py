@@ -53,20 +53,14 @@ from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config
 from dsr.training.pretrained import PretrainedWhisper, load_pretrained, optimizer_groups, EncoderFreezer
 from dsr.training import distributed
-from dsr.training.checkpoint import epoch_checkpoints, prune_step_checkpoints
+from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
+from dsr.device import resolve_device
+from dsr.models.checkpoint import epoch_checkpoints
+from dsr.models.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
+from dsr.training.checkpoint import prune_step_checkpoints
 from dsr.training.checkpoint import save_checkpoint as write_checkpoint
-from dsr.training.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.config import TrainConfig, save_config
-from dsr.training.datamodule import (
-    CachedFeatures,
-    ResumableSampler,
-    batch_features,
-    batch_texts,
-    filter_cuts,
-    load_cut_list,
-    load_cuts,
-    make_loader,
-)
+from dsr.training.datamodule import CachedFeatures, ResumableSampler, batch_features, batch_texts, make_loader
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.distributed import DistInfo
 from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
@@ -103,18 +97,6 @@ class TrainResult:
             f"in {self.seconds / 60:.1f} min: train loss {self.last_train_loss:.4f}{v}; "
             f"{self.skipped_batches} non-finite batches skipped; checkpoints in {self.exp_dir}"
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise DsrUserError(f"--device {name!r} is not a valid torch device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DsrUserError(f"--device {name} asked for CUDA but no GPU is available; use --device cpu")
-    return dev
 
 
 def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer, whisper: PretrainedWhisper | None = None) -> ModelConfig:

@@ -36,9 +36,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
-from dsr.data.sentences import generate_digit_strings, generate_sentences, vocabulary
+from dsr.synth.sentences import generate_digit_strings, generate_sentences, vocabulary
 from dsr.data.text_corpus import split_file_sentences
-from dsr.data.tts import (
+from dsr.synth.tts import (
     ENGINES,
     INSTALL_HINT,
     SAMPLE_RATE,

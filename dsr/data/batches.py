@@ -21,7 +21,7 @@ from lhotse.cut import Cut
 from dsr.features.audio import load_recording_mono
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, compute_frontend
-from dsr.training.datamodule import make_loader, pad_features
+from dsr.data.cuts import make_sampler, pad_features
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ class DecodeBatches:
 
     def __init__(self, cuts: CutSet, max_duration: float, device: torch.device,
                  frontend: FrontendConfig = FbankConfig()) -> None:
-        _, self.sampler = make_loader(cuts, max_duration, shuffle=False)
+        if max_duration <= 0:
+            raise ValueError(f"max_duration must be > 0, got {max_duration}")
+        self.cuts = cuts
+        self.sampler = make_sampler(cuts, max_duration, shuffle=False)
         self.device = device
         self.frontend = frontend
         self.unreadable: list[Unreadable] = []
