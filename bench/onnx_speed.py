@@ -106,7 +106,7 @@ def main() -> None:
         what = "random default-size model"
     else:
         from dsr.features.frontend import frontend_from_dict
-        from dsr.training.checkpoint import resolve_model_checkpoint
+        from dsr.models.checkpoint import resolve_model_checkpoint
 
         ckpt, tag = resolve_model_checkpoint(args.exp_dir, args.epoch, args.avg)
         cfg = ModelConfig.from_dict(ckpt["model_config"])

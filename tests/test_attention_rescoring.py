@@ -102,7 +102,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, random-weight hybrid checkpoints (with and without transducer) and 3 cuts."""
 
     from dsr.lang.bpe import Tokenizer, train_bpe
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("attdecode")
     texts = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]

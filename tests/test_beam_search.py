@@ -208,7 +208,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     the decode stage to run every method end to end in about a second."""
 
     from dsr.lang.bpe import Tokenizer, train_bpe
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("decode")
     texts = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]

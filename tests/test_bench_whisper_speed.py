@@ -24,7 +24,7 @@ from dsr.lang.bpe import Tokenizer, train_bpe
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.whisper.model import WhisperDims
 from dsr.models.whisper.pretrained import whisper_model_config
-from dsr.training.checkpoint import save_checkpoint
+from dsr.models.checkpoint import save_checkpoint
 
 pytest.importorskip("tokenizers", reason="Whisper's tokenizer needs 'tokenizers' (bash tools/setup.sh --whisper)")
 from whisper_fixtures import tiny_tokenizer_json, token_ids  # noqa: E402

@@ -5,7 +5,7 @@ import torch
 
 from dsr.errors import DsrUserError
 from dsr.models.checkpoint import average_between, average_checkpoints, resolve_model_checkpoint
-from dsr.training.checkpoint import save_checkpoint
+from dsr.models.checkpoint import save_checkpoint
 from dsr.training.model_average import ModelAverager
 
 

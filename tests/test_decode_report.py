@@ -25,7 +25,7 @@ TEXTS = ["turn on the kitchen lights", "set a timer for five minutes", "what is 
 def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, a random-weight checkpoint and 3 cuts of random features."""
     from dsr.lang.bpe import Tokenizer, train_bpe
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("report")
     train_bpe(TEXTS * 30, root / "lang", vocab_size=40)

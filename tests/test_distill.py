@@ -11,7 +11,7 @@ import torch
 from dsr.errors import DsrUserError
 from dsr.losses.distill import ctc_distillation_loss, kl_divergence, pruned_joiner_distillation_loss
 from dsr.models import ModelConfig, build_model
-from dsr.training.checkpoint import save_checkpoint
+from dsr.models.checkpoint import save_checkpoint
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 
 torch.set_num_threads(1)

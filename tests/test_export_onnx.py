@@ -407,7 +407,7 @@ def test_cli_exports_the_epoch_average_of_an_exp_dir(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from dsr.cli.main import app
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     lang = tmp_path / "lang"
     lang.mkdir()

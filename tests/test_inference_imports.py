@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every package but training itself and the CLI (whose ``dsr train`` command is training's front door).
-INFERENCE_PACKAGES = ("decoding", "lm", "evaluation", "data", "models", "features", "lang", "synth")
+INFERENCE_PACKAGES = ("decoding", "lm", "evaluation", "data", "models", "features", "lang", "synth", "export")
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -11,7 +11,7 @@ import torch
 
 from dsr.errors import DsrUserError
 from dsr.models import ModelConfig, build_model
-from dsr.training.checkpoint import save_checkpoint
+from dsr.models.checkpoint import save_checkpoint
 from dsr.training.config import TrainConfig
 from dsr.training.init import freeze_parameters, load_initial_weights, name_matches, split_patterns
 from dsr.training.trainer import train

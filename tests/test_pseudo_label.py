@@ -126,7 +126,7 @@ def bpe(tmp_path_factory) -> dict[str, Path]:
     """The tiny corpus, a random hybrid checkpoint on its lang dir, and cuts to label: the
     12 training cuts, one without supervision and one whose features cannot be read."""
     from dsr.lang.bpe import Tokenizer
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("pseudo")
     corpus = make_tiny_corpus(root, num_train=12, num_dev=2)

@@ -24,7 +24,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     """A lang dir, a random-weight hybrid checkpoint (transducer, CTC, attention decoder), feature
     cuts and three noise files (one 8 kHz stereo)."""
     from dsr.lang.bpe import Tokenizer, train_bpe
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("recognizer")
     train_bpe(TEXTS * 30, root / "lang", vocab_size=40)

@@ -119,7 +119,7 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     1 chunk of left context) and 3 cuts of random features."""
 
     from dsr.lang.bpe import Tokenizer, train_bpe
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("streaming")
     texts = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]

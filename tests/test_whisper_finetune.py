@@ -225,7 +225,7 @@ def kaldi_exp(work) -> Path:
     """A random Conformer checkpoint trained (so to speak) on kaldi-fbank: no Whisper head."""
     from dsr.lang.bpe import Tokenizer
     from dsr.models import ModelConfig, build_model
-    from dsr.training.checkpoint import save_checkpoint
+    from dsr.models.checkpoint import save_checkpoint
 
     cfg = ModelConfig(encoder_dim=16, num_encoder_layers=1, num_heads=2, ffn_dim=32, conv_kernel_size=3,
                       subsampling_channels=(4, 8), decoder_dim=16, joiner_dim=16,

@@ -396,7 +396,7 @@ def quantize_int8_onnx(src: Path, dst: Path, op_types: tuple[str, ...] = ("MatMu
 
 def load_export_checkpoint(options: OnnxExportOptions) -> tuple[dict[str, Any], str]:
     """The checkpoint dict (averaged as asked) and its tag."""
-    from dsr.training.checkpoint import load_checkpoint, resolve_model_checkpoint
+    from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 
     if options.checkpoint is not None:
         ckpt = load_checkpoint(options.checkpoint)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from dsr.errors import DsrUserError
+from dsr.utils import atomic_path
 
 logger = logging.getLogger("dsr")
 
@@ -184,3 +185,9 @@ def average_between(
             total = total - start["weights"][k] * n_start
         out[k] = (total / (n_end - n_start)).to(reference[k].dtype)
     return out
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a reader never sees half a file)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -174,7 +174,7 @@ def prune_checkpoint(
     """
     from dsr.errors import DsrUserError
     from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
-    from dsr.training.checkpoint import load_checkpoint, resolve_model_checkpoint, save_checkpoint
+    from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint, save_checkpoint
 
     if (exp_dir is None) == (checkpoint is None):
         raise DsrUserError("give exactly one of --exp-dir (with --epoch/--avg) or --checkpoint")

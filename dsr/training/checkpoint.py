@@ -1,4 +1,4 @@
-"""Checkpoints for training: atomic save and pruning of step checkpoints.
+"""Checkpoints for training: pruning of step checkpoints (saving and loading are in dsr.models.checkpoint).
 
 ``epoch-<E>.pt`` is written at the end of epoch E (1-based); ``checkpoint-<step>.pt``
 every ``save_every_n`` steps.  Both hold everything needed to resume exactly:
@@ -9,17 +9,8 @@ and averaging them (which decoding needs too) is :mod:`dsr.models.checkpoint`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from dsr.models.checkpoint import step_checkpoints
-from dsr.utils import atomic_path
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def prune_step_checkpoints(exp_dir: Path, keep_last_k: int) -> None:

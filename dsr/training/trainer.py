@@ -58,7 +58,7 @@ from dsr.device import resolve_device
 from dsr.models.checkpoint import epoch_checkpoints
 from dsr.models.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.checkpoint import prune_step_checkpoints
-from dsr.training.checkpoint import save_checkpoint as write_checkpoint
+from dsr.models.checkpoint import save_checkpoint as write_checkpoint
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import CachedFeatures, ResumableSampler, batch_features, batch_texts, make_loader
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
