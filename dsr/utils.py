@@ -7,7 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -127,3 +131,34 @@ def changed_inputs(out_dir: Path | str, stage: str, inputs: dict[str, str], opti
     now = json.loads(json.dumps(options))
     changed += [f"option {k}" for k in sorted(set(done_options) | set(now)) if done_options.get(k) != now.get(k)]
     return changed
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process exit when ``parent_pid`` dies, even by SIGKILL.
+
+    A pool's workers outlive a SIGKILLed parent (no Python code runs to stop them) and
+    hang on forever.  On Linux the kernel sends them SIGKILL when the parent goes
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls the parent's pid.
+    Meant as a ``ProcessPoolExecutor`` / ``multiprocessing.Pool`` ``initializer``.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
+                # The parent may have died before prctl ran: then nobody will send the signal.
+                if os.getppid() != parent_pid:
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):  # no libc prctl: fall back to polling
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

@@ -73,6 +73,7 @@ from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, 
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer
+from dsr.lang.vocabulary import check_vocabulary
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
 from dsr.decoding.quantize import quantize_int8
@@ -172,6 +173,15 @@ class DecodingModel:
     tag: str
     whisper: WhisperDecoding | None
     frontend: dict[str, Any]
+    # The checkpoint's vocabulary record (dsr.lang.vocabulary); None: zero-shot or an older checkpoint.
+    vocabulary: dict[str, Any] | None = None
+    vocab_size: int | None = None
+
+    def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, exp_dir: Path | str) -> None:
+        """One-line error unless ``lang_dir`` holds the vocabulary this model was trained with."""
+        if self.vocab_size is not None:
+            check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size,
+                             f"the model in {exp_dir}")
 
 
 def load_decoding_model(
@@ -200,7 +210,9 @@ def load_decoding_model(
     if int8:
         model = quantize_int8(model, torch.device(device))
         tag += "-int8"
-    return DecodingModel(model, tag, whisper, frontend)
+    if pretrained:
+        return DecodingModel(model, tag, whisper, frontend)
+    return DecodingModel(model, tag, whisper, frontend, ckpt.get("vocabulary"), int(ckpt["model_config"]["vocab_size"]))
 
 
 def split_name(cuts_file: Path) -> str:
@@ -446,6 +458,8 @@ def decode(
     loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8, pretrained,
                                  whisper_language)
     model, tag, whisper = loaded.model, loaded.tag, loaded.whisper
+    if tokenizer is not None:
+        loaded.check_lang_dir(lang_dir, tokenizer, exp_dir)
     opts = with_whisper_rescoring(
         make_search_options(beam_size, nbest, hotwords_file, hotword_score, tokenizer, attention_scale),
         whisper, tokenizer,

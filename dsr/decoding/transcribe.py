@@ -65,6 +65,7 @@ def transcribe(
     opts = make_search_options(beam_size, None, hotwords_file, hotword_score, tokenizer, attention_scale)
     loaded = load_decoding_model(Path(exp_dir), epoch, avg, dev, use_averaged_model, int8)
     model, whisper = loaded.model, loaded.whisper
+    loaded.check_lang_dir(lang_dir, tokenizer, exp_dir)
     check_method(model, method)
     opts = with_whisper_rescoring(opts, whisper, tokenizer)
     cfg = frontend if frontend is not None else frontend_from_dict(loaded.frontend)

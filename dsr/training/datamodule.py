@@ -16,6 +16,7 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, 
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 from lhotse.utils import LOG_EPSILON
 
+from dsr.data.cut_paths import resolve_feature_paths
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, frontend_type
@@ -27,7 +28,8 @@ def load_cuts(path: Path | str) -> CutSet:
     path = Path(path)
     if not path.is_file():
         raise DsrUserError(f"cuts manifest {path} does not exist; run the features stage (dsr features) first")
-    return CutSet.from_file(path)
+    # Feature paths of older manifests are relative to where `dsr features` ran: resolve them here.
+    return resolve_feature_paths(CutSet.from_file(path), path)
 
 
 def load_cut_list(paths: str) -> CutSet:

@@ -40,6 +40,7 @@ from dsr.features.frontend import (
 )
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import SOS_EOS, Tokenizer
+from dsr.lang.vocabulary import vocabulary_info
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config
@@ -426,6 +427,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             "model_config": mcfg.to_dict(),
             "train_config": cfg.to_dict(),
             "frontend": frontend,
+            # Checked at decode/transcribe time against the lang dir given there (dsr.lang.vocabulary).
+            "vocabulary": vocabulary_info(cfg.lang_dir, tokenizer.vocab_size),
             **(whisper.checkpoint_entries() if whisper is not None else {}),
             "epoch": epoch,
             "epoch_finished": finished,
