@@ -17,6 +17,8 @@ from lhotse import CutSet
 from lhotse.cut import Cut, MonoCut
 from lhotse.utils import fastcopy
 
+from dsr.errors import DsrUserError
+
 
 def _candidates(stored: str, manifest_dir: Path) -> list[Path]:
     """Where a stored path may be, best first: as written (relative to the working directory),
@@ -58,3 +60,33 @@ def resolve_feature_paths(cuts: CutSet, manifest: Path | str) -> CutSet:
         return fastcopy(cut, features=fastcopy(cut.features, storage_path=resolved))
 
     return CutSet.from_cuts(fix(c) for c in cuts)
+
+
+def check_feature_storage(cuts: CutSet, manifest: Path | str) -> None:
+    """Raise :class:`DsrUserError` naming the first feature file that is missing or shorter than its cuts need.
+
+    Only sizes are compared (one ``stat`` per storage file, no feature is read), which
+    catches a feature file cut short by a full disk or an interrupted copy before
+    training starts, instead of a decompression traceback in the middle of an epoch.
+    Storage types other than ``lilcom_chunky`` (dsr's) are only checked for existence.
+    """
+    needed: dict[str, tuple[int, str]] = {}
+    for cut in cuts:
+        feats = cut.features if isinstance(cut, MonoCut) else None
+        if feats is None:
+            continue
+        path = str(feats.storage_path)
+        end = 0
+        if feats.storage_type == "lilcom_chunky":
+            offsets = [int(v) for v in str(feats.storage_key).split(",") if v.strip()]
+            end = offsets[0] + sum(offsets[1:]) if offsets else 0
+        if path not in needed or end > needed[path][0]:
+            needed[path] = (end, cut.id)
+    fix = f"fix: recompute the features of {manifest} (dsr features ... --force)"
+    for path, (end, cut_id) in needed.items():
+        if not os.path.exists(path):
+            raise DsrUserError(f"feature file {path} (cut {cut_id} of {manifest}) does not exist; {fix}")
+        size = os.path.getsize(path) if os.path.isfile(path) else end
+        if size < end:
+            raise DsrUserError(f"feature file {path} is truncated: {size} bytes, cut {cut_id} of {manifest} needs "
+                               f"{end}; {fix}")

@@ -16,7 +16,7 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, 
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 from lhotse.utils import LOG_EPSILON
 
-from dsr.data.cut_paths import resolve_feature_paths
+from dsr.data.cut_paths import check_feature_storage, resolve_feature_paths
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, frontend_type
@@ -39,6 +39,10 @@ def load_cut_list(paths: str) -> CutSet:
     if not paths.strip() or not all(parts):
         raise ValueError(f"expected comma-separated manifest paths, got {paths!r}")
     cut_sets = [load_cuts(p) for p in parts]
+    # Training reads every cut many times: a truncated feature file is one line now, not a
+    # decompression traceback mid-epoch (decoding instead skips and lists such cuts).
+    for path, cuts in zip(parts, cut_sets):
+        check_feature_storage(cuts, path)
     return cut_sets[0] if len(cut_sets) == 1 else combine(*cut_sets)
 
 

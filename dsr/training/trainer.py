@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dsr.data.cut_paths import check_feature_storage
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import (
@@ -364,6 +365,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     valid_loader = None
     if cfg.dev_cuts:
         dev_cuts = load_cuts(cfg.dev_cuts)
+        check_feature_storage(dev_cuts, cfg.dev_cuts)
         check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}",
                             expected_verb="are")
         dev_cuts = filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
