@@ -24,6 +24,8 @@ def _report(reports) -> str:
         console.print(f"  {r.summary()}", highlight=False)
         for utt, reason in r.skipped:
             console.print(f"    [yellow]skipped[/] {utt}: {reason}", highlight=False)
+        for utt, reason in getattr(r, "warned", ()):
+            console.print(f"    [yellow]warning[/] {utt}: {reason}", highlight=False)
     kept = sum(r.kept for r in reports)
     skipped = sum(len(r.skipped) for r in reports)
     hours = sum(r.duration_s for r in reports) / 3600
@@ -127,7 +129,11 @@ def folder(
     if (split is None) == (split_policy is None):
         raise DsrUserError("give exactly one of --split NAME or --split-policy {fsdd-speaker,arctic-prompt}")
     stage = f"prepare-{corpus}" + (f"-{split}" if split else "")
-    if already_done(manifest_dir, stage, force):
+    # Edited transcripts or added/removed audio files re-run the import.
+    inputs: dict[str, Path] = {"transcripts": transcripts, "audio_dir": audio_dir}
+    options = {"split": split, "split_policy": split_policy, "test_keys": list(test_keys), "dev_fraction": dev_fraction,
+               "test_fraction": test_fraction, "seed": seed, "max_duration": max_duration}
+    if already_done(manifest_dir, stage, force, inputs=inputs, options=options):
         return
     if split is not None:
         reports = [fol.prepare_folder(audio_dir, transcripts, manifest_dir, corpus, split, max_duration)]
@@ -143,7 +149,7 @@ def folder(
                                             splits.arctic_split(dev_fraction, test_fraction, seed), max_duration)
     else:
         raise DsrUserError(f"--split-policy {split_policy!r} is unknown; choose from {', '.join(_POLICIES)}")
-    finish(manifest_dir, stage, _report(reports))
+    finish(manifest_dir, stage, _report(reports), inputs=inputs, options=options)
 
 
 @app.command("kaldi-dir")

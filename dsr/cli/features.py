@@ -84,15 +84,24 @@ def features(
         if other is not None:
             console.print(f"[yellow]redo[/] {stage}: done before with {describe_frontend(other)} features, "
                           f"now {describe_frontend(frontend)}")
-        if already_done(out_dir, stage, force or other is not None):
-            continue
         # LibriSpeech's train-clean-100 etc. are training splits too.
         is_train = split.startswith("train")
         factors = (0.9, 1.0, 1.1) if speed_perturb and is_train else (1.0,)
+        # What the stage reads: a `prepare --force` that rewrote the manifests (edited
+        # transcripts) makes the old cuts stale, so the marker must not count as done.
+        inputs: dict[str, Path] = {kind: manifest_dir / f"{corpus}_{kind}_{split}.jsonl.gz"
+                                   for kind in ("recordings", "supervisions")}
+        if is_train:
+            inputs.update({f"noise{i}": p for i, p in enumerate(noise)})
+        options = {"speed_factors": list(factors),
+                   "noise": {"snr": list(noise_snr), "prob": noise_prob} if noise and is_train else None}
+        if already_done(out_dir, stage, force or other is not None, inputs=inputs, options=options):
+            continue
         report = compute_features(manifest_dir, corpus, split, out_dir, num_jobs, factors, cfg=cfg,
                                   progress=show_progress(), noise=mixing if is_train else None)
         if report.num_cuts == 0:
             console.print(f"[red]no features computed for {corpus}/{split}: every utterance was skipped[/]")
             raise typer.Exit(1)
         finish(out_dir, stage, report.summary(),
-               {"num_cuts": report.num_cuts, "skipped": len(report.skipped), "frontend": frontend})
+               {"num_cuts": report.num_cuts, "skipped": len(report.skipped), "frontend": frontend},
+               inputs=inputs, options=options)

@@ -1,12 +1,14 @@
 """Entry point of the ``dsr`` command.
 
-User errors (:class:`dsr.errors.DsrUserError`) print one red line and exit 2;
-other exceptions are bugs and keep their traceback.  ``--debug`` shows the
+User errors (:class:`dsr.errors.DsrUserError`, and the ``OSError`` of a path the user
+gave -- a read-only folder, a "folder" that is a file, a full disk) print one red line
+and exit 2; other exceptions are bugs and keep their traceback.  ``--debug`` shows the
 traceback for user errors too.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -74,6 +76,33 @@ app.command("prune")(prune.prune)
 
 _DEBUG = {"on": False}
 
+# OSErrors that a user's path or disk causes, and what to do about each.  Other errnos
+# (EBADF, EINVAL, ...) come from dsr's own code and stay tracebacks.
+_USER_OS_ERRORS = {
+    errno.EACCES: "give yourself write/read permission there or choose another path",
+    errno.EPERM: "give yourself write/read permission there or choose another path",
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path or move that file",
+    errno.EISDIR: "pass a file, not a folder",
+    errno.EEXIST: "remove or rename what is in the way, or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOSPC: "free disk space or choose another folder",
+    errno.EDQUOT: "free disk space or choose another folder",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def user_os_error(exc: OSError) -> str | None:
+    """One line for an ``OSError`` about a path (with its fix), or None when it looks like a bug.
+
+    Only errors that carry a file name and an errno from :data:`_USER_OS_ERRORS` count:
+    an ``OSError`` without a path cannot be tied to the user's input.
+    """
+    if exc.filename is None or exc.errno not in _USER_OS_ERRORS:
+        return None
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {exc.strerror or type(exc).__name__}; fix: {_USER_OS_ERRORS[exc.errno]}"
+
 
 def _version(value: bool) -> None:
     if value:
@@ -98,6 +127,12 @@ def run() -> None:
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:
+        line = user_os_error(e)
+        if line is None or _DEBUG["on"] or "--debug" in sys.argv:
+            raise
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]; re-run the same command to resume")

@@ -24,6 +24,11 @@ from dsr.features.frontend import FrontendConfig, compute_frontend
 from dsr.data.cuts import make_sampler, pad_features
 
 
+# Fewest feature frames a cut needs: the same limit as `dsr features` and `dsr transcribe`
+# (4x subsampling needs 7; 10 frames = 0.1 s holds no word anyway).
+MIN_FRAMES = 10
+
+
 @dataclass(frozen=True)
 class Unreadable:
     """A cut that could not be decoded: its id, the file it reads and why."""
@@ -82,9 +87,16 @@ class DecodeBatches:
             loaded: list[tuple[Cut, torch.Tensor]] = []
             for cut in sorted(batch, key=lambda c: c.duration, reverse=True):
                 try:
-                    loaded.append((cut, cut_features(cut, self.frontend)))
+                    feats = cut_features(cut, self.frontend)
                 except Exception as e:  # lhotse, soundfile and the codecs raise many types for bad files
                     self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"{type(e).__name__}: {e}"))
+                    continue
+                if feats.size(0) < MIN_FRAMES:
+                    # The encoder's subsampling needs a few frames; one such cut used to abort the run.
+                    self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"too short to decode: {feats.size(0)} "
+                                                      f"feature frames ({cut.duration:.3f} s) < {MIN_FRAMES}"))
+                    continue
+                loaded.append((cut, feats))
             if not loaded:
                 continue
             lengths = torch.tensor([f.size(0) for _, f in loaded], dtype=torch.int64)

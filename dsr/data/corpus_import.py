@@ -22,6 +22,7 @@ import logging
 import socket
 import tarfile
 import urllib.error
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from dsr.data.manifests import check_name, recording_from_info, supervision_for,
 from dsr.data.report import PrepareReport
 from dsr.data.validate import AudioInfo, SkipUtterance, check_audio, check_transcript
 from dsr.errors import DsrUserError
+from dsr.utils import die_with_parent
 
 logger = logging.getLogger("dsr")
 
@@ -83,7 +85,7 @@ def probe_audio(paths: Sequence[Path], num_jobs: int = 1) -> list[AudioInfo | st
     chunks = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
     if num_jobs == 1 or len(chunks) <= 1:
         return [r for chunk in chunks for r in _probe_chunk(chunk)]
-    with ProcessPoolExecutor(num_jobs) as ex:
+    with ProcessPoolExecutor(num_jobs, initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
         return [r for results in ex.map(_probe_chunk, chunks) for r in results]
 
 

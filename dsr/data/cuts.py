@@ -14,6 +14,7 @@ from lhotse import CutSet, combine
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.utils import LOG_EPSILON
 
+from dsr.data.cut_paths import check_feature_storage, resolve_feature_paths
 from dsr.errors import DsrUserError
 
 
@@ -21,7 +22,8 @@ def load_cuts(path: Path | str) -> CutSet:
     path = Path(path)
     if not path.is_file():
         raise DsrUserError(f"cuts manifest {path} does not exist; run the features stage (dsr features) first")
-    return CutSet.from_file(path)
+    # Feature paths of older manifests are relative to where `dsr features` ran: resolve them here.
+    return resolve_feature_paths(CutSet.from_file(path), path)
 
 
 def load_cut_list(paths: str) -> CutSet:
@@ -31,6 +33,10 @@ def load_cut_list(paths: str) -> CutSet:
     if not paths.strip() or not all(parts):
         raise ValueError(f"expected comma-separated manifest paths, got {paths!r}")
     cut_sets = [load_cuts(p) for p in parts]
+    # Training reads every cut many times: a truncated feature file is one line now, not a
+    # decompression traceback mid-epoch (decoding instead skips and lists such cuts).
+    for path, cuts in zip(parts, cut_sets):
+        check_feature_storage(cuts, path)
     return cut_sets[0] if len(cut_sets) == 1 else combine(*cut_sets)
 
 

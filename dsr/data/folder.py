@@ -36,6 +36,7 @@ from dsr.data.splits import (  # re-exported: the split policies belong to folde
 from dsr.data.validate import (
     DEFAULT_MAX_CHARS_PER_SECOND,
     SkipUtterance,
+    audio_warning,
     check_audio,
     check_duration,
     check_max_duration_arg,
@@ -97,8 +98,15 @@ def read_transcripts(path: Path) -> list[TranscriptLine]:
         utt_id = utt_id.strip()
         if not sep and len(utt_id.split()) > 1:
             raise DsrUserError(f"{path} line {line_no} has no TAB after the utterance id; fix: write 'utt-id<TAB>text'")
-        if not utt_id or len(utt_id.split()) > 1:
-            raise DsrUserError(f"{path} line {line_no}: bad utterance id {utt_id!r}; fix: ids must be non-empty without spaces")
+        if not utt_id:
+            raise DsrUserError(f"{path} line {line_no}: empty utterance id; fix: write 'utt-id<TAB>text'")
+        if len(utt_id.split()) > 1:
+            # The id is the audio file's name, so the file has to be renamed too.
+            fixed = "_".join(utt_id.split())
+            raise DsrUserError(
+                f"{path} line {line_no}: utterance id {utt_id!r} has a space (ids are audio file names without "
+                f"spaces); fix: rename the audio file to {fixed!r} (same suffix) and the id on that line to {fixed!r}"
+            )
         if utt_id in seen:
             raise DsrUserError(f"{path} lines {seen[utt_id]} and {line_no} both define {utt_id!r}; fix: remove the duplicate")
         seen[utt_id] = line_no
@@ -196,6 +204,10 @@ def prepare_folder_splits(
             report.skip(entry.utt_id, str(exc))
             logger.warning("%s/%s: skipping %s (%s): %s", corpus, split, entry.utt_id, path, exc)
             continue
+        warning = audio_warning(info)
+        if warning is not None:
+            report.warned.append((entry.utt_id, warning))
+            logger.warning("%s/%s: keeping %s (%s) with a warning: %s", corpus, split, entry.utt_id, path, warning)
         speaker = _call_policy(speaker_of, entry, transcripts, "speaker") if speaker_of else None
         recording = recording_from_info(entry.utt_id, info)
         recordings[split].append(recording)

@@ -20,6 +20,8 @@ class PrepareReport:
     kept: int = 0
     duration_s: float = 0.0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Kept but suspicious (e.g. near-silent audio): ``(utterance id, reason)``.
+    warned: list[tuple[str, str]] = field(default_factory=list)
 
     def skip(self, item: str, reason: str) -> None:
         """Record that ``item`` was dropped because of ``reason``."""
@@ -33,12 +35,18 @@ class PrepareReport:
         """One line for logs and the CLI, e.g. ``fsdd/train: kept 1500 (12.3 min), skipped 2 (...)``."""
         line = f"{self.corpus}/{self.split}: kept {self.kept} utterances ({self.duration_s / 60:.1f} min)"
         if not self.skipped:
-            return line + ", skipped 0"
-        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.reason_counts().items()))
-        return f"{line}, skipped {len(self.skipped)} ({kinds})"
+            line += ", skipped 0"
+        else:
+            kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.reason_counts().items()))
+            line += f", skipped {len(self.skipped)} ({kinds})"
+        if self.warned:
+            kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(r.split(":", 1)[0] for _, r in self.warned).items()))
+            line += f"; {len(self.warned)} kept with a warning ({kinds})"
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, e.g. for :func:`dsr.utils.mark_done` info."""
         d = asdict(self)
         d["skipped"] = [list(pair) for pair in self.skipped]
+        d["warned"] = [list(pair) for pair in self.warned]
         return d

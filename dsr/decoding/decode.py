@@ -225,6 +225,8 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
     tokenizer = Tokenizer(o.lang_dir) if not o.pretrained else None
     loaded = load_decoding_model(o.exp_dir, o.epoch, o.avg, dev, o.use_averaged_model, o.int8, o.pretrained,
                                  o.whisper_language, o.checkpoint)
+    if tokenizer is not None:
+        loaded.check_lang_dir(o.lang_dir, tokenizer, o.checkpoint or o.exp_dir)
     search = with_whisper_rescoring(
         search_options(o.beam_size, o.nbest or None, o.hotwords_file, o.hotword_score, tokenizer, o.attention_scale),
         loaded.whisper, tokenizer,

@@ -17,6 +17,8 @@ from dsr.decoding.quantize import quantize_int8
 from dsr.decoding.whisper_decode import WhisperDecoding, decoding_from_checkpoint, zero_shot_model
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
+from dsr.lang.bpe import Tokenizer
+from dsr.lang.vocabulary import check_vocabulary
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
@@ -31,6 +33,15 @@ class DecodingModel:
     tag: str
     whisper: WhisperDecoding | None
     frontend: dict[str, Any]
+    # The checkpoint's vocabulary record (dsr.lang.vocabulary); None: zero-shot or an older checkpoint.
+    vocabulary: dict[str, Any] | None = None
+    vocab_size: int | None = None
+
+    def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, source: Path | str) -> None:
+        """One-line error unless ``lang_dir`` holds the vocabulary this model (from ``source``) was trained with."""
+        if self.vocab_size is not None:
+            check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size,
+                             f"the model in {source}")
 
 
 def load_decoding_model(
@@ -69,7 +80,9 @@ def load_decoding_model(
     if int8:
         model = quantize_int8(model, torch.device(device))
         tag += "-int8"
-    return DecodingModel(model, tag, whisper, frontend)
+    if pretrained:
+        return DecodingModel(model, tag, whisper, frontend)
+    return DecodingModel(model, tag, whisper, frontend, ckpt.get("vocabulary"), int(ckpt["model_config"]["vocab_size"]))
 
 
 def load_model(

@@ -104,6 +104,8 @@ class Recognizer:
         self.loaded: DecodingModel = load_decoding_model(
             o.exp_dir, o.epoch, o.avg, self.device, o.use_averaged_model, o.int8, o.pretrained, o.whisper_language,
             o.checkpoint)
+        if self.tokenizer is not None:
+            self.loaded.check_lang_dir(o.lang_dir, self.tokenizer, o.checkpoint or o.exp_dir)
         self.method: DecodingMethod = check_method(self.loaded.model, o.method)
         search = search_options(o.beam_size, None, o.hotwords_file, o.hotword_score, self.tokenizer,
                                 o.attention_scale)

@@ -74,6 +74,8 @@ def load_audio_mono(path: Path | str, target_sr: int = 16000) -> np.ndarray:
     Raises :class:`DsrUserError` naming the file when it is missing or unreadable.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DsrUserError(f"{path} is a directory, not an audio file; fix: pass its audio files (e.g. {path}/*.wav)")
     if not path.is_file():
         raise DsrUserError(f"audio file {path} does not exist; check the path")
     try:

@@ -12,6 +12,7 @@ cut's ``features.type`` and its settings are kept in ``custom["frontend"]``.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from dsr.features.audio import load_recording_mono, speed_perturb
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_to_dict, frontend_type
 from dsr.features.noise import NoiseMixing, add_noise
-from dsr.utils import atomic_path
+from dsr.utils import atomic_path, die_with_parent
 
 logger = logging.getLogger("dsr")
 
@@ -100,7 +101,8 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                     start=0.0,
                     duration=duration,
                     storage_type=writer.name,
-                    storage_path=str(storage_file),
+                    # Absolute, so the cuts work from any working directory (dsr.data.cut_paths).
+                    storage_path=str(Path(storage_file).absolute()),
                     storage_key=key,
                     recording_id=cut_id,
                     channels=0,
@@ -185,7 +187,7 @@ def compute_features(
                 report.skipped += skipped
                 bar.advance(task, len(t[0]))
         else:
-            with ProcessPoolExecutor(num_jobs) as ex:
+            with ProcessPoolExecutor(num_jobs, initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
                 for (cuts, skipped), t in zip(ex.map(_process_chunk, tasks), tasks):
                     all_cuts += cuts
                     report.skipped += skipped

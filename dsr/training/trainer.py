@@ -53,8 +53,10 @@ from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config
 from dsr.training.pretrained import PretrainedWhisper, load_pretrained, optimizer_groups, EncoderFreezer
 from dsr.training import distributed
+from dsr.data.cut_paths import check_feature_storage
 from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
 from dsr.device import resolve_device
+from dsr.lang.vocabulary import vocabulary_info
 from dsr.models.checkpoint import epoch_checkpoints
 from dsr.models.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.checkpoint import prune_step_checkpoints
@@ -452,6 +454,7 @@ def _data(cfg: TrainConfig, info: DistInfo, mcfg: ModelConfig) -> TrainData:
     valid = None
     if cfg.dev_cuts:
         dev_cuts = load_cuts(cfg.dev_cuts)
+        check_feature_storage(dev_cuts, cfg.dev_cuts)
         check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}",
                             expected_verb="are")
         dev_cuts = filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
@@ -620,6 +623,8 @@ def save_checkpoint(state: TrainState, name: str, epoch: int, finished: bool) ->
         "model_config": state.mcfg.to_dict(),
         "train_config": state.cfg.to_dict(),
         "frontend": state.data.frontend,
+        # Checked at decode/transcribe time against the lang dir given there (dsr.lang.vocabulary).
+        "vocabulary": vocabulary_info(state.cfg.lang_dir, state.tokenizer.vocab_size),
         **(state.whisper.checkpoint_entries() if state.whisper is not None else {}),
         "epoch": epoch,
         "epoch_finished": finished,
