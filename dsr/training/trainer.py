@@ -271,6 +271,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     rank 0 writes files and logs below WARNING.
     """
     cfg.validate()
+    if cfg.speech_llm:  # speech-LLM hook: its own loop and loss (dsr/training/speech_llm.py)
+        from dsr.training.speech_llm import train_speech_llm
+
+        return train_speech_llm(cfg)
     info = distributed.env_info()
     if not info.is_main:
         logger.setLevel(logging.WARNING)  # one rank tells the story
