@@ -37,7 +37,9 @@ _METHODS_HELP = (
     "greedy, modified-beam-search (transducer), ctc-greedy, ctc-prefix-beam-search, or the attention "
     "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring; with "
     "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search; "
-    "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio)"
+    "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio); with a "
+    "speech-LLM checkpoint (dsr train --speech-llm; no --lang-dir needed): speech-llm-greedy, "
+    "speech-llm-beam-search (--hotwords-file phrases go into its prompt)"
 )
 
 
@@ -122,6 +124,8 @@ def decode(
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_128 --cuts data/fbank/arctic_cuts_test.jsonl.gz -m modified-beam-search --beam-size 8 --expand-lexicon /usr/share/dict/american-english
 
         dsr decode --exp-dir exp/zeroshot-tiny.en --pretrained whisper-tiny.en --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m whisper-greedy
+
+        dsr decode --exp-dir exp/speech-llm --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m speech-llm-greedy -m speech-llm-beam-search --beam-size 4
     """
     from dsr.decoding.decode import decode as run_decode
     from dsr.decoding.lexicon_expand import ExpandOptions
@@ -131,7 +135,8 @@ def decode(
                                max_hyps=expand_max_hyps, parents=expand_parents)
     except ValueError as e:
         raise DsrUserError(f"--expand-* options: {e}") from e
-    if lang_dir is None and not pretrained:
+    speech_llm = bool(methods) and all(m.startswith("speech-llm-") for m in methods)
+    if lang_dir is None and not pretrained and not speech_llm:
         raise DsrUserError("--lang-dir is required (the BPE model the checkpoint was trained with)")
 
     for c in cuts:

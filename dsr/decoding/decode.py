@@ -60,6 +60,7 @@ from dsr.decoding.whisper_decode import (
     whisper_nbest,
     zero_shot_model,
 )
+from dsr.decoding.speech_llm_decode import SPEECH_LLM_METHODS, decode_speech_llm
 from dsr.decoding.streaming import (
     StreamingOptions,
     final_chunk_latency,
@@ -191,6 +192,9 @@ def load_decoding_model(
         frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=model.encoder.input_dim))
     else:
         ckpt, tag = resolve_model_checkpoint(exp_dir, epoch, avg, use_averaged_model)
+        if "speech_llm_config" in ckpt:
+            raise DsrUserError(f"{exp_dir} holds a speech-LLM: decode it with -m speech-llm-greedy or "
+                               "-m speech-llm-beam-search")
         model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         whisper = decoding_from_checkpoint(ckpt, model)
@@ -413,9 +417,14 @@ def decode(
     Features are checked against the front end the model was trained on (one-line error on a
     mismatch); cuts that have only recordings get features from that front end.
     """
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    if set(methods) & set(SPEECH_LLM_METHODS):  # speech-LLM hook: dsr/decoding/speech_llm_decode.py
+        return decode_speech_llm(Path(exp_dir), cuts_file, tuple(methods), epoch, avg, max_duration,
+                                 resolve_device(device), progress, beam_size, hotwords_file)
     for m in methods:
         if m not in METHODS:
-            raise DsrUserError(f"--method {m!r} is unknown; choose from {', '.join(METHODS)}")
+            raise DsrUserError(f"--method {m!r} is unknown; choose from {', '.join(METHODS + SPEECH_LLM_METHODS)}")
     if streaming and set(methods) != {"greedy"}:
         raise DsrUserError(f"--streaming supports -m greedy only (got {', '.join(methods)})")
     if not streaming and (chunk_ms or left_context_chunks is not None):

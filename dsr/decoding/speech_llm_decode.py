@@ -1,0 +1,163 @@
+"""``dsr decode -m speech-llm-greedy / speech-llm-beam-search``: decode a cuts manifest with a
+speech-LLM checkpoint (``dsr train --speech-llm``) and score it, writing the same files as
+:func:`dsr.decoding.decode.decode` (``recogs.txt``, ``errs.txt``, ``wer.txt``, ``cer.txt``,
+``wer_by_speaker.txt``, ``result.json``; ``nbest.jsonl`` for the beam search).
+
+The checkpoint names its LLM, which is loaded from its own files and checked
+(:func:`dsr.models.speech_llm.check_llm`).  Hotwords (``--hotwords-file``) are told to
+the LLM in the prompt's instruction ("Words that may occur: ..."), not added to a graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsr.decoding.batches import DecodeBatches
+from dsr.decoding.speech_llm_search import (
+    SpeechLLMHypothesis,
+    SpeechLLMSearchOptions,
+    speech_llm_beam_search,
+    speech_llm_greedy_search,
+)
+from dsr.errors import DsrUserError
+from dsr.evaluation.latency import latency_stats, synced_clock
+from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
+from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
+from dsr.models.speech_llm import SpeechLLM, speech_llm_from_checkpoint
+from dsr.training.checkpoint import resolve_model_checkpoint  # where checkpoint loading lives today
+from dsr.training.datamodule import load_cuts
+from dsr.utils import write_json_atomic, write_text_atomic
+
+logger = logging.getLogger("dsr")
+
+SPEECH_LLM_METHODS = ("speech-llm-greedy", "speech-llm-beam-search")
+
+
+def read_hotword_phrases(path: Path) -> tuple[str, ...]:
+    """Phrases of a hotwords file (one per line, optionally ``PHRASE<TAB>SCORE``: the score is
+    the transducer's bonus and is not used here); DsrUserError when unreadable."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DsrUserError(f"--hotwords-file {path}: cannot read it ({e.strerror})") from e
+    return tuple(p for p in (line.split("\t")[0].strip() for line in lines) if p)
+
+
+def load_speech_llm(
+    exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu", hotwords: tuple[str, ...] = ()
+) -> tuple[SpeechLLM, Any, str, dict[str, Any]]:
+    """(model in eval mode on ``device``, its LLM tokenizer, a tag such as ``epoch-3-avg-1``, its front end)."""
+    ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model=False)
+    model, tokenizer, _ = speech_llm_from_checkpoint(ckpt, f"the checkpoint {tag} in {exp_dir}", hotwords)
+    frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
+    return model.to(device).eval(), tokenizer, tag, frontend
+
+
+def speech_llm_nbest(
+    model: SpeechLLM, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, durations: list[float], method: str,
+    beam_size: int,
+) -> list[list[SpeechLLMHypothesis]]:
+    """N-best lists of a speech-LLM method (one hypothesis for greedy search), best first."""
+    if method == "speech-llm-greedy":
+        return [[h] for h in speech_llm_greedy_search(model, encoder_out, encoder_lens, durations)]
+    if method == "speech-llm-beam-search":
+        return speech_llm_beam_search(model, encoder_out, encoder_lens, durations,
+                                      SpeechLLMSearchOptions(beam_size=beam_size))
+    raise ValueError(f"not a speech-LLM method: {method!r}")
+
+
+def decode_speech_llm(
+    exp_dir: Path,
+    cuts_file: Path,
+    methods: tuple[str, ...],
+    epoch: int = 0,
+    avg: int = 1,
+    max_duration: float = 300.0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    beam_size: int = 4,
+    hotwords_file: Path | None = None,
+) -> list:
+    """Decode ``cuts_file`` with each speech-LLM method and score it; :class:`DecodeResult` rows."""
+    from rich.progress import Progress
+
+    from dsr.decoding.decode import DecodeResult, split_name
+
+    bad = [m for m in methods if m not in SPEECH_LLM_METHODS]
+    if bad:
+        raise DsrUserError(f"-m {bad[0]} cannot be decoded with a speech-LLM checkpoint in the same run; give "
+                           f"{' or '.join(SPEECH_LLM_METHODS)} only")
+    if beam_size < 1:
+        raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
+    hotwords = read_hotword_phrases(hotwords_file) if hotwords_file is not None else ()
+    dev = torch.device(device)
+    model, tokenizer, tag, frontend = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
+    if hotwords:
+        logger.info("hotwords: %d phrases from %s, in the prompt: %r", len(hotwords), hotwords_file, model.prompt.text)
+    cuts = load_cuts(cuts_file)
+    check_cuts_frontend(cuts, frontend, str(cuts_file), f"the model in {exp_dir}", expected_verb="was trained on")
+    split = split_name(cuts_file)
+    batches = DecodeBatches(cuts, max_duration, dev, frontend_from_dict(frontend))
+    speaker_of = {c.id: (c.supervisions[0].speaker or "-") for c in cuts if c.supervisions}
+    results = []
+    for method in methods:
+        triples: list[tuple[str, str, str]] = []
+        records: list[dict[str, Any]] = []
+        latency: list[float] = []
+        audio_seconds = 0.0
+        start = time.perf_counter()
+        with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
+            task = bar.add_task(f"{method} {split}", total=len(cuts))
+            for feats, lens, cut_list in batches:
+                audio_seconds += sum(c.duration for c in cut_list)
+                t0 = synced_clock(dev)
+                enc, enc_lens = model.encode(feats, lens)
+                nbest = speech_llm_nbest(model, enc, enc_lens, [c.duration for c in cut_list], method, beam_size)
+                latency += [synced_clock(dev) - t0] * len(cut_list)
+                for cut, hs in zip(cut_list, nbest):
+                    ref = cut.supervisions[0].text or ""
+                    triples.append((cut.id, ref, tokenizer.decode(hs[0].tokens, skip_special_tokens=True).strip()))
+                    if method == "speech-llm-beam-search":
+                        records.append({"utt_id": cut.id, "ref": ref, "hyps": [
+                            {"text": tokenizer.decode(h.tokens, skip_special_tokens=True).strip(), "tokens": h.tokens,
+                             "am_score": h.score, "source": "search" if h.finished else "search-unfinished"}
+                            for h in hs]})
+                bar.advance(task, len(cut_list))
+        elapsed = time.perf_counter() - start
+        if not triples:
+            raise DsrUserError(f"none of the cuts of {cuts_file} could be decoded"
+                               + (f" (first: {batches.unreadable[0].source}: {batches.unreadable[0].error})"
+                                  if batches.unreadable else ""))
+        stats, char_stats = score(triples), score(triples, char_level=True)
+        out = Path(exp_dir) / "decode" / method / split
+        write_recogs(out / "recogs.txt", triples)
+        write_errs(out / "errs.txt", stats)
+        write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
+        write_text_atomic(out / "cer.txt", f"{tag}\t{char_stats.summary('CER')}\n")
+        write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
+        if records:
+            records.sort(key=lambda r: r["utt_id"])
+            write_text_atomic(out / "nbest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        res = DecodeResult(method, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
+                           elapsed / max(audio_seconds, 1e-9), out, None, char_stats.wer, len(batches.unreadable))
+        write_json_atomic(out / "result.json", {
+            "method": method, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
+            "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf, "cer": char_stats.wer,
+            "char_errors": char_stats.errors, "ref_chars": char_stats.ref_words, "audio_seconds": audio_seconds,
+            "decode_seconds": elapsed, "device": str(dev),
+            "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "latency_ms": latency_stats(latency), "num_unreadable": len(batches.unreadable),
+            "unreadable": [u.to_dict() for u in batches.unreadable],
+            "beam_size": beam_size if method == "speech-llm-beam-search" else None,
+            "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
+            "prompt": model.prompt.text,
+        })
+        logger.info(res.summary())
+        results.append(res)
+    return results
