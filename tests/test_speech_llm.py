@@ -264,3 +264,28 @@ def test_checkpoint_names_and_checks_its_llm(tmp_path):
         speech_llm_from_checkpoint(ckpt, "ckpt")
     with pytest.raises(DsrUserError, match="not a speech-LLM checkpoint"):
         speech_llm_from_checkpoint({"model": {}}, "ckpt")
+
+
+def test_rerank_nbest_by_speech_llm_likelihood():
+    from dsr.decoding.speech_llm_decode import rerank_nbest
+
+    model, tok = tiny_speech_llm("qwen2")
+    feats, lens = features([40, 28], seed=5)
+    enc, enc_lens = model.encode(feats, lens)
+    nbest = [[{"text": "THE CAT SAT", "am_score": -1.0}, {"text": "HELLO WORLD", "am_score": -2.0},
+              {"text": "SET A", "am_score": None}],
+             [{"text": "TURN ON", "am_score": -3.0}, {"text": "THE MAT", "am_score": -3.5}]]
+    own = model.score(enc, enc_lens, [[tok.encode(llm_target(h["text"]), add_special_tokens=False) for h in hs]
+                                      for hs in nbest])
+    # Scale 0: the first pass's order (an impossible first-pass score last); the speech-LLM scores recorded.
+    kept = rerank_nbest(model, tok, enc, enc_lens, nbest, scale=0.0)
+    assert [[h["text"] for h in hs] for hs in kept] == [[h["text"] for h in hs] for hs in nbest]
+    assert [h["speech_llm_score"] for h in kept[1]] == pytest.approx(own[1], abs=1e-5)
+    # A large scale: the speech-LLM's order among hypotheses with a first-pass score.
+    by_llm = rerank_nbest(model, tok, enc, enc_lens, nbest, scale=1e6)
+    for hs, ss, orig in zip(by_llm, own, nbest):
+        finite = [(s, h["text"]) for h, s in zip(orig, ss) if h["am_score"] is not None]
+        assert [h["text"] for h in hs if h["am_score"] is not None] == [t for _, t in sorted(finite, reverse=True)]
+        for h in hs:
+            expected = (h["am_score"] if h["am_score"] is not None else float("-inf")) + 1e6 * h["speech_llm_score"]
+            assert h["total_score"] == expected

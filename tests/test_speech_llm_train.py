@@ -79,9 +79,9 @@ def train_capturing(cfg: TrainConfig) -> tuple[Any, dict[str, torch.Tensor]]:
     build = sl.build_for_training
 
     def spy(*args: Any, **kwargs: Any):
-        model, scfg, frontend = build(*args, **kwargs)
-        captured["model"], captured["before"] = model, {k: v.clone() for k, v in model.state_dict().items()}
-        return model, scfg, frontend
+        built = build(*args, **kwargs)
+        captured["model"], captured["before"] = built[0], {k: v.clone() for k, v in built[0].state_dict().items()}
+        return built
 
     with mock.patch.object(sl, "build_for_training", spy):
         train(cfg)
@@ -196,6 +196,23 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     nbest = [json.loads(line) for line in (exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl")
              .read_text().splitlines()]
     assert len(nbest) == 4 and all(1 <= len(r["hyps"]) <= 2 for r in nbest)
+    # The speech-LLM reranks another method's n-best list of the same cuts.
+    nbest_file = tmp_path / "nbest.jsonl"
+    nbest_file.write_text("".join(json.dumps({"utt_id": r["utt_id"], "ref": r["ref"], "hyps": [
+        {"text": "TURN ON THE LIGHTS", "am_score": -1.0}, {"text": r["ref"].upper(), "am_score": -1.5}]}) + "\n"
+        for r in nbest))
+    dsr_ok("decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-rescoring", "--nbest-file",
+           nbest_file, "--speech-llm-scale", 0.5, "--device", "cpu")
+    out = exp / "decode" / "speech-llm-rescoring" / "cuts_dev"
+    reranked = [json.loads(line) for line in (out / "nbest.jsonl").read_text().splitlines()]
+    assert len(reranked) == 4
+    for r in reranked:
+        totals = [h["total_score"] for h in r["hyps"]]
+        assert totals == sorted(totals, reverse=True)
+        assert all(h["total_score"] == pytest.approx(h["am_score"] + 0.5 * h["speech_llm_score"]) for h in r["hyps"])
+    assert json.loads((out / "result.json").read_text())["speech_llm_scale"] == 0.5
+    assert "--nbest-file" in dsr_user_error(
+        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-rescoring")
     # User errors: one line each.
     assert "needs a trained encoder" in dsr_user_error(
         capsys, "train", "--train-cuts", corpus["train_cuts"], "--exp-dir", tmp_path / "x", "--speech-llm",

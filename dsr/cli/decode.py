@@ -39,7 +39,7 @@ _METHODS_HELP = (
     "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search; "
     "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio); with a "
     "speech-LLM checkpoint (dsr train --speech-llm; no --lang-dir needed): speech-llm-greedy, "
-    "speech-llm-beam-search (--hotwords-file phrases go into its prompt)"
+    "speech-llm-beam-search (--hotwords-file phrases go into its prompt), speech-llm-rescoring (--nbest-file)"
 )
 
 
@@ -86,6 +86,12 @@ def decode(
         "respellings, splits and joins of the 1-best's out-of-lexicon words, scored by the model, to the n-best "
         "list for LLM rescoring (modified-beam-search, ctc-prefix-beam-search; results go to <method>+lexicon).",
     ),
+    nbest_file: Optional[Path] = typer.Option(
+        None, "--nbest-file", help="With -m speech-llm-rescoring: the nbest.jsonl of another method on the same cuts "
+        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood."),
+    speech_llm_scale: float = typer.Option(
+        1.0, "--speech-llm-scale", min=0.0, help="With -m speech-llm-rescoring: rank by am_score + SCALE * "
+        "speech-LLM log-likelihood."),
     expand_max_edits: int = typer.Option(2, "--expand-max-edits", help="With --expand-lexicon: character edits "
                                          "to a lexicon word (one fewer for words of up to 4 letters)."),
     expand_per_word: int = typer.Option(4, "--expand-per-word", help="With --expand-lexicon: candidates kept per "
@@ -146,7 +152,8 @@ def decode(
                               use_averaged_model=use_averaged_model, attention_scale=attention_scale,
                               streaming=streaming, chunk_ms=chunk_ms, left_context_chunks=left_context_chunks,
                               int8=int8, expand_lexicon=expand_lexicon, expand_options=expand,
-                              pretrained=pretrained, whisper_language=whisper_language):
+                              pretrained=pretrained, whisper_language=whisper_language, nbest_file=nbest_file,
+                              speech_llm_scale=speech_llm_scale):
             console.print(f"[green]done[/] decode: {res.summary()}")
 
 

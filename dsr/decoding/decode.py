@@ -399,6 +399,8 @@ def decode(
     expand_options: ExpandOptions | None = None,
     pretrained: str | None = None,
     whisper_language: str = "en",
+    nbest_file: Path | None = None,
+    speech_llm_scale: float = 1.0,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each method and score it (see the module docstring).
 
@@ -414,6 +416,8 @@ def decode(
     results under ``<method>+lexicon``, whose 1-best and WER are the plain search's.
     ``pretrained`` (e.g. ``whisper-tiny.en``) decodes zero-shot Whisper instead of ``exp_dir``'s
     checkpoint (``whisper-*`` methods only; results still go under ``exp_dir``; no ``lang_dir`` needed).
+    The ``speech-llm-*`` methods decode a speech-LLM checkpoint (:mod:`dsr.decoding.speech_llm_decode`;
+    ``speech-llm-rescoring`` reranks ``nbest_file`` with weight ``speech_llm_scale``).
     Features are checked against the front end the model was trained on (one-line error on a
     mismatch); cuts that have only recordings get features from that front end.
     """
@@ -421,7 +425,8 @@ def decode(
         torch.set_num_threads(num_threads)
     if set(methods) & set(SPEECH_LLM_METHODS):  # speech-LLM hook: dsr/decoding/speech_llm_decode.py
         return decode_speech_llm(Path(exp_dir), cuts_file, tuple(methods), epoch, avg, max_duration,
-                                 resolve_device(device), progress, beam_size, hotwords_file)
+                                 resolve_device(device), progress, beam_size, hotwords_file, nbest_file,
+                                 speech_llm_scale)
     for m in methods:
         if m not in METHODS:
             raise DsrUserError(f"--method {m!r} is unknown; choose from {', '.join(METHODS + SPEECH_LLM_METHODS)}")

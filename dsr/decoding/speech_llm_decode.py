@@ -1,7 +1,11 @@
 """``dsr decode -m speech-llm-greedy / speech-llm-beam-search``: decode a cuts manifest with a
 speech-LLM checkpoint (``dsr train --speech-llm``) and score it, writing the same files as
 :func:`dsr.decoding.decode.decode` (``recogs.txt``, ``errs.txt``, ``wer.txt``, ``cer.txt``,
-``wer_by_speaker.txt``, ``result.json``; ``nbest.jsonl`` for the beam search).
+``wer_by_speaker.txt``, ``result.json``; ``nbest.jsonl`` for the beam search and the rescoring).
+
+``speech-llm-rescoring`` is the fourth way of using the LLM: another system's n-best list
+(``--nbest-file``, e.g. the transducer's) reranked by the speech-LLM's likelihood of each
+hypothesis given the audio (:func:`rerank_nbest`).
 
 The checkpoint names its LLM, which is loaded from its own files and checked
 (:func:`dsr.models.speech_llm.check_llm`).  Hotwords (``--hotwords-file``) are told to
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,14 +34,14 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.latency import latency_stats, synced_clock
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
-from dsr.models.speech_llm import SpeechLLM, speech_llm_from_checkpoint
+from dsr.models.speech_llm import SpeechLLM, llm_target, speech_llm_from_checkpoint
 from dsr.training.checkpoint import resolve_model_checkpoint  # where checkpoint loading lives today
 from dsr.training.datamodule import load_cuts
 from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
 
-SPEECH_LLM_METHODS = ("speech-llm-greedy", "speech-llm-beam-search")
+SPEECH_LLM_METHODS = ("speech-llm-greedy", "speech-llm-beam-search", "speech-llm-rescoring")
 
 
 def read_hotword_phrases(path: Path) -> tuple[str, ...]:
@@ -72,6 +77,44 @@ def speech_llm_nbest(
     raise ValueError(f"not a speech-LLM method: {method!r}")
 
 
+def read_nbest_file(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """utt_id -> hypotheses (``{"text", "am_score", ...}``, best first) of a ``dsr decode`` ``nbest.jsonl``."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        return {r["utt_id"]: list(r["hyps"]) for r in records}
+    except OSError as e:
+        raise DsrUserError(f"--nbest-file {path}: cannot read it ({e.strerror}); give the nbest.jsonl that dsr decode "
+                           "-m modified-beam-search wrote") from e
+    except (ValueError, KeyError, TypeError) as e:
+        raise DsrUserError(f"--nbest-file {path}: not a dsr nbest.jsonl ({type(e).__name__}: {e})") from e
+
+
+def rerank_nbest(
+    model: SpeechLLM, tokenizer: Any, encoder_out: torch.Tensor, encoder_lens: torch.Tensor,
+    nbest: list[list[dict[str, Any]]], scale: float = 1.0,
+) -> list[list[dict[str, Any]]]:
+    """Another system's n-best lists reranked by ``am_score + scale * speech_llm_score``.
+
+    ``speech_llm_score`` is the speech-LLM's log p(text + EOS | prompt, speech) of each
+    hypothesis's text in the form it was trained on (:func:`llm_target`: sentence case for
+    upper-case hypotheses); a null ``am_score`` (impossible) counts as -inf.  (N, T, D)
+    encoder output and (N,) lengths of the same utterances; the hypotheses come back as
+    copies with ``speech_llm_score`` and ``total_score`` added, best first.
+    """
+    token_lists = [[tokenizer.encode(llm_target(h["text"]), add_special_tokens=False) for h in hs] for hs in nbest]
+    scores = model.score(encoder_out, encoder_lens, token_lists)
+    out = []
+    for hs, ss in zip(nbest, scores):
+        ranked = []
+        for h, s in zip(hs, ss):
+            am = h.get("am_score")
+            am = float("-inf") if am is None else float(am)
+            ranked.append({**h, "speech_llm_score": s, "total_score": am + scale * s})
+        out.append(sorted(ranked, key=lambda h: -h["total_score"]))
+    return out
+
+
 def decode_speech_llm(
     exp_dir: Path,
     cuts_file: Path,
@@ -83,8 +126,15 @@ def decode_speech_llm(
     progress: bool = True,
     beam_size: int = 4,
     hotwords_file: Path | None = None,
+    nbest_file: Path | None = None,
+    speech_llm_scale: float = 1.0,
 ) -> list:
-    """Decode ``cuts_file`` with each speech-LLM method and score it; :class:`DecodeResult` rows."""
+    """Decode ``cuts_file`` with each speech-LLM method and score it; :class:`DecodeResult` rows.
+
+    ``speech-llm-rescoring`` reranks the n-best lists of ``nbest_file`` (another method's
+    ``nbest.jsonl`` on the same cuts, e.g. the transducer's modified beam search) by
+    :func:`rerank_nbest` with ``speech_llm_scale``.
+    """
     from rich.progress import Progress
 
     from dsr.decoding.decode import DecodeResult, split_name
@@ -95,6 +145,14 @@ def decode_speech_llm(
                            f"{' or '.join(SPEECH_LLM_METHODS)} only")
     if beam_size < 1:
         raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
+    nbests: dict[str, list[dict[str, Any]]] = {}
+    if "speech-llm-rescoring" in methods:
+        if nbest_file is None:
+            raise DsrUserError("-m speech-llm-rescoring reranks another method's n-best list: give --nbest-file "
+                               "EXP/decode/modified-beam-search/SPLIT/nbest.jsonl")
+        nbests = read_nbest_file(nbest_file)
+    if speech_llm_scale < 0:
+        raise DsrUserError(f"--speech-llm-scale must be >= 0 (got {speech_llm_scale})")
     hotwords = read_hotword_phrases(hotwords_file) if hotwords_file is not None else ()
     dev = torch.device(device)
     model, tokenizer, tag, frontend = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
@@ -118,6 +176,23 @@ def decode_speech_llm(
                 audio_seconds += sum(c.duration for c in cut_list)
                 t0 = synced_clock(dev)
                 enc, enc_lens = model.encode(feats, lens)
+                if method == "speech-llm-rescoring":
+                    missing = [c.id for c in cut_list if not nbests.get(c.id)]
+                    if missing:
+                        raise DsrUserError(f"--nbest-file {nbest_file} has no hypotheses for {missing[0]} of "
+                                           f"{cuts_file}: give the n-best list of the same cuts")
+                    reranked = rerank_nbest(model, tokenizer, enc, enc_lens, [nbests[c.id] for c in cut_list],
+                                            speech_llm_scale)
+                    latency += [synced_clock(dev) - t0] * len(cut_list)
+                    for cut, hs in zip(cut_list, reranked):
+                        ref = cut.supervisions[0].text or ""
+                        triples.append((cut.id, ref, hs[0]["text"]))
+                        # JSON has no -inf: an impossible score is null, as in the other nbest.jsonl files.
+                        records.append({"utt_id": cut.id, "ref": ref, "hyps": [
+                            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in h.items()}
+                            for h in hs]})
+                    bar.advance(task, len(cut_list))
+                    continue
                 nbest = speech_llm_nbest(model, enc, enc_lens, [c.duration for c in cut_list], method, beam_size)
                 latency += [synced_clock(dev) - t0] * len(cut_list)
                 for cut, hs in zip(cut_list, nbest):
@@ -156,6 +231,8 @@ def decode_speech_llm(
             "unreadable": [u.to_dict() for u in batches.unreadable],
             "beam_size": beam_size if method == "speech-llm-beam-search" else None,
             "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
+            "nbest_file": str(nbest_file) if method == "speech-llm-rescoring" else None,
+            "speech_llm_scale": speech_llm_scale if method == "speech-llm-rescoring" else None,
             "prompt": model.prompt.text,
         })
         logger.info(res.summary())

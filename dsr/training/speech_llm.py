@@ -62,10 +62,11 @@ def _init_checkpoint(source: str) -> tuple[dict[str, Any], str]:
     raise DsrUserError(f"--init-from {source}: no such checkpoint file or experiment directory")
 
 
-def build_for_training(cfg: TrainConfig, ctc_vocab_size: int, blank_id: int) -> tuple[SpeechLLM, SpeechLLMConfig,
-                                                                                        dict[str, Any]]:
+def build_for_training(
+    cfg: TrainConfig, ctc_vocab_size: int, blank_id: int
+) -> tuple[SpeechLLM, SpeechLLMConfig, dict[str, Any], Any]:
     """The model of ``cfg`` with its encoder (and stage-1 projector) weights loaded, its config,
-    and the front end its encoder reads (:func:`frontend_to_dict` form)."""
+    the front end its encoder reads (:func:`frontend_to_dict` form) and the LLM's tokenizer."""
     llm_path = resolve_llm_path(cfg.speech_llm)
     llm, tokenizer = load_llm(llm_path)
     scfg = SpeechLLMConfig(
@@ -89,7 +90,7 @@ def build_for_training(cfg: TrainConfig, ctc_vocab_size: int, blank_id: int) -> 
         except ValueError as e:
             raise DsrUserError(f"--pretrained {cfg.pretrained}: {e}") from e
         frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=enc_cfg.feature_dim))
-        return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend
+        return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend, tokenizer
     ckpt, what = _init_checkpoint(cfg.init_from)
     frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
     if "speech_llm_config" in ckpt:  # a stage-1 (or earlier stage-2) speech-LLM: all but the adapters
@@ -112,7 +113,7 @@ def build_for_training(cfg: TrainConfig, ctc_vocab_size: int, blank_id: int) -> 
                                "--lang-dir for the CTC head?")
         model.load_state_dict(weights, strict=False)
         logger.info("speech-LLM initialised from %s (encoder, projector%s)", what, ", CTC" if prev.use_ctc else "")
-        return model, replace(scfg, encoder=prev.encoder), frontend
+        return model, replace(scfg, encoder=prev.encoder), frontend, tokenizer
     if "model_config" not in ckpt:
         raise DsrUserError(f"{what} is not a dsr model checkpoint; give one written by dsr train")
     enc_cfg = replace(ModelConfig.from_dict(ckpt["model_config"]), vocab_size=base.vocab_size, blank_id=blank_id,
@@ -126,7 +127,7 @@ def build_for_training(cfg: TrainConfig, ctc_vocab_size: int, blank_id: int) -> 
         raise DsrUserError(f"{what}: no encoder weights fit the model built from its model_config")
     model.load_state_dict(weights, strict=False)
     logger.info("speech-LLM encoder from %s (%d tensors)", what, len(weights))
-    return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend
+    return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend, tokenizer
 
 
 def set_trainable(model: SpeechLLM, cfg: TrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
@@ -227,10 +228,9 @@ def train_speech_llm(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)
 
     bpe = Tokenizer(cfg.lang_dir) if cfg.ctc_loss_scale > 0 else None
-    model, scfg, frontend = build_for_training(cfg, bpe.vocab_size if bpe else 0, bpe.blank_id if bpe else 0)
-    from dsr.lm.load import load_tokenizer
-
-    targets = SpeechLLMTargets(load_tokenizer(scfg.llm_path), bpe)
+    model, scfg, frontend, llm_tokenizer = build_for_training(cfg, bpe.vocab_size if bpe else 0,
+                                                              bpe.blank_id if bpe else 0)
+    targets = SpeechLLMTargets(llm_tokenizer, bpe)
     logger.info("speech-LLM prompt: %r", model.prompt.text)
     trainable = set_trainable(model, cfg)
     if cfg.activation_checkpointing:
