@@ -227,3 +227,9 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     torch.save(ckpt, other / "epoch-1.pt")
     assert "belongs to the LLM" in dsr_user_error(
         capsys, "decode", "--exp-dir", other, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy")
+
+
+def test_autocast_only_on_cuda():
+    assert sl.autocast_dtype("bfloat16", torch.device("cpu")) == "float32"
+    assert sl.autocast_dtype("float16", torch.device("cpu")) == "float32"
+    assert sl.autocast_dtype("float32", torch.device("cpu")) == "float32"

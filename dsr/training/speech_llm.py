@@ -156,6 +156,20 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
+def autocast_dtype(dtype: str, device: torch.device) -> str:
+    """The autocast dtype to train with: ``dtype`` on CUDA (float16 where the GPU lacks bfloat16),
+    float32 elsewhere (the CPU trains the speech-LLM in float32), with a warning when it differs."""
+    if dtype == "float32":
+        return dtype
+    if device.type != "cuda":
+        logger.warning("--dtype %s: the speech-LLM autocasts on CUDA only; training in float32 on %s", dtype, device)
+        return "float32"
+    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        logger.warning("--dtype bfloat16: this GPU has no bfloat16; autocasting to float16 (with loss scaling)")
+        return "float16"
+    return dtype
+
+
 class SpeechLLMTargets:
     """Transcripts -> the LLM's target ids (:func:`llm_target` form) and the CTC head's BPE ids."""
 
@@ -221,6 +235,7 @@ def train_speech_llm(cfg: TrainConfig):
     exp_dir = Path(cfg.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, exp_dir / "config.yaml")
+    cfg = replace(cfg, dtype=autocast_dtype(cfg.dtype, device))
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     random.seed(cfg.seed)
