@@ -182,7 +182,8 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     # Resuming: a second epoch continues from epoch-1.pt.
     dsr_ok("train", *common, "--num-epochs", 2, "--max-steps", 4)
     ckpt = torch.load(exp / "epoch-2.pt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 4
+    first = torch.load(exp / "epoch-1.pt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4 and ckpt["train_seconds"] > first["train_seconds"]
     hotwords = tmp_path / "hotwords.txt"
     hotwords.write_text("kitchen lights\t2.0\nparis\n")
     dsr_ok("decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy", "-m",
@@ -192,6 +193,8 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
         result = json.loads((out / "result.json").read_text())
         assert result["num_utts"] == 4 and result["checkpoint"] == "epoch-2-avg-1"
         assert "Words that may occur: kitchen lights, paris." in result["prompt"]
+        assert result["trainable_parameters"] == ckpt["trainable_parameters"] > 0
+        assert result["train_seconds"] == ckpt["train_seconds"] > 0
         assert len((out / "recogs.txt").read_text().splitlines()) >= 4
     nbest = [json.loads(line) for line in (exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl")
              .read_text().splitlines()]

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from dsr.decoding.speech_llm_search import (
 )
 from dsr.errors import DsrUserError
 from dsr.evaluation.latency import latency_stats, synced_clock
+from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
 from dsr.models.speech_llm import SpeechLLM, llm_target, speech_llm_from_checkpoint
@@ -54,14 +56,29 @@ def read_hotword_phrases(path: Path) -> tuple[str, ...]:
     return tuple(p for p in (line.split("\t")[0].strip() for line in lines) if p)
 
 
+@dataclass
+class LoadedSpeechLLM:
+    """A speech-LLM ready to decode: the model (eval mode), its LLM tokenizer, a tag such as
+    ``epoch-3-avg-1``, its front end (:func:`frontend_to_dict` form) and what its training cost
+    (``trainable_parameters``, ``train_seconds``; None when the checkpoint does not say)."""
+
+    model: SpeechLLM
+    tokenizer: Any
+    tag: str
+    frontend: dict[str, Any]
+    trainable_parameters: int | None
+    train_seconds: float | None
+
+
 def load_speech_llm(
     exp_dir: Path, epoch: int = 0, avg: int = 1, device: torch.device | str = "cpu", hotwords: tuple[str, ...] = ()
-) -> tuple[SpeechLLM, Any, str, dict[str, Any]]:
-    """(model in eval mode on ``device``, its LLM tokenizer, a tag such as ``epoch-3-avg-1``, its front end)."""
+) -> LoadedSpeechLLM:
+    """The speech-LLM of ``exp_dir``'s checkpoint (newest epoch, or ``epoch`` averaged over ``avg``) on ``device``."""
     ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model=False)
     model, tokenizer, _ = speech_llm_from_checkpoint(ckpt, f"the checkpoint {tag} in {exp_dir}", hotwords)
     frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
-    return model.to(device).eval(), tokenizer, tag, frontend
+    return LoadedSpeechLLM(model.to(device).eval(), tokenizer, tag, frontend, ckpt.get("trainable_parameters"),
+                           ckpt.get("train_seconds"))
 
 
 def speech_llm_nbest(
@@ -155,7 +172,8 @@ def decode_speech_llm(
         raise DsrUserError(f"--speech-llm-scale must be >= 0 (got {speech_llm_scale})")
     hotwords = read_hotword_phrases(hotwords_file) if hotwords_file is not None else ()
     dev = torch.device(device)
-    model, tokenizer, tag, frontend = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
+    loaded = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
+    model, tokenizer, tag, frontend = loaded.model, loaded.tokenizer, loaded.tag, loaded.frontend
     if hotwords:
         logger.info("hotwords: %d phrases from %s, in the prompt: %r", len(hotwords), hotwords_file, model.prompt.text)
     cuts = load_cuts(cuts_file)
@@ -170,7 +188,8 @@ def decode_speech_llm(
         latency: list[float] = []
         audio_seconds = 0.0
         start = time.perf_counter()
-        with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
+        with Progress(disable=not progress, transient=True) as bar, torch.inference_mode(), \
+                PeakProcessMemory(dev) as memory:
             task = bar.add_task(f"{method} {split}", total=len(cuts))
             for feats, lens, cut_list in batches:
                 audio_seconds += sum(c.duration for c in cut_list)
@@ -227,7 +246,12 @@ def decode_speech_llm(
             "char_errors": char_stats.errors, "ref_chars": char_stats.ref_words, "audio_seconds": audio_seconds,
             "decode_seconds": elapsed, "device": str(dev),
             "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
-            "latency_ms": latency_stats(latency), "num_unreadable": len(batches.unreadable),
+            "latency_ms": latency_stats(latency),
+            "peak_rss_delta_mb": memory.rss_delta_bytes / 2**20 if memory.rss_delta_bytes is not None else None,
+            "peak_rss_reset": memory.rss_reset,
+            "cuda_peak_mb": memory.cuda_peak_bytes / 2**20 if memory.cuda_peak_bytes is not None else None,
+            "trainable_parameters": loaded.trainable_parameters, "train_seconds": loaded.train_seconds,
+            "num_unreadable": len(batches.unreadable),
             "unreadable": [u.to_dict() for u in batches.unreadable],
             "beam_size": beam_size if method == "speech-llm-beam-search" else None,
             "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,

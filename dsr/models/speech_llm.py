@@ -387,11 +387,12 @@ class SpeechLLM(nn.Module):
         idx = torch.tensor(rows, device=speech.device)
         inputs = self.make_inputs(speech[idx], speech_lens[idx], flat)
         hidden = self.hidden_states(inputs)
-        logits = self.base_llm().get_output_embeddings()(hidden).float()
-        logp = torch.log_softmax(logits, dim=-1)
         keep = inputs.targets != IGNORE_INDEX
-        tok = logp.gather(-1, inputs.targets.clamp(min=0)[..., None])[..., 0]
-        totals = (tok * keep).sum(1).tolist()
+        # Only the scored positions go through the output layer (the vocabulary is large).
+        logp = torch.log_softmax(self.base_llm().get_output_embeddings()(hidden[keep]).float(), dim=-1)
+        tok = logp.gather(-1, inputs.targets[keep][:, None])[:, 0]
+        row_of = torch.arange(len(flat), device=tok.device)[:, None].expand_as(keep)[keep]
+        totals = torch.zeros(len(flat), device=tok.device).index_add_(0, row_of, tok).tolist()
         out: list[list[float]] = [[] for _ in hyps]
         for r, s in zip(rows, totals):
             out[r].append(float(s))

@@ -281,7 +281,7 @@ def train_speech_llm(cfg: TrainConfig):
         valid_loader, _ = make_loader(filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager(),
                                       cfg.max_duration, shuffle=False)
 
-    start_epoch, global_step = 1, 0
+    start_epoch, global_step, seconds_before = 1, 0, 0.0
     done = epoch_checkpoints(exp_dir)
     if done:
         epoch, path = done[-1]
@@ -296,6 +296,7 @@ def train_speech_llm(cfg: TrainConfig):
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["grad_scaler"])
         start_epoch, global_step = epoch + 1, state["global_step"]
+        seconds_before = float(state.get("train_seconds", 0.0))
         logger.info("resuming from %s (step %d)", path, global_step)
 
     def set_modes() -> None:
@@ -347,6 +348,8 @@ def train_speech_llm(cfg: TrainConfig):
             "train_config": cfg.to_dict(),
             "frontend": frontend,
             "trainable_parameters": num_trainable,
+            # Wall time of every run that led here (resumed runs add theirs), model loading included.
+            "train_seconds": seconds_before + time.time() - t0,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "grad_scaler": scaler.state_dict(),
