@@ -236,3 +236,45 @@ def test_autocast_only_on_cuda():
     assert sl.autocast_dtype("bfloat16", torch.device("cpu")) == "float32"
     assert sl.autocast_dtype("float16", torch.device("cpu")) == "float32"
     assert sl.autocast_dtype("float32", torch.device("cpu")) == "float32"
+
+
+def test_cached_encoder_outputs_train_the_same(setup, tmp_path):
+    """Two epochs of stage 1 with the frozen encoder's outputs cached after epoch 1 end with the
+    projector (and CTC head) of the same run without the cache."""
+    common = dict(max_steps=0, num_epochs=2, spec_augment=False, dev_cuts="")
+    plain, _ = train_capturing(TrainConfig(**options(setup, tmp_path / "plain", **common)))
+    caches: list[sl.EncoderCache] = []
+
+    class Recorded(sl.EncoderCache):
+        def __init__(self) -> None:
+            super().__init__()
+            caches.append(self)
+
+    with mock.patch.object(sl, "EncoderCache", Recorded):
+        cached, _ = train_capturing(TrainConfig(**options(setup, tmp_path / "cached", speech_llm_cache_encoder=True,
+                                                          **common)))
+    # Epoch 1 encodes every batch, epoch 2 reads them all from memory.
+    assert len(caches) == 1 and caches[0].hits == caches[0].misses > 0 and len(caches[0].outputs) == 16
+    a, b = plain.state_dict(), cached.state_dict()
+    trained = [k for k in a if k.startswith(("projector.", "ctc_output."))]
+    assert trained and all(torch.allclose(a[k], b[k], atol=1e-5) for k in trained)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "llm.")))
+    with pytest.raises(Exception, match="--no-spec-augment"):
+        TrainConfig(**options(setup, tmp_path / "x", speech_llm_cache_encoder=True, spec_augment=True)).validate()
+
+
+def test_encoder_cache_serves_known_cuts(setup):
+    from test_speech_llm import tiny_speech_llm
+
+    speech_llm, _ = tiny_speech_llm("qwen2")
+    cache = sl.EncoderCache()
+    feats = torch.randn(2, 50, 80)
+    lens = torch.tensor([50, 33])
+    first = cache.encode(speech_llm, feats, lens, ["a", "b"])
+    assert cache.misses == 1 and set(cache.outputs) == {"a", "b"} and cache.megabytes > 0
+    # Served from memory: the features are not read again.
+    again = cache.encode(speech_llm, torch.zeros(2, 50, 80), lens, ["b", "a"])
+    assert cache.hits == 1
+    assert torch.equal(again[1], first[1].flip(0))
+    assert torch.allclose(again[0][0, :int(first[1][1])], first[0][1, :int(first[1][1])])
+    assert torch.allclose(again[0][1], first[0][0])

@@ -329,6 +329,7 @@ class SpeechLLM(nn.Module):
     def forward(
         self, features: torch.Tensor, feature_lens: torch.Tensor, targets: list[list[int]],
         ctc_targets: list[list[int]] | None = None,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses of a batch (sums over the batch, float32).
 
@@ -336,12 +337,14 @@ class SpeechLLM(nn.Module):
             features: (N, T, F) padded features; feature_lens: (N,).
             targets: N transcript token lists of the LLM's tokenizer (no EOS).
             ctc_targets: N BPE token lists for the CTC head (needed when it exists).
+            encoded: the encoder's (N, T', D) output and (N,) lengths for these features, when
+                already known (a frozen encoder's cached outputs); the features are then not used.
 
         Returns:
             ``llm_loss``: summed cross entropy of the transcript tokens and EOS;
             ``num_tokens``: their number; ``ctc_loss`` with a CTC head; ``num_frames``: encoder frames.
         """
-        encoder_out, encoder_lens = self.encode(features, feature_lens)
+        encoder_out, encoder_lens = encoded if encoded is not None else self.encode(features, feature_lens)
         speech, speech_lens = self.speech_embeddings(encoder_out, encoder_lens)
         inputs = self.make_inputs(speech, speech_lens, targets)
         hidden = self.hidden_states(inputs)

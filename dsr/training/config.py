@@ -221,6 +221,10 @@ class TrainConfig:
     speech_llm_instruction: str = opt(
         "Transcribe the speech.", "With --speech-llm: the instruction in the prompt (the system message of the "
         "LLM's chat template).")
+    speech_llm_cache_encoder: bool = opt(
+        False, "With --speech-llm and a frozen encoder: keep each cut's encoder output in memory after it was "
+        "first computed, so later epochs cost only the projector and the LLM. Needs --no-spec-augment (masked "
+        "inputs differ every epoch). Memory: frames x encoder dim x 4 bytes (tiny.en: ~0.8 MB per 10 s).")
     speech_llm_chat_template: bool = opt(
         True, "With --speech-llm: use the LLM's chat template around the speech (if its tokenizer has one).")
     # Bookkeeping
@@ -320,6 +324,9 @@ class TrainConfig:
             raise DsrUserError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.speech_llm_encoder_top < 0 or (self.speech_llm_encoder_top and self.speech_llm_stage == 1):
             raise DsrUserError("--speech-llm-encoder-top trains encoder layers: >= 0, and only with --speech-llm-stage 2")
+        if self.speech_llm_cache_encoder and (self.spec_augment or self.speech_llm_encoder_top):
+            raise DsrUserError("--speech-llm-cache-encoder keeps a frozen encoder's outputs: add --no-spec-augment "
+                               "and drop --speech-llm-encoder-top")
         if self.teacher or self.chunk_sizes or self.attention_decoder_layers:
             raise DsrUserError("--speech-llm trains the projector and LLM adapters: drop --teacher, --chunk-sizes "
                                "and --attention-decoder-layers")

@@ -184,15 +184,53 @@ class SpeechLLMTargets:
         return [self.bpe.encode(t) for t in texts] if self.bpe is not None else None
 
 
+class EncoderCache:
+    """A frozen encoder's output per cut id, kept on the CPU after its first computation.
+
+    A batch whose cuts are all cached is served from memory (the encoder does not run); any
+    other batch runs the encoder and caches its rows.  Only valid while the encoder and its
+    inputs do not change: frozen encoder, no SpecAugment (:class:`TrainConfig` checks both).
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def megabytes(self) -> float:
+        return sum(t.numel() * t.element_size() for t in self.outputs.values()) / 2**20
+
+    @torch.no_grad()
+    def encode(self, model: SpeechLLM, feats: torch.Tensor, lens: torch.Tensor,
+               cut_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T', D) encoder output and (N,) lengths of a batch, from the cache when possible."""
+        if cut_ids and all(c in self.outputs for c in cut_ids):
+            self.hits += 1
+            rows = [self.outputs[c] for c in cut_ids]
+            out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True).to(feats.device)
+            return out, torch.tensor([r.size(0) for r in rows], device=feats.device)
+        self.misses += 1
+        out, out_lens = model.encode(feats, lens)
+        for c, row, n in zip(cut_ids, out, out_lens.tolist()):
+            self.outputs[c] = row[:n].detach().float().cpu()
+        return out.detach(), out_lens
+
+
 def compute_loss(
-    model: SpeechLLM, batch: dict, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device
+    model: SpeechLLM, batch: dict, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device,
+    cache: EncoderCache | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], int]:
     """The speech-LLM's training loss of a batch (see the module docstring), its parts for the
-    log, and the number of transcript tokens (+ EOS) it covers."""
+    log, and the number of transcript tokens (+ EOS) it covers.  With a ``cache`` a frozen
+    encoder's outputs come from it."""
     feats, lens = batch_features(batch, device)
     texts = batch_texts(batch)
     with _autocast(device, cfg.dtype):
-        out = model(feats, lens, targets.llm(texts), targets.ctc(texts))
+        encoded = None
+        if cache is not None:
+            encoded = cache.encode(model, feats, lens, [c.id for c in batch["supervisions"]["cut"]])
+        out = model(feats, lens, targets.llm(texts), targets.ctc(texts), encoded=encoded)
     tokens = out["num_tokens"].float().clamp(min=1)
     llm_loss = out["llm_loss"] / tokens
     loss = llm_loss
@@ -205,13 +243,14 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model: SpeechLLM, loader, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device) -> float:
+def validate(model: SpeechLLM, loader, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device,
+             cache: EncoderCache | None = None) -> float:
     """Mean per-token LLM loss (+ scaled CTC per frame) over the batches of ``loader``."""
     was_training = model.training
     model.eval()
     tot, n = 0.0, 0
     for batch in loader:
-        loss, _, _ = compute_loss(model, batch, targets, cfg, device)
+        loss, _, _ = compute_loss(model, batch, targets, cfg, device, cache)
         if math.isfinite(loss.item()):
             tot, n = tot + loss.item(), n + 1
     model.train(was_training)
@@ -304,6 +343,7 @@ def train_speech_llm(cfg: TrainConfig):
         if not encoder_trained:
             model.encoder.eval()  # frozen: no dropout, as it will decode
 
+    cache = EncoderCache() if cfg.speech_llm_cache_encoder else None
     last_train, last_valid = float("nan"), None
     set_modes()
     epoch = start_epoch - 1
@@ -314,7 +354,7 @@ def train_speech_llm(cfg: TrainConfig):
         sampler.set_epoch(epoch)
         tot, n = 0.0, 0
         for batch in train_loader:
-            loss, parts, _ = compute_loss(model, batch, targets, cfg, device)
+            loss, parts, _ = compute_loss(model, batch, targets, cfg, device, cache)
             if not torch.isfinite(loss):
                 logger.warning("step %d: non-finite loss %s, batch skipped", global_step, parts)
                 optimizer.zero_grad(set_to_none=True)
@@ -336,8 +376,11 @@ def train_speech_llm(cfg: TrainConfig):
                 break
         last_train = tot / max(n, 1)
         if valid_loader is not None:
-            last_valid = validate(model, valid_loader, targets, cfg, device)
+            last_valid = validate(model, valid_loader, targets, cfg, device, cache)
             set_modes()
+        if cache is not None:
+            logger.info("encoder cache: %d cuts, %.1f MB; %d batches served from it, %d encoded", len(cache.outputs),
+                        cache.megabytes, cache.hits, cache.misses)
         logger.info("epoch %d done: train loss %.4f%s, %.1f min elapsed", epoch, last_train,
                     f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60)
         save_checkpoint(exp_dir / f"epoch-{epoch}.pt", {
