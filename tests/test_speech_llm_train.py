@@ -278,3 +278,18 @@ def test_encoder_cache_serves_known_cuts(setup):
     assert torch.equal(again[1], first[1].flip(0))
     assert torch.allclose(again[0][0, :int(first[1][1])], first[0][1, :int(first[1][1])])
     assert torch.allclose(again[0][1], first[0][0])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(speech_llm_stage=3), "--speech-llm-stage must be 1 or 2"),
+    (dict(speech_llm_stage=2, lora_rank=0), "--lora-rank >= 1"),
+    (dict(speech_llm_encoder_top=1), "only with --speech-llm-stage 2"),
+    (dict(projector_stack=0), "--projector-stack must be >= 1"),
+    (dict(freeze="encoder"), "drop --teacher"),
+    (dict(init_from=""), "needs a trained encoder"),
+])
+def test_speech_llm_options_are_checked(setup, tmp_path, bad, message):
+    from dsr.errors import DsrUserError
+
+    with pytest.raises(DsrUserError, match=message):
+        TrainConfig(**options(setup, tmp_path / "exp", **bad)).validate()

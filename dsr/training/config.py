@@ -327,9 +327,11 @@ class TrainConfig:
         if self.speech_llm_cache_encoder and (self.spec_augment or self.speech_llm_encoder_top):
             raise DsrUserError("--speech-llm-cache-encoder keeps a frozen encoder's outputs: add --no-spec-augment "
                                "and drop --speech-llm-encoder-top")
-        if self.teacher or self.chunk_sizes or self.attention_decoder_layers:
-            raise DsrUserError("--speech-llm trains the projector and LLM adapters: drop --teacher, --chunk-sizes "
-                               "and --attention-decoder-layers")
+        if (self.teacher or self.chunk_sizes or self.attention_decoder_layers or self.freeze or self.init_exclude
+                or self.whisper_pad_30s or self.sortagrad_epochs or self.freeze_encoder_steps):
+            raise DsrUserError("--speech-llm chooses what trains by --speech-llm-stage and --speech-llm-encoder-top: "
+                               "drop --teacher, --chunk-sizes, --attention-decoder-layers, --freeze, --init-exclude, "
+                               "--whisper-pad-30s, --sortagrad-epochs and --freeze-encoder-steps")
 
     def _validate_pretrained(self) -> None:
         if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:

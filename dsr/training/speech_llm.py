@@ -45,7 +45,15 @@ from dsr.models.whisper.pretrained import encoder_param_names_to_freeze
 from dsr.training import distributed
 from dsr.training.checkpoint import epoch_checkpoints, load_checkpoint, resolve_model_checkpoint, save_checkpoint
 from dsr.training.config import TrainConfig, save_config
-from dsr.training.datamodule import batch_features, batch_texts, filter_cuts, load_cut_list, load_cuts, make_loader
+from dsr.training.datamodule import (
+    CachedFeatures,
+    batch_features,
+    batch_texts,
+    filter_cuts,
+    load_cut_list,
+    load_cuts,
+    make_loader,
+)
 from dsr.training.optim import WarmupEden
 from dsr.utils import mark_done
 
@@ -310,15 +318,20 @@ def train_speech_llm(cfg: TrainConfig):
     if len(train_cuts) == 0:
         raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
     _check_frontend(cfg, train_cuts, frontend)
-    train_loader, sampler = make_loader(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
-                                        spec_augment=cfg.spec_augment, num_workers=cfg.num_workers, seed=cfg.seed,
-                                        frontend=frontend_from_dict(frontend))
+    # The transducer trainer's data options, one in-memory feature budget for both loaders.
+    features = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None
+    train_loader, sampler = make_loader(
+        train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets, spec_augment=cfg.spec_augment,
+        freq_warp=cfg.freq_warp, gain_db=cfg.gain_db, edge_trim=cfg.edge_trim, endpoint_trim_db=cfg.endpoint_trim_db,
+        edge_trim_keep=cfg.edge_trim_keep, num_workers=cfg.num_workers, seed=cfg.seed, feature_cache=features,
+        frontend=frontend_from_dict(frontend),
+    )
     valid_loader = None
     if cfg.dev_cuts:
         dev_cuts = load_cuts(cfg.dev_cuts)
         check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}", expected_verb="are")
         valid_loader, _ = make_loader(filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager(),
-                                      cfg.max_duration, shuffle=False)
+                                      cfg.max_duration, shuffle=False, feature_cache=features)
 
     start_epoch, global_step, seconds_before = 1, 0, 0.0
     done = epoch_checkpoints(exp_dir)
