@@ -289,3 +289,43 @@ def test_rerank_nbest_by_speech_llm_likelihood():
         for h in hs:
             expected = (h["am_score"] if h["am_score"] is not None else float("-inf")) + 1e6 * h["speech_llm_score"]
             assert h["total_score"] == expected
+
+
+def test_per_utterance_prompts_with_hotwords():
+    model, tok = tiny_speech_llm("qwen2")
+    hot = build_prompt(tok, "Transcribe the speech.", hotwords=["kitchen lights", "timer"])
+    assert len(hot.prefix) > len(model.prompt.prefix)
+    feats, lens = features([40, 29])
+    targets = [tok.encode(t, add_special_tokens=False) for t in ("turn on the kitchen lights", "set a timer")]
+    enc, enc_lens = model.encode(feats, lens)
+    speech, speech_lens = model.speech_embeddings(enc, enc_lens)
+    inputs = model.make_inputs(speech, speech_lens, targets, prompts=[model.prompt, hot])
+    for i, t in enumerate(targets):
+        row = inputs.targets[i]
+        assert row[row != IGNORE_INDEX].tolist() == t + [model.eos_id]
+    assert int(inputs.mask[1].sum()) == len(hot.prefix) + int(speech_lens[1]) + len(hot.suffix) + len(targets[1])
+    # Each row's loss is its own prompt's: the batch equals the rows alone.
+    with torch.no_grad():
+        both = model(feats, lens, targets, prompts=[model.prompt, hot])["llm_loss"]
+        alone = [model(feats[i:i + 1, : lens[i]], lens[i:i + 1], targets[i:i + 1], prompts=[p])["llm_loss"]
+                 for i, p in enumerate([model.prompt, hot])]
+    assert float(both) == pytest.approx(float(alone[0] + alone[1]), rel=1e-4)
+    with pytest.raises(ValueError):
+        model.make_inputs(speech, speech_lens, targets, prompts=[hot])
+
+
+def test_training_hotwords_come_from_the_batch():
+    import random
+
+    from dsr.training.speech_llm import sample_hotwords
+
+    texts = ["Turn on the kitchen lights.", "SET A TIMER FOR FIVE MINUTES", "Hello, world!"]
+    rng = random.Random(0)
+    for _ in range(50):
+        i = rng.randrange(3)
+        words = sample_hotwords(texts, i, rng)
+        assert 1 <= len(words) <= 3 and len(set(words)) == len(words)
+        vocab = [set(llm_target(t).replace(",", "").replace(".", "").replace("!", "").split()) for t in texts]
+        assert any(set(w.split()) <= vocab[i] for w in words)  # a phrase of its own transcript
+        assert all(any(set(w.split()) <= v for v in vocab) for w in words)  # the rest from the batch
+    assert sample_hotwords(["only one"], 0, random.Random(1)) in (("only",), ("one",), ("only one",))

@@ -177,7 +177,8 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     common = ["--train-cuts", corpus["train_cuts"], "--dev-cuts", corpus["dev_cuts"], "--lang-dir",
               corpus["lang_dir"], "--exp-dir", exp, "--speech-llm", setup["llm"], "--init-from", setup["init"],
               "--projector-stack", 2, "--max-duration", 4, "--num-buckets", 1, "--no-spec-augment", "--num-threads",
-              1, "--device", "cpu", "--warmup-steps", 1, "--log-interval", 1, "--ctc-loss-scale", 0]
+              1, "--device", "cpu", "--warmup-steps", 1, "--log-interval", 1, "--ctc-loss-scale", 0,
+              "--speech-llm-hotword-prob", 0.5]
     dsr_ok("train", *common, "--num-epochs", 1, "--max-steps", 2)
     # Resuming: a second epoch continues from epoch-1.pt.
     dsr_ok("train", *common, "--num-epochs", 2, "--max-steps", 4)
@@ -287,6 +288,7 @@ def test_encoder_cache_serves_known_cuts(setup):
     (dict(projector_stack=0), "--projector-stack must be >= 1"),
     (dict(freeze="encoder"), "drop --teacher"),
     (dict(init_from=""), "needs a trained encoder"),
+    (dict(speech_llm_hotword_prob=1.5), "--speech-llm-hotword-prob must be in"),
 ])
 def test_speech_llm_options_are_checked(setup, tmp_path, bad, message):
     from dsr.errors import DsrUserError

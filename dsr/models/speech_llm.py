@@ -275,6 +275,7 @@ class SpeechLLM(nn.Module):
         speech: torch.Tensor,
         speech_lens: torch.Tensor,
         targets: list[list[int]] | None = None,
+        prompts: list[SpeechPrompt] | None = None,
     ) -> LlmInputs:
         """Splice the speech embeddings into the prompt, append ``targets`` + EOS (teacher forcing).
 
@@ -282,6 +283,7 @@ class SpeechLLM(nn.Module):
             speech: (N, S, H) speech embeddings; row i has ``speech_lens[i]`` valid ones.
             speech_lens: (N,).
             targets: N transcript token lists (no EOS), or None for the prompt alone (decoding).
+            prompts: one prompt per row (e.g. each with its own hotwords); default :attr:`prompt`.
 
         Returns:
             :class:`LlmInputs` of width ``L = max_i(P + S_i + Q + U_i + 1)`` (``P``/``Q``: prefix
@@ -292,16 +294,25 @@ class SpeechLLM(nn.Module):
             raise ValueError(f"expected ({n},) speech lengths, got {tuple(speech_lens.shape)}")
         if targets is not None and len(targets) != n:
             raise ValueError(f"got {len(targets)} target lists for a batch of {n}")
+        if prompts is not None and len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} prompts for a batch of {n}")
         device = speech.device
         emb = self.input_embeddings()
-        prefix = torch.tensor(self.prompt.prefix, dtype=torch.long, device=device)
-        suffix = torch.tensor(self.prompt.suffix, dtype=torch.long, device=device)
-        prefix_emb, suffix_emb = emb(prefix), emb(suffix)
+        embedded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the prompts' embeddings, once per prompt
+
+        def prompt_embeddings(prompt: SpeechPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+            if id(prompt) not in embedded:
+                embedded[id(prompt)] = (emb(torch.tensor(prompt.prefix, dtype=torch.long, device=device)),
+                                        emb(torch.tensor(prompt.suffix, dtype=torch.long, device=device)))
+            return embedded[id(prompt)]
+
         rows: list[torch.Tensor] = []
         row_targets: list[torch.Tensor] = []
         for i, s in enumerate(speech_lens.tolist()):
+            prompt = prompts[i] if prompts is not None else self.prompt
+            prefix_emb, suffix_emb = prompt_embeddings(prompt)
             parts = [prefix_emb, speech[i, :s].to(prefix_emb.dtype), suffix_emb]
-            prompt_len = len(self.prompt.prefix) + s + len(self.prompt.suffix)
+            prompt_len = len(prompt.prefix) + s + len(prompt.suffix)
             tgt = torch.full((prompt_len,), IGNORE_INDEX, dtype=torch.long, device=device)
             if targets is not None:
                 ids = torch.tensor(list(targets[i]) + [self.eos_id], dtype=torch.long, device=device)
@@ -314,7 +325,7 @@ class SpeechLLM(nn.Module):
             rows.append(torch.cat(parts))
             row_targets.append(tgt)
         width = max(r.size(0) for r in rows)
-        embeds = prefix_emb.new_zeros(n, width, prefix_emb.size(-1))
+        embeds = rows[0].new_zeros(n, width, rows[0].size(-1))
         mask = torch.zeros(n, width, dtype=torch.long, device=device)
         tgts = torch.full((n, width), IGNORE_INDEX, dtype=torch.long, device=device)
         for i, (r, t) in enumerate(zip(rows, row_targets)):
@@ -330,6 +341,7 @@ class SpeechLLM(nn.Module):
         self, features: torch.Tensor, feature_lens: torch.Tensor, targets: list[list[int]],
         ctc_targets: list[list[int]] | None = None,
         encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prompts: list[SpeechPrompt] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses of a batch (sums over the batch, float32).
 
@@ -339,6 +351,7 @@ class SpeechLLM(nn.Module):
             ctc_targets: N BPE token lists for the CTC head (needed when it exists).
             encoded: the encoder's (N, T', D) output and (N,) lengths for these features, when
                 already known (a frozen encoder's cached outputs); the features are then not used.
+            prompts: one prompt per utterance (hotword training); default :attr:`prompt`.
 
         Returns:
             ``llm_loss``: summed cross entropy of the transcript tokens and EOS;
@@ -346,7 +359,7 @@ class SpeechLLM(nn.Module):
         """
         encoder_out, encoder_lens = encoded if encoded is not None else self.encode(features, feature_lens)
         speech, speech_lens = self.speech_embeddings(encoder_out, encoder_lens)
-        inputs = self.make_inputs(speech, speech_lens, targets)
+        inputs = self.make_inputs(speech, speech_lens, targets, prompts)
         hidden = self.hidden_states(inputs)
         keep = inputs.targets != IGNORE_INDEX
         # Only the trained positions go through the output layer: (tokens, V) instead of (N, L, V).

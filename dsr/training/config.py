@@ -225,6 +225,10 @@ class TrainConfig:
         False, "With --speech-llm and a frozen encoder: keep each cut's encoder output in memory after it was "
         "first computed, so later epochs cost only the projector and the LLM. Needs --no-spec-augment (masked "
         "inputs differ every epoch). Memory: frames x encoder dim x 4 bytes (tiny.en: ~0.8 MB per 10 s).")
+    speech_llm_hotword_prob: float = opt(
+        0.0, "With --speech-llm: share of training utterances whose prompt lists hotwords (a phrase of the "
+        "transcript and up to two of other transcripts of the batch), so that decoding with --hotwords-file "
+        "tells the model something it has learnt to use (0 = never).")
     speech_llm_chat_template: bool = opt(
         True, "With --speech-llm: use the LLM's chat template around the speech (if its tokenizer has one).")
     # Bookkeeping
@@ -320,6 +324,8 @@ class TrainConfig:
         if self.speech_llm_stage == 2 and (self.lora_rank < 1 or self.lora_alpha <= 0):
             raise DsrUserError(f"--speech-llm-stage 2 needs --lora-rank >= 1 and --lora-alpha > 0, got "
                                f"{self.lora_rank} and {self.lora_alpha}")
+        if not 0.0 <= self.speech_llm_hotword_prob <= 1.0:
+            raise DsrUserError(f"--speech-llm-hotword-prob must be in [0, 1], got {self.speech_llm_hotword_prob}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise DsrUserError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.speech_llm_encoder_top < 0 or (self.speech_llm_encoder_top and self.speech_llm_stage == 1):

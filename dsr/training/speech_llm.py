@@ -39,8 +39,8 @@ from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer
 from dsr.lm.load import fingerprint
 from dsr.models.config import ModelConfig
-from dsr.models.speech_llm import SpeechLLM, SpeechLLMConfig, build_speech_llm, llm_target, load_llm, \
-    resolve_llm_path
+from dsr.models.speech_llm import SpeechLLM, SpeechLLMConfig, SpeechPrompt, build_prompt, build_speech_llm, \
+    llm_target, load_llm, resolve_llm_path
 from dsr.models.whisper.pretrained import encoder_param_names_to_freeze
 from dsr.training import distributed
 from dsr.training.checkpoint import epoch_checkpoints, load_checkpoint, resolve_model_checkpoint, save_checkpoint
@@ -178,12 +178,54 @@ def autocast_dtype(dtype: str, device: torch.device) -> str:
     return dtype
 
 
-class SpeechLLMTargets:
-    """Transcripts -> the LLM's target ids (:func:`llm_target` form) and the CTC head's BPE ids."""
+def _phrase(text: str, rng: random.Random) -> str | None:
+    """1 to 3 consecutive words of ``text`` (in :func:`llm_target` form, edge punctuation removed)."""
+    words = [w.strip(",.;:!?\"'()") for w in llm_target(text).split()]
+    words = [w for w in words if w]
+    if not words:
+        return None
+    n = rng.randint(1, min(3, len(words)))
+    start = rng.randint(0, len(words) - n)
+    return " ".join(words[start:start + n])
 
-    def __init__(self, llm_tokenizer: Any, bpe: Tokenizer | None) -> None:
+
+def sample_hotwords(texts: list[str], i: int, rng: random.Random) -> tuple[str, ...]:
+    """A hotword list for utterance ``i`` of a batch, as decoding would give one: a phrase of its
+    own transcript and 0-2 phrases of the batch's other transcripts (distractors), shuffled."""
+    phrases = [_phrase(texts[i], rng)]
+    others = [t for j, t in enumerate(texts) if j != i]
+    for _ in range(rng.randint(0, 2) if others else 0):
+        phrases.append(_phrase(rng.choice(others), rng))
+    unique = list(dict.fromkeys(p for p in phrases if p))
+    rng.shuffle(unique)
+    return tuple(unique)
+
+
+class SpeechLLMTargets:
+    """Transcripts -> the LLM's target ids (:func:`llm_target` form) and the CTC head's BPE ids,
+    and, with ``hotword_prob`` > 0, per-utterance prompts with hotword lists (:func:`sample_hotwords`)
+    for that share of the utterances, so the model learns to use a phrase list in its prompt."""
+
+    def __init__(self, llm_tokenizer: Any, bpe: Tokenizer | None, hotword_prob: float = 0.0,
+                 scfg: SpeechLLMConfig | None = None, seed: int = 0) -> None:
         self.llm_tokenizer = llm_tokenizer
         self.bpe = bpe
+        self.hotword_prob = hotword_prob
+        self.scfg = scfg
+        self.rng = random.Random(seed)
+
+    def prompts(self, texts: list[str], default: SpeechPrompt) -> list[SpeechPrompt] | None:
+        """One prompt per utterance (``default`` or one with sampled hotwords); None without hotword training."""
+        if self.hotword_prob <= 0 or self.scfg is None:
+            return None
+        out = []
+        for i in range(len(texts)):
+            if self.rng.random() < self.hotword_prob:
+                out.append(build_prompt(self.llm_tokenizer, self.scfg.instruction, sample_hotwords(texts, i, self.rng),
+                                        self.scfg.use_chat_template))
+            else:
+                out.append(default)
+        return out
 
     def llm(self, texts: list[str]) -> list[list[int]]:
         return [self.llm_tokenizer.encode(llm_target(t), add_special_tokens=False) for t in texts]
@@ -238,7 +280,8 @@ def compute_loss(
         encoded = None
         if cache is not None:
             encoded = cache.encode(model, feats, lens, [c.id for c in batch["supervisions"]["cut"]])
-        out = model(feats, lens, targets.llm(texts), targets.ctc(texts), encoded=encoded)
+        out = model(feats, lens, targets.llm(texts), targets.ctc(texts), encoded=encoded,
+                    prompts=targets.prompts(texts, model.prompt) if model.training else None)
     tokens = out["num_tokens"].float().clamp(min=1)
     llm_loss = out["llm_loss"] / tokens
     loss = llm_loss
@@ -292,7 +335,7 @@ def train_speech_llm(cfg: TrainConfig):
     bpe = Tokenizer(cfg.lang_dir) if cfg.ctc_loss_scale > 0 else None
     model, scfg, frontend, llm_tokenizer = build_for_training(cfg, bpe.vocab_size if bpe else 0,
                                                               bpe.blank_id if bpe else 0)
-    targets = SpeechLLMTargets(llm_tokenizer, bpe)
+    targets = SpeechLLMTargets(llm_tokenizer, bpe, cfg.speech_llm_hotword_prob, scfg, cfg.seed)
     logger.info("speech-LLM prompt: %r", model.prompt.text)
     trainable = set_trainable(model, cfg)
     if cfg.activation_checkpointing:
