@@ -224,6 +224,8 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     assert "speech-llm-greedy" in dsr_user_error(
         capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "--lang-dir", corpus["lang_dir"], "-m",
         "greedy")
+    assert "drop --streaming, --int8" in dsr_user_error(
+        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy", "--int8")
     # The LLM changed on disk since training: decoding refuses, naming it.
     other = tmp_path / "exp-other-llm"
     other.mkdir()

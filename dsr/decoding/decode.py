@@ -424,6 +424,9 @@ def decode(
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     if set(methods) & set(SPEECH_LLM_METHODS):  # speech-LLM hook: dsr/decoding/speech_llm_decode.py
+        if streaming or int8 or expand_lexicon is not None:
+            raise DsrUserError("-m speech-llm-* decodes whole utterances in float32: drop --streaming, --int8 and "
+                               "--expand-lexicon")
         return decode_speech_llm(Path(exp_dir), cuts_file, tuple(methods), epoch, avg, max_duration,
                                  resolve_device(device), progress, beam_size, hotwords_file, nbest_file,
                                  speech_llm_scale)
