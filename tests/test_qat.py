@@ -57,7 +57,7 @@ def test_train_with_qat_writes_a_plain_checkpoint(tmp_path: Path) -> None:
 
     corpus = make_tiny_corpus(tmp_path / "corpus")
     exp = tmp_path / "exp"
-    train(TrainConfig(**tiny_train_options(corpus, exp, max_steps=2, dev_cuts="", qat_int8=True)))
+    train(TrainConfig.from_dict(tiny_train_options(corpus, exp, max_steps=2, dev_cuts="", qat_int8=True)))
     ckpt = torch.load(next(exp.glob("*.pt")), weights_only=False)
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])  # strict: the same names as a model trained without QAT

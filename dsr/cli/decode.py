@@ -40,6 +40,8 @@ _DECODE_DOC = """Decode cuts and score them: writes recogs.txt, errs.txt, wer.tx
         dsr decode --exp-dir exp/conformer --lang-dir data/lang_bpe_128 --cuts data/fbank/arctic_cuts_test.jsonl.gz -m modified-beam-search --beam-size 8 --expand-lexicon /usr/share/dict/american-english
 
         dsr decode --exp-dir exp/zeroshot-tiny.en --pretrained whisper-tiny.en --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m whisper-greedy
+
+        dsr decode --exp-dir exp/speech-llm --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m speech-llm-greedy -m speech-llm-beam-search --beam-size 4
     """
 
 
@@ -51,8 +53,12 @@ def _decode(cuts: list[Path], **flags: Any) -> None:
         from dsr.data.cuts import load_cuts
         from dsr.decoding.decode import decode_manifest, prepare
 
-        # The model is loaded once for every manifest (streaming reads the first one's frame shift).
-        decoder = prepare(options, load_cuts(cuts[0]), str(cuts[0]))
+        from dsr.decoding.methods import SPEECH_LLM_METHODS
+
+        # The model is loaded once for every manifest (streaming reads the first one's frame shift);
+        # a speech-LLM checkpoint is loaded by its own decoder, per manifest.
+        speech_llm = set(options.methods) <= set(SPEECH_LLM_METHODS)
+        decoder = None if speech_llm else prepare(options, load_cuts(cuts[0]), str(cuts[0]))
         for c in cuts:
             for res in decode_manifest(options, c, progress=show_progress(), decoder=decoder):
                 console.print(f"[green]done[/] decode: {res.summary()}")

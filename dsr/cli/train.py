@@ -41,6 +41,12 @@ Two nodes of 8 GPUs (run on each node, with NODE_RANK 0 and 1; exp-dir on a shar
 
     torchrun --nnodes 2 --node-rank NODE_RANK --nproc-per-node 8 --master-addr HOST0 --master-port 29500 -m dsr.cli.main train --config conf/train.yaml
 
+A speech-LLM (Whisper encoder -> projector -> SmolLM2): stage 1 the projector, stage 2 with LoRA:
+
+    dsr train --config egs/arctic/conf/speech_llm_stage1.yaml --pretrained whisper-tiny.en --speech-llm default --train-cuts data/whisper_fbank/arctic_cuts_train.jsonl.gz --dev-cuts data/whisper_fbank/arctic_cuts_dev.jsonl.gz --exp-dir exp/speech-llm-stage1
+
+    dsr train --config egs/arctic/conf/speech_llm_stage2.yaml --init-from exp/speech-llm-stage1 --speech-llm default --train-cuts data/whisper_fbank/arctic_cuts_train.jsonl.gz --dev-cuts data/whisper_fbank/arctic_cuts_dev.jsonl.gz --exp-dir exp/speech-llm-stage2
+
 Fine-tune a pretrained model on new data with a new BPE model, encoder frozen, less memory:
 
     dsr train --config conf/train.yaml --init-from exp/pretrained --init-exclude predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output --freeze encoder --activation-checkpointing

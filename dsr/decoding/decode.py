@@ -58,7 +58,7 @@ from dsr.data.cuts import load_cuts
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.lexicon_expand import Lexicon, expand_nbest
 from dsr.decoding.loading import DecodingModel, load_decoding_model
-from dsr.decoding.methods import DecodingMethod, check_method, get_method
+from dsr.decoding.methods import SPEECH_LLM_METHODS, DecodingMethod, check_method, get_method
 from dsr.decoding.options import DecodeOptions, ExpandOptions
 from dsr.decoding.search import SearchOptions, best_tokens, nbest_search, search_options, with_whisper_rescoring
 from dsr.decoding.streaming import (
@@ -434,6 +434,15 @@ def decode_manifest(options: DecodeOptions, cuts_file: Path | str, progress: boo
     mismatch); cuts that have only recordings get features from that front end.  A ``decoder``
     from :func:`prepare` (with the first manifest's cuts) is reused: its model is not loaded again.
     """
+    if set(options.methods) <= set(SPEECH_LLM_METHODS):  # a speech-LLM checkpoint: its own loader and search
+        from dsr.decoding.speech_llm_decode import decode_speech_llm
+
+        if options.num_threads > 0:
+            torch.set_num_threads(options.num_threads)
+        assert options.exp_dir is not None  # DecodeOptions requires it
+        return decode_speech_llm(Path(options.exp_dir), Path(cuts_file), options.methods, options.epoch, options.avg,
+                                 options.max_duration, resolve_device(options.device), progress, options.beam_size,
+                                 options.hotwords_file, options.nbest_file, options.speech_llm_scale)
     cuts = load_cuts(cuts_file)
     if decoder is None:
         decoder = prepare(options, cuts, str(cuts_file))

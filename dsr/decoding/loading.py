@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dsr.decoding.quantize import quantize_int8
+from dsr.errors import DsrUserError
 from dsr.decoding.whisper_decode import WhisperDecoding, decoding_from_checkpoint, zero_shot_model
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
@@ -71,6 +72,9 @@ def load_decoding_model(
             if exp_dir is None:
                 raise ValueError("load_decoding_model needs exp_dir, checkpoint or pretrained")
             ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model)
+        if "speech_llm_config" in ckpt:
+            raise DsrUserError(f"{checkpoint or exp_dir} holds a speech-LLM: decode it with -m speech-llm-greedy or "
+                               "-m speech-llm-beam-search")
         model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         whisper = decoding_from_checkpoint(ckpt, model)

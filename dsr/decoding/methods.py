@@ -8,7 +8,8 @@ of its own.  The tuples below (``METHODS``, ``NBEST_METHODS``, ...) are derived 
 Heads (:data:`HEADS`): ``transducer`` (predictor + joiner), ``ctc`` (the CTC head),
 ``attention`` (an attention decoder that rescores n-best lists: dsr's own, or Whisper's
 decoder head through its own tokens) and ``whisper`` (Whisper's decoder head, which decodes
-by itself).  Errors are :class:`~dsr.errors.OptionError` on the ``method`` field.
+by itself) and ``speech_llm`` (a speech-LLM checkpoint of ``dsr train --speech-llm``, decoded by
+:mod:`dsr.decoding.speech_llm_decode`).  Errors are :class:`~dsr.errors.OptionError` on the ``method`` field.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from dsr.errors import OptionError
 
-HEADS = ("transducer", "ctc", "attention", "whisper")
+HEADS = ("transducer", "ctc", "attention", "whisper", "speech_llm")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ REGISTRY: dict[str, DecodingMethod] = {m.name: m for m in (
     _m("whisper-beam-search", ("whisper",), nbest=True, tokens="whisper", zero_shot=True),
     # faster-whisper's own greedy transcription of the cuts' audio, with --pretrained: the reference row.
     _m("faster-whisper", (), tokens="text", zero_shot=True, reference=True),
+    # A speech-LLM checkpoint (dsr train --speech-llm): the LLM decodes, or reranks another method's n-best.
+    _m("speech-llm-greedy", ("speech_llm",), tokens="text"),
+    _m("speech-llm-beam-search", ("speech_llm",), nbest=True, tokens="text"),
+    _m("speech-llm-rescoring", ("speech_llm",), tokens="text"),
 )}
 
 METHODS = tuple(REGISTRY)
@@ -78,6 +83,7 @@ REFERENCE_METHODS = tuple(n for n, m in REGISTRY.items() if m.reference)
 ZERO_SHOT_METHODS = tuple(n for n, m in REGISTRY.items() if m.zero_shot)
 STREAMING_METHODS = tuple(n for n, m in REGISTRY.items() if m.streaming)
 EXPANDABLE_METHODS = tuple(n for n, m in REGISTRY.items() if m.expandable)
+SPEECH_LLM_METHODS = tuple(n for n, m in REGISTRY.items() if "speech_llm" in m.heads)
 #: Attention-rescoring method -> the first pass whose n-best list it rescores.
 RESCORING_FIRST_PASS = {n: m.first_pass for n, m in REGISTRY.items() if m.first_pass is not None}
 

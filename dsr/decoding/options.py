@@ -19,6 +19,7 @@ from dsr.decoding.methods import (
     EXPANDABLE_METHODS,
     NBEST_METHODS,
     REFERENCE_METHODS,
+    SPEECH_LLM_METHODS,
     STREAMING_METHODS,
     ZERO_SHOT_METHODS,
     get_method,
@@ -40,7 +41,9 @@ _METHODS_HELP = (
     "greedy, modified-beam-search (transducer), ctc-greedy, ctc-prefix-beam-search, or the attention "
     "decoder's rescoring of an n-best list: ctc-attention-rescoring, transducer-attention-rescoring; with "
     "Whisper's decoder head (dsr train --pretrained, or zero-shot --pretrained): whisper-greedy, whisper-beam-search; "
-    "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio)"
+    "with --pretrained also faster-whisper (the reference implementation, on the cuts' audio); with a "
+    "speech-LLM checkpoint (dsr train --speech-llm; no --lang-dir needed): speech-llm-greedy, "
+    "speech-llm-beam-search (--hotwords-file phrases go into its prompt), speech-llm-rescoring (--nbest-file)"
 )
 
 
@@ -162,6 +165,11 @@ class DecodeOptions(SearchFields, ModelOptions):
     # Nested: its fields become --expand-<field> flags (dsr.cli.options).
     expand: ExpandOptions = opt(ExpandOptions(), "How far lexicon expansion goes.", nested=ExpandOptions,
                                 prefix="expand_")
+    nbest_file: Path | None = opt(
+        None, "With -m speech-llm-rescoring: the nbest.jsonl of another method on the same cuts "
+        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood.")
+    speech_llm_scale: float = opt(
+        1.0, "With -m speech-llm-rescoring: rank by am_score + SCALE * speech-LLM log-likelihood.")
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -175,7 +183,20 @@ class DecodeOptions(SearchFields, ModelOptions):
             get_method(m, "methods")
         if self.exp_dir is None:
             raise OptionError("exp_dir", "is required: the results go to `exp_dir`/decode/")
-        self._check_model(need_lang_dir=not self.pretrained)
+        speech_llm = set(self.methods) & set(SPEECH_LLM_METHODS)
+        if speech_llm and not set(self.methods) <= set(SPEECH_LLM_METHODS):
+            raise OptionError("methods", f"{', '.join(sorted(speech_llm))} decode a speech-LLM checkpoint: "
+                              "decode the other methods in another run")
+        self._check_model(need_lang_dir=not self.pretrained and not speech_llm)
+        if speech_llm and (self.streaming or self.int8 or self.expand_lexicon is not None):
+            raise OptionError("methods", "speech-llm-* decode whole utterances in float32: drop `streaming`, `int8` "
+                              "and `expand_lexicon`")
+        if "speech-llm-rescoring" in self.methods and self.nbest_file is None:
+            raise OptionError("nbest_file", "is required by speech-llm-rescoring: the n-best list to rerank")
+        if self.speech_llm_scale < 0:
+            raise OptionError("speech_llm_scale", f"must be >= 0, got {self.speech_llm_scale}")
+        if self.nbest_file is not None and not isinstance(self.nbest_file, Path):
+            self.nbest_file = Path(self.nbest_file)
         self._check_search(self.methods, self.pretrained)
         if self.max_duration <= 0:
             raise OptionError("max_duration", f"must be > 0 seconds, got {self.max_duration}")

@@ -295,6 +295,41 @@ class TrainConfig:
     freeze_encoder_keep_top: int = opt(
         0, "With --freeze-encoder-steps: the top K encoder layers train from the start (all but them are frozen)."
     )
+    # Speech-LLM (dsr/models/speech_llm.py, dsr/training/speech_llm.py)
+    speech_llm: str = opt(
+        "", "Train a speech-LLM instead of a transducer: the encoder (--pretrained Whisper, or --init-from a dsr "
+        "checkpoint) -> frame-stacking projector -> this causal LLM (a Hugging Face directory or .gguf file; "
+        "'default' = SmolLM2-135M-Instruct from tools/setup.sh --lm). Checkpoints hold the projector, adapters and "
+        "encoder, not the LLM. Decode with dsr decode -m speech-llm-greedy / speech-llm-beam-search.",
+    )
+    speech_llm_stage: int = opt(
+        1, "With --speech-llm: 1 trains the projector only (encoder and LLM frozen); 2 the projector and LoRA "
+        "adapters on the LLM (and --speech-llm-encoder-top encoder layers), usually with --init-from the stage-1 exp dir.",
+    )
+    projector_stack: int = opt(4, "With --speech-llm: encoder frames concatenated into one LLM input embedding.")
+    projector_hidden: int = opt(0, "With --speech-llm: hidden size of the Linear-ReLU-Linear projector (0 = the LLM's).")
+    lora_rank: int = opt(16, "With --speech-llm-stage 2: LoRA rank of the adapters on the LLM.")
+    lora_alpha: float = opt(32.0, "With --speech-llm-stage 2: LoRA alpha (the adapters are scaled by alpha / rank).")
+    lora_dropout: float = opt(0.05, "With --speech-llm-stage 2: dropout on the LoRA adapters' input.")
+    lora_targets: str = opt(
+        "all-linear", "With --speech-llm-stage 2: modules that get adapters: all-linear (every Linear but the output "
+        "layer) or comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj.",
+    )
+    speech_llm_encoder_top: int = opt(
+        0, "With --speech-llm-stage 2: also train the top K encoder layers (0 = encoder frozen).")
+    speech_llm_instruction: str = opt(
+        "Transcribe the speech.", "With --speech-llm: the instruction in the prompt (the system message of the "
+        "LLM's chat template).")
+    speech_llm_cache_encoder: bool = opt(
+        False, "With --speech-llm and a frozen encoder: keep each cut's encoder output in memory after it was "
+        "first computed, so later epochs cost only the projector and the LLM. Needs --no-spec-augment (masked "
+        "inputs differ every epoch). Memory: frames x encoder dim x 4 bytes (tiny.en: ~0.8 MB per 10 s).")
+    speech_llm_hotword_prob: float = opt(
+        0.0, "With --speech-llm: share of training utterances whose prompt lists hotwords (a phrase of the "
+        "transcript and up to two of other transcripts of the batch), so that decoding with --hotwords-file "
+        "tells the model something it has learnt to use (0 = never).")
+    speech_llm_chat_template: bool = opt(
+        True, "With --speech-llm: use the LLM's chat template around the speech (if its tokenizer has one).")
     # Bookkeeping
     save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
     keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
@@ -383,6 +418,36 @@ class TrainConfig:
         self._validate_heads()
         self._validate_distillation()
         self._validate_pretrained()
+        self._validate_speech_llm()
+
+    def _validate_speech_llm(self) -> None:
+        if not self.speech_llm:
+            return
+        if self.speech_llm_stage not in (1, 2):
+            raise OptionError(f"{{speech_llm_stage}} must be 1 or 2, got {self.speech_llm_stage}")
+        if not self.pretrained and not self.init_from:
+            raise OptionError("{speech_llm} needs a trained encoder: add {pretrained} whisper-... or {init_from} "
+                              "a dsr checkpoint or exp dir (a stage-1 speech-LLM for stage 2)")
+        if self.projector_stack < 1 or self.projector_hidden < 0:
+            raise OptionError(f"{{projector_stack}} must be >= 1 and {{projector_hidden}} >= 0, got "
+                              f"{self.projector_stack} and {self.projector_hidden}")
+        if self.speech_llm_stage == 2 and (self.lora_rank < 1 or self.lora_alpha <= 0):
+            raise OptionError(f"{{speech_llm_stage}} 2 needs {{lora_rank}} >= 1 and {{lora_alpha}} > 0, got "
+                              f"{self.lora_rank} and {self.lora_alpha}")
+        if not 0.0 <= self.speech_llm_hotword_prob <= 1.0:
+            raise OptionError(f"{{speech_llm_hotword_prob}} must be in [0, 1], got {self.speech_llm_hotword_prob}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise OptionError(f"{{lora_dropout}} must be in [0, 1), got {self.lora_dropout}")
+        if self.speech_llm_encoder_top < 0 or (self.speech_llm_encoder_top and self.speech_llm_stage == 1):
+            raise OptionError("{speech_llm_encoder_top} trains encoder layers: >= 0, and only with {speech_llm_stage} 2")
+        if self.speech_llm_cache_encoder and (self.spec_augment or self.speech_llm_encoder_top):
+            raise OptionError("{speech_llm_cache_encoder} keeps a frozen encoder's outputs: add {not:spec_augment} "
+                              "and drop {speech_llm_encoder_top}")
+        if (self.teacher or self.model.chunk_sizes or self.model.attention_decoder_layers or self.freeze
+                or self.init_exclude or self.whisper_pad_30s or self.sortagrad_epochs or self.freeze_encoder_steps):
+            raise OptionError("{speech_llm} chooses what trains by {speech_llm_stage} and {speech_llm_encoder_top}: "
+                              "drop {teacher}, {chunk_sizes}, {attention_decoder_layers}, {freeze}, {init_exclude}, "
+                              "{whisper_pad_30s}, {sortagrad_epochs} and {freeze_encoder_steps}")
 
     def _validate_pretrained(self) -> None:
         if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:

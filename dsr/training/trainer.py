@@ -311,6 +311,10 @@ def train(cfg: TrainConfig, progress: bool = False) -> TrainResult:
     (updates, loss, ETA) on rank 0, under the log lines of dsr's rich log handler.
     """
     cfg.validate()
+    if cfg.speech_llm:  # speech-LLM hook: its own loop and loss (dsr/training/speech_llm.py)
+        from dsr.training.speech_llm import train_speech_llm
+
+        return train_speech_llm(cfg)
     info = distributed.env_info()
     if not info.is_main:
         logger.setLevel(logging.WARNING)  # one rank tells the story
