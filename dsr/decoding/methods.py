@@ -72,7 +72,9 @@ REGISTRY: dict[str, DecodingMethod] = {m.name: m for m in (
     _m("speech-llm-rescoring", ("speech_llm",), tokens="text"),
 )}
 
-METHODS = tuple(REGISTRY)
+ALL_METHODS = tuple(REGISTRY)
+#: The methods of dsr's hybrid model (and zero-shot Whisper); the speech-LLM's are SPEECH_LLM_METHODS.
+METHODS = tuple(n for n, m in REGISTRY.items() if "speech_llm" not in m.heads)
 #: The n-best methods in BPE tokens (hotwords, ``nbest``, n-best rescoring with an LLM).
 NBEST_METHODS = tuple(n for n, m in REGISTRY.items() if m.nbest and m.tokens == "bpe")
 CTC_METHODS = tuple(n for n, m in REGISTRY.items() if "ctc" in m.heads)
@@ -93,7 +95,7 @@ def get_method(name: str, field: str = "method") -> DecodingMethod:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise OptionError(field, f"{name!r} is unknown; choose from {', '.join(METHODS)}") from None
+        raise OptionError(field, f"{name!r} is unknown; choose from {', '.join(ALL_METHODS)}") from None
 
 
 def model_heads(model: Any) -> frozenset[str]:
