@@ -96,7 +96,8 @@ def test_every_recipe_config_loads_and_builds_the_model_it_built_before():
     from dsr.models.config import ModelConfig
     from dsr.training.trainer import model_config_from
 
-    found = sorted(str(p.relative_to(EGS)) for p in EGS.glob("*/conf/*.yaml"))
+    # The speech-LLM configs build a SpeechLLM, not a hybrid model (test below).
+    found = sorted(str(p.relative_to(EGS)) for p in EGS.glob("*/conf/*.yaml") if "speech_llm" not in p.name)
     assert found == sorted(RECIPE_MODELS), "a recipe config was added or removed: update RECIPE_MODELS"
     defaults = ModelConfig().to_dict()
     for name, expected in RECIPE_MODELS.items():
@@ -104,6 +105,14 @@ def test_every_recipe_config_loads_and_builds_the_model_it_built_before():
         cfg = resolve_config(EGS / name, {"pretrained": "whisper-tiny.en"} if "/whisper" in name else {})
         model = model_config_from(cfg, _Vocabulary()).to_dict()
         assert {k: v for k, v in model.items() if v != defaults[k]} == {**expected, "vocab_size": 500}, name
+
+
+def test_speech_llm_recipe_configs_load_as_their_stage():
+    for stage in (1, 2):
+        cfg = resolve_config(EGS / f"arctic/conf/speech_llm_stage{stage}.yaml",
+                             {"pretrained": "whisper-tiny.en", "speech_llm": "default"})
+        assert cfg.speech_llm_stage == stage and cfg.speech_llm == "default"
+        assert cfg.projector_stack == 4 and (cfg.lora_rank >= 1 if stage == 2 else True)
 
 
 def test_model_options_are_flags_and_keys_of_their_own(tmp_path):
