@@ -7,6 +7,8 @@ Usage:
     # another LLM, batch size, 5 repeats, results also as JSON:
     python bench/llm_rescore_speed.py --nbest path/to/nbest.jsonl --llm path/to/hf_model_dir --batch-size 32 \\
         --repeats 5 --json bench-out/llm_rescore_speed.json
+    # also check both methods against a float64 forward on the 12 texts where they differ most:
+    python bench/llm_rescore_speed.py --nbest path/to/nbest.jsonl --repeats 1 --check-float64 12
     # no n-best at hand: a small one built from sentences (utt-id<TAB>text lines), first 20 of them:
     python bench/llm_rescore_speed.py --texts ../shared/data/arctic_cathy/transcripts.tsv --limit 20
 
@@ -114,6 +116,29 @@ def token_counts(scorer: LlmScorer, texts: list[str], batch_before: int, batch_a
     return {"texts": len(seqs), "tokens": sum(by_len), "padded_positions": padded, "tree_positions": tree}
 
 
+def float64_errors(scorer: LlmScorer, scores: dict[str, dict[str, float]], k: int) -> dict[str, float]:
+    """Largest |score - float64 score| of each method over the ``k`` texts where the methods differ most.
+
+    The float64 score is a plain forward of the text alone through a float64 copy of the
+    model: it tells float32 rounding (both methods off by as much) from a wrong score.
+    """
+    import copy
+
+    worst = sorted(scores["before"], key=lambda t: -abs(scores["before"][t] - scores["after"][t]))[:k]
+    model = copy.deepcopy(scorer.model).double()
+    errors = {"before": 0.0, "after": 0.0}
+    with torch.inference_mode():
+        for text in worst:
+            ids = torch.tensor([scorer._encode(text)], device=scorer.device)
+            if ids.shape[1] < 2:
+                continue
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)  # (T-1, V)
+            exact = float(lp.gather(1, ids[0, 1:, None]).sum())
+            for m in errors:
+                errors[m] = max(errors[m], abs(scores[m][text] - exact))
+    return errors
+
+
 def texts_from_nbest(path: Path, limit: int) -> tuple[list[str], float | None]:
     """All hypothesis texts of the first ``limit`` utterances (0: all), and the first pass's decode_seconds."""
     utts = read_nbest(path)
@@ -154,11 +179,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size-before", type=int, default=16,
                    help="Texts per forward of the padded scorer (dsr rescore's default before the prefix tree).")
     p.add_argument("--repeats", type=int, default=3, help="Timed rounds of each method (median reported).")
+    p.add_argument("--check-float64", type=int, default=0, metavar="K",
+                   help="Also score the K texts where the methods differ most in float64 and report each "
+                        "method's largest error (0: skip).")
     p.add_argument("--json", type=Path, help="Also write the results here.")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.limit < 0 or args.batch_size < 1 or args.batch_size_before < 1 or args.repeats < 1:
-        p.error("--limit must be >= 0, --batch-size, --batch-size-before and --repeats >= 1")
+    if args.limit < 0 or args.check_float64 < 0 or args.batch_size < 1 or args.batch_size_before < 1 \
+            or args.repeats < 1:
+        p.error("--limit and --check-float64 must be >= 0, --batch-size, --batch-size-before and --repeats >= 1")
     return args
 
 
@@ -199,6 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     speedup_wall, speedup_cpu = med["before"][0] / med["after"][0], med["before"][1] / med["after"][1]
     print(f"\nspeed-up {speedup_wall:.2f}x wall, {speedup_cpu:.2f}x CPU; max |score difference| {max_diff:.2e} nats "
           f"over {counts['texts']} texts")
+    f64 = float64_errors(scorer, scores, args.check_float64) if args.check_float64 else None
+    if f64 is not None:
+        print(f"against a float64 forward, on the {args.check_float64} texts that differ most: largest error "
+              f"{f64['before']:.2e} before, {f64['after']:.2e} after")
     if decode_s is not None:
         print(f"first pass (result.json decode_seconds): {decode_s:.2f} s; LLM after / first pass: "
               f"{med['after'][0] / decode_s:.2f}")
@@ -208,7 +241,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats, "wall_before": wall["before"], "wall_after": wall["after"], "cpu_before": cpu["before"],
         "cpu_after": cpu["after"], "median_wall_before": med["before"][0], "median_wall_after": med["after"][0],
         "median_cpu_before": med["before"][1], "median_cpu_after": med["after"][1], "speedup_wall": speedup_wall,
-        "speedup_cpu": speedup_cpu, "max_abs_diff": max_diff, "decode_seconds": decode_s,
+        "speedup_cpu": speedup_cpu, "max_abs_diff": max_diff, "float64_errors": f64,
+        "decode_seconds": decode_s,
         "num_threads": torch.get_num_threads(), "torch": torch.__version__,
     }
     if args.json:

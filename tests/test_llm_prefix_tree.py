@@ -195,12 +195,14 @@ def test_bench_reports_both_methods_and_their_difference(tmp_path, capsys):
                              + "\n" for i, utt in enumerate([NBEST[:6], NBEST[6:]])))
     (nbest.parent / "result.json").write_text(json.dumps({"decode_seconds": 2.5}))
     out = tmp_path / "bench.json"
-    result = bench.main(["--nbest", str(nbest), "--llm", str(tmp_path / "lm"), "--repeats", "2", "--json", str(out)])
+    result = bench.main(["--nbest", str(nbest), "--llm", str(tmp_path / "lm"), "--repeats", "2", "--check-float64", "3",
+                         "--json", str(out)])
     assert json.loads(out.read_text()) == result
     assert result["num_hyps"] == len(NBEST) and result["texts"] == len(NBEST) - 1  # one duplicate after the transform
     assert len(result["cpu_before"]) == len(result["wall_after"]) == 2 and result["decode_seconds"] == 2.5
     assert result["speedup_wall"] == pytest.approx(result["median_wall_before"] / result["median_wall_after"])
     assert result["max_abs_diff"] < 1e-4 and result["tree_positions"] < result["padded_positions"]
+    assert 0 <= result["float64_errors"]["after"] < 1e-4 and 0 <= result["float64_errors"]["before"] < 1e-4
     assert "speed-up" in capsys.readouterr().out
 
     transcripts = tmp_path / "transcripts.tsv"
