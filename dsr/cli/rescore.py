@@ -73,7 +73,9 @@ def rescore(
                                             "such as SmolLM2-Instruct; else the tokenizer's BOS)."),
     eos_token: Optional[str] = typer.Option(None, "--eos-token", help="Token after each sentence (default: as "
                                             "--bos-token, else the tokenizer's EOS)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Hypotheses per LLM forward pass."),
+    # 64: dsr.lm.scorer.DEFAULT_BATCH, not imported here so that --help does not load torch.
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Hypotheses per LLM forward pass "
+                                   "(packed as a prefix tree: their shared beginnings are computed once)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     num_threads: int = typer.Option(0, "--num-threads", help="torch CPU threads (0 = default)."),

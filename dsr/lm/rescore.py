@@ -29,7 +29,7 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, write_errs, write_recogs
 from dsr.lm.llm_scores import LLM_SCORES_FILE, score_nbest
 from dsr.lm.nbest import Hyp, NbestUtt, read_nbest
-from dsr.lm.scorer import LlmScorer
+from dsr.lm.scorer import DEFAULT_BATCH, LlmScorer
 from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
@@ -159,7 +159,7 @@ def tune(
     lm_weights: tuple[float, ...] | list[float] = DEFAULT_LM_WEIGHTS,
     length_bonuses: tuple[float, ...] | list[float] = DEFAULT_LENGTH_BONUSES,
     ctc_weight: float = 0.0,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH,
     attention_weight: float = 0.0,
     ctc_weights: tuple[float, ...] | list[float] | None = None,
 ) -> Weights:
@@ -253,7 +253,7 @@ def rescore(
     scorer: LlmScorer,
     out_dir: Path | str,
     weights: Weights,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH,
     without_llm: Weights | None = None,
     method: str | None = None,
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 from dsr.data.normalize import sentence_case
 from dsr.errors import DsrUserError
 from dsr.lm.load import fingerprint, load_causal_lm, read_lm_info
+from dsr.lm.prefix_tree import PrefixTree, chunk_by_prefix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -39,6 +40,10 @@ TEXT_TRANSFORMS: dict[str, Callable[[str], str]] = {
 DEFAULT_TRANSFORM = "sentence"
 # Bumped when a transform's output changes, so that scores saved under the old one are not reused.
 _TRANSFORM_VERSION = {"sentence": "sentence.2"}
+
+# Texts per forward pass: packed as a prefix tree, 64 n-best hypotheses are a few hundred
+# tokens, enough for the CPU matmuls to run at full speed (bench/llm_rescore_speed.py).
+DEFAULT_BATCH = 64
 
 # ChatML models (SmolLM2-Instruct, Qwen-Instruct) declare the turn opener/closer as BOS/EOS;
 # a bare sentence is a document, which their pretraining delimited with <|endoftext|>.
@@ -183,11 +188,14 @@ class LlmScorer:
                                f"{self.max_len} positions ({prepared[:60]!r}...); use an LLM with a longer context")
         return seq
 
-    def score(self, texts: list[str], batch_size: int = 16) -> list[float]:
+    def score(self, texts: list[str], batch_size: int = DEFAULT_BATCH) -> list[float]:
         """Log-probability (nats) of each text: a list as long as ``texts``.
 
-        Identical texts (after the transform) are scored once and cached.  Batches of
-        ``batch_size`` hold texts of similar length (fewer pads); results equal scoring one by one.
+        Identical texts (after the transform) are scored once and cached.  A forward pass
+        takes ``batch_size`` token sequences that are neighbours in lexicographic order,
+        packed as a prefix tree (:mod:`dsr.lm.prefix_tree`): a prefix they share (BOS, the
+        first words of an n-best list) is computed once, and there is no padding.  Results
+        equal scoring each text alone (to float rounding).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -195,36 +203,39 @@ class LlmScorer:
         missing = sorted({k for k in keys if k not in self.cache})
         if missing:
             start = time.perf_counter()
-            seqs = {k: self._encode(k) for k in missing}
-            order = sorted(missing, key=lambda k: -len(seqs[k]))
-            for i in range(0, len(order), batch_size):
-                chunk = order[i:i + batch_size]
-                for k, s in zip(chunk, self._score_batch([seqs[k] for k in chunk]), strict=True):
-                    self.cache[k] = s
+            seqs = [self._encode(k) for k in missing]
+            for chunk in chunk_by_prefix(seqs, batch_size):
+                for i, s in zip(chunk, self._score_tree([seqs[i] for i in chunk]), strict=True):
+                    self.cache[missing[i]] = s
             self.num_scored += len(missing)
             self.seconds += time.perf_counter() - start
         return [self.cache[k] for k in keys]
 
     @torch.inference_mode()
-    def _score_batch(self, seqs: list[list[int]]) -> list[float]:
-        """Sum of next-token log-probs of each right-padded sequence.
+    def _score_tree(self, seqs: list[list[int]]) -> list[float]:
+        """Sum of next-token log-probs of each sequence, all of them in one forward pass.
 
-        input_ids/attention_mask: (B, T); logits: (B, T, V); scored targets are ids[:, 1:].
-        Right padding keeps positions 0..len-1 for real tokens, so no position ids are needed.
+        The M inner nodes of the sequences' prefix tree (those with children: a leaf is only
+        predicted) are one row: input_ids and position_ids (1, M), a 4D mask (1, 1, M, M)
+        letting each node see its ancestors, logits (1, M, V); a node's logits score all its children.
         """
-        lengths = [len(s) for s in seqs]
-        width = max(lengths)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[b, : len(s)] = 1
-        if width < 2:  # nothing to predict: an empty text without EOS, or without BOS and one token
+        tree = PrefixTree.build(seqs)
+        inner = tree.inner_nodes()
+        if not inner:  # nothing to predict: empty texts without EOS, or one token without BOS
             return [0.0] * len(seqs)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
-        target = ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
-        token_lp = logits.gather(-1, target).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T-1)
-        # torch.where, not a product: padded rows may hold NaN from fully masked attention.
-        token_lp = torch.where(mask[:, 1:].bool(), token_lp, torch.zeros_like(token_lp))
-        return token_lp.sum(dim=1).double().cpu().tolist()
+        row_of = {node: r for r, node in enumerate(inner)}
+        dtype = next(self.model.parameters()).dtype
+        ids = torch.tensor([[tree.tokens[i] for i in inner]], dtype=torch.long, device=self.device)
+        positions = torch.tensor([[tree.depth[i] for i in inner]], dtype=torch.long, device=self.device)
+        logits = self.model(input_ids=ids, position_ids=positions, use_cache=False,
+                            attention_mask=tree.attention_mask(inner, dtype).to(self.device)).logits
+        # at least float32 (bf16/fp16 models); float64 kept, so that a float64 model checks the tree exactly
+        logits = logits[0].to(torch.promote_types(logits.dtype, torch.float32))  # (M, V)
+        scored = tree.scored_nodes()
+        rows = torch.tensor([row_of[tree.parent[i]] for i in scored], device=self.device)  # (S,)
+        targets = torch.tensor([tree.tokens[i] for i in scored], device=self.device)  # (S,)
+        token_lp = logits[rows, targets] - torch.logsumexp(logits, dim=-1)[rows]  # (S,)
+        node_lp = [0.0] * len(tree)
+        for i, lp in zip(scored, token_lp.double().cpu().tolist(), strict=True):
+            node_lp[i] = lp
+        return tree.sequence_sums(node_lp)
