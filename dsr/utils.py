@@ -12,8 +12,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 logger = logging.getLogger("dsr")
 
@@ -76,7 +77,7 @@ def read_done_info(out_dir: Path | str, stage: str) -> dict[str, Any]:
 _HASH_MAX_BYTES = 256 << 20
 
 
-def input_fingerprint(paths: dict[str, Path | str]) -> dict[str, str]:
+def input_fingerprint(paths: Mapping[str, Path | str]) -> dict[str, str]:
     """What a stage read, as ``{role: fingerprint}`` to store in its done-marker.
 
     A file's fingerprint is its size and sha256 (size and mtime above 256 MiB); a folder's
@@ -102,13 +103,13 @@ def input_fingerprint(paths: dict[str, Path | str]) -> dict[str, str]:
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    f = Path(root) / name
+                    child = Path(root) / name
                     try:
-                        st = f.stat()
+                        st = child.stat()
                     except OSError:  # a dangling link is part of the listing too
-                        digest.update(f"{f.relative_to(path)}\0missing\n".encode())
+                        digest.update(f"{child.relative_to(path)}\0missing\n".encode())
                         continue
-                    digest.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                    digest.update(f"{child.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             out[role] = f"dir sha256={digest.hexdigest()}"
         else:
             out[role] = "missing"

@@ -12,7 +12,8 @@
 #   bash tools/setup.sh --whisper       # + faster-whisper (reference decoder), tokenizers and the pretrained
 #                                       #   Whisper tiny.en and base weights (dsr whisper convert whisper-tiny.en)
 #   bash tools/setup.sh --export        # + onnx, onnxruntime, sherpa-onnx (dsr export onnx and its tests)
-#   bash tools/setup.sh --all           # --lm, --fast-rnnt, --whisper and --export
+#   bash tools/setup.sh --dev           # + ruff and mypy (tests/test_static_checks.py runs them)
+#   bash tools/setup.sh --all           # --lm, --fast-rnnt, --whisper, --export and --dev
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -26,6 +27,7 @@ with_lm=0
 with_fast_rnnt=0
 with_whisper=0
 with_export=0
+with_dev=0
 pretrain_text=0
 for arg in "$@"; do
   case "$arg" in
@@ -34,7 +36,8 @@ for arg in "$@"; do
     --pretrain-text) pretrain_text=1 ;;
     --whisper) with_whisper=1 ;;
     --export) with_export=1 ;;
-    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1; with_export=1 ;;
+    --dev) with_dev=1 ;;
+    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1; with_export=1; with_dev=1 ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -93,6 +96,8 @@ extras=test
 [ $with_whisper = 1 ] && extras=$extras,whisper
 # onnx, onnxruntime and sherpa-onnx (dsr export onnx; its tests decode with sherpa-onnx): no torch dependency.
 [ $with_export = 1 ] && extras=$extras,export
+# ruff and mypy (the static checks CI runs): pure tools, neither depends on torch.
+[ $with_dev = 1 ] && extras=$extras,dev
 stamp="$venv/.dsr-installed"
 want="$extras $(sha1sum < "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -261,6 +261,7 @@ def librispeech(
         return
     if download:
         corpus_dir = ls.download_librispeech(download_dir, todo, **({"base_url": base_url} if base_url else {}))
+    assert corpus_dir is not None  # _source: an existing copy or a download
     _finish_splits(manifest_dir, ls.prepare_librispeech(corpus_dir, manifest_dir, todo, num_jobs))
 
 
@@ -294,6 +295,7 @@ def aishell(
     if download:
         corpus_dir = ai.download_aishell(download_dir, **({"base_url": base_url} if base_url else {}))
     # The three splits share one transcript file and are written together.
+    assert corpus_dir is not None  # _source: an existing copy or a download
     _finish_splits(manifest_dir, ai.prepare_aishell(corpus_dir, manifest_dir, num_jobs))
 
 
@@ -328,4 +330,5 @@ def musan(
         return
     if download:
         corpus_dir = mu.download_musan(download_dir, **({"base_url": base_url} if base_url else {}))
+    assert corpus_dir is not None  # _source: an existing copy or a download
     _finish_splits(manifest_dir, mu.prepare_musan(corpus_dir, manifest_dir, todo, num_jobs))

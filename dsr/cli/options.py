@@ -30,8 +30,8 @@ def _flag(f: Field, prefix: str = "") -> str:
 def _default(f: Field) -> Any:
     if f.default is not MISSING:
         return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not MISSING:
+        return f.default_factory()
     return ...
 
 
@@ -61,7 +61,7 @@ def _walk(cls: type, prefix: str = "") -> Iterator[tuple[str, Field, Any, str]]:
 
 def flags_of(cls: type) -> dict[str, str]:
     """Field name -> its flag, nested fields included under their own names (for messages)."""
-    out = {}
+    out: dict[str, str] = {}
     for _, f, _, prefix in _walk(cls):
         out.setdefault(f.name, _flag(f, prefix))
     return out

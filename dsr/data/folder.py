@@ -192,8 +192,7 @@ def prepare_folder_splits(
     recordings: dict[str, list[Recording]] = defaultdict(list)
     supervisions: dict[str, list[SupervisionSegment]] = defaultdict(list)
     for entry in lines:
-        split = _call_policy(split_of, entry, transcripts, "split")
-        check_name(split, f"split_of({entry.utt_id!r})")
+        split = check_name(_call_policy(split_of, entry, transcripts, "split"), f"split_of({entry.utt_id!r})")
         report = reports.setdefault(split, PrepareReport(corpus, split))
         path = _find_audio(index, audio_dir, entry, transcripts)
         try:

@@ -20,7 +20,7 @@ logger = logging.getLogger("dsr")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def check_name(value: str, what: str) -> str:
+def check_name(value: object, what: str) -> str:
     """Return ``value`` if it is a usable corpus/split name, else raise ``ValueError``."""
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(f"{what} must match {_NAME_RE.pattern!r}, got {value!r}")

@@ -10,17 +10,20 @@ first-pass order, and its 1-best, come back unchanged.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from dsr.decoding.beam_search import Hypothesis
 from dsr.models.attention_decoder import AttentionDecoder
 
+if TYPE_CHECKING:
+    from dsr.models.whisper.dsr_modules import WhisperDecoderHead
+
 
 @torch.no_grad()
 def attention_rescore(
-    decoder: AttentionDecoder | torch.nn.Module,
+    decoder: AttentionDecoder | WhisperDecoderHead,
     encoder_out: torch.Tensor,
     encoder_lens: torch.Tensor,
     nbest: list[list[Hypothesis]],
@@ -50,7 +53,7 @@ def attention_rescore(
     scores = decoder.score(encoder_out, encoder_lens, [[convert(h.tokens) for h in hyps] for hyps in nbest])
     out = []
     for hyps, att in zip(nbest, scores):
-        rescored = [replace(h, attention_score=a) for h, a in zip(hyps, att)]
-        rescored.sort(key=lambda h: h.score + attention_scale * h.attention_score, reverse=True)
-        out.append(rescored)
+        ranked = [(h.score + attention_scale * a, replace(h, attention_score=a)) for h, a in zip(hyps, att)]
+        ranked.sort(key=lambda pair: pair[0], reverse=True)  # stable: ties keep the first-pass order
+        out.append([h for _, h in ranked])
     return out

@@ -166,11 +166,12 @@ def modified_beam_search(
     n, t_max, _ = encoder_out.shape
     device = encoder_out.device
     blank = model.blank_id
-    ctx_size = model.predictor.context_size
-    vocab = model.joiner.vocab_size
+    predictor, joiner = model.transducer_heads()
+    ctx_size = predictor.context_size
+    vocab = joiner.vocab_size
     root = context_graph.root if context_graph is not None else None
     beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root)} for _ in range(n)]
-    enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
+    enc_proj = joiner.encoder_proj(encoder_out)  # (N, T, J)
     bonus_rows: dict[ContextState, torch.Tensor] = {}
     lens = encoder_lens.tolist()
 
@@ -184,9 +185,9 @@ def modified_beam_search(
         # the left matches greedy search's initial context (blank's embedding is zero).
         contexts = [((blank,) * ctx_size + h.tokens)[-ctx_size:] for h in flat]
         ctx_t = torch.tensor(contexts, dtype=torch.long, device=device)  # (H, ctx)
-        dec_proj = model.joiner.decoder_proj(model.predictor(ctx_t, need_pad=False)).squeeze(1)  # (H, J)
+        dec_proj = joiner.decoder_proj(predictor(ctx_t, need_pad=False)).squeeze(1)  # (H, J)
         rows = torch.tensor([a for a, hs in zip(active, hyps) for _ in hs], device=device)
-        logits = model.joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
+        logits = joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
         # float64 from here: scores summed over thousands of frames must still rank exactly.
         log_probs = logits.float().log_softmax(dim=-1).double()  # (H, V)
         prev = torch.tensor([h.score for h in flat], dtype=torch.float64, device=device)  # (H,)

@@ -88,7 +88,8 @@ class ContextGraph:
         self.root = ContextState(token=-1, depth=0, token_score=0.0, node_score=0.0)
         self.phrases: list[Phrase] = []
         for i, tokens in enumerate(phrases):
-            score = default_score if scores is None or scores[i] is None else float(scores[i])
+            given = scores[i] if scores is not None else None
+            score = default_score if given is None else float(given)
             text = texts[i] if texts is not None else " ".join(map(str, tokens))
             self._insert(Phrase(text, tuple(int(t) for t in tokens), score))
         self._fill_fail_links()

@@ -222,11 +222,14 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
         from dsr.decoding.faster_whisper_ref import FasterWhisperReference
 
         reference = FasterWhisperReference(str(o.pretrained), o.num_threads, language=o.whisper_language)
-    tokenizer = Tokenizer(o.lang_dir) if not o.pretrained else None
+    lang_dir = None if o.pretrained else o.lang_dir
+    # DecodeOptions requires lang_dir without pretrained (speech-LLM runs, which need none, never get here).
+    assert o.pretrained or lang_dir is not None
+    tokenizer = Tokenizer(lang_dir) if lang_dir is not None else None
     loaded = load_decoding_model(o.exp_dir, o.epoch, o.avg, dev, o.use_averaged_model, o.int8, o.pretrained,
                                  o.whisper_language, o.checkpoint)
-    if tokenizer is not None:
-        loaded.check_lang_dir(o.lang_dir, tokenizer, o.checkpoint or o.exp_dir)
+    if tokenizer is not None and lang_dir is not None:
+        loaded.check_lang_dir(lang_dir, tokenizer, o.checkpoint or o.exp_dir)
     search = with_whisper_rescoring(
         search_options(o.beam_size, o.nbest or None, o.hotwords_file, o.hotword_score, tokenizer, o.attention_scale),
         loaded.whisper, tokenizer,
@@ -301,6 +304,8 @@ def decode_one_batch(
             nbests = nbest_search(model, enc, enc_lens, method.name, opts)
             hyps = [hs[0].tokens for hs in nbests]
             if decoder.lexicon is not None:
+                # expand_lexicon takes n-best methods of a dsr model, which has a lang_dir (zero-shot Whisper has neither)
+                assert tokenizer is not None
                 nbests = expand_nbest(model, enc, enc_lens, nbests, tokenizer, decoder.lexicon, method.name,
                                       decoder.options.expand)
         else:
@@ -476,4 +481,7 @@ def decode(
     (``methods``, ``beam_size``, ``streaming``, ...; ``expand_options`` is its ``expand``)."""
     if expand_options is not None:
         options["expand"] = expand_options
-    return decode_manifest(DecodeOptions(exp_dir=exp_dir, lang_dir=lang_dir, **options), cuts_file, progress)
+    # Paths as DecodeOptions types them (it also accepts str, converting exactly so).
+    options["exp_dir"] = Path(exp_dir) if exp_dir is not None else None
+    options["lang_dir"] = Path(lang_dir) if lang_dir is not None else None
+    return decode_manifest(DecodeOptions(**options), cuts_file, progress)

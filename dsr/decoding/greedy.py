@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from dsr.models.transducer import HybridTransducer
 
 
 class TransducerGreedySearch:
@@ -22,7 +27,7 @@ class TransducerGreedySearch:
     """
 
     def __init__(
-        self, model: torch.nn.Module, batch_size: int, device: torch.device, max_sym_per_frame: int = 1,
+        self, model: HybridTransducer, batch_size: int, device: torch.device, max_sym_per_frame: int = 1,
         lookahead: int = 16,
     ) -> None:
         if max_sym_per_frame < 1:
@@ -30,6 +35,7 @@ class TransducerGreedySearch:
         if lookahead < 1:
             raise ValueError(f"lookahead must be >= 1, got {lookahead}")
         self.model = model
+        self.predictor, self.joiner = model.transducer_heads()
         self.max_sym_per_frame = max_sym_per_frame
         self.lookahead = lookahead
         self.hyps: list[list[int]] = [[] for _ in range(batch_size)]
@@ -38,10 +44,10 @@ class TransducerGreedySearch:
         # Encoder frame of each emitted token (parallel to hyps), counted across calls of advance.
         self.timestamps: list[list[int]] = [[] for _ in range(batch_size)]
         self.frames_seen = 0
-        self.context = torch.full((batch_size, model.predictor.context_size), model.blank_id, dtype=torch.long,
+        self.context = torch.full((batch_size, self.predictor.context_size), model.blank_id, dtype=torch.long,
                                   device=device)
         with torch.no_grad():
-            self.dec_proj = model.joiner.decoder_proj(model.predictor(self.context, need_pad=False))  # (N, 1, J)
+            self.dec_proj = self.joiner.decoder_proj(self.predictor(self.context, need_pad=False))  # (N, 1, J)
 
     @torch.no_grad()
     def advance(self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor) -> None:
@@ -58,14 +64,14 @@ class TransducerGreedySearch:
         if encoder_out.dim() != 3 or encoder_out.size(0) != len(self.hyps):
             raise ValueError(f"encoder_out must be ({len(self.hyps)}, T, D), got {tuple(encoder_out.shape)}")
         model, n = self.model, len(self.hyps)
-        enc_proj = model.joiner.encoder_proj(encoder_out)  # (N, T, J)
+        enc_proj = self.joiner.encoder_proj(encoder_out)  # (N, T, J)
         num_frames = min(encoder_out.size(1), int(encoder_lens.max()) if n else 0)
         window = max(1, self.lookahead // max(n, 1))
         frame_index = torch.arange(window, device=encoder_out.device)
         t = 0
         while t < num_frames:
             w = min(window, num_frames - t)
-            logits = model.joiner(enc_proj[:, t : t + w].unsqueeze(2), self.dec_proj.unsqueeze(1), project_input=False)
+            logits = self.joiner(enc_proj[:, t : t + w].unsqueeze(2), self.dec_proj.unsqueeze(1), project_input=False)
             logits = logits.reshape(n, w, -1)
             best = logits.argmax(dim=-1)  # (N, w)
             valid = encoder_lens[:, None] > t + frame_index[:w]  # (N, w)
@@ -78,7 +84,7 @@ class TransducerGreedySearch:
             emit = (best[:, first] != model.blank_id) & valid[:, first]
             self._emit(emit, best[:, first], logits[:, first], self.frames_seen + t)
             for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
-                logits = model.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
+                logits = self.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
                                       project_input=False)
                 logits = logits.reshape(n, -1)
                 frame_best = logits.argmax(dim=-1)
@@ -93,7 +99,6 @@ class TransducerGreedySearch:
     def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, frame: int) -> None:
         """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state;
         ``logits`` (N, V) are the joiner outputs the tokens were chosen from, at encoder frame ``frame``."""
-        model = self.model
         idx = emit.nonzero(as_tuple=True)[0]
         # Normalised only for the emitting rows: a few (V,) rows per emission, cheap next to the joiner.
         token_lp = logits[idx].float().log_softmax(dim=-1).gather(1, tokens[idx, None]).squeeze(1)
@@ -102,12 +107,12 @@ class TransducerGreedySearch:
             self.token_log_probs[i].append(lp)
             self.timestamps[i].append(frame)
         self.context[idx] = torch.cat([self.context[idx, 1:], tokens[idx, None]], dim=1)
-        self.dec_proj[idx] = model.joiner.decoder_proj(model.predictor(self.context[idx], need_pad=False))
+        self.dec_proj[idx] = self.joiner.decoder_proj(self.predictor(self.context[idx], need_pad=False))
 
 
 @torch.no_grad()
 def transducer_greedy_search(
-    model: torch.nn.Module, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, max_sym_per_frame: int = 1
+    model: HybridTransducer, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, max_sym_per_frame: int = 1
 ) -> list[list[int]]:
     """Greedy search over a batch, all utterances advancing one frame at a time.
 
@@ -127,7 +132,7 @@ def transducer_greedy_search(
 
 @torch.no_grad()
 def transducer_greedy_search_with_timestamps(
-    model: torch.nn.Module, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, max_sym_per_frame: int = 1
+    model: HybridTransducer, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, max_sym_per_frame: int = 1
 ) -> tuple[list[list[int]], list[list[int]]]:
     """:func:`transducer_greedy_search`, and the encoder frame of each token (same shapes)."""
     if encoder_out.dim() != 3:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -164,7 +165,9 @@ def transducer_log_likelihood(
             if syms:
                 px[i, : len(syms), :t_len] = sym_lp[syms]
             boundary[i, 2], boundary[i, 3] = len(syms), t_len
-        out += mutual_information_recursion(px, py, boundary).tolist()
+        scores = mutual_information_recursion(px, py, boundary)
+        assert isinstance(scores, torch.Tensor)  # without return_grad: the (B,) scores alone
+        out += scores.tolist()
     return out
 
 
@@ -222,7 +225,7 @@ def expand_hypothesis(
     encode: Callable[[str], list[int] | None],
     acoustic: Callable[[list[list[int]]], list[float]],
     opts: ExpandOptions,
-    existing: set[str] = frozenset(),
+    existing: AbstractSet[str] = frozenset(),
 ) -> list[Hypothesis]:
     """Variants of ``parent`` (whose text is ``words``) made of :func:`candidate_edits`.
 

@@ -38,7 +38,7 @@ class DecodingModel:
     vocabulary: dict[str, Any] | None = None
     vocab_size: int | None = None
 
-    def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, source: Path | str) -> None:
+    def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, source: Path | str | None) -> None:
         """One-line error unless ``lang_dir`` holds the vocabulary this model (from ``source``) was trained with."""
         if self.vocab_size is not None:
             check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size,
@@ -62,6 +62,7 @@ def load_decoding_model(
 
     ``int8`` quantises its Linear layers (:mod:`dsr.decoding.quantize`; the tag gets ``-int8``).
     """
+    whisper: WhisperDecoding | None
     if pretrained:
         model, whisper, tag = zero_shot_model(pretrained, whisper_language)
         frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=model.encoder.input_dim))

@@ -99,13 +99,16 @@ class Recognizer:
             raise ValueError("give the options either as one TranscribeOptions or as keyword arguments, not both")
         self.options = options
         self.device = resolve_device(options.device)
-        self.tokenizer = Tokenizer(options.lang_dir) if not options.pretrained else None
         o = options
+        lang_dir = None if o.pretrained else o.lang_dir
+        # TranscribeOptions requires lang_dir without pretrained.
+        assert o.pretrained or lang_dir is not None
+        self.tokenizer = Tokenizer(lang_dir) if lang_dir is not None else None
         self.loaded: DecodingModel = load_decoding_model(
             o.exp_dir, o.epoch, o.avg, self.device, o.use_averaged_model, o.int8, o.pretrained, o.whisper_language,
             o.checkpoint)
-        if self.tokenizer is not None:
-            self.loaded.check_lang_dir(o.lang_dir, self.tokenizer, o.checkpoint or o.exp_dir)
+        if self.tokenizer is not None and lang_dir is not None:
+            self.loaded.check_lang_dir(lang_dir, self.tokenizer, o.checkpoint or o.exp_dir)
         self.method: DecodingMethod = check_method(self.loaded.model, o.method)
         search = search_options(o.beam_size, None, o.hotwords_file, o.hotword_score, self.tokenizer,
                                 o.attention_scale)

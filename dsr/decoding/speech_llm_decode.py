@@ -214,14 +214,14 @@ def decode_speech_llm(
                     continue
                 nbest = speech_llm_nbest(model, enc, enc_lens, [c.duration for c in cut_list], method, beam_size)
                 latency += [synced_clock(dev) - t0] * len(cut_list)
-                for cut, hs in zip(cut_list, nbest):
+                for cut, hyps in zip(cut_list, nbest):
                     ref = cut.supervisions[0].text or ""
-                    triples.append((cut.id, ref, tokenizer.decode(hs[0].tokens, skip_special_tokens=True).strip()))
+                    triples.append((cut.id, ref, tokenizer.decode(hyps[0].tokens, skip_special_tokens=True).strip()))
                     if method == "speech-llm-beam-search":
                         records.append({"utt_id": cut.id, "ref": ref, "hyps": [
                             {"text": tokenizer.decode(h.tokens, skip_special_tokens=True).strip(), "tokens": h.tokens,
                              "am_score": h.score, "source": "search" if h.finished else "search-unfinished"}
-                            for h in hs]})
+                            for h in hyps]})
                 bar.advance(task, len(cut_list))
         elapsed = time.perf_counter() - start
         if not triples:

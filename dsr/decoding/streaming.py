@@ -11,6 +11,7 @@ import torch
 from dsr.decoding.greedy import TransducerGreedySearch
 from dsr.errors import DsrUserError
 from dsr.evaluation.latency import synced_clock
+from dsr.models.conformer import ConformerEncoder
 from dsr.models.streaming import LOOKAHEAD_FRAMES, SUBSAMPLING, StreamingEncoder, stream_windows
 from dsr.models.transducer import HybridTransducer
 
@@ -40,7 +41,7 @@ def streaming_options(
     """Validate ``--chunk-ms`` / ``--left-context-chunks`` for ``model`` (DsrUserError naming
     the fix); the left context defaults to the model's own ``left_context_chunks``."""
     encoder = model.encoder
-    if not hasattr(encoder, "causal"):  # Whisper's encoder (dsr train --pretrained) has no streaming mode
+    if not isinstance(encoder, ConformerEncoder):  # Whisper's encoder (dsr train --pretrained) has no streaming mode
         raise DsrUserError("--streaming needs a Conformer trained with --causal --chunk-sizes; this model's Whisper "
                            "encoder attends to whole utterances: decode it without --streaming")
     if not encoder.causal:

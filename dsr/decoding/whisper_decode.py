@@ -68,7 +68,7 @@ def decoding_from_checkpoint(ckpt: dict[str, Any], model: HybridTransducer) -> W
     """The :class:`WhisperDecoding` of a checkpoint whose model has a Whisper head, else None."""
     if not model.has_whisper_head:
         return None
-    head = model.attention_decoder
+    head = model.whisper_head()
     from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     if "whisper_tokenizer" not in ckpt:
@@ -120,10 +120,10 @@ def whisper_nbest(
     ``durations`` (seconds per utterance) set the length guard: the encoder output may
     be a padded 30 s window whose frame count says nothing about the speech.
     """
-    head = model.attention_decoder
     if not model.has_whisper_head:
         raise DsrUserError(f"--method {method} needs a Whisper decoder head (dsr train --pretrained ... "
                            "--whisper-decoder, or dsr decode --pretrained NAME for zero-shot Whisper)")
+    head = model.whisper_head()
     if method == "whisper-greedy":
         return [[h] for h in whisper_greedy_search(head, encoder_out, encoder_lens, durations, decoding.search)]
     if method == "whisper-beam-search":

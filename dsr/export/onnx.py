@@ -46,7 +46,7 @@ from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.models.config import ModelConfig, build_model
-from dsr.models.conformer import ConformerEncoder, LayerCache
+from dsr.models.conformer import ConformerEncoder, ConformerLayer, LayerCache
 from dsr.models.streaming import SUBSAMPLING, window_frames
 from dsr.models.transducer import HybridTransducer
 from dsr.models.utterance_norm import normalize_utterances
@@ -198,7 +198,7 @@ class _OnnxEncoder(nn.Module):
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, T, F) raw FBANK, x_lens: (N,) int64 -> (N, T', D) output, (N,) int64 lengths;
         D is the joiner dimension when ``project`` (transducer) else the encoder's."""
-        model, enc = self.model, self.model.encoder
+        model, enc = self.model, self.model.conformer_encoder()
         x = (x - model.feature_mean) / model.feature_std
         x = normalize_utterances(x, x_lens, model.utterance_norm)
         sub = enc.subsampling
@@ -259,7 +259,7 @@ class _OnnxStreamingEncoder(nn.Module):
         """x: (N, 4C + 3, F) raw FBANK window; cached_attn: (L, 2S, N, D); cached_conv: (L, K - 1, N, D);
         processed_frames: (N,) int64 feature frames consumed before this window (a multiple of 4C)
         -> (N, C, joiner_dim) projected encoder output and the two next states."""
-        model, enc = self.model, self.model.encoder
+        model, enc = self.model, self.model.conformer_encoder()
         assert model.joiner is not None
         c, s = self.chunk_size, self.cache_frames
         x = (x - model.feature_mean) / model.feature_std
@@ -277,6 +277,7 @@ class _OnnxStreamingEncoder(nn.Module):
         attn_mask = torch.cat([cached_valid, torch.ones(n, c, dtype=torch.bool)], dim=1)[:, None, None, :]
         next_attn, next_conv = [], []
         for i, layer in enumerate(enc.layers):
+            assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
             h, dh = layer.attn.num_heads, layer.attn.head_dim
             keys = cached_attn[i, :s].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
             values = cached_attn[i, s:].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)

@@ -74,7 +74,7 @@ class WhisperFbankConfig:
         return self.hop_length / self.sampling_rate
 
 
-def hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
+def hz_to_mel_slaney(f: np.ndarray | float) -> np.ndarray:
     """Slaney's Auditory Toolbox mel scale: linear below 1 kHz, logarithmic above (librosa htk=False)."""
     f = np.asarray(f, dtype=np.float64)
     f_sp = 200.0 / 3

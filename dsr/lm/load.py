@@ -130,7 +130,8 @@ def load_causal_lm(
         raise DsrUserError(f"{path}: cannot load the model weights "
                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
     _unflag_dequantized_gguf(model)
-    model.to(dev)  # in place for modules (mypy: transformers types this method wrongly)
+    # In place for modules; transformers wraps to() in a decorator whose annotation expects the model as argument.
+    model.to(dev)  # type: ignore[arg-type]
     return model.eval(), tokenizer
 
 

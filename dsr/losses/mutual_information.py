@@ -41,11 +41,11 @@ backward.  They are exactly the ``(px_grad, py_grad)`` that
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 __all__ = ["mutual_information_recursion"]
 
@@ -266,8 +266,9 @@ class _MutualInformation(torch.autograd.Function):
     """Autograd wrapper: forward returns (scores, px_occ, py_occ)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: FunctionCtx,
+    def forward(
+        # Any: torch's FunctionCtx declares neither saved_tensors, needs_input_grad nor our own in_dtype.
+        ctx: Any,
         px: Tensor,
         py: Tensor,
         boundary: Optional[Tensor],
@@ -279,14 +280,15 @@ class _MutualInformation(torch.autograd.Function):
         )
         ctx.in_dtype = px.dtype
         if need_grad:
+            assert px_occ is not None and py_occ is not None  # computed whenever need_grad
             ctx.save_for_backward(px_occ, py_occ)
             ctx.mark_non_differentiable(px_occ, py_occ)
         return scores, px_occ, py_occ
 
     @staticmethod
     @once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: FunctionCtx, grad_scores: Tensor, _g1: Optional[Tensor], _g2: Optional[Tensor]
+    def backward(
+        ctx: Any, grad_scores: Tensor, _g1: Optional[Tensor], _g2: Optional[Tensor]
     ) -> Tuple[Optional[Tensor], Optional[Tensor], None, None]:
         px_occ, py_occ = ctx.saved_tensors
         g = grad_scores.to(px_occ.dtype).reshape(-1, 1, 1)

@@ -31,7 +31,7 @@ The typical pruned training step::
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -161,6 +161,7 @@ def _loss_from_logprobs(
     if return_grad:
         scores, grads = out
         return _reduce_loss(scores, reduction), grads
+    assert isinstance(out, Tensor)  # without return_grad the recursion returns the scores alone
     return _reduce_loss(out, reduction)
 
 
@@ -239,8 +240,8 @@ class _LogSoftmaxGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, logits: Tensor, index: Tensor
+    def forward(
+        ctx: Any, logits: Tensor, index: Tensor
     ) -> Tensor:
         compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         lse = torch.logsumexp(compute, dim=-1, keepdim=True)  # (..., 1)
@@ -249,8 +250,9 @@ class _LogSoftmaxGather(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    def backward(
+        # Any: torch's FunctionCtx does not declare saved_tensors.
+        ctx: Any, grad_out: Tensor
     ) -> Tuple[Tensor, None]:
         logits, index, lse = ctx.saved_tensors
         # The only logits-sized allocation of the backward; it becomes the result.

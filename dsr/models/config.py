@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -12,6 +12,9 @@ from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
 from dsr.models.transducer import HybridTransducer
+
+if TYPE_CHECKING:
+    from dsr.models.whisper.dsr_modules import WhisperDecoderHead, WhisperEncoder
 
 
 @dataclass
@@ -96,7 +99,7 @@ _TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_contex
 ENCODER_TYPES = ("conformer", "whisper")
 
 
-def _build_encoder(cfg: ModelConfig) -> nn.Module:
+def _build_encoder(cfg: ModelConfig) -> ConformerEncoder | WhisperEncoder:
     if cfg.encoder_type not in ENCODER_TYPES:
         raise ValueError(f"encoder_type must be one of {ENCODER_TYPES} (got {cfg.encoder_type!r})")
     if cfg.encoder_type == "whisper":
@@ -130,7 +133,7 @@ def _build_encoder(cfg: ModelConfig) -> nn.Module:
     )
 
 
-def _build_attention_decoder(cfg: ModelConfig) -> nn.Module | None:
+def _build_attention_decoder(cfg: ModelConfig) -> AttentionDecoder | WhisperDecoderHead | None:
     if cfg.whisper_decoder:
         from dsr.models.whisper.dsr_modules import WhisperDecoderHead
         from dsr.models.whisper.model import WhisperDims

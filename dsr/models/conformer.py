@@ -20,7 +20,7 @@ Design choices, all for speed on small CPU machines and for streaming:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,8 @@ __all__ = ["ConformerEncoder", "ConformerLayer", "LayerCache", "chunk_attention_
 
 class _RotaryEmbedding(nn.Module):
     """Produces the cos/sin tables of rotary position embeddings (rotate-half layout)."""
+
+    inv_freq: torch.Tensor  # a buffer: declared so that type checkers do not see nn.Module.__getattr__'s union
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -381,6 +383,14 @@ class ConformerEncoder(nn.Module):
             ConformerLayer(d_model, num_heads, ffn_dim, conv_kernel_size, dropout, causal) for _ in range(num_layers)
         )
 
+    @overload
+    @staticmethod
+    def output_lengths(lengths: int) -> int: ...
+
+    @overload
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor: ...
+
     @staticmethod
     def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Encoder output frames for ``lengths`` input frames (4x subsampling)."""
@@ -443,6 +453,8 @@ class ConformerEncoder(nn.Module):
             if attn_mask is None:
                 attn_mask = chunk_mask
             else:
+                # attn_mask is the (N, 1, 1, T) key mask built with pad_mask above (no BlockMask on this branch).
+                assert isinstance(attn_mask, torch.Tensor) and pad_mask is not None
                 # A padded query in a chunk that lies entirely in padding would have no
                 # visible key (softmax of nothing = NaN); let padded queries see every key.
                 # Their outputs are padding and never reach valid frames.

@@ -25,11 +25,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from dsr.models.config import ModelConfig, build_model, count_parameters
+from dsr.models.conformer import _FeedForward
 from dsr.models.transducer import HybridTransducer
 
 
@@ -56,9 +58,11 @@ class PruneOptions:
             )
 
 
-def ffn_channel_importance(ffn: nn.Module) -> torch.Tensor:
+def ffn_channel_importance(ffn: _FeedForward) -> torch.Tensor:
     """(F,) importance of the hidden channels of a ``_FeedForward`` module (see module docstring)."""
-    w_in, w_out = ffn.net[1].weight, ffn.net[3].weight  # (F, D), (D, F)
+    lin_in, lin_out = ffn.net[1], ffn.net[3]
+    assert isinstance(lin_in, nn.Linear) and isinstance(lin_out, nn.Linear)  # _FeedForward: LN, Linear, SiLU, Linear
+    w_in, w_out = lin_in.weight, lin_out.weight  # (F, D), (D, F)
     return w_in.norm(dim=1) * w_out.norm(dim=0)
 
 
@@ -70,7 +74,7 @@ def layer_importance(model: HybridTransducer, features: torch.Tensor, lengths: t
         features: (N, T, F) raw features (the model normalises them).
         lengths: (N,) valid frames.
     """
-    encoder = model.encoder
+    encoder = model.conformer_encoder()
     scores: list[torch.Tensor] = []
     valid: dict[str, torch.Tensor] = {}
 
@@ -99,7 +103,7 @@ def prune_model(
     options: PruneOptions,
     features: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
-) -> tuple[HybridTransducer, ModelConfig, dict[str, object]]:
+) -> tuple[HybridTransducer, ModelConfig, dict[str, Any]]:
     """A smaller copy of ``model``: feed-forward channels and layers removed by importance.
 
     Args:
@@ -117,7 +121,7 @@ def prune_model(
     if options.drop_layers and (features is None or lengths is None):
         raise ValueError("dropping layers needs features to score them (features, lengths)")
     model = model.eval()
-    report: dict[str, object] = {"parameters_before": count_parameters(model)}
+    report: dict[str, Any] = {"parameters_before": count_parameters(model)}
     keep_layers = list(range(cfg.num_encoder_layers))
     if options.drop_layers:
         assert features is not None and lengths is not None
@@ -138,9 +142,9 @@ def prune_model(
                 continue
             key = f"encoder.layers.{keep_layers.index(int(old))}.{rest}"
         new_state[key] = value
-    for i, old in enumerate(keep_layers):
+    for i, kept in enumerate(keep_layers):
         for name in ("ffn1", "ffn2"):
-            ffn = getattr(model.encoder.layers[old], name)
+            ffn = getattr(model.conformer_encoder().layers[kept], name)
             # Kept channels in their original order (any order computes the same function).
             keep = ffn_channel_importance(ffn).argsort(descending=True)[:new_ffn].sort().values
             prefix = f"encoder.layers.{i}.{name}.net"
@@ -164,7 +168,7 @@ def prune_checkpoint(
     use_averaged_model: bool = True,
     cuts: Path | None = None,
     num_utts: int = 20,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Prune the model of ``exp_dir`` (epoch/avg as ``dsr decode``) or ``checkpoint`` and write
     ``out``, a checkpoint that ``dsr decode --checkpoint``-style loaders, ``dsr train --init-from``
     and ``dsr export onnx --checkpoint`` read.  Layers are scored on the first ``num_utts``

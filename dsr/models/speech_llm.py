@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from dsr.errors import DsrUserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from dsr.models.conformer import ConformerEncoder
+    from dsr.models.whisper.dsr_modules import WhisperEncoder
 
 SPEECH_PLACEHOLDER = "<speech>"
 DEFAULT_INSTRUCTION = "Transcribe the speech."
@@ -176,6 +179,7 @@ def build_prompt(
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": SPEECH_PLACEHOLDER}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert isinstance(text, str)  # tokenize=False returns the rendered text, not ids
         if text.count(SPEECH_PLACEHOLDER) != 1:
             raise DsrUserError(f"the LLM's chat template does not keep the user's message as written; "
                                f"train with --no-speech-llm-chat-template")
@@ -216,9 +220,13 @@ class SpeechLLM(nn.Module):
         blank_id: the CTC blank.
     """
 
+    # Buffers, declared so that type checkers do not see nn.Module.__getattr__'s Tensor | Module.
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: ConformerEncoder | WhisperEncoder,
         llm: PreTrainedModel,
         prompt: SpeechPrompt,
         stack: int = 4,
@@ -247,11 +255,13 @@ class SpeechLLM(nn.Module):
     # ------------------------------------------------------------------ parts
 
     def input_embeddings(self) -> nn.Embedding:
-        return self.llm.get_input_embeddings()
+        # transformers types it as any nn.Module; a causal LM's token table is an nn.Embedding (or a subclass).
+        return cast(nn.Embedding, self.llm.get_input_embeddings())
 
     def base_llm(self) -> PreTrainedModel:
         """The transformers model inside a peft wrapper (itself without one)."""
-        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        get_base_model = getattr(self.llm, "get_base_model", None)  # peft's PeftModel has it
+        return get_base_model() if get_base_model is not None else self.llm
 
     @property
     def eos_id(self) -> int:
@@ -490,10 +500,12 @@ def add_lora(llm: PreTrainedModel, rank: int, alpha: float, dropout: float, targ
     from peft import LoraConfig, get_peft_model
 
     target: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, bias="none",
+    # peft annotates lora_alpha as int, but scales by lora_alpha / r in floating point: a float alpha is valid.
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, bias="none",  # type: ignore[arg-type]
                         task_type="CAUSAL_LM")
     try:
-        return get_peft_model(llm, config)
+        # A PeftModel forwards every attribute it lacks to the PreTrainedModel it wraps.
+        return cast("PreTrainedModel", get_peft_model(llm, config))
     except ValueError as e:
         raise DsrUserError(f"--lora-targets {targets}: {str(e).splitlines()[0]}") from e
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dsr.models.chunked_attention import with_visible_key
-from dsr.models.conformer import LayerCache
+from dsr.models.conformer import ConformerLayer, LayerCache
 from dsr.models.subsampling import Conv2dSubsampling
 from dsr.models.transducer import HybridTransducer
 
@@ -53,7 +53,7 @@ class StreamingEncoder:
     """
 
     def __init__(self, model: HybridTransducer, chunk_size: int, left_context_chunks: int) -> None:
-        if not model.encoder.causal:
+        if not model.conformer_encoder().causal:
             raise ValueError("streaming needs an encoder with causal convolutions (causal=True)")
         if model.utterance_norm != "none":
             # Per-utterance statistics need the utterance's last frame before its first chunk.
@@ -63,6 +63,7 @@ class StreamingEncoder:
         if left_context_chunks < -1:
             raise ValueError(f"left_context_chunks must be -1 (all) or >= 0 (got {left_context_chunks})")
         self.model = model
+        self.encoder = model.conformer_encoder()
         self.chunk_size = chunk_size
         self.left_context_chunks = left_context_chunks
         self.frames_done = 0
@@ -76,7 +77,8 @@ class StreamingEncoder:
 
     def _empty_caches(self, batch_size: int, like: torch.Tensor) -> list[LayerCache]:
         caches = []
-        for layer in self.model.encoder.layers:
+        for layer in self.encoder.layers:
+            assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
             attn, conv = layer.attn, layer.conv
             kv = like.new_zeros(batch_size, attn.num_heads, 0, attn.head_dim)
             caches.append(LayerCache(kv, kv, like.new_zeros(batch_size, like.size(-1), conv.kernel_size - 1)))
@@ -104,12 +106,12 @@ class StreamingEncoder:
             that are valid.
         """
         n, t, f = window.shape
-        if t != self.window_frames or f != self.model.encoder.input_dim:
-            expected = (self.window_frames, self.model.encoder.input_dim)
+        if t != self.window_frames or f != self.encoder.input_dim:
+            expected = (self.window_frames, self.encoder.input_dim)
             raise ValueError(f"window must be (N, {expected[0]}, {expected[1]}), got {tuple(window.shape)}")
         if num_frames.shape != (n,):
             raise ValueError(f"num_frames must be ({n},), got {tuple(num_frames.shape)}")
-        encoder = self.model.encoder
+        encoder = self.encoder
         x = (window - self.model.feature_mean) / self.model.feature_std
         x, _ = encoder.subsampling(x, torch.full((n,), t, device=x.device))
         x = encoder.input_dropout(x)  # (N, C, D)
@@ -126,6 +128,7 @@ class StreamingEncoder:
         cos, sin = encoder.rotary(self.chunk_size, offset=self.frames_done)
         caches = []
         for layer, cache in zip(encoder.layers, self.caches):
+            assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
             x, cache = layer.forward_chunk(x, attn_mask, pad_mask, cos, sin, cache)
             caches.append(self._trim(cache))
         self.caches = caches

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import overload
+
 import torch
 from torch import nn
 
@@ -26,7 +29,7 @@ class Conv2dSubsampling(nn.Module):
     #: shortest input (in frames) that still yields one output frame.
     min_input_length: int = 7
 
-    def __init__(self, in_dim: int, out_dim: int, channels: tuple[int, int] = (16, 64)) -> None:
+    def __init__(self, in_dim: int, out_dim: int, channels: Sequence[int] = (16, 64)) -> None:
         super().__init__()
         if in_dim < self.min_input_length:
             raise ValueError(f"in_dim must be >= {self.min_input_length} (got {in_dim})")
@@ -49,6 +52,14 @@ class Conv2dSubsampling(nn.Module):
         # ~10x smaller than what the first blocks add, and training settles on a label prior
         # that ignores the audio (ESPnet scales by sqrt(d_model) for the same reason).
         self.out_norm = nn.LayerNorm(out_dim)
+
+    @overload
+    @staticmethod
+    def output_lengths(lengths: int) -> int: ...
+
+    @overload
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor: ...
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor | int) -> torch.Tensor | int:

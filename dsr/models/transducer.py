@@ -14,7 +14,11 @@ from dsr.models.conformer import ConformerEncoder
 from dsr.models.joiner import Joiner
 from dsr.models.predictor import StatelessPredictor
 from dsr.models.utterance_norm import UTTERANCE_NORMS, normalize_utterances
-from dsr.models.whisper.dsr_modules import is_whisper_head
+from dsr.models.whisper.dsr_modules import (
+    WhisperDecoderHead,
+    WhisperEncoder,
+    is_whisper_head,
+)
 
 
 def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -48,15 +52,19 @@ class HybridTransducer(nn.Module):
             :data:`~dsr.models.utterance_norm.UTTERANCE_NORMS` (``"none"``: global only).
     """
 
+    # Buffers, declared so that type checkers do not see nn.Module.__getattr__'s Tensor | Module.
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
     def __init__(
         self,
-        encoder: ConformerEncoder,
+        encoder: ConformerEncoder | WhisperEncoder,
         predictor: StatelessPredictor | None,
         joiner: Joiner | None,
         vocab_size: int,
         blank_id: int = 0,
         ctc: bool = True,
-        attention_decoder: AttentionDecoder | None = None,
+        attention_decoder: AttentionDecoder | WhisperDecoderHead | None = None,
         utterance_norm: str = "none",
     ) -> None:
         super().__init__()
@@ -118,6 +126,24 @@ class HybridTransducer(nn.Module):
     @property
     def has_transducer(self) -> bool:
         return self.joiner is not None
+
+    def transducer_heads(self) -> tuple[StatelessPredictor, Joiner]:
+        """The predictor and the joiner; ``ValueError`` for a model without the transducer head."""
+        if self.predictor is None or self.joiner is None:
+            raise ValueError("this model has no transducer head (predictor and joiner)")
+        return self.predictor, self.joiner
+
+    def conformer_encoder(self) -> ConformerEncoder:
+        """The encoder as a Conformer (streaming, ONNX export and pruning need one); ``TypeError`` for Whisper's."""
+        if not isinstance(self.encoder, ConformerEncoder):
+            raise TypeError(f"expected a ConformerEncoder, got {type(self.encoder).__name__}")
+        return self.encoder
+
+    def whisper_head(self) -> WhisperDecoderHead:
+        """The attention head as Whisper's decoder; ``TypeError`` when it is not one."""
+        if not isinstance(self.attention_decoder, WhisperDecoderHead):
+            raise TypeError("this model's attention head is not Whisper's decoder")
+        return self.attention_decoder
 
     @property
     def has_whisper_head(self) -> bool:

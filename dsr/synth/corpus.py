@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
@@ -291,7 +291,7 @@ class _Progress:
 
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled, self.total = enabled, total
-        self._progress = None
+        self._progress: Any = None  # a rich Progress once entered; rich is imported only when enabled
 
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
@@ -299,13 +299,14 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self._progress = Progress(
+        progress = Progress(
             TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=Console(stderr=True),
         )
-        self._progress.__enter__()
-        task = self._progress.add_task("synth", total=self.total)
-        return lambda n: self._progress.advance(task, n)
+        self._progress = progress
+        progress.__enter__()
+        task = progress.add_task("synth", total=self.total)
+        return lambda n: progress.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

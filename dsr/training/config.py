@@ -507,7 +507,8 @@ class TrainConfig:
 
 def _nested_type(f: Field) -> type:
     """The options class of a nested field (its default factory builds one)."""
-    return type(f.default_factory())  # type: ignore[misc]
+    assert f.default_factory is not MISSING, f"nested field {f.name} needs a default_factory"
+    return type(f.default_factory())
 
 
 def int_list(text: str, name: str) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ so both read features the same way.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ def make_loader(
     """
     if max_duration <= 0:
         raise ValueError(f"max_duration must be > 0, got {max_duration}")
-    transforms = []
+    transforms: list[Callable[..., Any]] = []  # feature transforms of the dataset, applied in order
     if gain_db > 0:
         transforms.append(RandomGain(gain_db, fbank=frontend))
     if freq_warp > 0:
@@ -162,7 +162,7 @@ def make_loader(
     if edge_trim > 0 and endpoint_trim_db > 0:
         raise ValueError("give edge_trim or endpoint_trim_db, not both")
     inputs = feature_cache if feature_cache is not None else PrecomputedFeatures()
-    cut_transforms = []
+    cut_transforms: list[Callable[..., Any]] = []
     if edge_trim > 0:
         cut_transforms.append(RandomEdgeTrim(edge_trim, min_keep=edge_trim_keep))
     if endpoint_trim_db > 0:

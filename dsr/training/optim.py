@@ -38,7 +38,7 @@ class WarmupEden(torch.optim.lr_scheduler.LRScheduler):
         s = ((step**2 + self.lr_batches**2) / self.lr_batches**2) ** -0.25
         return warm * e * s
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's signature: base_lrs may hold tensors
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 

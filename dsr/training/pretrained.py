@@ -63,7 +63,8 @@ def load_pretrained(cfg: TrainConfig) -> PretrainedWhisper:
     from dsr.models.whisper.load import load_whisper, resolve_pretrained
 
     loaded = load_whisper(resolve_pretrained(cfg.pretrained))
-    tokenizer, prompt = None, ()
+    tokenizer = None
+    prompt: tuple[int, ...] = ()
     if cfg.whisper_decoder:
         if loaded.tokenizer_json is None:
             raise DsrUserError(
@@ -95,7 +96,7 @@ def optimizer_groups(
     ids = {id(p) for n, p in model.named_parameters() if n in pretrained}
     old = [p for p in trainable if id(p) in ids]
     new = [p for p in trainable if id(p) not in ids]
-    groups = [{"params": new}] if new else []
+    groups: list[dict[str, Any]] = [{"params": new}] if new else []
     if old:
         groups.append({"params": old, "lr": cfg.base_lr * cfg.pretrained_lr_scale})
     logger.info("learning rates: %.2e for %d new tensors, %.2e for %d pretrained ones", cfg.base_lr, len(new),

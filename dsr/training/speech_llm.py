@@ -26,10 +26,11 @@ import random
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
@@ -73,7 +74,8 @@ def build_for_training(
     llm, tokenizer = load_llm(llm_path)
     scfg = SpeechLLMConfig(
         encoder={}, llm_path=str(llm_path.resolve()), llm_fingerprint=fingerprint(llm_path),
-        llm_dim=llm.get_input_embeddings().embedding_dim, projector_stack=cfg.projector_stack,
+        # get_input_embeddings is typed as any nn.Module; a causal LM's token table is an nn.Embedding.
+        llm_dim=cast(nn.Embedding, llm.get_input_embeddings()).embedding_dim, projector_stack=cfg.projector_stack,
         projector_hidden=cfg.projector_hidden, use_ctc=ctc_vocab_size > 0, instruction=cfg.speech_llm_instruction,
         lora_rank=cfg.lora_rank if cfg.speech_llm_stage == 2 else 0, lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets, use_chat_template=cfg.speech_llm_chat_template,

@@ -171,7 +171,7 @@ def compute_loss(
     cfg: TrainConfig,
     device: torch.device,
     step: int,
-    teacher: torch.nn.Module | None = None,
+    teacher: HybridTransducer | None = None,
     attention_tokens: Callable[[str], list[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scaled total loss per frame, and its parts (per frame) for logging.
@@ -227,8 +227,8 @@ def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = 
             tot += loss.item()
             n += 1
     model.train()
-    tot, n = distributed.sum_across_ranks([tot, n], device, dist_info)
-    return tot / max(n, 1)
+    tot, count = distributed.sum_across_ranks([tot, n], device, dist_info)
+    return tot / max(count, 1)
 
 
 def _seed(seed: int) -> None:
@@ -281,7 +281,7 @@ class TrainState:
     data: TrainData
     averager: ModelAverager | None = None  # rank 0 only: it alone saves checkpoints
     whisper: PretrainedWhisper | None = None
-    teacher: torch.nn.Module | None = None
+    teacher: HybridTransducer | None = None
     # Transcript -> the attention head's targets when that head has its own vocabulary (Whisper's decoder).
     attention_tokens: Callable[[str], list[int]] | None = None
     writer: Any = None  # tensorboard SummaryWriter (rank 0, when installed)
@@ -436,12 +436,13 @@ def _data(cfg: TrainConfig, info: DistInfo, mcfg: ModelConfig) -> TrainData:
     train_cuts = filter_cuts(load_cut_list(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
     if len(train_cuts) == 0:
         raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
-    shard = {"world_size": info.world_size, "rank": info.rank}
+    # Keyword arguments of make_loader (Any: they are checked against its parameters where spread).
+    shard: dict[str, Any] = {"world_size": info.world_size, "rank": info.rank}
     # One in-memory feature budget shared by the training, curriculum and validation loaders.
     cache = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None
     frontend = _check_training_frontend(cfg, train_cuts, mcfg)
     # The training and curriculum loaders differ only in order and bucketing.
-    train_options = dict(
+    train_options: dict[str, Any] = dict(
         spec_augment=cfg.spec_augment, freq_warp=cfg.freq_warp, gain_db=cfg.gain_db, edge_trim=cfg.edge_trim,
         endpoint_trim_db=cfg.endpoint_trim_db, edge_trim_keep=cfg.edge_trim_keep, num_workers=cfg.num_workers,
         seed=cfg.seed, feature_cache=cache, frontend=frontend_from_dict(frontend), **shard,
@@ -756,6 +757,8 @@ def feature_stats(cuts, max_cuts: int = 500) -> tuple[torch.Tensor, torch.Tensor
         total = f.sum(0) if total is None else total + f.sum(0)
         total_sq = (f * f).sum(0) if total_sq is None else total_sq + (f * f).sum(0)
         n += f.shape[0]
+    if total is None or total_sq is None:
+        raise ValueError("feature_stats needs at least one cut")
     mean = total / n
     std = (total_sq / n - mean * mean).clamp(min=1e-8).sqrt()
     return mean.float(), std.float()

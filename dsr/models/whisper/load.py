@@ -771,6 +771,7 @@ class _Ct2Mapper:
                                f"not a Whisper model this reader knows -- re-convert it with ctranslate2 4.x")
         value, dequantised = self.m.float_tensor(name)
         target = self.m.resolve(name)
+        assert target is not None  # `name in self.m` above: it resolves
         self.used.update({name, target, f"{target}_scale"})
         self.dtypes.add(str(self.m.variables[target].dtype).removeprefix("torch."))
         if dequantised:

@@ -92,7 +92,7 @@ class DecoderCache:
     """
 
     self_attn: list[AttentionCache | None] = field(default_factory=list)
-    cross_attn: list[AttentionCache | None] = field(default_factory=list)
+    cross_attn: list[AttentionCache] = field(default_factory=list)  # one per block, never None
 
     @property
     def length(self) -> int:
@@ -189,6 +189,8 @@ def conv_output_lengths(num_frames: torch.Tensor) -> torch.Tensor:
 class AudioEncoder(nn.Module):
     """Two convolutions (the second with stride 2) and Transformer blocks over log-mel frames."""
 
+    positional_embedding: torch.Tensor  # a buffer: declared so that type checkers do not see Tensor | Module
+
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int) -> None:
         super().__init__()
         self.n_ctx = n_ctx
@@ -257,8 +259,16 @@ class TextDecoder(nn.Module):
 
     def new_cache(self, xa: torch.Tensor) -> DecoderCache:
         """A cache holding the cross-attention keys/values of the (N, S, D) encoder output ``xa``."""
-        cross = [b.cross_attn.project_kv(xa) for b in self.blocks]  # type: ignore[union-attr]
-        return DecoderCache(self_attn=[None] * len(self.blocks), cross_attn=list(cross))
+        return DecoderCache(self_attn=[None] * len(self.blocks), cross_attn=self._cross_kv(xa))
+
+    def _cross_kv(self, xa: torch.Tensor) -> list[AttentionCache]:
+        """Each block's cross-attention keys/values of the (N, S, D) encoder output ``xa``."""
+        out = []
+        for block in self.blocks:
+            # Decoder blocks are built with cross_attention=True (ModuleList iterates as plain Modules).
+            assert isinstance(block, ResidualAttentionBlock) and block.cross_attn is not None
+            out.append(block.cross_attn.project_kv(xa))
+        return out
 
     def forward(
         self,
@@ -283,11 +293,11 @@ class TextDecoder(nn.Module):
         if cache is None:
             if xa is None:
                 raise ValueError("give the encoder output xa or a cache made from it")
-            cross = [b.cross_attn.project_kv(xa) for b in self.blocks]  # type: ignore[union-attr]
+            cross = self._cross_kv(xa)
             selfs: list[AttentionCache | None] = [None] * len(self.blocks)
         else:
             cross, selfs = cache.cross_attn, cache.self_attn
-        s = cross[0].key.size(2)  # type: ignore[union-attr]
+        s = cross[0].key.size(2)
         cross_mask = None
         if xa_lens is not None:
             cross_mask = (torch.arange(s, device=x.device)[None, :] < xa_lens.to(x.device)[:, None])[:, None, None, :]
