@@ -89,8 +89,9 @@ def _worker(args) -> None:
         torch.set_num_threads(args.num_threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    enc = ConformerEncoder(80, args.encoder_dim, args.num_layers, 4, 4 * args.encoder_dim, 15, dropout=0.0,
-                           causal=True).to(device)
+    enc = ConformerEncoder(
+        80, args.encoder_dim, args.num_layers, 4, 4 * args.encoder_dim, 15, dropout=0.0, causal=True
+    ).to(device)
     print(json.dumps(measure(enc, args.modes[0], args.seconds[0], args, device)))
 
 
@@ -109,15 +110,24 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return _worker(args)
-    print(f"encoder {args.encoder_dim}x{args.num_layers} on {args.device}, chunk {args.chunk_size} frames, "
-          f"left context {args.left_context_chunks} chunks; batch 1, forward + backward")
+    print(
+        f"encoder {args.encoder_dim}x{args.num_layers} on {args.device}, chunk {args.chunk_size} frames, "
+        f"left context {args.left_context_chunks} chunks; batch 1, forward + backward"
+    )
     print(f"{'mode':<12} {'seconds':>8} {'saved MB':>10} {'x':>6} {'peak MB':>9} {'x':>6} {'ms':>9} {'x':>6}")
     for mode in args.modes:
         first = None
         for seconds in args.seconds:
             cmd = [sys.executable, __file__, "--worker", "--modes", mode, "--seconds", str(seconds)]
-            for flag in ("chunk_size", "left_context_chunks", "encoder_dim", "num_layers", "repeats", "device",
-                         "num_threads"):
+            for flag in (
+                "chunk_size",
+                "left_context_chunks",
+                "encoder_dim",
+                "num_layers",
+                "repeats",
+                "device",
+                "num_threads",
+            ):
                 cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -125,8 +135,10 @@ def main() -> None:
             none = f"{'-':>9} {'-':>6}"
             peak = f"{r['peak'] / 2**20:9.1f} {r['peak'] / first['peak']:6.2f}" if r["peak"] is not None else none
             ms = f"{r['ms']:9.1f} {r['ms'] / first['ms']:6.2f}" if r["ms"] is not None else none
-            print(f"{mode:<12} {seconds:8.0f} {r['saved'] / 2**20:10.1f} {r['saved'] / first['saved']:6.2f} {peak} {ms}",
-                  flush=True)
+            print(
+                f"{mode:<12} {seconds:8.0f} {r['saved'] / 2**20:10.1f} {r['saved'] / first['saved']:6.2f} {peak} {ms}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dsr.data.cuts import load_cuts  # noqa: E402
 from dsr.decoding.beam_search import modified_beam_search  # noqa: E402
+from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search  # noqa: E402
 from dsr.decoding.loading import load_model  # noqa: E402
 from dsr.decoding.quantize import quantize_int8  # noqa: E402
-from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search  # noqa: E402
 from dsr.decoding.streaming import streaming_options  # noqa: E402
 from dsr.models import HybridTransducer, ModelConfig, build_model  # noqa: E402
 from dsr.models.streaming import StreamingEncoder, stream_windows  # noqa: E402
-from dsr.data.cuts import load_cuts  # noqa: E402
 
 GOAL_RTF = 0.02
 
@@ -63,7 +63,9 @@ def reference_gflops(size: int = 512, repeats: int = 20) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def load_batches(cuts_file: Path, num_utts: int, batch_size: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float]:
+def load_batches(
+    cuts_file: Path, num_utts: int, batch_size: int
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float]:
     """The first ``num_utts`` cuts' features as padded (N, T, F) batches with (N,) lengths; audio seconds."""
     cuts = list(load_cuts(cuts_file).subset(first=num_utts))
     batches = []
@@ -127,8 +129,11 @@ def time_streaming(model: HybridTransducer, batches: list, chunk_ms: float, repe
 def report(name: str, params: int, mode: str, timing: tuple[float, float, int], audio_s: float) -> None:
     enc_s, search_s, symbols = timing
     rtf = (enc_s + search_s) / audio_s
-    print(f"{name:<15} {params / 1e6:6.2f}M  {mode:<29} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
-          f"{symbols:8d} {rtf / GOAL_RTF:8.2f}", flush=True)
+    print(
+        f"{name:<15} {params / 1e6:6.2f}M  {mode:<29} {rtf:8.4f} {enc_s / audio_s:9.4f} {search_s / audio_s:9.4f} "
+        f"{symbols:8d} {rtf / GOAL_RTF:8.2f}",
+        flush=True,
+    )
 
 
 def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: float, args: argparse.Namespace) -> None:
@@ -146,7 +151,9 @@ def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: floa
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--cuts", type=Path, required=True, help="Cuts manifest with features.")
     p.add_argument("--exp-dir", type=Path, help="Trained model (the recipe's).")
     p.add_argument("--epoch", type=int, default=0)
@@ -160,19 +167,32 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=500)
     p.add_argument("--num-utts", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=1, help="Utterances decoded together (streams in lockstep).")
-    p.add_argument("--int8", action="store_true",
-                   help="Quantise the Linear layers to int8 (dynamic) first: how far cheaper arithmetic goes.")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="Runs per batch; the best counts (other jobs on the cores only ever slow a run down).")
-    p.add_argument("--only", nargs="+", choices=("trained", "streaming", "big"), default=("trained", "streaming", "big"))
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="Quantise the Linear layers to int8 (dynamic) first: how far cheaper arithmetic goes.",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="Runs per batch; the best counts (other jobs on the cores only ever slow a run down).",
+    )
+    p.add_argument(
+        "--only", nargs="+", choices=("trained", "streaming", "big"), default=("trained", "streaming", "big")
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     batches, audio_s = load_batches(args.cuts, args.num_utts, args.batch_size)
-    print(f"reference: single-thread float32 matmul {reference_gflops():.1f} GFLOP/s; {sum(len(l) for _, l in batches)} "
-          f"utts, {audio_s:.1f} s of audio, batch size {args.batch_size}, torch {torch.__version__}")
-    print(f"{'model':<15} {'params':>7}  {'decoding':<29} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
-          f"{'RTF/0.02':>8}")
+    print(
+        f"reference: single-thread float32 matmul {reference_gflops():.1f} GFLOP/s; {sum(len(utts) for _, utts in batches)} "
+        f"utts, {audio_s:.1f} s of audio, batch size {args.batch_size}, torch {torch.__version__}"
+    )
+    print(
+        f"{'model':<15} {'params':>7}  {'decoding':<29} {'RTF':>8} {'encoder':>9} {'search':>9} {'symbols':>8} "
+        f"{'RTF/0.02':>8}"
+    )
     with torch.inference_mode():
         if "trained" in args.only and args.exp_dir:
             bench_model("trained", load_model(args.exp_dir, args.epoch, args.avg)[0], batches, audio_s, args)
@@ -180,9 +200,15 @@ def main() -> None:
             model = load_model(args.streaming_exp_dir, args.streaming_epoch, 1)[0]
             bench_model("streaming", model, batches, audio_s, args)
         if "big" in args.only:
-            cfg = ModelConfig(feature_dim=batches[0][0].size(-1), encoder_dim=args.encoder_dim,
-                              num_encoder_layers=args.num_layers, ffn_dim=args.ffn_dim, decoder_dim=512, joiner_dim=512,
-                              vocab_size=args.vocab_size)
+            cfg = ModelConfig(
+                feature_dim=batches[0][0].size(-1),
+                encoder_dim=args.encoder_dim,
+                num_encoder_layers=args.num_layers,
+                ffn_dim=args.ffn_dim,
+                decoder_dim=512,
+                joiner_dim=512,
+                vocab_size=args.vocab_size,
+            )
             bench_model("big-random", build_model(cfg).eval(), batches, audio_s, args)
 
 

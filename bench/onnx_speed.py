@@ -80,8 +80,11 @@ def main() -> None:
     p.add_argument("--num-utts", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--keep-export", type=Path, help="Write the export here instead of a temporary directory.")
-    p.add_argument("--streaming", action="store_true",
-                   help="Also streaming (a causal model; with --random-model a causal chunked one).")
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Also streaming (a causal model; with --random-model a causal chunked one).",
+    )
     p.add_argument("--chunk-ms", type=float, default=320.0, help="Streaming chunk.")
     p.add_argument("--left-context-chunks", type=int, default=4, help="Streaming left context, in chunks.")
     args = p.parse_args()
@@ -98,7 +101,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.random_model:
         chunk = round(args.chunk_ms / 40)
-        causal = dict(causal=True, chunk_size=chunk, left_context_chunks=args.left_context_chunks) if args.streaming else {}
+        causal = (
+            dict(causal=True, chunk_size=chunk, left_context_chunks=args.left_context_chunks) if args.streaming else {}
+        )
         model, cfg = _random_model(audio, 256, **causal)
         tokens_file = out / "lang-tokens.txt"
         _write_tokens(tokens_file, cfg.vocab_size)
@@ -153,7 +158,6 @@ def main() -> None:
     print(f"export in {out}")
 
 
-
 def _time(systems: dict, inputs: list, rounds: int) -> dict[str, tuple[float, list[float], list[list[int]]]]:
     """Best of ``rounds`` interleaved rounds per system: (total seconds, per-input seconds, outputs)."""
     for run in systems.values():  # warm-up
@@ -193,7 +197,9 @@ def _streaming(args, model, cfg, frontend, tokens_file: Path, out: Path, audio: 
 
     chunk = round(args.chunk_ms / 40)
     sout = out / f"streaming-{args.chunk_ms:g}ms"
-    export_onnx_model(model, cfg, frontend, tokens_file, sout, streaming=StreamingExport(chunk, args.left_context_chunks))
+    export_onnx_model(
+        model, cfg, frontend, tokens_file, sout, streaming=StreamingExport(chunk, args.left_context_chunks)
+    )
     # Half a second of silence after each utterance, as sherpa-onnx's streaming examples add:
     # it runs whole windows only.  Both systems decode exactly the windows sherpa-onnx runs.
     padded = [np.concatenate([a, np.zeros(8000, dtype=np.float32)]) for a in audio]
@@ -226,8 +232,12 @@ def _streaming(args, model, cfg, frontend, tokens_file: Path, out: Path, audio: 
 
     systems = {"dsr PyTorch streaming fp32": dsr_stream, "sherpa-onnx online fp32": sherpa(""),
                "sherpa-onnx online int8": sherpa(".int8")}  # fmt: skip
-    _report(_time(systems, padded, args.rounds), seconds, f"streaming, {args.chunk_ms:g} ms chunks, "
-            f"{args.left_context_chunks} chunks left context (+0.5 s silence per utterance)")
+    _report(
+        _time(systems, padded, args.rounds),
+        seconds,
+        f"streaming, {args.chunk_ms:g} ms chunks, "
+        f"{args.left_context_chunks} chunks left context (+0.5 s silence per utterance)",
+    )
 
 
 if __name__ == "__main__":

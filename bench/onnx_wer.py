@@ -47,9 +47,13 @@ def _sherpa(onnx_dir: Path, suffix: str, audio: list[np.ndarray]) -> list[str]:
     import sherpa_onnx
 
     rec = sherpa_onnx.OfflineRecognizer.from_transducer(
-        encoder=str(onnx_dir / f"encoder{suffix}.onnx"), decoder=str(onnx_dir / f"decoder{suffix}.onnx"),
-        joiner=str(onnx_dir / f"joiner{suffix}.onnx"), tokens=str(onnx_dir / "tokens.txt"), num_threads=1,
-        decoding_method="greedy_search")
+        encoder=str(onnx_dir / f"encoder{suffix}.onnx"),
+        decoder=str(onnx_dir / f"decoder{suffix}.onnx"),
+        joiner=str(onnx_dir / f"joiner{suffix}.onnx"),
+        tokens=str(onnx_dir / "tokens.txt"),
+        num_threads=1,
+        decoding_method="greedy_search",
+    )
     texts = []
     for a in audio:  # one at a time, as dsr's side decodes
         s = rec.create_stream()
@@ -80,14 +84,22 @@ def main() -> None:
     utts = _utterances(args.recordings, args.supervisions, args.limit)
     audio = [load_audio_mono(path, 16000).astype(np.float32) for _, path, _ in utts]
     refs = [(uid, normalize_for_scoring(text)) for uid, _, text in utts]
-    recognizer = Recognizer(options=TranscribeOptions(exp_dir=args.exp_dir, lang_dir=args.lang_dir, epoch=args.epoch,
-                                                      avg=args.avg, method="greedy", device="cpu"))
+    recognizer = Recognizer(
+        options=TranscribeOptions(
+            exp_dir=args.exp_dir, lang_dir=args.lang_dir, epoch=args.epoch, avg=args.avg, method="greedy", device="cpu"
+        )
+    )
     dsr_texts = [t.text for t in recognizer.transcribe([path for _, path, _ in utts])]
-    systems = {"dsr PyTorch greedy": dsr_texts,
-               "sherpa-onnx greedy, fp32": _sherpa(args.onnx_dir, "", audio),
-               "sherpa-onnx greedy, int8": _sherpa(args.onnx_dir, ".int8", audio)}
-    sizes = {"dsr PyTorch greedy": None, "sherpa-onnx greedy, fp32": _size_mb(args.onnx_dir, ""),
-             "sherpa-onnx greedy, int8": _size_mb(args.onnx_dir, ".int8")}
+    systems = {
+        "dsr PyTorch greedy": dsr_texts,
+        "sherpa-onnx greedy, fp32": _sherpa(args.onnx_dir, "", audio),
+        "sherpa-onnx greedy, int8": _sherpa(args.onnx_dir, ".int8", audio),
+    }
+    sizes = {
+        "dsr PyTorch greedy": None,
+        "sherpa-onnx greedy, fp32": _size_mb(args.onnx_dir, ""),
+        "sherpa-onnx greedy, int8": _size_mb(args.onnx_dir, ".int8"),
+    }
     rows = []
     print(f"{len(utts)} utterances; WER after normalize_for_scoring")
     print("| system | WER % | equal to dsr's | transducer files MB |\n|---|---|---|---|")

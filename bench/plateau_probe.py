@@ -25,10 +25,10 @@ import time
 
 import torch
 
+from dsr.data.cuts import filter_cuts, load_cuts
 from dsr.lang.bpe import Tokenizer
 from dsr.models.config import ModelConfig, build_model
 from dsr.training.config import TrainConfig
-from dsr.data.cuts import filter_cuts, load_cuts
 from dsr.training.datamodule import batch_features, batch_texts, make_loader
 from dsr.training.trainer import feature_stats, rnnt_encoder_grad_scale
 
@@ -82,7 +82,10 @@ def main() -> None:
             step += 1
             window.append((out["ctc_loss"] / frames).item())
             if step % 20 == 0:
-                print(f"step {step:5d}  ctc loss/frame {sum(window) / len(window):.3f}  {time.time() - t0:6.1f} s", flush=True)
+                print(
+                    f"step {step:5d}  ctc loss/frame {sum(window) / len(window):.3f}  {time.time() - t0:6.1f} s",
+                    flush=True,
+                )
                 window = []
             if step >= args.steps:
                 break

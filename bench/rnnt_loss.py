@@ -28,8 +28,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -74,14 +74,25 @@ def _make_step(method: str, B: int, T: int, U: int, V: int, device: torch.device
 
     def pruned() -> None:
         simple, (px_grad, py_grad) = k2.rnnt_loss_smoothed(
-            lm=lm, am=am, symbols=symbols, termination_symbol=BLANK, lm_only_scale=0.25,
-            am_only_scale=0.0, boundary=boundary, reduction="sum", return_grad=True,
+            lm=lm,
+            am=am,
+            symbols=symbols,
+            termination_symbol=BLANK,
+            lm_only_scale=0.25,
+            am_only_scale=0.0,
+            boundary=boundary,
+            reduction="sum",
+            return_grad=True,
         )
         ranges = k2.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=S_RANGE)
         am_p, lm_p = k2.do_rnnt_pruning(am=am, lm=lm, ranges=ranges)
         loss = k2.rnnt_loss_pruned(
-            logits=am_p + lm_p, symbols=symbols, ranges=ranges, termination_symbol=BLANK,
-            boundary=boundary, reduction="sum",
+            logits=am_p + lm_p,
+            symbols=symbols,
+            ranges=ranges,
+            termination_symbol=BLANK,
+            boundary=boundary,
+            reduction="sum",
         )
         (0.5 * simple + loss).backward()
 
@@ -95,7 +106,7 @@ def _make_step(method: str, B: int, T: int, U: int, V: int, device: torch.device
     return {"pruned": pruned, "full": full}[kind]
 
 
-def _worker(spec: Dict) -> Dict:
+def _worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     B, T, U, V = spec["shape"]
     try:
@@ -138,17 +149,15 @@ def _worker(spec: Dict) -> Dict:
 # ----------------------------------------------------------------------------
 
 
-def _run_one(shape: Tuple[int, int, int, int], method: str, device: str, repeats: int, threads: int) -> Dict:
+def _run_one(shape: tuple[int, int, int, int], method: str, device: str, repeats: int, threads: int) -> dict:
     spec = {"shape": list(shape), "method": method, "device": device, "repeats": repeats, "threads": threads}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _parse_shape(text: str) -> Tuple[int, int, int, int]:
+def _parse_shape(text: str) -> tuple[int, int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 4 or not all(p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"shape must be BxTxUxV, e.g. 8x500x100x500; got {text!r}")
@@ -156,17 +165,21 @@ def _parse_shape(text: str) -> Tuple[int, int, int, int]:
     return B, T, U, V
 
 
-def _fmt_ratio(num: Optional[float], den: Optional[float]) -> str:
+def _fmt_ratio(num: float | None, den: float | None) -> str:
     if num is None or den is None or den <= 0 or num < 0:
         return "n/a"
     return f"{num / den:.2f}x"
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", type=_parse_shape, default=[_parse_shape(s) for s in DEFAULT_SHAPES])
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                        choices=["dsr_pruned", "dsr_full", "fast_rnnt_pruned", "fast_rnnt_full"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=DEFAULT_METHODS,
+        choices=["dsr_pruned", "dsr_full", "fast_rnnt_pruned", "fast_rnnt_full"],
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the fastest is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -184,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"device={args.device} torch={torch.__version__} threads={threads} s_range={S_RANGE} repeats={args.repeats}")
     print(f"{'shape BxTxUxV':<16} {'method':<18} {'time (ms)':>10} {'peak (MiB)':>11}")
     for shape in args.shapes:
-        results: Dict[str, Dict] = {}
+        results: dict[str, dict] = {}
         for method in args.methods:
             r = _run_one(shape, method, args.device, args.repeats, args.threads)
             results[method] = r
@@ -195,7 +208,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             else:
                 print(f"{name:<16} {method:<18} {'skipped: ' + r.get('skipped', r.get('error', '?'))}", flush=True)
 
-        def get(method: str, key: str) -> Optional[float]:
+        def get(method: str, key: str, results: dict = results) -> float | None:
             return results.get(method, {}).get(key)
 
         pairs = [

@@ -72,9 +72,10 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Protocol  # noqa: E402
+from typing import Any, Protocol
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -206,8 +207,9 @@ class DsrSystem:
         return text, {"features": t1 - t0, "encoder": t2 - t1, "search": t3 - t2}
 
 
-def dsr_text_fn(model: HybridTransducer, method: str, tokenizer: Tokenizer, whisper: WhisperDecoding | None,
-                beam_size: int) -> Callable[[torch.Tensor, torch.Tensor, float], str]:
+def dsr_text_fn(
+    model: HybridTransducer, method: str, tokenizer: Tokenizer, whisper: WhisperDecoding | None, beam_size: int
+) -> Callable[[torch.Tensor, torch.Tensor, float], str]:
     """(encoder output, lengths, duration s) -> 1-best text, as dsr decode computes it for ``method``."""
     if method in WHISPER_METHODS:
         assert whisper is not None  # check_method demands the head
@@ -228,14 +230,17 @@ def dsr_text_fn(model: HybridTransducer, method: str, tokenizer: Tokenizer, whis
 
 def load_dsr_systems(args: argparse.Namespace, precision: str, tokenizer: Tokenizer) -> list[DsrSystem]:
     """One :class:`DsrSystem` per method, sharing the checkpoint loaded at ``precision``."""
-    loaded = load_decoding_model(args.exp_dir, args.epoch, args.avg, "cpu", not args.no_averaged_model,
-                                 int8=precision == "int8")
+    loaded = load_decoding_model(
+        args.exp_dir, args.epoch, args.avg, "cpu", not args.no_averaged_model, int8=precision == "int8"
+    )
     frontend = frontend_from_dict(loaded.frontend)
     # Whisper's encoder can run on a 30 s window like faster-whisper's (zero-shot), or on the utterance alone.
     padded = getattr(loaded.model.encoder, "pad_to_30s", False)
     arithmetic = f"torch dynamic int8 Linear ({torch.backends.quantized.engine})" if precision == "int8" else "float32"
-    detail = (f"{args.exp_dir} {loaded.tag}, {describe_frontend(loaded.frontend)}, encoder input "
-              f"{'padded to 30 s' if padded else 'unpadded'}, {arithmetic}")
+    detail = (
+        f"{args.exp_dir} {loaded.tag}, {describe_frontend(loaded.frontend)}, encoder input "
+        f"{'padded to 30 s' if padded else 'unpadded'}, {arithmetic}"
+    )
     systems = []
     for method in args.methods:
         check_method(loaded.model, method)
@@ -313,15 +318,24 @@ def summarise(m: Measured, utts: list[Utterance]) -> dict[str, Any]:
     compute_s = sum(m.seconds[u.id] for u in utts)
     stage_names = list(dict.fromkeys(k for u in utts for k in m.stages[u.id]))  # in pipeline order
     return {
-        "system": m.system.system, "method": m.system.method, "precision": m.system.precision,
+        "system": m.system.system,
+        "method": m.system.method,
+        "precision": m.system.precision,
         "detail": m.system.detail,
-        "num_utts": len(utts), "audio_s": audio_s, "compute_s": compute_s, "rtf": compute_s / max(audio_s, 1e-9),
+        "num_utts": len(utts),
+        "audio_s": audio_s,
+        "compute_s": compute_s,
+        "rtf": compute_s / max(audio_s, 1e-9),
         "latency_ms": latency_stats([m.seconds[u.id] for u in utts]),
-        "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words,
+        "wer": stats.wer,
+        "errors": stats.errors,
+        "ref_words": stats.ref_words,
         # dsr only: where its time goes (features / encoder / search + text), summed over utterances.
         "stage_s": {k: sum(m.stages[u.id].get(k, 0.0) for u in utts) for k in stage_names} or None,
-        "utterances": [{"id": u.id, "duration_s": u.duration, "seconds": m.seconds[u.id], "ref": u.text,
-                        "hyp": m.texts[u.id]} for u in utts],
+        "utterances": [
+            {"id": u.id, "duration_s": u.duration, "seconds": m.seconds[u.id], "ref": u.text, "hyp": m.texts[u.id]}
+            for u in utts
+        ],
     }
 
 
@@ -334,11 +348,18 @@ def speed_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["system"] == REFERENCE or ref is None:
             continue
         ratio = ref["compute_s"] / max(r["compute_s"], 1e-12)
-        out.append({
-            "precision": r["precision"], "method": r["method"], "reference_s": ref["compute_s"],
-            "dsr_s": r["compute_s"], "speed_ratio": ratio, "dsr_wer": r["wer"], "reference_wer": ref["wer"],
-            "goal_met": ratio >= GOAL_RATIO and r["wer"] <= ref["wer"],
-        })
+        out.append(
+            {
+                "precision": r["precision"],
+                "method": r["method"],
+                "reference_s": ref["compute_s"],
+                "dsr_s": r["compute_s"],
+                "speed_ratio": ratio,
+                "dsr_wer": r["wer"],
+                "reference_wer": ref["wer"],
+                "goal_met": ratio >= GOAL_RATIO and r["wer"] <= ref["wer"],
+            }
+        )
     return out
 
 
@@ -363,23 +384,31 @@ def versions() -> dict[str, str | None]:
 
 
 def print_table(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> None:
-    print(f"{'system':<15} {'method':<31} {'prec':<5} {'utts':>5} {'audio s':>8} {'compute s':>10} {'RTF':>8} "
-          f"{'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'WER %':>7}")
+    print(
+        f"{'system':<15} {'method':<31} {'prec':<5} {'utts':>5} {'audio s':>8} {'compute s':>10} {'RTF':>8} "
+        f"{'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'WER %':>7}"
+    )
     for r in rows:
         lat = r["latency_ms"] or {"mean": 0.0, "p50": 0.0, "p90": 0.0}
-        print(f"{r['system']:<15} {r['method']:<31} {r['precision']:<5} {r['num_utts']:>5} {r['audio_s']:8.2f} "
-              f"{r['compute_s']:10.3f} {r['rtf']:8.4f} {lat['mean']:8.1f} {lat['p50']:8.1f} {lat['p90']:8.1f} "
-              f"{r['wer']:7.2f}")
+        print(
+            f"{r['system']:<15} {r['method']:<31} {r['precision']:<5} {r['num_utts']:>5} {r['audio_s']:8.2f} "
+            f"{r['compute_s']:10.3f} {r['rtf']:8.4f} {lat['mean']:8.1f} {lat['p50']:8.1f} {lat['p90']:8.1f} "
+            f"{r['wer']:7.2f}"
+        )
     for r in rows:
         if r["stage_s"]:
             parts = ", ".join(f"{k} {100 * v / max(r['compute_s'], 1e-12):.0f} %" for k, v in r["stage_s"].items())
             print(f"dsr {r['method']} {r['precision']}: {parts} of its time")
     if ratios:
-        print(f"speed ratio = {REFERENCE} compute s / dsr compute s (same utterances, same precision); "
-              f"goal: >= {GOAL_RATIO:g} with WER <= {REFERENCE}'s")
+        print(
+            f"speed ratio = {REFERENCE} compute s / dsr compute s (same utterances, same precision); "
+            f"goal: >= {GOAL_RATIO:g} with WER <= {REFERENCE}'s"
+        )
     for q in ratios:
-        print(f"  {q['precision']:<5} {q['method']:<31} {q['speed_ratio']:7.2f}x   WER {q['dsr_wer']:.2f} % vs "
-              f"{q['reference_wer']:.2f} %   goal {'met' if q['goal_met'] else 'not met'}")
+        print(
+            f"  {q['precision']:<5} {q['method']:<31} {q['speed_ratio']:7.2f}x   WER {q['dsr_wer']:.2f} % vs "
+            f"{q['reference_wer']:.2f} %   goal {'met' if q['goal_met'] else 'not met'}"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -399,11 +428,15 @@ def comma_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--exp-dir", type=Path, required=True, help="dsr model (a dsr train exp dir).")
     p.add_argument("--epoch", type=int, default=0, help="Checkpoint epoch (0: the newest), as dsr decode.")
     p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--no-averaged-model", action="store_true", help="Average epoch checkpoints, not the running average.")
+    p.add_argument(
+        "--no-averaged-model", action="store_true", help="Average epoch checkpoints, not the running average."
+    )
     p.add_argument("--lang-dir", type=Path, required=True, help="The model's BPE lang dir (bpe.model).")
     p.add_argument("--recordings", type=Path, help="lhotse recordings manifest (with --supervisions).")
     p.add_argument("--supervisions", type=Path, help="lhotse supervisions manifest: the utterances and references.")
@@ -412,20 +445,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pretrained", default="whisper-tiny.en", help="faster-whisper reference model (name or CT2 dir).")
     p.add_argument("--language", default="en", help="faster-whisper's language (no detection).")
     p.add_argument("--no-reference", action="store_true", help="Time dsr alone (no faster-whisper rows, no ratio).")
-    p.add_argument("--methods", type=comma_list(DSR_METHODS), default=["greedy", "modified-beam-search"],
-                   help="dsr decode methods to time, comma-separated (default: greedy,modified-beam-search).")
+    p.add_argument(
+        "--methods",
+        type=comma_list(DSR_METHODS),
+        default=["greedy", "modified-beam-search"],
+        help="dsr decode methods to time, comma-separated (default: greedy,modified-beam-search).",
+    )
     p.add_argument("--beam-size", type=int, default=4, help="Beam of the n-best methods.")
-    p.add_argument("--precision", type=comma_list(PRECISIONS), default=list(PRECISIONS),
-                   help="fp32,int8 (default both): dsr --int8 vs faster-whisper compute_type int8.")
+    p.add_argument(
+        "--precision",
+        type=comma_list(PRECISIONS),
+        default=list(PRECISIONS),
+        help="fp32,int8 (default both): dsr --int8 vs faster-whisper compute_type int8.",
+    )
     p.add_argument("--limit", type=int, default=0, help="First N utterances (0: all).")
     p.add_argument("--warmup", type=int, default=3, help="Utterances decoded by every system, untimed, first.")
-    p.add_argument("--schedule", choices=("interleaved", "blocks"), default="interleaved",
-                   help="Utterance by utterance across systems, or one system after the other (see above).")
+    p.add_argument(
+        "--schedule",
+        choices=("interleaved", "blocks"),
+        default="interleaved",
+        help="Utterance by utterance across systems, or one system after the other (see above).",
+    )
     p.add_argument("--json", type=Path, help="Also write the results here.")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if bool(args.recordings) != bool(args.supervisions) or bool(args.audio_dir) != bool(args.transcripts) \
-            or bool(args.recordings) == bool(args.audio_dir):
+    if (
+        bool(args.recordings) != bool(args.supervisions)
+        or bool(args.audio_dir) != bool(args.transcripts)
+        or bool(args.recordings) == bool(args.audio_dir)
+    ):
         p.error("give either --recordings and --supervisions, or --audio-dir and --transcripts")
     if args.beam_size < 1 or args.limit < 0 or args.warmup < 0:
         p.error("--beam-size must be >= 1, --limit and --warmup >= 0")
@@ -450,13 +498,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not utts:
         raise DsrUserError("no utterances to decode")
     audio_s = sum(u.duration for u in utts)
-    print(f"{len(utts)} utterances, {audio_s:.1f} s of audio (mean {audio_s / len(utts):.2f} s), warm-up "
-          f"{min(args.warmup, len(utts))}, schedule {args.schedule}; 1 thread; {cpu_name()}; "
-          + ", ".join(f"{k} {v}" for k, v in versions().items() if v), flush=True)
+    print(
+        f"{len(utts)} utterances, {audio_s:.1f} s of audio (mean {audio_s / len(utts):.2f} s), warm-up "
+        f"{min(args.warmup, len(utts))}, schedule {args.schedule}; 1 thread; {cpu_name()}; "
+        + ", ".join(f"{k} {v}" for k, v in versions().items() if v),
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
     for precision in args.precision:
-        systems: list[System] = [load_reference(args.pretrained, precision, args.language)] if not args.no_reference \
-            else []
+        systems: list[System] = (
+            [load_reference(args.pretrained, precision, args.language)] if not args.no_reference else []
+        )
         systems += load_dsr_systems(args, precision, tokenizer)
         for detail in dict.fromkeys(f"{s.system}: {s.detail}" for s in systems):
             print(f"{precision}  {detail}", flush=True)
@@ -464,12 +516,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratios = speed_ratios(rows)
     print_table(rows, ratios)
     result = {
-        "command": " ".join(["python bench/whisper_speed.py", *args.argv]), "exp_dir": str(args.exp_dir),
-        "epoch": args.epoch, "avg": args.avg, "lang_dir": str(args.lang_dir),
-        "pretrained": None if args.no_reference else args.pretrained, "methods": args.methods,
-        "beam_size": args.beam_size, "precisions": args.precision, "num_utts": len(utts), "audio_s": audio_s,
-        "warmup": min(args.warmup, len(utts)), "schedule": args.schedule, "num_threads": torch.get_num_threads(),
-        "cpu": cpu_name(), "versions": versions(), "goal_ratio": GOAL_RATIO, "rows": rows, "ratios": ratios,
+        "command": " ".join(["python bench/whisper_speed.py", *args.argv]),
+        "exp_dir": str(args.exp_dir),
+        "epoch": args.epoch,
+        "avg": args.avg,
+        "lang_dir": str(args.lang_dir),
+        "pretrained": None if args.no_reference else args.pretrained,
+        "methods": args.methods,
+        "beam_size": args.beam_size,
+        "precisions": args.precision,
+        "num_utts": len(utts),
+        "audio_s": audio_s,
+        "warmup": min(args.warmup, len(utts)),
+        "schedule": args.schedule,
+        "num_threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "versions": versions(),
+        "goal_ratio": GOAL_RATIO,
+        "rows": rows,
+        "ratios": ratios,
     }
     if args.json:
         write_json_atomic(args.json, result)

@@ -8,7 +8,7 @@ say what to do.  Everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 
 class DsrUserError(Exception):

@@ -52,9 +52,19 @@ def librispeech(root: Path) -> Path:
 
 # AISHELL: data_aishell/wav/<split>/<spk>/<utt>.wav + data_aishell/transcript/aishell_transcript_v0.8.txt
 AISHELL_TEXT = {
-    "train": {"S0002": {"BAC009S0002W0122": "而 对 楼市 成交 抑制 作用 最 大 的 限 购", "BAC009S0002W0123": "也 成为 地方 政府 的 眼中 钉"}},
+    "train": {
+        "S0002": {
+            "BAC009S0002W0122": "而 对 楼市 成交 抑制 作用 最 大 的 限 购",
+            "BAC009S0002W0123": "也 成为 地方 政府 的 眼中 钉",
+        }
+    },
     "dev": {"S0724": {"BAC009S0724W0121": "甚至 出现 交易 几乎 停滞 的 情况"}},
-    "test": {"S0764": {"BAC009S0764W0121": "甚至 出现 交易 几乎 停滞 的 情况", "BAC009S0764W0122": "一二 线 城市 虽然 也 处于 调整 中"}},
+    "test": {
+        "S0764": {
+            "BAC009S0764W0121": "甚至 出现 交易 几乎 停滞 的 情况",
+            "BAC009S0764W0122": "一二 线 城市 虽然 也 处于 调整 中",
+        }
+    },
 }
 
 
@@ -79,8 +89,14 @@ def aishell(root: Path) -> Path:
 def musan(root: Path) -> Path:
     """root/musan with one music, one speech and two noise recordings, 3 s each."""
     corpus = root / "musan"
-    for seed, rel in enumerate(["music/fma/music-fma-0000.wav", "speech/librivox/speech-librivox-0000.wav",
-                                "noise/free-sound/noise-free-sound-0000.wav", "noise/free-sound/noise-free-sound-0001.wav"]):
+    for seed, rel in enumerate(
+        [
+            "music/fma/music-fma-0000.wav",
+            "speech/librivox/speech-librivox-0000.wav",
+            "noise/free-sound/noise-free-sound-0000.wav",
+            "noise/free-sound/noise-free-sound-0001.wav",
+        ]
+    ):
         audio(corpus / rel, seconds=3.0, seed=seed)
     (corpus / "music/fma/ANNOTATIONS").write_text("music-fma-0000 Pop N someone\n")
     return corpus

@@ -36,8 +36,13 @@ def _arctic_folder(root: Path) -> Path:
 
 def _run(corpus: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", str(RUN_SH), "--corpus-dir", str(corpus), "--work-dir", str(work), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        ["bash", str(RUN_SH), "--corpus-dir", str(corpus), "--work-dir", str(work), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def _prompts_by_split(work: Path) -> dict[str, dict[str, int]]:
@@ -63,8 +68,10 @@ def test_prepare_stage_splits_by_prompt_and_reruns_as_a_no_op(tmp_path: Path) ->
     # every take of a prompt went with it
     assert all(n == 1 + int(p[-4:]) % 3 for split in by_split.values() for p, n in split.items())
     # the same split again from a fresh work dir (a hash of the prompt id, not a random draw)
-    assert _run(corpus, tmp_path / "w2", "--stop-stage", "0", "--dev-fraction", "0.2",
-                "--test-fraction", "0.2").returncode == 0
+    assert (
+        _run(corpus, tmp_path / "w2", "--stop-stage", "0", "--dev-fraction", "0.2", "--test-fraction", "0.2").returncode
+        == 0
+    )
     assert _prompts_by_split(tmp_path / "w2") == by_split
     rerun = _run(corpus, tmp_path / "w", "--stop-stage", "0")
     assert rerun.returncode == 0 and "skip" in rerun.stderr

@@ -17,8 +17,9 @@ V, ENC = 11, 24
 
 def make_decoder(**kw) -> AttentionDecoder:
     torch.manual_seed(0)
-    args = dict(vocab_size=V, encoder_dim=ENC, d_model=16, num_layers=2, num_heads=4, ffn_dim=32, dropout=0.1,
-                sos_eos_id=1)
+    args = dict(
+        vocab_size=V, encoder_dim=ENC, d_model=16, num_layers=2, num_heads=4, ffn_dim=32, dropout=0.1, sos_eos_id=1
+    )
     args.update(kw)
     return AttentionDecoder(**args).eval()
 
@@ -44,8 +45,12 @@ def test_padding_does_not_change_outputs() -> None:
     padded_tokens = torch.cat([tokens, torch.tensor([[7, 7, 2]])], dim=1)
     # In a batch with a longer utterance, so that both masks are really used.
     other_enc = torch.randn(1, 11, ENC, generator=g)
-    batch = dec(torch.cat([padded_enc, other_enc]), torch.tensor([6, 11]),
-                torch.cat([padded_tokens, torch.tensor([[1, 2, 3, 4, 5, 6, 7]])]), torch.tensor([4, 7]))
+    batch = dec(
+        torch.cat([padded_enc, other_enc]),
+        torch.tensor([6, 11]),
+        torch.cat([padded_tokens, torch.tensor([[1, 2, 3, 4, 5, 6, 7]])]),
+        torch.tensor([4, 7]),
+    )
     torch.testing.assert_close(batch[0, :4], alone[0], rtol=1e-5, atol=1e-5)
 
 
@@ -82,8 +87,9 @@ def test_label_smoothing_loss_matches_reference(smoothing: float) -> None:
     assert math.isclose(float(got), ref, rel_tol=1e-5)
     per_pos = label_smoothing_loss(logits, targets, smoothing, ignore_index=IGNORE_ID, reduction="none")
     assert per_pos.shape == (2, 5) and per_pos[0, 3:].eq(0).all()
-    assert math.isclose(float(label_smoothing_loss(logits, targets, smoothing, reduction="mean")), ref / 8,
-                        rel_tol=1e-5)
+    assert math.isclose(
+        float(label_smoothing_loss(logits, targets, smoothing, reduction="mean")), ref / 8, rel_tol=1e-5
+    )
 
 
 def test_loss_and_score_agree_and_batching_does_not_change_scores() -> None:
@@ -119,8 +125,13 @@ def test_loss_backward_reaches_encoder_output() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(d_model=18, num_heads=4), dict(num_layers=0), dict(dropout=1.0), dict(sos_eos_id=V), dict(d_model=15,
-                                                                                                  num_heads=5)],
+    [
+        dict(d_model=18, num_heads=4),
+        dict(num_layers=0),
+        dict(dropout=1.0),
+        dict(sos_eos_id=V),
+        dict(d_model=15, num_heads=5),
+    ],
 )
 def test_constructor_errors(kw: dict) -> None:
     with pytest.raises(ValueError):

@@ -7,22 +7,34 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_corpus import write_feature_cuts
 
 from dsr.decoding.attention_rescoring import attention_rescore
 from dsr.decoding.methods import RESCORING_FIRST_PASS, check_method
 from dsr.decoding.search import SearchOptions, nbest_search
 from dsr.errors import DsrUserError
 from dsr.models import HybridTransducer, ModelConfig, build_model
-from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 
 
 def hybrid_config(vocab_size: int, feature_dim: int = 20, **kw) -> ModelConfig:
-    args = dict(feature_dim=feature_dim, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64,
-                conv_kernel_size=5, subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40, vocab_size=vocab_size,
-                attention_decoder_layers=2, attention_decoder_dim=16, attention_decoder_heads=2,
-                attention_decoder_ffn_dim=32)
+    args = dict(
+        feature_dim=feature_dim,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=vocab_size,
+        attention_decoder_layers=2,
+        attention_decoder_dim=16,
+        attention_decoder_heads=2,
+        attention_decoder_ffn_dim=32,
+    )
     args.update(kw)
     return ModelConfig(**args)
 
@@ -113,8 +125,13 @@ def exp(tmp_path_factory) -> dict[str, Path]:
         ckpt = {"model_config": hybrid_config(vocab, 80, **kw).to_dict(), "model": model.state_dict()}
         save_checkpoint(root / name / "epoch-1.pt", ckpt)
     write_feature_cuts(root, texts, (150, 110, 80))
-    return {"root": root, "exp": root / "exp", "ctc_exp": root / "ctc_exp", "lang": root / "lang",
-            "cuts": root / "toy_cuts_test.jsonl.gz"}
+    return {
+        "root": root,
+        "exp": root / "exp",
+        "ctc_exp": root / "ctc_exp",
+        "lang": root / "lang",
+        "cuts": root / "toy_cuts_test.jsonl.gz",
+    }
 
 
 def test_decode_hybrid_with_every_method(exp: dict[str, Path]) -> None:
@@ -125,8 +142,19 @@ def test_decode_hybrid_with_every_method(exp: dict[str, Path]) -> None:
     from dsr.decoding.methods import METHODS
 
     # Scale 0 through the CLI: each rescoring method recognises what its first pass did.
-    args = ["decode", "--exp-dir", str(exp["exp"]), "--cuts", str(exp["cuts"]), "--lang-dir", str(exp["lang"]),
-            "--device", "cpu", "--attention-scale", "0"]
+    args = [
+        "decode",
+        "--exp-dir",
+        str(exp["exp"]),
+        "--cuts",
+        str(exp["cuts"]),
+        "--lang-dir",
+        str(exp["lang"]),
+        "--device",
+        "cpu",
+        "--attention-scale",
+        "0",
+    ]
     for m in METHODS:
         if not m.startswith("whisper-") and m != "faster-whisper":  # need Whisper (test_whisper_finetune.py)
             args += ["-m", m]
@@ -136,8 +164,16 @@ def test_decode_hybrid_with_every_method(exp: dict[str, Path]) -> None:
     for method, first in RESCORING_FIRST_PASS.items():
         assert (out / method / "toy_test/recogs.txt").read_text() == (out / first / "toy_test/recogs.txt").read_text()
 
-    results = decode(exp["exp"], exp["cuts"], exp["lang"], methods=tuple(RESCORING_FIRST_PASS), device="cpu",
-                     progress=False, beam_size=3, attention_scale=2.0)
+    results = decode(
+        exp["exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=tuple(RESCORING_FIRST_PASS),
+        device="cpu",
+        progress=False,
+        beam_size=3,
+        attention_scale=2.0,
+    )
     for r in results:
         info = json.loads((r.out_dir / "result.json").read_text())
         assert info["attention_scale"] == 2.0 and info["beam_size"] == 3 and info["num_utts"] == 3
@@ -157,8 +193,14 @@ def test_decode_hybrid_with_every_method(exp: dict[str, Path]) -> None:
 def test_decode_model_without_transducer(exp: dict[str, Path]) -> None:
     from dsr.decoding.decode import decode
 
-    results = decode(exp["ctc_exp"], exp["cuts"], exp["lang"], methods=("ctc-greedy", "ctc-attention-rescoring"),
-                     device="cpu", progress=False)
+    results = decode(
+        exp["ctc_exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=("ctc-greedy", "ctc-attention-rescoring"),
+        device="cpu",
+        progress=False,
+    )
     assert [r.num_utts for r in results] == [3, 3]
     with pytest.raises(DsrUserError, match="needs a transducer"):
         decode(exp["ctc_exp"], exp["cuts"], exp["lang"], methods=("greedy",), device="cpu", progress=False)

@@ -190,14 +190,24 @@ def write_bad_corpus(root: Path) -> tuple[Path, Path, dict[str, str]]:
     (audio / "c01_random_wav.wav").write_bytes(rng.integers(0, 256, 20000, dtype=np.uint8).tobytes())
     (audio / "c02_empty.wav").write_bytes(b"")
     sf.write(root / "full.flac", x, sr)
-    (audio / "c03a_trunc.flac").write_bytes((root / "full.flac").read_bytes()[: (root / "full.flac").stat().st_size // 2])
+    (audio / "c03a_trunc.flac").write_bytes(
+        (root / "full.flac").read_bytes()[: (root / "full.flac").stat().st_size // 2]
+    )
     sf.write(root / "full.wav", x, sr, subtype="PCM_16")
     (audio / "c03b_trunc.wav").write_bytes((root / "full.wav").read_bytes()[: (root / "full.wav").stat().st_size // 2])
     streamed_mp3(audio / "c04a_mp3_named_wav.wav", x, sr)
     streamed_mp3(audio / "c04b_real.mp3", x, sr)
     (audio / "c04c_text.wav").write_text("this is a text file, not audio\n" * 40)
-    for utt in ("c01_random", "c01_random_wav", "c02_empty", "c03a_trunc", "c03b_trunc", "c04a_mp3_named_wav",
-                "c04b_real", "c04c_text"):
+    for utt in (
+        "c01_random",
+        "c01_random_wav",
+        "c02_empty",
+        "c03a_trunc",
+        "c03b_trunc",
+        "c04a_mp3_named_wav",
+        "c04b_real",
+        "c04c_text",
+    ):
         add(utt, sentence)
     # 5-7: other rates, stereo, 24-bit and float WAV: kept.
     for rate in (8000, 44100, 48000):
@@ -215,12 +225,20 @@ def write_bad_corpus(root: Path) -> tuple[Path, Path, dict[str, str]]:
     add("c08c_long", " ".join(texts[u] for u in good_ids()))
     # 9a: all zeros; 9b: dither at -90 dBFS with a sentence.
     sf.write(audio / "c09a_zeros.wav", np.zeros(2 * sr, dtype=np.float32), sr)
-    sf.write(audio / "c09b_dither.wav", (rng.standard_normal(3 * sr) * 10 ** (-90 / 20)).astype(np.float32), sr,
-             subtype="FLOAT")
+    sf.write(
+        audio / "c09b_dither.wav",
+        (rng.standard_normal(3 * sr) * 10 ** (-90 / 20)).astype(np.float32),
+        sr,
+        subtype="FLOAT",
+    )
     add("c09a_zeros", sentence), add("c09b_dither", sentence)
     # 10: transcripts (audio is a good recording each).
-    for utt, text in (("c10_empty", ""), ("c10_idonly", None), ("c10_5000", " ".join(["word"] * 5000)),
-                      ("c10_unicode", "It's 42 degrees, 3 dogs & naïve cafés!")):
+    for utt, text in (
+        ("c10_empty", ""),
+        ("c10_idonly", None),
+        ("c10_5000", " ".join(["word"] * 5000)),
+        ("c10_unicode", "It's 42 degrees, 3 dogs & naïve cafés!"),
+    ):
         shutil.copy(ARCTIC / "audio" / f"{good_ids()[1]}.flac", audio / f"{utt}.flac")
         texts[utt] = text  # type: ignore[assignment]
     shutil.copy(ARCTIC / "audio" / f"{good_ids()[2]}.flac", audio / "c10_orphan.flac")  # audio without a line
@@ -260,16 +278,58 @@ def read_jsonl_gz(path: Path) -> list[dict]:
 def pipe(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     root = tmp_path_factory.mktemp("matrix")
     audio, transcripts, texts = write_bad_corpus(root)
-    prepare = dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", transcripts, "--corpus", "bad",
-                  "--split", "train", "--manifest-dir", root / "manifests")
+    prepare = dsr(
+        "prepare",
+        "folder",
+        "--audio-dir",
+        audio,
+        "--transcripts",
+        transcripts,
+        "--corpus",
+        "bad",
+        "--split",
+        "train",
+        "--manifest-dir",
+        root / "manifests",
+    )
     ok(prepare)
-    features = ok(dsr("features", "--corpus", "bad", "--split", "train", "--manifest-dir", root / "manifests",
-                      "--out-dir", root / "fbank", "-j", "1"))
+    features = ok(
+        dsr(
+            "features",
+            "--corpus",
+            "bad",
+            "--split",
+            "train",
+            "--manifest-dir",
+            root / "manifests",
+            "--out-dir",
+            root / "fbank",
+            "-j",
+            "1",
+        )
+    )
     cuts = root / "fbank" / "bad_cuts_train.jsonl.gz"
     ok(dsr("lang", "--cuts", cuts, "--lang-dir", root / "lang", "--vocab-size", VOCAB))
     (root / "tiny.yaml").write_text(TINY)
-    ok(dsr("train", "--config", root / "tiny.yaml", "--exp-dir", root / "exp", "--lang-dir", root / "lang",
-           "--train-cuts", cuts, "--dev-cuts", "", "--num-epochs", "3", "--max-utt-duration", "20"))
+    ok(
+        dsr(
+            "train",
+            "--config",
+            root / "tiny.yaml",
+            "--exp-dir",
+            root / "exp",
+            "--lang-dir",
+            root / "lang",
+            "--train-cuts",
+            cuts,
+            "--dev-cuts",
+            "",
+            "--num-epochs",
+            "3",
+            "--max-utt-duration",
+            "20",
+        )
+    )
     return Pipeline(root, audio, transcripts, texts, prepare, features, cuts, root / "lang", root / "exp")
 
 
@@ -279,7 +339,7 @@ def skipped_lines(run: Run) -> dict[str, str]:
     for line in run.out.splitlines():
         line = line.strip()
         if line.startswith("skipped "):
-            utt, _, reason = line[len("skipped "):].partition(": ")
+            utt, _, reason = line[len("skipped ") :].partition(": ")
             out[utt] = reason
     return out
 
@@ -368,8 +428,17 @@ def test_8a_short_file_skipped_by_features_and_transcribe(pipe: Pipeline) -> Non
     assert "c08a_short" in supervisions(pipe)
     assert "c08a_short" not in cut_ids(pipe.cuts)
     assert "c08a_short" in pipe.features.out and "too short" in pipe.features.out
-    run = dsr("transcribe", "--exp-dir", pipe.exp, "--lang-dir", pipe.lang, "--device", "cpu",
-              pipe.audio / "c08a_short.wav", pipe.audio / f"{good_ids()[0]}.flac")
+    run = dsr(
+        "transcribe",
+        "--exp-dir",
+        pipe.exp,
+        "--lang-dir",
+        pipe.lang,
+        "--device",
+        "cpu",
+        pipe.audio / "c08a_short.wav",
+        pipe.audio / f"{good_ids()[0]}.flac",
+    )
     no_traceback(run)
     assert run.rc == 0 and "too short" in run.out
     assert str(pipe.audio / f"{good_ids()[0]}.flac") + "\t" in run.out
@@ -428,8 +497,20 @@ def test_10_transcript_layout_errors(tmp_path: Path, case: str, needles: list[st
     else:
         data = ("\n".join(lines + ["nosuchfile\tsome words"]) + "\n").encode()
     (tmp_path / "t.tsv").write_bytes(data)
-    run = dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", tmp_path / "t.tsv", "--corpus", "x",
-              "--split", "train", "--manifest-dir", tmp_path / "m")
+    run = dsr(
+        "prepare",
+        "folder",
+        "--audio-dir",
+        audio,
+        "--transcripts",
+        tmp_path / "t.tsv",
+        "--corpus",
+        "x",
+        "--split",
+        "train",
+        "--manifest-dir",
+        tmp_path / "m",
+    )
     one_line_error(run, *needles)
     assert not (tmp_path / "m" / "x_supervisions_train.jsonl.gz").exists()
 
@@ -439,8 +520,20 @@ def test_11a_file_name_with_spaces_says_rename(tmp_path: Path) -> None:
     shutil.copy(ARCTIC / "audio" / f"{good_ids()[5]}.flac", audio / "my take 1.flac")
     lines = [f"{u}\t{t}" for u, t in texts.items()] + [f"my take 1\t{good_texts()[good_ids()[5]]}"]
     (tmp_path / "t.tsv").write_text("\n".join(lines) + "\n")
-    run = dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", tmp_path / "t.tsv", "--corpus", "x",
-              "--split", "train", "--manifest-dir", tmp_path / "m")
+    run = dsr(
+        "prepare",
+        "folder",
+        "--audio-dir",
+        audio,
+        "--transcripts",
+        tmp_path / "t.tsv",
+        "--corpus",
+        "x",
+        "--split",
+        "train",
+        "--manifest-dir",
+        tmp_path / "m",
+    )
     one_line_error(run, "line 5", "'my take 1'", "rename the audio file", "'my_take_1'")
 
 
@@ -466,8 +559,20 @@ def test_12_read_only_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
         monkeypatch.setattr(tempfile, "mkstemp", refuse)
     try:
-        run = dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", tmp_path / "t.tsv", "--corpus", "x",
-                  "--split", "train", "--manifest-dir", out)
+        run = dsr(
+            "prepare",
+            "folder",
+            "--audio-dir",
+            audio,
+            "--transcripts",
+            tmp_path / "t.tsv",
+            "--corpus",
+            "x",
+            "--split",
+            "train",
+            "--manifest-dir",
+            out,
+        )
     finally:
         out.chmod(0o755)
     one_line_error(run, str(out), "Permission denied", "fix:")
@@ -476,8 +581,22 @@ def test_12_read_only_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_13a_manifest_dir_with_missing_parent_is_created(tmp_path: Path) -> None:
     audio, texts = small_folder(tmp_path)
     (tmp_path / "t.tsv").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
-    ok(dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", tmp_path / "t.tsv", "--corpus", "x",
-           "--split", "train", "--manifest-dir", tmp_path / "new" / "deeper"))
+    ok(
+        dsr(
+            "prepare",
+            "folder",
+            "--audio-dir",
+            audio,
+            "--transcripts",
+            tmp_path / "t.tsv",
+            "--corpus",
+            "x",
+            "--split",
+            "train",
+            "--manifest-dir",
+            tmp_path / "new" / "deeper",
+        )
+    )
     assert (tmp_path / "new" / "deeper" / "x_supervisions_train.jsonl.gz").is_file()
 
 
@@ -485,8 +604,20 @@ def test_13b_manifest_dir_whose_parent_is_a_file(tmp_path: Path) -> None:
     audio, texts = small_folder(tmp_path)
     (tmp_path / "t.tsv").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
     (tmp_path / "afile").write_text("not a folder")
-    run = dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", tmp_path / "t.tsv", "--corpus", "x",
-              "--split", "train", "--manifest-dir", tmp_path / "afile" / "m")
+    run = dsr(
+        "prepare",
+        "folder",
+        "--audio-dir",
+        audio,
+        "--transcripts",
+        tmp_path / "t.tsv",
+        "--corpus",
+        "x",
+        "--split",
+        "train",
+        "--manifest-dir",
+        tmp_path / "afile" / "m",
+    )
     one_line_error(run, str(tmp_path / "afile"), "not a folder")
 
 
@@ -505,13 +636,27 @@ def test_os_errors_outside_user_paths_keep_their_traceback() -> None:
 
 def prepare_small(root: Path, texts: dict[str, str], audio: Path, *extra: str) -> Run:
     (root / "t.tsv").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
-    return dsr("prepare", "folder", "--audio-dir", audio, "--transcripts", root / "t.tsv", "--corpus", "x",
-               "--split", "train", "--manifest-dir", root / "m", *extra)
+    return dsr(
+        "prepare",
+        "folder",
+        "--audio-dir",
+        audio,
+        "--transcripts",
+        root / "t.tsv",
+        "--corpus",
+        "x",
+        "--split",
+        "train",
+        "--manifest-dir",
+        root / "m",
+        *extra,
+    )
 
 
 def features_small(root: Path, *extra: str) -> Run:
-    return dsr("features", "--corpus", "x", "--split", "train", "--manifest-dir", root / "m", "--out-dir",
-               root / "f", *extra)
+    return dsr(
+        "features", "--corpus", "x", "--split", "train", "--manifest-dir", root / "m", "--out-dir", root / "f", *extra
+    )
 
 
 def test_14a_same_stage_twice_is_skipped(tmp_path: Path) -> None:
@@ -599,9 +744,28 @@ def start_features(root: Path) -> tuple[subprocess.Popen, set[int]]:
     import dsr as package  # the child runs the dsr this test imported
 
     env = dict(os.environ, PYTHONPATH=str(Path(package.__file__).parents[1]), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "dsr.cli.main", "features", "--corpus", "x", "--split", "train",
-                             "--manifest-dir", str(root / "m"), "--out-dir", str(root / "f"), "-j", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsr.cli.main",
+            "features",
+            "--corpus",
+            "x",
+            "--split",
+            "train",
+            "--manifest-dir",
+            str(root / "m"),
+            "--out-dir",
+            str(root / "f"),
+            "-j",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     workers: set[int] = set()
     while time.time() < deadline and proc.poll() is None:
@@ -666,13 +830,31 @@ def copy_exp(pipe: Pipeline, dest: Path) -> Path:
     pytest.param((2, 3), "epoch-1.pt", id="15b"),
     pytest.param((1, 2, 3), None, id="15c"),
 ])  # fmt: skip
-def test_15abc_truncated_checkpoints_resume_from_newest_readable(pipe: Pipeline, tmp_path: Path,
-                                                                 bad: tuple[int, ...], resumed: str | None) -> None:
+def test_15abc_truncated_checkpoints_resume_from_newest_readable(
+    pipe: Pipeline, tmp_path: Path, bad: tuple[int, ...], resumed: str | None
+) -> None:
     exp = copy_exp(pipe, tmp_path / "exp")
     for epoch in bad:
         truncate(exp / f"epoch-{epoch}.pt")
-    run = ok(dsr("train", "--config", pipe.root / "tiny.yaml", "--exp-dir", exp, "--lang-dir", pipe.lang,
-                 "--train-cuts", pipe.cuts, "--dev-cuts", "", "--num-epochs", "3", "--max-utt-duration", "20"))
+    run = ok(
+        dsr(
+            "train",
+            "--config",
+            pipe.root / "tiny.yaml",
+            "--exp-dir",
+            exp,
+            "--lang-dir",
+            pipe.lang,
+            "--train-cuts",
+            pipe.cuts,
+            "--dev-cuts",
+            "",
+            "--num-epochs",
+            "3",
+            "--max-utt-duration",
+            "20",
+        )
+    )
     for epoch in bad:
         assert f"ignoring unreadable checkpoint {exp / f'epoch-{epoch}.pt'}" in run.out.replace("\n", " ")
     if resumed:
@@ -685,8 +867,24 @@ def test_15abc_truncated_checkpoints_resume_from_newest_readable(pipe: Pipeline,
 def test_15d_decode_with_truncated_checkpoint(pipe: Pipeline, tmp_path: Path) -> None:
     exp = copy_exp(pipe, tmp_path / "exp")
     truncate(exp / "epoch-3.pt")
-    run = dsr("decode", "--exp-dir", exp, "--lang-dir", pipe.lang, "--cuts", pipe.cuts, "-m", "greedy",
-              "--device", "cpu", "--epoch", "3", "--avg", "1", "--no-use-averaged-model")
+    run = dsr(
+        "decode",
+        "--exp-dir",
+        exp,
+        "--lang-dir",
+        pipe.lang,
+        "--cuts",
+        pipe.cuts,
+        "-m",
+        "greedy",
+        "--device",
+        "cpu",
+        "--epoch",
+        "3",
+        "--avg",
+        "1",
+        "--no-use-averaged-model",
+    )
     one_line_error(run, "epoch-3.pt")
 
 
@@ -706,16 +904,32 @@ def test_15e_train_on_truncated_feature_file(pipe: Pipeline, tmp_path: Path) -> 
     cuts = copy_cuts_with_storage(pipe, tmp_path / "fbank")
     (lca,) = (tmp_path / "fbank" / "bad_feats_train").glob("*.lca")
     truncate(lca)
-    run = dsr("train", "--config", pipe.root / "tiny.yaml", "--exp-dir", tmp_path / "exp", "--lang-dir", pipe.lang,
-              "--train-cuts", cuts, "--dev-cuts", "", "--num-epochs", "1")
+    run = dsr(
+        "train",
+        "--config",
+        pipe.root / "tiny.yaml",
+        "--exp-dir",
+        tmp_path / "exp",
+        "--lang-dir",
+        pipe.lang,
+        "--train-cuts",
+        cuts,
+        "--dev-cuts",
+        "",
+        "--num-epochs",
+        "1",
+    )
     one_line_error(run, str(lca), "truncated", "dsr features")
 
 
 def lang_dir(pipe: Pipeline, dest: Path, vocab: int, extra_text: str = "") -> Path:
     if extra_text:
         src = dest.parent / f"texts_{vocab}.jsonl.gz"
-        sups = [{"id": f"s{i}", "recording_id": f"s{i}", "start": 0, "duration": 1, "channel": 0, "text": t}
-                for i, t in enumerate(list(pipe.texts.values()) + [extra_text] * 50) if t]
+        sups = [
+            {"id": f"s{i}", "recording_id": f"s{i}", "start": 0, "duration": 1, "channel": 0, "text": t}
+            for i, t in enumerate(list(pipe.texts.values()) + [extra_text] * 50)
+            if t
+        ]
         with gzip.open(src, "wt", encoding="utf-8") as f:
             f.writelines(json.dumps(s) + "\n" for s in sups)
     else:
@@ -729,15 +943,25 @@ def lang_dir(pipe: Pipeline, dest: Path, vocab: int, extra_text: str = "") -> Pa
     pytest.param(VOCAB + 8, "", f"has {VOCAB + 8} tokens", id="16b-larger"),
     pytest.param(VOCAB, "zebra quartz jukebox whiskey", "another bpe.model", id="16a-same-size-other-pieces"),
 ])  # fmt: skip
-def test_16ab_lang_dir_of_another_vocabulary(pipe: Pipeline, tmp_path: Path, vocab: int, extra: str,
-                                             needle: str) -> None:
+def test_16ab_lang_dir_of_another_vocabulary(
+    pipe: Pipeline, tmp_path: Path, vocab: int, extra: str, needle: str
+) -> None:
     other = lang_dir(pipe, tmp_path / "lang_other", vocab, extra)
-    decode = dsr("decode", "--exp-dir", pipe.exp, "--lang-dir", other, "--cuts", pipe.cuts, "-m", "greedy",
-                 "--device", "cpu")
+    decode = dsr(
+        "decode", "--exp-dir", pipe.exp, "--lang-dir", other, "--cuts", pipe.cuts, "-m", "greedy", "--device", "cpu"
+    )
     # Both sides named: the lang dir given, and the one the model was trained with.
     one_line_error(decode, str(other), needle, str(pipe.lang), "--lang-dir the model was trained with")
-    transcribe = dsr("transcribe", "--exp-dir", pipe.exp, "--lang-dir", other, "--device", "cpu",
-                     pipe.audio / f"{good_ids()[0]}.flac")
+    transcribe = dsr(
+        "transcribe",
+        "--exp-dir",
+        pipe.exp,
+        "--lang-dir",
+        other,
+        "--device",
+        "cpu",
+        pipe.audio / f"{good_ids()[0]}.flac",
+    )
     one_line_error(transcribe, str(other), needle, str(pipe.lang))
 
 
@@ -749,12 +973,27 @@ def test_16_old_checkpoint_without_vocabulary_warns(pipe: Pipeline, tmp_path: Pa
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         state.pop("vocabulary")
         torch.save(state, ckpt)
-    run = ok(dsr("transcribe", "--exp-dir", exp, "--lang-dir", pipe.lang, "--device", "cpu",
-                 pipe.audio / f"{good_ids()[0]}.flac"))
+    run = ok(
+        dsr(
+            "transcribe",
+            "--exp-dir",
+            exp,
+            "--lang-dir",
+            pipe.lang,
+            "--device",
+            "cpu",
+            pipe.audio / f"{good_ids()[0]}.flac",
+        )
+    )
     assert "records no vocabulary checksum" in run.out
     other = lang_dir(pipe, tmp_path / "lang_big", VOCAB + 8)
-    one_line_error(dsr("transcribe", "--exp-dir", exp, "--lang-dir", other, "--device", "cpu",
-                       pipe.audio / f"{good_ids()[0]}.flac"), f"has {VOCAB + 8} tokens", f"trained with {VOCAB}")
+    one_line_error(
+        dsr(
+            "transcribe", "--exp-dir", exp, "--lang-dir", other, "--device", "cpu", pipe.audio / f"{good_ids()[0]}.flac"
+        ),
+        f"has {VOCAB + 8} tokens",
+        f"trained with {VOCAB}",
+    )
 
 
 @pytest.mark.parametrize("which", ["missing-exp", "empty-exp", "missing-lang", "empty-lang"])
@@ -807,8 +1046,9 @@ def test_8b_17a_short_cut_and_damaged_audio_in_decode(pipe: Pipeline, tmp_path: 
     cuts = recording_cuts(pipe, tmp_path / "audio", ids)
     (tmp_path / "audio" / f"{good_ids()[1]}.flac").write_bytes(b"damaged after prepare" * 100)
     exp = copy_exp(pipe, tmp_path / "exp")
-    run = ok(dsr("decode", "--exp-dir", exp, "--lang-dir", pipe.lang, "--cuts", cuts, "-m", "greedy",
-                 "--device", "cpu"))
+    run = ok(
+        dsr("decode", "--exp-dir", exp, "--lang-dir", pipe.lang, "--cuts", cuts, "-m", "greedy", "--device", "cpu")
+    )
     assert "2 unreadable skipped" in run.out
     result = result_json(exp, cuts)
     listed = {u["cut_id"]: u["error"] for u in result["unreadable"]}
@@ -822,8 +1062,9 @@ def test_17b_decode_with_truncated_feature_file(pipe: Pipeline, tmp_path: Path) 
     (lca,) = (tmp_path / "fbank" / "bad_feats_train").glob("*.lca")
     truncate(lca)
     exp = copy_exp(pipe, tmp_path / "exp")
-    run = ok(dsr("decode", "--exp-dir", exp, "--lang-dir", pipe.lang, "--cuts", cuts, "-m", "greedy",
-                 "--device", "cpu"))
+    run = ok(
+        dsr("decode", "--exp-dir", exp, "--lang-dir", pipe.lang, "--cuts", cuts, "-m", "greedy", "--device", "cpu")
+    )
     result = result_json(exp, cuts)
     assert result["unreadable"] and all(u["source"] == str(lca) for u in result["unreadable"])
     assert result["num_utts"] + len(result["unreadable"]) == len(cut_ids(cuts))
@@ -837,10 +1078,39 @@ def test_17c_cuts_used_from_another_working_directory(pipe: Pipeline, tmp_path: 
     work.mkdir()
     audio, texts = small_folder(work, 6)
     (work / "t.tsv").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
-    ok(dsr("prepare", "folder", "--audio-dir", "audio", "--transcripts", "t.tsv", "--corpus", "x", "--split",
-           "train", "--manifest-dir", "data/m", cwd=work))
-    ok(dsr("features", "--corpus", "x", "--split", "train", "--manifest-dir", "data/m", "--out-dir", "data/fbank",
-           "-j", "1", cwd=work))
+    ok(
+        dsr(
+            "prepare",
+            "folder",
+            "--audio-dir",
+            "audio",
+            "--transcripts",
+            "t.tsv",
+            "--corpus",
+            "x",
+            "--split",
+            "train",
+            "--manifest-dir",
+            "data/m",
+            cwd=work,
+        )
+    )
+    ok(
+        dsr(
+            "features",
+            "--corpus",
+            "x",
+            "--split",
+            "train",
+            "--manifest-dir",
+            "data/m",
+            "--out-dir",
+            "data/fbank",
+            "-j",
+            "1",
+            cwd=work,
+        )
+    )
     cuts = work / "data" / "fbank" / "x_cuts_train.jsonl.gz"
     if layout == "older-relative":  # as dsr features wrote them before: relative to where it ran
         rows = read_jsonl_gz(cuts)
@@ -851,10 +1121,40 @@ def test_17c_cuts_used_from_another_working_directory(pipe: Pipeline, tmp_path: 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     rel_cuts = os.path.relpath(cuts, elsewhere)
-    ok(dsr("train", "--config", pipe.root / "tiny.yaml", "--exp-dir", "exp", "--lang-dir", pipe.lang,
-           "--train-cuts", rel_cuts, "--dev-cuts", "", "--num-epochs", "1", cwd=elsewhere))
-    ok(dsr("decode", "--exp-dir", "exp", "--lang-dir", pipe.lang, "--cuts", rel_cuts, "-m", "greedy",
-           "--device", "cpu", cwd=elsewhere))
+    ok(
+        dsr(
+            "train",
+            "--config",
+            pipe.root / "tiny.yaml",
+            "--exp-dir",
+            "exp",
+            "--lang-dir",
+            pipe.lang,
+            "--train-cuts",
+            rel_cuts,
+            "--dev-cuts",
+            "",
+            "--num-epochs",
+            "1",
+            cwd=elsewhere,
+        )
+    )
+    ok(
+        dsr(
+            "decode",
+            "--exp-dir",
+            "exp",
+            "--lang-dir",
+            pipe.lang,
+            "--cuts",
+            rel_cuts,
+            "-m",
+            "greedy",
+            "--device",
+            "cpu",
+            cwd=elsewhere,
+        )
+    )
     result = result_json(elsewhere / "exp", cuts)
     assert result["unreadable"] == [] and result["num_utts"] == 6
 

@@ -70,8 +70,9 @@ def test_near_silent_audio_is_kept_with_a_warning(tmp_path: Path) -> None:
     from dsr.data.validate import audio_warning, check_audio
 
     rng = np.random.default_rng(1)
-    sf.write(tmp_path / "dither.wav", (rng.standard_normal(SR) * 10 ** (-90 / 20)).astype(np.float32), SR,
-             subtype="FLOAT")
+    sf.write(
+        tmp_path / "dither.wav", (rng.standard_normal(SR) * 10 ** (-90 / 20)).astype(np.float32), SR, subtype="FLOAT"
+    )
     sf.write(tmp_path / "speech.wav", tone(level=0.01), SR)  # -43 dBFS: quiet, not silent
     quiet = check_audio(tmp_path / "dither.wav")
     assert quiet.near_silent and "near-silent audio" in (audio_warning(quiet) or "")
@@ -99,7 +100,10 @@ def test_input_fingerprint_and_changed_inputs(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("two")
     (tmp_path / "d" / "y.wav").write_bytes(b"2")
     assert changed_inputs(tmp_path, "stage", input_fingerprint(inputs), {"k": [1, 3]}) == [
-        "input audio", "input text", "option k"]
+        "input audio",
+        "input text",
+        "option k",
+    ]
     mark_done(tmp_path, "old", {"summary": "before inputs were recorded"})
     assert changed_inputs(tmp_path, "old", input_fingerprint(inputs), {}) == []
 
@@ -113,8 +117,11 @@ def test_check_vocabulary_names_both_sides(tmp_path: Path) -> None:
         (tmp_path / name / "tokens.txt").write_bytes(piece)
     recorded = vocabulary_info(tmp_path / "trained", 30)
     check_vocabulary(recorded, 30, tmp_path / "trained", 30, "the model in exp")
-    with pytest.raises(DsrUserError, match=r"--lang-dir .*other has 40 tokens but the model in exp was trained "
-                                           r"with 30 tokens of .*trained; fix"):
+    with pytest.raises(
+        DsrUserError,
+        match=r"--lang-dir .*other has 40 tokens but the model in exp was trained "
+        r"with 30 tokens of .*trained; fix",
+    ):
         check_vocabulary(recorded, 30, tmp_path / "other", 40, "the model in exp")
     with pytest.raises(DsrUserError, match="has another bpe.model"):
         check_vocabulary(recorded, 30, tmp_path / "other", 30, "the model in exp")
@@ -124,10 +131,10 @@ def test_check_vocabulary_names_both_sides(tmp_path: Path) -> None:
 
 def test_feature_paths_resolve_from_the_manifest_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lhotse import CutSet
+    from tiny_corpus import make_tiny_corpus
 
     from dsr.data.cut_paths import check_feature_storage
     from dsr.data.cuts import load_cuts
-    from tiny_corpus import make_tiny_corpus
 
     work = tmp_path / "work"
     corpus = make_tiny_corpus(work, num_train=3, num_dev=1)

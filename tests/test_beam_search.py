@@ -10,20 +10,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_corpus import write_feature_cuts
 
 from dsr.decoding.beam_search import modified_beam_search
 from dsr.decoding.context_graph import ContextGraph
 from dsr.decoding.greedy import transducer_greedy_search
 from dsr.models import HybridTransducer, ModelConfig, build_model
-from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 
 
 def model_config(vocab_size: int, feature_dim: int = 20) -> ModelConfig:
-    return ModelConfig(feature_dim=feature_dim, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64,
-                       conv_kernel_size=5, subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40,
-                       vocab_size=vocab_size, context_size=2)
+    return ModelConfig(
+        feature_dim=feature_dim,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=vocab_size,
+        context_size=2,
+    )
 
 
 def small_model(
@@ -146,7 +156,9 @@ def _greedy_with_bonus(model: HybridTransducer, enc: torch.Tensor, graph: Contex
         context = torch.tensor([((blank,) * ctx + tuple(tokens))[-ctx:]])
         dec = model.joiner.decoder_proj(model.predictor(context, need_pad=False)).squeeze(1)
         lp = model.joiner(model.joiner.encoder_proj(enc[t : t + 1]), dec, project_input=False).log_softmax(-1)[0]
-        scores = [lp[v].item() + (0.0 if v == blank else graph.forward_one_step(state, v)[0]) for v in range(lp.numel())]
+        scores = [
+            lp[v].item() + (0.0 if v == blank else graph.forward_one_step(state, v)[0]) for v in range(lp.numel())
+        ]
         best = max(range(len(scores)), key=scores.__getitem__)
         if best != blank:
             tokens.append(best)
@@ -182,8 +194,13 @@ def test_nbest_search_adds_the_ctc_log_likelihood(encoded) -> None:
         n = int(enc_lens[i])
         for h in hyps:
             # One utterance and one hypothesis at a time: checks the batching of the scores.
-            nll = torch.nn.functional.ctc_loss(log_probs[i, :n, None], torch.tensor([h.tokens]), torch.tensor([n]),
-                                               torch.tensor([len(h.tokens)]), reduction="sum")
+            nll = torch.nn.functional.ctc_loss(
+                log_probs[i, :n, None],
+                torch.tensor([h.tokens]),
+                torch.tensor([n]),
+                torch.tensor([len(h.tokens)]),
+                reduction="sum",
+            )
             assert h.ctc_score == pytest.approx(-float(nll), rel=1e-5)
             finite += math.isfinite(h.ctc_score)
     assert finite >= 3
@@ -223,7 +240,6 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "exp": root / "exp", "lang": root / "lang", "cuts": root / "toy_cuts_test.jsonl.gz"}
 
 
-
 def test_decode_stage_writes_nbest_files(exp: dict[str, Path]) -> None:
     from typer.testing import CliRunner
 
@@ -233,8 +249,23 @@ def test_decode_stage_writes_nbest_files(exp: dict[str, Path]) -> None:
     from dsr.lang.bpe import Tokenizer
 
     # Through the CLI: beam 1 must reproduce greedy search's recognitions.
-    args = ["decode", "--exp-dir", str(exp["exp"]), "--cuts", str(exp["cuts"]), "--lang-dir", str(exp["lang"]),
-            "--device", "cpu", "-m", "greedy", "-m", "modified-beam-search", "--beam-size", "1"]
+    args = [
+        "decode",
+        "--exp-dir",
+        str(exp["exp"]),
+        "--cuts",
+        str(exp["cuts"]),
+        "--lang-dir",
+        str(exp["lang"]),
+        "--device",
+        "cpu",
+        "-m",
+        "greedy",
+        "-m",
+        "modified-beam-search",
+        "--beam-size",
+        "1",
+    ]
     proc = CliRunner().invoke(app, args)
     assert proc.exit_code == 0, proc.output
     out = exp["exp"] / "decode"
@@ -245,8 +276,18 @@ def test_decode_stage_writes_nbest_files(exp: dict[str, Path]) -> None:
     # Every method but attention rescoring (tests/test_attention_rescoring.py): this model has no decoder.
     whisper_only = ("whisper-greedy", "whisper-beam-search", "faster-whisper")
     methods = tuple(m for m in METHODS if m not in ATTENTION_METHODS and m not in whisper_only)
-    results = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
-                     beam_size=3, nbest=2, hotwords_file=hotwords, hotword_score=1.5)
+    results = decode(
+        exp["exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=methods,
+        device="cpu",
+        progress=False,
+        beam_size=3,
+        nbest=2,
+        hotwords_file=hotwords,
+        hotword_score=1.5,
+    )
     assert [r.method for r in results] == list(methods)
     tok = Tokenizer(exp["lang"])
     ctc_scores = []
@@ -293,14 +334,23 @@ def test_transcribe_with_beam_search_and_hotwords(exp: dict[str, Path]) -> None:
     greedy = transcribe([wav], exp["exp"], exp["lang"], method="greedy", device="cpu")
     beam1 = transcribe([wav], exp["exp"], exp["lang"], method="modified-beam-search", device="cpu", beam_size=1)
     assert beam1 == greedy and greedy[0][1]
-    biased = transcribe([wav], exp["exp"], exp["lang"], method="ctc-prefix-beam-search", device="cpu",
-                        hotwords_file=hot)
+    biased = transcribe(
+        [wav], exp["exp"], exp["lang"], method="ctc-prefix-beam-search", device="cpu", hotwords_file=hot
+    )
     assert biased[0][0] == wav and isinstance(biased[0][1], str)  # hotwords load and run through transcribe
     with pytest.raises(DsrUserError, match="^hotwords_file: needs method"):
         transcribe([wav], exp["exp"], exp["lang"], method="greedy", device="cpu", hotwords_file=hot)
     with pytest.raises(DsrUserError, match="^nbest: must be between 1 and `beam_size`=2"):
-        decode(exp["exp"], exp["cuts"], exp["lang"], methods=("modified-beam-search",), device="cpu", beam_size=2,
-               nbest=3, progress=False)
+        decode(
+            exp["exp"],
+            exp["cuts"],
+            exp["lang"],
+            methods=("modified-beam-search",),
+            device="cpu",
+            beam_size=2,
+            nbest=3,
+            progress=False,
+        )
 
 
 def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]) -> None:
@@ -311,24 +361,38 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
     methods = ("modified-beam-search", "ctc-prefix-beam-search")
     plain = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False, beam_size=3)
     # A word list one letter away from the 1-best's words, so that every long word has a respelling.
-    words = {w for r in plain for line in (r.out_dir / "nbest.jsonl").read_text().splitlines()
-             for w in json.loads(line)["hyps"][0]["text"].split()}
+    words = {
+        w
+        for r in plain
+        for line in (r.out_dir / "nbest.jsonl").read_text().splitlines()
+        for w in json.loads(line)["hyps"][0]["text"].split()
+    }
     swap = str.maketrans("AEIOUT", "EIOUAE")
     lexicon = exp["root"] / "words.txt"
     lexicon.write_text("".join(w.translate(swap) + "\n" for w in words if len(w) > 4))
-    expanded = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
-                      beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4, parents=1))
+    expanded = decode(
+        exp["exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=methods,
+        device="cpu",
+        progress=False,
+        beam_size=3,
+        expand_lexicon=lexicon,
+        expand_options=ExpandOptions(max_am_drop=1e4, parents=1),
+    )
     num_added = 0
     for p, e in zip(plain, expanded):
         assert e.method == f"{p.method}+lexicon" and e.wer == p.wer
         info = json.loads((e.out_dir / "result.json").read_text())
         assert info["expand_lexicon"] == str(lexicon) and info["expand_options"]["parents"] == 1
         assert (e.out_dir / "recogs.txt").read_text() == (p.out_dir / "recogs.txt").read_text()
-        for a, b in zip((p.out_dir / "nbest.jsonl").read_text().splitlines(),
-                        (e.out_dir / "nbest.jsonl").read_text().splitlines()):
+        for a, b in zip(
+            (p.out_dir / "nbest.jsonl").read_text().splitlines(), (e.out_dir / "nbest.jsonl").read_text().splitlines()
+        ):
             first, more = json.loads(a)["hyps"], json.loads(b)["hyps"]
             assert more[: len(first)] == first and all(h["source"] == "search" for h in first)
-            added = more[len(first):]
+            added = more[len(first) :]
             for h in added:
                 assert h["source"] == "lexicon" and h["am_score"] is not None
                 assert "ctc_score" in h and h["text"] not in {f["text"] for f in first}
@@ -342,13 +406,32 @@ def test_decode_with_lexicon_expansion_keeps_the_first_pass(exp: dict[str, Path]
     assert num_added > 0
 
     def count_added(results) -> int:
-        return sum(sum(h["source"] == "lexicon" for h in json.loads(line)["hyps"])
-                   for r in results for line in (r.out_dir / "nbest.jsonl").read_text().splitlines())
+        return sum(
+            sum(h["source"] == "lexicon" for h in json.loads(line)["hyps"])
+            for r in results
+            for line in (r.out_dir / "nbest.jsonl").read_text().splitlines()
+        )
 
     assert count_added(expanded) == num_added
-    three = decode(exp["exp"], exp["cuts"], exp["lang"], methods=methods, device="cpu", progress=False,
-                   beam_size=3, expand_lexicon=lexicon, expand_options=ExpandOptions(max_am_drop=1e4, parents=3))
+    three = decode(
+        exp["exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=methods,
+        device="cpu",
+        progress=False,
+        beam_size=3,
+        expand_lexicon=lexicon,
+        expand_options=ExpandOptions(max_am_drop=1e4, parents=3),
+    )
     assert count_added(three) > num_added  # the 2nd and 3rd hypotheses' non-words too
     with pytest.raises(DsrUserError, match="^expand_lexicon: needs n-best methods"):
-        decode(exp["exp"], exp["cuts"], exp["lang"], methods=("greedy",), device="cpu", progress=False,
-               expand_lexicon=lexicon)
+        decode(
+            exp["exp"],
+            exp["cuts"],
+            exp["lang"],
+            methods=("greedy",),
+            device="cpu",
+            progress=False,
+            expand_lexicon=lexicon,
+        )

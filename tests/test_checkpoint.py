@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from dsr.errors import DsrUserError
-from dsr.models.checkpoint import average_between, average_checkpoints, resolve_model_checkpoint
-from dsr.models.checkpoint import save_checkpoint
+from dsr.models.checkpoint import average_between, average_checkpoints, resolve_model_checkpoint, save_checkpoint
 from dsr.training.model_average import ModelAverager
 
 
@@ -53,7 +52,9 @@ def test_model_averager_is_the_mean_of_sampled_steps_and_between_is_exact():
             snapshots[step] = copy.deepcopy(averager.state_dict())
     sampled = [3, 6, 9, 12]
     assert averager.num_averaged == 4
-    assert torch.allclose(averager.weights["weight"], torch.full((1, 2), sum(s * s for s in sampled) / 4.0, dtype=torch.float64))
+    assert torch.allclose(
+        averager.weights["weight"], torch.full((1, 2), sum(s * s for s in sampled) / 4.0, dtype=torch.float64)
+    )
     between = average_between(snapshots[6], snapshots[12], model.state_dict())
     assert torch.allclose(between["weight"], torch.full((1, 2), (81 + 144) / 2.0))
     assert between["weight"].dtype == torch.float32

@@ -123,8 +123,19 @@ def test_chunked_attention_memory_grows_linearly() -> None:
 
 
 def test_dynamic_chunk_draws_and_training_forward() -> None:
-    enc = ConformerEncoder(FEAT, 32, 1, 4, 64, 5, dropout=0.0, causal=True, train_chunk_sizes=(2, 4),
-                           train_left_context_chunks=(0, -1), train_full_context_prob=0.5)
+    enc = ConformerEncoder(
+        FEAT,
+        32,
+        1,
+        4,
+        64,
+        5,
+        dropout=0.0,
+        causal=True,
+        train_chunk_sizes=(2, 4),
+        train_left_context_chunks=(0, -1),
+        train_full_context_prob=0.5,
+    )
     torch.manual_seed(0)
     draws = Counter(enc.sample_chunking() for _ in range(800))
     assert set(draws) == {(-1, -1), (2, 0), (2, -1), (4, 0), (4, -1)}
@@ -144,8 +155,12 @@ def test_dynamic_chunk_draws_and_training_forward() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(train_chunk_sizes=(0, 4)), dict(train_left_context_chunks=()), dict(train_left_context_chunks=(-2,)),
-     dict(train_full_context_prob=1.5)],
+    [
+        dict(train_chunk_sizes=(0, 4)),
+        dict(train_left_context_chunks=()),
+        dict(train_left_context_chunks=(-2,)),
+        dict(train_full_context_prob=1.5),
+    ],
 )
 def test_dynamic_chunk_constructor_errors(kw: dict) -> None:
     with pytest.raises(ValueError):
@@ -153,7 +168,9 @@ def test_dynamic_chunk_constructor_errors(kw: dict) -> None:
 
 
 def test_model_config_keeps_dynamic_chunking() -> None:
-    cfg = ModelConfig(causal=True, train_chunk_sizes=(8, 16), train_left_context_chunks=(2, -1), train_full_context_prob=0.3)
+    cfg = ModelConfig(
+        causal=True, train_chunk_sizes=(8, 16), train_left_context_chunks=(2, -1), train_full_context_prob=0.3
+    )
     d = cfg.to_dict()
     assert d["train_chunk_sizes"] == [8, 16] and d["train_left_context_chunks"] == [2, -1]
     assert ModelConfig.from_dict(d) == cfg

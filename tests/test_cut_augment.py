@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.data.cuts import load_cuts
+from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from tests.tiny_corpus import write_feature_cuts
 
 FRAMES = (40, 100, 25, 300)
@@ -47,7 +47,9 @@ def test_p_zero_and_draws_follow_torch_seed(tmp_path):
     assert a == b
 
 
-@pytest.mark.parametrize("kwargs", [{"max_seconds": 0}, {"max_seconds": 0.1, "p": 1.5}, {"max_seconds": 0.1, "min_keep": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_seconds": 0}, {"max_seconds": 0.1, "p": 1.5}, {"max_seconds": 0.1, "min_keep": 0}]
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         RandomEdgeTrim(**kwargs)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from corpus_fixtures import aishell, audio, corrupt, librispeech, musan
 from lhotse import load_manifest
 from typer.testing import CliRunner
-
-from corpus_fixtures import aishell, audio, corrupt, librispeech, musan
 
 from dsr.cli import data as data_cli
 from dsr.data.aishell import download_aishell, normalize_aishell_text, prepare_aishell
@@ -19,8 +18,11 @@ from dsr.data.manifests import recordings_path, supervisions_path
 from dsr.data.musan import download_musan, prepare_musan
 from dsr.errors import DsrUserError
 
+
 def _load(manifest_dir: Path, corpus: str, split: str):
-    return load_manifest(recordings_path(manifest_dir, corpus, split)), load_manifest(supervisions_path(manifest_dir, corpus, split))
+    return load_manifest(recordings_path(manifest_dir, corpus, split)), load_manifest(
+        supervisions_path(manifest_dir, corpus, split)
+    )
 
 
 def test_librispeech_parts_become_splits(tmp_path: Path) -> None:
@@ -72,7 +74,11 @@ def test_librispeech_layout_errors_are_one_line(tmp_path: Path) -> None:
         prepare_librispeech(corpus, tmp_path / "m", ["dev-clean"])
     with pytest.raises(DsrUserError, match="'dev-cleen' is unknown"):
         resolve_parts(["dev-cleen"])
-    assert resolve_parts(["mini_librispeech", "dev-clean-2", "test-clean"]) == ["dev-clean-2", "train-clean-5", "test-clean"]
+    assert resolve_parts(["mini_librispeech", "dev-clean-2", "test-clean"]) == [
+        "dev-clean-2",
+        "train-clean-5",
+        "test-clean",
+    ]
     (corpus / "dev-clean-2/1272/128104/1272-128104-0001.flac").unlink()
     with pytest.raises(DsrUserError, match=r"1272-128104-0001.flac does not exist \(listed in .*trans.txt line 2\)"):
         prepare_librispeech(corpus, tmp_path / "m", ["dev-clean-2"])
@@ -102,8 +108,20 @@ def test_cli_download_from_mirror_then_rerun_is_a_no_op(tmp_path: Path) -> None:
     mirror.mkdir(parents=True)
     with tarfile.open(mirror / "dev-clean-2.tar.gz", "w:gz") as tar:
         tar.add(corpus / "dev-clean-2", arcname="LibriSpeech/dev-clean-2")
-    args = ["librispeech", "--download", "--download-dir", str(tmp_path / "dl"), "--base-url", f"file://{tmp_path}/mirror",
-            "--dataset-parts", "dev-clean-2", "--manifest-dir", str(tmp_path / "m"), "-j", "1"]
+    args = [
+        "librispeech",
+        "--download",
+        "--download-dir",
+        str(tmp_path / "dl"),
+        "--base-url",
+        f"file://{tmp_path}/mirror",
+        "--dataset-parts",
+        "dev-clean-2",
+        "--manifest-dir",
+        str(tmp_path / "m"),
+        "-j",
+        "1",
+    ]
     res = _cli(*args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "dl/LibriSpeech/dev-clean-2/1272/128104/1272-128104-0000.flac").is_file()
@@ -113,8 +131,16 @@ def test_cli_download_from_mirror_then_rerun_is_a_no_op(tmp_path: Path) -> None:
     res = _cli(*args)
     assert res.exit_code == 0, res.output
     assert "already done" in res.output and written.stat().st_mtime_ns == stamp
-    res = _cli("librispeech", "--corpus-dir", str(corpus), "--dataset-parts", "dev-clean-2", "--manifest-dir",
-               str(tmp_path / "m"), "--force")
+    res = _cli(
+        "librispeech",
+        "--corpus-dir",
+        str(corpus),
+        "--dataset-parts",
+        "dev-clean-2",
+        "--manifest-dir",
+        str(tmp_path / "m"),
+        "--force",
+    )
     assert res.exit_code == 0, res.output
     assert written.stat().st_mtime_ns != stamp
 
@@ -134,7 +160,9 @@ def test_aishell_text_is_characters(tmp_path: Path) -> None:
     corrupt(corpus / "data_aishell/wav/test/S0764/BAC009S0764W0122.wav")
     reports = prepare_aishell(corpus, tmp_path / "m")
     assert [(r.split, r.kept) for r in reports] == [("train", 2), ("dev", 1), ("test", 1)]
-    assert reports[0].skipped == [("BAC009S0002W0999", "no transcript: BAC009S0002W0999 is not in aishell_transcript_v0.8.txt")]
+    assert reports[0].skipped == [
+        ("BAC009S0002W0999", "no transcript: BAC009S0002W0999 is not in aishell_transcript_v0.8.txt")
+    ]
     assert [u for u, _ in reports[2].skipped] == ["BAC009S0764W0122"]
     _, sups = _load(tmp_path / "m", "aishell", "train")
     sup = sups["BAC009S0002W0122"]
@@ -151,12 +179,15 @@ def test_aishell_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
     for split in ("train", "dev", "test"):
         _, sups = _load(tmp_path / "m", "aishell", split)
         assert sorted((s.id, s.text, s.speaker) for s in sups) == sorted(
-            (s.id, s.text, s.speaker) for s in ref[split]["supervisions"])
+            (s.id, s.text, s.speaker) for s in ref[split]["supervisions"]
+        )
 
 
 def test_aishell_layout_errors_are_one_line(tmp_path: Path) -> None:
     corpus = aishell(tmp_path)
-    with pytest.raises(DsrUserError, match=r"aishell_transcript_v0.8.txt does not exist; fix: pass --corpus-dir .*aishell$"):
+    with pytest.raises(
+        DsrUserError, match=r"aishell_transcript_v0.8.txt does not exist; fix: pass --corpus-dir .*aishell$"
+    ):
         prepare_aishell(tmp_path, tmp_path / "m")
     for wav in (corpus / "data_aishell/wav/dev").rglob("*.wav"):
         wav.unlink()
@@ -173,7 +204,9 @@ def test_musan_recordings_only(tmp_path: Path) -> None:
     corrupt(corpus / "noise/free-sound/noise-free-sound-0001.wav")
     reports = prepare_musan(corpus, tmp_path / "m", ["noise", "music"])
     assert [(r.split, r.kept, [u for u, _ in r.skipped]) for r in reports] == [
-        ("noise", 1, ["noise-free-sound-0001"]), ("music", 1, [])]
+        ("noise", 1, ["noise-free-sound-0001"]),
+        ("music", 1, []),
+    ]
     noise = load_manifest(recordings_path(tmp_path / "m", "musan", "noise"))
     assert [r.id for r in noise] == ["noise-free-sound-0000"] and noise[0].duration == pytest.approx(3.0)
     assert not supervisions_path(tmp_path / "m", "musan", "noise").exists()

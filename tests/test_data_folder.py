@@ -52,7 +52,9 @@ def _speech_folder(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
 
 def test_fsdd_speaker_split(tmp_path: Path) -> None:
     fsdd = _shared("fsdd")
-    reports = prepare_folder_splits(fsdd / "audio", fsdd / "transcripts.tsv", tmp_path, "fsdd", fsdd_split(), speaker_of=fsdd_speaker_of)
+    reports = prepare_folder_splits(
+        fsdd / "audio", fsdd / "transcripts.tsv", tmp_path, "fsdd", fsdd_split(), speaker_of=fsdd_speaker_of
+    )
     assert [r.split for r in reports] == ["train", "dev", "test"]
     assert sum(r.kept for r in reports) == 2000 and not any(r.skipped for r in reports)
     speakers = {r.split: {c.supervisions[0].speaker for c in _load(tmp_path, "fsdd", r.split)} for r in reports}
@@ -66,7 +68,9 @@ def test_fsdd_speaker_split(tmp_path: Path) -> None:
 
 def test_arctic_prompt_split_never_splits_a_prompt(tmp_path: Path) -> None:
     arctic = _shared("arctic_cathy")
-    reports = prepare_folder_splits(arctic / "audio", arctic / "transcripts.tsv", tmp_path, "arctic", arctic_split(0.1, 0.1))
+    reports = prepare_folder_splits(
+        arctic / "audio", arctic / "transcripts.tsv", tmp_path, "arctic", arctic_split(0.1, 0.1)
+    )
     assert sum(r.kept for r in reports) == 917
     prompts = {r.split: {arctic_prompt_of(c.recording_id) for c in _load(tmp_path, "arctic", r.split)} for r in reports}
     assert set(prompts) == {"train", "dev", "test"}
@@ -86,7 +90,14 @@ def test_corrupt_audio_and_empty_transcript_are_skipped_and_named(tmp_path: Path
     whole = (audio / f"{ids[0]}.flac").read_bytes()
     (audio / "truncated.flac").write_bytes(whole[: len(whole) // 2])
     transcripts = tmp_path / "transcripts.tsv"
-    lines = [f"{ids[0]}\t  zero  ", f"{ids[1]}\tone", f"{ids[2]}\t   ", f"{ids[3]}\tthree", "corrupt\thello", "truncated\tzero"]
+    lines = [
+        f"{ids[0]}\t  zero  ",
+        f"{ids[1]}\tone",
+        f"{ids[2]}\t   ",
+        f"{ids[3]}\tthree",
+        "corrupt\thello",
+        "truncated\tzero",
+    ]
     transcripts.write_text("\n".join(lines) + "\n\n")
 
     report = prepare_folder(audio, transcripts, tmp_path / "m", "bad", "train")
@@ -131,7 +142,9 @@ def test_stereo_44k_is_kept_as_is(tmp_path: Path) -> None:
 def test_overlong_transcript_and_max_duration(tmp_path: Path) -> None:
     audio, ids = _speech_folder(tmp_path, 3)
     transcripts = tmp_path / "t.tsv"
-    transcripts.write_text(f"{ids[0]}\tzero\n{ids[1]}\t{'one two three four five six seven eight nine ten ' * 3}\n{ids[2]}\ttwo\n")
+    transcripts.write_text(
+        f"{ids[0]}\tzero\n{ids[1]}\t{'one two three four five six seven eight nine ten ' * 3}\n{ids[2]}\ttwo\n"
+    )
     report = prepare_folder(audio, transcripts, tmp_path / "m", "x", "train")
     assert report.kept == 2
     assert dict(report.skipped)[ids[1]].startswith("transcript too long")

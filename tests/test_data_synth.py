@@ -10,10 +10,10 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from dsr.data.manifests import recordings_path, supervisions_path
-from dsr.synth.sentences import DIGIT_WORDS, vocabulary
-from dsr.synth.corpus import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
-from dsr.synth.tts import Voice, available_voices
 from dsr.errors import DsrUserError
+from dsr.synth.corpus import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
+from dsr.synth.sentences import DIGIT_WORDS, vocabulary
+from dsr.synth.tts import Voice, available_voices
 
 pytestmark = pytest.mark.skipif(
     not any(shutil.which(e) for e in ("espeak-ng", "flite", "festival")),
@@ -36,7 +36,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
 
 def test_reports_and_files(corpus: tuple[Path, Path, list]) -> None:
     corpus_dir, manifest_dir, reports = corpus
-    assert [(r.corpus, r.split, r.kept) for r in reports] == [("synth", "train", 20), ("synth", "dev", 5), ("synth", "test", 5)]
+    assert [(r.corpus, r.split, r.kept) for r in reports] == [
+        ("synth", "train", 20),
+        ("synth", "dev", 5),
+        ("synth", "test", 5),
+    ]
     assert all(not r.skipped and r.duration_s > 0 for r in reports)
     for split in ("train", "dev", "test"):
         recs = list(load_manifest(recordings_path(manifest_dir, "synth", split)))
@@ -96,7 +100,9 @@ def test_deterministic_and_resumable(corpus: tuple[Path, Path, list], tmp_path: 
         second = {s.id: s.text for s in _supervisions(other / "manifests", split)}
         assert first == second
         for utt in list(first)[:3]:
-            assert (corpus_dir / split / f"{utt}.wav").read_bytes() == (other / "corpus" / split / f"{utt}.wav").read_bytes()
+            assert (corpus_dir / split / f"{utt}.wav").read_bytes() == (
+                other / "corpus" / split / f"{utt}.wav"
+            ).read_bytes()
     # Resume: delete one file, re-run; only that file is synthesised again.
     wavs = sorted((other / "corpus" / "train").glob("*.wav"))
     stamps = {p: p.stat().st_mtime_ns for p in wavs[1:]}
@@ -105,7 +111,9 @@ def test_deterministic_and_resumable(corpus: tuple[Path, Path, list], tmp_path: 
     assert wavs[0].is_file() and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     # Another seed gives other sentences.
     prepare_synth(other / "c2", other / "m2", seed=4, num_train=0, num_dev=0, num_test=5)
-    assert {s.text for s in _supervisions(other / "m2", "test")} != {s.text for s in _supervisions(manifest_dir, "test")}
+    assert {s.text for s in _supervisions(other / "m2", "test")} != {
+        s.text for s in _supervisions(manifest_dir, "test")
+    }
 
 
 def test_custom_voice_split_and_bad_arguments(tmp_path: Path) -> None:
@@ -157,18 +165,31 @@ def test_file_text_source_speaks_the_file_minus_excluded(tmp_path: Path) -> None
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng not installed")
     text = tmp_path / "book.txt"
-    text.write_text("The old man walked slowly down the road. He sat by the quiet river bank. "
-                    "Birds sang in the tall green trees. The evening light was soft and warm.\n")
+    text.write_text(
+        "The old man walked slowly down the road. He sat by the quiet river bank. "
+        "Birds sang in the tall green trees. The evening light was soft and warm.\n"
+    )
     reports = prepare_synth(
         tmp_path / "c", tmp_path / "m", num_train=2, num_dev=1, num_test=0, seed=3, engine_weights={"espeak-ng": 1.0},
         text_source="file", text_file=text, exclude_texts=["Birds sang in the tall green trees, said she."],
     )  # fmt: skip
     assert [(r.split, r.kept) for r in reports] == [("train", 2), ("dev", 1)]
     spoken = {s.text for split in ("train", "dev") for s in _supervisions(tmp_path / "m", split)}
-    assert spoken == {"THE OLD MAN WALKED SLOWLY DOWN THE ROAD", "HE SAT BY THE QUIET RIVER BANK",
-                      "THE EVENING LIGHT WAS SOFT AND WARM"}
+    assert spoken == {
+        "THE OLD MAN WALKED SLOWLY DOWN THE ROAD",
+        "HE SAT BY THE QUIET RIVER BANK",
+        "THE EVENING LIGHT WAS SOFT AND WARM",
+    }
     with pytest.raises(ValueError):
         prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="file")
     with pytest.raises(DsrUserError, match="book.txt: 3 usable sentences"):
-        prepare_synth(tmp_path / "c", tmp_path / "m2", num_train=4, num_dev=0, num_test=0, text_source="file",
-                      text_file=text, exclude_texts=["Birds sang in the tall green trees."])
+        prepare_synth(
+            tmp_path / "c",
+            tmp_path / "m2",
+            num_train=4,
+            num_dev=0,
+            num_test=0,
+            text_source="file",
+            text_file=text,
+            exclude_texts=["Birds sang in the tall green trees."],
+        )

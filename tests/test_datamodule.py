@@ -25,8 +25,17 @@ def _epochs(cuts, cache: CachedFeatures | None, num_epochs: int = 2, **trim: flo
     random.seed(3)
     torch.manual_seed(3)
     np.random.seed(3)
-    loader, sampler = make_loader(cuts, max_duration=2.5, shuffle=True, spec_augment=True, gain_db=10.0,
-                                  freq_warp=0.1, num_buckets=2, feature_cache=cache, **trim)
+    loader, sampler = make_loader(
+        cuts,
+        max_duration=2.5,
+        shuffle=True,
+        spec_augment=True,
+        gain_db=10.0,
+        freq_warp=0.1,
+        num_buckets=2,
+        feature_cache=cache,
+        **trim,
+    )
     batches = []
     for epoch in range(1, num_epochs + 1):
         sampler.set_epoch(epoch)

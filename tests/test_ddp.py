@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tiny_corpus import make_tiny_corpus, tiny_train_options
 
 from dsr.errors import DsrUserError
-from tiny_corpus import make_tiny_corpus, tiny_train_options
 
 WORLD_SIZE = 2
 
@@ -122,7 +122,9 @@ def test_two_ranks_stay_identical_skip_together_and_only_rank0_writes(full_run):
     final = torch.load(exp / "epoch-1.pt", weights_only=False)
     _assert_same_weights(final["model"], ranks[0]["model"])
     early = torch.load(exp / "checkpoint-2.pt", weights_only=False)["model"]
-    assert not torch.equal(early["encoder.layers.0.attn.qkv.weight"], final["model"]["encoder.layers.0.attn.qkv.weight"])
+    assert not torch.equal(
+        early["encoder.layers.0.attn.qkv.weight"], final["model"]["encoder.layers.0.attn.qkv.weight"]
+    )
 
     r0, r1 = ranks[0]["result"], ranks[1]["result"]
     # Rank 1's NaN batch was skipped by both ranks: same step count, one skip each.

@@ -37,14 +37,17 @@ class _Model:
         self.has_whisper_head = whisper
 
 
-@pytest.mark.parametrize("model,method,missing", [
-    (_Model(ctc=False), "ctc-greedy", "a CTC head"),
-    (_Model(transducer=False), "greedy", "a transducer"),
-    (_Model(transducer=False, attention=True), "transducer-attention-rescoring", "a transducer"),
-    (_Model(), "ctc-attention-rescoring", "an attention decoder"),
-    (_Model(ctc=False), "ctc-attention-rescoring", "a CTC head"),
-    (_Model(attention=True), "whisper-greedy", "Whisper's decoder head"),
-])
+@pytest.mark.parametrize(
+    "model,method,missing",
+    [
+        (_Model(ctc=False), "ctc-greedy", "a CTC head"),
+        (_Model(transducer=False), "greedy", "a transducer"),
+        (_Model(transducer=False, attention=True), "transducer-attention-rescoring", "a transducer"),
+        (_Model(), "ctc-attention-rescoring", "an attention decoder"),
+        (_Model(ctc=False), "ctc-attention-rescoring", "a CTC head"),
+        (_Model(attention=True), "whisper-greedy", "Whisper's decoder head"),
+    ],
+)
 def test_check_method_names_the_missing_head(model, method, missing):
     with pytest.raises(OptionError, match=f"^method: {method} needs {missing}") as e:
         registry.check_method(model, method)
@@ -52,8 +55,7 @@ def test_check_method_names_the_missing_head(model, method, missing):
 
 
 def test_check_method_accepts_a_model_with_the_heads():
-    assert registry.check_method(_Model(whisper=True), "ctc-attention-rescoring").first_pass == \
-        "ctc-prefix-beam-search"
+    assert registry.check_method(_Model(whisper=True), "ctc-attention-rescoring").first_pass == "ctc-prefix-beam-search"
     assert registry.check_method(_Model(transducer=False, ctc=True), "ctc-prefix-beam-search").nbest
     with pytest.raises(OptionError, match="unknown; choose from greedy, ctc-greedy"):
         registry.check_method(_Model(), "beam")
@@ -63,25 +65,31 @@ def _decode(**kw) -> DecodeOptions:
     return DecodeOptions(**{"exp_dir": Path("exp"), "lang_dir": Path("lang"), **kw})
 
 
-@pytest.mark.parametrize("kw,field,match", [
-    (dict(methods=()), "methods", "at least one"),
-    (dict(methods=("greedy", "nope")), "methods", "'nope' is unknown"),
-    (dict(exp_dir=None), "exp_dir", "is required"),
-    (dict(lang_dir=None), "lang_dir", "is required"),
-    (dict(beam_size=0), "beam_size", "must be >= 1"),
-    (dict(beam_size=2, nbest=3), "nbest", "between 1 and `beam_size`=2"),
-    (dict(attention_scale=-1.0), "attention_scale", ">= 0"),
-    (dict(max_duration=0.0), "max_duration", "> 0"),
-    (dict(avg=0), "avg", ">= 1"),
-    (dict(streaming=True, methods=("ctc-greedy",)), "streaming", "greedy only"),
-    (dict(chunk_ms=160.0), "chunk_ms", "only apply with `streaming`"),
-    (dict(left_context_chunks=2), "chunk_ms", "only apply with `streaming`"),
-    (dict(pretrained="whisper-tiny.en", methods=("greedy",)), "pretrained", "zero-shot Whisper"),
-    (dict(methods=("faster-whisper",)), "methods", "give `pretrained`"),
-    (dict(expand_lexicon=Path("words.txt"), methods=("greedy",)), "expand_lexicon", "n-best methods"),
-    (dict(pretrained="whisper-tiny.en", methods=("whisper-greedy",), hotwords_file=Path("h.txt")),
-     "hotwords_file", "lang dir"),
-])
+@pytest.mark.parametrize(
+    "kw,field,match",
+    [
+        (dict(methods=()), "methods", "at least one"),
+        (dict(methods=("greedy", "nope")), "methods", "'nope' is unknown"),
+        (dict(exp_dir=None), "exp_dir", "is required"),
+        (dict(lang_dir=None), "lang_dir", "is required"),
+        (dict(beam_size=0), "beam_size", "must be >= 1"),
+        (dict(beam_size=2, nbest=3), "nbest", "between 1 and `beam_size`=2"),
+        (dict(attention_scale=-1.0), "attention_scale", ">= 0"),
+        (dict(max_duration=0.0), "max_duration", "> 0"),
+        (dict(avg=0), "avg", ">= 1"),
+        (dict(streaming=True, methods=("ctc-greedy",)), "streaming", "greedy only"),
+        (dict(chunk_ms=160.0), "chunk_ms", "only apply with `streaming`"),
+        (dict(left_context_chunks=2), "chunk_ms", "only apply with `streaming`"),
+        (dict(pretrained="whisper-tiny.en", methods=("greedy",)), "pretrained", "zero-shot Whisper"),
+        (dict(methods=("faster-whisper",)), "methods", "give `pretrained`"),
+        (dict(expand_lexicon=Path("words.txt"), methods=("greedy",)), "expand_lexicon", "n-best methods"),
+        (
+            dict(pretrained="whisper-tiny.en", methods=("whisper-greedy",), hotwords_file=Path("h.txt")),
+            "hotwords_file",
+            "lang dir",
+        ),
+    ],
+)
 def test_decode_options_reject_bad_values_in_their_own_terms(kw, field, match):
     with pytest.raises(OptionError, match=match) as e:
         _decode(**kw)
@@ -100,8 +108,12 @@ def test_decode_options_defaults_and_normalisation():
 
 def test_transcribe_options():
     assert TranscribeOptions(pretrained="whisper-tiny.en", method="whisper-greedy").lang_dir is None
-    for kw, field in [(dict(method="faster-whisper"), "method"), (dict(method="greedy", hotwords_file="h.txt"),
-                      "hotwords_file"), (dict(max_duration=-1.0), "max_duration"), (dict(exp_dir=None), "exp_dir")]:
+    for kw, field in [
+        (dict(method="faster-whisper"), "method"),
+        (dict(method="greedy", hotwords_file="h.txt"), "hotwords_file"),
+        (dict(max_duration=-1.0), "max_duration"),
+        (dict(exp_dir=None), "exp_dir"),
+    ]:
         with pytest.raises(OptionError) as e:
             TranscribeOptions(**{"exp_dir": Path("exp"), "lang_dir": Path("lang"), **kw})
         assert e.value.field == field
@@ -128,17 +140,57 @@ def test_for_flags_names_the_flags():
     assert e.for_flags(flags_of(DecodeOptions)) == "--nbest: must be between 1 and --beam-size=2 (got 3)"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["decode", "--exp-dir", "exp", "--lang-dir", "lang", "--cuts", "c.jsonl.gz", "--nbest", "5", "--beam-size", "2",
-      "-m", "modified-beam-search"], "--nbest: must be between 1 and --beam-size=2"),
-    (["decode", "--exp-dir", "exp", "--lang-dir", "lang", "--cuts", "c.jsonl.gz", "--chunk-ms", "160"],
-     "--chunk-ms: and --left-context-chunks only apply with --streaming"),
-    (["decode", "--exp-dir", "exp", "--cuts", "c.jsonl.gz"], "--lang-dir: is required"),
-    (["decode", "--exp-dir", "exp", "--lang-dir", "lang", "--cuts", "c.jsonl.gz", "--expand-lexicon", "w.txt",
-      "--expand-parents", "0", "-m", "modified-beam-search"], "--expand-parents: must be >= 1"),
-    (["transcribe", "--exp-dir", "exp", "--lang-dir", "lang", "-m", "nope", "a.wav"], "--method: 'nope' is unknown"),
-    (["transcribe", "--exp-dir", "exp", "a.wav"], "--lang-dir: is required"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            [
+                "decode",
+                "--exp-dir",
+                "exp",
+                "--lang-dir",
+                "lang",
+                "--cuts",
+                "c.jsonl.gz",
+                "--nbest",
+                "5",
+                "--beam-size",
+                "2",
+                "-m",
+                "modified-beam-search",
+            ],
+            "--nbest: must be between 1 and --beam-size=2",
+        ),
+        (
+            ["decode", "--exp-dir", "exp", "--lang-dir", "lang", "--cuts", "c.jsonl.gz", "--chunk-ms", "160"],
+            "--chunk-ms: and --left-context-chunks only apply with --streaming",
+        ),
+        (["decode", "--exp-dir", "exp", "--cuts", "c.jsonl.gz"], "--lang-dir: is required"),
+        (
+            [
+                "decode",
+                "--exp-dir",
+                "exp",
+                "--lang-dir",
+                "lang",
+                "--cuts",
+                "c.jsonl.gz",
+                "--expand-lexicon",
+                "w.txt",
+                "--expand-parents",
+                "0",
+                "-m",
+                "modified-beam-search",
+            ],
+            "--expand-parents: must be >= 1",
+        ),
+        (
+            ["transcribe", "--exp-dir", "exp", "--lang-dir", "lang", "-m", "nope", "a.wav"],
+            "--method: 'nope' is unknown",
+        ),
+        (["transcribe", "--exp-dir", "exp", "a.wav"], "--lang-dir: is required"),
+    ],
+)
 def test_the_cli_reports_option_errors_naming_the_flag(args, message):
     """One line, exit status 2, the flags' spelling (run as the dsr entry point does)."""
     import os
@@ -147,8 +199,9 @@ def test_the_cli_reports_option_errors_naming_the_flag(args, message):
 
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}
-    proc = subprocess.run([sys.executable, "-m", "dsr.cli.main", *args], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsr.cli.main", *args], capture_output=True, text=True, env=env, cwd=root, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr

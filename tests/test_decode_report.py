@@ -13,9 +13,9 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.utils import fastcopy
+from tiny_corpus import write_feature_cuts
 
 from dsr.models import ModelConfig, build_model
-from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 TEXTS = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]
@@ -29,9 +29,18 @@ def exp(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("report")
     train_bpe(TEXTS * 30, root / "lang", vocab_size=40)
-    config = ModelConfig(feature_dim=80, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64,
-                         conv_kernel_size=5, subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40,
-                         vocab_size=Tokenizer(root / "lang").vocab_size)
+    config = ModelConfig(
+        feature_dim=80,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=Tokenizer(root / "lang").vocab_size,
+    )
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():  # a sharper joiner emits a mix of blanks and tokens
@@ -109,10 +118,19 @@ def write_wav_cuts(root: Path, corrupt_index: int | None) -> Path:
         path = root / f"w{i}.wav"
         sf.write(path, 0.1 * rng.standard_normal((int(sr * (1 + i / 2)), channels)).astype(np.float32), sr)
         rec = Recording.from_file(path, recording_id=f"w{i}")
-        sup = SupervisionSegment(id=f"w{i}", recording_id=f"w{i}", start=0.0, duration=rec.duration, text=text,
-                                 channel=rec.channel_ids)
-        cuts.append(MonoCut(id=f"w{i}", start=0.0, duration=rec.duration, channel=rec.channel_ids[0],
-                            recording=rec, supervisions=[sup]))
+        sup = SupervisionSegment(
+            id=f"w{i}", recording_id=f"w{i}", start=0.0, duration=rec.duration, text=text, channel=rec.channel_ids
+        )
+        cuts.append(
+            MonoCut(
+                id=f"w{i}",
+                start=0.0,
+                duration=rec.duration,
+                channel=rec.channel_ids[0],
+                recording=rec,
+                supervisions=[sup],
+            )
+        )
         if i == corrupt_index:
             path.write_bytes(b"RIFF" + bytes(100))
     out = root / "wav_cuts_test.jsonl.gz"
@@ -171,19 +189,40 @@ def test_results_table_shows_the_new_columns_and_tolerates_old_results(tmp_path:
 
     from dsr.evaluation.report import collect_results, rich_table, write_results
 
-    new = {"method": "greedy", "split": "x_test", "checkpoint": "epoch-1", "wer": 10.0, "errors": 1, "ref_words": 10,
-           "num_utts": 2, "rtf": 0.01234, "cer": 5.5, "latency_ms": {"p50": 12.3, "p90": 45.6}, "num_unreadable": 1,
-           "peak_rss_delta_mb": 7.4, "cuda_peak_mb": None}
+    new = {
+        "method": "greedy",
+        "split": "x_test",
+        "checkpoint": "epoch-1",
+        "wer": 10.0,
+        "errors": 1,
+        "ref_words": 10,
+        "num_utts": 2,
+        "rtf": 0.01234,
+        "cer": 5.5,
+        "latency_ms": {"p50": 12.3, "p90": 45.6},
+        "num_unreadable": 1,
+        "peak_rss_delta_mb": 7.4,
+        "cuda_peak_mb": None,
+    }
     # A result.json written before CER/latency/memory were measured.
-    old = {"method": "ctc-greedy", "split": "x_test", "checkpoint": "epoch-1", "wer": 20.0, "errors": 2,
-           "ref_words": 10, "num_utts": 2, "rtf": 0.5}
+    old = {
+        "method": "ctc-greedy",
+        "split": "x_test",
+        "checkpoint": "epoch-1",
+        "wer": 20.0,
+        "errors": 2,
+        "ref_words": 10,
+        "num_utts": 2,
+        "rtf": 0.5,
+    }
     for row in (new, old):
         (tmp_path / "decode" / row["method"] / "x_test").mkdir(parents=True)
         (tmp_path / "decode" / row["method"] / "x_test" / "result.json").write_text(json.dumps(row))
     rows = collect_results(tmp_path)
     md = write_results(tmp_path, rows).read_text().splitlines()
-    assert md[0] == ("| method | split | checkpoint | WER % | CER % | errors / words | utts | RTF | p50 ms | p90 ms "
-                     "| peak RSS +MB |")
+    assert md[0] == (
+        "| method | split | checkpoint | WER % | CER % | errors / words | utts | RTF | p50 ms | p90 ms | peak RSS +MB |"
+    )
     assert md[2] == "| ctc-greedy | x_test | epoch-1 | 20.00 | - | 2 / 10 | 2 | 0.5000 | - | - | - |"
     assert md[3] == "| greedy | x_test | epoch-1 | 10.00 | 5.50 | 1 / 10 | 2 (+1 unreadable) | 0.0123 | 12 | 46 | 7 |"
     console = Console(width=200, record=True)

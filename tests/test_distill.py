@@ -23,8 +23,18 @@ OTHER_TEXTS = ["please play some quiet music now", "how far away is the moon ton
 
 
 def config(**kw) -> ModelConfig:
-    args = dict(feature_dim=FEAT, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64, conv_kernel_size=5,
-                subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40, vocab_size=12)
+    args = dict(
+        feature_dim=FEAT,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=12,
+    )
     args.update(kw)
     return ModelConfig(**args)
 
@@ -62,8 +72,9 @@ def test_pruned_joiner_kl_ignores_cells_past_the_labels_and_frames() -> None:
     zero = pruned_joiner_distillation_loss(student, teacher, ranges, torch.tensor([3, 2]), torch.tensor([2, 1]))
     assert float(zero) == pytest.approx(0.0, abs=1e-6)
     teacher[1, 1, 1] = torch.randn(5, generator=g)  # position 1 <= 1 label: counts
-    assert float(pruned_joiner_distillation_loss(student, teacher, ranges, torch.tensor([3, 2]),
-                                                 torch.tensor([2, 1]))) > 0
+    assert (
+        float(pruned_joiner_distillation_loss(student, teacher, ranges, torch.tensor([3, 2]), torch.tensor([2, 1]))) > 0
+    )
 
 
 @pytest.mark.parametrize("heads", [("ctc",), ("joiner",), ("ctc", "joiner")])
@@ -123,8 +134,12 @@ def test_load_teacher_from_file_or_exp_dir_and_its_checks(tmp_path) -> None:
     tcfg = config(vocab_size=tok.vocab_size, encoder_dim=48)
     torch.manual_seed(0)
     teacher = build_model(tcfg)
-    ckpt = {"model_config": tcfg.to_dict(), "model": teacher.state_dict(), "global_step": 7,
-            "train_config": {"lang_dir": str(tmp_path / "lang")}}
+    ckpt = {
+        "model_config": tcfg.to_dict(),
+        "model": teacher.state_dict(),
+        "global_step": 7,
+        "train_config": {"lang_dir": str(tmp_path / "lang")},
+    }
     save_checkpoint(tmp_path / "exp" / "epoch-1.pt", ckpt)
     student = config(vocab_size=tok.vocab_size)
     cpu = torch.device("cpu")
@@ -135,8 +150,9 @@ def test_load_teacher_from_file_or_exp_dir_and_its_checks(tmp_path) -> None:
     with pytest.raises(DsrUserError, match="vocab_size"):
         load_teacher(str(tmp_path / "exp"), config(vocab_size=tok.vocab_size + 1), tok, ("ctc",), cpu)
     with pytest.raises(DsrUserError, match="needs transducers"):
-        load_teacher(str(tmp_path / "exp"), config(vocab_size=tok.vocab_size, use_transducer=False), tok,
-                     ("joiner",), cpu)
+        load_teacher(
+            str(tmp_path / "exp"), config(vocab_size=tok.vocab_size, use_transducer=False), tok, ("joiner",), cpu
+        )
     # A teacher trained with another tokenizer of the same size is refused.
     train_bpe(OTHER_TEXTS * 30, tmp_path / "lang2", vocab_size=40)
     ckpt["train_config"] = {"lang_dir": str(tmp_path / "lang2")}
@@ -164,19 +180,36 @@ def test_compute_loss_adds_the_scaled_distillation_terms(tmp_path) -> None:
     train_bpe(TEXTS * 30, tmp_path / "lang", vocab_size=40)
     tok = Tokenizer(tmp_path / "lang")
     torch.manual_seed(0)
-    student = build_model(config(vocab_size=tok.vocab_size, attention_decoder_layers=1, attention_decoder_dim=16,
-                                 attention_decoder_heads=2, attention_decoder_ffn_dim=32)).eval()
+    student = build_model(
+        config(
+            vocab_size=tok.vocab_size,
+            attention_decoder_layers=1,
+            attention_decoder_dim=16,
+            attention_decoder_heads=2,
+            attention_decoder_ffn_dim=32,
+        )
+    ).eval()
     teacher = frozen(build_model(config(vocab_size=tok.vocab_size, encoder_dim=48)))
     feats, lens = batch()
-    fake_batch = {"inputs": feats, "supervisions": {"num_frames": lens, "sequence_idx": torch.arange(2),
-                                                    "text": texts}}
-    cfg = TrainConfig.from_dict(dict(lang_dir=str(tmp_path / "lang"), distill_scale=0.5, distill_heads="ctc,joiner",
-                                     attention_decoder_layers=1, attention_loss_scale=0.3))
+    fake_batch = {"inputs": feats, "supervisions": {"num_frames": lens, "sequence_idx": torch.arange(2), "text": texts}}
+    cfg = TrainConfig.from_dict(
+        dict(
+            lang_dir=str(tmp_path / "lang"),
+            distill_scale=0.5,
+            distill_heads="ctc,joiner",
+            attention_decoder_layers=1,
+            attention_loss_scale=0.3,
+        )
+    )
     cpu = torch.device("cpu")
     plain, parts = compute_loss(student, fake_batch, tok, cfg, cpu, step=10_000)
     assert set(parts) == {"simple_loss", "pruned_loss", "ctc_loss", "attention_loss"}
-    expected = (cfg.simple_loss_scale * parts["simple_loss"] + parts["pruned_loss"]
-                + cfg.ctc_loss_scale * parts["ctc_loss"] + cfg.attention_loss_scale * parts["attention_loss"])
+    expected = (
+        cfg.simple_loss_scale * parts["simple_loss"]
+        + parts["pruned_loss"]
+        + cfg.ctc_loss_scale * parts["ctc_loss"]
+        + cfg.attention_loss_scale * parts["attention_loss"]
+    )
     assert plain.item() == pytest.approx(expected, rel=1e-5)
     with_teacher, parts_t = compute_loss(student, fake_batch, tok, cfg, cpu, step=10_000, teacher=teacher)
     assert {"distill_ctc_loss", "distill_joiner_loss"} <= set(parts_t)

@@ -50,8 +50,25 @@ def _env() -> dict[str, str]:
 
 
 def run_recipe(work: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = ["bash", str(RUN_SH), "--work-dir", str(work), "--config", str(work / "tiny.yaml"),
-           "--num-train", "24", "--num-train-words", "6", "--num-dev", "4", "--num-test", "6", "--vocab-size", "48", *args]
+    cmd = [
+        "bash",
+        str(RUN_SH),
+        "--work-dir",
+        str(work),
+        "--config",
+        str(work / "tiny.yaml"),
+        "--num-train",
+        "24",
+        "--num-train-words",
+        "6",
+        "--num-dev",
+        "4",
+        "--num-test",
+        "6",
+        "--vocab-size",
+        "48",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, f"run.sh {args} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -95,9 +112,16 @@ def test_tiny_hybrid_recipe_reports_every_head(work):
     )
     run_recipe(work, "--stage", "3", "--config", str(work / "tiny_hybrid.yaml"), "--exp-dir", "exp/hybrid")
     results = json.loads((work / "exp/hybrid/results.json").read_text())
-    methods = ("greedy", "modified-beam-search", "ctc-greedy", "ctc-attention-rescoring",
-               "transducer-attention-rescoring")
-    assert {(r["method"], r["split"]) for r in results} == {(m, s) for m in methods for s in ("synth_dev", "synth_test")}
+    methods = (
+        "greedy",
+        "modified-beam-search",
+        "ctc-greedy",
+        "ctc-attention-rescoring",
+        "transducer-attention-rescoring",
+    )
+    assert {(r["method"], r["split"]) for r in results} == {
+        (m, s) for m in methods for s in ("synth_dev", "synth_test")
+    }
     nbest = (work / "exp/hybrid/decode/ctc-attention-rescoring/synth_test/nbest.jsonl").read_text().splitlines()
     assert all(h["attention_score"] is not None for line in nbest for h in json.loads(line)["hyps"])
 
@@ -110,23 +134,51 @@ def test_rescoring_stage_runs_only_when_asked(work):
     run_recipe(work, "--stage", "3", "--stop-stage", "100")  # the default stop stage: no rescoring
     assert not (work / "exp/conformer/decode/modified-beam-search+llm").exists()
     (work / "lm.txt").write_text("TURN ON THE LIGHTS\nWHAT TIME IS IT\n")
-    train_lm(work / "lm.txt", work / "lm", config="qwen2", vocab_size=300, epochs=0,
-             size=LmSize(hidden_size=16, num_layers=1, num_heads=2, max_positions=128))
+    train_lm(
+        work / "lm.txt",
+        work / "lm",
+        config="qwen2",
+        vocab_size=300,
+        epochs=0,
+        size=LmSize(hidden_size=16, num_layers=1, num_heads=2, max_positions=128),
+    )
     proc = run_recipe(work, "--stage", "6", "--llm", str(work / "lm"))
     assert (work / "exp/conformer/decode/modified-beam-search+llm/synth_dev/weights.json").is_file()
     result = json.loads((work / "exp/conformer/decode/modified-beam-search+llm/synth_test/result.json").read_text())
     assert result["rescored_wer"] <= 100 and result["decode_seconds"] > 0
     assert "N-best rescoring" in (work / "exp/conformer/results.md").read_text() and "Stage 6" in proc.stdout
-    bad = subprocess.run(["bash", str(RUN_SH), "--work-dir", str(work), "--stage", "6", "--llm", str(work / "nope")],
-                         capture_output=True, text=True, env=_env(), timeout=600)
+    bad = subprocess.run(
+        ["bash", str(RUN_SH), "--work-dir", str(work), "--stage", "6", "--llm", str(work / "nope")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert bad.returncode == 2 and "no such LLM" in bad.stderr
 
 
 def test_kill_9_during_training_resumes(work):
     exp = work / "exp/killed"
-    cmd = [sys.executable, "-m", "dsr.cli.main", "train", "--config", str(work / "tiny.yaml"), "--exp-dir", str(exp),
-           "--lang-dir", str(work / "data/lang_bpe_48"), "--train-cuts", str(work / "data/fbank/synth_cuts_train.jsonl.gz"),
-           "--dev-cuts", "", "--num-epochs", "3", "--max-duration", "10"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dsr.cli.main",
+        "train",
+        "--config",
+        str(work / "tiny.yaml"),
+        "--exp-dir",
+        str(exp),
+        "--lang-dir",
+        str(work / "data/lang_bpe_48"),
+        "--train-cuts",
+        str(work / "data/fbank/synth_cuts_train.jsonl.gz"),
+        "--dev-cuts",
+        "",
+        "--num-epochs",
+        "3",
+        "--max-duration",
+        "10",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=work)
     deadline = time.time() + 300
     while time.time() < deadline and not list(exp.glob("checkpoint-*.pt")):
@@ -164,8 +216,20 @@ def test_transcribe_stereo_44k_matches_mono_16k(work):
     stereo = np.stack([resample(stereo[:, 0], sr, 44100)] * 2, axis=1)
     stereo_path = work / "stereo_44k.wav"
     sf.write(stereo_path, stereo, 44100)
-    cmd = [sys.executable, "-m", "dsr.cli.main", "transcribe", "--exp-dir", str(work / "exp/conformer"),
-           "--lang-dir", str(work / "data/lang_bpe_48"), "-m", "ctc-greedy", str(wav), str(stereo_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dsr.cli.main",
+        "transcribe",
+        "--exp-dir",
+        str(work / "exp/conformer"),
+        "--lang-dir",
+        str(work / "data/lang_bpe_48"),
+        "-m",
+        "ctc-greedy",
+        str(wav),
+        str(stereo_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     # "FILE<TAB>TEXT" per line; TEXT may be empty for a barely trained model.
@@ -217,12 +281,26 @@ def test_training_with_a_teacher_exp_dir(work, monkeypatch, caplog):
     from dsr.training.config import resolve_config
 
     monkeypatch.chdir(work)
-    common = {"lang_dir": str(work / "data/lang_bpe_48"), "dev_cuts": "", "max_steps": 2, "save_every_n": 0,
-              "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"), "log_interval": 1}
+    common = {
+        "lang_dir": str(work / "data/lang_bpe_48"),
+        "dev_cuts": "",
+        "max_steps": 2,
+        "save_every_n": 0,
+        "train_cuts": str(work / "data/fbank/synth_cuts_train.jsonl.gz"),
+        "log_interval": 1,
+    }
     trainer.train(resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/teacher")}))
     caplog.set_level(logging.INFO, logger="dsr")
-    cfg = resolve_config(work / "tiny.yaml", {**common, "exp_dir": str(work / "exp/student"), "encoder_dim": 32,
-                                              "teacher": str(work / "exp/teacher"), "distill_heads": "ctc,joiner"})
+    cfg = resolve_config(
+        work / "tiny.yaml",
+        {
+            **common,
+            "exp_dir": str(work / "exp/student"),
+            "encoder_dim": 32,
+            "teacher": str(work / "exp/teacher"),
+            "distill_heads": "ctc,joiner",
+        },
+    )
     result = trainer.train(cfg)
     assert result.global_step == 2
     assert "teacher: " in caplog.text and "distilling ctc+joiner" in caplog.text

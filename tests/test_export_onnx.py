@@ -163,7 +163,9 @@ def test_export_writes_sherpa_layout_and_metadata(exported: dict) -> None:
     assert json.loads(enc["dsr_frontend"]) == FRONTEND
     for name in ("encoder", "decoder", "joiner", "ctc"):
         assert read_metadata(out / f"{name}.int8.onnx") == {
-            **read_metadata(out / f"{name}.onnx"), "onnx.infer": "onnxruntime.quant"}
+            **read_metadata(out / f"{name}.onnx"),
+            "onnx.infer": "onnxruntime.quant",
+        }
     # int8 MatMul weights: the encoder file shrinks (its LayerNorm/conv weights stay float).
     assert (out / "encoder.int8.onnx").stat().st_size < 0.7 * (out / "encoder.onnx").stat().st_size
 
@@ -180,7 +182,9 @@ def test_onnxruntime_matches_pytorch_with_dynamic_batch_and_time(exported: dict,
         enc, enc_lens = model.encode(x, lens)
         ref_enc = model.joiner.encoder_proj(enc)
         ref_ctc = model.ctc_log_probs(enc)
-    got_enc, got_lens = ort.InferenceSession(str(out / "encoder.onnx")).run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
+    got_enc, got_lens = ort.InferenceSession(str(out / "encoder.onnx")).run(
+        None, {"x": x.numpy(), "x_lens": lens.numpy()}
+    )
     got_ctc, _ = ort.InferenceSession(str(out / "ctc.onnx")).run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
     assert got_lens.tolist() == enc_lens.tolist()
     for i, n in enumerate(enc_lens.tolist()):

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from corpus_fixtures import audio, librispeech, musan
 from lhotse import Recording, load_manifest
 from typer.testing import CliRunner
 
-from corpus_fixtures import audio, librispeech, musan
 from dsr.cli import data as data_cli
 from dsr.cli.features import features as features_cmd
 from dsr.errors import DsrUserError
@@ -49,7 +49,9 @@ def test_noise_probability_and_arguments(tmp_path: Path) -> None:
         NoiseMixing((rec,), snr_db=(20.0, 10.0))
     with pytest.raises(ValueError, match="prob"):
         NoiseMixing((rec,), prob=1.5)
-    with pytest.raises(DsrUserError, match=r"noise manifest .*missing.jsonl.gz does not exist; fix: run 'dsr prepare musan'"):
+    with pytest.raises(
+        DsrUserError, match=r"noise manifest .*missing.jsonl.gz does not exist; fix: run 'dsr prepare musan'"
+    ):
         load_noise([tmp_path / "missing.jsonl.gz"])
 
 
@@ -59,11 +61,33 @@ def test_cli_features_mixes_musan_into_librispeech_train(tmp_path: Path) -> None
     app.add_typer(data_cli.app, name="prepare")
     app.command("features")(features_cmd)
     m, f = str(tmp_path / "m"), str(tmp_path / "f")
-    for args in (["prepare", "librispeech", "--corpus-dir", str(librispeech(tmp_path)), "--manifest-dir", m, "-j", "1"],
-                 ["prepare", "musan", "--corpus-dir", str(musan(tmp_path)), "--part", "noise", "--manifest-dir", m, "-j", "1"],
-                 ["features", "--corpus", "librispeech", "--split", "train-clean-5", "--split", "dev-clean-2",
-                  "--manifest-dir", m, "--out-dir", f, "-j", "1", "--speed-perturb",
-                  "--noise", f"{m}/musan_recordings_noise.jsonl.gz", "--noise-prob", "1", "--noise-snr", "0", "5"]):
+    for args in (
+        ["prepare", "librispeech", "--corpus-dir", str(librispeech(tmp_path)), "--manifest-dir", m, "-j", "1"],
+        ["prepare", "musan", "--corpus-dir", str(musan(tmp_path)), "--part", "noise", "--manifest-dir", m, "-j", "1"],
+        [
+            "features",
+            "--corpus",
+            "librispeech",
+            "--split",
+            "train-clean-5",
+            "--split",
+            "dev-clean-2",
+            "--manifest-dir",
+            m,
+            "--out-dir",
+            f,
+            "-j",
+            "1",
+            "--speed-perturb",
+            "--noise",
+            f"{m}/musan_recordings_noise.jsonl.gz",
+            "--noise-prob",
+            "1",
+            "--noise-snr",
+            "0",
+            "5",
+        ],
+    ):
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
     train = load_manifest(tmp_path / "f/librispeech_cuts_train-clean-5.jsonl.gz")

@@ -16,7 +16,12 @@ def test_fbank_matches_lhotse_kaldi_fbank():
     cfg = FbankConfig()
     ours = compute_fbank(x, cfg)
     ref = Wav2LogFilterBank(
-        sampling_rate=16000, num_filters=80, snip_edges=False, dither=0.0, low_freq=cfg.low_freq, high_freq=cfg.high_freq
+        sampling_rate=16000,
+        num_filters=80,
+        snip_edges=False,
+        dither=0.0,
+        low_freq=cfg.low_freq,
+        high_freq=cfg.high_freq,
     )(torch.from_numpy(x)[None])[0].numpy()
     assert ours.shape == ref.shape == (200, 80)
     assert np.abs(ours - ref).max() < 2e-3

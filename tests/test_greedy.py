@@ -31,9 +31,20 @@ def reference_greedy(model: HybridTransducer, encoder_out: torch.Tensor, max_sym
 @pytest.mark.parametrize("lookahead", [1, 4, 16])
 def test_windowed_batched_greedy_equals_frame_by_frame_search(max_sym_per_frame: int, lookahead: int) -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(feature_dim=20, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64,
-                                    conv_kernel_size=5, subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40,
-                                    vocab_size=10)).eval()
+    model = build_model(
+        ModelConfig(
+            feature_dim=20,
+            encoder_dim=32,
+            num_encoder_layers=1,
+            num_heads=4,
+            ffn_dim=64,
+            conv_kernel_size=5,
+            subsampling_channels=(4, 8),
+            decoder_dim=24,
+            joiner_dim=40,
+            vocab_size=10,
+        )
+    ).eval()
     with torch.no_grad():
         # Emit now and then: a sharpened joiner with a blank bias gives runs of blanks between tokens.
         model.joiner.output_linear.weight.mul_(4.0)

@@ -15,17 +15,27 @@ FEAT = 20
 
 
 def config(**kw) -> ModelConfig:
-    args = dict(feature_dim=FEAT, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64, conv_kernel_size=5,
-                subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40, vocab_size=12,
-                attention_decoder_dim=16, attention_decoder_heads=2, attention_decoder_ffn_dim=32)
+    args = dict(
+        feature_dim=FEAT,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=12,
+        attention_decoder_dim=16,
+        attention_decoder_heads=2,
+        attention_decoder_ffn_dim=32,
+    )
     args.update(kw)
     return ModelConfig(**args)
 
 
 HEADS = [
-    (transducer, ctc, att)
-    for transducer, ctc, att in itertools.product((True, False), repeat=3)
-    if transducer or ctc
+    (transducer, ctc, att) for transducer, ctc, att in itertools.product((True, False), repeat=3) if transducer or ctc
 ]
 
 
@@ -65,16 +75,36 @@ def test_a_model_needs_ctc_or_transducer() -> None:
 def test_old_model_config_dicts_still_load() -> None:
     """A checkpoint's model_config written before the attention decoder and the optional
     transducer existed builds the same model as then (same parameter names)."""
-    old = {"feature_dim": FEAT, "encoder_dim": 32, "num_encoder_layers": 1, "num_heads": 4, "ffn_dim": 64,
-           "conv_kernel_size": 5, "dropout": 0.1, "subsampling_channels": [4, 8], "decoder_dim": 24, "joiner_dim": 40,
-           "context_size": 2, "causal": False, "chunk_size": -1, "left_context_chunks": -1, "vocab_size": 12,
-           "blank_id": 0, "use_ctc": True}
+    old = {
+        "feature_dim": FEAT,
+        "encoder_dim": 32,
+        "num_encoder_layers": 1,
+        "num_heads": 4,
+        "ffn_dim": 64,
+        "conv_kernel_size": 5,
+        "dropout": 0.1,
+        "subsampling_channels": [4, 8],
+        "decoder_dim": 24,
+        "joiner_dim": 40,
+        "context_size": 2,
+        "causal": False,
+        "chunk_size": -1,
+        "left_context_chunks": -1,
+        "vocab_size": 12,
+        "blank_id": 0,
+        "use_ctc": True,
+    }
     cfg = ModelConfig.from_dict(old)
     assert cfg.use_transducer and cfg.attention_decoder_layers == 0
     keys = set(build_model(cfg).state_dict())
     assert not any(k.startswith("attention_decoder") for k in keys)
-    assert {"simple_am_proj.weight", "simple_lm_proj.weight", "joiner.output_linear.weight",
-            "ctc_output.1.weight", "feature_mean"} <= keys
+    assert {
+        "simple_am_proj.weight",
+        "simple_lm_proj.weight",
+        "joiner.output_linear.weight",
+        "ctc_output.1.weight",
+        "feature_mean",
+    } <= keys
     assert ModelConfig.from_dict(config(attention_decoder_layers=2).to_dict()) == config(attention_decoder_layers=2)
 
 
@@ -120,10 +150,20 @@ def test_train_config_builds_the_heads_it_names(tmp_path) -> None:
     from dsr.training.config import TrainConfig
     from dsr.training.trainer import model_config_from
 
-    train_bpe(["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"] * 30,
-              tmp_path, vocab_size=40)
-    cfg = TrainConfig.from_dict(dict(use_transducer=False, attention_decoder_layers=3, attention_decoder_dim=64,
-                      attention_decoder_heads=2, attention_decoder_ffn_dim=128))
+    train_bpe(
+        ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"] * 30,
+        tmp_path,
+        vocab_size=40,
+    )
+    cfg = TrainConfig.from_dict(
+        dict(
+            use_transducer=False,
+            attention_decoder_layers=3,
+            attention_decoder_dim=64,
+            attention_decoder_heads=2,
+            attention_decoder_ffn_dim=128,
+        )
+    )
     cfg.validate()
     mcfg = model_config_from(cfg, Tokenizer(tmp_path))
     assert (mcfg.use_transducer, mcfg.attention_decoder_layers, mcfg.attention_decoder_dim) == (False, 3, 64)

@@ -45,16 +45,18 @@ def test_import_scanner_sees_function_level_and_from_imports(tmp_path):
 
 @pytest.mark.parametrize("package", INFERENCE_PACKAGES)
 def test_inference_packages_do_not_import_training(package):
-    offenders = [f"{p.relative_to(ROOT)}:{line}: {m}"
-                 for p in sorted((ROOT / "dsr" / package).rglob("*.py"))
-                 for line, m in _imported_modules(p) if _is_training(m)]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{line}: {m}"
+        for p in sorted((ROOT / "dsr" / package).rglob("*.py"))
+        for line, m in _imported_modules(p)
+        if _is_training(m)
+    ]
     assert not offenders, "inference code imports training code:\n" + "\n".join(offenders)
 
 
 def _env() -> dict[str, str]:
     # This checkout first, whichever dsr is installed in the environment.
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
 
 
 def _importtime_modules(stderr: str) -> list[str]:
@@ -70,8 +72,14 @@ def _importtime_modules(stderr: str) -> list[str]:
 
 @pytest.mark.parametrize("command", ["transcribe", "decode"])
 def test_inference_commands_import_no_training_module(command):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "dsr.cli.main", command, "--help"],
-                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dsr.cli.main", command, "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = _importtime_modules(proc.stderr)
     assert "dsr.cli.decode" in modules and "dsr.errors" in modules  # the parser read real output
@@ -80,19 +88,34 @@ def test_inference_commands_import_no_training_module(command):
 
 def test_train_command_is_still_listed_and_built_when_asked_for():
     """``dsr train`` is built lazily; ``dsr --help`` lists it and ``dsr train --help`` shows its flags."""
-    listing = subprocess.run([sys.executable, "-m", "dsr.cli.main", "--help"], capture_output=True, text=True,
-                             env={**_env(), "COLUMNS": "200"}, cwd=ROOT, timeout=300)
+    listing = subprocess.run(
+        [sys.executable, "-m", "dsr.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        env={**_env(), "COLUMNS": "200"},
+        cwd=ROOT,
+        timeout=300,
+    )
     assert listing.returncode == 0 and " train " in listing.stdout
-    flags = subprocess.run([sys.executable, "-m", "dsr.cli.main", "train", "--help"], capture_output=True,
-                           text=True, env={**_env(), "COLUMNS": "200"}, cwd=ROOT, timeout=300)
+    flags = subprocess.run(
+        [sys.executable, "-m", "dsr.cli.main", "train", "--help"],
+        capture_output=True,
+        text=True,
+        env={**_env(), "COLUMNS": "200"},
+        cwd=ROOT,
+        timeout=300,
+    )
     assert flags.returncode == 0 and "--num-epochs" in flags.stdout and "--exp-dir" in flags.stdout
 
 
 def test_loading_the_inference_modules_imports_no_training_module():
     """Not only ``--help``: the modules a decode or transcription runs import no training code."""
-    code = ("import sys, dsr.decoding.decode, dsr.decoding.transcribe, dsr.decoding.pseudo_label, dsr.lm.rescore; "
-            "print(sorted(m for m in sys.modules if m == 'dsr.training' or m.startswith('dsr.training.')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT,
-                          timeout=300)
+    code = (
+        "import sys, dsr.decoding.decode, dsr.decoding.transcribe, dsr.decoding.pseudo_label, dsr.lm.rescore; "
+        "print(sorted(m for m in sys.modules if m == 'dsr.training' or m.startswith('dsr.training.')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_corpus import TINY_MODEL, make_tiny_corpus, tiny_train_options
 
 from dsr.errors import DsrUserError
 from dsr.models import ModelConfig, build_model
@@ -15,7 +16,6 @@ from dsr.models.checkpoint import save_checkpoint
 from dsr.training.config import TrainConfig
 from dsr.training.init import freeze_parameters, load_initial_weights, name_matches, split_patterns
 from dsr.training.trainer import train
-from tiny_corpus import TINY_MODEL, make_tiny_corpus, tiny_train_options
 
 torch.set_num_threads(1)
 
@@ -154,7 +154,9 @@ def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp
 def test_init_from_with_another_vocabulary_fails_before_training(corpus, pretrained, tmp_path) -> None:
     other = make_tiny_corpus(tmp_path / "other", vocab_size=34)
     options = tiny_train_options(other, tmp_path / "exp", max_steps=1, dev_cuts="", init_from=str(pretrained))
-    with pytest.raises(DsrUserError, match=r"vocab_size 30 \(this run: 34\).*--init-exclude predictor.embedding.weight"):
+    with pytest.raises(
+        DsrUserError, match=r"vocab_size 30 \(this run: 34\).*--init-exclude predictor.embedding.weight"
+    ):
         train(TrainConfig.from_dict(options))
     options["init_exclude"] = "predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output"
     assert train(TrainConfig.from_dict(options)).global_step == 1

@@ -44,4 +44,3 @@ def test_chinese_text_needs_a_piece_per_character(tmp_path):
         train_bpe(texts, tmp_path / "small", vocab_size=20)
     train_bpe(texts, tmp_path / "ok", vocab_size=40)
     assert "".join(Tokenizer(tmp_path / "ok").sp.encode("也成为地方政府", out_type=str)).lstrip("▁") == "也成为地方政府"
-

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from rapidfuzz.distance import Levenshtein
+from test_beam_search import small_model
 
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.lexicon_expand import (
@@ -20,12 +21,28 @@ from dsr.decoding.lexicon_expand import (
     transducer_log_likelihood,
 )
 from dsr.errors import DsrUserError
-from test_beam_search import small_model
 
 torch.set_num_threads(1)
 
-LEX = Lexicon(["his", "Face", "WAS", "streaming", "steaming", "screaming", "straining", "she", "had", "perhaps",
-               "dream", "it's", "x1", "", "two words"])
+LEX = Lexicon(
+    [
+        "his",
+        "Face",
+        "WAS",
+        "streaming",
+        "steaming",
+        "screaming",
+        "straining",
+        "she",
+        "had",
+        "perhaps",
+        "dream",
+        "it's",
+        "x1",
+        "",
+        "two words",
+    ]
+)
 TARGET = "HIS FACE WAS STREAMING"
 
 
@@ -82,9 +99,15 @@ def test_expansion_scores_variants_against_their_parent() -> None:
     assert texts[3] == "HIS FACE WAS STRAINING" and added[3].am_score == -4.0
     assert all(h.source == "lexicon" and h.timestamps == [] and h.ctc_score is None for h in added)
     # the audio-unsupported variant is dropped, an existing text is not repeated, an unspellable one is skipped
-    strict = expand_hypothesis(parent, "HIS FACE WAS STRAMING".split(), LEX,
-                               lambda t: None if "SCREAM" in t else _encode(t), _acoustic,
-                               ExpandOptions(max_am_drop=1.5), existing={"HIS FACE WAS STEAMING"})
+    strict = expand_hypothesis(
+        parent,
+        "HIS FACE WAS STRAMING".split(),
+        LEX,
+        lambda t: None if "SCREAM" in t else _encode(t),
+        _acoustic,
+        ExpandOptions(max_am_drop=1.5),
+        existing={"HIS FACE WAS STEAMING"},
+    )
     assert [bytes(h.tokens).decode() for h in strict] == [TARGET]
     assert expand_hypothesis(parent, ["HIS", "FACE"], LEX, _encode, _acoustic, ExpandOptions()) == []
 

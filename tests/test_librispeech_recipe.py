@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lhotse import load_manifest
-
 from corpus_fixtures import librispeech, musan
+from lhotse import load_manifest
 
 RUN_SH = Path(__file__).resolve().parents[1] / "egs" / "librispeech" / "run.sh"
 
@@ -22,9 +21,26 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def test_recipe_prepares_features_and_lang(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    args = ["--work-dir", str(work), "--corpus-dir", str(librispeech(tmp_path)), "--musan-dir", str(musan(tmp_path)),
-            "--train-part", "train-clean-5", "--dev-part", "dev-clean-2", "--test-parts", "dev-clean-2",
-            "--vocab-size", "30", "--num-jobs", "1", "--stop-stage", "2"]
+    args = [
+        "--work-dir",
+        str(work),
+        "--corpus-dir",
+        str(librispeech(tmp_path)),
+        "--musan-dir",
+        str(musan(tmp_path)),
+        "--train-part",
+        "train-clean-5",
+        "--dev-part",
+        "dev-clean-2",
+        "--test-parts",
+        "dev-clean-2",
+        "--vocab-size",
+        "30",
+        "--num-jobs",
+        "1",
+        "--stop-stage",
+        "2",
+    ]
     proc = _run(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     train = load_manifest(work / "data/fbank/librispeech_cuts_train-clean-5.jsonl.gz")

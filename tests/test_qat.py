@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_corpus import TINY_MODEL, make_tiny_corpus, tiny_train_options
 from torch import nn
 
 from dsr.models.config import ModelConfig, build_model
 from dsr.training.qat import FakeInt8Linear, enable_int8_qat
-from tiny_corpus import TINY_MODEL, make_tiny_corpus, tiny_train_options
 
 
 def test_fake_int8_linear_equals_onnxruntime_dynamic_int8(tmp_path: Path) -> None:

@@ -9,14 +9,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_corpus import write_feature_cuts
 
 from dsr.models import ModelConfig, build_model
-from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 TEXTS = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]
-BPE_METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search",
-               "transducer-attention-rescoring")
+BPE_METHODS = (
+    "greedy",
+    "ctc-greedy",
+    "modified-beam-search",
+    "ctc-prefix-beam-search",
+    "transducer-attention-rescoring",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +33,22 @@ def exp(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("recognizer")
     train_bpe(TEXTS * 30, root / "lang", vocab_size=40)
-    config = ModelConfig(feature_dim=80, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64,
-                         conv_kernel_size=5, subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40,
-                         vocab_size=Tokenizer(root / "lang").vocab_size, attention_decoder_layers=1,
-                         attention_decoder_dim=16, attention_decoder_heads=2, attention_decoder_ffn_dim=32)
+    config = ModelConfig(
+        feature_dim=80,
+        encoder_dim=32,
+        num_encoder_layers=1,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=Tokenizer(root / "lang").vocab_size,
+        attention_decoder_layers=1,
+        attention_decoder_dim=16,
+        attention_decoder_heads=2,
+        attention_decoder_ffn_dim=32,
+    )
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():  # sharper heads emit a mix of blanks and tokens
@@ -81,8 +98,21 @@ def test_same_text_as_dsr_transcribe_and_as_the_search_itself(exp):
     assert any(by_hand)  # the random model says something
     for method in ("greedy", "modified-beam-search", "ctc-prefix-beam-search"):
         api = [t.text for t in _recognizer(exp, method=method).transcribe(exp["files"])]
-        proc = CliRunner().invoke(app, ["transcribe", "--exp-dir", str(exp["exp"]), "--lang-dir", str(exp["lang"]),
-                                        "--device", "cpu", "-m", method, *map(str, exp["files"])])
+        proc = CliRunner().invoke(
+            app,
+            [
+                "transcribe",
+                "--exp-dir",
+                str(exp["exp"]),
+                "--lang-dir",
+                str(exp["lang"]),
+                "--device",
+                "cpu",
+                "-m",
+                method,
+                *map(str, exp["files"]),
+            ],
+        )
         assert proc.exit_code == 0, proc.output
         cli = [line.split("\t", 1) for line in proc.stdout.splitlines()]
         assert [Path(f) for f, _ in cli] == exp["files"]
@@ -101,13 +131,15 @@ def test_arrays_and_files_give_identical_transcripts(exp):
         rates.add(sr)
     assert rates == {8000, 16000}
     from_arrays = [rec.transcribe(samples, sample_rate=sr)[0] for samples, sr in arrays]
-    assert [(t.text, t.tokens, t.timestamps, t.duration) for t in from_arrays] == \
-        [(t.text, t.tokens, t.timestamps, t.duration) for t in from_files]
+    assert [(t.text, t.tokens, t.timestamps, t.duration) for t in from_arrays] == [
+        (t.text, t.tokens, t.timestamps, t.duration) for t in from_files
+    ]
     assert [t.source for t in from_arrays] == ["array 0"] * 3
     # a list of arrays of one rate at once
     same_rate = [a for a, sr in arrays if sr == 16000]
-    assert [t.text for t in rec.transcribe(same_rate, sample_rate=16000)] == \
-        [t.text for t, (_, sr) in zip(from_files, arrays) if sr == 16000]
+    assert [t.text for t in rec.transcribe(same_rate, sample_rate=16000)] == [
+        t.text for t, (_, sr) in zip(from_files, arrays) if sr == 16000
+    ]
     with pytest.raises(ValueError, match="sample_rate"):
         rec.transcribe(same_rate[0])
 
@@ -148,8 +180,15 @@ def test_the_model_is_loaded_once(exp, monkeypatch):
 def test_a_cuts_manifest_gives_what_dsr_decode_gives(exp, tmp_path):
     from dsr.decoding.decode import decode
 
-    (res,) = decode(exp["exp"], exp["cuts"], exp["lang"], methods=("modified-beam-search",), device="cpu",
-                    progress=False, beam_size=3)
+    (res,) = decode(
+        exp["exp"],
+        exp["cuts"],
+        exp["lang"],
+        methods=("modified-beam-search",),
+        device="cpu",
+        progress=False,
+        beam_size=3,
+    )
     hyps = {}
     for line in (res.out_dir / "recogs.txt").read_text().splitlines():
         utt, field = line.split(":\t", 1)
@@ -199,8 +238,13 @@ def test_import_dsr_stays_cheap():
     import sys
 
     code = "import sys, dsr; print('torch' in sys.modules, 'lhotse' in sys.modules, hasattr(dsr, 'Recognizer'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.split() == ["False", "False", "True"], out.stderr
 
 
@@ -208,5 +252,7 @@ def test_a_checkpoint_file_instead_of_an_exp_dir(exp):
     import dsr
 
     by_file = dsr.Recognizer(checkpoint=exp["exp"] / "epoch-1.pt", lang_dir=exp["lang"], device="cpu")
-    assert [t.text for t in by_file.transcribe(exp["files"])] == [t.text for t in _recognizer(exp).transcribe(exp["files"])]
+    assert [t.text for t in by_file.transcribe(exp["files"])] == [
+        t.text for t in _recognizer(exp).transcribe(exp["files"])
+    ]
     assert by_file.loaded.tag == "epoch-1"

@@ -18,8 +18,12 @@ from dsr.lm.rescore import Weights, rescore, tune  # noqa: E402
 from dsr.lm.scorer import LlmScorer  # noqa: E402
 from dsr.lm.train_scratch import LmSize, train_lm  # noqa: E402
 
-DOMAIN = [f"{v} THE {r} {o}" for v in ("TURN ON", "TURN OFF", "DIM") for r in ("KITCHEN", "BEDROOM", "HALL")
-          for o in ("LIGHTS", "LAMP")]
+DOMAIN = [
+    f"{v} THE {r} {o}"
+    for v in ("TURN ON", "TURN OFF", "DIM")
+    for r in ("KITCHEN", "BEDROOM", "HALL")
+    for o in ("LIGHTS", "LAMP")
+]
 
 
 def _swap(text: str) -> str:
@@ -33,8 +37,16 @@ def lm_dir(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("lm")
     (d / "texts.txt").write_text("\n".join(DOMAIN) + "\n")
-    train_lm(d / "texts.txt", d / "model", config="qwen2", vocab_size=300, epochs=30, lr=1e-2, batch_size=6,
-             size=LmSize(hidden_size=32, num_layers=1, num_heads=2, max_positions=64))
+    train_lm(
+        d / "texts.txt",
+        d / "model",
+        config="qwen2",
+        vocab_size=300,
+        epochs=30,
+        lr=1e-2,
+        batch_size=6,
+        size=LmSize(hidden_size=32, num_layers=1, num_heads=2, max_positions=64),
+    )
     return d / "model"
 
 
@@ -45,8 +57,7 @@ def scorer(lm_dir):
 
 
 def _hyp(text: str, am: float, ctc: float | None = None, att: float | None = None) -> dict:
-    hyp = {"text": text, "tokens": [1, 2], "am_score": am, "ctc_score": ctc, "context_score": 0.0,
-           "timestamps": [0, 4]}
+    hyp = {"text": text, "tokens": [1, 2], "am_score": am, "ctc_score": ctc, "context_score": 0.0, "timestamps": [0, 4]}
     return hyp if att is None else {**hyp, "attention_score": att}
 
 
@@ -71,10 +82,15 @@ def _nbest(path, refs: list[str], lm_helps: bool):
 
 
 def test_zero_weights_reproduce_first_pass_exactly(tmp_path, scorer):
-    utts = [{"utt_id": "tie", "ref": "DIM THE HALL LAMP",  # equal am scores: the first-pass order decides
-             "hyps": [_hyp("THE DIM HALL LAMP", -2.0), _hyp("DIM THE HALL LAMP", -2.0)]},
-            {"utt_id": "none", "ref": "TURN ON", "hyps": []},
-            {"utt_id": "one", "ref": "DIM THE HALL LIGHTS", "hyps": [_hyp("DIM THE HALL LIGHTS", -0.5, -1.0)]}]
+    utts = [
+        {
+            "utt_id": "tie",
+            "ref": "DIM THE HALL LAMP",  # equal am scores: the first-pass order decides
+            "hyps": [_hyp("THE DIM HALL LAMP", -2.0), _hyp("DIM THE HALL LAMP", -2.0)],
+        },
+        {"utt_id": "none", "ref": "TURN ON", "hyps": []},
+        {"utt_id": "one", "ref": "DIM THE HALL LIGHTS", "hyps": [_hyp("DIM THE HALL LIGHTS", -0.5, -1.0)]},
+    ]
     nb = _write(tmp_path / "dec" / "beam" / "dev" / "nbest.jsonl", utts)
     r = rescore(nb, scorer, tmp_path / "out", Weights(0.0, 0.0, 0.0))
     recogs = (tmp_path / "out" / "recogs.txt").read_text()
@@ -111,18 +127,31 @@ def test_rescore_outputs_and_score_reuse(tmp_path, scorer, lm_dir):
 
 
 def test_ctc_weight_used_only_when_present(tmp_path, scorer):
-    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, -9.0), _hyp("DIM THE HALL LAMP", -1.5, -1.0)]},
-            {"utt_id": "b", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LAMP", -1.0, None), _hyp("DIM THE HALL LIGHTS", -1.2, None)]}]
+    utts = [
+        {
+            "utt_id": "a",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, -9.0), _hyp("DIM THE HALL LAMP", -1.5, -1.0)],
+        },
+        {
+            "utt_id": "b",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [_hyp("DIM THE HALL LAMP", -1.0, None), _hyp("DIM THE HALL LIGHTS", -1.2, None)],
+        },
+    ]
     nb = _write(tmp_path / "n.jsonl", utts)
     assert rescore(nb, scorer, tmp_path / "o0", Weights(0.0, 0.0, 0.0))["errors"] == 1
     assert rescore(nb, scorer, tmp_path / "o1", Weights(0.0, 0.0, 0.5))["errors"] == 0
 
 
 def test_tune_searches_a_ctc_grid(tmp_path, scorer):
-    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, -9.0), _hyp("DIM THE HALL LAMP", -1.5, -1.0)]}]
+    utts = [
+        {
+            "utt_id": "a",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, -9.0), _hyp("DIM THE HALL LAMP", -1.5, -1.0)],
+        }
+    ]
     nb = _write(tmp_path / "n.jsonl", utts)
     fixed = tune(nb, scorer, tmp_path / "fixed", lm_weights=[0.0], length_bonuses=[0.0])
     assert fixed.ctc_weight == 0.0
@@ -135,9 +164,17 @@ def test_tune_searches_a_ctc_grid(tmp_path, scorer):
 
 def test_expanded_hypotheses_keep_the_first_pass_and_its_oracle(tmp_path, scorer, caplog):
     # a lexicon expansion appended a hypothesis that outscores the search's second one
-    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0), _hyp("DIM THE HALL LIGHT", -3.0),
-                      {**_hyp("DIM THE HALL LAMP", -2.0), "source": "lexicon"}]}]
+    utts = [
+        {
+            "utt_id": "a",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [
+                _hyp("DIM THE HALL LIGHTS", -1.0),
+                _hyp("DIM THE HALL LIGHT", -3.0),
+                {**_hyp("DIM THE HALL LAMP", -2.0), "source": "lexicon"},
+            ],
+        }
+    ]
     nb = _write(tmp_path / "n.jsonl", utts)
     assert read_nbest(nb)[0].hyps[2].source == "lexicon" and read_nbest(nb)[0].hyps[0].source == "search"
     with caplog.at_level("WARNING", logger="dsr"):
@@ -151,10 +188,18 @@ def test_expanded_hypotheses_keep_the_first_pass_and_its_oracle(tmp_path, scorer
 
 
 def test_attention_weight_used_only_when_present(tmp_path, scorer):
-    utts = [{"utt_id": "a", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, att=-8.0), _hyp("DIM THE HALL LAMP", -1.5, att=-2.0)]},
-            {"utt_id": "b", "ref": "DIM THE HALL LAMP",
-             "hyps": [_hyp("DIM THE HALL LAMP", -1.0), _hyp("DIM THE HALL LIGHTS", -1.2)]}]
+    utts = [
+        {
+            "utt_id": "a",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [_hyp("DIM THE HALL LIGHTS", -1.0, att=-8.0), _hyp("DIM THE HALL LAMP", -1.5, att=-2.0)],
+        },
+        {
+            "utt_id": "b",
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [_hyp("DIM THE HALL LAMP", -1.0), _hyp("DIM THE HALL LIGHTS", -1.2)],
+        },
+    ]
     nb = _write(tmp_path / "n.jsonl", utts)
     assert rescore(nb, scorer, tmp_path / "o0", Weights(0.0, 0.0))["errors"] == 1
     r = rescore(nb, scorer, tmp_path / "o1", Weights(0.0, 0.0, attention_weight=0.3))
@@ -223,16 +268,39 @@ def test_cli_tunes_then_applies(tmp_path, lm_dir):
     app.command()(rescore_cmd)
     dev = _nbest(tmp_path / "exp" / "decode" / "beam" / "dev" / "nbest.jsonl", DOMAIN[::2], lm_helps=True)
     test = _nbest(tmp_path / "exp" / "decode" / "beam" / "test" / "nbest.jsonl", DOMAIN[1::2], lm_helps=True)
-    args = ["--nbest", str(test), "--nbest", str(dev), "--llm", str(lm_dir), "--tune-on", str(dev),
-            "--tune-lm-weights", "0.5,1", "--tune-length-bonuses", "0"]
+    args = [
+        "--nbest",
+        str(test),
+        "--nbest",
+        str(dev),
+        "--llm",
+        str(lm_dir),
+        "--tune-on",
+        str(dev),
+        "--tune-lm-weights",
+        "0.5,1",
+        "--tune-length-bonuses",
+        "0",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     out = tmp_path / "exp" / "decode" / "beam+llm"
     assert output_dir(test, None) == out / "test" and (out / "dev" / "weights.json").is_file()
     r = json.loads((out / "test" / "result.json").read_text())
     assert r["weights"]["lm_weight"] > 0 and r["rescored_wer"] < r["first_pass_wer"]
-    res = CliRunner().invoke(app, ["--nbest", str(test), "--llm", str(lm_dir), "--out-dir", str(tmp_path / "o"),
-                                   "--weights", str(out / "dev" / "weights.json")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "--nbest",
+            str(test),
+            "--llm",
+            str(lm_dir),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--weights",
+            str(out / "dev" / "weights.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     again = json.loads((tmp_path / "o" / "test" / "result.json").read_text())
     assert again["weights"] == r["weights"] and (r["method"], again["method"]) == ("beam+llm", "o")
@@ -248,13 +316,27 @@ def test_results_table_shows_first_pass_oracle_rescored_and_times(tmp_path, scor
 
     exp = tmp_path / "exp"
     nb = _nbest(exp / "decode" / "beam" / "test" / "nbest.jsonl", DOMAIN, lm_helps=True)
-    (nb.parent / "result.json").write_text(json.dumps({"method": "beam", "split": "test", "checkpoint": "e1",
-                                                       "wer": 0.0, "errors": 0, "ref_words": 1, "num_utts": 1,
-                                                       "rtf": 0.1, "decode_seconds": 12.5, "audio_seconds": 125}))
+    (nb.parent / "result.json").write_text(
+        json.dumps(
+            {
+                "method": "beam",
+                "split": "test",
+                "checkpoint": "e1",
+                "wer": 0.0,
+                "errors": 0,
+                "ref_words": 1,
+                "num_utts": 1,
+                "rtf": 0.1,
+                "decode_seconds": 12.5,
+                "audio_seconds": 125,
+            }
+        )
+    )
     r = rescore(nb, scorer, exp / "decode" / "beam+llm" / "test", Weights(1.0, 0.5, 0.0))
     md = write_results(exp, collect_results(exp)).read_text()
-    row = next(line for line in md.splitlines()
-               if line.startswith(f"| beam+llm | model | test | {r['first_pass_wer']:.2f} |"))
+    row = next(
+        line for line in md.splitlines() if line.startswith(f"| beam+llm | model | test | {r['first_pass_wer']:.2f} |")
+    )
     rel = 100 * (r["first_pass_wer"] - r["rescored_wer"]) / r["first_pass_wer"]
     assert f"| {r['oracle_wer']:.2f} | {r['rescored_wer']:.2f} | {rel:.1f} | λ=1 β=0.5 | 12.5 |" in row
     assert r["decode_seconds"] == 12.5 and row.endswith(f"| {r['llm_seconds']:.1f} |")
@@ -264,5 +346,7 @@ def test_llm_label_names_the_model_and_explicit_boundary_tokens():
     from dsr.evaluation.report import llm_label
 
     assert llm_label("/x/lm/deepseek|123-4|float32|transform=sentence|bos=1|eos=1") == "deepseek"
-    assert llm_label("/m/S.gguf|1-2|float32|transform=sentence|bos=1|eos=1:<|im_start|>,<|im_end|>") == \
-        "S.gguf (<\\|im_start\\|>,<\\|im_end\\|>)"
+    assert (
+        llm_label("/m/S.gguf|1-2|float32|transform=sentence|bos=1|eos=1:<|im_start|>,<|im_end|>")
+        == "S.gguf (<\\|im_start\\|>,<\\|im_end\\|>)"
+    )

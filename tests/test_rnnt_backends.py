@@ -7,8 +7,6 @@ tests/test_rnnt_loss.py.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import pytest
 import torch
 from torch import Tensor
@@ -24,8 +22,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and fast_rnnt.with_cu
 BLANK = 0
 B, T, S, V = 4, 30, 8, 12
 # Ragged batch; one sequence as short in frames as it is in symbols.
-S_B: List[int] = [8, 5, 1, 8]
-T_B: List[int] = [30, 20, 7, 8]
+S_B: list[int] = [8, 5, 1, 8]
+T_B: list[int] = [30, 20, 7, 8]
 
 DSR = get_rnnt_backend("dsr")
 FT = get_rnnt_backend("fast_rnnt")
@@ -39,7 +37,7 @@ def _inputs(device: str, dtype: torch.dtype, seed: int = 0) -> tuple:
     return am, lm, symbols
 
 
-def _boundary(ragged: bool, device: str) -> Optional[Tensor]:
+def _boundary(ragged: bool, device: str) -> Tensor | None:
     if not ragged:
         return None
     return torch.tensor([[0, 0, s, t] for s, t in zip(S_B, T_B)], dtype=torch.int64, device=device)

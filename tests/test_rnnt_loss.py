@@ -7,7 +7,7 @@ loop, and torch.autograd.gradcheck's finite differences.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,7 +29,7 @@ F64 = torch.float64
 BLANK = 0
 
 
-def _boundary(S_b: List[int], T_b: List[int], device: str = "cpu") -> Tensor:
+def _boundary(S_b: list[int], T_b: list[int], device: str = "cpu") -> Tensor:
     return torch.tensor([[0, 0, s, t] for s, t in zip(S_b, T_b)], dtype=torch.int64, device=device)
 
 
@@ -48,7 +48,7 @@ def _joiner(am: Tensor, lm: Tensor) -> Tensor:
     return torch.tanh(am + lm) * 2.0 + 0.5 * am * lm
 
 
-def _naive_rnnt_nll(logits: Tensor, labels: List[int], blank: int) -> Tensor:
+def _naive_rnnt_nll(logits: Tensor, labels: list[int], blank: int) -> Tensor:
     """Textbook RNN-T negative log-likelihood, one (t, u) cell at a time.
 
     logits: (T, U+1, V) for one utterance with U = len(labels) and T >= 1.
@@ -57,7 +57,7 @@ def _naive_rnnt_nll(logits: Tensor, labels: List[int], blank: int) -> Tensor:
     """
     T, U1, _ = logits.shape
     logp = logits.log_softmax(dim=-1)
-    alpha: List[List[Optional[Tensor]]] = [[None] * U1 for _ in range(T)]
+    alpha: list[list[Tensor | None]] = [[None] * U1 for _ in range(T)]
     for t in range(T):
         for u in range(U1):
             terms = []
@@ -110,7 +110,7 @@ _FULL_CASES = [
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("B,T,S,V,S_b,T_b", _FULL_CASES)
 def test_full_loss_matches_brute_force(
-    device: str, B: int, T: int, S: int, V: int, S_b: List[int], T_b: List[int]
+    device: str, B: int, T: int, S: int, V: int, S_b: list[int], T_b: list[int]
 ) -> None:
     logits = _randn(B, T, S + 1, V, seed=1, device=device, scale=2.0).requires_grad_()
     symbols = _symbols(B, S, V, seed=2, device=device)
@@ -164,7 +164,7 @@ def test_mutual_information_matches_naive_with_general_boundaries(device: str) -
         (2, 2, 1, None),
     ],
 )
-def test_mutual_information_gradcheck(B: int, S: int, T: int, boundary: Optional[List[List[int]]]) -> None:
+def test_mutual_information_gradcheck(B: int, S: int, T: int, boundary: list[list[int]] | None) -> None:
     px = _randn(B, S, T + 1, seed=7, device="cpu").requires_grad_()
     py = _randn(B, S + 1, T, seed=8, device="cpu").requires_grad_()
     bnd = None if boundary is None else torch.tensor(boundary)
@@ -261,7 +261,7 @@ _PRUNE_CASES = [
 
 def _pruned_and_full(
     am: Tensor, lm: Tensor, symbols: Tensor, boundary: Tensor, s_range: int
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """(pruned loss, full loss, ranges) for the same joiner, reduction="none"."""
     _, (px_grad, py_grad) = rnnt_loss_simple(
         lm.detach(), am.detach(), symbols, BLANK, boundary=boundary, reduction="none", return_grad=True
@@ -277,7 +277,7 @@ def _pruned_and_full(
 @pytest.mark.parametrize("B,T,S,V,S_b,T_b", _PRUNE_CASES)
 @pytest.mark.parametrize("extra", [0, 3])
 def test_pruned_equals_full_when_nothing_is_pruned(
-    device: str, B: int, T: int, S: int, V: int, S_b: List[int], T_b: List[int], extra: int
+    device: str, B: int, T: int, S: int, V: int, S_b: list[int], T_b: list[int], extra: int
 ) -> None:
     am = _randn(B, T, V, seed=15, device=device).requires_grad_()
     lm = _randn(B, S + 1, V, seed=16, device=device).requires_grad_()

@@ -7,8 +7,6 @@ ChatML chat template; a tiny Conformer is the encoder.  All on one thread in a f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("transformers", reason="the speech-LLM needs the optional 'lm' packages (transformers, ...)")
@@ -33,11 +31,21 @@ from dsr.models.speech_llm import (  # noqa: E402
 )
 
 TEXTS = ["the cat sat on the mat", "hello world", "turn on the kitchen lights", "set a timer"]
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 #: A tiny Conformer (80-dim features, 4x subsampling).
-TINY_ENCODER = dict(feature_dim=80, encoder_dim=16, num_encoder_layers=1, num_heads=2, ffn_dim=32,
-                    conv_kernel_size=5, subsampling_channels=(4, 8), dropout=0.0)
+TINY_ENCODER = dict(
+    feature_dim=80,
+    encoder_dim=16,
+    num_encoder_layers=1,
+    num_heads=2,
+    ffn_dim=32,
+    conv_kernel_size=5,
+    subsampling_channels=(4, 8),
+    dropout=0.0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -64,22 +72,39 @@ def tiny_llm(kind: str, tok, seed: int = 0):
     from dsr.lm.train_scratch import LmSize, build_config
 
     if kind == "llama":
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
     else:
-        cfg = build_config(kind, len(tok), LmSize(32, 2, 2, 4, 256), tok.bos_token_id, tok.eos_token_id,
-                           tok.pad_token_id)
+        cfg = build_config(
+            kind, len(tok), LmSize(32, 2, 2, 4, 256), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+        )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
-def tiny_speech_llm(kind: str = "qwen2", chat: bool = True, stack: int = 2, lora_rank: int = 0,
-                    hotwords: tuple[str, ...] = ()):
+def tiny_speech_llm(
+    kind: str = "qwen2", chat: bool = True, stack: int = 2, lora_rank: int = 0, hotwords: tuple[str, ...] = ()
+):
     tok = tiny_tokenizer(chat)
     llm = tiny_llm(kind, tok)
-    cfg = SpeechLLMConfig(encoder=ModelConfig(**TINY_ENCODER).to_dict(), llm_path="-", llm_fingerprint="-",
-                          llm_dim=32, projector_stack=stack, lora_rank=lora_rank)
+    cfg = SpeechLLMConfig(
+        encoder=ModelConfig(**TINY_ENCODER).to_dict(),
+        llm_path="-",
+        llm_fingerprint="-",
+        llm_dim=32,
+        projector_stack=stack,
+        lora_rank=lora_rank,
+    )
     torch.manual_seed(1)
     return build_speech_llm(cfg, llm, tok, hotwords=hotwords).eval(), tok
 
@@ -109,8 +134,11 @@ def test_projector_stacks_k_frames_and_masks_padding():
     y[1, 4:] = 100.0
     assert torch.equal(proj(y, lens)[0][1, :2], out[1, :2])
     assert proj.output_lengths(torch.tensor([1, 3, 4, 6])).tolist() == [1, 1, 2, 2]
-    for bad in (dict(encoder_dim=0, llm_dim=6, stack=3), dict(encoder_dim=4, llm_dim=6, stack=0),
-                dict(encoder_dim=4, llm_dim=6, stack=2, hidden_dim=-1)):
+    for bad in (
+        dict(encoder_dim=0, llm_dim=6, stack=3),
+        dict(encoder_dim=4, llm_dim=6, stack=0),
+        dict(encoder_dim=4, llm_dim=6, stack=2, hidden_dim=-1),
+    ):
         with pytest.raises(ValueError):
             FrameStackProjector(**bad)
     with pytest.raises(ValueError):
@@ -158,7 +186,7 @@ def test_only_transcript_and_eos_are_trained(kind):
     assert int(out["num_tokens"]) == sum(len(t) + 1 for t in targets)
     manual = torch.zeros(())
     for i, t in enumerate(targets):
-        one = model.make_inputs(speech[i:i + 1, : speech_lens[i]], speech_lens[i:i + 1], [t])
+        one = model.make_inputs(speech[i : i + 1, : speech_lens[i]], speech_lens[i : i + 1], [t])
         with torch.no_grad():
             logits = model.llm(inputs_embeds=one.embeds, attention_mask=one.mask, position_ids=one.positions).logits[0]
         keep = one.targets[0] != IGNORE_INDEX
@@ -171,8 +199,9 @@ def test_only_transcript_and_eos_are_trained(kind):
 
 def test_ctc_head_adds_its_loss():
     tok = tiny_tokenizer(chat=False)
-    cfg = SpeechLLMConfig(encoder=ModelConfig(**TINY_ENCODER).to_dict(), llm_path="-", llm_fingerprint="-",
-                          llm_dim=32, use_ctc=True)
+    cfg = SpeechLLMConfig(
+        encoder=ModelConfig(**TINY_ENCODER).to_dict(), llm_path="-", llm_fingerprint="-", llm_dim=32, use_ctc=True
+    )
     model = build_speech_llm(cfg, tiny_llm("qwen2", tok), tok, ctc_vocab_size=10, blank_id=0)
     feats, lens = features([40, 30])
     out = model(feats, lens, [[5, 6], [7]], ctc_targets=[[1, 2], [3]])
@@ -195,11 +224,12 @@ def test_batch_decoding_equals_one_by_one(kind):
     assert all(len(hs) == 3 for hs in beam)
     for i in range(len(durations)):
         n = int(enc_lens[i])
-        one = speech_llm_greedy_search(model, enc[i:i + 1, :n], enc_lens[i:i + 1], durations[i:i + 1])[0]
+        one = speech_llm_greedy_search(model, enc[i : i + 1, :n], enc_lens[i : i + 1], durations[i : i + 1])[0]
         assert one.tokens == greedy[i].tokens and one.finished == greedy[i].finished
         assert one.score == pytest.approx(greedy[i].score, abs=1e-4)
-        one_beam = speech_llm_beam_search(model, enc[i:i + 1, :n], enc_lens[i:i + 1], durations[i:i + 1],
-                                          SpeechLLMSearchOptions(beam_size=3))[0]
+        one_beam = speech_llm_beam_search(
+            model, enc[i : i + 1, :n], enc_lens[i : i + 1], durations[i : i + 1], SpeechLLMSearchOptions(beam_size=3)
+        )[0]
         assert [h.tokens for h in one_beam] == [h.tokens for h in beam[i]]
         assert [h.score for h in one_beam] == pytest.approx([h.score for h in beam[i]], abs=1e-4)
         # The beam's best is at least as likely as greedy's when both finished.
@@ -246,8 +276,13 @@ def test_checkpoint_names_and_checks_its_llm(tmp_path):
     llm_dir = tmp_path / "llm"
     llm.save_pretrained(llm_dir)
     tok.save_pretrained(llm_dir)
-    cfg = SpeechLLMConfig(encoder=ModelConfig(**TINY_ENCODER).to_dict(), llm_path=str(llm_dir),
-                          llm_fingerprint=fingerprint(llm_dir), llm_dim=32, lora_rank=4)
+    cfg = SpeechLLMConfig(
+        encoder=ModelConfig(**TINY_ENCODER).to_dict(),
+        llm_path=str(llm_dir),
+        llm_fingerprint=fingerprint(llm_dir),
+        llm_dim=32,
+        lora_rank=4,
+    )
     model = build_speech_llm(cfg, llm, tok)
     state = model.trainable_state_dict()
     # Projector, encoder, adapters; never the LLM's own weights.
@@ -272,11 +307,17 @@ def test_rerank_nbest_by_speech_llm_likelihood():
     model, tok = tiny_speech_llm("qwen2")
     feats, lens = features([40, 28], seed=5)
     enc, enc_lens = model.encode(feats, lens)
-    nbest = [[{"text": "THE CAT SAT", "am_score": -1.0}, {"text": "HELLO WORLD", "am_score": -2.0},
-              {"text": "SET A", "am_score": None}],
-             [{"text": "TURN ON", "am_score": -3.0}, {"text": "THE MAT", "am_score": -3.5}]]
-    own = model.score(enc, enc_lens, [[tok.encode(llm_target(h["text"]), add_special_tokens=False) for h in hs]
-                                      for hs in nbest])
+    nbest = [
+        [
+            {"text": "THE CAT SAT", "am_score": -1.0},
+            {"text": "HELLO WORLD", "am_score": -2.0},
+            {"text": "SET A", "am_score": None},
+        ],
+        [{"text": "TURN ON", "am_score": -3.0}, {"text": "THE MAT", "am_score": -3.5}],
+    ]
+    own = model.score(
+        enc, enc_lens, [[tok.encode(llm_target(h["text"]), add_special_tokens=False) for h in hs] for hs in nbest]
+    )
     # Scale 0: the first pass's order (an impossible first-pass score last); the speech-LLM scores recorded.
     kept = rerank_nbest(model, tok, enc, enc_lens, nbest, scale=0.0)
     assert [[h["text"] for h in hs] for hs in kept] == [[h["text"] for h in hs] for hs in nbest]
@@ -307,8 +348,10 @@ def test_per_utterance_prompts_with_hotwords():
     # Each row's loss is its own prompt's: the batch equals the rows alone.
     with torch.no_grad():
         both = model(feats, lens, targets, prompts=[model.prompt, hot])["llm_loss"]
-        alone = [model(feats[i:i + 1, : lens[i]], lens[i:i + 1], targets[i:i + 1], prompts=[p])["llm_loss"]
-                 for i, p in enumerate([model.prompt, hot])]
+        alone = [
+            model(feats[i : i + 1, : lens[i]], lens[i : i + 1], targets[i : i + 1], prompts=[p])["llm_loss"]
+            for i, p in enumerate([model.prompt, hot])
+        ]
     assert float(both) == pytest.approx(float(alone[0] + alone[1]), rel=1e-4)
     with pytest.raises(ValueError):
         model.make_inputs(speech, speech_lens, targets, prompts=[hot])

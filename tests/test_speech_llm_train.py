@@ -22,6 +22,8 @@ pytest.importorskip("transformers", reason="the speech-LLM needs the optional 'l
 pytest.importorskip("peft", reason="stage 2 needs peft (LoRA)")
 
 import torch  # noqa: E402
+from test_speech_llm import tiny_llm, tiny_tokenizer  # noqa: E402
+from tiny_corpus import make_tiny_corpus, tiny_train_options  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from dsr.cli.main import app, run  # noqa: E402
@@ -33,11 +35,17 @@ from dsr.models.config import ModelConfig, build_model  # noqa: E402
 from dsr.training import speech_llm as sl  # noqa: E402
 from dsr.training.config import TrainConfig  # noqa: E402
 from dsr.training.trainer import train  # noqa: E402
-from test_speech_llm import tiny_llm, tiny_tokenizer  # noqa: E402
-from tiny_corpus import make_tiny_corpus, tiny_train_options  # noqa: E402
 
-ENCODER = dict(feature_dim=80, encoder_dim=16, num_encoder_layers=2, num_heads=2, ffn_dim=32, conv_kernel_size=5,
-               subsampling_channels=(4, 8), dropout=0.0)
+ENCODER = dict(
+    feature_dim=80,
+    encoder_dim=16,
+    num_encoder_layers=2,
+    num_heads=2,
+    ffn_dim=32,
+    conv_kernel_size=5,
+    subsampling_channels=(4, 8),
+    dropout=0.0,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,8 +66,16 @@ def setup(tmp_path_factory) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(mcfg)
     init = root / "conformer.pt"
-    torch.save({"model": model.state_dict(), "model_config": mcfg.to_dict(), "frontend": frontend_to_dict(FbankConfig()),
-                "global_step": 10, "epoch": 1}, init)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_config": mcfg.to_dict(),
+            "frontend": frontend_to_dict(FbankConfig()),
+            "global_step": 10,
+            "epoch": 1,
+        },
+        init,
+    )
     tok = tiny_tokenizer(chat=True)
     llm_dir = root / "llm"
     tiny_llm("qwen2", tok).save_pretrained(llm_dir)
@@ -68,8 +84,15 @@ def setup(tmp_path_factory) -> dict[str, Any]:
 
 
 def options(setup: dict[str, Any], exp: Path, **overrides: Any) -> dict[str, Any]:
-    values = dict(speech_llm=str(setup["llm"]), init_from=str(setup["init"]), max_steps=3, base_lr=0.05,
-                  warmup_steps=1, ctc_loss_scale=0.2, projector_stack=2)
+    values = dict(
+        speech_llm=str(setup["llm"]),
+        init_from=str(setup["init"]),
+        max_steps=3,
+        base_lr=0.05,
+        warmup_steps=1,
+        ctc_loss_scale=0.2,
+        projector_stack=2,
+    )
     return tiny_train_options(setup["corpus"], exp, **{**values, **overrides})
 
 
@@ -118,14 +141,24 @@ def test_stage1_trains_the_projector_only(setup, stage1):
     assert ckpt["speech_llm_config"]["llm_path"] == str(setup["llm"].resolve())
     assert ckpt["speech_llm_config"]["llm_fingerprint"] == fingerprint(setup["llm"])
     assert ckpt["global_step"] == 3 and ckpt["speech_llm_config"]["lora_rank"] == 0
-    assert ckpt["trainable_parameters"] == sum(v.numel() for k, v in after.items()
-                                               if k.startswith(("projector.", "ctc_output.")))
+    assert ckpt["trainable_parameters"] == sum(
+        v.numel() for k, v in after.items() if k.startswith(("projector.", "ctc_output."))
+    )
 
 
 def test_stage2_trains_lora_and_top_encoder_layer(setup, stage1):
     exp = setup["root"] / "stage2"
-    cfg = TrainConfig.from_dict(options(setup, exp, init_from=str(stage1["exp"]), speech_llm_stage=2, lora_rank=4,
-                                speech_llm_encoder_top=1, activation_checkpointing=True))
+    cfg = TrainConfig.from_dict(
+        options(
+            setup,
+            exp,
+            init_from=str(stage1["exp"]),
+            speech_llm_stage=2,
+            lora_rank=4,
+            speech_llm_encoder_top=1,
+            activation_checkpointing=True,
+        )
+    )
     model, before = train_capturing(cfg)
     after = model.state_dict()
     stage1_sd = stage1["model"].state_dict()
@@ -174,11 +207,39 @@ def dsr_user_error(capsys, *args: Any) -> str:
 def test_dsr_train_and_decode(setup, tmp_path, capsys):
     corpus = setup["corpus"]
     exp = tmp_path / "exp"
-    common = ["--train-cuts", corpus["train_cuts"], "--dev-cuts", corpus["dev_cuts"], "--lang-dir",
-              corpus["lang_dir"], "--exp-dir", exp, "--speech-llm", setup["llm"], "--init-from", setup["init"],
-              "--projector-stack", 2, "--max-duration", 4, "--num-buckets", 1, "--no-spec-augment", "--num-threads",
-              1, "--device", "cpu", "--warmup-steps", 1, "--log-interval", 1, "--ctc-loss-scale", 0,
-              "--speech-llm-hotword-prob", 0.5]
+    common = [
+        "--train-cuts",
+        corpus["train_cuts"],
+        "--dev-cuts",
+        corpus["dev_cuts"],
+        "--lang-dir",
+        corpus["lang_dir"],
+        "--exp-dir",
+        exp,
+        "--speech-llm",
+        setup["llm"],
+        "--init-from",
+        setup["init"],
+        "--projector-stack",
+        2,
+        "--max-duration",
+        4,
+        "--num-buckets",
+        1,
+        "--no-spec-augment",
+        "--num-threads",
+        1,
+        "--device",
+        "cpu",
+        "--warmup-steps",
+        1,
+        "--log-interval",
+        1,
+        "--ctc-loss-scale",
+        0,
+        "--speech-llm-hotword-prob",
+        0.5,
+    ]
     dsr_ok("train", *common, "--num-epochs", 1, "--max-steps", 2)
     # Resuming: a second epoch continues from epoch-1.pt.
     dsr_ok("train", *common, "--num-epochs", 2, "--max-steps", 4)
@@ -187,8 +248,23 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
     assert ckpt["global_step"] == 4 and ckpt["train_seconds"] > first["train_seconds"]
     hotwords = tmp_path / "hotwords.txt"
     hotwords.write_text("kitchen lights\t2.0\nparis\n")
-    dsr_ok("decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy", "-m",
-           "speech-llm-beam-search", "--beam-size", 2, "--device", "cpu", "--hotwords-file", hotwords)
+    dsr_ok(
+        "decode",
+        "--exp-dir",
+        exp,
+        "--cuts",
+        corpus["dev_cuts"],
+        "-m",
+        "speech-llm-greedy",
+        "-m",
+        "speech-llm-beam-search",
+        "--beam-size",
+        2,
+        "--device",
+        "cpu",
+        "--hotwords-file",
+        hotwords,
+    )
     for method in ("speech-llm-greedy", "speech-llm-beam-search"):
         out = exp / "decode" / method / "cuts_dev"
         result = json.loads((out / "result.json").read_text())
@@ -197,16 +273,44 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
         assert result["trainable_parameters"] == ckpt["trainable_parameters"] > 0
         assert result["train_seconds"] == ckpt["train_seconds"] > 0
         assert len((out / "recogs.txt").read_text().splitlines()) >= 4
-    nbest = [json.loads(line) for line in (exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl")
-             .read_text().splitlines()]
+    nbest = [
+        json.loads(line)
+        for line in (exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl").read_text().splitlines()
+    ]
     assert len(nbest) == 4 and all(1 <= len(r["hyps"]) <= 2 for r in nbest)
     # The speech-LLM reranks another method's n-best list of the same cuts.
     nbest_file = tmp_path / "nbest.jsonl"
-    nbest_file.write_text("".join(json.dumps({"utt_id": r["utt_id"], "ref": r["ref"], "hyps": [
-        {"text": "TURN ON THE LIGHTS", "am_score": -1.0}, {"text": r["ref"].upper(), "am_score": -1.5}]}) + "\n"
-        for r in nbest))
-    dsr_ok("decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-rescoring", "--nbest-file",
-           nbest_file, "--speech-llm-scale", 0.5, "--device", "cpu")
+    nbest_file.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "utt_id": r["utt_id"],
+                    "ref": r["ref"],
+                    "hyps": [
+                        {"text": "TURN ON THE LIGHTS", "am_score": -1.0},
+                        {"text": r["ref"].upper(), "am_score": -1.5},
+                    ],
+                }
+            )
+            + "\n"
+            for r in nbest
+        )
+    )
+    dsr_ok(
+        "decode",
+        "--exp-dir",
+        exp,
+        "--cuts",
+        corpus["dev_cuts"],
+        "-m",
+        "speech-llm-rescoring",
+        "--nbest-file",
+        nbest_file,
+        "--speech-llm-scale",
+        0.5,
+        "--device",
+        "cpu",
+    )
     out = exp / "decode" / "speech-llm-rescoring" / "cuts_dev"
     reranked = [json.loads(line) for line in (out / "nbest.jsonl").read_text().splitlines()]
     assert len(reranked) == 4
@@ -216,23 +320,35 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
         assert all(h["total_score"] == pytest.approx(h["am_score"] + 0.5 * h["speech_llm_score"]) for h in r["hyps"])
     assert json.loads((out / "result.json").read_text())["speech_llm_scale"] == 0.5
     assert "--nbest-file" in dsr_user_error(
-        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-rescoring")
+        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-rescoring"
+    )
     # User errors: one line each.
     assert "needs a trained encoder" in dsr_user_error(
-        capsys, "train", "--train-cuts", corpus["train_cuts"], "--exp-dir", tmp_path / "x", "--speech-llm",
-        setup["llm"])
+        capsys, "train", "--train-cuts", corpus["train_cuts"], "--exp-dir", tmp_path / "x", "--speech-llm", setup["llm"]
+    )
     assert "speech-llm-greedy" in dsr_user_error(
-        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "--lang-dir", corpus["lang_dir"], "-m",
-        "greedy")
+        capsys,
+        "decode",
+        "--exp-dir",
+        exp,
+        "--cuts",
+        corpus["dev_cuts"],
+        "--lang-dir",
+        corpus["lang_dir"],
+        "-m",
+        "greedy",
+    )
     assert "drop --streaming, --int8" in dsr_user_error(
-        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy", "--int8")
+        capsys, "decode", "--exp-dir", exp, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy", "--int8"
+    )
     # The LLM changed on disk since training: decoding refuses, naming it.
     other = tmp_path / "exp-other-llm"
     other.mkdir()
     ckpt["speech_llm_config"]["llm_fingerprint"] = "0-0"
     torch.save(ckpt, other / "epoch-1.pt")
     assert "belongs to the LLM" in dsr_user_error(
-        capsys, "decode", "--exp-dir", other, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy")
+        capsys, "decode", "--exp-dir", other, "--cuts", corpus["dev_cuts"], "-m", "speech-llm-greedy"
+    )
 
 
 def test_autocast_only_on_cuda():
@@ -254,8 +370,9 @@ def test_cached_encoder_outputs_train_the_same(setup, tmp_path):
             caches.append(self)
 
     with mock.patch.object(sl, "EncoderCache", Recorded):
-        cached, _ = train_capturing(TrainConfig.from_dict(options(setup, tmp_path / "cached", speech_llm_cache_encoder=True,
-                                                          **common)))
+        cached, _ = train_capturing(
+            TrainConfig.from_dict(options(setup, tmp_path / "cached", speech_llm_cache_encoder=True, **common))
+        )
     # Epoch 1 encodes every batch, epoch 2 reads them all from memory.
     assert len(caches) == 1 and caches[0].hits == caches[0].misses > 0 and len(caches[0].outputs) == 16
     a, b = plain.state_dict(), cached.state_dict()
@@ -263,7 +380,9 @@ def test_cached_encoder_outputs_train_the_same(setup, tmp_path):
     assert trained and all(torch.allclose(a[k], b[k], atol=1e-5) for k in trained)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "llm.")))
     with pytest.raises(Exception, match="spec_augment=False"):
-        TrainConfig.from_dict(options(setup, tmp_path / "x", speech_llm_cache_encoder=True, spec_augment=True)).validate()
+        TrainConfig.from_dict(
+            options(setup, tmp_path / "x", speech_llm_cache_encoder=True, spec_augment=True)
+        ).validate()
 
 
 def test_encoder_cache_serves_known_cuts(setup):
@@ -279,19 +398,22 @@ def test_encoder_cache_serves_known_cuts(setup):
     again = cache.encode(speech_llm, torch.zeros(2, 50, 80), lens, ["b", "a"])
     assert cache.hits == 1
     assert torch.equal(again[1], first[1].flip(0))
-    assert torch.allclose(again[0][0, :int(first[1][1])], first[0][1, :int(first[1][1])])
+    assert torch.allclose(again[0][0, : int(first[1][1])], first[0][1, : int(first[1][1])])
     assert torch.allclose(again[0][1], first[0][0])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(speech_llm_stage=3), "speech_llm_stage must be 1 or 2"),
-    (dict(speech_llm_stage=2, lora_rank=0), "lora_rank >= 1"),
-    (dict(speech_llm_encoder_top=1), "only with speech_llm_stage 2"),
-    (dict(projector_stack=0), "projector_stack must be >= 1"),
-    (dict(freeze="encoder"), "drop teacher"),
-    (dict(init_from=""), "needs a trained encoder"),
-    (dict(speech_llm_hotword_prob=1.5), "speech_llm_hotword_prob must be in"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(speech_llm_stage=3), "speech_llm_stage must be 1 or 2"),
+        (dict(speech_llm_stage=2, lora_rank=0), "lora_rank >= 1"),
+        (dict(speech_llm_encoder_top=1), "only with speech_llm_stage 2"),
+        (dict(projector_stack=0), "projector_stack must be >= 1"),
+        (dict(freeze="encoder"), "drop teacher"),
+        (dict(init_from=""), "needs a trained encoder"),
+        (dict(speech_llm_hotword_prob=1.5), "speech_llm_hotword_prob must be in"),
+    ],
+)
 def test_speech_llm_options_are_checked(setup, tmp_path, bad, message):
     from dsr.errors import DsrUserError
 

@@ -9,21 +9,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_corpus import write_feature_cuts
 
 from dsr.decoding.greedy import TransducerGreedySearch, transducer_greedy_search
 from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search, streaming_options
 from dsr.errors import DsrUserError
 from dsr.models import HybridTransducer, ModelConfig, build_model
 from dsr.models.streaming import StreamingEncoder, stream_windows, window_frames
-from tiny_corpus import write_feature_cuts
 
 torch.set_num_threads(1)
 FEAT = 20
 
 
 def model_config(**kw) -> ModelConfig:
-    args = dict(feature_dim=FEAT, encoder_dim=32, num_encoder_layers=2, num_heads=4, ffn_dim=64, conv_kernel_size=5,
-                subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40, vocab_size=12, causal=True)
+    args = dict(
+        feature_dim=FEAT,
+        encoder_dim=32,
+        num_encoder_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel_size=5,
+        subsampling_channels=(4, 8),
+        decoder_dim=24,
+        joiner_dim=40,
+        vocab_size=12,
+        causal=True,
+    )
     args.update(kw)
     return ModelConfig(**args)
 
@@ -60,7 +71,9 @@ def test_stream_windows_overlap_by_the_lookahead() -> None:
     assert window_frames(2) == 11
     # 26 frames -> 5 encoder frames -> 3 chunks of 2, windows of 8 + 3 frames every 8 frames.
     assert [w[0, :, 0].tolist() for w, _ in windows] == [
-        list(range(1, 12)), list(range(9, 20)), list(range(17, 27)) + [0]  # zero-padded past the batch
+        list(range(1, 12)),
+        list(range(9, 20)),
+        list(range(17, 27)) + [0],  # zero-padded past the batch
     ]
     assert [n.tolist() for _, n in windows] == [[11, 11], [11, 4], [10, 0]]
 
@@ -127,11 +140,14 @@ def exp(tmp_path_factory) -> dict[str, Path]:
     vocab = Tokenizer(root / "lang").vocab_size
     config = dict(feature_dim=80, vocab_size=vocab, chunk_size=4, left_context_chunks=1)
     model = causal_model(**config)
-    save_checkpoint(root / "exp" / "epoch-1.pt", {"model_config": model_config(**config).to_dict(),
-                                                  "model": model.state_dict()})
+    save_checkpoint(
+        root / "exp" / "epoch-1.pt", {"model_config": model_config(**config).to_dict(), "model": model.state_dict()}
+    )
     non_causal = causal_model(**config, causal=False)
-    save_checkpoint(root / "non_causal" / "epoch-1.pt", {"model_config": model_config(**config, causal=False).to_dict(),
-                                                         "model": non_causal.state_dict()})
+    save_checkpoint(
+        root / "non_causal" / "epoch-1.pt",
+        {"model_config": model_config(**config, causal=False).to_dict(), "model": non_causal.state_dict()},
+    )
     write_feature_cuts(root, texts, (250, 171, 90))
     return {"root": root, "exp": root / "exp", "lang": root / "lang", "cuts": root / "toy_cuts_test.jsonl.gz"}
 
@@ -141,8 +157,17 @@ def test_decode_streaming_cli_equals_offline_chunked_decode(exp: dict[str, Path]
 
     from dsr.cli.main import app
 
-    common = ["decode", "--exp-dir", str(exp["exp"]), "--cuts", str(exp["cuts"]), "--lang-dir", str(exp["lang"]),
-              "--device", "cpu"]
+    common = [
+        "decode",
+        "--exp-dir",
+        str(exp["exp"]),
+        "--cuts",
+        str(exp["cuts"]),
+        "--lang-dir",
+        str(exp["lang"]),
+        "--device",
+        "cpu",
+    ]
     offline = CliRunner().invoke(app, common + ["-m", "greedy"])
     assert offline.exit_code == 0, offline.output
     streaming = CliRunner().invoke(app, common + ["--streaming", "--chunk-ms", "160"])
@@ -194,17 +219,26 @@ def test_train_config_streaming_options(tmp_path: Path) -> None:
     conf.write_text("causal: true\nchunk-sizes: 8,16,32\nleft-context-chunks: 2\n")
     cfg = resolve_config(conf, {"full_context_prob": 0.25})
     assert cfg.model_chunking() == {
-        "causal": True, "chunk_size": -1, "left_context_chunks": 2, "train_chunk_sizes": (8, 16, 32),
-        "train_left_context_chunks": (2,), "train_full_context_prob": 0.25,
+        "causal": True,
+        "chunk_size": -1,
+        "left_context_chunks": 2,
+        "train_chunk_sizes": (8, 16, 32),
+        "train_left_context_chunks": (2,),
+        "train_full_context_prob": 0.25,
     }
     # Never full attention in training: the default attention is the largest chunk.
-    always = TrainConfig.from_dict(dict(chunk_sizes="[4, 8]", left_context_chunks="1,-1", full_context_prob=0.0)).model_chunking()
+    always = TrainConfig.from_dict(
+        dict(chunk_sizes="[4, 8]", left_context_chunks="1,-1", full_context_prob=0.0)
+    ).model_chunking()
     assert (always["chunk_size"], always["left_context_chunks"]) == (8, -1)
     assert TrainConfig.from_dict({"causal": True}).model_chunking() == {"causal": True}
-    for bad, match in [(dict(chunk_sizes="8,x"), "chunk_sizes"), (dict(chunk_sizes="0,8"), "chunk_sizes"),
-                       (dict(left_context_chunks="-2"), "left_context_chunks"),
-                       (dict(left_context_chunks=""), "left_context_chunks"),
-                       (dict(full_context_prob=1.0), "full_context_prob")]:
+    for bad, match in [
+        (dict(chunk_sizes="8,x"), "chunk_sizes"),
+        (dict(chunk_sizes="0,8"), "chunk_sizes"),
+        (dict(left_context_chunks="-2"), "left_context_chunks"),
+        (dict(left_context_chunks=""), "left_context_chunks"),
+        (dict(full_context_prob=1.0), "full_context_prob"),
+    ]:
         with pytest.raises(DsrUserError, match=match):
             TrainConfig.from_dict(bad).validate()
 
@@ -215,11 +249,48 @@ def test_training_a_streaming_model_saves_its_chunking(tmp_path: Path, exp: dict
 
     from dsr.cli.main import app
 
-    args = ["train", "--exp-dir", str(tmp_path / "exp"), "--train-cuts", str(exp["cuts"]), "--dev-cuts", "",
-            "--lang-dir", str(exp["lang"]), "--encoder-dim", "32", "--num-encoder-layers", "1", "--num-heads", "2",
-            "--ffn-dim", "64", "--decoder-dim", "32", "--joiner-dim", "32", "--max-steps", "2", "--num-epochs", "1",
-            "--device", "cpu", "--num-threads", "1", "--save-every-n", "0", "--average-period", "0",
-            "--causal", "--chunk-sizes", "2,4", "--left-context-chunks", "-1", "--full-context-prob", "0.5"]
+    args = [
+        "train",
+        "--exp-dir",
+        str(tmp_path / "exp"),
+        "--train-cuts",
+        str(exp["cuts"]),
+        "--dev-cuts",
+        "",
+        "--lang-dir",
+        str(exp["lang"]),
+        "--encoder-dim",
+        "32",
+        "--num-encoder-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--ffn-dim",
+        "64",
+        "--decoder-dim",
+        "32",
+        "--joiner-dim",
+        "32",
+        "--max-steps",
+        "2",
+        "--num-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--save-every-n",
+        "0",
+        "--average-period",
+        "0",
+        "--causal",
+        "--chunk-sizes",
+        "2,4",
+        "--left-context-chunks",
+        "-1",
+        "--full-context-prob",
+        "0.5",
+    ]
     proc = CliRunner().invoke(app, args)
     assert proc.exit_code == 0, proc.output
     ckpt = torch.load(tmp_path / "exp" / "epoch-1.pt", map_location="cpu", weights_only=False)

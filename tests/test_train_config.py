@@ -22,8 +22,12 @@ def test_yaml_then_flags_win(tmp_path):
 
 @pytest.mark.parametrize(
     "text,match",
-    [("num-epochz: 3\n", "unknown key 'num-epochz'"), ("num-epochs: [1\n", "not valid YAML"),
-     ("num-epochs: many\n", "num_epochs"), ("dtype: float8\n", "dtype must be")],
+    [
+        ("num-epochz: 3\n", "unknown key 'num-epochz'"),
+        ("num-epochs: [1\n", "not valid YAML"),
+        ("num-epochs: many\n", "num_epochs"),
+        ("dtype: float8\n", "dtype must be"),
+    ],
 )
 def test_bad_config_files(tmp_path, text, match):
     conf = tmp_path / "bad.yaml"
@@ -50,8 +54,14 @@ def test_ctc_encoder_warmup_schedule_and_validation():
         TrainConfig(adam_beta2=1.0).validate()
 
 
-@pytest.mark.parametrize("kwargs,flag", [({"edge_trim": -0.1}, "edge_trim"), ({"edge_trim_keep": 0.0}, "edge_trim_keep"),
-                                         ({"edge_trim_keep": 1.5}, "edge_trim_keep")])
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"edge_trim": -0.1}, "edge_trim"),
+        ({"edge_trim_keep": 0.0}, "edge_trim_keep"),
+        ({"edge_trim_keep": 1.5}, "edge_trim_keep"),
+    ],
+)
 def test_edge_trim_options_are_checked(kwargs, flag):
     from dsr.training.config import TrainConfig
 
@@ -109,8 +119,10 @@ def test_every_recipe_config_loads_and_builds_the_model_it_built_before():
 
 def test_speech_llm_recipe_configs_load_as_their_stage():
     for stage in (1, 2):
-        cfg = resolve_config(EGS / f"arctic/conf/speech_llm_stage{stage}.yaml",
-                             {"pretrained": "whisper-tiny.en", "speech_llm": "default"})
+        cfg = resolve_config(
+            EGS / f"arctic/conf/speech_llm_stage{stage}.yaml",
+            {"pretrained": "whisper-tiny.en", "speech_llm": "default"},
+        )
         assert cfg.speech_llm_stage == stage and cfg.speech_llm == "default"
         assert cfg.projector_stack == 4 and (cfg.lora_rank >= 1 if stage == 2 else True)
 
@@ -139,9 +151,16 @@ def test_model_options_are_flags_and_keys_of_their_own(tmp_path):
     assert "--model " not in help_text
 
 
-@pytest.mark.parametrize("kwargs,name", [({"encoder_dim": 0}, "encoder_dim"), ({"num_heads": -1}, "num_heads"),
-                                         ({"encoder_dim": 96, "num_heads": 5}, "num_heads"),
-                                         ({"conv_kernel_size": 4}, "conv_kernel_size"), ({"dropout": 1.0}, "dropout")])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"encoder_dim": 0}, "encoder_dim"),
+        ({"num_heads": -1}, "num_heads"),
+        ({"encoder_dim": 96, "num_heads": 5}, "num_heads"),
+        ({"conv_kernel_size": 4}, "conv_kernel_size"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
 def test_model_sizes_are_checked_in_the_options_own_terms(kwargs, name):
     """The library names the field (and raises a ValueError); dsr train names the flag, in one line."""
     from typer.testing import CliRunner
@@ -165,12 +184,16 @@ def test_dsr_train_names_the_flag_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "dsr.cli.main", "train", "--num-heads", "5", "--exp-dir",
-                           str(tmp_path / "exp")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsr.cli.main", "train", "--num-heads", "5", "--exp-dir", str(tmp_path / "exp")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: --encoder-dim (192) must split over --num-heads (5) into an even head dimension (rotary positions "
-        "rotate pairs of dimensions)"]
+        "rotate pairs of dimensions)"
+    ]
 
 
 def test_option_error_names_fields_or_flags():

@@ -17,7 +17,6 @@ import pytest
 import torch
 from rich.console import Console
 from rich.logging import RichHandler
-
 from tiny_corpus import make_tiny_corpus, tiny_train_options
 
 PINNED = [
@@ -70,8 +69,8 @@ def test_a_tiny_run_logs_the_pinned_losses_under_a_progress_bar(corpus, tmp_path
 
 
 def test_no_progress_bar_off_a_terminal_or_without_rich_logging(corpus, tmp_path, monkeypatch):
-    from dsr.training.trainer import TrainProgress, setup
     from dsr.training.distributed import DistInfo
+    from dsr.training.trainer import TrainProgress, setup
 
     torch.set_num_threads(1)
     out = _rich_logger(monkeypatch, terminal=False)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_models import FEAT, small_config
+from tiny_corpus import write_feature_cuts
 
+from dsr.data.cuts import load_cut_list
 from dsr.errors import DsrUserError
 from dsr.models import ModelConfig, build_model
 from dsr.models.streaming import StreamingEncoder
 from dsr.models.utterance_norm import normalize_utterances
-from dsr.data.cuts import load_cut_list
 from dsr.training.config import ModelOptions, TrainConfig
-from test_models import FEAT, small_config
-from tiny_corpus import write_feature_cuts
 
 
 def _padded(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,9 @@ def test_score_by_group_worst_first_and_table(tmp_path):
     results = [("a1", "ONE TWO", "ONE TWO"), ("a2", "THREE", "THREE"), ("b1", "FOUR FIVE", "FOUR SIX"), ("c1", "X", "")]
     scored = score_by_group(score(results), {"a1": "alice", "a2": "alice", "b1": "bob"})
     assert [(name, s.num_sents, s.ref_words, s.errors) for name, s in scored] == [
-        ("-", 1, 1, 1), ("bob", 1, 2, 1), ("alice", 2, 3, 0)
+        ("-", 1, 1, 1),
+        ("bob", 1, 2, 1),
+        ("alice", 2, 3, 0),
     ]
     write_wer_by_group(tmp_path / "w.txt", scored)
     lines = (tmp_path / "w.txt").read_text().splitlines()

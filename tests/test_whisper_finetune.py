@@ -22,22 +22,39 @@ from unittest import mock
 
 import pytest
 import torch
-from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
-from typer.testing import CliRunner
-
 import whisper_fixtures as fx
 from corpus_fixtures import audio
+from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from tiny_corpus import write_feature_cuts
+from typer.testing import CliRunner
+
 from dsr.cli.main import app, run
 from dsr.evaluation.wer import normalize_for_scoring
-from tiny_corpus import write_feature_cuts
 
 pytest.importorskip("tokenizers", reason="Whisper's tokenizer needs 'tokenizers' (bash tools/setup.sh --whisper)")
 
-TRAIN_TEXTS = ["the cat sat", "hello world", "the end", "the cat sat on the mat", "hello the cat",
-               "world end", "the mat", "on the mat", "cat sat on the end"]
+TRAIN_TEXTS = [
+    "the cat sat",
+    "hello world",
+    "the end",
+    "the cat sat on the mat",
+    "hello the cat",
+    "world end",
+    "the mat",
+    "on the mat",
+    "cat sat on the end",
+]
 TEST_TEXTS = ["the cat", "hello world the end", "sat on the mat"]
-METHODS = ("greedy", "ctc-greedy", "modified-beam-search", "ctc-prefix-beam-search",
-           "transducer-attention-rescoring", "ctc-attention-rescoring", "whisper-greedy", "whisper-beam-search")
+METHODS = (
+    "greedy",
+    "ctc-greedy",
+    "modified-beam-search",
+    "ctc-prefix-beam-search",
+    "transducer-attention-rescoring",
+    "ctc-attention-rescoring",
+    "whisper-greedy",
+    "whisper-beam-search",
+)
 MAX_STEPS, FREEZE_STEPS = 6, 2
 #: Heads that start random on the recipe's BPE (the transducer's and CTC's).
 NEW_HEADS = ("predictor.", "joiner.", "simple_am_proj.", "simple_lm_proj.", "ctc_output.")
@@ -109,8 +126,9 @@ def pretrained_in_model(whisper_sd: dict[str, torch.Tensor], decoder: bool = Tru
     """The pretrained Whisper tensors under the dsr model's names."""
     out = {k: v for k, v in whisper_sd.items() if k.startswith("encoder.")}
     if decoder:
-        out.update({"attention_decoder." + k[len("decoder."):]: v for k, v in whisper_sd.items()
-                    if k.startswith("decoder.")})
+        out.update(
+            {"attention_decoder." + k[len("decoder.") :]: v for k, v in whisper_sd.items() if k.startswith("decoder.")}
+        )
     return out
 
 
@@ -122,9 +140,18 @@ def random_whisper(tokenizer_json: str) -> tuple[dict[str, int], dict[str, torch
     from dsr.models.whisper.load import expected_shapes
     from dsr.models.whisper.model import WhisperDims
 
-    dims = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=fx.D_MODEL, n_audio_head=fx.HEADS,
-                       n_audio_layer=fx.LAYERS, n_vocab=fx.token_ids(tokenizer_json)["vocab"], n_text_ctx=48,
-                       n_text_state=fx.D_MODEL, n_text_head=fx.HEADS, n_text_layer=fx.LAYERS)
+    dims = WhisperDims(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=fx.D_MODEL,
+        n_audio_head=fx.HEADS,
+        n_audio_layer=fx.LAYERS,
+        n_vocab=fx.token_ids(tokenizer_json)["vocab"],
+        n_text_ctx=48,
+        n_text_state=fx.D_MODEL,
+        n_text_head=fx.HEADS,
+        n_text_layer=fx.LAYERS,
+    )
     g = torch.Generator().manual_seed(0)
     sd = {}
     for name, shape in sorted(expected_shapes(dims).items()):
@@ -142,11 +169,15 @@ def write_manifests(root: Path, split: str, texts: list[str], seed: int) -> None
     recs, sups = [], []
     for i, text in enumerate(texts):
         rid = f"{split}{i}"
-        rec = Recording.from_file(audio(root / "wav" / f"{rid}.wav", seconds=0.6 + 0.1 * (i % 5), seed=seed + i),
-                                  recording_id=rid)
+        rec = Recording.from_file(
+            audio(root / "wav" / f"{rid}.wav", seconds=0.6 + 0.1 * (i % 5), seed=seed + i), recording_id=rid
+        )
         recs.append(rec)
-        sups.append(SupervisionSegment(id=rid, recording_id=rid, start=0.0, duration=rec.duration, text=text,
-                                       speaker=f"s{i % 2}"))
+        sups.append(
+            SupervisionSegment(
+                id=rid, recording_id=rid, start=0.0, duration=rec.duration, text=text, speaker=f"s{i % 2}"
+            )
+        )
     RecordingSet.from_recordings(recs).to_file(root / "manifests" / f"tiny_recordings_{split}.jsonl.gz")
     SupervisionSet.from_segments(sups).to_file(root / "manifests" / f"tiny_supervisions_{split}.jsonl.gz")
 
@@ -169,8 +200,15 @@ def options(**values: Any) -> list[Any]:
 
 def train_args(work: dict[str, Any], exp: Path, **overrides: Any) -> list[Any]:
     """``dsr train --pretrained`` on the tiny corpus (TRAIN_OPTIONS, then ``overrides``)."""
-    values = dict(pretrained=work["whisper"], exp_dir=exp, lang_dir=work["lang"], train_cuts=work["train"],
-                  dev_cuts=work["test"], spec_augment=False, **TRAIN_OPTIONS)
+    values = dict(
+        pretrained=work["whisper"],
+        exp_dir=exp,
+        lang_dir=work["lang"],
+        train_cuts=work["train"],
+        dev_cuts=work["test"],
+        spec_augment=False,
+        **TRAIN_OPTIONS,
+    )
     values.update(overrides)
     return ["train", *options(**values)]
 
@@ -197,11 +235,32 @@ def work(tmp_path_factory) -> dict[str, Path]:
     dsr_ok("whisper", "convert", root / "tiny.pt", root / "whisper", "--tokenizer", root / "tokenizer.json")
     write_manifests(root, "train", TRAIN_TEXTS, seed=0)
     write_manifests(root, "test", TEST_TEXTS, seed=50)
-    dsr_ok("features", "--corpus", "tiny", "--split", "train", "--split", "test", "--manifest-dir",
-           root / "manifests", "--out-dir", root / "fbank", "-j", 1, "--feature-type", "whisper-fbank")
+    dsr_ok(
+        "features",
+        "--corpus",
+        "tiny",
+        "--split",
+        "train",
+        "--split",
+        "test",
+        "--manifest-dir",
+        root / "manifests",
+        "--out-dir",
+        root / "fbank",
+        "-j",
+        1,
+        "--feature-type",
+        "whisper-fbank",
+    )
     train_bpe(TRAIN_TEXTS * 20, root / "lang", vocab_size=20)
-    return {"root": root, "whisper": root / "whisper", "lang": root / "lang", "whisper_sd": sd,
-            "train": root / "fbank" / "tiny_cuts_train.jsonl.gz", "test": root / "fbank" / "tiny_cuts_test.jsonl.gz"}
+    return {
+        "root": root,
+        "whisper": root / "whisper",
+        "lang": root / "lang",
+        "whisper_sd": sd,
+        "train": root / "fbank" / "tiny_cuts_train.jsonl.gz",
+        "test": root / "fbank" / "tiny_cuts_test.jsonl.gz",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -227,12 +286,21 @@ def kaldi_exp(work) -> Path:
     from dsr.models import ModelConfig, build_model
     from dsr.models.checkpoint import save_checkpoint
 
-    cfg = ModelConfig(encoder_dim=16, num_encoder_layers=1, num_heads=2, ffn_dim=32, conv_kernel_size=3,
-                      subsampling_channels=(4, 8), decoder_dim=16, joiner_dim=16,
-                      vocab_size=Tokenizer(work["lang"]).vocab_size)
+    cfg = ModelConfig(
+        encoder_dim=16,
+        num_encoder_layers=1,
+        num_heads=2,
+        ffn_dim=32,
+        conv_kernel_size=3,
+        subsampling_channels=(4, 8),
+        decoder_dim=16,
+        joiner_dim=16,
+        vocab_size=Tokenizer(work["lang"]).vocab_size,
+    )
     exp = work["root"] / "kaldi_exp"
-    save_checkpoint(exp / "epoch-1.pt", {"model_config": cfg.to_dict(), "model": build_model(cfg).state_dict(),
-                                         "global_step": 1})
+    save_checkpoint(
+        exp / "epoch-1.pt", {"model_config": cfg.to_dict(), "model": build_model(cfg).state_dict(), "global_step": 1}
+    )
     return exp
 
 
@@ -267,8 +335,10 @@ def initial_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 def step_log(exp: Path) -> list[dict[str, float]]:
     """The loss parts of every ``epoch E step S: loss L (k v ...)`` line of the newest training log."""
     text = sorted((exp / "log").glob("log-train-*.txt"))[-1].read_text()
-    return [{k: float(v) for k, v in re.findall(r"(\w+_loss) (\S+)", m.group(1))}
-            for m in re.finditer(r"epoch \d+ step \d+: loss \S+ \(([^)]*)\)", text)]
+    return [
+        {k: float(v) for k, v in re.findall(r"(\w+_loss) (\S+)", m.group(1))}
+        for m in re.finditer(r"epoch \d+ step \d+: loss \S+ \(([^)]*)\)", text)
+    ]
 
 
 # ---------------------------------------------------------------- 1. training runs every head
@@ -295,9 +365,11 @@ def test_training_runs_every_head(work, trained) -> None:
     assert ckpt["frontend"] == frontend_to_dict(WhisperFbankConfig())
     loaded = load_whisper(work["whisper"])
     assert ckpt["whisper_tokenizer"] == loaded.tokenizer_json == (work["root"] / "tokenizer.json").read_text()
-    assert ckpt["whisper_search"] == {"suppress_tokens": list(loaded.suppress_tokens),
-                                      "suppress_at_begin": list(loaded.suppress_blank),
-                                      "suppress_from": loaded.tokenizer().eot + 1}
+    assert ckpt["whisper_search"] == {
+        "suppress_tokens": list(loaded.suppress_tokens),
+        "suppress_at_begin": list(loaded.suppress_blank),
+        "suppress_from": loaded.tokenizer().eot + 1,
+    }
     # Whisper reads its own normalised log-mel: the identity normalisation, never feature statistics.
     assert torch.equal(ckpt["model"]["feature_mean"], torch.zeros(80))
     assert torch.equal(ckpt["model"]["feature_std"], torch.ones(80))
@@ -405,38 +477,57 @@ USER_ERRORS = {
     "decode whisper-fbank cuts with a kaldi-fbank model": (
         lambda w: decode_args(w, w["kaldi_exp"], "greedy"),
         r"features of .*tiny_cuts_test.jsonl.gz are whisper-fbank \(num_mel_bins 80\) but the model in .*kaldi_exp "
-        r"was trained on kaldi-fbank"),
+        r"was trained on kaldi-fbank",
+    ),
     "decode kaldi-fbank cuts with the fine-tuned Whisper": (
         lambda w: decode_args(w, w["exp"], "ctc-greedy", cuts=w["kaldi_cuts"]),
-        r"features of .*toy_cuts_test.jsonl.gz are kaldi-fbank .* but the model in .*exp was trained on whisper-fbank"),
+        r"features of .*toy_cuts_test.jsonl.gz are kaldi-fbank .* but the model in .*exp was trained on whisper-fbank",
+    ),
     "train --pretrained on kaldi-fbank cuts": (
         lambda w: train_args(w, w["root"] / "bad", train_cuts=w["kaldi_cuts"], dev_cuts=""),
-        r"features of .*toy_cuts_test.jsonl.gz are kaldi-fbank .* but --pretrained .* reads whisper-fbank"),
+        r"features of .*toy_cuts_test.jsonl.gz are kaldi-fbank .* but --pretrained .* reads whisper-fbank",
+    ),
     "train --pretrained PATH that does not exist": (
         lambda w: train_args(w, w["root"] / "bad", pretrained=w["root"] / "nowhere"),
-        r"nowhere: no such file or directory"),
+        r"nowhere: no such file or directory",
+    ),
     "decode --pretrained PATH that does not exist": (
         lambda w: decode_args(w, w["root"] / "bad", "whisper-greedy", lang_dir=None, pretrained=w["root"] / "nowhere"),
-        r"nowhere: no such file or directory"),
+        r"nowhere: no such file or directory",
+    ),
     "-m whisper-greedy without a Whisper head": (
         lambda w: decode_args(w, w["kaldi_exp"], "whisper-greedy", cuts=w["kaldi_cuts"]),
-        r"--method: whisper-greedy needs Whisper's decoder head"),
+        r"--method: whisper-greedy needs Whisper's decoder head",
+    ),
     "transcribe -m faster-whisper": (
-        lambda w: ["transcribe", "--exp-dir", w["exp"], "--lang-dir", w["lang"], "-m", "faster-whisper",
-                   w["root"] / "wav" / "test0.wav"],
-        r"--method: faster-whisper is a reference row of dsr decode with --pretrained"),
+        lambda w: [
+            "transcribe",
+            "--exp-dir",
+            w["exp"],
+            "--lang-dir",
+            w["lang"],
+            "-m",
+            "faster-whisper",
+            w["root"] / "wav" / "test0.wav",
+        ],
+        r"--method: faster-whisper is a reference row of dsr decode with --pretrained",
+    ),
     "decode --streaming with a Whisper encoder": (
         lambda w: decode_args(w, w["exp"], "greedy", streaming=True, chunk_ms=320),
-        r"--streaming needs a Conformer trained with --causal .* Whisper encoder attends to whole utterances"),
+        r"--streaming needs a Conformer trained with --causal .* Whisper encoder attends to whole utterances",
+    ),
     "--pretrained with --attention-decoder-layers": (
         lambda w: train_args(w, w["root"] / "bad", whisper_decoder=False, attention_decoder_layers=2),
-        r"--pretrained: the attention head is Whisper's own decoder \(--whisper-decoder\); drop --attention-decoder"),
+        r"--pretrained: the attention head is Whisper's own decoder \(--whisper-decoder\); drop --attention-decoder",
+    ),
     "--pretrained with --init-from": (
         lambda w: train_args(w, w["root"] / "bad", init_from=w["kaldi_exp"]),
-        r"--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one"),
+        r"--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one",
+    ),
     "--pretrained with --chunk-sizes": (
         lambda w: train_args(w, w["root"] / "bad", chunk_sizes="8,16"),
-        r"--pretrained Whisper attends to whole utterances: drop --chunk-sizes"),
+        r"--pretrained Whisper attends to whole utterances: drop --chunk-sizes",
+    ),
 }
 
 
@@ -474,8 +565,9 @@ def test_whisper_decoder_batch_equals_one_by_one(work, trained) -> None:
     assert any("hyp=[]" not in line for text in texts for line in text.splitlines() if "hyp=" in line)
     assert [[h["tokens"] for h in r["hyps"]] for r in one_nbest] == [[h["tokens"] for h in r["hyps"]] for r in nbest]
     for one, batched in zip(one_nbest, nbest):
-        assert [h["am_score"] for h in one["hyps"]] == pytest.approx([h["am_score"] for h in batched["hyps"]],
-                                                                     rel=1e-5, abs=1e-5)
+        assert [h["am_score"] for h in one["hyps"]] == pytest.approx(
+            [h["am_score"] for h in batched["hyps"]], rel=1e-5, abs=1e-5
+        )
 
 
 # ---------------------------------------------------------------- 6b. dsr transcribe
@@ -494,16 +586,31 @@ def audio_decoded(work, trained) -> list[Path]:
     recordings = load_manifest(manifests / "tiny_recordings_test.jsonl.gz")
     audio_cuts = work["root"] / "audio" / "audio_cuts_test.jsonl.gz"
     audio_cuts.parent.mkdir()
-    CutSet.from_cuts(MonoCut(id=s.id, start=0.0, duration=s.duration, channel=0, recording=recordings[s.recording_id],
-                             supervisions=[s])
-                     for s in load_manifest(manifests / "tiny_supervisions_test.jsonl.gz")).to_file(audio_cuts)
+    CutSet.from_cuts(
+        MonoCut(
+            id=s.id, start=0.0, duration=s.duration, channel=0, recording=recordings[s.recording_id], supervisions=[s]
+        )
+        for s in load_manifest(manifests / "tiny_supervisions_test.jsonl.gz")
+    ).to_file(audio_cuts)
     dsr_ok(*decode_args(work, trained, *TRANSCRIBE_METHODS, cuts=audio_cuts, max_duration=0.1, attention_scale=100))
     return sorted((work["root"] / "wav").glob("test*.wav"))
 
 
 def transcribe_args(work: dict[str, Any], exp: Path, method: str, wavs: list[Path]) -> list[Any]:
-    return ["transcribe", "--exp-dir", exp, "--lang-dir", work["lang"], "--device", "cpu", "-m", method,
-            "--attention-scale", 100, *wavs]
+    return [
+        "transcribe",
+        "--exp-dir",
+        exp,
+        "--lang-dir",
+        work["lang"],
+        "--device",
+        "cpu",
+        "-m",
+        method,
+        "--attention-scale",
+        100,
+        *wavs,
+    ]
 
 
 def test_transcribe_reads_audio_as_the_model_was_trained(work, trained, audio_decoded) -> None:
@@ -515,8 +622,9 @@ def test_transcribe_reads_audio_as_the_model_was_trained(work, trained, audio_de
         lines = [line.split("\t", 1) for line in out.splitlines() if line.startswith(str(wavs[0].parent))]
         assert [Path(f).stem for f, _ in lines] == [w.stem for w in wavs], out
         hyps = "".join(f"{Path(f).stem}:\thyp={normalize_for_scoring(text).split()}\n" for f, text in lines)
-        assert hyps == "".join(line + "\n" for line in recogs(trained, method, "audio_test").splitlines()
-                               if "hyp=" in line), method
+        assert hyps == "".join(
+            line + "\n" for line in recogs(trained, method, "audio_test").splitlines() if "hyp=" in line
+        ), method
 
 
 def test_transcribe_rescores_with_whisper_tokens(work, trained, audio_decoded, monkeypatch) -> None:
@@ -608,8 +716,11 @@ def test_decoder_alone_on_the_30s_window(work, capsys) -> None:
     decoder trains, on the zero-padded window zero-shot Whisper reads; the encoder stays bit-identical
     and the checkpoint decodes with the Whisper methods (padded again)."""
     exp = work["root"] / "pad30"
-    dsr_ok(*train_args(work, exp, whisper_pad_30s=True, use_transducer=False, ctc_loss_scale=0,
-                       freeze="encoder", max_steps=2))
+    dsr_ok(
+        *train_args(
+            work, exp, whisper_pad_30s=True, use_transducer=False, ctc_loss_scale=0, freeze="encoder", max_steps=2
+        )
+    )
     ckpt = load(exp / "epoch-1.pt")
     assert ckpt["model_config"]["whisper_pad_30s"] is True and ckpt["model_config"]["use_ctc"] is False
     assert not [k for k in ckpt["model"] if k.startswith(("joiner.", "predictor.", "ctc_output."))]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from corpus_fixtures import audio
 from lhotse import Features, MonoCut, Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
 from typer.testing import CliRunner
 
-from corpus_fixtures import audio
 from dsr.cli.main import app
 from dsr.data.batches import cut_features
 from dsr.errors import DsrUserError
@@ -57,7 +57,9 @@ def _faster_whisper():
     try:  # the package imports ctranslate2, onnxruntime and av: a broken install is an ImportError too
         from faster_whisper.feature_extractor import FeatureExtractor
     except ImportError as e:
-        pytest.skip(f"faster-whisper (the reference; whisper extra: bash tools/setup.sh --whisper) does not import: {e}")
+        pytest.skip(
+            f"faster-whisper (the reference; whisper extra: bash tools/setup.sh --whisper) does not import: {e}"
+        )
     return FeatureExtractor
 
 
@@ -69,8 +71,15 @@ def test_mel_filters_equal_slaney_references(num_mel_bins: int) -> None:
     audio_utils = pytest.importorskip("transformers.audio_utils", reason="transformers is not installed")
     ours = mel_filters(16000, 400, num_mel_bins)
     assert ours.shape == (num_mel_bins, 201)
-    hf = audio_utils.mel_filter_bank(num_frequency_bins=201, num_mel_filters=num_mel_bins, min_frequency=0.0,
-                                     max_frequency=8000.0, sampling_rate=16000, norm="slaney", mel_scale="slaney").T
+    hf = audio_utils.mel_filter_bank(
+        num_frequency_bins=201,
+        num_mel_filters=num_mel_bins,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=16000,
+        norm="slaney",
+        mel_scale="slaney",
+    ).T
     assert np.abs(ours - hf).max() < 1e-6
     try:
         from faster_whisper.feature_extractor import FeatureExtractor
@@ -113,8 +122,16 @@ def test_unpadded_end_frames_see_zeros_and_the_padded_max(num_samples: int) -> N
     assert ours.shape == ((num_samples + 80) // 160, 80)
     assert np.abs(ours - padded[: len(ours)]).max() < 1e-5
     # Whisper's STFT on the bare utterance would reflect the burst into the last frames instead.
-    bare = torch.stft(torch.from_numpy(x).double(), 400, 160, window=torch.hann_window(400, dtype=torch.float64),
-                      return_complex=True)[:, :-1].abs() ** 2
+    bare = (
+        torch.stft(
+            torch.from_numpy(x).double(),
+            400,
+            160,
+            window=torch.hann_window(400, dtype=torch.float64),
+            return_complex=True,
+        )[:, :-1].abs()
+        ** 2
+    )
     bare_log = (torch.from_numpy(mel_filters().copy()) @ bare).clamp(min=1e-10).log10()
     bare_log = (torch.maximum(bare_log, bare_log.max() - 8) + 4) / 4
     n = bare_log.shape[1]
@@ -139,7 +156,12 @@ def test_whisper_config_and_shapes() -> None:
 
 
 def test_frontend_dicts_round_trip() -> None:
-    for cfg in (FbankConfig(), FbankConfig(num_mel_bins=40), WhisperFbankConfig(), WhisperFbankConfig(num_mel_bins=128)):
+    for cfg in (
+        FbankConfig(),
+        FbankConfig(num_mel_bins=40),
+        WhisperFbankConfig(),
+        WhisperFbankConfig(num_mel_bins=128),
+    ):
         d = frontend_to_dict(cfg)
         assert d["type"] in ("kaldi-fbank", "whisper-fbank")
         assert frontend_from_dict(json.loads(json.dumps(d))) == cfg
@@ -164,23 +186,48 @@ def test_check_frontend_match_names_both_sides_on_one_line() -> None:
         check_frontend_match(whisper, kaldi, "the model in exp/w", "features of data/fbank/x_cuts_test.jsonl.gz")
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg == ("features of data/fbank/x_cuts_test.jsonl.gz are kaldi-fbank (num_mel_bins 80) but the model in "
-                   "exp/w was trained on whisper-fbank (num_mel_bins 80); recompute them with: "
-                   "dsr features --feature-type whisper-fbank")
-    with pytest.raises(DsrUserError, match=r"whisper-fbank \(num_mel_bins 80\) but .* whisper-fbank \(num_mel_bins 128\)"
-                                           r".*--feature-type whisper-fbank --num-mel-bins 128"):
-        check_frontend_match(frontend_to_dict(WhisperFbankConfig(num_mel_bins=128)), whisper, "the model in exp/w",
-                             "features of c.jsonl.gz")
+    assert msg == (
+        "features of data/fbank/x_cuts_test.jsonl.gz are kaldi-fbank (num_mel_bins 80) but the model in "
+        "exp/w was trained on whisper-fbank (num_mel_bins 80); recompute them with: "
+        "dsr features --feature-type whisper-fbank"
+    )
+    with pytest.raises(
+        DsrUserError,
+        match=r"whisper-fbank \(num_mel_bins 80\) but .* whisper-fbank \(num_mel_bins 128\)"
+        r".*--feature-type whisper-fbank --num-mel-bins 128",
+    ):
+        check_frontend_match(
+            frontend_to_dict(WhisperFbankConfig(num_mel_bins=128)),
+            whisper,
+            "the model in exp/w",
+            "features of c.jsonl.gz",
+        )
     with pytest.raises(DsrUserError, match=r"high_freq -400.0.*high_freq -200.0"):
         check_frontend_match(frontend_to_dict(FbankConfig(high_freq=-200.0)), kaldi, "the model in exp/k", "features")
 
 
 def test_frontend_of_cuts_reads_the_first_cut_and_defaults_old_cuts_to_kaldi() -> None:
-    feats = Features(type="kaldi-fbank", num_frames=100, num_features=80, frame_shift=0.01, sampling_rate=16000,
-                     start=0.0, duration=1.0, storage_type="lilcom_chunky", storage_path="x.lca", storage_key="0")
+    feats = Features(
+        type="kaldi-fbank",
+        num_frames=100,
+        num_features=80,
+        frame_shift=0.01,
+        sampling_rate=16000,
+        start=0.0,
+        duration=1.0,
+        storage_type="lilcom_chunky",
+        storage_path="x.lca",
+        storage_key="0",
+    )
     old = MonoCut(id="a", start=0.0, duration=1.0, channel=0, features=feats)
-    new = MonoCut(id="b", start=0.0, duration=1.0, channel=0, features=feats,
-                  custom={"frontend": frontend_to_dict(WhisperFbankConfig(num_mel_bins=128))})
+    new = MonoCut(
+        id="b",
+        start=0.0,
+        duration=1.0,
+        channel=0,
+        features=feats,
+        custom={"frontend": frontend_to_dict(WhisperFbankConfig(num_mel_bins=128))},
+    )
     assert frontend_of_cuts([old, new]) == frontend_to_dict(FbankConfig())
     assert frontend_of_cuts([new, old]) == frontend_to_dict(WhisperFbankConfig(num_mel_bins=128))
     assert frontend_of_cuts([]) is None
@@ -189,8 +236,11 @@ def test_frontend_of_cuts_reads_the_first_cut_and_defaults_old_cuts_to_kaldi() -
     # The wiring hook: a checkpoint without a recorded front end (None) is kaldi-fbank, like old cuts.
     check_cuts_frontend([old], None, "old.jsonl.gz", "the model in exp/k")
     check_cuts_frontend([no_features], frontend_to_dict(WhisperFbankConfig()), "audio.jsonl.gz", "the model in exp/w")
-    with pytest.raises(DsrUserError, match=r"^features of new.jsonl.gz are whisper-fbank \(num_mel_bins 128\) but "
-                                           r"the model in exp/k was trained on kaldi-fbank \(num_mel_bins 80\)"):
+    with pytest.raises(
+        DsrUserError,
+        match=r"^features of new.jsonl.gz are whisper-fbank \(num_mel_bins 128\) but "
+        r"the model in exp/k was trained on kaldi-fbank \(num_mel_bins 80\)",
+    ):
         check_cuts_frontend([new], None, "new.jsonl.gz", "the model in exp/k")
 
 
@@ -212,8 +262,20 @@ def _tiny_manifests(root: Path) -> Path:
 
 
 def _features(manifests: Path, out: Path, *extra: str):
-    args = ["features", "--corpus", "tiny", "--split", "test", "--manifest-dir", str(manifests), "--out-dir", str(out),
-            "-j", "1", *extra]
+    args = [
+        "features",
+        "--corpus",
+        "tiny",
+        "--split",
+        "test",
+        "--manifest-dir",
+        str(manifests),
+        "--out-dir",
+        str(out),
+        "-j",
+        "1",
+        *extra,
+    ]
     return CliRunner().invoke(app, args)
 
 
@@ -260,8 +322,10 @@ def test_cli_recomputes_when_the_front_end_changes(tmp_path: Path) -> None:
 
 def test_cli_rejects_bad_front_end_options(tmp_path: Path) -> None:
     manifests, out = _tiny_manifests(tmp_path), tmp_path / "f"
-    for extra, match in ((("--feature-type", "mfcc"), "--feature-type"),
-                         (("--feature-type", "whisper-fbank", "--num-mel-bins", "100"), "--num-mel-bins 100")):
+    for extra, match in (
+        (("--feature-type", "mfcc"), "--feature-type"),
+        (("--feature-type", "whisper-fbank", "--num-mel-bins", "100"), "--num-mel-bins 100"),
+    ):
         res = _features(manifests, out, *extra)
         assert res.exit_code != 0
         assert isinstance(res.exception, DsrUserError) and match in str(res.exception)

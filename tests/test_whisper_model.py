@@ -16,8 +16,18 @@ from dsr.models.whisper.pretrained import (
     whisper_text,
 )
 
-DIMS = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=2, n_vocab=50,
-                   n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=2)
+DIMS = WhisperDims(
+    n_mels=80,
+    n_audio_ctx=1500,
+    n_audio_state=32,
+    n_audio_head=2,
+    n_audio_layer=2,
+    n_vocab=50,
+    n_text_ctx=32,
+    n_text_state=32,
+    n_text_head=2,
+    n_text_layer=2,
+)
 PROMPT, EOT = (45, 47), 46
 
 
@@ -148,6 +158,9 @@ def test_encoder_freezer_and_learning_rate_groups():
 def test_whisper_targets_keep_whisper_style_text_and_hypotheses_get_sentence_case():
     from dsr.models.whisper.pretrained import whisper_target
 
-    assert whisper_target(" Author of the danger trail,  Philip Steels, etc.") == "Author of the danger trail, Philip Steels, etc."
+    assert (
+        whisper_target(" Author of the danger trail,  Philip Steels, etc.")
+        == "Author of the danger trail, Philip Steels, etc."
+    )
     assert whisper_target("SET A TIMER FOR TEN MINUTES") == "set a timer for ten minutes"
     assert whisper_text("IF I EVER NEEDED A FIGHTER I'M HERE") == "If I ever needed a fighter I'm here"

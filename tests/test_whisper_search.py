@@ -27,8 +27,18 @@ from dsr.models.whisper.model import DecoderCache, TextDecoder, Whisper, Whisper
 
 torch.set_num_threads(1)
 
-DIMS = WhisperDims(n_mels=80, n_audio_ctx=64, n_audio_state=32, n_audio_head=2, n_audio_layer=1, n_vocab=60,
-                   n_text_ctx=40, n_text_state=32, n_text_head=2, n_text_layer=2)
+DIMS = WhisperDims(
+    n_mels=80,
+    n_audio_ctx=64,
+    n_audio_state=32,
+    n_audio_head=2,
+    n_audio_layer=1,
+    n_vocab=60,
+    n_text_ctx=40,
+    n_text_state=32,
+    n_text_head=2,
+    n_text_layer=2,
+)
 EOT, SOT, LANG, TRANSCRIBE, NO_TIMESTAMPS = 50, 51, 52, 53, 54
 PROMPT = (SOT, LANG, TRANSCRIBE, NO_TIMESTAMPS)
 MEL_FRAMES = [128, 90, 60, 40, 100, 75]  # encoder frames 64, 45, 30, 20, 50, 38
@@ -94,8 +104,10 @@ def encoded(model: Whisper) -> tuple[list[torch.Tensor], torch.Tensor, torch.Ten
     """
     gen = torch.Generator().manual_seed(1)
     # A per-utterance spectral profile: random frames alone encode to nearly the same output.
-    mels = [torch.randn(1, DIMS.n_mels, 1, generator=gen) * 3 + torch.randn(1, DIMS.n_mels, t, generator=gen)
-            for t in MEL_FRAMES]
+    mels = [
+        torch.randn(1, DIMS.n_mels, 1, generator=gen) * 3 + torch.randn(1, DIMS.n_mels, t, generator=gen)
+        for t in MEL_FRAMES
+    ]
     with torch.no_grad():
         alone = [model.encoder(mel) for mel in mels]
     lens = torch.tensor([a.size(1) for a in alone])
@@ -126,20 +138,22 @@ def suppressed_mask(opts: WhisperSearchOptions, first: bool) -> torch.Tensor:
     ids = list(opts.suppress_tokens) + (list(opts.suppress_at_begin) if first else [])
     mask[ids] = True
     if opts.suppress_from is not None:
-        mask[opts.suppress_from:] = True
+        mask[opts.suppress_from :] = True
     return mask
 
 
-def step_log_probs(decoder: TextDecoder, xa: torch.Tensor, seqs: list[list[int]], opts: WhisperSearchOptions,
-                   first: bool) -> torch.Tensor:
+def step_log_probs(
+    decoder: TextDecoder, xa: torch.Tensor, seqs: list[list[int]], opts: WhisperSearchOptions, first: bool
+) -> torch.Tensor:
     """(R, V) log-probabilities of the token after each full sequence (prompt included), no cache."""
     with torch.no_grad():
         logits = decoder(torch.tensor(seqs), xa.expand(len(seqs), -1, -1))[:, -1].float()
     return logits.masked_fill(suppressed_mask(opts, first), float("-inf")).log_softmax(-1)
 
 
-def reference_greedy(decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearchOptions,
-                     limit: int) -> WhisperHypothesis:
+def reference_greedy(
+    decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearchOptions, limit: int
+) -> WhisperHypothesis:
     tokens: list[int] = []
     score = 0.0
     for step in range(limit):
@@ -152,8 +166,9 @@ def reference_greedy(decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearch
     return WhisperHypothesis(tokens, score, False)
 
 
-def reference_beam(decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearchOptions,
-                   limit: int) -> list[WhisperHypothesis]:
+def reference_beam(
+    decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearchOptions, limit: int
+) -> list[WhisperHypothesis]:
     """OpenAI's BeamSearchDecoder on one utterance, written plainly over dicts of sequences."""
     beam = opts.beam_size
     live: dict[tuple[int, ...], float] = {(): 0.0}
@@ -162,8 +177,7 @@ def reference_beam(decoder: TextDecoder, xa: torch.Tensor, opts: WhisperSearchOp
         prefixes = list(live)
         lp = step_log_probs(decoder, xa, [list(opts.prompt) + list(p) for p in prefixes], opts, step == 0)
         values, ids = lp.topk(beam + 1, dim=-1)
-        scores = {p + (int(t),): live[p] + float(v)
-                  for p, vs, ts in zip(prefixes, values, ids) for v, t in zip(vs, ts)}
+        scores = {p + (int(t),): live[p] + float(v) for p, vs, ts in zip(prefixes, values, ids) for v, t in zip(vs, ts)}
         live = {}
         for seq in sorted(scores, key=lambda s: -scores[s]):
             if seq[-1] == opts.eot:
@@ -241,8 +255,9 @@ def test_greedy_equals_search_without_cache(ramp: EotRampDecoder, encoded, suppr
 
 @pytest.mark.parametrize("beam_size", [2, 3])
 @pytest.mark.parametrize("slope, intercept", [(0.4, -3.5), (1.0, -10.0)])
-def test_beam_equals_search_without_cache(model: Whisper, encoded, beam_size: int, slope: float,
-                                          intercept: float) -> None:
+def test_beam_equals_search_without_cache(
+    model: Whisper, encoded, beam_size: int, slope: float, intercept: float
+) -> None:
     """The steep ramp ends several rows at the same step: more candidates end than the n-best list takes."""
     alone, batch, lens = encoded
     decoder = EotRampDecoder(model.decoder, slope, intercept).eval()
@@ -349,7 +364,7 @@ def test_suppression_renormalises_the_scores(ramp: EotRampDecoder, encoded) -> N
     hyps = whisper_greedy_search(ramp, batch[:1], lens[:1], None, opts)
     with torch.no_grad():
         seq = list(PROMPT) + hyps[0].tokens
-        logits = ramp(torch.tensor([seq]), batch[:1], lens[:1])[0, len(PROMPT) - 1:].float()
+        logits = ramp(torch.tensor([seq]), batch[:1], lens[:1])[0, len(PROMPT) - 1 :].float()
     lp = logits.masked_fill(suppressed_mask(opts, False), float("-inf")).log_softmax(-1)
     targets = hyps[0].tokens + ([EOT] if hyps[0].finished else [])
     want = sum(float(lp[i, t]) for i, t in enumerate(targets))
@@ -373,7 +388,7 @@ def test_sequence_log_probs_equal_search_scores(ramp: EotRampDecoder, encoded) -
     for budget in (1 << 26, 1):  # all rows in one batch, and one row at a time
         got = whisper_sequence_log_probs(ramp, batch, lens, PROMPT, EOT, nbest, max_logits_elements=budget)
         assert [len(g) for g in got] == [len(n) for n in nbest]
-        for u, (g_u, w_u, f_u) in enumerate(zip(got, want, finished)):
+        for _u, (g_u, w_u, f_u) in enumerate(zip(got, want, finished)):
             for g, w, f in zip(g_u, w_u, f_u):
                 if f:  # an unfinished hypothesis's score has no eot term
                     assert g == pytest.approx(w, abs=1e-4)
@@ -410,24 +425,27 @@ def test_nbest_ranked_by_length_normalised_score(ramp: EotRampDecoder, encoded) 
 # (h): bad arguments
 
 
-@pytest.mark.parametrize("kw", [
-    {"prompt": ()},
-    {"prompt": (SOT, -1)},
-    {"prompt": "abc"},
-    {"eot": -1},
-    {"eot": 1.5},
-    {"suppress_tokens": (-3,)},
-    {"suppress_at_begin": (True,)},
-    {"suppress_from": 0},
-    {"suppress_from": EOT},  # eot is suppressed through suppress_tokens, deliberately
-    {"beam_size": 0},
-    {"beam_size": 2.0},
-    {"length_penalty": -0.5},
-    {"length_penalty": float("nan")},
-    {"max_tokens_per_second": 0.0},
-    {"max_tokens_per_second": float("inf")},
-    {"max_new_tokens": 0},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"prompt": ()},
+        {"prompt": (SOT, -1)},
+        {"prompt": "abc"},
+        {"eot": -1},
+        {"eot": 1.5},
+        {"suppress_tokens": (-3,)},
+        {"suppress_at_begin": (True,)},
+        {"suppress_from": 0},
+        {"suppress_from": EOT},  # eot is suppressed through suppress_tokens, deliberately
+        {"beam_size": 0},
+        {"beam_size": 2.0},
+        {"length_penalty": -0.5},
+        {"length_penalty": float("nan")},
+        {"max_tokens_per_second": 0.0},
+        {"max_tokens_per_second": float("inf")},
+        {"max_new_tokens": 0},
+    ],
+)
 def test_bad_options_raise(kw: dict) -> None:
     args = {"prompt": PROMPT, "eot": EOT, **kw}
     with pytest.raises(ValueError):
@@ -459,11 +477,13 @@ def test_bad_search_arguments_raise(ramp: EotRampDecoder, encoded) -> None:
             search(ramp, batch, lens, None, WhisperSearchOptions(prompt=(SOT,) * DIMS.n_text_ctx, eot=EOT))
         # Nothing left to choose from at the first step.
         with pytest.raises(ValueError):
-            search(ramp, batch, lens, None, options(suppress_tokens=tuple(range(1, DIMS.n_vocab)),
-                                                    suppress_at_begin=(0,)))
+            search(
+                ramp, batch, lens, None, options(suppress_tokens=tuple(range(1, DIMS.n_vocab)), suppress_at_begin=(0,))
+            )
     with pytest.raises(ValueError):  # fewer than beam_size + 1 tokens allowed
-        whisper_beam_search(ramp, batch, lens, None,
-                            options(beam_size=3, suppress_tokens=tuple(range(3, DIMS.n_vocab))))
+        whisper_beam_search(
+            ramp, batch, lens, None, options(beam_size=3, suppress_tokens=tuple(range(3, DIMS.n_vocab)))
+        )
     # ... but enough for greedy, which ends by the guard (eot suppressed).
     greedy = whisper_greedy_search(ramp, batch, lens, None, options(suppress_tokens=tuple(range(1, DIMS.n_vocab))))
     assert all(set(h.tokens) == {0} and not h.finished for h in greedy)

@@ -78,10 +78,20 @@ def write_feature_cuts(root: Path, texts: list[str], frame_counts: tuple[int, ..
         for i, (text, frames) in enumerate(zip(texts, frame_counts)):
             feats = torch.randn(frames, 80, generator=g).numpy()
             dur = frames / 100
-            features = Features(type="kaldi-fbank", num_frames=frames, num_features=80, frame_shift=0.01,
-                                sampling_rate=16000, start=0.0, duration=dur, storage_type=writer.name,
-                                storage_path=str(root / "feats.lca"), storage_key=writer.write(f"u{i}", feats),
-                                recording_id=f"u{i}", channels=0)
+            features = Features(
+                type="kaldi-fbank",
+                num_frames=frames,
+                num_features=80,
+                frame_shift=0.01,
+                sampling_rate=16000,
+                start=0.0,
+                duration=dur,
+                storage_type=writer.name,
+                storage_path=str(root / "feats.lca"),
+                storage_key=writer.write(f"u{i}", feats),
+                recording_id=f"u{i}",
+                channels=0,
+            )
             sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0.0, duration=dur, channel=0, text=text)
             cuts.append(MonoCut(id=f"u{i}", start=0.0, duration=dur, channel=0, supervisions=[sup], features=features))
     path = root / "toy_cuts_test.jsonl.gz"

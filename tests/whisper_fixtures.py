@@ -22,8 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
-            "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+SPECIALS = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|de|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
+]
 TIMESTAMPS = ["<|%.2f|>" % (i * 0.02) for i in range(6)]
 TEXT = ["the cat sat on the mat", "hello world, the end."]
 D_MODEL, HEADS, LAYERS, TEXT_CTX = 32, 2, 2, 24
@@ -68,8 +78,9 @@ def tiny_tokenizer_json() -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(TEXT * 3, trainer)
     tok.add_special_tokens(SPECIALS)
     tok.add_tokens(TIMESTAMPS)  # not special, as in Whisper's tokenizer.json
@@ -94,11 +105,23 @@ def random_hf_model(tokenizer_json: str, seed: int = 0):
     ids = token_ids(tokenizer_json)
     eot = ids["<|endoftext|>"]
     config = WhisperConfig(
-        vocab_size=ids["vocab"], num_mel_bins=80, d_model=D_MODEL, encoder_layers=LAYERS, decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=4 * D_MODEL,
-        decoder_ffn_dim=4 * D_MODEL, max_source_positions=1500, max_target_positions=TEXT_CTX,
-        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, decoder_start_token_id=ids["<|startoftranscript|>"],
-        suppress_tokens=[1, 2, ids["<|startoftranscript|>"]], begin_suppress_tokens=[ids["space"], eot],
+        vocab_size=ids["vocab"],
+        num_mel_bins=80,
+        d_model=D_MODEL,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=4 * D_MODEL,
+        decoder_ffn_dim=4 * D_MODEL,
+        max_source_positions=1500,
+        max_target_positions=TEXT_CTX,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        suppress_tokens=[1, 2, ids["<|startoftranscript|>"]],
+        begin_suppress_tokens=[ids["space"], eot],
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config).eval()
@@ -150,8 +173,12 @@ def ct2_variables(state_dict: dict[str, torch.Tensor], dims: dict[str, int]) -> 
     def fuse(ct2: str, oa: str, parts: list[str]) -> None:
         # utils.fuse_linear: weights stacked; the key's missing bias becomes zeros.
         v[f"{ct2}/weight"] = np.concatenate([sd[f"{oa}.{p}.weight"] for p in parts])
-        v[f"{ct2}/bias"] = np.concatenate([sd[f"{oa}.{p}.bias"] if p != "key" else
-                                           np.zeros(sd[f"{oa}.{p}.weight"].shape[0], np.float32) for p in parts])
+        v[f"{ct2}/bias"] = np.concatenate(
+            [
+                sd[f"{oa}.{p}.bias"] if p != "key" else np.zeros(sd[f"{oa}.{p}.weight"].shape[0], np.float32)
+                for p in parts
+            ]
+        )
 
     def layer(ct2: str, oa: str, cross: bool) -> None:
         fuse(f"{ct2}/self_attention/linear_0", f"{oa}.attn", ["query", "key", "value"])
@@ -191,8 +218,9 @@ def ct2_variables(state_dict: dict[str, torch.Tensor], dims: dict[str, int]) -> 
 _DTYPE_IDS = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4}
 
 
-def _alias_and_quantize(variables: dict[str, np.ndarray], quantization: str
-                        ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+def _alias_and_quantize(
+    variables: dict[str, np.ndarray], quantization: str
+) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """LayerSpec.optimize: alias equal tensors (to the first in name order), then quantize."""
     ordered = sorted(variables.items())
     aliases: dict[str, str] = {}
@@ -200,8 +228,13 @@ def _alias_and_quantize(variables: dict[str, np.ndarray], quantization: str
         for other, other_value in ordered:
             if other == name:
                 break
-            if value.ndim and other not in aliases and value.dtype == other_value.dtype \
-                    and value.shape == other_value.shape and np.array_equal(value, other_value):
+            if (
+                value.ndim
+                and other not in aliases
+                and value.dtype == other_value.dtype
+                and value.shape == other_value.shape
+                and np.array_equal(value, other_value)
+            ):
                 aliases[name] = other
                 break
     out: dict[str, np.ndarray] = {}
@@ -252,8 +285,15 @@ def serialize_ct2(variables: dict[str, np.ndarray], aliases: list[tuple[str, str
     return bytes(out)
 
 
-def write_ct2_dir(directory: Path, state_dict: dict[str, torch.Tensor], dims: dict[str, int], quantization: str,
-                  tokenizer_json: str | None = None, config: dict | None = None, parts: int = 1) -> Path:
+def write_ct2_dir(
+    directory: Path,
+    state_dict: dict[str, torch.Tensor],
+    dims: dict[str, int],
+    quantization: str,
+    tokenizer_json: str | None = None,
+    config: dict | None = None,
+    parts: int = 1,
+) -> Path:
     """A faster-whisper directory: model.bin (or ``parts`` pieces cut at odd offsets), config.json."""
     directory.mkdir(parents=True, exist_ok=True)
     variables, aliases = _alias_and_quantize(ct2_variables(state_dict, dims), quantization)
@@ -263,7 +303,7 @@ def write_ct2_dir(directory: Path, state_dict: dict[str, torch.Tensor], dims: di
     else:
         cuts = [0] + [len(data) * i // parts + 7 for i in range(1, parts)] + [len(data)]
         for i in range(parts):
-            (directory / f"model.bin.part{i + 1}").write_bytes(data[cuts[i]:cuts[i + 1]])
+            (directory / f"model.bin.part{i + 1}").write_bytes(data[cuts[i] : cuts[i + 1]])
     (directory / "config.json").write_text(json.dumps(config or {}))
     if tokenizer_json is not None:
         (directory / "tokenizer.json").write_text(tokenizer_json)

@@ -31,27 +31,102 @@ from pathlib import Path
 import torch
 
 JOBS: dict[str, list[str]] = {
-    "full": ["--num-epochs", "2", "--sortagrad-epochs", "1", "--spec-augment", "--gain-db", "6",
-             "--freq-warp", "0.1", "--attention-decoder-layers", "1", "--attention-decoder-dim", "32",
-             "--attention-decoder-ffn-dim", "64", "--save-every-n", "3", "--keep-last-k", "2",
-             "--average-period", "2"],
-    "warmup": ["--num-epochs", "1", "--ctc-encoder-warmup-steps", "3", "--feature-cache-mb", "0",
-               "--dev-cuts", "", "--average-period", "0", "--num-buckets", "2"],
+    "full": [
+        "--num-epochs",
+        "2",
+        "--sortagrad-epochs",
+        "1",
+        "--spec-augment",
+        "--gain-db",
+        "6",
+        "--freq-warp",
+        "0.1",
+        "--attention-decoder-layers",
+        "1",
+        "--attention-decoder-dim",
+        "32",
+        "--attention-decoder-ffn-dim",
+        "64",
+        "--save-every-n",
+        "3",
+        "--keep-last-k",
+        "2",
+        "--average-period",
+        "2",
+    ],
+    "warmup": [
+        "--num-epochs",
+        "1",
+        "--ctc-encoder-warmup-steps",
+        "3",
+        "--feature-cache-mb",
+        "0",
+        "--dev-cuts",
+        "",
+        "--average-period",
+        "0",
+        "--num-buckets",
+        "2",
+    ],
 }
 # The resume job: the "full" job cut after RESUME_AT updates, then resumed from its last step checkpoint
 # (mid-epoch) to the end.
 RESUME_AT = 5
-TINY = ["--encoder-dim", "32", "--num-encoder-layers", "2", "--num-heads", "2", "--ffn-dim", "64",
-        "--conv-kernel-size", "5", "--decoder-dim", "32", "--joiner-dim", "32", "--dropout", "0.1",
-        "--max-duration", "4", "--num-buckets", "1", "--warmup-steps", "2", "--model-warm-step", "4",
-        "--log-interval", "1", "--num-threads", "1", "--device", "cpu", "--seed", "7"]
+TINY = [
+    "--encoder-dim",
+    "32",
+    "--num-encoder-layers",
+    "2",
+    "--num-heads",
+    "2",
+    "--ffn-dim",
+    "64",
+    "--conv-kernel-size",
+    "5",
+    "--decoder-dim",
+    "32",
+    "--joiner-dim",
+    "32",
+    "--dropout",
+    "0.1",
+    "--max-duration",
+    "4",
+    "--num-buckets",
+    "1",
+    "--warmup-steps",
+    "2",
+    "--model-warm-step",
+    "4",
+    "--log-interval",
+    "1",
+    "--num-threads",
+    "1",
+    "--device",
+    "cpu",
+    "--seed",
+    "7",
+]
 # Log-line parts that differ between runs of the same computation.
 _VOLATILE = re.compile(r"^\S+ \S+ |, [\d.]+ min elapsed| in [\d.]+ min")
 
 
 def _train(root: Path, corpus: dict[str, str], exp: Path, extra: list[str]) -> None:
-    args = [sys.executable, "-m", "dsr.cli.main", "train", "--train-cuts", corpus["train_cuts"],
-            "--dev-cuts", corpus["dev_cuts"], "--lang-dir", corpus["lang_dir"], "--exp-dir", str(exp), *TINY, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "dsr.cli.main",
+        "train",
+        "--train-cuts",
+        corpus["train_cuts"],
+        "--dev-cuts",
+        corpus["dev_cuts"],
+        "--lang-dir",
+        corpus["lang_dir"],
+        "--exp-dir",
+        str(exp),
+        *TINY,
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, env=env, cwd=exp.parent, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -95,9 +170,13 @@ def compare(before: Path, after: Path) -> list[str]:
     a_lines, b_lines = loss_lines(before), loss_lines(after)
     if a_lines != b_lines:
         first = next((i for i, (x, y) in enumerate(zip(a_lines, b_lines)) if x != y), min(len(a_lines), len(b_lines)))
-        diffs.append(f"loss lines differ from line {first}: {a_lines[first:first + 1]} vs {b_lines[first:first + 1]}")
-    a_conf, b_conf = ([x for x in (d / "config.yaml").read_text().splitlines() if not x.startswith("exp-dir:")]
-                      for d in (before, after))
+        diffs.append(
+            f"loss lines differ from line {first}: {a_lines[first : first + 1]} vs {b_lines[first : first + 1]}"
+        )
+    a_conf, b_conf = (
+        [x for x in (d / "config.yaml").read_text().splitlines() if not x.startswith("exp-dir:")]
+        for d in (before, after)
+    )
     if a_conf != b_conf:
         diffs.append(f"config.yaml differs: {sorted(set(a_conf) ^ set(b_conf))[:4]}")
     a_ckpts = sorted(p.name for p in before.glob("*.pt"))
@@ -138,8 +217,11 @@ def main() -> None:
     if not (args.reuse and corpus_dir.exists()):
         shutil.rmtree(corpus_dir, ignore_errors=True)
         make_tiny_corpus(corpus_dir, num_train=40, num_dev=6)
-    corpus = {"train_cuts": str(corpus_dir / "cuts_train.jsonl.gz"), "dev_cuts": str(corpus_dir / "cuts_dev.jsonl.gz"),
-              "lang_dir": str(corpus_dir / "lang")}
+    corpus = {
+        "train_cuts": str(corpus_dir / "cuts_train.jsonl.gz"),
+        "dev_cuts": str(corpus_dir / "cuts_dev.jsonl.gz"),
+        "lang_dir": str(corpus_dir / "lang"),
+    }
     runs = [("before", args.before.resolve()), ("after", after_root)]
     for tag, root in runs:
         if tag == "before" and args.reuse and (args.work / "before").exists():

@@ -27,7 +27,9 @@ def bible_lines() -> list[str]:
     try:
         out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], check=True, capture_output=True, text=True).stdout
     except FileNotFoundError as e:
-        raise SystemExit("the `bible` tool is missing: apt-get install bible-kjv (or tools/setup.sh --pretrain-text)") from e
+        raise SystemExit(
+            "the `bible` tool is missing: apt-get install bible-kjv (or tools/setup.sh --pretrain-text)"
+        ) from e
     return [line.split(" ", 1)[1] for line in out.splitlines() if " " in line]
 
 

@@ -35,8 +35,9 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def already_done(out_dir: Path, stage: str, force: bool, inputs: dict[str, Path] | None = None,
-                 options: dict[str, Any] | None = None) -> bool:
+def already_done(
+    out_dir: Path, stage: str, force: bool, inputs: dict[str, Path] | None = None, options: dict[str, Any] | None = None
+) -> bool:
     """True (and a message) when ``stage`` finished before and ``--force`` was not given.
 
     With ``inputs`` (role -> path read by the stage) and ``options``, a stage whose
@@ -55,8 +56,14 @@ def already_done(out_dir: Path, stage: str, force: bool, inputs: dict[str, Path]
     return True
 
 
-def finish(out_dir: Path, stage: str, summary: str, info: dict[str, Any] | None = None,
-           inputs: dict[str, Path] | None = None, options: dict[str, Any] | None = None) -> None:
+def finish(
+    out_dir: Path,
+    stage: str,
+    summary: str,
+    info: dict[str, Any] | None = None,
+    inputs: dict[str, Path] | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
     """Mark ``stage`` done and print its one-line summary.
 
     ``inputs`` / ``options``: what the stage read and with which settings, recorded so that

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -37,21 +36,39 @@ def synth(
     corpus_dir: Path = typer.Option(Path("data/synth"), "--corpus-dir", help="Where the synthesised wav files go."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
     num_train: int = typer.Option(4000, "--num-train", min=1, help="Training utterances."),
-    num_dev: int = typer.Option(200, "--num-dev", min=0, help="Dev utterances (held-out voices and sentences; 0 = none)."),
-    num_test: int = typer.Option(300, "--num-test", min=0, help="Test utterances (held-out voices and sentences; 0 = none)."),
+    num_dev: int = typer.Option(
+        200, "--num-dev", min=0, help="Dev utterances (held-out voices and sentences; 0 = none)."
+    ),
+    num_test: int = typer.Option(
+        300, "--num-test", min=0, help="Test utterances (held-out voices and sentences; 0 = none)."
+    ),
     num_train_words: int = typer.Option(
-        0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."),
+        0, "--num-train-words", min=0, help="Extra isolated-word training utterances (vocabulary drills)."
+    ),
     text_source: str = typer.Option(
-        "sentences", "--text-source", help="What the voices say: sentences (voice-assistant grammar), digits "
-        "(1..--max-digits digit words, e.g. pretraining for FSDD) or file (sentences of --text-file)."),
-    text_file: Optional[Path] = typer.Option(None, "--text-file", help="With --text-source file: plain text to read "
-                                             "sentences from (e.g. tools/public_domain_text.py's output)."),
-    exclude_text: Optional[Path] = typer.Option(None, "--exclude-text", help="With --text-source file: texts (one per "
-                                                "line, or a transcripts.tsv) whose sentences and 5-grams never go into "
-                                                "the corpus, e.g. an evaluation set's prompts."),
+        "sentences",
+        "--text-source",
+        help="What the voices say: sentences (voice-assistant grammar), digits "
+        "(1..--max-digits digit words, e.g. pretraining for FSDD) or file (sentences of --text-file).",
+    ),
+    text_file: Path | None = typer.Option(
+        None,
+        "--text-file",
+        help="With --text-source file: plain text to read sentences from (e.g. tools/public_domain_text.py's output).",
+    ),
+    exclude_text: Path | None = typer.Option(
+        None,
+        "--exclude-text",
+        help="With --text-source file: texts (one per "
+        "line, or a transcripts.tsv) whose sentences and 5-grams never go into "
+        "the corpus, e.g. an evaluation set's prompts.",
+    ),
     max_digits: int = typer.Option(1, "--max-digits", min=1, help="With --text-source digits: longest digit string."),
     sample_rate: int = typer.Option(
-        16000, "--sample-rate", help="Sample rate of the written audio: 16000, or 8000 to band-limit like an 8 kHz corpus."),
+        16000,
+        "--sample-rate",
+        help="Sample rate of the written audio: 16000, or 8000 to band-limit like an 8 kHz corpus.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for sentences, voices, rates and pitches."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel synthesis processes."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
@@ -68,8 +85,8 @@ def synth(
         dsr prepare synth --text-source digits --sample-rate 8000 --num-train 3000 --num-dev 0 --num-test 0
         dsr prepare synth --text-source file --text-file data/pd_text.txt --exclude-text ../shared/data/arctic_cathy/transcripts.tsv
     """
-    from dsr.synth.corpus import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
     from dsr.data.text_corpus import read_exclude_texts
+    from dsr.synth.corpus import SAMPLE_RATES, TEXT_SOURCES, prepare_synth
 
     if text_source not in TEXT_SOURCES:
         raise DsrUserError(f"--text-source must be one of {', '.join(TEXT_SOURCES)}, got {text_source}")
@@ -81,32 +98,51 @@ def synth(
         raise DsrUserError(f"--sample-rate must be one of {', '.join(map(str, SAMPLE_RATES))}, got {sample_rate}")
     if already_done(manifest_dir, "prepare-synth", force):
         return
-    reports = prepare_synth(corpus_dir, manifest_dir, num_train=num_train, num_dev=num_dev, num_test=num_test,
-                            seed=seed, num_jobs=num_jobs, progress=show_progress(),
-                            num_train_words=num_train_words, text_source=text_source, max_digits=max_digits,
-                            sample_rate=sample_rate, text_file=text_file,
-                            exclude_texts=read_exclude_texts(exclude_text) if exclude_text is not None else ())
+    reports = prepare_synth(
+        corpus_dir,
+        manifest_dir,
+        num_train=num_train,
+        num_dev=num_dev,
+        num_test=num_test,
+        seed=seed,
+        num_jobs=num_jobs,
+        progress=show_progress(),
+        num_train_words=num_train_words,
+        text_source=text_source,
+        max_digits=max_digits,
+        sample_rate=sample_rate,
+        text_file=text_file,
+        exclude_texts=read_exclude_texts(exclude_text) if exclude_text is not None else (),
+    )
     finish(manifest_dir, "prepare-synth", _report(reports))
 
 
 @app.command("folder")
 def folder(
-    audio_dir: Path = typer.Option(..., "--audio-dir", help="Folder with <utt-id>.wav/.flac files (searched recursively)."),
+    audio_dir: Path = typer.Option(
+        ..., "--audio-dir", help="Folder with <utt-id>.wav/.flac files (searched recursively)."
+    ),
     transcripts: Path = typer.Option(..., "--transcripts", help="Text file of 'utt-id<TAB>text' lines."),
     corpus: str = typer.Option(..., "--corpus", help="Corpus name used in manifest file names."),
-    split: Optional[str] = typer.Option(None, "--split", help="Put every utterance into this split."),
-    split_policy: Optional[str] = typer.Option(
-        None, "--split-policy", help="Make train/dev/test by key instead: fsdd-speaker (held-out --test-key speakers) "
-        "or arctic-prompt (by prompt, never by take)."),
+    split: str | None = typer.Option(None, "--split", help="Put every utterance into this split."),
+    split_policy: str | None = typer.Option(
+        None,
+        "--split-policy",
+        help="Make train/dev/test by key instead: fsdd-speaker (held-out --test-key speakers) "
+        "or arctic-prompt (by prompt, never by take).",
+    ),
     test_keys: list[str] = typer.Option([], "--test-key", help="With fsdd-speaker: speaker(s) held out for test."),
-    dev_fraction: float = typer.Option(0.05, "--dev-fraction", min=0.0, max=1.0,
-                                       help="With arctic-prompt: share of the prompts that go to dev."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0,
-                                        help="With arctic-prompt: share of the prompts that go to test."),
-    seed: int = typer.Option(0, "--seed", help="With arctic-prompt: seed of the prompt hash "
-                             "(another seed, another split)."),
+    dev_fraction: float = typer.Option(
+        0.05, "--dev-fraction", min=0.0, max=1.0, help="With arctic-prompt: share of the prompts that go to dev."
+    ),
+    test_fraction: float = typer.Option(
+        0.1, "--test-fraction", min=0.0, max=1.0, help="With arctic-prompt: share of the prompts that go to test."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="With arctic-prompt: seed of the prompt hash (another seed, another split)."
+    ),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
-    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
 ) -> None:
     """Import a folder of audio files and a transcripts file.
@@ -131,22 +167,38 @@ def folder(
     stage = f"prepare-{corpus}" + (f"-{split}" if split else "")
     # Edited transcripts or added/removed audio files re-run the import.
     inputs: dict[str, Path] = {"transcripts": transcripts, "audio_dir": audio_dir}
-    options = {"split": split, "split_policy": split_policy, "test_keys": list(test_keys), "dev_fraction": dev_fraction,
-               "test_fraction": test_fraction, "seed": seed, "max_duration": max_duration}
+    options = {
+        "split": split,
+        "split_policy": split_policy,
+        "test_keys": list(test_keys),
+        "dev_fraction": dev_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "max_duration": max_duration,
+    }
     if already_done(manifest_dir, stage, force, inputs=inputs, options=options):
         return
     if split is not None:
         reports = [fol.prepare_folder(audio_dir, transcripts, manifest_dir, corpus, split, max_duration)]
     elif split_policy == "fsdd-speaker":
         policy = splits.fsdd_split(test_speakers=test_keys or splits.FSDD_TEST_SPEAKERS)
-        reports = fol.prepare_folder_splits(audio_dir, transcripts, manifest_dir, corpus, policy, max_duration,
-                                            speaker_of=splits.fsdd_speaker_of)
+        reports = fol.prepare_folder_splits(
+            audio_dir, transcripts, manifest_dir, corpus, policy, max_duration, speaker_of=splits.fsdd_speaker_of
+        )
     elif split_policy == "arctic-prompt":
         if dev_fraction + test_fraction > 1.0:
-            raise DsrUserError(f"--dev-fraction {dev_fraction} + --test-fraction {test_fraction} exceed 1; "
-                               "leave some prompts for train")
-        reports = fol.prepare_folder_splits(audio_dir, transcripts, manifest_dir, corpus,
-                                            splits.arctic_split(dev_fraction, test_fraction, seed), max_duration)
+            raise DsrUserError(
+                f"--dev-fraction {dev_fraction} + --test-fraction {test_fraction} exceed 1; "
+                "leave some prompts for train"
+            )
+        reports = fol.prepare_folder_splits(
+            audio_dir,
+            transcripts,
+            manifest_dir,
+            corpus,
+            splits.arctic_split(dev_fraction, test_fraction, seed),
+            max_duration,
+        )
     else:
         raise DsrUserError(f"--split-policy {split_policy!r} is unknown; choose from {', '.join(_POLICIES)}")
     finish(manifest_dir, stage, _report(reports), inputs=inputs, options=options)
@@ -154,11 +206,13 @@ def folder(
 
 @app.command("kaldi-dir")
 def kaldi_dir(
-    data_dir: Path = typer.Option(..., "--data-dir", help="Kaldi data directory (wav.scp, text, [segments], [utt2spk])."),
+    data_dir: Path = typer.Option(
+        ..., "--data-dir", help="Kaldi data directory (wav.scp, text, [segments], [utt2spk])."
+    ),
     corpus: str = typer.Option(..., "--corpus", help="Corpus name used in manifest file names."),
     split: str = typer.Option(..., "--split", help="Split name, e.g. train."),
     manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go."),
-    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="Skip utterances longer than this (s)."),
     force: bool = typer.Option(False, "--force", help="Rebuild the manifests even if already done."),
 ) -> None:
     """Import a Kaldi data directory.
@@ -184,21 +238,26 @@ _CORPUS_DIR_HELP = "An existing copy of the corpus (see the layout below)."
 _DOWNLOAD = typer.Option(False, "--download", help="Download from OpenSLR first (needs the network); kept once done.")
 _DOWNLOAD_DIR = typer.Option(Path("download"), "--download-dir", help="Where --download puts archives and the corpus.")
 _BASE_URL = typer.Option(
-    None, "--base-url", help="With --download: OpenSLR mirror, e.g. https://us.openslr.org/resources "
-    "(default http://www.openslr.org/resources).")
+    None,
+    "--base-url",
+    help="With --download: OpenSLR mirror, e.g. https://us.openslr.org/resources "
+    "(default http://www.openslr.org/resources).",
+)
 _MANIFEST_DIR = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where manifests go.")
 _NUM_JOBS = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel processes that decode-check the audio.")
 _FORCE = typer.Option(False, "--force", help="Rebuild the manifests even if already done.")
 
 
-def _source(corpus_dir: Optional[Path], download: bool) -> None:
+def _source(corpus_dir: Path | None, download: bool) -> None:
     """Exactly one of an existing copy or a download."""
     from dsr.errors import DsrUserError
 
     if download and corpus_dir is not None:
         raise DsrUserError("give --corpus-dir DIR (an existing copy) or --download, not both")
     if not download and corpus_dir is None:
-        raise DsrUserError("give --corpus-dir DIR for an existing copy, or --download (with --download-dir) to fetch it")
+        raise DsrUserError(
+            "give --corpus-dir DIR for an existing copy, or --download (with --download-dir) to fetch it"
+        )
 
 
 def _pending(manifest_dir: Path, corpus: str, splits: list[str], force: bool) -> list[str]:
@@ -221,14 +280,17 @@ def _split_list(values: list[str]) -> list[str]:
 
 @app.command("librispeech")
 def librispeech(
-    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    corpus_dir: Path | None = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
     download: bool = _DOWNLOAD,
     download_dir: Path = _DOWNLOAD_DIR,
-    base_url: Optional[str] = _BASE_URL,
+    base_url: str | None = _BASE_URL,
     dataset_parts: list[str] = typer.Option(
-        [], "--dataset-parts", help="Parts (repeatable or comma-separated): mini_librispeech, librispeech (all 7), "
+        [],
+        "--dataset-parts",
+        help="Parts (repeatable or comma-separated): mini_librispeech, librispeech (all 7), "
         "or train-clean-100, train-clean-360, train-other-500, dev-clean, dev-other, test-clean, test-other, "
-        "train-clean-5, dev-clean-2.  Default: every part in --corpus-dir."),
+        "train-clean-5, dev-clean-2.  Default: every part in --corpus-dir.",
+    ),
     manifest_dir: Path = _MANIFEST_DIR,
     num_jobs: int = _NUM_JOBS,
     force: bool = _FORCE,
@@ -267,10 +329,10 @@ def librispeech(
 
 @app.command("aishell")
 def aishell(
-    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    corpus_dir: Path | None = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
     download: bool = _DOWNLOAD,
     download_dir: Path = _DOWNLOAD_DIR,
-    base_url: Optional[str] = _BASE_URL,
+    base_url: str | None = _BASE_URL,
     manifest_dir: Path = _MANIFEST_DIR,
     num_jobs: int = _NUM_JOBS,
     force: bool = _FORCE,
@@ -301,12 +363,15 @@ def aishell(
 
 @app.command("musan")
 def musan(
-    corpus_dir: Optional[Path] = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
+    corpus_dir: Path | None = typer.Option(None, "--corpus-dir", help=_CORPUS_DIR_HELP),
     download: bool = _DOWNLOAD,
     download_dir: Path = _DOWNLOAD_DIR,
-    base_url: Optional[str] = _BASE_URL,
+    base_url: str | None = _BASE_URL,
     parts: list[str] = typer.Option(
-        ["music", "speech", "noise"], "--part", help="MUSAN parts (repeatable or comma-separated): music, speech, noise."),
+        ["music", "speech", "noise"],
+        "--part",
+        help="MUSAN parts (repeatable or comma-separated): music, speech, noise.",
+    ),
     manifest_dir: Path = _MANIFEST_DIR,
     num_jobs: int = _NUM_JOBS,
     force: bool = _FORCE,

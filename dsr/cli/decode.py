@@ -11,7 +11,6 @@ import typer
 from dsr.cli.common import console, show_progress
 from dsr.cli.options import build, flag_errors, make_command
 
-
 _DECODE_DOC = """Decode cuts and score them: writes recogs.txt, errs.txt, wer.txt, cer.txt and result.json.
 
     Outputs go to EXP_DIR/decode/<method>/<corpus>_<split>/.  The beam-search methods
@@ -52,7 +51,6 @@ def _decode(cuts: list[Path], **flags: Any) -> None:
         options = build(DecodeOptions, flags)  # a bad option is reported before torch is imported
         from dsr.data.cuts import load_cuts
         from dsr.decoding.decode import decode_manifest, prepare
-
         from dsr.decoding.methods import SPEECH_LLM_METHODS
 
         # The model is loaded once for every manifest (streaming reads the first one's frame shift);
@@ -91,8 +89,10 @@ def _transcribe(files: list[Path], **flags: Any) -> None:
     for f, text in results:
         print(f"{f}\t{text}")
     if unreadable:
-        console.print(f"[yellow]warning:[/] {len(unreadable)} of {len(files)} file(s) could not be read and "
-                      "were skipped (every other file was transcribed):")
+        console.print(
+            f"[yellow]warning:[/] {len(unreadable)} of {len(files)} file(s) could not be read and "
+            "were skipped (every other file was transcribed):"
+        )
         for f, reason in unreadable:
             console.print(f"  {f}: {reason}", markup=False)
         if len(unreadable) == len(files):
@@ -102,10 +102,20 @@ def _transcribe(files: list[Path], **flags: Any) -> None:
 def _commands() -> tuple[Any, Any]:
     from dsr.decoding.options import DecodeOptions, TranscribeOptions
 
-    cuts = inspect.Parameter("cuts", inspect.Parameter.KEYWORD_ONLY, annotation=list[Path], default=typer.Option(
-        ..., "--cuts", help="Cuts manifest(s) with features or recordings to decode (repeatable)."))
-    files = inspect.Parameter("files", inspect.Parameter.KEYWORD_ONLY, annotation=list[Path], default=typer.Argument(
-        ..., help="Audio files (wav/flac/..., any sample rate, mono or stereo)."))
+    cuts = inspect.Parameter(
+        "cuts",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[Path],
+        default=typer.Option(
+            ..., "--cuts", help="Cuts manifest(s) with features or recordings to decode (repeatable)."
+        ),
+    )
+    files = inspect.Parameter(
+        "files",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[Path],
+        default=typer.Argument(..., help="Audio files (wav/flac/..., any sample rate, mono or stereo)."),
+    )
     decode = make_command(DecodeOptions, _decode, _DECODE_DOC, [cuts], required=("exp_dir",))
     transcribe = make_command(TranscribeOptions, _transcribe, _TRANSCRIBE_DOC, [files])
     return decode, transcribe

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,21 +15,26 @@ app = typer.Typer(help="Deployable exports of a trained model.", no_args_is_help
 def onnx(
     out_dir: Path = typer.Option(..., "--out-dir", help="Where the .onnx files and tokens.txt go (e.g. exp/x/export)."),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="The lang dir the model was trained with (its tokens.txt)."),
-    exp_dir: Optional[Path] = typer.Option(None, "--exp-dir", help="Experiment directory with checkpoints."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="One checkpoint file instead of --exp-dir."),
+    exp_dir: Path | None = typer.Option(None, "--exp-dir", help="Experiment directory with checkpoints."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="One checkpoint file instead of --exp-dir."),
     epoch: int = typer.Option(0, "--epoch", help="With --exp-dir: export epoch-E.pt (0 = the newest checkpoint)."),
     avg: int = typer.Option(1, "--avg", help="With --exp-dir: average the model over the last AVG epochs."),
     use_averaged_model: bool = typer.Option(
-        True, "--use-averaged-model/--no-use-averaged-model",
+        True,
+        "--use-averaged-model/--no-use-averaged-model",
         help="Average every model the trainer sampled during the last AVG epochs (as dsr decode).",
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (14-21)."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write *.int8.onnx (int8 MatMul weights)."),
     streaming: bool = typer.Option(
-        False, "--streaming", help="A causal model's transducer in sherpa-onnx's streaming (OnlineRecognizer) layout.",
+        False,
+        "--streaming",
+        help="A causal model's transducer in sherpa-onnx's streaming (OnlineRecognizer) layout.",
     ),
-    chunk_ms: float = typer.Option(320.0, "--chunk-ms", help="With --streaming: audio per chunk (a multiple of 40 ms)."),
-    left_context_chunks: Optional[int] = typer.Option(
+    chunk_ms: float = typer.Option(
+        320.0, "--chunk-ms", help="With --streaming: audio per chunk (a multiple of 40 ms)."
+    ),
+    left_context_chunks: int | None = typer.Option(
         None, "--left-context-chunks", help="With --streaming: chunks of attention left context (default: the model's)."
     ),
     force: bool = typer.Option(False, "--force", help="Export again even if OUT_DIR has a finished export."),
@@ -62,5 +66,9 @@ def onnx(
         left_context_chunks=left_context_chunks,
     )  # fmt: skip
     result = export_onnx(options)
-    finish(out_dir, "export-onnx", result.summary(), {"files": sorted(result.files), "opset": opset,
-                                                           "streaming": streaming})
+    finish(
+        out_dir,
+        "export-onnx",
+        result.summary(),
+        {"files": sorted(result.files), "opset": opset, "streaming": streaming},
+    )

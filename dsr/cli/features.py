@@ -36,16 +36,29 @@ def features(
     out_dir: Path = typer.Option(Path("data/fbank"), "--out-dir", help="Where cuts manifests and features go."),
     num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel worker processes."),
     speed_perturb: bool = typer.Option(
-        False, "--speed-perturb", help="Add 0.9x and 1.1x copies of the train split(s) (names starting with 'train')."),
+        False, "--speed-perturb", help="Add 0.9x and 1.1x copies of the train split(s) (names starting with 'train')."
+    ),
     noise: list[Path] = typer.Option(
-        [], "--noise", help="Recordings manifest(s) of noise (e.g. data/manifests/musan_recordings_noise.jsonl.gz) "
-        "to mix into the train split(s); repeatable."),
-    noise_snr: tuple[float, float] = typer.Option((10.0, 20.0), "--noise-snr", help="With --noise: SNR range in dB, LOW HIGH."),
-    noise_prob: float = typer.Option(0.5, "--noise-prob", min=0.0, max=1.0, help="With --noise: share of train cuts mixed."),
+        [],
+        "--noise",
+        help="Recordings manifest(s) of noise (e.g. data/manifests/musan_recordings_noise.jsonl.gz) "
+        "to mix into the train split(s); repeatable.",
+    ),
+    noise_snr: tuple[float, float] = typer.Option(
+        (10.0, 20.0), "--noise-snr", help="With --noise: SNR range in dB, LOW HIGH."
+    ),
+    noise_prob: float = typer.Option(
+        0.5, "--noise-prob", min=0.0, max=1.0, help="With --noise: share of train cuts mixed."
+    ),
     feature_type: str = typer.Option(
-        "kaldi-fbank", "--feature-type", help="Front end: kaldi-fbank (Kaldi FBANK, the default) or whisper-fbank "
-        "(Whisper's log-mel, for Whisper encoders)."),
-    num_mel_bins: int = typer.Option(80, "--num-mel-bins", min=1, help="Mel bins (whisper-fbank: 80, or 128 for large-v3)."),
+        "kaldi-fbank",
+        "--feature-type",
+        help="Front end: kaldi-fbank (Kaldi FBANK, the default) or whisper-fbank "
+        "(Whisper's log-mel, for Whisper encoders).",
+    ),
+    num_mel_bins: int = typer.Option(
+        80, "--num-mel-bins", min=1, help="Mel bins (whisper-fbank: 80, or 128 for large-v3)."
+    ),
     force: bool = typer.Option(False, "--force", help="Recompute even if already done."),
 ) -> None:
     """Compute log-mel features (16 kHz, mono; 80-dim Kaldi FBANK by default) and write cuts manifests.
@@ -82,26 +95,45 @@ def features(
         # older one, which was kaldi-fbank) does not count as done: the cuts are recomputed.
         other = _done_with_other_frontend(out_dir, stage, frontend)
         if other is not None:
-            console.print(f"[yellow]redo[/] {stage}: done before with {describe_frontend(other)} features, "
-                          f"now {describe_frontend(frontend)}")
+            console.print(
+                f"[yellow]redo[/] {stage}: done before with {describe_frontend(other)} features, "
+                f"now {describe_frontend(frontend)}"
+            )
         # LibriSpeech's train-clean-100 etc. are training splits too.
         is_train = split.startswith("train")
         factors = (0.9, 1.0, 1.1) if speed_perturb and is_train else (1.0,)
         # What the stage reads: a `prepare --force` that rewrote the manifests (edited
         # transcripts) makes the old cuts stale, so the marker must not count as done.
-        inputs: dict[str, Path] = {kind: manifest_dir / f"{corpus}_{kind}_{split}.jsonl.gz"
-                                   for kind in ("recordings", "supervisions")}
+        inputs: dict[str, Path] = {
+            kind: manifest_dir / f"{corpus}_{kind}_{split}.jsonl.gz" for kind in ("recordings", "supervisions")
+        }
         if is_train:
             inputs.update({f"noise{i}": p for i, p in enumerate(noise)})
-        options = {"speed_factors": list(factors),
-                   "noise": {"snr": list(noise_snr), "prob": noise_prob} if noise and is_train else None}
+        options = {
+            "speed_factors": list(factors),
+            "noise": {"snr": list(noise_snr), "prob": noise_prob} if noise and is_train else None,
+        }
         if already_done(out_dir, stage, force or other is not None, inputs=inputs, options=options):
             continue
-        report = compute_features(manifest_dir, corpus, split, out_dir, num_jobs, factors, cfg=cfg,
-                                  progress=show_progress(), noise=mixing if is_train else None)
+        report = compute_features(
+            manifest_dir,
+            corpus,
+            split,
+            out_dir,
+            num_jobs,
+            factors,
+            cfg=cfg,
+            progress=show_progress(),
+            noise=mixing if is_train else None,
+        )
         if report.num_cuts == 0:
             console.print(f"[red]no features computed for {corpus}/{split}: every utterance was skipped[/]")
             raise typer.Exit(1)
-        finish(out_dir, stage, report.summary(),
-               {"num_cuts": report.num_cuts, "skipped": len(report.skipped), "frontend": frontend},
-               inputs=inputs, options=options)
+        finish(
+            out_dir,
+            stage,
+            report.summary(),
+            {"num_cuts": report.num_cuts, "skipped": len(report.skipped), "frontend": frontend},
+            inputs=inputs,
+            options=options,
+        )

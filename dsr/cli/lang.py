@@ -10,9 +10,13 @@ from dsr.cli.common import already_done, finish
 
 
 def lang(
-    cuts: Path = typer.Option(..., "--cuts", help="Training cuts (or supervisions) manifest whose texts train the BPE."),
+    cuts: Path = typer.Option(
+        ..., "--cuts", help="Training cuts (or supervisions) manifest whose texts train the BPE."
+    ),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="Output directory, e.g. data/lang_bpe_256."),
-    vocab_size: int = typer.Option(256, "--vocab-size", min=4, help="Number of BPE pieces including <blk>, <sos/eos>, <unk>."),
+    vocab_size: int = typer.Option(
+        256, "--vocab-size", min=4, help="Number of BPE pieces including <blk>, <sos/eos>, <unk>."
+    ),
     force: bool = typer.Option(False, "--force", help="Retrain even if already done."),
 ) -> None:
     """Train a sentencepiece BPE tokenizer and write tokens.txt.

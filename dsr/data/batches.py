@@ -18,11 +18,10 @@ import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 
+from dsr.data.cuts import make_sampler, pad_features
 from dsr.features.audio import load_recording_mono
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, compute_frontend
-from dsr.data.cuts import make_sampler, pad_features
-
 
 # Fewest feature frames a cut needs: the same limit as `dsr features` and `dsr transcribe`
 # (4x subsampling needs 7; 10 frames = 0.1 s holds no word anyway).
@@ -71,8 +70,9 @@ class DecodeBatches:
     cuts that have only a recording.
     """
 
-    def __init__(self, cuts: CutSet, max_duration: float, device: torch.device,
-                 frontend: FrontendConfig = FbankConfig()) -> None:
+    def __init__(
+        self, cuts: CutSet, max_duration: float, device: torch.device, frontend: FrontendConfig = FbankConfig()
+    ) -> None:
         if max_duration <= 0:
             raise ValueError(f"max_duration must be > 0, got {max_duration}")
         self.cuts = cuts
@@ -93,8 +93,14 @@ class DecodeBatches:
                     continue
                 if feats.size(0) < MIN_FRAMES:
                     # The encoder's subsampling needs a few frames; one such cut used to abort the run.
-                    self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"too short to decode: {feats.size(0)} "
-                                                      f"feature frames ({cut.duration:.3f} s) < {MIN_FRAMES}"))
+                    self.unreadable.append(
+                        Unreadable(
+                            cut.id,
+                            cut_source(cut),
+                            f"too short to decode: {feats.size(0)} "
+                            f"feature frames ({cut.duration:.3f} s) < {MIN_FRAMES}",
+                        )
+                    )
                     continue
                 loaded.append((cut, feats))
             if not loaded:

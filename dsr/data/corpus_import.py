@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import socket
 import tarfile
 import urllib.error
-import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from lhotse import Recording, SupervisionSegment
 

@@ -88,5 +88,6 @@ def check_feature_storage(cuts: CutSet, manifest: Path | str) -> None:
             raise DsrUserError(f"feature file {path} (cut {cut_id} of {manifest}) does not exist; {fix}")
         size = os.path.getsize(path) if os.path.isfile(path) else end
         if size < end:
-            raise DsrUserError(f"feature file {path} is truncated: {size} bytes, cut {cut_id} of {manifest} needs "
-                               f"{end}; {fix}")
+            raise DsrUserError(
+                f"feature file {path} is truncated: {size} bytes, cut {cut_id} of {manifest} needs {end}; {fix}"
+            )

@@ -6,8 +6,8 @@ Shared by training (:mod:`dsr.training.datamodule`) and decoding
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from lhotse import CutSet, combine

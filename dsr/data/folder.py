@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lhotse import Recording, SupervisionSegment
 
@@ -60,7 +60,9 @@ __all__ = [
 logger = logging.getLogger("dsr")
 
 # Extensions libsndfile can decode; matched case-insensitively.
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".sph", ".w64", ".caf"})
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".sph", ".w64", ".caf"}
+)
 
 # Reports come back in this order, then any other split alphabetically.
 _SPLIT_ORDER = {"train": 0, "dev": 1, "test": 2}
@@ -88,7 +90,9 @@ def read_transcripts(path: Path) -> list[TranscriptLine]:
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DsrUserError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); fix: re-encode it as UTF-8") from None
+        raise DsrUserError(
+            f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); fix: re-encode it as UTF-8"
+        ) from None
     lines: list[TranscriptLine] = []
     seen: dict[str, int] = {}
     for line_no, line in enumerate(raw.splitlines(), start=1):
@@ -108,7 +112,9 @@ def read_transcripts(path: Path) -> list[TranscriptLine]:
                 f"spaces); fix: rename the audio file to {fixed!r} (same suffix) and the id on that line to {fixed!r}"
             )
         if utt_id in seen:
-            raise DsrUserError(f"{path} lines {seen[utt_id]} and {line_no} both define {utt_id!r}; fix: remove the duplicate")
+            raise DsrUserError(
+                f"{path} lines {seen[utt_id]} and {line_no} both define {utt_id!r}; fix: remove the duplicate"
+            )
         seen[utt_id] = line_no
         lines.append(TranscriptLine(line_no, utt_id, text))
     return lines
@@ -121,7 +127,9 @@ def _index_audio(audio_dir: Path) -> dict[str, list[Path]]:
     atomic writes (``.name.XXXX.wav``).
     """
     if not audio_dir.is_dir():
-        raise DsrUserError(f"audio folder {audio_dir} does not exist; fix: pass the folder holding <utt-id>.wav/.flac files")
+        raise DsrUserError(
+            f"audio folder {audio_dir} does not exist; fix: pass the folder holding <utt-id>.wav/.flac files"
+        )
     index: dict[str, list[Path]] = defaultdict(list)
     for root, dirs, files in os.walk(audio_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -217,8 +225,14 @@ def prepare_folder_splits(
     listed = {entry.utt_id for entry in lines}
     orphans = sorted(stem for stem in index if stem not in listed)
     if orphans:
-        logger.warning("%s: %d audio files in %s have no line in %s and are ignored (e.g. %s)",
-                       corpus, len(orphans), audio_dir, transcripts, ", ".join(orphans[:3]))
+        logger.warning(
+            "%s: %d audio files in %s have no line in %s and are ignored (e.g. %s)",
+            corpus,
+            len(orphans),
+            audio_dir,
+            transcripts,
+            ", ".join(orphans[:3]),
+        )
 
     for split, report in reports.items():
         if report.kept == 0:

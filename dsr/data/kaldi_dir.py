@@ -57,17 +57,23 @@ def _read_table(path: Path, min_fields: int, max_split: int) -> dict[str, tuple[
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DsrUserError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); fix: re-encode it as UTF-8") from None
+        raise DsrUserError(
+            f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); fix: re-encode it as UTF-8"
+        ) from None
     table: dict[str, tuple[int, list[str]]] = {}
     for line_no, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.strip().split(maxsplit=max_split)
         if len(fields) < min_fields:
-            raise DsrUserError(f"{path} line {line_no} has {len(fields)} fields, expected {min_fields}; fix: correct that line")
+            raise DsrUserError(
+                f"{path} line {line_no} has {len(fields)} fields, expected {min_fields}; fix: correct that line"
+            )
         key = fields[0]
         if key in table:
-            raise DsrUserError(f"{path} lines {table[key][0]} and {line_no} both define {key!r}; fix: remove the duplicate")
+            raise DsrUserError(
+                f"{path} lines {table[key][0]} and {line_no} both define {key!r}; fix: remove the duplicate"
+            )
         table[key] = (line_no, fields[1:])
     return table
 
@@ -91,7 +97,9 @@ def _wav_path(data_dir: Path, scp: Path, line_no: int, value: str) -> Path:
     if not path.is_absolute() and (data_dir / path).is_file():
         return data_dir / path
     tried = "" if path.is_absolute() else f" (nor does {data_dir / path})"
-    raise DsrUserError(f"{path} does not exist{tried}, listed in {scp} line {line_no}; fix: correct the path or remove that line")
+    raise DsrUserError(
+        f"{path} does not exist{tried}, listed in {scp} line {line_no}; fix: correct the path or remove that line"
+    )
 
 
 def prepare_kaldi_dir(
@@ -125,7 +133,11 @@ def prepare_kaldi_dir(
     if not texts:
         raise DsrUserError(f"{text_path} is empty; fix: add '<utt-id> <transcript>' lines")
     segments = _read_segments(data_dir / "segments")
-    utt2spk = {utt: fields[0] for utt, (_, fields) in _read_table(data_dir / "utt2spk", 2, 1).items()} if (data_dir / "utt2spk").is_file() else {}
+    utt2spk = (
+        {utt: fields[0] for utt, (_, fields) in _read_table(data_dir / "utt2spk", 2, 1).items()}
+        if (data_dir / "utt2spk").is_file()
+        else {}
+    )
 
     # Every wav.scp entry must point at a real file: a broken path is a layout error
     # even if no utterance of the split uses it.
@@ -139,13 +151,19 @@ def prepare_kaldi_dir(
         text = fields[0] if fields else ""
         if segments is not None:
             if utt_id not in segments:
-                raise DsrUserError(f"{text_path} line {line_no}: {utt_id!r} is not in {data_dir / 'segments'}; fix: add its segment or remove the line")
+                raise DsrUserError(
+                    f"{text_path} line {line_no}: {utt_id!r} is not in {data_dir / 'segments'}; fix: add its segment or remove the line"
+                )
             seg = segments[utt_id]
         else:
             seg = _Segment(utt_id, 0.0, -1.0, line_no)
         if seg.rec_id not in paths:
-            where = f"{data_dir / 'segments'} line {seg.line_no}" if segments is not None else f"{text_path} line {line_no}"
-            raise DsrUserError(f"{where}: recording {seg.rec_id!r} is not in {scp_path}; fix: add it to wav.scp or remove the utterance")
+            where = (
+                f"{data_dir / 'segments'} line {seg.line_no}" if segments is not None else f"{text_path} line {line_no}"
+            )
+            raise DsrUserError(
+                f"{where}: recording {seg.rec_id!r} is not in {scp_path}; fix: add it to wav.scp or remove the utterance"
+            )
         if seg.rec_id not in infos:
             try:
                 infos[seg.rec_id] = check_audio(paths[seg.rec_id])
@@ -166,7 +184,15 @@ def prepare_kaldi_dir(
             used[seg.rec_id] = recording_from_info(seg.rec_id, info)
         recording = used[seg.rec_id]
         supervisions.append(
-            supervision_for(recording, text, segment_id=utt_id, start=start, duration=duration, speaker=utt2spk.get(utt_id), language=language)
+            supervision_for(
+                recording,
+                text,
+                segment_id=utt_id,
+                start=start,
+                duration=duration,
+                speaker=utt2spk.get(utt_id),
+                language=language,
+            )
         )
         report.kept += 1
         report.duration_s += duration
@@ -174,9 +200,18 @@ def prepare_kaldi_dir(
     if segments is not None:
         unused = sorted(set(segments) - set(texts))
         if unused:
-            logger.warning("%s/%s: %d segments have no line in %s and are ignored (e.g. %s)", corpus, split, len(unused), text_path, ", ".join(unused[:3]))
+            logger.warning(
+                "%s/%s: %d segments have no line in %s and are ignored (e.g. %s)",
+                corpus,
+                split,
+                len(unused),
+                text_path,
+                ", ".join(unused[:3]),
+            )
     if report.kept == 0:
-        raise DsrUserError(f"{data_dir}: every utterance was skipped ({report.summary()}); fix: check the files named in the log")
+        raise DsrUserError(
+            f"{data_dir}: every utterance was skipped ({report.summary()}); fix: check the files named in the log"
+        )
     write_manifests(list(used.values()), supervisions, manifest_dir, corpus, split)
     logger.info("%s", report.summary())
     return report
@@ -190,11 +225,15 @@ def _read_segments(path: Path) -> dict[str, _Segment] | None:
     for utt_id, (line_no, fields) in _read_table(path, 4, 3).items():
         parts = " ".join(fields).split()
         if len(parts) != 3:
-            raise DsrUserError(f"{path} line {line_no} must be '<utt-id> <rec-id> <start> <end>'; fix: correct that line")
+            raise DsrUserError(
+                f"{path} line {line_no} must be '<utt-id> <rec-id> <start> <end>'; fix: correct that line"
+            )
         try:
             start, end = float(parts[1]), float(parts[2])
         except ValueError:
-            raise DsrUserError(f"{path} line {line_no}: start/end {parts[1]!r} {parts[2]!r} are not numbers; fix: correct that line") from None
+            raise DsrUserError(
+                f"{path} line {line_no}: start/end {parts[1]!r} {parts[2]!r} are not numbers; fix: correct that line"
+            ) from None
         segments[utt_id] = _Segment(parts[0], start, end, line_no)
     return segments
 

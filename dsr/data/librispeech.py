@@ -17,8 +17,8 @@ So ``dsr features --corpus librispeech --split dev-clean`` reads
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lhotse.recipes.librispeech import LIBRISPEECH, MINI_LIBRISPEECH
 from lhotse.recipes.librispeech import download_librispeech as _lhotse_download
@@ -67,8 +67,9 @@ def download_librispeech(download_dir: Path, dataset_parts: Sequence[str], base_
         raise DsrUserError("nothing to download; fix: name the parts, e.g. --dataset-parts mini_librispeech")
     corpus_dir = Path(download_dir) / "LibriSpeech"
     for part in parts:
-        corpus_dir = run_download(_lhotse_download, _openslr_url(base_url, part), Path(download_dir),
-                                  dataset_parts=part, base_url=base_url)
+        corpus_dir = run_download(
+            _lhotse_download, _openslr_url(base_url, part), Path(download_dir), dataset_parts=part, base_url=base_url
+        )
     return corpus_dir
 
 
@@ -79,8 +80,11 @@ def parts_present(corpus_dir: Path) -> list[str]:
 
 def read_part(corpus_dir: Path, part: str) -> list[Entry]:
     """One entry per transcript line of the part; a line whose FLAC is missing is a layout error."""
-    part_dir = require_dir(Path(corpus_dir) / part, "LibriSpeech part folder",
-                           f"download or unpack {part}, or drop it from --dataset-parts")
+    part_dir = require_dir(
+        Path(corpus_dir) / part,
+        "LibriSpeech part folder",
+        f"download or unpack {part}, or drop it from --dataset-parts",
+    )
     entries: list[Entry] = []
     for trans in sorted(part_dir.rglob("*.trans.txt")):
         for line_no, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), start=1):
@@ -113,16 +117,26 @@ def prepare_librispeech(
     upper case with apostrophes, so they are unchanged).  Unusable utterances are
     skipped and listed in the reports, one per part.
     """
-    corpus_dir = require_dir(Path(corpus_dir), "LibriSpeech corpus dir",
-                             "pass the LibriSpeech folder (holding train-clean-100/, dev-clean/, ...) or use --download")
+    corpus_dir = require_dir(
+        Path(corpus_dir),
+        "LibriSpeech corpus dir",
+        "pass the LibriSpeech folder (holding train-clean-100/, dev-clean/, ...) or use --download",
+    )
     parts = resolve_parts(dataset_parts) if dataset_parts else parts_present(corpus_dir)
     if not parts:
         nested = corpus_dir / "LibriSpeech"
-        fix = f"pass --corpus-dir {nested}" if nested.is_dir() else "pass the folder holding train-clean-100/, dev-clean/, ..."
+        fix = (
+            f"pass --corpus-dir {nested}"
+            if nested.is_dir()
+            else "pass the folder holding train-clean-100/, dev-clean/, ..."
+        )
         raise DsrUserError(f"{corpus_dir} holds no LibriSpeech part folder; fix: {fix}")
     reports = []
     for part in parts:
         entries = read_part(corpus_dir, part)
-        reports.append(import_utterances(entries, manifest_dir, CORPUS, part, num_jobs=num_jobs,
-                                         language="English", normalize=normalize_text))
+        reports.append(
+            import_utterances(
+                entries, manifest_dir, CORPUS, part, num_jobs=num_jobs, language="English", normalize=normalize_text
+            )
+        )
     return reports

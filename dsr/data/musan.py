@@ -16,8 +16,8 @@ the file stems, which MUSAN makes unique across parts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lhotse.recipes.musan import download_musan as _lhotse_download
 
@@ -48,11 +48,14 @@ def check_parts(parts: Sequence[str]) -> list[str]:
 
 def read_part(corpus_dir: Path, part: str) -> list[Entry]:
     """One entry per wav under ``corpus_dir/part`` (recursively, sorted)."""
-    part_dir = require_dir(Path(corpus_dir) / part, "MUSAN part folder",
-                           f"unpack musan.tar.gz completely, or drop {part} from --part")
+    part_dir = require_dir(
+        Path(corpus_dir) / part, "MUSAN part folder", f"unpack musan.tar.gz completely, or drop {part} from --part"
+    )
     entries = [Entry(wav.stem, wav) for wav in sorted(part_dir.rglob("*.wav"))]
     if not entries:
-        raise DsrUserError(f"{part_dir} has no .wav files; fix: unpack musan.tar.gz completely, or drop {part} from --part")
+        raise DsrUserError(
+            f"{part_dir} has no .wav files; fix: unpack musan.tar.gz completely, or drop {part} from --part"
+        )
     return entries
 
 
@@ -60,12 +63,16 @@ def prepare_musan(
     corpus_dir: Path, manifest_dir: Path, parts: Sequence[str] = PARTS, num_jobs: int = 1
 ) -> list[PrepareReport]:
     """Write ``musan_recordings_<part>.jsonl.gz`` per part; unreadable files are skipped and listed."""
-    corpus_dir = require_dir(Path(corpus_dir), "MUSAN corpus dir",
-                             "pass the musan folder (holding music/, speech/, noise/) or use --download")
+    corpus_dir = require_dir(
+        Path(corpus_dir),
+        "MUSAN corpus dir",
+        "pass the musan folder (holding music/, speech/, noise/) or use --download",
+    )
     parts = check_parts(parts)
     if not parts:
         raise ValueError("parts must name at least one of " + ", ".join(PARTS))
     if not any((corpus_dir / p).is_dir() for p in parts) and (corpus_dir / "musan").is_dir():
         raise DsrUserError(f"{corpus_dir} holds no MUSAN part folder; fix: pass --corpus-dir {corpus_dir / 'musan'}")
-    return [import_recordings(read_part(corpus_dir, part), manifest_dir, CORPUS, part, num_jobs=num_jobs)
-            for part in parts]
+    return [
+        import_recordings(read_part(corpus_dir, part), manifest_dir, CORPUS, part, num_jobs=num_jobs) for part in parts
+    ]

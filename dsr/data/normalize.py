@@ -39,12 +39,21 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-_ONES = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN FIFTEEN "
-         "SIXTEEN SEVENTEEN EIGHTEEN NINETEEN").split()
+_ONES = (
+    "ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN FIFTEEN "
+    "SIXTEEN SEVENTEEN EIGHTEEN NINETEEN"
+).split()
 _TENS = "_ _ TWENTY THIRTY FORTY FIFTY SIXTY SEVENTY EIGHTY NINETY".split()
 _SCALES = ((10**9, "BILLION"), (10**6, "MILLION"), (1000, "THOUSAND"), (100, "HUNDRED"))
-_ORDINAL_WORDS = {"ONE": "FIRST", "TWO": "SECOND", "THREE": "THIRD", "FIVE": "FIFTH", "EIGHT": "EIGHTH",
-                  "NINE": "NINTH", "TWELVE": "TWELFTH"}
+_ORDINAL_WORDS = {
+    "ONE": "FIRST",
+    "TWO": "SECOND",
+    "THREE": "THIRD",
+    "FIVE": "FIFTH",
+    "EIGHT": "EIGHTH",
+    "NINE": "NINTH",
+    "TWELVE": "TWELFTH",
+}
 # 1,000 and 3.5 are read as numbers; "18th", "2nd" as ordinals; anything longer than 12 digits stays.
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d{1,12})(?:\.(\d+))?(st|nd|rd|th)?(?![\w])", re.IGNORECASE)
 

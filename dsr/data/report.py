@@ -40,7 +40,9 @@ class PrepareReport:
             kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.reason_counts().items()))
             line += f", skipped {len(self.skipped)} ({kinds})"
         if self.warned:
-            kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(r.split(":", 1)[0] for _, r in self.warned).items()))
+            kinds = ", ".join(
+                f"{k}: {n}" for k, n in sorted(Counter(r.split(":", 1)[0] for _, r in self.warned).items())
+            )
             line += f"; {len(self.warned)} kept with a warning ({kinds})"
         return line
 

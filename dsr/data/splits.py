@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 SplitOf = Callable[[str], str]
 
@@ -91,7 +91,7 @@ def split_by_hash(
         bounds.append((acc, split))
 
     def split_of(utt_id: str) -> str:
-        digest = hashlib.sha1(f"{seed}\0{key_of(utt_id)}".encode("utf-8")).digest()
+        digest = hashlib.sha1(f"{seed}\0{key_of(utt_id)}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2.0**64
         for upper, split in bounds:
             if u < upper:
@@ -101,9 +101,13 @@ def split_by_hash(
     return split_of
 
 
-def fsdd_split(test_speakers: Collection[str] = FSDD_TEST_SPEAKERS, dev_fraction: float = 0.1, seed: int = 0) -> SplitOf:
+def fsdd_split(
+    test_speakers: Collection[str] = FSDD_TEST_SPEAKERS, dev_fraction: float = 0.1, seed: int = 0
+) -> SplitOf:
     """FSDD policy: ``test_speakers`` -> test; of the others, ~``dev_fraction`` of files -> dev."""
-    return split_by_key(fsdd_speaker_of, {"test": test_speakers}, default=split_by_hash(str, {"dev": dev_fraction}, seed))
+    return split_by_key(
+        fsdd_speaker_of, {"test": test_speakers}, default=split_by_hash(str, {"dev": dev_fraction}, seed)
+    )
 
 
 def arctic_split(dev_fraction: float = 0.05, test_fraction: float = 0.1, seed: int = 0) -> SplitOf:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from dsr.data.normalize import normalize_text
 from dsr.errors import DsrUserError
@@ -90,8 +90,10 @@ def split_file_sentences(
         candidates = decontaminate(sentences_of(f, min_words, max_words), exclude)
     need = sum(sizes.values())
     if len(candidates) < need:
-        raise DsrUserError(f"{path}: {len(candidates)} usable sentences ({min_words}-{max_words} words, no digits or "
-                           f"acronyms, none near an excluded text), {need} asked for; give more text or fewer utterances")
+        raise DsrUserError(
+            f"{path}: {len(candidates)} usable sentences ({min_words}-{max_words} words, no digits or "
+            f"acronyms, none near an excluded text), {need} asked for; give more text or fewer utterances"
+        )
     random.Random(seed).shuffle(candidates)
     out, start = {}, 0
     for split in ("test", "dev", "train"):  # test first: it does not move when train grows

@@ -107,7 +107,9 @@ def check_audio(path: Path, full_read_max_s: float = FULL_READ_MAX_S) -> AudioIn
             f"fix: rename it to the right suffix or convert it (e.g. sox/ffmpeg to .wav)"
         )
     frames = int(info.frames)
-    declared = _wav_declared_frames(path, str(info.subtype), int(info.channels)) if container in ("WAV", "WAVEX") else None
+    declared = (
+        _wav_declared_frames(path, str(info.subtype), int(info.channels)) if container in ("WAV", "WAVEX") else None
+    )
     rms_dbfs = None
     try:
         with sf.SoundFile(str(path)) as f:
@@ -131,12 +133,19 @@ def check_audio(path: Path, full_read_max_s: float = FULL_READ_MAX_S) -> AudioIn
     if declared is not None and declared > frames:
         # libsndfile shortens a truncated WAV's frame count to what the file holds, so the
         # decoded-vs-header test below cannot see it: compare with the data chunk's size.
-        raise SkipUtterance(f"truncated audio: WAV header says {declared} samples, the file holds {frames}; "
-                            "fix: re-export or re-copy the file")
+        raise SkipUtterance(
+            f"truncated audio: WAV header says {declared} samples, the file holds {frames}; "
+            "fix: re-export or re-copy the file"
+        )
     if decoded < frames:
         raise SkipUtterance(f"truncated audio: header says {frames} samples, decoded {decoded}")
-    return AudioInfo(path=path, sampling_rate=int(info.samplerate), num_samples=frames, num_channels=int(info.channels),
-                     rms_dbfs=rms_dbfs)
+    return AudioInfo(
+        path=path,
+        sampling_rate=int(info.samplerate),
+        num_samples=frames,
+        num_channels=int(info.channels),
+        rms_dbfs=rms_dbfs,
+    )
 
 
 def _wav_declared_frames(path: Path, subtype: str, channels: int) -> int | None:
@@ -175,8 +184,10 @@ def audio_warning(info: AudioInfo) -> str | None:
     but its transcript cannot be heard in it, so the user is told.
     """
     if info.near_silent:
-        return (f"near-silent audio: RMS {info.rms_dbfs:.0f} dBFS (< {NEAR_SILENT_DBFS:g}); "
-                "fix: check the recording level, or remove the file if it holds no speech")
+        return (
+            f"near-silent audio: RMS {info.rms_dbfs:.0f} dBFS (< {NEAR_SILENT_DBFS:g}); "
+            "fix: check the recording level, or remove the file if it holds no speech"
+        )
     return None
 
 
@@ -202,8 +213,7 @@ def check_transcript(text: str, duration: float, max_chars_per_second: float = D
         raise SkipUtterance(f"empty transcript: no letters or digits in {stripped!r}")
     if spoken > max_chars_per_second * duration:
         raise SkipUtterance(
-            f"transcript too long for audio: {spoken} characters in {duration:.2f} s"
-            f" (> {max_chars_per_second:g}/s)"
+            f"transcript too long for audio: {spoken} characters in {duration:.2f} s (> {max_chars_per_second:g}/s)"
         )
     return stripped
 

@@ -204,8 +204,9 @@ def modified_beam_search(
             # a partial match would keep its pending bonus for the choice and push a
             # better hypothesis out of the beam, and one that extends a match would not
             # count its reward.
-            cand = cand + torch.stack([_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows)
-                                       for h in flat]).to(device)
+            cand = cand + torch.stack(
+                [_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows) for h in flat]
+            ).to(device)
         padded[utt, slot] = cand
         padded_lp = torch.zeros_like(padded)
         padded_lp[utt, slot] = log_probs
@@ -221,8 +222,9 @@ def modified_beam_search(
                 h_idx, tok = divmod(flat_k, vocab)
                 h = hyps[j][h_idx]
                 if tok == blank:
-                    _add_merged(new_beam, _Hyp(h.tokens, h.am_score + lp, h.timestamps, h.context_score,
-                                               h.context_state))
+                    _add_merged(
+                        new_beam, _Hyp(h.tokens, h.am_score + lp, h.timestamps, h.context_score, h.context_state)
+                    )
                     continue
                 ctx_score, state = h.context_score, h.context_state
                 if context_graph is not None and state is not None:

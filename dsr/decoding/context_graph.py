@@ -20,9 +20,9 @@ twice (reward + pending); the pending half is returned if the longer phrase fail
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from dsr.errors import DsrUserError
 
@@ -201,7 +201,9 @@ def read_hotwords(path: Path) -> list[tuple[str, float | None]]:
             try:
                 score = float(score_str)
             except ValueError:
-                raise DsrUserError(f"{path}:{lineno}: score {score_str!r} is not a number (format: PHRASE<TAB>SCORE)")
+                raise DsrUserError(
+                    f"{path}:{lineno}: score {score_str!r} is not a number (format: PHRASE<TAB>SCORE)"
+                ) from None
         if not text.strip():
             raise DsrUserError(f"{path}:{lineno}: empty phrase before the tab")
         out.append((text.strip(), score))
@@ -219,6 +221,4 @@ def load_context_graph(path: Path, encode: Callable[[str], list[int]], default_s
         if not ids:
             raise DsrUserError(f"hotword {text!r} in {path} tokenises to nothing; remove it")
         token_ids.append(ids)
-    return ContextGraph(
-        token_ids, [s for _, s in entries], [t for t, _ in entries], default_score=default_score
-    )
+    return ContextGraph(token_ids, [s for _, s in entries], [t for t, _ in entries], default_score=default_score)

@@ -159,9 +159,16 @@ def whisper_nbest_record(utt_id: str, ref: str, hyps: list, whisper: WhisperDeco
         "utt_id": utt_id,
         "ref": ref,
         "hyps": [
-            {"text": whisper.tokenizer.decode(h.tokens), "tokens": h.tokens, "am_score": _finite(h.score),
-             "ctc_score": None, "attention_score": None, "context_score": 0.0, "timestamps": [],
-             "source": "search" if h.finished else "search-unfinished"}
+            {
+                "text": whisper.tokenizer.decode(h.tokens),
+                "tokens": h.tokens,
+                "am_score": _finite(h.score),
+                "ctc_score": None,
+                "attention_score": None,
+                "context_score": 0.0,
+                "timestamps": [],
+                "source": "search" if h.finished else "search-unfinished",
+            }
             for h in hyps
         ],
     }
@@ -192,9 +199,13 @@ class Decoder:
     def check_cuts(self, cuts: Any, name: str) -> None:
         """One-line error when the features of ``cuts`` are not the front end the model reads."""
         o = self.options
-        check_cuts_frontend(cuts, self.loaded.frontend, name,
-                            f"zero-shot {o.pretrained}" if o.pretrained else f"the model in {o.exp_dir}",
-                            expected_verb="reads" if o.pretrained else "was trained on")
+        check_cuts_frontend(
+            cuts,
+            self.loaded.frontend,
+            name,
+            f"zero-shot {o.pretrained}" if o.pretrained else f"the model in {o.exp_dir}",
+            expected_verb="reads" if o.pretrained else "was trained on",
+        )
 
     def label(self, method: str) -> str:
         """The result directory's name of ``method``: its name and what changes its output."""
@@ -226,13 +237,15 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
     # DecodeOptions requires lang_dir without pretrained (speech-LLM runs, which need none, never get here).
     assert o.pretrained or lang_dir is not None
     tokenizer = Tokenizer(lang_dir) if lang_dir is not None else None
-    loaded = load_decoding_model(o.exp_dir, o.epoch, o.avg, dev, o.use_averaged_model, o.int8, o.pretrained,
-                                 o.whisper_language, o.checkpoint)
+    loaded = load_decoding_model(
+        o.exp_dir, o.epoch, o.avg, dev, o.use_averaged_model, o.int8, o.pretrained, o.whisper_language, o.checkpoint
+    )
     if tokenizer is not None and lang_dir is not None:
         loaded.check_lang_dir(lang_dir, tokenizer, o.checkpoint or o.exp_dir)
     search = with_whisper_rescoring(
         search_options(o.beam_size, o.nbest or None, o.hotwords_file, o.hotword_score, tokenizer, o.attention_scale),
-        loaded.whisper, tokenizer,
+        loaded.whisper,
+        tokenizer,
     )
     for m in o.methods:
         check_method(loaded.model, m, "methods")
@@ -242,8 +255,9 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
         decoder.check_cuts(cuts, cuts_name)
         if o.streaming:
             first = next(iter(cuts), None)
-            frame_shift_ms = 1000 * (first.frame_shift if first is not None and first.frame_shift
-                                     else frontend.frame_shift)
+            frame_shift_ms = 1000 * (
+                first.frame_shift if first is not None and first.frame_shift else frontend.frame_shift
+            )
             decoder.stream = streaming_options(loaded.model, o.chunk_ms, o.left_context_chunks, frame_shift_ms)
     return decoder
 
@@ -275,8 +289,13 @@ def decode_one_batch(
 ) -> BatchResult:
     """Decode (N, T, F) features with (N,) lengths of ``cuts`` with ``method``; cuts whose audio the
     reference row cannot read are appended to ``unreadable``."""
-    model, whisper, tokenizer, opts, dev = decoder.model, decoder.whisper, decoder.tokenizer, decoder.search, \
-        decoder.device
+    model, whisper, tokenizer, opts, dev = (
+        decoder.model,
+        decoder.whisper,
+        decoder.tokenizer,
+        decoder.search,
+        decoder.device,
+    )
     batch_start = synced_clock(dev)
     nbests: list[list[Hypothesis]] = []
     hyps: list[list[int]] | None = None  # BPE token ids; the Whisper methods and the reference give texts
@@ -295,8 +314,9 @@ def decode_one_batch(
         enc, enc_lens = model.encode(feats, lens)
         if method.tokens == "whisper":
             assert whisper is not None  # check_method: the model has Whisper's decoder head
-            wnbest = whisper_nbest(model, whisper, enc, enc_lens, [c.duration for c in cuts], method.name,
-                                   opts.beam_size)
+            wnbest = whisper_nbest(
+                model, whisper, enc, enc_lens, [c.duration for c in cuts], method.name, opts.beam_size
+            )
             texts = [whisper.texts(hs[:1])[0] for hs in wnbest]
             if method.nbest:
                 out.records = [whisper_nbest_record(c.id, _ref(c), hs, whisper) for c, hs in zip(cuts, wnbest)]
@@ -306,8 +326,9 @@ def decode_one_batch(
             if decoder.lexicon is not None:
                 # expand_lexicon takes n-best methods of a dsr model, which has a lang_dir (zero-shot Whisper has neither)
                 assert tokenizer is not None
-                nbests = expand_nbest(model, enc, enc_lens, nbests, tokenizer, decoder.lexicon, method.name,
-                                      decoder.options.expand)
+                nbests = expand_nbest(
+                    model, enc, enc_lens, nbests, tokenizer, decoder.lexicon, method.name, decoder.options.expand
+                )
         else:
             hyps = best_tokens(model, enc, enc_lens, method.name)
         out.latency = [synced_clock(dev) - batch_start] * len(cuts)
@@ -349,8 +370,11 @@ def decode_dataset(
     audio_seconds = 0.0
     start = time.perf_counter()
     total = len(batches.cuts) if hasattr(batches.cuts, "__len__") else None
-    with Progress(disable=not progress, transient=True) as bar, torch.inference_mode(), \
-            PeakProcessMemory(decoder.device) as memory:
+    with (
+        Progress(disable=not progress, transient=True) as bar,
+        torch.inference_mode(),
+        PeakProcessMemory(decoder.device) as memory,
+    ):
         task = bar.add_task(description, total=total)
         for feats, lens, cut_list in batches:
             audio_seconds += sum(c.duration for c in cut_list)
@@ -360,26 +384,46 @@ def decode_dataset(
             chunk_seconds += res.chunk_seconds
             triples += [(c.id, _ref(c), text) for c, text in zip(res.cuts, res.texts)]
             bar.advance(task, len(res.texts))
-    return DatasetResult(triples, records, latency, chunk_seconds, audio_seconds, time.perf_counter() - start,
-                         memory, list(batches.unreadable))
+    return DatasetResult(
+        triples,
+        records,
+        latency,
+        chunk_seconds,
+        audio_seconds,
+        time.perf_counter() - start,
+        memory,
+        list(batches.unreadable),
+    )
 
 
 def write_results(
-    decoder: Decoder, method: DecodingMethod, data: DatasetResult, out: Path, split: str,
-    speaker_of: dict[str, str], cuts_file: Path | str = "",
+    decoder: Decoder,
+    method: DecodingMethod,
+    data: DatasetResult,
+    out: Path,
+    split: str,
+    speaker_of: dict[str, str],
+    cuts_file: Path | str = "",
 ) -> DecodeResult:
     """Score ``data`` and write the result files of one method and split under ``out`` (module docstring)."""
     o, stream, label = decoder.options, decoder.stream, decoder.label(method.name)
     if not data.triples and data.unreadable:
         first = data.unreadable[0]
-        raise DsrUserError(f"none of the {len(data.unreadable)} cuts of {cuts_file} could be read "
-                           f"(first: {first.source}: {first.error}); check the manifest's paths")
+        raise DsrUserError(
+            f"none of the {len(data.unreadable)} cuts of {cuts_file} could be read "
+            f"(first: {first.source}: {first.error}); check the manifest's paths"
+        )
     stats, char_stats = score(data.triples), score(data.triples, char_level=True)
     if data.unreadable:
-        logger.warning("%s %s: %d unreadable cut(s) skipped (listed in %s): %s", label, split,
-                       len(data.unreadable), out / "result.json",
-                       "; ".join(f"{u.cut_id} ({u.source})" for u in data.unreadable[:3])
-                       + (", ..." if len(data.unreadable) > 3 else ""))
+        logger.warning(
+            "%s %s: %d unreadable cut(s) skipped (listed in %s): %s",
+            label,
+            split,
+            len(data.unreadable),
+            out / "result.json",
+            "; ".join(f"{u.cut_id} ({u.source})" for u in data.unreadable[:3])
+            + (", ..." if len(data.unreadable) > 3 else ""),
+        )
     tag = decoder.loaded.tag
     write_recogs(out / "recogs.txt", data.triples)
     write_errs(out / "errs.txt", stats)
@@ -388,50 +432,75 @@ def write_results(
     write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
     records = sorted(data.records, key=lambda r: r["utt_id"])
     if method.nbest:
-        write_text_atomic(out / "nbest.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
-    res = DecodeResult(label, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
-                       data.elapsed / max(data.audio_seconds, 1e-9), out,
-                       stream.latency_ms if stream is not None else None, char_stats.wer, len(data.unreadable))
+        write_text_atomic(
+            out / "nbest.jsonl", "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+        )
+    res = DecodeResult(
+        label,
+        split,
+        stats.wer,
+        stats.errors,
+        stats.ref_words,
+        stats.num_sents,
+        data.elapsed / max(data.audio_seconds, 1e-9),
+        out,
+        stream.latency_ms if stream is not None else None,
+        char_stats.wer,
+        len(data.unreadable),
+    )
     mib = 1024.0**2
     memory, dev, opts, is_nbest = data.memory, decoder.device, decoder.search, method.nbest
     hotwords = is_nbest and o.hotwords_file is not None
-    write_json_atomic(out / "result.json", {
-        "method": label, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
-        "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf,
-        "cer": char_stats.wer, "char_errors": char_stats.errors, "ref_chars": char_stats.ref_words,
-        "audio_seconds": data.audio_seconds, "decode_seconds": data.elapsed,
-        "device": str(dev), "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
-        # Per-utterance latency (see the module docstring for its definition) and peak memory.
-        "latency_ms": latency_stats(data.latency),
-        "chunk_compute_ms": latency_stats(data.chunk_seconds) if stream is not None else None,
-        "peak_rss_delta_mb": memory.rss_delta_bytes / mib if memory.rss_delta_bytes is not None else None,
-        "peak_rss_reset": memory.rss_reset,
-        "cuda_peak_mb": memory.cuda_peak_bytes / mib if memory.cuda_peak_bytes is not None else None,
-        "num_unreadable": len(data.unreadable),
-        "unreadable": [u.to_dict() for u in data.unreadable],
-        # Search settings, null for the greedy methods that do not use them.
-        "beam_size": opts.beam_size if is_nbest else None,
-        "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,
-        "hotwords_file": str(o.hotwords_file) if hotwords else None,
-        "hotword_score": o.hotword_score if hotwords else None,
-        "attention_scale": opts.attention_scale if "attention" in method.heads else None,
-        # n-best expansion (null without --expand-lexicon)
-        "expand_lexicon": str(o.expand_lexicon) if decoder.lexicon is not None else None,
-        "expand_options": asdict(o.expand) if decoder.lexicon is not None else None,
-        # Streaming settings, null for offline decoding.
-        "streaming": stream is not None,
-        "chunk_ms": stream.chunk_ms if stream is not None else None,
-        "chunk_frames": stream.chunk_size if stream is not None else None,
-        "left_context_chunks": stream.left_context_chunks if stream is not None else None,
-        "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
-    })
+    write_json_atomic(
+        out / "result.json",
+        {
+            "method": label,
+            "split": split,
+            "checkpoint": tag,
+            "wer": res.wer,
+            "errors": res.errors,
+            "ref_words": res.ref_words,
+            "num_utts": res.num_utts,
+            "rtf": res.rtf,
+            "cer": char_stats.wer,
+            "char_errors": char_stats.errors,
+            "ref_chars": char_stats.ref_words,
+            "audio_seconds": data.audio_seconds,
+            "decode_seconds": data.elapsed,
+            "device": str(dev),
+            "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            # Per-utterance latency (see the module docstring for its definition) and peak memory.
+            "latency_ms": latency_stats(data.latency),
+            "chunk_compute_ms": latency_stats(data.chunk_seconds) if stream is not None else None,
+            "peak_rss_delta_mb": memory.rss_delta_bytes / mib if memory.rss_delta_bytes is not None else None,
+            "peak_rss_reset": memory.rss_reset,
+            "cuda_peak_mb": memory.cuda_peak_bytes / mib if memory.cuda_peak_bytes is not None else None,
+            "num_unreadable": len(data.unreadable),
+            "unreadable": [u.to_dict() for u in data.unreadable],
+            # Search settings, null for the greedy methods that do not use them.
+            "beam_size": opts.beam_size if is_nbest else None,
+            "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,
+            "hotwords_file": str(o.hotwords_file) if hotwords else None,
+            "hotword_score": o.hotword_score if hotwords else None,
+            "attention_scale": opts.attention_scale if "attention" in method.heads else None,
+            # n-best expansion (null without --expand-lexicon)
+            "expand_lexicon": str(o.expand_lexicon) if decoder.lexicon is not None else None,
+            "expand_options": asdict(o.expand) if decoder.lexicon is not None else None,
+            # Streaming settings, null for offline decoding.
+            "streaming": stream is not None,
+            "chunk_ms": stream.chunk_ms if stream is not None else None,
+            "chunk_frames": stream.chunk_size if stream is not None else None,
+            "left_context_chunks": stream.left_context_chunks if stream is not None else None,
+            "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
+        },
+    )
     logger.info(res.summary())
     return res
 
 
-def decode_manifest(options: DecodeOptions, cuts_file: Path | str, progress: bool = True,
-                    decoder: Decoder | None = None) -> list[DecodeResult]:
+def decode_manifest(
+    options: DecodeOptions, cuts_file: Path | str, progress: bool = True, decoder: Decoder | None = None
+) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each of ``options.methods``, score it and write the results under
     ``<exp_dir>/decode/<label>/<split>/`` (see the module docstring).
 
@@ -445,9 +514,20 @@ def decode_manifest(options: DecodeOptions, cuts_file: Path | str, progress: boo
         if options.num_threads > 0:
             torch.set_num_threads(options.num_threads)
         assert options.exp_dir is not None  # DecodeOptions requires it
-        return decode_speech_llm(Path(options.exp_dir), Path(cuts_file), options.methods, options.epoch, options.avg,
-                                 options.max_duration, resolve_device(options.device), progress, options.beam_size,
-                                 options.hotwords_file, options.nbest_file, options.speech_llm_scale)
+        return decode_speech_llm(
+            Path(options.exp_dir),
+            Path(cuts_file),
+            options.methods,
+            options.epoch,
+            options.avg,
+            options.max_duration,
+            resolve_device(options.device),
+            progress,
+            options.beam_size,
+            options.hotwords_file,
+            options.nbest_file,
+            options.speech_llm_scale,
+        )
     cuts = load_cuts(cuts_file)
     if decoder is None:
         decoder = prepare(options, cuts, str(cuts_file))
@@ -464,8 +544,9 @@ def decode_manifest(options: DecodeOptions, cuts_file: Path | str, progress: boo
         method = get_method(name)
         label = decoder.label(name)
         data = decode_dataset(decoder, method, batches, f"{label} {split}", progress)
-        results.append(write_results(decoder, method, data, out_root / "decode" / label / split, split, speaker_of,
-                                     cuts_file))
+        results.append(
+            write_results(decoder, method, data, out_root / "decode" / label / split, split, speaker_of, cuts_file)
+        )
     return results
 
 

@@ -66,8 +66,9 @@ def ctranslate2_dir(path: Path) -> Path:
 class FasterWhisperReference:
     """faster-whisper's greedy transcription of cuts, in dsr's decode loop."""
 
-    def __init__(self, pretrained: str, num_threads: int = 0, compute_type: str = "float32",
-                 language: str = "en") -> None:
+    def __init__(
+        self, pretrained: str, num_threads: int = 0, compute_type: str = "float32", language: str = "en"
+    ) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:
@@ -75,13 +76,17 @@ class FasterWhisperReference:
         from dsr.models.whisper.load import resolve_pretrained
 
         model_dir = ctranslate2_dir(resolve_pretrained(pretrained))
-        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type,
-                                  cpu_threads=num_threads or 0)
+        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=num_threads or 0)
         self.language = language
 
     def transcribe(self, audio: np.ndarray) -> str:
         segments, _ = self.model.transcribe(
-            audio, beam_size=1, temperature=0.0, without_timestamps=True, condition_on_previous_text=False,
-            vad_filter=False, language=self.language,
+            audio,
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            language=self.language,
         )
         return "".join(s.text for s in segments)

@@ -27,7 +27,11 @@ class TransducerGreedySearch:
     """
 
     def __init__(
-        self, model: HybridTransducer, batch_size: int, device: torch.device, max_sym_per_frame: int = 1,
+        self,
+        model: HybridTransducer,
+        batch_size: int,
+        device: torch.device,
+        max_sym_per_frame: int = 1,
         lookahead: int = 16,
     ) -> None:
         if max_sym_per_frame < 1:
@@ -44,8 +48,9 @@ class TransducerGreedySearch:
         # Encoder frame of each emitted token (parallel to hyps), counted across calls of advance.
         self.timestamps: list[list[int]] = [[] for _ in range(batch_size)]
         self.frames_seen = 0
-        self.context = torch.full((batch_size, self.predictor.context_size), model.blank_id, dtype=torch.long,
-                                  device=device)
+        self.context = torch.full(
+            (batch_size, self.predictor.context_size), model.blank_id, dtype=torch.long, device=device
+        )
         with torch.no_grad():
             self.dec_proj = self.joiner.decoder_proj(self.predictor(self.context, need_pad=False))  # (N, 1, J)
 
@@ -84,8 +89,9 @@ class TransducerGreedySearch:
             emit = (best[:, first] != model.blank_id) & valid[:, first]
             self._emit(emit, best[:, first], logits[:, first], self.frames_seen + t)
             for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
-                logits = self.joiner(enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1),
-                                      project_input=False)
+                logits = self.joiner(
+                    enc_proj[:, t : t + 1].unsqueeze(2), self.dec_proj.unsqueeze(1), project_input=False
+                )
                 logits = logits.reshape(n, -1)
                 frame_best = logits.argmax(dim=-1)
                 emit = valid[:, first] & (frame_best != model.blank_id)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -67,7 +67,9 @@ class Lexicon:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError as e:
-            hint = " (Debian: apt-get install wamerican, or bash tools/setup.sh --lm)" if path == DEFAULT_LEXICON else ""
+            hint = (
+                " (Debian: apt-get install wamerican, or bash tools/setup.sh --lm)" if path == DEFAULT_LEXICON else ""
+            )
             raise DsrUserError(f"{path}: no such word list{hint}; pass --expand-lexicon FILE, one word per line") from e
         try:
             return cls(text.splitlines())
@@ -100,7 +102,10 @@ class Lexicon:
 
 @torch.no_grad()
 def transducer_log_likelihood(
-    model: HybridTransducer, encoder_out: torch.Tensor, token_seqs: Sequence[Sequence[int]], batch_size: int = 64,
+    model: HybridTransducer,
+    encoder_out: torch.Tensor,
+    token_seqs: Sequence[Sequence[int]],
+    batch_size: int = 64,
     contexts_per_chunk: int = 256,
 ) -> list[float]:
     """Full-sum RNN-T log-likelihood ``log P(y | x)`` of each token sequence for one utterance.
@@ -175,9 +180,11 @@ def _acoustic_scorer(model: HybridTransducer, method: str) -> Callable[[torch.Te
     if method == "modified-beam-search":
         return lambda enc, seqs: transducer_log_likelihood(model, enc, seqs)
     if method == "ctc-prefix-beam-search":
+
         def ctc(enc: torch.Tensor, seqs: list[list[int]]) -> list[float]:
             lens = torch.tensor([enc.size(0)], device=enc.device)
             return ctc_log_likelihood(model.ctc_log_probs(enc.unsqueeze(0)), lens, [seqs], blank=model.blank_id)[0]
+
         return ctc
     raise DsrUserError(f"--expand-lexicon works with {' and '.join(EXPANDABLE_METHODS)} (got {method})")
 
@@ -207,8 +214,9 @@ def candidate_edits(words: list[str], lexicon: Lexicon, opts: ExpandOptions) -> 
         if w in lexicon:  # respelling known words too tripled the cost for 3 % fewer oracle errors (ARCTIC)
             continue
         edits.update(Edit(i, i + 1, c) for c, _ in lexicon.neighbours(w, opts.edits_for(w)))
-        edits.update(Edit(i, i + 1, f"{w[:k]} {w[k:]}") for k in range(1, len(w))
-                     if w[:k] in lexicon and w[k:] in lexicon)
+        edits.update(
+            Edit(i, i + 1, f"{w[:k]} {w[k:]}") for k in range(1, len(w)) if w[:k] in lexicon and w[k:] in lexicon
+        )
         for a, b in ((i - 1, i + 1), (i, i + 2)):
             if a >= 0 and b <= len(words):
                 joined = "".join(words[a:b])
@@ -239,8 +247,7 @@ def expand_hypothesis(
     """
     if not words:
         return []
-    spellable = [(e, toks) for e in candidate_edits(words, lexicon, opts)
-                 if (toks := encode(" ".join(e.apply(words))))]
+    spellable = [(e, toks) for e in candidate_edits(words, lexicon, opts) if (toks := encode(" ".join(e.apply(words))))]
     if not spellable:
         return []
     # 1. One edit at a time, each scored exactly against the parent.
@@ -304,14 +311,17 @@ def expand_nbest(
         added: list[Hypothesis] = []
         for parent in hyps[: opts.parents]:
             words = tokenizer.decode(parent.tokens).split()
-            more = expand_hypothesis(parent, words, lexicon, encode, lambda seqs: scorer(enc, seqs), opts, texts)
+            more = expand_hypothesis(
+                parent, words, lexicon, encode, lambda seqs, enc=enc: scorer(enc, seqs), opts, texts
+            )
             texts |= {tokenizer.decode(h.tokens) for h in more}
             added += more
         added.sort(key=lambda h: -h.am_score)
         if added and model.ctc_output is not None:
             lens = encoder_lens[n : n + 1]
-            ctc = ctc_log_likelihood(model.ctc_log_probs(encoder_out[n : n + 1]), lens, [[h.tokens for h in added]],
-                                     blank=model.blank_id)[0]
+            ctc = ctc_log_likelihood(
+                model.ctc_log_probs(encoder_out[n : n + 1]), lens, [[h.tokens for h in added]], blank=model.blank_id
+            )[0]
             added = [replace(h, ctc_score=c) for h, c in zip(added, ctc)]
         out.append(hyps + added)
     return out

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from dsr.decoding.quantize import quantize_int8
-from dsr.errors import DsrUserError
 from dsr.decoding.whisper_decode import WhisperDecoding, decoding_from_checkpoint, zero_shot_model
+from dsr.errors import DsrUserError
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer
@@ -41,8 +41,7 @@ class DecodingModel:
     def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, source: Path | str | None) -> None:
         """One-line error unless ``lang_dir`` holds the vocabulary this model (from ``source``) was trained with."""
         if self.vocab_size is not None:
-            check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size,
-                             f"the model in {source}")
+            check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size, f"the model in {source}")
 
 
 def load_decoding_model(
@@ -74,8 +73,10 @@ def load_decoding_model(
                 raise ValueError("load_decoding_model needs exp_dir, checkpoint or pretrained")
             ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model)
         if "speech_llm_config" in ckpt:
-            raise DsrUserError(f"{checkpoint or exp_dir} holds a speech-LLM: decode it with -m speech-llm-greedy or "
-                               "-m speech-llm-beam-search")
+            raise DsrUserError(
+                f"{checkpoint or exp_dir} holds a speech-LLM: decode it with -m speech-llm-greedy or "
+                "-m speech-llm-beam-search"
+            )
         model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         whisper = decoding_from_checkpoint(ckpt, model)

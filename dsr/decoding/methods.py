@@ -55,22 +55,27 @@ def _m(name: str, heads: tuple[str, ...], **kw: Any) -> DecodingMethod:
 
 
 #: name -> method, in the order ``dsr decode --help`` lists them.
-REGISTRY: dict[str, DecodingMethod] = {m.name: m for m in (
-    _m("greedy", ("transducer",), streaming=True),
-    _m("ctc-greedy", ("ctc",)),
-    _m("modified-beam-search", ("transducer",), nbest=True, expandable=True),
-    _m("ctc-prefix-beam-search", ("ctc",), nbest=True, expandable=True),
-    _m("ctc-attention-rescoring", ("ctc", "attention"), nbest=True, first_pass="ctc-prefix-beam-search"),
-    _m("transducer-attention-rescoring", ("transducer", "attention"), nbest=True, first_pass="modified-beam-search"),
-    _m("whisper-greedy", ("whisper",), tokens="whisper", zero_shot=True),
-    _m("whisper-beam-search", ("whisper",), nbest=True, tokens="whisper", zero_shot=True),
-    # faster-whisper's own greedy transcription of the cuts' audio, with --pretrained: the reference row.
-    _m("faster-whisper", (), tokens="text", zero_shot=True, reference=True),
-    # A speech-LLM checkpoint (dsr train --speech-llm): the LLM decodes, or reranks another method's n-best.
-    _m("speech-llm-greedy", ("speech_llm",), tokens="text"),
-    _m("speech-llm-beam-search", ("speech_llm",), nbest=True, tokens="text"),
-    _m("speech-llm-rescoring", ("speech_llm",), tokens="text"),
-)}
+REGISTRY: dict[str, DecodingMethod] = {
+    m.name: m
+    for m in (
+        _m("greedy", ("transducer",), streaming=True),
+        _m("ctc-greedy", ("ctc",)),
+        _m("modified-beam-search", ("transducer",), nbest=True, expandable=True),
+        _m("ctc-prefix-beam-search", ("ctc",), nbest=True, expandable=True),
+        _m("ctc-attention-rescoring", ("ctc", "attention"), nbest=True, first_pass="ctc-prefix-beam-search"),
+        _m(
+            "transducer-attention-rescoring", ("transducer", "attention"), nbest=True, first_pass="modified-beam-search"
+        ),
+        _m("whisper-greedy", ("whisper",), tokens="whisper", zero_shot=True),
+        _m("whisper-beam-search", ("whisper",), nbest=True, tokens="whisper", zero_shot=True),
+        # faster-whisper's own greedy transcription of the cuts' audio, with --pretrained: the reference row.
+        _m("faster-whisper", (), tokens="text", zero_shot=True, reference=True),
+        # A speech-LLM checkpoint (dsr train --speech-llm): the LLM decodes, or reranks another method's n-best.
+        _m("speech-llm-greedy", ("speech_llm",), tokens="text"),
+        _m("speech-llm-beam-search", ("speech_llm",), nbest=True, tokens="text"),
+        _m("speech-llm-rescoring", ("speech_llm",), tokens="text"),
+    )
+}
 
 ALL_METHODS = tuple(REGISTRY)
 #: The methods of dsr's hybrid model (and zero-shot Whisper); the speech-LLM's are SPEECH_LLM_METHODS.
@@ -116,10 +121,10 @@ def model_heads(model: Any) -> frozenset[str]:
 _MISSING = {
     "ctc": "a CTC head, but this model was trained without one (use_ctc false)",
     "transducer": "a transducer, but this model was trained without one (use_transducer false); "
-                  "use ctc-greedy or ctc-prefix-beam-search",
+    "use ctc-greedy or ctc-prefix-beam-search",
     "attention": "an attention decoder, but this model was trained without one (attention_decoder_layers 0)",
     "whisper": "Whisper's decoder head: train with dsr train --pretrained whisper-... (keeping its decoder), "
-               "or decode zero-shot Whisper (`pretrained` NAME)",
+    "or decode zero-shot Whisper (`pretrained` NAME)",
 }
 
 

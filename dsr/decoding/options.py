@@ -62,11 +62,15 @@ class ExpandOptions:
         parents: how many of the search's best hypotheses are expanded (``max_hyps`` each).
     """
 
-    max_edits: int = opt(2, "With --expand-lexicon: character edits to a lexicon word (one fewer for words of up "
-                         "to --expand-short-word letters).")
+    max_edits: int = opt(
+        2,
+        "With --expand-lexicon: character edits to a lexicon word (one fewer for words of up "
+        "to --expand-short-word letters).",
+    )
     per_word: int = opt(4, "With --expand-lexicon: candidates kept per word, best acoustic score first.")
-    max_am_drop: float = opt(8.0, "With --expand-lexicon: drop variants whose acoustic log-likelihood is this far "
-                             "below the 1-best's.")
+    max_am_drop: float = opt(
+        8.0, "With --expand-lexicon: drop variants whose acoustic log-likelihood is this far below the 1-best's."
+    )
     max_hyps: int = opt(32, "With --expand-lexicon: hypotheses added per utterance at most.")
     short_word: int = opt(4, "With --expand-lexicon: words of up to this many letters get one edit fewer.")
     parents: int = opt(3, "With --expand-lexicon: expand the non-words of this many of the best hypotheses.")
@@ -92,18 +96,24 @@ class ModelOptions:
     lang_dir: Path | None = opt(None, "Directory with bpe.model (not needed with --pretrained).")
     checkpoint: Path | None = opt(None, "One checkpoint file to decode instead of EXP_DIR's epochs (--epoch/--avg).")
     pretrained: str | None = opt(
-        None, "Decode zero-shot Whisper (whisper-tiny.en, whisper-base, or a Whisper dir/file) instead of a dsr "
-        "checkpoint, with -m whisper-greedy / whisper-beam-search. The cuts need whisper-fbank features.")
+        None,
+        "Decode zero-shot Whisper (whisper-tiny.en, whisper-base, or a Whisper dir/file) instead of a dsr "
+        "checkpoint, with -m whisper-greedy / whisper-beam-search. The cuts need whisper-fbank features.",
+    )
     whisper_language: str = opt("en", "With --pretrained multilingual Whisper: the language token of the prompt.")
     epoch: int = opt(0, "Decode epoch-E.pt (0 = the newest checkpoint).")
     avg: int = opt(1, "Average the model over the last AVG epochs ending at --epoch.")
     use_averaged_model: bool = opt(
-        True, "Average every model the trainer sampled during the last AVG epochs (needs epoch-(E-AVG).pt) "
-        "instead of only the AVG epoch-end checkpoints.")
+        True,
+        "Average every model the trainer sampled during the last AVG epochs (needs epoch-(E-AVG).pt) "
+        "instead of only the AVG epoch-end checkpoints.",
+    )
     device: str = opt("auto", "cpu, cuda or auto.")
     int8: bool = opt(
-        False, "Quantise the Linear layers to int8 (dynamic, CPU only): ~2x faster encoder for large models, "
-        "slightly different scores; results go to <method>-int8.")
+        False,
+        "Quantise the Linear layers to int8 (dynamic, CPU only): ~2x faster encoder for large models, "
+        "slightly different scores; results go to <method>-int8.",
+    )
 
     def _check_model(self, need_lang_dir: bool) -> None:
         if self.epoch < 0:
@@ -113,8 +123,11 @@ class ModelOptions:
         if self.pretrained and self.checkpoint is not None:
             raise OptionError("checkpoint", "give a dsr checkpoint or `pretrained` Whisper, not both")
         if self.exp_dir is None and self.checkpoint is None and not self.pretrained:
-            raise OptionError("exp_dir", "is required: the experiment directory with the checkpoints to decode "
-                              "(or give `checkpoint` FILE, or `pretrained` NAME for zero-shot Whisper)")
+            raise OptionError(
+                "exp_dir",
+                "is required: the experiment directory with the checkpoints to decode "
+                "(or give `checkpoint` FILE, or `pretrained` NAME for zero-shot Whisper)",
+            )
         if need_lang_dir and self.lang_dir is None:
             raise OptionError("lang_dir", "is required (the BPE model the checkpoint was trained with)")
         for name in ("lang_dir", "exp_dir", "checkpoint"):  # accept str paths from Python callers
@@ -129,12 +142,16 @@ class SearchFields:
 
     beam_size: int = opt(4, "Beam of the beam-search methods.")
     hotwords_file: Path | None = opt(
-        None, "Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE.")
+        None, "Phrases to bias the beam searches towards: one per line, optionally PHRASE<TAB>SCORE."
+    )
     hotword_score: float = opt(
-        1.0, "Bonus per matched hotword token, for phrases without their own score "
-        "(0.5-1 suited the transducer of the embedded recipe, ~2 its CTC head: bench/hotwords.py).")
+        1.0,
+        "Bonus per matched hotword token, for phrases without their own score "
+        "(0.5-1 suited the transducer of the embedded recipe, ~2 its CTC head: bench/hotwords.py).",
+    )
     attention_scale: float = opt(
-        1.0, "Attention-rescoring methods: rank by first-pass score + SCALE * attention-decoder score.")
+        1.0, "Attention-rescoring methods: rank by first-pass score + SCALE * attention-decoder score."
+    )
 
     def _check_search(self, methods: tuple[str, ...], pretrained: str | None) -> None:
         if self.beam_size < 1:
@@ -154,22 +171,30 @@ class DecodeOptions(SearchFields, ModelOptions):
     num_threads: int = opt(0, "torch CPU threads (0 = default).")
     nbest: int = opt(0, "Hypotheses per utterance in nbest.jsonl (0 = --beam-size).")
     streaming: bool = opt(
-        False, "Decode chunk by chunk with cached encoder state, as live audio (greedy only; needs a --causal model).")
+        False, "Decode chunk by chunk with cached encoder state, as live audio (greedy only; needs a --causal model)."
+    )
     chunk_ms: float = opt(0.0, "With --streaming: audio per chunk in ms, a multiple of 40 (one encoder frame).")
     left_context_chunks: int | None = opt(
-        None, "With --streaming: chunks of attention left context, -1 = all (default: the model's own).")
+        None, "With --streaming: chunks of attention left context, -1 = all (default: the model's own)."
+    )
     expand_lexicon: Path | None = opt(
-        None, "Word list (one word per line, e.g. /usr/share/dict/american-english): add respellings, splits and "
+        None,
+        "Word list (one word per line, e.g. /usr/share/dict/american-english): add respellings, splits and "
         "joins of the 1-best's out-of-lexicon words, scored by the model, to the n-best list for LLM rescoring "
-        "(modified-beam-search, ctc-prefix-beam-search; results go to <method>+lexicon).")
+        "(modified-beam-search, ctc-prefix-beam-search; results go to <method>+lexicon).",
+    )
     # Nested: its fields become --expand-<field> flags (dsr.cli.options).
-    expand: ExpandOptions = opt(ExpandOptions(), "How far lexicon expansion goes.", nested=ExpandOptions,
-                                prefix="expand_")
+    expand: ExpandOptions = opt(
+        ExpandOptions(), "How far lexicon expansion goes.", nested=ExpandOptions, prefix="expand_"
+    )
     nbest_file: Path | None = opt(
-        None, "With -m speech-llm-rescoring: the nbest.jsonl of another method on the same cuts "
-        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood.")
+        None,
+        "With -m speech-llm-rescoring: the nbest.jsonl of another method on the same cuts "
+        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood.",
+    )
     speech_llm_scale: float = opt(
-        1.0, "With -m speech-llm-rescoring: rank by am_score + SCALE * speech-LLM log-likelihood.")
+        1.0, "With -m speech-llm-rescoring: rank by am_score + SCALE * speech-LLM log-likelihood."
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -185,12 +210,17 @@ class DecodeOptions(SearchFields, ModelOptions):
             raise OptionError("exp_dir", "is required: the results go to `exp_dir`/decode/")
         speech_llm = set(self.methods) & set(SPEECH_LLM_METHODS)
         if speech_llm and not set(self.methods) <= set(SPEECH_LLM_METHODS):
-            raise OptionError("methods", f"{', '.join(sorted(speech_llm))} decode a speech-LLM checkpoint: "
-                              "decode the other methods in another run")
+            raise OptionError(
+                "methods",
+                f"{', '.join(sorted(speech_llm))} decode a speech-LLM checkpoint: "
+                "decode the other methods in another run",
+            )
         self._check_model(need_lang_dir=not self.pretrained and not speech_llm)
         if speech_llm and (self.streaming or self.int8 or self.expand_lexicon is not None):
-            raise OptionError("methods", "speech-llm-* decode whole utterances in float32: drop `streaming`, `int8` "
-                              "and `expand_lexicon`")
+            raise OptionError(
+                "methods",
+                "speech-llm-* decode whole utterances in float32: drop `streaming`, `int8` and `expand_lexicon`",
+            )
         if "speech-llm-rescoring" in self.methods and self.nbest_file is None:
             raise OptionError("nbest_file", "is required by speech-llm-rescoring: the n-best list to rerank")
         if self.speech_llm_scale < 0:
@@ -203,21 +233,29 @@ class DecodeOptions(SearchFields, ModelOptions):
         if self.num_threads < 0:
             raise OptionError("num_threads", f"must be >= 0 (0 = torch's default), got {self.num_threads}")
         if self.nbest < 0 or self.nbest > self.beam_size:
-            raise OptionError("nbest", f"must be between 1 and `beam_size`={self.beam_size} (or 0 = `beam_size`), "
-                              f"got {self.nbest}")
+            raise OptionError(
+                "nbest", f"must be between 1 and `beam_size`={self.beam_size} (or 0 = `beam_size`), got {self.nbest}"
+            )
         if self.streaming and not set(self.methods) <= set(STREAMING_METHODS):
-            raise OptionError("streaming", f"decodes {' and '.join(STREAMING_METHODS)} only "
-                              f"(got {', '.join(self.methods)})")
+            raise OptionError(
+                "streaming", f"decodes {' and '.join(STREAMING_METHODS)} only (got {', '.join(self.methods)})"
+            )
         if not self.streaming and (self.chunk_ms or self.left_context_chunks is not None):
             raise OptionError("chunk_ms", "and `left_context_chunks` only apply with `streaming`")
         if self.pretrained and not set(self.methods) <= set(ZERO_SHOT_METHODS):
-            raise OptionError("pretrained", f"decodes zero-shot Whisper: use `methods` {' or '.join(ZERO_SHOT_METHODS)}")
+            raise OptionError(
+                "pretrained", f"decodes zero-shot Whisper: use `methods` {' or '.join(ZERO_SHOT_METHODS)}"
+            )
         if not self.pretrained and set(self.methods) & set(REFERENCE_METHODS):
-            raise OptionError("methods", f"{', '.join(REFERENCE_METHODS)} transcribes with a pretrained Whisper: "
-                              "give `pretrained` NAME")
+            raise OptionError(
+                "methods",
+                f"{', '.join(REFERENCE_METHODS)} transcribes with a pretrained Whisper: give `pretrained` NAME",
+            )
         if self.expand_lexicon is not None and not set(self.methods) <= set(EXPANDABLE_METHODS):
-            raise OptionError("expand_lexicon", f"needs n-best methods {' or '.join(EXPANDABLE_METHODS)} only "
-                              f"(got {', '.join(self.methods)})")
+            raise OptionError(
+                "expand_lexicon",
+                f"needs n-best methods {' or '.join(EXPANDABLE_METHODS)} only (got {', '.join(self.methods)})",
+            )
         if self.expand is None:
             self.expand = ExpandOptions()
         if self.hotwords_file is not None and not set(self.methods) & set(NBEST_METHODS):
@@ -229,21 +267,25 @@ class TranscribeOptions(SearchFields, ModelOptions):
     """Everything ``dsr transcribe`` and :class:`dsr.Recognizer` need besides the audio."""
 
     method: str = opt("greedy", f"{_METHODS_HELP}.", short="-m")
-    max_duration: float = opt(
-        0.0, "Seconds of audio per batch (0 = one file at a time).")
+    max_duration: float = opt(0.0, "Seconds of audio per batch (0 = one file at a time).")
 
     def __post_init__(self) -> None:
         m = get_method(self.method, "method")
         if m.reference:
-            raise OptionError("method", f"{self.method} is a reference row of dsr decode with `pretrained`; "
-                              "transcription decodes a dsr model or Whisper's own head")
+            raise OptionError(
+                "method",
+                f"{self.method} is a reference row of dsr decode with `pretrained`; "
+                "transcription decodes a dsr model or Whisper's own head",
+            )
         self._check_model(need_lang_dir=not self.pretrained)
         self._check_search((self.method,), self.pretrained)
         if self.pretrained and not m.zero_shot:
-            raise OptionError("pretrained", f"decodes zero-shot Whisper: use `method` "
-                              f"{' or '.join(n for n in ZERO_SHOT_METHODS if n not in REFERENCE_METHODS)}")
+            raise OptionError(
+                "pretrained",
+                f"decodes zero-shot Whisper: use `method` "
+                f"{' or '.join(n for n in ZERO_SHOT_METHODS if n not in REFERENCE_METHODS)}",
+            )
         if self.hotwords_file is not None and self.method not in NBEST_METHODS:
             raise OptionError("hotwords_file", f"needs method {' or '.join(NBEST_METHODS)} (got {self.method})")
         if self.max_duration < 0:
             raise OptionError("max_duration", f"must be >= 0 seconds (0 = one file at a time), got {self.max_duration}")
-

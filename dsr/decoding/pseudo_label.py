@@ -58,17 +58,19 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from lhotse import CutSet, SupervisionSegment
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
-from dsr.data.normalize import normalize_for_scoring
 from dsr.data.batches import DecodeBatches, Unreadable
+from dsr.data.cuts import load_cuts
+from dsr.data.normalize import normalize_for_scoring
 from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.greedy import TransducerGreedySearch, ctc_greedy_search
 from dsr.decoding.loading import DecodingModel, load_decoding_model
@@ -83,12 +85,11 @@ from dsr.decoding.methods import (
 from dsr.decoding.search import SearchOptions, nbest_search, with_whisper_rescoring
 from dsr.decoding.whisper_decode import WhisperDecoding, whisper_nbest
 from dsr.decoding.whisper_search import WhisperHypothesis
+from dsr.device import resolve_device
 from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, score_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
-from dsr.data.cuts import load_cuts
-from dsr.device import resolve_device
 from dsr.utils import atomic_path, write_json_atomic
 
 logger = logging.getLogger("dsr")
@@ -125,20 +126,24 @@ class PseudoLabelOptions:
     def __post_init__(self) -> None:
         if self.method not in PSEUDO_LABEL_METHODS:
             why = " (it gives no scores to measure confidence with)" if self.method in REFERENCE_METHODS else ""
-            raise ValueError(f"method {self.method!r} cannot pseudo-label{why}; choose from "
-                             f"{', '.join(PSEUDO_LABEL_METHODS)}")
+            raise ValueError(
+                f"method {self.method!r} cannot pseudo-label{why}; choose from {', '.join(PSEUDO_LABEL_METHODS)}"
+            )
         if not (_is_number(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0):
             # A confidence is a probability: above 1 nothing is ever kept (a percentage typed by mistake?).
             raise ValueError(f"min_confidence must be a probability in [0, 1] (got {self.min_confidence!r})")
         if not isinstance(self.beam_size, int) or self.beam_size < 1:
             raise ValueError(f"beam_size must be an int >= 1 (got {self.beam_size!r})")
         if self.method in NBEST_METHODS and self.beam_size < 2:
-            raise ValueError(f"method {self.method} measures confidence within its n-best list, which needs "
-                             f"beam_size >= 2 (got {self.beam_size}); use greedy or ctc-greedy for a beam of 1")
+            raise ValueError(
+                f"method {self.method} measures confidence within its n-best list, which needs "
+                f"beam_size >= 2 (got {self.beam_size}); use greedy or ctc-greedy for a beam of 1"
+            )
         if not (_is_number(self.attention_scale) and self.attention_scale >= 0):
             raise ValueError(f"attention_scale must be a number >= 0 (got {self.attention_scale!r})")
         if self.max_tokens_per_second is not None and not (
-                _is_number(self.max_tokens_per_second) and self.max_tokens_per_second > 0):
+            _is_number(self.max_tokens_per_second) and self.max_tokens_per_second > 0
+        ):
             raise ValueError(f"max_tokens_per_second must be None or a number > 0 (got {self.max_tokens_per_second!r})")
         if not isinstance(self.confidence_bins, int) or self.confidence_bins < 1:
             raise ValueError(f"confidence_bins must be an int >= 1 (got {self.confidence_bins!r})")
@@ -230,13 +235,21 @@ class Teacher:
         if method in WHISPER_METHODS:
             assert self.whisper is not None
             nbest = whisper_nbest(model, self.whisper, enc, enc_lens, durations, method, self.options.beam_size)
-            return [Label(self.whisper.tokenizer.decode(hs[0].tokens), len(hs[0].tokens), whisper_confidence(hs[0]),
-                          hs[0].finished) for hs in nbest]
+            return [
+                Label(
+                    self.whisper.tokenizer.decode(hs[0].tokens),
+                    len(hs[0].tokens),
+                    whisper_confidence(hs[0]),
+                    hs[0].finished,
+                )
+                for hs in nbest
+            ]
         if method in NBEST_METHODS:
             lists = nbest_search(model, enc, enc_lens, method, self.search)
             tokens = [hs[0].tokens for hs in lists]
-            confidences = [nbest_posterior([ranking_score(h, method, self.search.attention_scale) for h in hs])
-                           for hs in lists]
+            confidences = [
+                nbest_posterior([ranking_score(h, method, self.search.attention_scale) for h in hs]) for hs in lists
+            ]
         elif method == "greedy":
             search = TransducerGreedySearch(model, enc.size(0), enc.device)
             search.advance(enc, enc_lens)
@@ -250,9 +263,10 @@ class Teacher:
             raise AssertionError(method)
         assert self.tokenizer is not None
         rate = self.options.max_tokens_per_second
-        return [Label(self.tokenizer.decode(t), len(t), c,
-                      finished=rate is None or len(t) + 1 <= guard_limit(d, rate))
-                for t, c, d in zip(tokens, confidences, durations)]
+        return [
+            Label(self.tokenizer.decode(t), len(t), c, finished=rate is None or len(t) + 1 <= guard_limit(d, rate))
+            for t, c, d in zip(tokens, confidences, durations)
+        ]
 
 
 def load_teacher(
@@ -270,25 +284,37 @@ def load_teacher(
     checked to support ``options.method``."""
     method = options.method
     if (exp_dir is None) == (not pretrained):
-        raise DsrUserError("give the teacher as --exp-dir DIR (a dsr checkpoint, with --lang-dir) or --pretrained "
-                           "NAME (zero-shot Whisper), exactly one of them")
+        raise DsrUserError(
+            "give the teacher as --exp-dir DIR (a dsr checkpoint, with --lang-dir) or --pretrained "
+            "NAME (zero-shot Whisper), exactly one of them"
+        )
     if pretrained and method not in WHISPER_METHODS:
-        raise DsrUserError(f"--pretrained {pretrained} is zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)} "
-                           f"(got -m {method})")
+        raise DsrUserError(
+            f"--pretrained {pretrained} is zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)} "
+            f"(got -m {method})"
+        )
     if exp_dir is not None and not Path(exp_dir).is_dir():
         raise DsrUserError(f"--exp-dir {exp_dir} does not exist; give the directory of a trained model")
     if method not in WHISPER_METHODS and lang_dir is None:
         raise DsrUserError(f"-m {method} needs --lang-dir (the BPE model {exp_dir} was trained with)")
-    loaded = load_decoding_model(Path(exp_dir or "."), epoch, avg, device, use_averaged_model,
-                                 pretrained=pretrained, whisper_language=whisper_language)
+    loaded = load_decoding_model(
+        Path(exp_dir or "."),
+        epoch,
+        avg,
+        device,
+        use_averaged_model,
+        pretrained=pretrained,
+        whisper_language=whisper_language,
+    )
     check_method(loaded.model, method)
     tokenizer = Tokenizer(lang_dir) if lang_dir is not None and method not in WHISPER_METHODS else None
     search = SearchOptions(beam_size=options.beam_size, attention_scale=options.attention_scale)
     whisper = loaded.whisper
     search = with_whisper_rescoring(search, whisper, tokenizer)
     if whisper is not None and options.max_tokens_per_second is not None:
-        whisper = WhisperDecoding(whisper.tokenizer,
-                                  replace(whisper.search, max_tokens_per_second=options.max_tokens_per_second))
+        whisper = WhisperDecoding(
+            whisper.tokenizer, replace(whisper.search, max_tokens_per_second=options.max_tokens_per_second)
+        )
     name = pretrained if pretrained else f"{exp_dir} ({loaded.tag})"
     return Teacher(loaded, str(name), options, tokenizer, whisper, search)
 
@@ -349,9 +375,11 @@ class PseudoLabelReport:
         if self.wer_all is not None:
             kept = f"{self.wer_kept['wer']:.2f}%" if self.wer_kept is not None else "n/a"
             wer = f"; WER kept {kept}, all {self.wer_all['wer']:.2f}% ({self.num_references} refs)"
-        return (f"{self.method} ({self.model}) kept {self.num_kept}/{self.num_cuts} cuts "
-                f"({self.kept_seconds / 3600:.2f} h) with confidence >= {self.min_confidence:g} ({mean}dropped: "
-                f"{dropped}){wer} -> {self.out_file}")
+        return (
+            f"{self.method} ({self.model}) kept {self.num_kept}/{self.num_cuts} cuts "
+            f"({self.kept_seconds / 3600:.2f} h) with confidence >= {self.min_confidence:g} ({mean}dropped: "
+            f"{dropped}){wer} -> {self.out_file}"
+        )
 
 
 def report_path(out_file: Path) -> Path:
@@ -395,8 +423,16 @@ def confidence_bins(
         in_bin = [u for u, lab in labels.items() if low <= lab.confidence and (lab.confidence < high or last)]
         above = [u for u, lab in labels.items() if usable[u] and lab.confidence >= low]
         bin_wer, kept_wer = wer_of(in_bin, errors), wer_of(above, errors)
-        out.append(ConfidenceBin(round(low, 6), round(high, 6), len(in_bin), bin_wer["wer"] if bin_wer else None,
-                                 len(above), kept_wer["wer"] if kept_wer else None))
+        out.append(
+            ConfidenceBin(
+                round(low, 6),
+                round(high, 6),
+                len(in_bin),
+                bin_wer["wer"] if bin_wer else None,
+                len(above),
+                kept_wer["wer"] if kept_wer else None,
+            )
+        )
     return out
 
 
@@ -439,9 +475,15 @@ def labelled_cut(cut: Cut, label: Label, method: str, model: str) -> Cut:
         sup = cut.supervisions[0]
         new = fastcopy(sup, text=text, custom={**(sup.custom or {}), "pseudo_label": info})
     else:
-        new = SupervisionSegment(id=cut.id, recording_id=cut.recording_id, start=0.0, duration=cut.duration,
-                                 channel=cut.channel if isinstance(cut.channel, int) else 0, text=text,
-                                 custom={"pseudo_label": info})
+        new = SupervisionSegment(
+            id=cut.id,
+            recording_id=cut.recording_id,
+            start=0.0,
+            duration=cut.duration,
+            channel=cut.channel if isinstance(cut.channel, int) else 0,
+            text=text,
+            custom={"pseudo_label": info},
+        )
     return fastcopy(cut, supervisions=[new])
 
 
@@ -464,8 +506,10 @@ def _targets(cuts: CutSet, onto_cuts: Path | None) -> dict[str, Cut]:
     onto = {c.id: c for c in load_cuts(onto_cuts)}
     missing = [c.id for c in cuts if c.id not in onto]
     if missing:
-        raise DsrUserError(f"--onto {onto_cuts} lacks {len(missing)} of the decoded cut ids (first: {missing[0]}); "
-                           "it must have features of the same audio, from dsr features on the same data")
+        raise DsrUserError(
+            f"--onto {onto_cuts} lacks {len(missing)} of the decoded cut ids (first: {missing[0]}); "
+            "it must have features of the same audio, from dsr features on the same data"
+        )
     return onto
 
 
@@ -519,22 +563,39 @@ def pseudo_label(
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     dev = resolve_device(device)
-    teacher = load_teacher(options, Path(exp_dir) if exp_dir is not None else None, pretrained,
-                           Path(lang_dir) if lang_dir is not None else None, dev, epoch, avg, use_averaged_model,
-                           whisper_language)
-    check_cuts_frontend(cuts, teacher.loaded.frontend, str(cuts_file),
-                        f"zero-shot {pretrained}" if pretrained else f"the model in {exp_dir}",
-                        expected_verb="reads" if pretrained else "was trained on")
+    teacher = load_teacher(
+        options,
+        Path(exp_dir) if exp_dir is not None else None,
+        pretrained,
+        Path(lang_dir) if lang_dir is not None else None,
+        dev,
+        epoch,
+        avg,
+        use_averaged_model,
+        whisper_language,
+    )
+    check_cuts_frontend(
+        cuts,
+        teacher.loaded.frontend,
+        str(cuts_file),
+        f"zero-shot {pretrained}" if pretrained else f"the model in {exp_dir}",
+        expected_verb="reads" if pretrained else "was trained on",
+    )
     start = time.perf_counter()
     labels, unreadable = decode_labels(teacher, cuts, max_duration, dev, progress)
     elapsed = time.perf_counter() - start
     if not labels and unreadable:
-        raise DsrUserError(f"none of the {len(unreadable)} cuts of {cuts_file} could be read (first: "
-                           f"{unreadable[0].source}: {unreadable[0].error}); check the manifest's paths")
+        raise DsrUserError(
+            f"none of the {len(unreadable)} cuts of {cuts_file} could be read (first: "
+            f"{unreadable[0].source}: {unreadable[0].error}); check the manifest's paths"
+        )
 
     reasons = {u: drop_reason(lab, options.min_confidence) for u, lab in labels.items()}
-    kept_cuts = [labelled_cut(targets[c.id], labels[c.id], options.method, teacher.name)
-                 for c in cuts if c.id in labels and reasons[c.id] is None]  # input order, not the batches'
+    kept_cuts = [
+        labelled_cut(targets[c.id], labels[c.id], options.method, teacher.name)
+        for c in cuts
+        if c.id in labels and reasons[c.id] is None
+    ]  # input order, not the batches'
     if kept_cuts:
         with atomic_path(out_file) as tmp:
             CutSet.from_cuts(kept_cuts).to_file(tmp)
@@ -544,16 +605,23 @@ def pseudo_label(
         out_file.unlink(missing_ok=True)
     refs = {c.id: ref for c in cuts if (ref := _reference(c)) is not None}
     report = PseudoLabelReport(
-        method=options.method, model=teacher.name, min_confidence=options.min_confidence,
-        cuts_file=str(cuts_file), out_file=str(out_file), report_file=str(report_path(out_file)),
-        num_cuts=len(cuts), num_kept=len(kept_cuts),
-        dropped={r: (len(unreadable) if r == "unreadable" else sum(x == r for x in reasons.values()))
-                 for r in DROP_REASONS},
+        method=options.method,
+        model=teacher.name,
+        min_confidence=options.min_confidence,
+        cuts_file=str(cuts_file),
+        out_file=str(out_file),
+        report_file=str(report_path(out_file)),
+        num_cuts=len(cuts),
+        num_kept=len(kept_cuts),
+        dropped={
+            r: (len(unreadable) if r == "unreadable" else sum(x == r for x in reasons.values())) for r in DROP_REASONS
+        },
         kept_seconds=sum(c.duration for c in kept_cuts),
         mean_confidence_kept=_mean([labels[c.id].confidence for c in kept_cuts]),
         mean_confidence_decoded=_mean([lab.confidence for lab in labels.values()]),
         num_references=sum(u in labels for u in refs),
-        decode_seconds=elapsed, options=asdict(options),
+        decode_seconds=elapsed,
+        options=asdict(options),
         onto_cuts=str(onto_cuts) if onto_cuts is not None else None,
         unreadable=[u.to_dict() for u in unreadable],
         **_measure(labels, reasons, refs, [c.id for c in kept_cuts], options.confidence_bins),
@@ -562,11 +630,16 @@ def pseudo_label(
     _log(report)
     if not kept_cuts:
         usable = [lab.confidence for u, lab in labels.items() if reasons[u] in (None, "low_confidence")]
-        best = (f"the most confident non-empty finished hypothesis has {max(usable):.3f}" if usable
-                else "no hypothesis is non-empty and finished")
-        raise DsrUserError(f"no cut of {cuts_file} reached --min-confidence {options.min_confidence:g} ({best}); "
-                           f"nothing written to {out_file}: choose a threshold from the WER-by-confidence table "
-                           f"in {report.report_file}")
+        best = (
+            f"the most confident non-empty finished hypothesis has {max(usable):.3f}"
+            if usable
+            else "no hypothesis is non-empty and finished"
+        )
+        raise DsrUserError(
+            f"no cut of {cuts_file} reached --min-confidence {options.min_confidence:g} ({best}); "
+            f"nothing written to {out_file}: choose a threshold from the WER-by-confidence table "
+            f"in {report.report_file}"
+        )
     return report
 
 
@@ -576,8 +649,11 @@ def _measure(
     """The report's WERs against the references: of the kept labels, of all, and by confidence."""
     errors = utterance_errors(labels, refs)
     usable = {u: r in (None, "low_confidence") for u, r in reasons.items()}
-    return {"wer_kept": wer_of(kept, errors), "wer_all": wer_of(list(labels), errors),
-            "confidence_bins": confidence_bins(labels, usable, errors, num_bins)}
+    return {
+        "wer_kept": wer_of(kept, errors),
+        "wer_all": wer_of(list(labels), errors),
+        "confidence_bins": confidence_bins(labels, usable, errors, num_bins),
+    }
 
 
 def _mean(values: list[float]) -> float | None:
@@ -587,9 +663,16 @@ def _mean(values: list[float]) -> float | None:
 def _log(report: PseudoLabelReport) -> None:
     """A warning for the unreadable cuts, and the WER table."""
     if report.unreadable:
-        logger.warning("%d unreadable cut(s) skipped (listed in %s): %s", len(report.unreadable), report.report_file,
-                       "; ".join(f"{u['cut_id']} ({u['source']})" for u in report.unreadable[:3])
-                       + (", ..." if len(report.unreadable) > 3 else ""))
+        logger.warning(
+            "%d unreadable cut(s) skipped (listed in %s): %s",
+            len(report.unreadable),
+            report.report_file,
+            "; ".join(f"{u['cut_id']} ({u['source']})" for u in report.unreadable[:3])
+            + (", ..." if len(report.unreadable) > 3 else ""),
+        )
     if report.num_references:
-        logger.info("WER by confidence (%d cuts with references):\n%s", report.num_references,
-                    format_bins(report.confidence_bins))
+        logger.info(
+            "WER by confidence (%d cuts with references):\n%s",
+            report.num_references,
+            format_bins(report.confidence_bins),
+        )

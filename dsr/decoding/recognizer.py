@@ -105,13 +105,20 @@ class Recognizer:
         assert o.pretrained or lang_dir is not None
         self.tokenizer = Tokenizer(lang_dir) if lang_dir is not None else None
         self.loaded: DecodingModel = load_decoding_model(
-            o.exp_dir, o.epoch, o.avg, self.device, o.use_averaged_model, o.int8, o.pretrained, o.whisper_language,
-            o.checkpoint)
+            o.exp_dir,
+            o.epoch,
+            o.avg,
+            self.device,
+            o.use_averaged_model,
+            o.int8,
+            o.pretrained,
+            o.whisper_language,
+            o.checkpoint,
+        )
         if self.tokenizer is not None and lang_dir is not None:
             self.loaded.check_lang_dir(lang_dir, self.tokenizer, o.checkpoint or o.exp_dir)
         self.method: DecodingMethod = check_method(self.loaded.model, o.method)
-        search = search_options(o.beam_size, None, o.hotwords_file, o.hotword_score, self.tokenizer,
-                                o.attention_scale)
+        search = search_options(o.beam_size, None, o.hotwords_file, o.hotword_score, self.tokenizer, o.attention_scale)
         self.search: SearchOptions = with_whisper_rescoring(search, self.loaded.whisper, self.tokenizer)
         self.frontend: FrontendConfig = frontend if frontend is not None else frontend_from_dict(self.loaded.frontend)
         # Seconds per encoder frame: the encoder's subsampling of the front end's frames.
@@ -132,7 +139,9 @@ class Recognizer:
     def _audio_item(self, source: str, audio: np.ndarray, what: str) -> _Item:
         feats = torch.from_numpy(compute_frontend(audio, self.frontend))
         if feats.shape[0] < MIN_FRAMES:
-            raise DsrUserError(f"{what} is too short to transcribe ({feats.shape[0] * self.frontend.frame_shift * 1000:g} ms)")
+            raise DsrUserError(
+                f"{what} is too short to transcribe ({feats.shape[0] * self.frontend.frame_shift * 1000:g} ms)"
+            )
         return _Item(source, feats, len(audio) / self.frontend.sampling_rate)
 
     def _array_item(self, i: int, samples: Any, sample_rate: int | None) -> _Item:
@@ -142,8 +151,9 @@ class Recognizer:
         if audio.size == 0:
             raise DsrUserError(f"array {i} has no samples")
         mono = to_mono(audio)
-        return self._audio_item(f"array {i}", resample(mono, int(sample_rate), self.frontend.sampling_rate),
-                                f"array {i}")
+        return self._audio_item(
+            f"array {i}", resample(mono, int(sample_rate), self.frontend.sampling_rate), f"array {i}"
+        )
 
     # ------------------------------------------------------------------ decoding
 
@@ -155,8 +165,9 @@ class Recognizer:
         if self.method.tokens == "whisper":
             whisper = self.loaded.whisper
             assert whisper is not None  # check_method: the model has Whisper's decoder head
-            nbest = whisper_nbest(model, whisper, enc, enc_lens, list(durations), self.method.name,
-                                  self.search.beam_size)
+            nbest = whisper_nbest(
+                model, whisper, enc, enc_lens, list(durations), self.method.name, self.search.beam_size
+            )
             out = []
             for hyps, duration in zip(nbest, durations):
                 best = hyps[0]
@@ -166,9 +177,16 @@ class Recognizer:
             return out
         assert self.tokenizer is not None
         tokens, frames = best_with_timestamps(model, enc, enc_lens, self.method.name, self.search)
-        return [Transcript("", self.tokenizer.decode(tok), [self.tokenizer.id_to_piece(t) for t in tok],
-                           [round(f * self.frame_seconds, 6) for f in fr], duration)
-                for tok, fr, duration in zip(tokens, frames, durations)]
+        return [
+            Transcript(
+                "",
+                self.tokenizer.decode(tok),
+                [self.tokenizer.id_to_piece(t) for t in tok],
+                [round(f * self.frame_seconds, 6) for f in fr],
+                duration,
+            )
+            for tok, fr, duration in zip(tokens, frames, durations)
+        ]
 
     def _decode_items(self, items: list[_Item]) -> list[Transcript]:
         lens = torch.tensor([it.feats.shape[0] for it in items], dtype=torch.int64)
@@ -224,8 +242,9 @@ class Recognizer:
             out += self._decode_items(batch)
         return out
 
-    def _transcribe_cuts(self, cuts: Any, unreadable: list[tuple[str, str]] | None,
-                         max_duration: float) -> list[Transcript]:
+    def _transcribe_cuts(
+        self, cuts: Any, unreadable: list[tuple[str, str]] | None, max_duration: float
+    ) -> list[Transcript]:
         if isinstance(cuts, (str, Path)):
             cuts = load_cuts(cuts)
         batches = DecodeBatches(cuts, max_duration, self.device, self.frontend)

@@ -8,9 +8,9 @@ exists and which heads it needs is :mod:`dsr.decoding.methods`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -70,8 +70,9 @@ def search_options(
         if tokenizer is None:
             raise ValueError("hotwords need the BPE tokenizer of the model's lang dir")
         graph = load_context_graph(Path(hotwords_file), tokenizer.encode, default_score=hotword_score)
-        logger.info("hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file,
-                    hotword_score)
+        logger.info(
+            "hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file, hotword_score
+        )
     return SearchOptions(beam_size, nbest, graph, attention_scale)
 
 
@@ -98,8 +99,9 @@ def nbest_search(
         if model.attention_decoder is None:
             raise ValueError(f"method {method} needs an attention decoder; this model has none")
         first = nbest_search(model, encoder_out, encoder_lens, RESCORING_FIRST_PASS[method], opts)
-        return attention_rescore(model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale,
-                                 opts.attention_tokens)
+        return attention_rescore(
+            model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale, opts.attention_tokens
+        )
     if method == "modified-beam-search":
         nbest = modified_beam_search(model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph)
         if model.ctc_output is not None:
@@ -108,8 +110,14 @@ def nbest_search(
             nbest = [[replace(h, ctc_score=c) for h, c in zip(hs, cs)] for hs, cs in zip(nbest, scores)]
         return nbest
     if method == "ctc-prefix-beam-search":
-        return ctc_prefix_beam_search(model.ctc_log_probs(encoder_out), encoder_lens, opts.beam_size, opts.nbest,
-                                      blank=model.blank_id, context_graph=opts.context_graph)
+        return ctc_prefix_beam_search(
+            model.ctc_log_probs(encoder_out),
+            encoder_lens,
+            opts.beam_size,
+            opts.nbest,
+            blank=model.blank_id,
+            context_graph=opts.context_graph,
+        )
     raise ValueError(f"method {method!r} has no n-best list in BPE tokens; choose from {', '.join(NBEST_METHODS)}")
 
 

@@ -37,8 +37,8 @@ from dsr.evaluation.latency import latency_stats, synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
-from dsr.models.speech_llm import SpeechLLM, llm_target, speech_llm_from_checkpoint
 from dsr.models.checkpoint import resolve_model_checkpoint
+from dsr.models.speech_llm import SpeechLLM, llm_target, speech_llm_from_checkpoint
 from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
@@ -77,20 +77,26 @@ def load_speech_llm(
     ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model=False)
     model, tokenizer, _ = speech_llm_from_checkpoint(ckpt, f"the checkpoint {tag} in {exp_dir}", hotwords)
     frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
-    return LoadedSpeechLLM(model.to(device).eval(), tokenizer, tag, frontend, ckpt.get("trainable_parameters"),
-                           ckpt.get("train_seconds"))
+    return LoadedSpeechLLM(
+        model.to(device).eval(), tokenizer, tag, frontend, ckpt.get("trainable_parameters"), ckpt.get("train_seconds")
+    )
 
 
 def speech_llm_nbest(
-    model: SpeechLLM, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, durations: list[float], method: str,
+    model: SpeechLLM,
+    encoder_out: torch.Tensor,
+    encoder_lens: torch.Tensor,
+    durations: list[float],
+    method: str,
     beam_size: int,
 ) -> list[list[SpeechLLMHypothesis]]:
     """N-best lists of a speech-LLM method (one hypothesis for greedy search), best first."""
     if method == "speech-llm-greedy":
         return [[h] for h in speech_llm_greedy_search(model, encoder_out, encoder_lens, durations)]
     if method == "speech-llm-beam-search":
-        return speech_llm_beam_search(model, encoder_out, encoder_lens, durations,
-                                      SpeechLLMSearchOptions(beam_size=beam_size))
+        return speech_llm_beam_search(
+            model, encoder_out, encoder_lens, durations, SpeechLLMSearchOptions(beam_size=beam_size)
+        )
     raise ValueError(f"not a speech-LLM method: {method!r}")
 
 
@@ -101,15 +107,21 @@ def read_nbest_file(path: Path) -> dict[str, list[dict[str, Any]]]:
         records = [json.loads(line) for line in lines if line.strip()]
         return {r["utt_id"]: list(r["hyps"]) for r in records}
     except OSError as e:
-        raise DsrUserError(f"--nbest-file {path}: cannot read it ({e.strerror}); give the nbest.jsonl that dsr decode "
-                           "-m modified-beam-search wrote") from e
+        raise DsrUserError(
+            f"--nbest-file {path}: cannot read it ({e.strerror}); give the nbest.jsonl that dsr decode "
+            "-m modified-beam-search wrote"
+        ) from e
     except (ValueError, KeyError, TypeError) as e:
         raise DsrUserError(f"--nbest-file {path}: not a dsr nbest.jsonl ({type(e).__name__}: {e})") from e
 
 
 def rerank_nbest(
-    model: SpeechLLM, tokenizer: Any, encoder_out: torch.Tensor, encoder_lens: torch.Tensor,
-    nbest: list[list[dict[str, Any]]], scale: float = 1.0,
+    model: SpeechLLM,
+    tokenizer: Any,
+    encoder_out: torch.Tensor,
+    encoder_lens: torch.Tensor,
+    nbest: list[list[dict[str, Any]]],
+    scale: float = 1.0,
 ) -> list[list[dict[str, Any]]]:
     """Another system's n-best lists reranked by ``am_score + scale * speech_llm_score``.
 
@@ -158,15 +170,19 @@ def decode_speech_llm(
 
     bad = [m for m in methods if m not in SPEECH_LLM_METHODS]
     if bad:
-        raise DsrUserError(f"-m {bad[0]} cannot be decoded with a speech-LLM checkpoint in the same run; give "
-                           f"{' or '.join(SPEECH_LLM_METHODS)} only")
+        raise DsrUserError(
+            f"-m {bad[0]} cannot be decoded with a speech-LLM checkpoint in the same run; give "
+            f"{' or '.join(SPEECH_LLM_METHODS)} only"
+        )
     if beam_size < 1:
         raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
     nbests: dict[str, list[dict[str, Any]]] = {}
     if "speech-llm-rescoring" in methods:
         if nbest_file is None:
-            raise DsrUserError("-m speech-llm-rescoring reranks another method's n-best list: give --nbest-file "
-                               "EXP/decode/modified-beam-search/SPLIT/nbest.jsonl")
+            raise DsrUserError(
+                "-m speech-llm-rescoring reranks another method's n-best list: give --nbest-file "
+                "EXP/decode/modified-beam-search/SPLIT/nbest.jsonl"
+            )
         nbests = read_nbest_file(nbest_file)
     if speech_llm_scale < 0:
         raise DsrUserError(f"--speech-llm-scale must be >= 0 (got {speech_llm_scale})")
@@ -188,8 +204,11 @@ def decode_speech_llm(
         latency: list[float] = []
         audio_seconds = 0.0
         start = time.perf_counter()
-        with Progress(disable=not progress, transient=True) as bar, torch.inference_mode(), \
-                PeakProcessMemory(dev) as memory:
+        with (
+            Progress(disable=not progress, transient=True) as bar,
+            torch.inference_mode(),
+            PeakProcessMemory(dev) as memory,
+        ):
             task = bar.add_task(f"{method} {split}", total=len(cuts))
             for feats, lens, cut_list in batches:
                 audio_seconds += sum(c.duration for c in cut_list)
@@ -198,18 +217,31 @@ def decode_speech_llm(
                 if method == "speech-llm-rescoring":
                     missing = [c.id for c in cut_list if not nbests.get(c.id)]
                     if missing:
-                        raise DsrUserError(f"--nbest-file {nbest_file} has no hypotheses for {missing[0]} of "
-                                           f"{cuts_file}: give the n-best list of the same cuts")
-                    reranked = rerank_nbest(model, tokenizer, enc, enc_lens, [nbests[c.id] for c in cut_list],
-                                            speech_llm_scale)
+                        raise DsrUserError(
+                            f"--nbest-file {nbest_file} has no hypotheses for {missing[0]} of "
+                            f"{cuts_file}: give the n-best list of the same cuts"
+                        )
+                    reranked = rerank_nbest(
+                        model, tokenizer, enc, enc_lens, [nbests[c.id] for c in cut_list], speech_llm_scale
+                    )
                     latency += [synced_clock(dev) - t0] * len(cut_list)
                     for cut, hs in zip(cut_list, reranked):
                         ref = cut.supervisions[0].text or ""
                         triples.append((cut.id, ref, hs[0]["text"]))
                         # JSON has no -inf: an impossible score is null, as in the other nbest.jsonl files.
-                        records.append({"utt_id": cut.id, "ref": ref, "hyps": [
-                            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in h.items()}
-                            for h in hs]})
+                        records.append(
+                            {
+                                "utt_id": cut.id,
+                                "ref": ref,
+                                "hyps": [
+                                    {
+                                        k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                        for k, v in h.items()
+                                    }
+                                    for h in hs
+                                ],
+                            }
+                        )
                     bar.advance(task, len(cut_list))
                     continue
                 nbest = speech_llm_nbest(model, enc, enc_lens, [c.duration for c in cut_list], method, beam_size)
@@ -218,16 +250,32 @@ def decode_speech_llm(
                     ref = cut.supervisions[0].text or ""
                     triples.append((cut.id, ref, tokenizer.decode(hyps[0].tokens, skip_special_tokens=True).strip()))
                     if method == "speech-llm-beam-search":
-                        records.append({"utt_id": cut.id, "ref": ref, "hyps": [
-                            {"text": tokenizer.decode(h.tokens, skip_special_tokens=True).strip(), "tokens": h.tokens,
-                             "am_score": h.score, "source": "search" if h.finished else "search-unfinished"}
-                            for h in hyps]})
+                        records.append(
+                            {
+                                "utt_id": cut.id,
+                                "ref": ref,
+                                "hyps": [
+                                    {
+                                        "text": tokenizer.decode(h.tokens, skip_special_tokens=True).strip(),
+                                        "tokens": h.tokens,
+                                        "am_score": h.score,
+                                        "source": "search" if h.finished else "search-unfinished",
+                                    }
+                                    for h in hyps
+                                ],
+                            }
+                        )
                 bar.advance(task, len(cut_list))
         elapsed = time.perf_counter() - start
         if not triples:
-            raise DsrUserError(f"none of the cuts of {cuts_file} could be decoded"
-                               + (f" (first: {batches.unreadable[0].source}: {batches.unreadable[0].error})"
-                                  if batches.unreadable else ""))
+            raise DsrUserError(
+                f"none of the cuts of {cuts_file} could be decoded"
+                + (
+                    f" (first: {batches.unreadable[0].source}: {batches.unreadable[0].error})"
+                    if batches.unreadable
+                    else ""
+                )
+            )
         stats, char_stats = score(triples), score(triples, char_level=True)
         out = Path(exp_dir) / "decode" / method / split
         write_recogs(out / "recogs.txt", triples)
@@ -238,27 +286,52 @@ def decode_speech_llm(
         if records:
             records.sort(key=lambda r: r["utt_id"])
             write_text_atomic(out / "nbest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        res = DecodeResult(method, split, stats.wer, stats.errors, stats.ref_words, stats.num_sents,
-                           elapsed / max(audio_seconds, 1e-9), out, None, char_stats.wer, len(batches.unreadable))
-        write_json_atomic(out / "result.json", {
-            "method": method, "split": split, "checkpoint": tag, "wer": res.wer, "errors": res.errors,
-            "ref_words": res.ref_words, "num_utts": res.num_utts, "rtf": res.rtf, "cer": char_stats.wer,
-            "char_errors": char_stats.errors, "ref_chars": char_stats.ref_words, "audio_seconds": audio_seconds,
-            "decode_seconds": elapsed, "device": str(dev),
-            "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
-            "latency_ms": latency_stats(latency),
-            "peak_rss_delta_mb": memory.rss_delta_bytes / 2**20 if memory.rss_delta_bytes is not None else None,
-            "peak_rss_reset": memory.rss_reset,
-            "cuda_peak_mb": memory.cuda_peak_bytes / 2**20 if memory.cuda_peak_bytes is not None else None,
-            "trainable_parameters": loaded.trainable_parameters, "train_seconds": loaded.train_seconds,
-            "num_unreadable": len(batches.unreadable),
-            "unreadable": [u.to_dict() for u in batches.unreadable],
-            "beam_size": beam_size if method == "speech-llm-beam-search" else None,
-            "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
-            "nbest_file": str(nbest_file) if method == "speech-llm-rescoring" else None,
-            "speech_llm_scale": speech_llm_scale if method == "speech-llm-rescoring" else None,
-            "prompt": model.prompt.text,
-        })
+        res = DecodeResult(
+            method,
+            split,
+            stats.wer,
+            stats.errors,
+            stats.ref_words,
+            stats.num_sents,
+            elapsed / max(audio_seconds, 1e-9),
+            out,
+            None,
+            char_stats.wer,
+            len(batches.unreadable),
+        )
+        write_json_atomic(
+            out / "result.json",
+            {
+                "method": method,
+                "split": split,
+                "checkpoint": tag,
+                "wer": res.wer,
+                "errors": res.errors,
+                "ref_words": res.ref_words,
+                "num_utts": res.num_utts,
+                "rtf": res.rtf,
+                "cer": char_stats.wer,
+                "char_errors": char_stats.errors,
+                "ref_chars": char_stats.ref_words,
+                "audio_seconds": audio_seconds,
+                "decode_seconds": elapsed,
+                "device": str(dev),
+                "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+                "latency_ms": latency_stats(latency),
+                "peak_rss_delta_mb": memory.rss_delta_bytes / 2**20 if memory.rss_delta_bytes is not None else None,
+                "peak_rss_reset": memory.rss_reset,
+                "cuda_peak_mb": memory.cuda_peak_bytes / 2**20 if memory.cuda_peak_bytes is not None else None,
+                "trainable_parameters": loaded.trainable_parameters,
+                "train_seconds": loaded.train_seconds,
+                "num_unreadable": len(batches.unreadable),
+                "unreadable": [u.to_dict() for u in batches.unreadable],
+                "beam_size": beam_size if method == "speech-llm-beam-search" else None,
+                "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
+                "nbest_file": str(nbest_file) if method == "speech-llm-rescoring" else None,
+                "speech_llm_scale": speech_llm_scale if method == "speech-llm-rescoring" else None,
+                "prompt": model.prompt.text,
+            },
+        )
         logger.info(res.summary())
         results.append(res)
     return results

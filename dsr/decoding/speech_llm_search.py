@@ -76,18 +76,23 @@ def _prompt_pass(model: SpeechLLM, encoder_out: torch.Tensor, encoder_lens: torc
         raise ValueError(f"encoder_out has {encoder_out.size(0)} rows, encoder_lens {encoder_lens.size(0)}")
     speech, speech_lens = model.speech_embeddings(encoder_out, encoder_lens)
     inputs = model.make_inputs(speech, speech_lens)
-    out = model.base_llm()(inputs_embeds=inputs.embeds, attention_mask=inputs.mask, position_ids=inputs.positions,
-                           use_cache=True, logits_to_keep=1)
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.cache, inputs.mask, \
-        inputs.positions[:, -1]
+    out = model.base_llm()(
+        inputs_embeds=inputs.embeds,
+        attention_mask=inputs.mask,
+        position_ids=inputs.positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.cache, inputs.mask, inputs.positions[:, -1]
 
 
 # transformers 5 names the KV cache argument and output ``cache`` (``past_key_values`` is deprecated).
 def _step(model: SpeechLLM, tokens: torch.Tensor, cache, mask: torch.Tensor, positions: torch.Tensor):
     """Feed (R,) tokens at (R,) positions; returns (R, V) log-probabilities and the extended mask."""
     mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)
-    out = model.base_llm()(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                           cache=cache, use_cache=True)
+    out = model.base_llm()(
+        input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None], cache=cache, use_cache=True
+    )
     return torch.log_softmax(out.logits[:, -1].float(), dim=-1), mask
 
 

@@ -42,8 +42,10 @@ def streaming_options(
     the fix); the left context defaults to the model's own ``left_context_chunks``."""
     encoder = model.encoder
     if not isinstance(encoder, ConformerEncoder):  # Whisper's encoder (dsr train --pretrained) has no streaming mode
-        raise DsrUserError("--streaming needs a Conformer trained with --causal --chunk-sizes; this model's Whisper "
-                           "encoder attends to whole utterances: decode it without --streaming")
+        raise DsrUserError(
+            "--streaming needs a Conformer trained with --causal --chunk-sizes; this model's Whisper "
+            "encoder attends to whole utterances: decode it without --streaming"
+        )
     if not encoder.causal:
         raise DsrUserError(
             "--streaming needs a model with causal convolutions; this one was trained without: "
@@ -60,8 +62,10 @@ def streaming_options(
     if left < -1:
         raise DsrUserError(f"--left-context-chunks must be -1 (all) or >= 0, got {left}")
     if not encoder.train_chunk_sizes and encoder.chunk_size < 0:
-        logger.warning("this model was trained with full attention only; streaming it will cost accuracy "
-                       "(train with --chunk-sizes for a model that streams well)")
+        logger.warning(
+            "this model was trained with full attention only; streaming it will cost accuracy "
+            "(train with --chunk-sizes for a model that streams well)"
+        )
     return StreamingOptions(chunk_ms, chunk_size, left, chunk_ms + LOOKAHEAD_FRAMES * frame_shift_ms)
 
 

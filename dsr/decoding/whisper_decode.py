@@ -72,12 +72,15 @@ def decoding_from_checkpoint(ckpt: dict[str, Any], model: HybridTransducer) -> W
     from dsr.models.whisper.tokenizer import WhisperTokenizer
 
     if "whisper_tokenizer" not in ckpt:
-        raise DsrUserError("this checkpoint has a Whisper decoder head but no whisper_tokenizer; it was written by an "
-                           "older dsr: retrain it")
+        raise DsrUserError(
+            "this checkpoint has a Whisper decoder head but no whisper_tokenizer; it was written by an "
+            "older dsr: retrain it"
+        )
     tokenizer = WhisperTokenizer(ckpt["whisper_tokenizer"], bool(ckpt.get("whisper_multilingual", False)))
     settings = ckpt.get("whisper_search", {})
     search = WhisperSearchOptions(
-        prompt=tuple(head.prompt), eot=head.eot,
+        prompt=tuple(head.prompt),
+        eot=head.eot,
         suppress_tokens=tuple(settings.get("suppress_tokens", ())),
         suppress_at_begin=tuple(settings.get("suppress_at_begin", ())),
         suppress_from=settings.get("suppress_from", head.eot + 1),
@@ -93,8 +96,10 @@ def zero_shot_model(pretrained: str, language: str = "en") -> tuple[HybridTransd
 
     loaded = load_whisper(resolve_pretrained(pretrained))
     if loaded.tokenizer_json is None:
-        raise DsrUserError(f"--pretrained {pretrained} has no tokenizer.json; convert it with "
-                           "dsr whisper convert SRC OUT --tokenizer tokenizer.json")
+        raise DsrUserError(
+            f"--pretrained {pretrained} has no tokenizer.json; convert it with "
+            "dsr whisper convert SRC OUT --tokenizer tokenizer.json"
+        )
     tokenizer = loaded.tokenizer()
     prompt = tuple(tokenizer.sot_sequence(language if loaded.multilingual else None))
     # No transducer or CTC head: Whisper's decoder decodes alone (vocab_size is a placeholder).
@@ -102,8 +107,11 @@ def zero_shot_model(pretrained: str, language: str = "en") -> tuple[HybridTransd
     cfg = whisper_model_config(base, loaded.dims, prompt, tokenizer.eot, whisper_decoder=True, pad_to_30s=True)
     model = build_model(cfg)
     load_whisper_weights(model, loaded.state_dict)
-    return model.eval(), WhisperDecoding(tokenizer, whisper_search_options(loaded, tokenizer, prompt)), \
-        f"zero-shot {pretrained}"
+    return (
+        model.eval(),
+        WhisperDecoding(tokenizer, whisper_search_options(loaded, tokenizer, prompt)),
+        f"zero-shot {pretrained}",
+    )
 
 
 def whisper_nbest(
@@ -121,8 +129,10 @@ def whisper_nbest(
     be a padded 30 s window whose frame count says nothing about the speech.
     """
     if not model.has_whisper_head:
-        raise DsrUserError(f"--method {method} needs a Whisper decoder head (dsr train --pretrained ... "
-                           "--whisper-decoder, or dsr decode --pretrained NAME for zero-shot Whisper)")
+        raise DsrUserError(
+            f"--method {method} needs a Whisper decoder head (dsr train --pretrained ... "
+            "--whisper-decoder, or dsr decode --pretrained NAME for zero-shot Whisper)"
+        )
     head = model.whisper_head()
     if method == "whisper-greedy":
         return [[h] for h in whisper_greedy_search(head, encoder_out, encoder_lens, durations, decoding.search)]

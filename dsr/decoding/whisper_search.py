@@ -116,14 +116,18 @@ class WhisperSearchOptions:
         if not _is_int(self.beam_size) or self.beam_size < 1:
             raise ValueError(f"WhisperSearchOptions.beam_size must be an int >= 1 (got {self.beam_size!r})")
         if self.length_penalty is not None and not (
-            isinstance(self.length_penalty, (int, float)) and math.isfinite(self.length_penalty)
+            isinstance(self.length_penalty, (int, float))
+            and math.isfinite(self.length_penalty)
             and self.length_penalty >= 0
         ):
             raise ValueError(
                 f"WhisperSearchOptions.length_penalty must be None or a finite float >= 0 (got {self.length_penalty!r})"
             )
-        if not (isinstance(self.max_tokens_per_second, (int, float)) and math.isfinite(self.max_tokens_per_second)
-                and self.max_tokens_per_second > 0):
+        if not (
+            isinstance(self.max_tokens_per_second, (int, float))
+            and math.isfinite(self.max_tokens_per_second)
+            and self.max_tokens_per_second > 0
+        ):
             raise ValueError(
                 f"WhisperSearchOptions.max_tokens_per_second must be a finite number > 0 "
                 f"(got {self.max_tokens_per_second!r})"
@@ -199,8 +203,12 @@ def _prepare(
         raise ValueError(f"encoder_out must be (N, S, D), got shape {tuple(encoder_out.shape)}")
     n, s, _ = encoder_out.shape
     vocab = decoder.vocab_size
-    for name, ids in (("prompt", opts.prompt), ("suppress_tokens", opts.suppress_tokens),
-                      ("suppress_at_begin", opts.suppress_at_begin), ("eot", (opts.eot,))):
+    for name, ids in (
+        ("prompt", opts.prompt),
+        ("suppress_tokens", opts.suppress_tokens),
+        ("suppress_at_begin", opts.suppress_at_begin),
+        ("eot", (opts.eot,)),
+    ):
         if any(i >= vocab for i in ids):
             raise ValueError(f"{name} has ids outside the decoder's vocabulary of {vocab}: {ids}")
     xa_lens = None
@@ -231,7 +239,7 @@ def _suppression_masks(
     if opts.suppress_tokens:
         always[list(opts.suppress_tokens)] = True
     if opts.suppress_from is not None:
-        always[opts.suppress_from:] = True
+        always[opts.suppress_from :] = True
     first = always.clone()
     if opts.suppress_at_begin:
         first[list(opts.suppress_at_begin)] = True
@@ -358,11 +366,7 @@ def _select(
         ``beam`` live candidates ``(row position, token, score)`` and the finished ones
         ``(row position, score)`` ranked above the last live one, both best first.
     """
-    candidates = [
-        (row.score + lp, r, tok)
-        for r, row in enumerate(rows)
-        for lp, tok in zip(top_lp[r], top_ids[r])
-    ]
+    candidates = [(row.score + lp, r, tok) for r, row in enumerate(rows) for lp, tok in zip(top_lp[r], top_ids[r])]
     # Stable sort: equal scores keep the row-then-rank order, the same alone or batched.
     candidates.sort(key=lambda c: -c[0])
     live: list[tuple[int, int, float]] = []
@@ -519,12 +523,15 @@ def whisper_sequence_log_probs(
         width = max(len(seq) for seq in seqs) - 1
         chunk = max(1, max_logits_elements // (width * vocab))
         for lo in range(0, len(seqs), chunk):
-            out.extend(_score_rows(decoder, base, xa_lens, seqs[lo: lo + chunk], utts[lo: lo + chunk],
-                                   len(prompt), eot, device))
+            out.extend(
+                _score_rows(
+                    decoder, base, xa_lens, seqs[lo : lo + chunk], utts[lo : lo + chunk], len(prompt), eot, device
+                )
+            )
     result: list[list[float]] = []
     pos = 0
     for hs in hyps:
-        result.append(out[pos: pos + len(hs)])
+        result.append(out[pos : pos + len(hs)])
         pos += len(hs)
     return result
 
@@ -546,7 +553,7 @@ def _score_rows(
     valid = torch.zeros(len(seqs), width - 1, dtype=torch.bool)
     for i, seq in enumerate(seqs):
         padded[i, : len(seq)] = torch.tensor(seq)
-        valid[i, prompt_len - 1: len(seq) - 1] = True
+        valid[i, prompt_len - 1 : len(seq) - 1] = True
     padded, valid = padded.to(device), valid.to(device)
     index = torch.tensor(utts, dtype=torch.long, device=device)
     cache = _select_rows(base, index)

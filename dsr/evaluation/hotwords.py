@@ -10,8 +10,8 @@ occurrence on a set that never says a hotword a false alarm.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from dsr.data.normalize import normalize_text
 

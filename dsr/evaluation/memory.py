@@ -8,8 +8,9 @@ created inside the block, while it is referenced.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -113,7 +114,7 @@ class PeakProcessMemory:
         self.cuda_peak_bytes: int | None = None
         self._start_rss: int | None = None
 
-    def __enter__(self) -> "PeakProcessMemory":
+    def __enter__(self) -> PeakProcessMemory:
         try:
             self._start_rss = proc_status_bytes("VmRSS")
             self.rss_reset = reset_peak_rss()

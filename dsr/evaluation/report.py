@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dsr.utils import write_json_atomic, write_text_atomic
 
@@ -31,7 +32,10 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("WER %", lambda r: f"{r['wer']:.2f}"),
     ("CER %", lambda r: _num(".2f")(r.get("cer"))),
     ("errors / words", lambda r: f"{r['errors']} / {r['ref_words']}"),
-    ("utts", lambda r: str(r["num_utts"]) + (f" (+{r['num_unreadable']} unreadable)" if r.get("num_unreadable") else "")),
+    (
+        "utts",
+        lambda r: str(r["num_utts"]) + (f" (+{r['num_unreadable']} unreadable)" if r.get("num_unreadable") else ""),
+    ),
     ("RTF", lambda r: f"{r['rtf']:.4f}"),
     ("p50 ms", _latency("p50")),  # per-utterance latency (see dsr.decoding.decode)
     ("p90 ms", _latency("p90")),
@@ -87,9 +91,14 @@ def rescoring_table(rows: list[dict]) -> list[str]:
     """
     if not rows:
         return []
-    lines = ["", "N-best rescoring (dsr rescore):", "",
-             "| method | LLM | split | first-pass WER % | oracle WER % | rescored WER % | rel. reduction % | weights "
-             "| decode s | LLM s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "N-best rescoring (dsr rescore):",
+        "",
+        "| method | LLM | split | first-pass WER % | oracle WER % | rescored WER % | rel. reduction % | weights "
+        "| decode s | LLM s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         first, res = r["first_pass_wer"], r["rescored_wer"]
         rel = 100.0 * (first - res) / first if first > 0 else 0.0
@@ -107,8 +116,10 @@ def rescoring_table(rows: list[dict]) -> list[str]:
         rescored = f"{res:.2f}"
         if r.get("without_llm_wer") is not None:
             rescored += f" ({r['without_llm_wer']:.2f} without the LLM)"
-        lines.append(f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
-                     f"| {oracle} | {rescored} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |")
+        lines.append(
+            f"| {r['method']} | {llm_label(r.get('llm', ''))} | {r['split']} | {first:.2f} "
+            f"| {oracle} | {rescored} | {rel:.1f} | {weights} | {'-' if decode_s is None else f'{decode_s:.1f}'} | {r['llm_seconds']:.1f} |"
+        )
     return lines
 
 

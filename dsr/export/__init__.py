@@ -11,6 +11,11 @@ from dsr.export.onnx import (
 )
 
 __all__ = [
-    "OnnxExportOptions", "OnnxExportResult", "StreamingExport", "check_exportable", "check_streamable", "export_onnx",
+    "OnnxExportOptions",
+    "OnnxExportResult",
+    "StreamingExport",
+    "check_exportable",
+    "check_streamable",
+    "export_onnx",
     "export_onnx_model",
 ]

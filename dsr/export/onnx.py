@@ -100,11 +100,15 @@ class OnnxExportOptions:
         if (self.exp_dir is None) == (self.checkpoint is None):
             raise DsrUserError("give exactly one of --exp-dir (with --epoch/--avg) or --checkpoint")
         if self.exp_dir is not None and not Path(self.exp_dir).is_dir():
-            raise DsrUserError(f"--exp-dir {self.exp_dir} is not a directory; pass the experiment directory of dsr train")
+            raise DsrUserError(
+                f"--exp-dir {self.exp_dir} is not a directory; pass the experiment directory of dsr train"
+            )
         if self.avg < 1:
             raise DsrUserError(f"--avg must be >= 1 (got {self.avg})")
         if not MIN_OPSET <= self.opset <= 21:
-            raise DsrUserError(f"--opset must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}")
+            raise DsrUserError(
+                f"--opset must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}"
+            )
         tokens = Path(self.lang_dir) / "tokens.txt"
         if not tokens.is_file():
             raise DsrUserError(f"{tokens} does not exist; pass the --lang-dir the model was trained with (dsr lang)")
@@ -415,8 +419,10 @@ def require_export_packages(int8: bool = True) -> None:
     missing = [name for name in ("onnx", "onnxruntime") if (name == "onnx" or int8) and
                importlib.util.find_spec(name) is None]  # fmt: skip
     if missing:
-        raise DsrUserError(f"dsr export onnx needs {' and '.join(missing)}: run bash tools/setup.sh --export "
-                           "(or pip install onnx onnxruntime)")
+        raise DsrUserError(
+            f"dsr export onnx needs {' and '.join(missing)}: run bash tools/setup.sh --export "
+            "(or pip install onnx onnxruntime)"
+        )
 
 
 def export_onnx(options: OnnxExportOptions) -> OnnxExportResult:
@@ -455,11 +461,15 @@ class StreamingExport:
 def check_streamable(cfg: ModelConfig, streaming: StreamingExport) -> None:
     """DsrUserError unless the model can be exported in sherpa-onnx's streaming layout."""
     if not cfg.causal:
-        raise DsrUserError("--streaming needs a model with causal convolutions (dsr train --causal --chunk-sizes ...); "
-                           "export this one without --streaming")
+        raise DsrUserError(
+            "--streaming needs a model with causal convolutions (dsr train --causal --chunk-sizes ...); "
+            "export this one without --streaming"
+        )
     if cfg.utterance_norm != "none":
-        raise DsrUserError(f"a model with utterance_norm {cfg.utterance_norm!r} needs the whole utterance and cannot "
-                           "stream; export it without --streaming")
+        raise DsrUserError(
+            f"a model with utterance_norm {cfg.utterance_norm!r} needs the whole utterance and cannot "
+            "stream; export it without --streaming"
+        )
     if not cfg.use_transducer:
         raise DsrUserError("--streaming exports the transducer; this model has only a CTC head")
     if streaming.chunk_size < 1:
@@ -565,7 +575,11 @@ def export_onnx_model(
 
 
 def _export_streaming_encoder(
-    model: HybridTransducer, cfg: ModelConfig, streaming: StreamingExport, path: Path, common: dict[str, Any],
+    model: HybridTransducer,
+    cfg: ModelConfig,
+    streaming: StreamingExport,
+    path: Path,
+    common: dict[str, Any],
     opset: int,
 ) -> None:
     """encoder.onnx in sherpa-onnx's online ``conformer`` layout (see :class:`_OnnxStreamingEncoder`)."""

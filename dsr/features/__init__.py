@@ -1,8 +1,8 @@
 """Log-mel front ends: Kaldi-compatible FBANK (kaldi-native-fbank; kaldifeat when importable) and Whisper's log-mel."""
 
 from dsr.features.audio import load_audio_mono, resample, speed_perturb
-from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.extract import FeatureReport, compute_features, cuts_path
+from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.frontend import (
     FrontendConfig,
     check_frontend_match,

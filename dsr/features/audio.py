@@ -57,7 +57,7 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=axis)
 
 
-def load_recording_mono(rec: "Recording", offset: float, duration: float, target_sr: int) -> np.ndarray:
+def load_recording_mono(rec: Recording, offset: float, duration: float, target_sr: int) -> np.ndarray:
     """``duration`` s of a lhotse recording from ``offset``: all channels downmixed, resampled to ``target_sr``.
 
     A segment covering the whole recording is read as a whole (no seek), so the same call

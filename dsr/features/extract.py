@@ -127,8 +127,12 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
                         channel=0,
                         supervisions=[new_sup],
                         features=features,
-                        custom={"source": rec.sources[0].source, "speed": factor, "frontend": frontend,
-                                **({"noise": mixed} if mixed else {})},
+                        custom={
+                            "source": rec.sources[0].source,
+                            "speed": factor,
+                            "frontend": frontend,
+                            **({"noise": mixed} if mixed else {}),
+                        },
                     )
                 )
     return cuts, skipped

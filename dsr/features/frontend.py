@@ -143,8 +143,10 @@ def check_frontend_match(
     # Only type and bin count are CLI options; other settings need the expected side's config.
     cli_fixes = exp["type"] != act["type"] or set(differing) <= {"num_mel_bins"}
     fix = f"recompute them with: {fix}" if cli_fixes else f"recompute them with the settings {exp}"
-    raise DsrUserError(f"{actual_what} are {describe_frontend(act, keys)} but {expected_what} {expected_verb} "
-                       f"{describe_frontend(exp, keys)}; {fix}")
+    raise DsrUserError(
+        f"{actual_what} are {describe_frontend(act, keys)} but {expected_what} {expected_verb} "
+        f"{describe_frontend(exp, keys)}; {fix}"
+    )
 
 
 def check_cuts_frontend(

@@ -17,9 +17,9 @@ epoch; speed perturbation's extra copies each get a different draw.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from lhotse import Recording, RecordingSet, load_manifest
@@ -47,20 +47,27 @@ class NoiseMixing:
             raise ValueError(f"prob must be in [0, 1], got {self.prob}")
 
 
-def load_noise(manifests: Sequence[Path], snr_db: tuple[float, float] = (10.0, 20.0), prob: float = 0.5,
-               seed: int = 0) -> NoiseMixing:
+def load_noise(
+    manifests: Sequence[Path], snr_db: tuple[float, float] = (10.0, 20.0), prob: float = 0.5, seed: int = 0
+) -> NoiseMixing:
     """Read recordings manifests (e.g. ``musan_recordings_noise.jsonl.gz``) into a :class:`NoiseMixing`."""
     recordings: list[Recording] = []
     for path in manifests:
         path = Path(path)
         if not path.is_file():
-            raise DsrUserError(f"noise manifest {path} does not exist; fix: run 'dsr prepare musan' or pass a recordings manifest")
+            raise DsrUserError(
+                f"noise manifest {path} does not exist; fix: run 'dsr prepare musan' or pass a recordings manifest"
+            )
         try:
             recordings += list(load_manifest(path, manifest_cls=RecordingSet))
         except Exception as exc:  # lhotse raises assorted errors for a file that is not a RecordingSet
-            raise DsrUserError(f"noise manifest {path} is not a recordings manifest ({exc}); fix: pass a *_recordings_*.jsonl.gz") from None
+            raise DsrUserError(
+                f"noise manifest {path} is not a recordings manifest ({exc}); fix: pass a *_recordings_*.jsonl.gz"
+            ) from None
     if not recordings:
-        raise DsrUserError(f"noise manifests {', '.join(map(str, manifests))} hold no recordings; fix: pass a non-empty one")
+        raise DsrUserError(
+            f"noise manifests {', '.join(map(str, manifests))} hold no recordings; fix: pass a non-empty one"
+        )
     return NoiseMixing(tuple(recordings), snr_db, prob, seed)
 
 

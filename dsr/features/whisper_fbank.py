@@ -124,8 +124,9 @@ def mel_filters(sampling_rate: int = 16000, n_fft: int = 400, num_mel_bins: int 
         (num_mel_bins, n_fft // 2 + 1) float64 array (read-only; librosa returns float32).
     """
     if num_mel_bins <= 0 or n_fft <= 0 or sampling_rate <= 0:
-        raise ValueError(f"sampling_rate, n_fft and num_mel_bins must be positive "
-                         f"(got {sampling_rate}, {n_fft}, {num_mel_bins})")
+        raise ValueError(
+            f"sampling_rate, n_fft and num_mel_bins must be positive (got {sampling_rate}, {n_fft}, {num_mel_bins})"
+        )
     return _mel_filters_cached(int(sampling_rate), int(n_fft), int(num_mel_bins))
 
 
@@ -176,8 +177,9 @@ def compute_whisper_fbank(
     x = torch.zeros(n + pad, dtype=torch.float64)
     x[:n] = torch.from_numpy(samples.astype(np.float64, copy=False))
     window = torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float64)
-    stft = torch.stft(x, cfg.n_fft, cfg.hop_length, window=window, center=True, pad_mode="reflect",
-                      return_complex=True)  # (n_fft // 2 + 1, 1 + (n + pad) // hop)
+    stft = torch.stft(
+        x, cfg.n_fft, cfg.hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
+    )  # (n_fft // 2 + 1, 1 + (n + pad) // hop)
     power = stft[:, :-1].abs() ** 2
     filters = torch.from_numpy(np.array(mel_filters(cfg.sampling_rate, cfg.n_fft, cfg.num_mel_bins)))
     log_spec = torch.clamp(filters @ power, min=1e-10).log10()  # (num_mel_bins, frames)

@@ -34,8 +34,9 @@ def vocabulary_info(lang_dir: Path | str, vocab_size: int) -> dict[str, Any]:
     }
 
 
-def check_vocabulary(recorded: dict[str, Any] | None, model_vocab_size: int, lang_dir: Path | str,
-                     lang_vocab_size: int, model_desc: str) -> None:
+def check_vocabulary(
+    recorded: dict[str, Any] | None, model_vocab_size: int, lang_dir: Path | str, lang_vocab_size: int, model_desc: str
+) -> None:
     """Raise :class:`DsrUserError` unless ``lang_dir`` holds the vocabulary the model was trained with.
 
     Args:
@@ -49,10 +50,17 @@ def check_vocabulary(recorded: dict[str, Any] | None, model_vocab_size: int, lan
     fix = "fix: pass the --lang-dir the model was trained with"
     if recorded is None:
         if model_vocab_size != lang_vocab_size:
-            raise DsrUserError(f"--lang-dir {lang_dir} has {lang_vocab_size} tokens but {model_desc} was trained with "
-                               f"{model_vocab_size}; {fix}")
-        logger.warning("%s records no vocabulary checksum (trained by an older dsr): cannot check that %s holds the "
-                       "tokens it was trained with, only their number (%d)", model_desc, lang_dir, lang_vocab_size)
+            raise DsrUserError(
+                f"--lang-dir {lang_dir} has {lang_vocab_size} tokens but {model_desc} was trained with "
+                f"{model_vocab_size}; {fix}"
+            )
+        logger.warning(
+            "%s records no vocabulary checksum (trained by an older dsr): cannot check that %s holds the "
+            "tokens it was trained with, only their number (%d)",
+            model_desc,
+            lang_dir,
+            lang_vocab_size,
+        )
         return
     now = vocabulary_info(lang_dir, lang_vocab_size)
     trained = f"{model_desc} was trained with {recorded.get('size')} tokens of {recorded.get('lang_dir')}"
@@ -60,5 +68,7 @@ def check_vocabulary(recorded: dict[str, Any] | None, model_vocab_size: int, lan
         raise DsrUserError(f"--lang-dir {lang_dir} has {lang_vocab_size} tokens but {trained}; {fix}")
     for key, name in (("bpe_model_sha256", "bpe.model"), ("tokens_sha256", "tokens.txt")):
         if recorded.get(key) and now[key] and recorded[key] != now[key]:
-            raise DsrUserError(f"--lang-dir {lang_dir} has another {name} (sha256 {now[key][:12]}) than {trained} "
-                               f"(sha256 {recorded[key][:12]}); {fix}")
+            raise DsrUserError(
+                f"--lang-dir {lang_dir} has another {name} (sha256 {now[key][:12]}) than {trained} "
+                f"(sha256 {recorded[key][:12]}); {fix}"
+            )

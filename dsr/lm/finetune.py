@@ -56,26 +56,35 @@ def finetune(
     lr = lr if lr is not None else (2e-4 if lora else 2e-5)
     check_hparams(epochs, lr, batch_size)
     if lora and (lora_rank < 1 or lora_alpha <= 0 or not 0 <= lora_dropout < 1):
-        raise ValueError(f"need lora_rank >= 1, lora_alpha > 0, 0 <= lora_dropout < 1; got "
-                         f"{lora_rank}, {lora_alpha}, {lora_dropout}")
+        raise ValueError(
+            f"need lora_rank >= 1, lora_alpha > 0, 0 <= lora_dropout < 1; got {lora_rank}, {lora_alpha}, {lora_dropout}"
+        )
     require_packages("transformers", "peft" if lora else "transformers")
     texts = read_texts(texts_file)
     transform = text_transform or read_lm_info(llm_path).get("text_transform", DEFAULT_TRANSFORM)
     # float32 whatever the source: adapter and AdamW updates underflow in half precision.
     model, tokenizer = load_causal_lm(llm_path, dtype="float32", device=device)
     if getattr(model, "hf_quantizer", None) is not None:
-        raise DsrUserError(f"{llm_path}: its weights stay packed in GGUF blocks (a GGUF kernel is installed) and "
-                           "cannot be trained; convert it to a Hugging Face directory first")
+        raise DsrUserError(
+            f"{llm_path}: its weights stay packed in GGUF blocks (a GGUF kernel is installed) and "
+            "cannot be trained; convert it to a Hugging Face directory first"
+        )
     bos_token, eos_token = model_boundary_tokens(llm_path, tokenizer)  # as dsr rescore will frame sentences
-    scorer = LlmScorer(model, tokenizer, text_transform=transform, name=str(out_dir), bos_token=bos_token,
-                       eos_token=eos_token)
+    scorer = LlmScorer(
+        model, tokenizer, text_transform=transform, name=str(out_dir), bos_token=bos_token, eos_token=eos_token
+    )
     initial = mean_score(scorer, texts, batch_size)
     if lora:
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly
-        cfg = LoraConfig(task_type="CAUSAL_LM", r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                         target_modules="all-linear")
+        cfg = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules="all-linear",
+        )
         # get_peft_model wraps the layers of ``model`` in place, so ``scorer`` sees the adapters.
         peft_model = get_peft_model(model, cfg)
         stats = train_causal_lm(peft_model, scorer, texts, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
@@ -86,9 +95,18 @@ def finetune(
             p.requires_grad_(True)
         stats = train_causal_lm(model, scorer, texts, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
         final = mean_score(scorer, texts, batch_size)
-    info = {"text_transform": transform, "trained_from": str(llm_path), "method": "lora" if lora else "full",
-            "lr": lr, "lora_rank": lora_rank if lora else None, "texts_file": str(texts_file),
-            "initial_score": initial, "final_score": final, **scorer.boundary_info(), **stats}
+    info = {
+        "text_transform": transform,
+        "trained_from": str(llm_path),
+        "method": "lora" if lora else "full",
+        "lr": lr,
+        "lora_rank": lora_rank if lora else None,
+        "texts_file": str(texts_file),
+        "initial_score": initial,
+        "final_score": final,
+        **scorer.boundary_info(),
+        **stats,
+    }
     save_lm(model, tokenizer, Path(out_dir), info)
     logger.info("fine-tuned %s (%s): mean sentence log-prob %.2f -> %.2f", llm_path, info["method"], initial, final)
     return info

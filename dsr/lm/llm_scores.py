@@ -41,8 +41,9 @@ def load_cached_scores(path: Path, scorer: LlmScorer) -> int:
                     added += key not in scorer.cache
                     scorer.cache[key] = float(s)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise DsrUserError(f"{path}:{lineno}: unreadable saved LLM scores ({e}); "
-                                   "delete the file to rescore") from e
+                raise DsrUserError(
+                    f"{path}:{lineno}: unreadable saved LLM scores ({e}); delete the file to rescore"
+                ) from e
     return added
 
 
@@ -62,7 +63,7 @@ def score_nbest(
     out: list[list[float]] = []
     pos = 0
     for u in utts:
-        out.append(flat[pos:pos + len(u.hyps)])
+        out.append(flat[pos : pos + len(u.hyps)])
         pos += len(u.hyps)
     if cache_file is not None:
         write_llm_scores(cache_file, utts, out, scorer.signature)
@@ -72,8 +73,16 @@ def score_nbest(
 def write_llm_scores(path: Path, utts: list[NbestUtt], scores: list[list[float]], signature: str) -> None:
     """One line per utterance: ``{"utt_id", "llm", "texts", "num_words", "llm_scores"}``."""
     lines = [
-        json.dumps({"utt_id": u.utt_id, "llm": signature, "texts": [h.text for h in u.hyps],
-                    "num_words": [h.num_words for h in u.hyps], "llm_scores": s}, ensure_ascii=False)
+        json.dumps(
+            {
+                "utt_id": u.utt_id,
+                "llm": signature,
+                "texts": [h.text for h in u.hyps],
+                "num_words": [h.num_words for h in u.hyps],
+                "llm_scores": s,
+            },
+            ensure_ascii=False,
+        )
         for u, s in zip(utts, scores, strict=True)
     ]
     write_text_atomic(path, "\n".join(lines) + "\n")

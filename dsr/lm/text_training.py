@@ -59,11 +59,15 @@ def _supervision_texts(path: Path) -> list[str]:
     try:
         manifest = load_manifest(path)
     except Exception as e:  # lhotse raises bare ValueError/KeyError/JSON errors for foreign files
-        raise DsrUserError(f"{path}: not a lhotse supervisions manifest ({type(e).__name__}); "
-                           "give a supervisions .jsonl.gz or a text file with one sentence per line") from e
+        raise DsrUserError(
+            f"{path}: not a lhotse supervisions manifest ({type(e).__name__}); "
+            "give a supervisions .jsonl.gz or a text file with one sentence per line"
+        ) from e
     if not isinstance(manifest, SupervisionSet):
-        raise DsrUserError(f"{path}: is a {type(manifest).__name__}, not a supervisions manifest; "
-                           "give <corpus>_supervisions_<split>.jsonl.gz")
+        raise DsrUserError(
+            f"{path}: is a {type(manifest).__name__}, not a supervisions manifest; "
+            "give <corpus>_supervisions_<split>.jsonl.gz"
+        )
     texts = (normalize_text(s.text or "") for s in manifest)
     return list(dict.fromkeys(t for t in texts if t))
 
@@ -116,7 +120,8 @@ def train_causal_lm(
     total_steps = epochs * math.ceil(len(seqs) / batch_size)
     warmup = max(1, total_steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(total_steps - warmup, 1))))
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
+    )
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     start = time.perf_counter()
@@ -125,7 +130,7 @@ def train_causal_lm(
         order = torch.randperm(len(seqs), generator=gen).tolist()
         loss_sum, tok_sum = 0.0, 0
         for i in range(0, len(order), batch_size):
-            padded = _batch([seqs[j] for j in order[i:i + batch_size]], scorer.pad_id)
+            padded = _batch([seqs[j] for j in order[i : i + batch_size]], scorer.pad_id)
             batch = {k: v.to(device) for k, v in padded.items()}
             loss = model(**batch).loss  # mean over predicted (non-IGNORE, shifted) tokens
             opt.zero_grad(set_to_none=True)
@@ -139,8 +144,13 @@ def train_causal_lm(
         logger.info("epoch %d/%d: mean token loss %.4f", epoch + 1, epochs, losses[-1])
     model.eval()
     scorer.cache.clear()  # scores cached before training are stale
-    return {"epoch_losses": losses, "steps": total_steps, "sentences": len(seqs),
-            "tokens": sum(len(s) - 1 for s in seqs), "seconds": time.perf_counter() - start}
+    return {
+        "epoch_losses": losses,
+        "steps": total_steps,
+        "sentences": len(seqs),
+        "tokens": sum(len(s) - 1 for s in seqs),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def mean_score(scorer: LlmScorer, texts: list[str], batch_size: int) -> float:

@@ -47,8 +47,10 @@ class LmSize:
         if min(self.hidden_size, self.num_layers, self.num_heads, self.max_positions) < 1 or self.num_experts < 0:
             raise ValueError(f"sizes must be positive (num_experts >= 0): {self}")
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size "
-                             "(rotary embeddings rotate pairs of dimensions)")
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size "
+                "(rotary embeddings rotate pairs of dimensions)"
+            )
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerBase:
@@ -64,8 +66,12 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenize
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
@@ -74,10 +80,18 @@ def build_config(name: str, vocab_size: int, size: LmSize, bos_id: int, eos_id: 
     """A ``transformers`` config of family ``name`` (one of :data:`CONFIGS`) at ``size``."""
     size.check()
     h, head = size.hidden_size, size.hidden_size // size.num_heads
-    common: dict[str, Any] = dict(vocab_size=vocab_size, hidden_size=h, num_hidden_layers=size.num_layers,
-                                  num_attention_heads=size.num_heads, num_key_value_heads=size.num_heads,
-                                  max_position_embeddings=size.max_positions, intermediate_size=3 * h,
-                                  bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id)
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=h,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        num_key_value_heads=size.num_heads,
+        max_position_embeddings=size.max_positions,
+        intermediate_size=3 * h,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
     if name == "deepseek_v3":
         from transformers import DeepseekV3Config
 
@@ -85,11 +99,18 @@ def build_config(name: str, vocab_size: int, size: LmSize, bos_id: int, eos_id: 
         return DeepseekV3Config(
             **common,
             # latent attention: low-rank query and key/value projections, as in DeepSeek-V3 (ranks ~ hidden/4, hidden/2)
-            q_lora_rank=max(h // 2, 8), kv_lora_rank=max(h // 4, 8),
-            qk_nope_head_dim=head, qk_rope_head_dim=head // 2 + (head // 2) % 2, v_head_dim=head,
+            q_lora_rank=max(h // 2, 8),
+            kv_lora_rank=max(h // 4, 8),
+            qk_nope_head_dim=head,
+            qk_rope_head_dim=head // 2 + (head // 2) % 2,
+            v_head_dim=head,
             # mixture of experts after the first (dense) layer; num_experts=0 keeps every layer dense
-            n_routed_experts=experts, num_experts_per_tok=min(2, experts), n_shared_experts=1,
-            moe_intermediate_size=h, n_group=1, topk_group=1,
+            n_routed_experts=experts,
+            num_experts_per_tok=min(2, experts),
+            n_shared_experts=1,
+            moe_intermediate_size=h,
+            n_group=1,
+            topk_group=1,
             first_k_dense_replace=1 if size.num_experts else size.num_layers,
         )
     if name == "qwen2":
@@ -146,16 +167,28 @@ def train_lm(
     torch.manual_seed(seed)  # the same seed gives the same initial model
     model = AutoModelForCausalLM.from_config(cfg).to(resolve_device(device)).eval()
     bos_token, eos_token = boundary_tokens(tok)  # a reused chat tokenizer frames sentences as dsr rescore will
-    scorer = LlmScorer(model, tok, text_transform=text_transform, name=str(out_dir), bos_token=bos_token,
-                       eos_token=eos_token)
+    scorer = LlmScorer(
+        model, tok, text_transform=text_transform, name=str(out_dir), bos_token=bos_token, eos_token=eos_token
+    )
     initial = mean_score(scorer, texts, batch_size)
     stats = train_causal_lm(model, scorer, texts, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     final = mean_score(scorer, texts, batch_size)
-    info = {"text_transform": text_transform, "trained_from": "scratch", "config": config, "size": asdict(size),
-            "tokenizer": tokenizer, "vocab_size": len(tok), "texts_file": str(texts_file),
-            "parameters": sum(p.numel() for p in model.parameters()), "initial_score": initial, "final_score": final,
-            **scorer.boundary_info(), **stats}
+    info = {
+        "text_transform": text_transform,
+        "trained_from": "scratch",
+        "config": config,
+        "size": asdict(size),
+        "tokenizer": tokenizer,
+        "vocab_size": len(tok),
+        "texts_file": str(texts_file),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "initial_score": initial,
+        "final_score": final,
+        **scorer.boundary_info(),
+        **stats,
+    }
     save_lm(model, tok, Path(out_dir), info)
-    logger.info("trained %s (%d parameters): mean sentence log-prob %.2f -> %.2f", config, info["parameters"],
-                initial, final)
+    logger.info(
+        "trained %s (%d parameters): mean sentence log-prob %.2f -> %.2f", config, info["parameters"], initial, final
+    )
     return info

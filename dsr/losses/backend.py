@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Dict, Tuple
 
 __all__ = ["RNNT_BACKENDS", "RnntBackend", "get_rnnt_backend"]
 
-RNNT_BACKENDS: Tuple[str, ...] = ("dsr", "fast_rnnt", "k2")
+RNNT_BACKENDS: tuple[str, ...] = ("dsr", "fast_rnnt", "k2")
 
-_INSTALL_HINTS: Dict[str, str] = {
+_INSTALL_HINTS: dict[str, str] = {
     "fast_rnnt": "build it into your venv with `bash tools/install_fast_rnnt.sh` "
     "(set VENV=/path/to/venv if it is not the active one)",
-    "k2": "install a k2 wheel matching your torch and CUDA versions, see "
-    "https://k2-fsa.github.io/k2/installation/",
+    "k2": "install a k2 wheel matching your torch and CUDA versions, see https://k2-fsa.github.io/k2/installation/",
 }
 
 
@@ -49,7 +48,7 @@ class RnntBackend:
     mutual_information_recursion: Callable
 
 
-_FUNCTIONS: Tuple[str, ...] = tuple(f for f in RnntBackend.__dataclass_fields__ if f != "name")
+_FUNCTIONS: tuple[str, ...] = tuple(f for f in RnntBackend.__dataclass_fields__ if f != "name")
 
 
 def _import_backend_module(name: str) -> ModuleType:

@@ -16,7 +16,7 @@ targets as a list of label sequences or as one concatenated tensor.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,10 @@ from torch import Tensor
 
 __all__ = ["ctc_loss"]
 
-Targets = Union[Tensor, Sequence[Union[Sequence[int], Tensor]]]
+Targets = Tensor | Sequence[Sequence[int] | Tensor]
 
 
-def _concat_targets(targets: Targets, target_lengths: Optional[Tensor], N: int, device: torch.device) -> tuple:
+def _concat_targets(targets: Targets, target_lengths: Tensor | None, N: int, device: torch.device) -> tuple:
     """Return (concatenated int64 targets, int64 target_lengths), both on ``device``."""
     if isinstance(targets, Tensor):
         if targets.ndim != 1:
@@ -52,9 +52,7 @@ def _concat_targets(targets: Targets, target_lengths: Optional[Tensor], N: int, 
     if target_lengths.shape != (N,):
         raise ValueError(f"target_lengths must have shape (N,) = ({N},), got {tuple(target_lengths.shape)}")
     if flat.numel() != int(target_lengths.sum()):
-        raise ValueError(
-            f"targets hold {flat.numel()} labels but target_lengths sum to {int(target_lengths.sum())}"
-        )
+        raise ValueError(f"targets hold {flat.numel()} labels but target_lengths sum to {int(target_lengths.sum())}")
     # int64 targets on the log-probs' device select PyTorch's native kernel on
     # every device (cuDNN's needs int32 CPU targets and equal input lengths).
     return flat.to(device=device, dtype=torch.int64), target_lengths.to(device=device, dtype=torch.int64)
@@ -64,7 +62,7 @@ def ctc_loss(
     log_probs: Tensor,
     lengths: Tensor,
     targets: Targets,
-    target_lengths: Optional[Tensor] = None,
+    target_lengths: Tensor | None = None,
     blank: int = 0,
     reduction: str = "sum",
 ) -> Tensor:

@@ -35,8 +35,9 @@ def kl_divergence(
         float32 scalar.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher shapes differ: {tuple(student_logits.shape)} vs "
-                         f"{tuple(teacher_logits.shape)}")
+        raise ValueError(
+            f"student and teacher shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
+        )
     if mask.shape != student_logits.shape[:-1] or mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool {tuple(student_logits.shape[:-1])}, got {mask.dtype} {tuple(mask.shape)}")
     if temperature <= 0:
@@ -86,8 +87,10 @@ def pruned_joiner_distillation_loss(
         frame_lens: (N,) valid frames; symbol_lens: (N,) labels per utterance.
     """
     if student_logits.dim() != 4 or ranges.shape != student_logits.shape[:3]:
-        raise ValueError(f"logits must be (N, T, S, V) and ranges (N, T, S); got {tuple(student_logits.shape)} "
-                         f"and {tuple(ranges.shape)}")
+        raise ValueError(
+            f"logits must be (N, T, S, V) and ranges (N, T, S); got {tuple(student_logits.shape)} "
+            f"and {tuple(ranges.shape)}"
+        )
     n, t = ranges.shape[:2]
     if frame_lens.shape != (n,) or symbol_lens.shape != (n,):
         raise ValueError(f"frame_lens and symbol_lens must be ({n},)")

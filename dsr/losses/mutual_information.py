@@ -41,7 +41,7 @@ backward.  They are exactly the ``(px_grad, py_grad)`` that
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -61,16 +61,12 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _validate(px: Tensor, py: Tensor, boundary: Optional[Tensor]) -> Tuple[int, int, int]:
+def _validate(px: Tensor, py: Tensor, boundary: Tensor | None) -> tuple[int, int, int]:
     """Check shapes/dtypes and return ``(B, S, T)``."""
     if px.ndim != 3 or py.ndim != 3:
-        raise ValueError(
-            f"px and py must be 3-D, got px.shape={tuple(px.shape)}, py.shape={tuple(py.shape)}"
-        )
+        raise ValueError(f"px and py must be 3-D, got px.shape={tuple(px.shape)}, py.shape={tuple(py.shape)}")
     if not px.is_floating_point() or px.dtype != py.dtype:
-        raise ValueError(
-            f"px and py must have the same floating-point dtype, got {px.dtype} and {py.dtype}"
-        )
+        raise ValueError(f"px and py must have the same floating-point dtype, got {px.dtype} and {py.dtype}")
     if px.device != py.device:
         raise ValueError(f"px and py must be on the same device, got {px.device} and {py.device}")
     B, S, T1 = px.shape
@@ -94,7 +90,7 @@ def _validate(px: Tensor, py: Tensor, boundary: Optional[Tensor]) -> Tuple[int, 
     return B, S, T
 
 
-def _boundary_rows(boundary: Optional[Tensor], B: int, S: int, T: int) -> List[List[int]]:
+def _boundary_rows(boundary: Tensor | None, B: int, S: int, T: int) -> list[list[int]]:
     """Boundary as host integers (one device sync), validated."""
     if boundary is None:
         return [[0, 0, S, T]] * B
@@ -108,21 +104,16 @@ def _boundary_rows(boundary: Optional[Tensor], B: int, S: int, T: int) -> List[L
     return rows
 
 
-def _group_by_diagonal(
-    cells: List[Tuple[int, int]], device: torch.device
-) -> Dict[int, Tuple[Tensor, Tensor]]:
+def _group_by_diagonal(cells: list[tuple[int, int]], device: torch.device) -> dict[int, tuple[Tensor, Tensor]]:
     """Map diagonal ``k = s + t`` -> (batch indices, padded column indices) of the
     given per-sequence cells, so the recursion can set them to 0 (log 1) when it
     reaches that diagonal."""
-    groups: Dict[int, Tuple[List[int], List[int]]] = {}
+    groups: dict[int, tuple[list[int], list[int]]] = {}
     for b, (s, t) in enumerate(cells):
         bs, cs = groups.setdefault(s + t, ([], []))
         bs.append(b)
         cs.append(s + 1)
-    return {
-        k: (torch.tensor(bs, device=device), torch.tensor(cs, device=device))
-        for k, (bs, cs) in groups.items()
-    }
+    return {k: (torch.tensor(bs, device=device), torch.tensor(cs, device=device)) for k, (bs, cs) in groups.items()}
 
 
 def _skew_edges(px: Tensor, py: Tensor, num_diags: int) -> Tensor:
@@ -156,7 +147,7 @@ def _lattice_view(buf: Tensor, S: int, T: int, s_offset: int = 0, t_offset: int 
     )
 
 
-def _alpha(edges: Tensor, begins: Dict[int, Tuple[Tensor, Tensor]], k_first: int, k_last: int) -> Tensor:
+def _alpha(edges: Tensor, begins: dict[int, tuple[Tensor, Tensor]], k_first: int, k_last: int) -> Tensor:
     """Forward pass over diagonals ``k_first..k_last``.
 
     Returns ``alpha`` of shape (K, B, S+3) with ``alpha[k, b, 1+s] = p[b, s, k-s]``.
@@ -182,7 +173,7 @@ def _alpha(edges: Tensor, begins: Dict[int, Tuple[Tensor, Tensor]], k_first: int
     return alpha
 
 
-def _beta(edges: Tensor, ends: Dict[int, Tuple[Tensor, Tensor]], k_first: int, k_last: int) -> Tensor:
+def _beta(edges: Tensor, ends: dict[int, tuple[Tensor, Tensor]], k_first: int, k_last: int) -> Tensor:
     """Backward pass over diagonals ``k_last..k_first``.
 
     Returns ``beta`` of shape (K, B, S+3) with ``beta[k, b, 1+s]`` the log-sum of
@@ -210,8 +201,8 @@ def _beta(edges: Tensor, ends: Dict[int, Tuple[Tensor, Tensor]], k_first: int, k
 
 
 def _scores_and_occupation(
-    px: Tensor, py: Tensor, boundary: Optional[Tensor], need_grad: bool
-) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    px: Tensor, py: Tensor, boundary: Tensor | None, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Core computation in the compute dtype (no autograd).
 
     Returns ``(scores (B,), px_occ (B, S, T+1) or None, py_occ (B, S+1, T) or None)``.
@@ -271,9 +262,9 @@ class _MutualInformation(torch.autograd.Function):
         ctx: Any,
         px: Tensor,
         py: Tensor,
-        boundary: Optional[Tensor],
+        boundary: Tensor | None,
         need_grad: bool,
-    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         dtype = _compute_dtype(px.dtype)
         scores, px_occ, py_occ = _scores_and_occupation(
             px.to(dtype).contiguous(), py.to(dtype).contiguous(), boundary, need_grad
@@ -288,8 +279,8 @@ class _MutualInformation(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(
-        ctx: Any, grad_scores: Tensor, _g1: Optional[Tensor], _g2: Optional[Tensor]
-    ) -> Tuple[Optional[Tensor], Optional[Tensor], None, None]:
+        ctx: Any, grad_scores: Tensor, _g1: Tensor | None, _g2: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
         px_occ, py_occ = ctx.saved_tensors
         g = grad_scores.to(px_occ.dtype).reshape(-1, 1, 1)
         grad_px = (px_occ * g).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
@@ -300,9 +291,9 @@ class _MutualInformation(torch.autograd.Function):
 def mutual_information_recursion(
     px: Tensor,
     py: Tensor,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     return_grad: bool = False,
-) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """Total log-score of all monotonic paths through the RNN-T lattice.
 
     Args:

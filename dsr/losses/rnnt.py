@@ -31,7 +31,7 @@ The typical pruned training step::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, Tuple, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ __all__ = [
 _NEG_INF = float("-inf")
 _REDUCTIONS = ("none", "mean", "sum")
 
-LossAndGrads = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
+LossAndGrads = Tensor | tuple[Tensor, tuple[Tensor, Tensor]]
 
 
 # ----------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def _check_rnnt_type(rnnt_type: str) -> None:
         )
 
 
-def _check_reduction(reduction: Optional[str]) -> None:
+def _check_reduction(reduction: str | None) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
@@ -87,7 +87,7 @@ def _check_termination_symbol(termination_symbol: int, C: int) -> None:
         raise ValueError(f"termination_symbol must be in [0, C={C}), got {termination_symbol}")
 
 
-def _check_boundary(boundary: Optional[Tensor], B: int) -> None:
+def _check_boundary(boundary: Tensor | None, B: int) -> None:
     # Only the shape here; the values are checked by the recursion, which has
     # to copy them to the host anyway.
     if boundary is not None and boundary.shape != (B, 4):
@@ -101,7 +101,7 @@ def _float32_at_least(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _common_float(*xs: Tensor) -> Tuple[Tensor, ...]:
+def _common_float(*xs: Tensor) -> tuple[Tensor, ...]:
     """Upcast to (at least) fp32 and to a common dtype."""
     ys = [_float32_at_least(x) for x in xs]
     dtype = torch.float64 if any(y.dtype == torch.float64 for y in ys) else torch.float32
@@ -115,7 +115,7 @@ def _append_neg_inf_frame(px: Tensor) -> Tensor:
     return torch.cat((px, px.new_full((B, S, 1), _NEG_INF)), dim=2)
 
 
-def _fix_for_boundary(px: Tensor, boundary: Optional[Tensor]) -> Tensor:
+def _fix_for_boundary(px: Tensor, boundary: Tensor | None) -> Tensor:
     """Put ``-inf`` at ``px[b, :, end_frame[b]]`` (out of place): like column T
     for full-length sequences, no symbol may follow the last real frame."""
     if boundary is None:
@@ -125,7 +125,7 @@ def _fix_for_boundary(px: Tensor, boundary: Optional[Tensor]) -> Tensor:
     return px.scatter(2, index, _NEG_INF)
 
 
-def _apply_delay_penalty(px: Tensor, boundary: Optional[Tensor], delay_penalty: float) -> Tensor:
+def _apply_delay_penalty(px: Tensor, boundary: Tensor | None, delay_penalty: float) -> Tensor:
     """Add ``delay_penalty * ((T_b - 1) / 2 - t)`` to symbol emissions at frame t
     (k2 issue #955): rewards early emission, penalises late, zero on average."""
     if delay_penalty == 0.0:
@@ -139,7 +139,7 @@ def _apply_delay_penalty(px: Tensor, boundary: Optional[Tensor], delay_penalty: 
     return px + (offset - frames) * delay_penalty
 
 
-def _reduce_loss(scores: Tensor, reduction: Optional[str]) -> Tensor:
+def _reduce_loss(scores: Tensor, reduction: str | None) -> Tensor:
     """Scores are log-likelihoods; the loss is their negation."""
     if reduction == "none":
         return -scores
@@ -151,9 +151,9 @@ def _reduce_loss(scores: Tensor, reduction: Optional[str]) -> Tensor:
 def _loss_from_logprobs(
     px: Tensor,
     py: Tensor,
-    boundary: Optional[Tensor],
+    boundary: Tensor | None,
     delay_penalty: float,
-    reduction: Optional[str],
+    reduction: str | None,
     return_grad: bool,
 ) -> LossAndGrads:
     px = _apply_delay_penalty(px, boundary, delay_penalty)
@@ -165,11 +165,10 @@ def _loss_from_logprobs(
     return _reduce_loss(out, reduction)
 
 
-def _check_lm_am(lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: int) -> Tuple[int, int, int, int]:
+def _check_lm_am(lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: int) -> tuple[int, int, int, int]:
     if lm.ndim != 3 or am.ndim != 3:
         raise ValueError(
-            f"lm must be (B, S+1, C) and am (B, T, C); got lm.shape={tuple(lm.shape)}, "
-            f"am.shape={tuple(am.shape)}"
+            f"lm must be (B, S+1, C) and am (B, T, C); got lm.shape={tuple(lm.shape)}, am.shape={tuple(am.shape)}"
         )
     if lm.shape[0] != am.shape[0] or lm.shape[2] != am.shape[2]:
         raise ValueError(
@@ -185,7 +184,7 @@ def _check_lm_am(lm: Tensor, am: Tensor, symbols: Tensor, termination_symbol: in
     return B, S, T, C
 
 
-def _exp_normalizers(lm: Tensor, am: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _exp_normalizers(lm: Tensor, am: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``normalizers[b, s, t] = logsumexp_c(lm[b, s, c] + am[b, t, c])`` of
     shape (B, S+1, T), via one batched matmul of exponentials instead of a
     (B, S+1, T, C) tensor.
@@ -202,14 +201,12 @@ def _exp_normalizers(lm: Tensor, am: Tensor) -> Tuple[Tensor, Tensor, Tensor, Te
     lm_probs = (lm - lm_max).exp()
     am_probs = (am - am_max).exp()
     # `tiny` keeps log() finite if every product underflows.
-    normalizers = (
-        torch.matmul(lm_probs, am_probs.transpose(1, 2)) + torch.finfo(am_probs.dtype).tiny
-    ).log()
+    normalizers = (torch.matmul(lm_probs, am_probs.transpose(1, 2)) + torch.finfo(am_probs.dtype).tiny).log()
     normalizers = normalizers + lm_max + am_max.transpose(1, 2)
     return normalizers, lm_probs, am_probs, lm_max, am_max
 
 
-def _symbol_scores(lm: Tensor, am: Tensor, symbols: Tensor) -> Tuple[Tensor, Tensor]:
+def _symbol_scores(lm: Tensor, am: Tensor, symbols: Tensor) -> tuple[Tensor, Tensor]:
     """``px_am[b, s, t] = am[b, t, symbols[b, s]]`` (B, S, T) and
     ``px_lm[b, s] = lm[b, s, symbols[b, s]]`` (B, S, 1).
 
@@ -240,9 +237,7 @@ class _LogSoftmaxGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, logits: Tensor, index: Tensor
-    ) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, index: Tensor) -> Tensor:
         compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         lse = torch.logsumexp(compute, dim=-1, keepdim=True)  # (..., 1)
         ctx.save_for_backward(logits, index, lse)
@@ -252,8 +247,9 @@ class _LogSoftmaxGather(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(
         # Any: torch's FunctionCtx does not declare saved_tensors.
-        ctx: Any, grad_out: Tensor
-    ) -> Tuple[Tensor, None]:
+        ctx: Any,
+        grad_out: Tensor,
+    ) -> tuple[Tensor, None]:
         logits, index, lse = ctx.saved_tensors
         # The only logits-sized allocation of the backward; it becomes the result.
         grad = torch.empty_like(lse.expand_as(logits), memory_format=torch.contiguous_format)
@@ -275,8 +271,8 @@ def get_rnnt_logprobs(
     symbols: Tensor,
     termination_symbol: int,
     rnnt_type: str = "regular",
-    boundary: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor]:
+    boundary: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Lattice log-probs of the "simple" joiner ``logits = lm[b, s] + am[b, t]``.
 
     Args:
@@ -309,10 +305,10 @@ def rnnt_loss_simple(
     am: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
 ) -> LossAndGrads:
     """RNN-T loss of the additive joiner ``logits[b, t, s] = am[b, t] + lm[b, s]``.
@@ -343,9 +339,9 @@ def get_rnnt_logprobs_smoothed(
     termination_symbol: int,
     lm_only_scale: float = 0.1,
     am_only_scale: float = 0.1,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Like :func:`get_rnnt_logprobs`, but the log-probs are interpolated with an
     "LM-only" model (``softmax(lm[b, s])``) and an "AM-only" model
     (``softmax(am[b, t] + log unigram)``, the unigram being the LM-only
@@ -400,10 +396,10 @@ def rnnt_loss_smoothed(
     termination_symbol: int,
     lm_only_scale: float = 0.1,
     am_only_scale: float = 0.1,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
 ) -> LossAndGrads:
     """:func:`rnnt_loss_simple` on the smoothed log-probs of
@@ -425,9 +421,9 @@ def get_rnnt_logprobs_joint(
     logits: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice log-probs from full joiner logits (B, T, S+1, C).
 
     Returns ``(px (B, S, T+1), py (B, S+1, T))`` as :func:`get_rnnt_logprobs`.
@@ -459,10 +455,10 @@ def rnnt_loss(
     logits: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
 ) -> LossAndGrads:
     """Full RNN-T loss from joiner logits of shape (B, T, S+1, C).
@@ -510,7 +506,7 @@ def _adjust_pruning_lower_bound(s_begin: Tensor, s_range: int) -> Tensor:
 def get_rnnt_prune_ranges(
     px_grad: Tensor,
     py_grad: Tensor,
-    boundary: Optional[Tensor],
+    boundary: Tensor | None,
     s_range: int,
 ) -> Tensor:
     """Per-frame windows of ``s_range`` consecutive symbol positions to keep.
@@ -577,9 +573,9 @@ def get_rnnt_prune_ranges(
     # (B, S+2-s_range, T): blank occupation summed over each window.
     num_windows = S + 2 - s_range
     stride_b, stride_s, stride_t = py_grad.stride()
-    windows = torch.as_strided(
-        py_grad, (B, num_windows, s_range, T), (stride_b, stride_s, stride_s, stride_t)
-    ).sum(dim=2)
+    windows = torch.as_strided(py_grad, (B, num_windows, s_range, T), (stride_b, stride_s, stride_s, stride_t)).sum(
+        dim=2
+    )
     # minus the symbol-transition occupation into the window's first row.
     entering = torch.cat((px_grad.new_zeros((B, 1, T)), px_grad[:, : num_windows - 1, :T]), dim=1)
     s_begin = torch.argmax(windows - entering, dim=1)  # (B, T)
@@ -593,7 +589,7 @@ def get_rnnt_prune_ranges(
     return s_begin.unsqueeze(2) + torch.arange(s_range, device=device)
 
 
-def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> Tuple[Tensor, Tensor]:
+def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> tuple[Tensor, Tensor]:
     """Pick the encoder/decoder frames for the pruned joiner.
 
     Args:
@@ -651,9 +647,9 @@ def get_rnnt_logprobs_pruned(
     symbols: Tensor,
     ranges: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice log-probs from pruned joiner logits.
 
     Args:
@@ -703,10 +699,10 @@ def rnnt_loss_pruned(
     symbols: Tensor,
     ranges: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
 ) -> LossAndGrads:
     """RNN-T loss restricted to the pruned lattice.

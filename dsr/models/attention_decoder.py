@@ -176,8 +176,10 @@ class AttentionDecoder(nn.Module):
         n, t = encoder_out.shape[:2]
         length = tokens_in.size(1)
         if encoder_lens.shape != (n,) or tokens_lens.shape != (n,):
-            raise ValueError(f"encoder_lens and tokens_lens must be ({n},), got "
-                             f"{tuple(encoder_lens.shape)} and {tuple(tokens_lens.shape)}")
+            raise ValueError(
+                f"encoder_lens and tokens_lens must be ({n},), got "
+                f"{tuple(encoder_lens.shape)} and {tuple(tokens_lens.shape)}"
+            )
         device = encoder_out.device
         x = self.embedding(tokens_in) * math.sqrt(self.d_model)
         x = self.embed_dropout(x + sinusoidal_positions(length, self.d_model, device).to(x.dtype))
@@ -252,6 +254,7 @@ class AttentionDecoder(nn.Module):
         Returns:
             The same nesting of Python floats.
         """
+
         def logits_and_targets(idx: torch.Tensor, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
             tokens_in, targets, lens = self.make_inputs(seqs, encoder_out.device)
             return self(encoder_out[idx], encoder_lens.to(encoder_out.device)[idx], tokens_in, lens), targets

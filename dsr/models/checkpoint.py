@@ -123,7 +123,9 @@ def resolve_model_checkpoint(
     wanted = list(range(epoch - avg + 1, epoch + 1))
     missing = [e for e in wanted if e not in epochs]
     if missing:
-        raise DsrUserError(f"--epoch {epoch} --avg {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing)} in {exp_dir}")
+        raise DsrUserError(
+            f"--epoch {epoch} --avg {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing)} in {exp_dir}"
+        )
     if avg > 1:
         ckpt["model"] = average_checkpoints([epochs[e] for e in wanted])
     return ckpt, f"epoch-{epoch}-avg-{avg}"
@@ -134,8 +136,11 @@ def _averaged_model(
 ) -> dict[str, torch.Tensor] | None:
     """The running-average weights over epochs (start_epoch, end], or None (with the reason logged)."""
     if "model_avg" not in end:
-        logger.warning("%s has no running model average (trained with --average-period 0 or an older dsr); "
-                       "averaging epoch-end checkpoints instead", exp_dir)
+        logger.warning(
+            "%s has no running model average (trained with --average-period 0 or an older dsr); "
+            "averaging epoch-end checkpoints instead",
+            exp_dir,
+        )
         return None
     start = None
     if start_epoch >= 1:
@@ -146,13 +151,19 @@ def _averaged_model(
             )
         start = load_checkpoint(epochs[start_epoch]).get("model_avg")
         if start is None:
-            logger.warning("epoch-%d.pt in %s has no running model average; averaging epoch-end checkpoints instead",
-                           start_epoch, exp_dir)
+            logger.warning(
+                "epoch-%d.pt in %s has no running model average; averaging epoch-end checkpoints instead",
+                start_epoch,
+                exp_dir,
+            )
             return None
     n_start = 0 if start is None else start["num_averaged"]
     if end["model_avg"]["num_averaged"] <= n_start:
-        logger.warning("no model was sampled for the running average during the epochs asked for in %s "
-                       "(fewer steps than --average-period); averaging epoch-end checkpoints instead", exp_dir)
+        logger.warning(
+            "no model was sampled for the running average during the epochs asked for in %s "
+            "(fewer steps than --average-period); averaging epoch-end checkpoints instead",
+            exp_dir,
+        )
         return None
     try:
         return average_between(start, end["model_avg"], end["model"])

@@ -166,13 +166,21 @@ def build_model(cfg: ModelConfig) -> HybridTransducer:
             vocab_size=cfg.vocab_size, embed_dim=cfg.decoder_dim, blank_id=cfg.blank_id, context_size=cfg.context_size
         )
         joiner = Joiner(
-            encoder_dim=cfg.encoder_dim, decoder_dim=cfg.decoder_dim, joiner_dim=cfg.joiner_dim,
+            encoder_dim=cfg.encoder_dim,
+            decoder_dim=cfg.decoder_dim,
+            joiner_dim=cfg.joiner_dim,
             vocab_size=cfg.vocab_size,
         )
     attention_decoder = _build_attention_decoder(cfg)
     return HybridTransducer(
-        encoder, predictor, joiner, vocab_size=cfg.vocab_size, blank_id=cfg.blank_id, ctc=cfg.use_ctc,
-        attention_decoder=attention_decoder, utterance_norm=cfg.utterance_norm,
+        encoder,
+        predictor,
+        joiner,
+        vocab_size=cfg.vocab_size,
+        blank_id=cfg.blank_id,
+        ctc=cfg.use_ctc,
+        attention_decoder=attention_decoder,
+        utterance_norm=cfg.utterance_norm,
     )
 
 

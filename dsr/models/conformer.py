@@ -351,9 +351,7 @@ class ConformerEncoder(nn.Module):
                 "into an even head dimension (rotary positions rotate pairs of dimensions)"
             )
         if conv_kernel_size <= 0 or (not causal and conv_kernel_size % 2 == 0):
-            raise ValueError(
-                f"conv_kernel_size must be positive, and odd when causal=False (got {conv_kernel_size})"
-            )
+            raise ValueError(f"conv_kernel_size must be positive, and odd when causal=False (got {conv_kernel_size})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
         check_chunking(chunk_size, left_context_chunks)

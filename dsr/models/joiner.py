@@ -38,9 +38,7 @@ class Joiner(nn.Module):
         self.decoder_proj = nn.Linear(decoder_dim, joiner_dim)
         self.output_linear = nn.Linear(joiner_dim, vocab_size)
 
-    def forward(
-        self, encoder_out: torch.Tensor, decoder_out: torch.Tensor, project_input: bool = True
-    ) -> torch.Tensor:
+    def forward(self, encoder_out: torch.Tensor, decoder_out: torch.Tensor, project_input: bool = True) -> torch.Tensor:
         """Joint logits.
 
         Args:

@@ -169,8 +169,9 @@ def build_prompt(
     """
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise DsrUserError("the LLM's tokenizer has no EOS token, which ends a transcript; set eos_token in its "
-                           "tokenizer_config.json")
+        raise DsrUserError(
+            "the LLM's tokenizer has no EOS token, which ends a transcript; set eos_token in its tokenizer_config.json"
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     system = instruction.strip()
     words = tuple(w.strip() for w in hotwords if w.strip())
@@ -181,8 +182,10 @@ def build_prompt(
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert isinstance(text, str)  # tokenize=False returns the rendered text, not ids
         if text.count(SPEECH_PLACEHOLDER) != 1:
-            raise DsrUserError(f"the LLM's chat template does not keep the user's message as written; "
-                               f"train with --no-speech-llm-chat-template")
+            raise DsrUserError(
+                "the LLM's chat template does not keep the user's message as written; "
+                "train with --no-speech-llm-chat-template"
+            )
         before, after = text.split(SPEECH_PLACEHOLDER)
         prefix = tokenizer.encode(before, add_special_tokens=False)
     else:
@@ -312,8 +315,10 @@ class SpeechLLM(nn.Module):
 
         def prompt_embeddings(prompt: SpeechPrompt) -> tuple[torch.Tensor, torch.Tensor]:
             if id(prompt) not in embedded:
-                embedded[id(prompt)] = (emb(torch.tensor(prompt.prefix, dtype=torch.long, device=device)),
-                                        emb(torch.tensor(prompt.suffix, dtype=torch.long, device=device)))
+                embedded[id(prompt)] = (
+                    emb(torch.tensor(prompt.prefix, dtype=torch.long, device=device)),
+                    emb(torch.tensor(prompt.suffix, dtype=torch.long, device=device)),
+                )
             return embedded[id(prompt)]
 
         rows: list[torch.Tensor] = []
@@ -339,16 +344,19 @@ class SpeechLLM(nn.Module):
         mask = torch.zeros(n, width, dtype=torch.long, device=device)
         tgts = torch.full((n, width), IGNORE_INDEX, dtype=torch.long, device=device)
         for i, (r, t) in enumerate(zip(rows, row_targets)):
-            embeds[i, width - r.size(0):] = r
-            mask[i, width - r.size(0):] = 1
-            tgts[i, width - t.size(0):] = t
+            embeds[i, width - r.size(0) :] = r
+            mask[i, width - r.size(0) :] = 1
+            tgts[i, width - t.size(0) :] = t
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         return LlmInputs(embeds, mask, positions, tgts)
 
     # ------------------------------------------------------------------ loss
 
     def forward(
-        self, features: torch.Tensor, feature_lens: torch.Tensor, targets: list[list[int]],
+        self,
+        features: torch.Tensor,
+        feature_lens: torch.Tensor,
+        targets: list[list[int]],
         ctc_targets: list[list[int]] | None = None,
         encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
         prompts: list[SpeechPrompt] | None = None,
@@ -384,15 +392,17 @@ class SpeechLLM(nn.Module):
                 raise ValueError("this model has a CTC head: give ctc_targets")
             from dsr.losses.ctc import ctc_loss
 
-            out["ctc_loss"] = ctc_loss(self.ctc_output(encoder_out), encoder_lens, ctc_targets, blank=self.blank_id,
-                                       reduction="sum")
+            out["ctc_loss"] = ctc_loss(
+                self.ctc_output(encoder_out), encoder_lens, ctc_targets, blank=self.blank_id, reduction="sum"
+            )
         return out
 
     def hidden_states(self, inputs: LlmInputs) -> torch.Tensor:
         """(N, L, H) last hidden states of the LLM's decoder stack (LoRA applied) on ``inputs``."""
         decoder = self.base_llm().get_decoder()
-        out = decoder(inputs_embeds=inputs.embeds, attention_mask=inputs.mask, position_ids=inputs.positions,
-                      use_cache=False)
+        out = decoder(
+            inputs_embeds=inputs.embeds, attention_mask=inputs.mask, position_ids=inputs.positions, use_cache=False
+        )
         return out.last_hidden_state
 
     @torch.no_grad()
@@ -437,8 +447,10 @@ class SpeechLLM(nn.Module):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(f"speech-LLM weights do not match the model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]} (another LoRA rank or encoder?)")
+            raise ValueError(
+                f"speech-LLM weights do not match the model: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]} (another LoRA rank or encoder?)"
+            )
         self.load_state_dict(state, strict=False)
 
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -471,13 +483,17 @@ def load_llm(path: Path | str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
     except (OSError, ValueError, KeyError) as e:
         raise DsrUserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise DsrUserError(f"{path}: model type {config.model_type!r} is not a causal language model; "
-                           "give a decoder-only LM (llama, qwen2, deepseek_v3, ...)")
+        raise DsrUserError(
+            f"{path}: model type {config.model_type!r} is not a causal language model; "
+            "give a decoder-only LM (llama, qwen2, deepseek_v3, ...)"
+        )
     tokenizer = load_tokenizer(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as e:
-        raise DsrUserError(f"{path}: cannot load the model weights ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise DsrUserError(
+            f"{path}: cannot load the model weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
     _unflag_dequantized_gguf(model)
     return model.eval(), tokenizer
 
@@ -499,10 +515,18 @@ def add_lora(llm: PreTrainedModel, rank: int, alpha: float, dropout: float, targ
     require_packages("peft")
     from peft import LoraConfig, get_peft_model
 
-    target: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    target: str | list[str] = (
+        targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    )
     # peft annotates lora_alpha as int, but scales by lora_alpha / r in floating point: a float alpha is valid.
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, bias="none",  # type: ignore[arg-type]
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target,
+        bias="none",  # type: ignore[arg-type]
+        task_type="CAUSAL_LM",
+    )
     try:
         # A PeftModel forwards every attribute it lacks to the PreTrainedModel it wraps.
         return cast("PreTrainedModel", get_peft_model(llm, config))
@@ -525,8 +549,9 @@ def build_speech_llm(
         llm = add_lora(llm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     encoder = _build_encoder(ModelConfig.from_dict(cfg.encoder))
     prompt = build_prompt(tokenizer, cfg.instruction, hotwords, cfg.use_chat_template)
-    return SpeechLLM(encoder, llm, prompt, cfg.projector_stack, cfg.projector_hidden,
-                     ctc_vocab_size if cfg.use_ctc else 0, blank_id)
+    return SpeechLLM(
+        encoder, llm, prompt, cfg.projector_stack, cfg.projector_hidden, ctc_vocab_size if cfg.use_ctc else 0, blank_id
+    )
 
 
 def check_llm(cfg: SpeechLLMConfig, path: Path, what: str) -> None:
@@ -534,13 +559,17 @@ def check_llm(cfg: SpeechLLMConfig, path: Path, what: str) -> None:
     from dsr.lm.load import fingerprint
 
     if not path.exists():
-        raise DsrUserError(f"{what} was trained with the LLM {cfg.llm_path}, which no longer exists; restore it "
-                           "(the checkpoint holds only the projector and adapters, not the LLM)")
+        raise DsrUserError(
+            f"{what} was trained with the LLM {cfg.llm_path}, which no longer exists; restore it "
+            "(the checkpoint holds only the projector and adapters, not the LLM)"
+        )
     found = fingerprint(path)
     if found != cfg.llm_fingerprint:
-        raise DsrUserError(f"{what} belongs to the LLM {cfg.llm_path} (fingerprint {cfg.llm_fingerprint}), but "
-                           f"{path} has fingerprint {found}: it was changed or is another model; use the LLM it "
-                           "was trained with")
+        raise DsrUserError(
+            f"{what} belongs to the LLM {cfg.llm_path} (fingerprint {cfg.llm_fingerprint}), but "
+            f"{path} has fingerprint {found}: it was changed or is another model; use the LLM it "
+            "was trained with"
+        )
 
 
 def speech_llm_from_checkpoint(
@@ -557,8 +586,9 @@ def speech_llm_from_checkpoint(
     path = Path(cfg.llm_path)
     check_llm(cfg, path, what)
     llm, tokenizer = load_llm(path)
-    model = build_speech_llm(cfg, llm, tokenizer, int(ckpt.get("ctc_vocab_size", 0)), int(ckpt.get("blank_id", 0)),
-                             hotwords)
+    model = build_speech_llm(
+        cfg, llm, tokenizer, int(ckpt.get("ctc_vocab_size", 0)), int(ckpt.get("blank_id", 0)), hotwords
+    )
     try:
         model.load_trainable_state_dict(ckpt["model"])
     except ValueError as e:

@@ -169,7 +169,9 @@ class HybridTransducer(nn.Module):
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set the input normalisation; ``mean``/``std`` are (F,) per-dimension statistics."""
         if mean.shape != self.feature_mean.shape or std.shape != self.feature_std.shape:
-            raise ValueError(f"expected ({self.feature_mean.numel()},) stats, got {tuple(mean.shape)}, {tuple(std.shape)}")
+            raise ValueError(
+                f"expected ({self.feature_mean.numel()},) stats, got {tuple(mean.shape)}, {tuple(std.shape)}"
+            )
         if (std <= 0).any():
             raise ValueError("feature std must be positive")
         self.feature_mean.copy_(mean)
@@ -292,8 +294,15 @@ class HybridTransducer(nn.Module):
         extra: dict[str, torch.Tensor] = {"encoder_lens": encoder_lens, "sos_y_padded": sos_y_padded, "y_lens": y_lens}
         if self.has_transducer:
             simple_loss, pruned_loss, ranges, logits = self._transducer_losses(
-                _scale_grad(encoder_out, rnnt_encoder_grad_scale), encoder_lens, y_padded, sos_y_padded, y_lens,
-                prune_range, am_scale, lm_scale, rnnt_backend,
+                _scale_grad(encoder_out, rnnt_encoder_grad_scale),
+                encoder_lens,
+                y_padded,
+                sos_y_padded,
+                y_lens,
+                prune_range,
+                am_scale,
+                lm_scale,
+                rnnt_backend,
             )
             out["simple_loss"], out["pruned_loss"] = simple_loss, pruned_loss
             extra["prune_ranges"], extra["pruned_logits"] = ranges, logits

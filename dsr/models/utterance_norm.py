@@ -40,7 +40,9 @@ def normalize_utterances(features: torch.Tensor, lengths: torch.Tensor, mode: st
     if mode == "none":
         return features
     if features.dim() != 3 or lengths.shape != features.shape[:1]:
-        raise ValueError(f"expected (N, T, F) features and (N,) lengths, got {tuple(features.shape)}, {tuple(lengths.shape)}")
+        raise ValueError(
+            f"expected (N, T, F) features and (N,) lengths, got {tuple(features.shape)}, {tuple(lengths.shape)}"
+        )
     if bool((lengths < 1).any()):
         raise ValueError("every utterance needs at least one frame")
     mask = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]).unsqueeze(-1)

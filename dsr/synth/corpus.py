@@ -28,16 +28,18 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
-from dsr.synth.sentences import generate_digit_strings, generate_sentences, vocabulary
 from dsr.data.text_corpus import split_file_sentences
+from dsr.errors import DsrUserError
+from dsr.synth.sentences import generate_digit_strings, generate_sentences, vocabulary
 from dsr.synth.tts import (
     ENGINES,
     INSTALL_HINT,
@@ -50,7 +52,6 @@ from dsr.synth.tts import (
     synthesize_festival_batch,
     synthesize_raw,
 )
-from dsr.errors import DsrUserError
 from dsr.utils import write_text_atomic
 
 logger = logging.getLogger("dsr")
@@ -171,11 +172,15 @@ def split_sentences(num_train: int, num_dev: int, num_test: int, seed: int) -> d
     return {"train": train, "dev": dev, "test": test}
 
 
-def split_digit_strings(num_train: int, num_dev: int, num_test: int, seed: int, max_digits: int) -> dict[str, list[str]]:
+def split_digit_strings(
+    num_train: int, num_dev: int, num_test: int, seed: int, max_digits: int
+) -> dict[str, list[str]]:
     """Digit prompts per split.  Ten words cannot give disjoint texts: dev and test are held
     out by voice only."""
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
-    return {split: generate_digit_strings(n, _derive_seed(seed, "digits", split), max_digits) for split, n in sizes.items()}
+    return {
+        split: generate_digit_strings(n, _derive_seed(seed, "digits", split), max_digits) for split, n in sizes.items()
+    }
 
 
 def isolated_words(n: int, seed: int) -> list[str]:
@@ -198,7 +203,9 @@ def plan_split(
     by_engine = {e: sorted(v for v in voices if v.engine == e) for e in ENGINES}
     engines = [e for e in ENGINES if by_engine[e] and engine_weights.get(e, 0.0) > 0]
     if not engines:
-        raise DsrUserError(f"synth/{split}: no voice with a non-zero engine weight; fix: {INSTALL_HINT} or change the voice split")
+        raise DsrUserError(
+            f"synth/{split}: no voice with a non-zero engine weight; fix: {INSTALL_HINT} or change the voice split"
+        )
     weights = [engine_weights[e] for e in engines]
     plan: list[SynthUtterance] = []
     for index, text in enumerate(sentences):
@@ -207,7 +214,7 @@ def plan_split(
         params = SynthParams(rate=round(rng.uniform(*RATE_RANGE), 3), pitch=round(rng.uniform(*PITCH_RANGE), 3))
         # The rate joins the digest only when not the default, so 16 kHz ids stay what they were.
         rate_key = f"|{sample_rate}" if sample_rate != SAMPLE_RATE else ""
-        digest = hashlib.sha1(f"{voice.key}|{text}|{params.rate}|{params.pitch}{rate_key}".encode("utf-8")).hexdigest()[:8]
+        digest = hashlib.sha1(f"{voice.key}|{text}|{params.rate}|{params.pitch}{rate_key}".encode()).hexdigest()[:8]
         utt_id = f"{voice.id}-{split}{index:05d}-{digest}"
         plan.append(SynthUtterance(utt_id, text, voice, params, out_dir / f"{utt_id}.wav", sample_rate))
     return plan
@@ -230,7 +237,9 @@ def _synth_festival(batch: Sequence[SynthUtterance], work_dir: Path) -> list[tup
     raws = [work_dir / f"{u.utt_id}.raw.wav" for u in batch]
     results: list[tuple[SynthUtterance, str | None]] = []
     try:
-        synthesize_festival_batch(batch[0].voice, [(u.text.lower(), u.params, r) for u, r in zip(batch, raws)], work_dir)
+        synthesize_festival_batch(
+            batch[0].voice, [(u.text.lower(), u.params, r) for u, r in zip(batch, raws)], work_dir
+        )
         for utt, raw in zip(batch, raws):
             if not raw.is_file():
                 results.append((utt, f"synthesis failed: festival {utt.voice.name} wrote no audio"))
@@ -265,7 +274,9 @@ def synthesize_all(utts: Sequence[SynthUtterance], num_jobs: int, progress: bool
     by_voice: dict[Voice, list[SynthUtterance]] = {}
     for u in festival:
         by_voice.setdefault(u.voice, []).append(u)
-    batches = [group[i : i + _FESTIVAL_BATCH] for group in by_voice.values() for i in range(0, len(group), _FESTIVAL_BATCH)]
+    batches = [
+        group[i : i + _FESTIVAL_BATCH] for group in by_voice.values() for i in range(0, len(group), _FESTIVAL_BATCH)
+    ]
     singles = [u for u in todo if u.voice.engine != "festival"]
     if progress is None:
         progress = sys.stderr.isatty()
@@ -297,10 +308,21 @@ class _Progress:
         if not self.enabled:
             return lambda n: None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(
-            TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("synthesising"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=Console(stderr=True),
         )
         self._progress = progress
@@ -398,7 +420,13 @@ def prepare_synth(
                 f"fix: {INSTALL_HINT} or pass a voice split whose patterns match installed voices"
             )
         plans[split] = plan_split(
-            split, sentences[split], voices_by_split[split], corpus_dir / check_name(split, "split"), seed, weights, sample_rate
+            split,
+            sentences[split],
+            voices_by_split[split],
+            corpus_dir / check_name(split, "split"),
+            seed,
+            weights,
+            sample_rate,
         )
         engines = Counter(u.voice.engine for u in plans[split])
         logger.info(
@@ -408,20 +436,32 @@ def prepare_synth(
 
     failures = synthesize_all([u for plan in plans.values() for u in plan], num_jobs, progress)
 
-    return [_write_manifests(plan, failures, corpus_dir / split, manifest_dir, CORPUS, split) for split, plan in plans.items()]
+    return [
+        _write_manifests(plan, failures, corpus_dir / split, manifest_dir, CORPUS, split)
+        for split, plan in plans.items()
+    ]
 
 
 def _write_manifests(
-    plan: Sequence[SynthUtterance], failures: Mapping[str, str], split_dir: Path, manifest_dir: Path, corpus: str, split: str
+    plan: Sequence[SynthUtterance],
+    failures: Mapping[str, str],
+    split_dir: Path,
+    manifest_dir: Path,
+    corpus: str,
+    split: str,
 ) -> PrepareReport:
     """``transcripts.tsv`` of the synthesised utterances and the ``<corpus>_*_<split>`` manifests."""
     good = [u for u in plan if u.utt_id not in failures]
     if not good:
-        raise DsrUserError(f"{corpus}/{split}: synthesis failed for every utterance (see log); fix: check the TTS install ({INSTALL_HINT})")
+        raise DsrUserError(
+            f"{corpus}/{split}: synthesis failed for every utterance (see log); fix: check the TTS install ({INSTALL_HINT})"
+        )
     transcripts = split_dir / "transcripts.tsv"
     write_text_atomic(transcripts, "".join(f"{u.utt_id}\t{u.text}\n" for u in good))
     speakers = {u.utt_id: u.voice.id for u in good}
-    report = prepare_folder(split_dir, transcripts, manifest_dir, corpus, split, speaker_of=speakers.get, language="English")
+    report = prepare_folder(
+        split_dir, transcripts, manifest_dir, corpus, split, speaker_of=speakers.get, language="English"
+    )
     if len(good) < len(plan):
         report.skipped[:0] = [(u.utt_id, failures[u.utt_id]) for u in plan if u.utt_id in failures]
         logger.info("%s", report.summary())
@@ -462,7 +502,9 @@ def prepare_synth_sentences(
     voice_split = voice_split or DEFAULT_VOICE_SPLIT
     voices = voice_split.assign(require_voices())[voices_of]
     if not voices:
-        raise DsrUserError(f"{corpus}/{split}: no installed voice belongs to {voices_of} under {voice_split}; fix: {INSTALL_HINT}")
+        raise DsrUserError(
+            f"{corpus}/{split}: no installed voice belongs to {voices_of} under {voice_split}; fix: {INSTALL_HINT}"
+        )
     weights = dict(DEFAULT_ENGINE_WEIGHTS if engine_weights is None else engine_weights)
     split_dir = Path(corpus_dir) / split
     plan = plan_split(split, list(sentences), voices, split_dir, seed, weights)
@@ -475,5 +517,9 @@ def _describe(voices: Sequence[Voice]) -> str:
     espeak = [v for v in voices if v.engine == "espeak-ng"]
     others = [v.key for v in voices if v.engine != "espeak-ng"]
     variants = sorted({v.variant or "(plain)" for v in espeak})
-    parts = [f"espeak-ng x{len(espeak)} (variants: {', '.join(variants[:8])}{', ...' if len(variants) > 8 else ''})"] if espeak else []
+    parts = (
+        [f"espeak-ng x{len(espeak)} (variants: {', '.join(variants[:8])}{', ...' if len(variants) > 8 else ''})"]
+        if espeak
+        else []
+    )
     return "; ".join(parts + others)

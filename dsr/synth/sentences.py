@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from typing import AbstractSet, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 
 MIN_WORDS = 3
 MAX_WORDS = 12
@@ -71,10 +71,26 @@ def _minute_words(m: int) -> str:
 # weight is tuned by how many alternatives it lists.
 _RULES: dict[str, list[str]] = {
     "S": [
-        "<home>", "<home>", "<home>", "<home>",
-        "<timer>", "<timer>", "<alarm>", "<alarm>", "<reminder>",
-        "<weather>", "<weather>", "<music>", "<music>",
-        "<nav>", "<nav>", "<calendar>", "<calendar>", "<message>", "<shopping>", "<general>",
+        "<home>",
+        "<home>",
+        "<home>",
+        "<home>",
+        "<timer>",
+        "<timer>",
+        "<alarm>",
+        "<alarm>",
+        "<reminder>",
+        "<weather>",
+        "<weather>",
+        "<music>",
+        "<music>",
+        "<nav>",
+        "<nav>",
+        "<calendar>",
+        "<calendar>",
+        "<message>",
+        "<shopping>",
+        "<general>",
     ],
     # -- politeness wrappers -------------------------------------------------
     "ask": ["", "", "", "PLEASE", "CAN YOU", "COULD YOU", "I WANT YOU TO", "HEY COMPUTER"],
@@ -103,7 +119,17 @@ _RULES: dict[str, list[str]] = {
     ],
     "onoff": ["ON", "OFF"],
     "room": [
-        "KITCHEN", "LIVING ROOM", "BEDROOM", "BATHROOM", "OFFICE", "GARAGE", "HALLWAY", "DINING ROOM", "BASEMENT", "GUEST ROOM", "KIDS ROOM",
+        "KITCHEN",
+        "LIVING ROOM",
+        "BEDROOM",
+        "BATHROOM",
+        "OFFICE",
+        "GARAGE",
+        "HALLWAY",
+        "DINING ROOM",
+        "BASEMENT",
+        "GUEST ROOM",
+        "KIDS ROOM",
     ],
     "device": ["LIGHTS", "LAMP", "FAN", "HEATER", "TELEVISION", "AIR CONDITIONER", "RADIO"],
     "brighter": ["BRIGHTER", "DARKER", "A LITTLE BRIGHTER", "A LITTLE DARKER"],
@@ -113,7 +139,13 @@ _RULES: dict[str, list[str]] = {
     "openclose": ["OPEN", "CLOSE"],
     "blinds": ["BLINDS", "CURTAINS", "WINDOWS"],
     "appliance": [
-        "DISHWASHER", "WASHING MACHINE", "DRYER", "OVEN", "COFFEE MAKER", "VACUUM", "KETTLE",
+        "DISHWASHER",
+        "WASHING MACHINE",
+        "DRYER",
+        "OVEN",
+        "COFFEE MAKER",
+        "VACUUM",
+        "KETTLE",
     ],
     "warmer": ["WARMER", "COOLER", "A BIT WARMER", "A BIT COOLER"],
     # -- timers and alarms ---------------------------------------------------
@@ -129,9 +161,17 @@ _RULES: dict[str, list[str]] = {
         "<ask> PAUSE THE <food> TIMER",
     ],
     "duration": [
-        "<n2_59> MINUTES", "<n2_59> MINUTES", "<n2_59> MINUTES", "ONE MINUTE",
-        "<n2_59> SECONDS", "<n2_12> HOURS", "ONE HOUR", "HALF AN HOUR",
-        "AN HOUR AND <n2_59> MINUTES", "<n1_9> AND A HALF MINUTES", "<n1_5> AND A HALF HOURS",
+        "<n2_59> MINUTES",
+        "<n2_59> MINUTES",
+        "<n2_59> MINUTES",
+        "ONE MINUTE",
+        "<n2_59> SECONDS",
+        "<n2_12> HOURS",
+        "ONE HOUR",
+        "HALF AN HOUR",
+        "AN HOUR AND <n2_59> MINUTES",
+        "<n1_9> AND A HALF MINUTES",
+        "<n1_5> AND A HALF HOURS",
     ],
     "food": ["PASTA", "RICE", "EGG", "PIZZA", "TEA", "BREAD", "LAUNDRY", "CHICKEN"],
     "alarm": [
@@ -148,9 +188,16 @@ _RULES: dict[str, list[str]] = {
         "<ask> SET A REPEATING ALARM FOR <time> ON <weekdays>",
     ],
     "time": [
-        "<hour> <minute>", "<hour> <minute>", "<hour> <minute> <daypart>",
-        "<hour> <daypart>", "HALF PAST <hour>", "QUARTER PAST <hour>", "QUARTER TO <hour>",
-        "NOON", "MIDNIGHT", "<hour> THIRTY",
+        "<hour> <minute>",
+        "<hour> <minute>",
+        "<hour> <minute> <daypart>",
+        "<hour> <daypart>",
+        "HALF PAST <hour>",
+        "QUARTER PAST <hour>",
+        "QUARTER TO <hour>",
+        "NOON",
+        "MIDNIGHT",
+        "<hour> THIRTY",
     ],
     "hour": _numbers(1, 12),
     "minute": [_minute_words(m) for m in range(5, 60)],
@@ -158,8 +205,17 @@ _RULES: dict[str, list[str]] = {
     "weekday": ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"],
     "weekdays": ["WEEKDAYS", "WEEKENDS", "<weekday> AND <weekday>"],
     "dayref": [
-        "TODAY", "TOMORROW", "TONIGHT", "TOMORROW MORNING", "TOMORROW NIGHT", "THIS WEEKEND",
-        "ON <weekday>", "NEXT <weekday>", "THIS <weekday>", "ON <weekday> MORNING", "THIS EVENING",
+        "TODAY",
+        "TOMORROW",
+        "TONIGHT",
+        "TOMORROW MORNING",
+        "TOMORROW NIGHT",
+        "THIS WEEKEND",
+        "ON <weekday>",
+        "NEXT <weekday>",
+        "THIS <weekday>",
+        "ON <weekday> MORNING",
+        "THIS EVENING",
     ],
     # -- reminders -----------------------------------------------------------
     "reminder": [
@@ -171,7 +227,22 @@ _RULES: dict[str, list[str]] = {
         "<ask> DELETE THE REMINDER TO <task>",
     ],
     "task": [
-        "CALL <person>", "TAKE OUT THE TRASH", "WATER THE PLANTS", "BUY <item>", "PICK UP THE KIDS", "FEED THE CAT", "WALK THE DOG", "PAY THE RENT", "TAKE MY MEDICINE", "CHECK THE MAIL", "BOOK A TABLE", "CLEAN THE KITCHEN", "CHARGE MY PHONE", "LOCK THE <door>", "START THE <appliance>", "LEAVE FOR <place_name>",
+        "CALL <person>",
+        "TAKE OUT THE TRASH",
+        "WATER THE PLANTS",
+        "BUY <item>",
+        "PICK UP THE KIDS",
+        "FEED THE CAT",
+        "WALK THE DOG",
+        "PAY THE RENT",
+        "TAKE MY MEDICINE",
+        "CHECK THE MAIL",
+        "BOOK A TABLE",
+        "CLEAN THE KITCHEN",
+        "CHARGE MY PHONE",
+        "LOCK THE <door>",
+        "START THE <appliance>",
+        "LEAVE FOR <place_name>",
     ],
     # -- weather -------------------------------------------------------------
     "weather": [
@@ -195,7 +266,16 @@ _RULES: dict[str, list[str]] = {
     "gear": ["AN UMBRELLA", "A JACKET", "SUNSCREEN"],
     "sky": ["SUNNY", "CLOUDY", "RAINY", "STORMY", "FOGGY", "HOT", "COLD", "WARM"],
     "city": [
-        "LONDON", "PARIS", "BERLIN", "MADRID", "TOKYO", "CHICAGO", "BOSTON", "SEATTLE", "TORONTO", "SYDNEY",
+        "LONDON",
+        "PARIS",
+        "BERLIN",
+        "MADRID",
+        "TOKYO",
+        "CHICAGO",
+        "BOSTON",
+        "SEATTLE",
+        "TORONTO",
+        "SYDNEY",
     ],
     "temperature": _numbers(10, 95),
     # -- music ---------------------------------------------------------------
@@ -240,15 +320,33 @@ _RULES: dict[str, list[str]] = {
     ],
     "place": ["<place_name>", "<place_name>", "<address>", "WORK", "<city>"],
     "place_name": [
-        "THE AIRPORT", "THE TRAIN STATION", "THE OFFICE", "THE GYM", "THE HOSPITAL", "THE LIBRARY", "THE MALL", "THE BEACH", "THE PARK", "THE SCHOOL",
+        "THE AIRPORT",
+        "THE TRAIN STATION",
+        "THE OFFICE",
+        "THE GYM",
+        "THE HOSPITAL",
+        "THE LIBRARY",
+        "THE MALL",
+        "THE BEACH",
+        "THE PARK",
+        "THE SCHOOL",
     ],
     "address": [
-        "<n1_99> <street> STREET", "<n1_99> <street> AVENUE", "<n1_99> <street> ROAD",
-        "<street> STREET", "<street> AVENUE",
+        "<n1_99> <street> STREET",
+        "<n1_99> <street> AVENUE",
+        "<n1_99> <street> ROAD",
+        "<street> STREET",
+        "<street> AVENUE",
     ],
     "street": ["MAIN", "OAK", "PINE", "MAPLE", "LAKE", "HILL", "RIVER"],
     "poi": [
-        "GAS STATION", "PHARMACY", "COFFEE SHOP", "SUPERMARKET", "RESTAURANT", "BAKERY", "HOTEL",
+        "GAS STATION",
+        "PHARMACY",
+        "COFFEE SHOP",
+        "SUPERMARKET",
+        "RESTAURANT",
+        "BAKERY",
+        "HOTEL",
     ],
     "mode": ["CAR", "TRAIN", "BUS", "BIKE", "TAXI"],
     "avoid": ["TOLLS", "HIGHWAYS", "TRAFFIC"],
@@ -271,17 +369,46 @@ _RULES: dict[str, list[str]] = {
         "WHEN IS MY <event> WITH <person>",
     ],
     "event": [
-        "MEETING", "DENTIST APPOINTMENT", "DOCTOR APPOINTMENT", "LUNCH", "DINNER", "PHONE CALL", "HAIRCUT", "INTERVIEW", "PIANO LESSON", "TEAM MEETING", "BIRTHDAY PARTY",
+        "MEETING",
+        "DENTIST APPOINTMENT",
+        "DOCTOR APPOINTMENT",
+        "LUNCH",
+        "DINNER",
+        "PHONE CALL",
+        "HAIRCUT",
+        "INTERVIEW",
+        "PIANO LESSON",
+        "TEAM MEETING",
+        "BIRTHDAY PARTY",
     ],
     "date": ["<month> <ordinal>", "THE <ordinal> OF <month>"],
     "month": [
-        "JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER",
-        "OCTOBER", "NOVEMBER", "DECEMBER",
+        "JANUARY",
+        "FEBRUARY",
+        "MARCH",
+        "APRIL",
+        "MAY",
+        "JUNE",
+        "JULY",
+        "AUGUST",
+        "SEPTEMBER",
+        "OCTOBER",
+        "NOVEMBER",
+        "DECEMBER",
     ],
     # Days 1-10 and 20-31 only: the teen ordinals would add ten rare words.
     "ordinal": [ordinal_words(d) for d in (*range(1, 11), *range(20, 32))],
     "person": [
-        "ANNA", "DAVID", "MARIA", "JAMES", "SARAH", "PETER", "EMMA", "MICHAEL", "MOM", "DAD",
+        "ANNA",
+        "DAVID",
+        "MARIA",
+        "JAMES",
+        "SARAH",
+        "PETER",
+        "EMMA",
+        "MICHAEL",
+        "MOM",
+        "DAD",
     ],
     # -- messages and calls --------------------------------------------------
     "message": [
@@ -295,7 +422,13 @@ _RULES: dict[str, list[str]] = {
         "<ask> READ THE LAST MESSAGE FROM <person>",
     ],
     "status": [
-        "RUNNING LATE", "ON MY WAY", "ALMOST THERE", "AT HOME", "AT WORK", "STUCK IN TRAFFIC", "LEAVING NOW",
+        "RUNNING LATE",
+        "ON MY WAY",
+        "ALMOST THERE",
+        "AT HOME",
+        "AT WORK",
+        "STUCK IN TRAFFIC",
+        "LEAVING NOW",
     ],
     # -- shopping and general ------------------------------------------------
     "shopping": [
@@ -307,7 +440,18 @@ _RULES: dict[str, list[str]] = {
         "WHAT IS ON MY SHOPPING LIST",
     ],
     "item": [
-        "MILK", "EGGS", "BREAD", "BUTTER", "APPLES", "BANANAS", "CHEESE", "COFFEE", "RICE", "PASTA", "CHICKEN", "SOAP",
+        "MILK",
+        "EGGS",
+        "BREAD",
+        "BUTTER",
+        "APPLES",
+        "BANANAS",
+        "CHEESE",
+        "COFFEE",
+        "RICE",
+        "PASTA",
+        "CHICKEN",
+        "SOAP",
     ],
     "general": [
         "WHAT TIME IS IT <cityref>",
@@ -354,7 +498,7 @@ def _normalise(sentence: str) -> str:
     return " ".join(sentence.split())
 
 
-def generate_sentences(n: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> list[str]:
+def generate_sentences(n: int, seed: int, exclude: Set[str] = frozenset()) -> list[str]:
     """``n`` distinct sentences, deterministic for ``seed``, none of them in ``exclude``.
 
     Sentences are upper-case words separated by single spaces, without
@@ -369,7 +513,7 @@ def generate_sentences(n: int, seed: int, exclude: AbstractSet[str] = frozenset(
     return _distinct(n, 50 * n + 1000, lambda: _normalise(_expand("S", rng)), exclude)
 
 
-def _distinct(n: int, max_attempts: int, draw: Callable[[], str | None], exclude: AbstractSet[str]) -> list[str]:
+def _distinct(n: int, max_attempts: int, draw: Callable[[], str | None], exclude: Set[str]) -> list[str]:
     """Rejection sampling: the first ``n`` distinct sentences of ``draw`` (None = rejected)
     that are not in ``exclude`` and have ``MIN_WORDS``..``MAX_WORDS`` words."""
     out: list[str] = []
@@ -390,7 +534,7 @@ def _distinct(n: int, max_attempts: int, draw: Callable[[], str | None], exclude
 
 
 def generate_slot_sentences(
-    n: int, seed: int, slot_values: Mapping[str, Sequence[str]], exclude: AbstractSet[str] = frozenset()
+    n: int, seed: int, slot_values: Mapping[str, Sequence[str]], exclude: Set[str] = frozenset()
 ) -> list[str]:
     """``n`` distinct sentences, each using at least one slot of ``slot_values`` filled with its words.
 

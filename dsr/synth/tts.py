@@ -19,9 +19,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -115,7 +115,9 @@ def _espeak_voices() -> list[Voice]:
             variant = fields[4][3:]
             if variant not in ESPEAK_VARIANT_BLOCKLIST:
                 variants.append(variant)
-    return [Voice("espeak-ng", base, variant) for base in sorted(set(bases)) for variant in ["", *sorted(set(variants))]]
+    return [
+        Voice("espeak-ng", base, variant) for base in sorted(set(bases)) for variant in ["", *sorted(set(variants))]
+    ]
 
 
 def _flite_voices() -> list[Voice]:
@@ -150,7 +152,12 @@ def available_voices() -> tuple[Voice, ...]:
             logger.info("TTS %s: not available", engine)
         elif engine == "espeak-ng":
             bases = sorted({v.name for v in vs})
-            logger.info("TTS espeak-ng: %d base voices (%s) x %d variants (plus plain)", len(bases), ", ".join(bases), len(vs) // len(bases) - 1)
+            logger.info(
+                "TTS espeak-ng: %d base voices (%s) x %d variants (plus plain)",
+                len(bases),
+                ", ".join(bases),
+                len(vs) // len(bases) - 1,
+            )
         else:
             logger.info("TTS %s: %s", engine, ", ".join(v.name for v in vs))
     return voices
@@ -228,7 +235,9 @@ def festival_script(voice: Voice, items: Sequence[tuple[str, SynthParams, Path]]
             )
         if hts:
             lines.append(f'(set! hts_engine_params (cons (list "-r" {params.rate:.4f}) dsr_hts))')
-        lines.append(f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) {_scheme_string(str(wav))} 'riff)")
+        lines.append(
+            f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) {_scheme_string(str(wav))} 'riff)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -247,7 +256,9 @@ def synthesize_festival_batch(voice: Voice, items: Sequence[tuple[str, SynthPara
     finally:
         script.unlink()
     if proc.returncode != 0:
-        logger.warning("festival %s exited with %d: %s", voice.key, proc.returncode, " ".join(proc.stderr.split())[:300])
+        logger.warning(
+            "festival %s exited with %d: %s", voice.key, proc.returncode, " ".join(proc.stderr.split())[:300]
+        )
 
 
 def trim_silence(audio: np.ndarray, sample_rate: int, keep_s: float = KEEP_SILENCE_S) -> np.ndarray:

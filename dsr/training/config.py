@@ -35,9 +35,10 @@ class ModelOptions:
     """
 
     utterance_norm: str = opt(
-        "none", "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
+        "none",
+        "Per-utterance feature normalisation after the global one: none, mean (CMN per mel bin: "
         "removes recording level and channel) or mean-var (CMVN). Applied in training and decoding alike; "
-        "such a model cannot stream. On FSDD --gain-db worked better."
+        "such a model cannot stream. On FSDD --gain-db worked better.",
     )
     encoder_dim: int = opt(192, "Conformer model dimension.")
     num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
@@ -45,8 +46,9 @@ class ModelOptions:
     ffn_dim: int = opt(768, "Feed-forward hidden size.")
     conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
     subsampling_channels: str = opt(
-        "16,64", "Channels of the two convolutions of the 4x subsampling front end; the second costs "
-        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there."
+        "16,64",
+        "Channels of the two convolutions of the 4x subsampling front end; the second costs "
+        "their product per position; 8,32 saved ~6 % per update on the embedded recipe but cost WER there.",
     )
     dropout: float = opt(0.1, "Dropout probability.")
     decoder_dim: int = opt(256, "Stateless predictor embedding size.")
@@ -79,36 +81,54 @@ class ModelOptions:
         from dsr.models.utterance_norm import UTTERANCE_NORMS  # torch: not at CLI start-up
 
         if self.utterance_norm not in UTTERANCE_NORMS:
-            raise OptionError(f"{{utterance_norm}} must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}")
+            raise OptionError(
+                f"{{utterance_norm}} must be one of {', '.join(UTTERANCE_NORMS)}, got {self.utterance_norm}"
+            )
         if self.utterance_norm != "none" and self.chunk_sizes:
             raise OptionError("{utterance_norm} needs whole utterances; fix: drop it or {chunk_sizes} (streaming)")
         # The Conformer checks these too, but with its own argument names and a traceback.
-        for name in ("encoder_dim", "num_encoder_layers", "num_heads", "ffn_dim", "decoder_dim", "joiner_dim",
-                     "context_size"):
+        for name in (
+            "encoder_dim",
+            "num_encoder_layers",
+            "num_heads",
+            "ffn_dim",
+            "decoder_dim",
+            "joiner_dim",
+            "context_size",
+        ):
             if getattr(self, name) <= 0:
                 raise OptionError(f"{{{name}}} must be > 0, got {getattr(self, name)}")
         if self.encoder_dim % self.num_heads or (self.encoder_dim // self.num_heads) % 2:
-            raise OptionError(f"{{encoder_dim}} ({self.encoder_dim}) must split over {{num_heads}} ({self.num_heads}) "
-                               "into an even head dimension (rotary positions rotate pairs of dimensions)")
+            raise OptionError(
+                f"{{encoder_dim}} ({self.encoder_dim}) must split over {{num_heads}} ({self.num_heads}) "
+                "into an even head dimension (rotary positions rotate pairs of dimensions)"
+            )
         if self.conv_kernel_size <= 0 or (not self.causal and self.conv_kernel_size % 2 == 0):
-            raise OptionError(f"{{conv_kernel_size}} must be positive, and odd without {{causal}}; got {self.conv_kernel_size}")
+            raise OptionError(
+                f"{{conv_kernel_size}} must be positive, and odd without {{causal}}; got {self.conv_kernel_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise OptionError(f"{{dropout}} must be in [0, 1), got {self.dropout}")
         channels = int_list(self.subsampling_channels, "subsampling_channels")
         if len(channels) != 2 or min(channels) <= 0:
-            raise OptionError(f"{{subsampling_channels}} must be two positive integers, e.g. 8,32; "
-                               f"got {self.subsampling_channels!r}")
+            raise OptionError(
+                f"{{subsampling_channels}} must be two positive integers, e.g. 8,32; got {self.subsampling_channels!r}"
+            )
         if any(c <= 0 for c in int_list(self.chunk_sizes, "chunk_sizes")):
             raise OptionError(
                 f"{{chunk_sizes}} must be positive encoder-frame counts, e.g. 8,16,32; got {self.chunk_sizes!r}"
             )
         lefts = int_list(self.left_context_chunks, "left_context_chunks")
         if not lefts or any(left < -1 for left in lefts):
-            raise OptionError(f"{{left_context_chunks}} must list values >= -1 (-1 = all), e.g. 2,4,-1; "
-                               f"got {self.left_context_chunks!r}")
+            raise OptionError(
+                f"{{left_context_chunks}} must list values >= -1 (-1 = all), e.g. 2,4,-1; "
+                f"got {self.left_context_chunks!r}"
+            )
         if not 0.0 <= self.full_context_prob < 1.0:
-            raise OptionError(f"{{full_context_prob}} must be in [0, 1), got {self.full_context_prob} "
-                               "(for full attention only, leave {chunk_sizes} empty)")
+            raise OptionError(
+                f"{{full_context_prob}} must be in [0, 1), got {self.full_context_prob} "
+                "(for full attention only, leave {chunk_sizes} empty)"
+            )
         if self.attention_decoder_layers < 0:
             raise OptionError(f"{{attention_decoder_layers}} must be >= 0, got {self.attention_decoder_layers}")
         if self.attention_decoder_layers > 0:
@@ -122,8 +142,11 @@ class ModelOptions:
     def model_config_fields(self) -> dict[str, Any]:
         """The :class:`~dsr.models.config.ModelConfig` fields these options set (all but the vocabulary's)."""
         copied = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_MODEL_CONFIG_FIELDS}
-        return {**copied, "subsampling_channels": int_list(self.subsampling_channels, "subsampling_channels"),
-                **self.chunking()}
+        return {
+            **copied,
+            "subsampling_channels": int_list(self.subsampling_channels, "subsampling_channels"),
+            **self.chunking(),
+        }
 
     def chunking(self) -> dict[str, Any]:
         """The :class:`~dsr.models.config.ModelConfig` fields of the streaming options.
@@ -148,14 +171,19 @@ class ModelOptions:
 
 # Options that are not ModelConfig fields under their own name: the chunking strings become
 # chunk_size/train_* (see ModelOptions.chunking), the channels string a tuple.
-_NOT_MODEL_CONFIG_FIELDS = frozenset({"subsampling_channels", "chunk_sizes", "left_context_chunks", "full_context_prob"})
+_NOT_MODEL_CONFIG_FIELDS = frozenset(
+    {"subsampling_channels", "chunk_sizes", "left_context_chunks", "full_context_prob"}
+)
 
 
 @dataclass
 class TrainConfig:
     # Data
     exp_dir: str = opt("exp/conformer", "Output directory for checkpoints, logs and config.yaml.")
-    train_cuts: str = opt("data/fbank/synth_cuts_train.jsonl.gz", "Cuts manifest with features to train on; several, comma-separated, are concatenated.")
+    train_cuts: str = opt(
+        "data/fbank/synth_cuts_train.jsonl.gz",
+        "Cuts manifest with features to train on; several, comma-separated, are concatenated.",
+    )
     dev_cuts: str = opt("data/fbank/synth_cuts_dev.jsonl.gz", "Cuts manifest for validation loss ('' to skip).")
     lang_dir: str = opt("data/lang_bpe_256", "Directory with bpe.model and tokens.txt.")
     max_duration: float = opt(200.0, "Seconds of audio per batch (dynamic bucketing).")
@@ -164,29 +192,34 @@ class TrainConfig:
     num_buckets: int = opt(10, "Duration buckets of the sampler.")
     num_workers: int = opt(0, "DataLoader worker processes (0 = load in the main process).")
     feature_cache_mb: float = opt(
-        2048.0, "Keep up to this many MB of decoded training/dev features in memory (per loader process; "
+        2048.0,
+        "Keep up to this many MB of decoded training/dev features in memory (per loader process; "
         "0 = read from disk every epoch). Saves ~8 ms per update on the embedded recipe, whose 12000 "
-        "training cuts take ~0.9 GB."
+        "training cuts take ~0.9 GB.",
     )
     sortagrad_epochs: int = opt(0, "Epochs at the start that visit utterances from shortest to longest (curriculum).")
     spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
     gain_db: float = opt(
-        0.0, "Volume perturbation: shift each training utterance's level by a random gain in "
-        "[-G, G] dB (e.g. 20; 0 = off). Makes the model robust to recording level."
+        0.0,
+        "Volume perturbation: shift each training utterance's level by a random gain in "
+        "[-G, G] dB (e.g. 20; 0 = off). Makes the model robust to recording level.",
     )
     freq_warp: float = opt(
-        0.0, "Vocal tract length perturbation: warp each utterance's mel frequency axis by up to this "
-        "relative amount (e.g. 0.1; 0 = off). Helps with few training speakers."
+        0.0,
+        "Vocal tract length perturbation: warp each utterance's mel frequency axis by up to this "
+        "relative amount (e.g. 0.1; 0 = off). Helps with few training speakers.",
     )
     edge_trim: float = opt(
-        0.0, "Edge trimming: cut a random 0..S seconds off the start and off the end of each training "
+        0.0,
+        "Edge trimming: cut a random 0..S seconds off the start and off the end of each training "
         "utterance (each edge with probability 0.5, keeping >= --edge-trim-keep; e.g. 0.35; 0 = off). For corpora "
-        "whose files were trimmed into the speech, such as FSDD."
+        "whose files were trimmed into the speech, such as FSDD.",
     )
     endpoint_trim_db: float = opt(
-        0.0, "Endpoint trimming: on each edge of a training utterance (probability 0.5) cut the frames "
+        0.0,
+        "Endpoint trimming: on each edge of a training utterance (probability 0.5) cut the frames "
         "quieter than a random threshold drawn in [D/2, D] dB below its loudest frame, as a silence "
-        "remover would (e.g. 40; 0 = off). Like --edge-trim, but weak sounds go first."
+        "remover would (e.g. 40; 0 = off). Like --edge-trim, but weak sounds go first.",
     )
     edge_trim_keep: float = opt(
         0.6, "With --edge-trim/--endpoint-trim-db: the fraction of each utterance always kept, in (0, 1]."
@@ -218,7 +251,8 @@ class TrainConfig:
     distill_scale: float = opt(1.0, "Weight of the distillation KL terms (with --teacher).")
     distill_temperature: float = opt(1.0, "Softmax temperature of the distillation KL (scaled by its square).")
     distill_heads: str = opt(
-        "ctc", "Posteriors to match with --teacher: ctc (frame posteriors), joiner (pruned joiner outputs on the "
+        "ctc",
+        "Posteriors to match with --teacher: ctc (frame posteriors), joiner (pruned joiner outputs on the "
         "student's prune ranges; both models need a transducer) or ctc,joiner.",
     )
     # Optimisation
@@ -228,9 +262,7 @@ class TrainConfig:
     warmup_steps: int = opt(300, "Linear learning-rate warm-up steps.")
     lr_decay_epochs: float = opt(6.0, "Eden-style decay: lr halves roughly every few of these epochs.")
     weight_decay: float = opt(1e-3, "AdamW weight decay.")
-    adam_beta2: float = opt(
-        0.98, "AdamW second-moment decay; below 0.999 it forgets the large first gradients sooner."
-    )
+    adam_beta2: float = opt(0.98, "AdamW second-moment decay; below 0.999 it forgets the large first gradients sooner.")
     grad_clip: float = opt(5.0, "Gradient-norm clipping threshold.")
     seed: int = opt(42, "Random seed.")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto.")
@@ -272,11 +304,13 @@ class TrainConfig:
         "the Conformer options are ignored. Needs whisper-fbank features (dsr features --feature-type whisper-fbank).",
     )
     whisper_decoder: bool = opt(
-        True, "With --pretrained: Whisper's own decoder (and tokenizer) as the attention head, trained with "
-        "--attention-loss-scale; --no-whisper-decoder leaves it out (smaller, faster training)."
+        True,
+        "With --pretrained: Whisper's own decoder (and tokenizer) as the attention head, trained with "
+        "--attention-loss-scale; --no-whisper-decoder leaves it out (smaller, faster training).",
     )
     whisper_pad_30s: bool = opt(
-        False, "With --pretrained: run the encoder on Whisper's 30 s window (zero-padded log-mel, as zero-shot "
+        False,
+        "With --pretrained: run the encoder on Whisper's 30 s window (zero-padded log-mel, as zero-shot "
         "Whisper and faster-whisper do) instead of each utterance's own frames: ~10x the encoder cost for 3 s "
         "utterances, but the decoder keeps the input it was trained on. For the Whisper decoder alone: needs "
         "--no-use-transducer --ctc-loss-scale 0 (the alignment heads would read the padding); usually with "
@@ -286,50 +320,64 @@ class TrainConfig:
         "en", "With --pretrained multilingual Whisper: the language token of the Whisper decoder's prompt."
     )
     pretrained_lr_scale: float = opt(
-        0.2, "With --pretrained: learning rate of the pretrained parameters relative to --base-lr (the new heads get --base-lr)."
+        0.2,
+        "With --pretrained: learning rate of the pretrained parameters relative to --base-lr (the new heads get --base-lr).",
     )
     freeze_encoder_steps: int = opt(
-        0, "With --pretrained (or --init-from): keep the encoder frozen for the first N updates while the new "
-        "heads learn to read it, then train it too."
+        0,
+        "With --pretrained (or --init-from): keep the encoder frozen for the first N updates while the new "
+        "heads learn to read it, then train it too.",
     )
     freeze_encoder_keep_top: int = opt(
         0, "With --freeze-encoder-steps: the top K encoder layers train from the start (all but them are frozen)."
     )
     # Speech-LLM (dsr/models/speech_llm.py, dsr/training/speech_llm.py)
     speech_llm: str = opt(
-        "", "Train a speech-LLM instead of a transducer: the encoder (--pretrained Whisper, or --init-from a dsr "
+        "",
+        "Train a speech-LLM instead of a transducer: the encoder (--pretrained Whisper, or --init-from a dsr "
         "checkpoint) -> frame-stacking projector -> this causal LLM (a Hugging Face directory or .gguf file; "
         "'default' = SmolLM2-135M-Instruct from tools/setup.sh --lm). Checkpoints hold the projector, adapters and "
         "encoder, not the LLM. Decode with dsr decode -m speech-llm-greedy / speech-llm-beam-search.",
     )
     speech_llm_stage: int = opt(
-        1, "With --speech-llm: 1 trains the projector only (encoder and LLM frozen); 2 the projector and LoRA "
+        1,
+        "With --speech-llm: 1 trains the projector only (encoder and LLM frozen); 2 the projector and LoRA "
         "adapters on the LLM (and --speech-llm-encoder-top encoder layers), usually with --init-from the stage-1 exp dir.",
     )
     projector_stack: int = opt(4, "With --speech-llm: encoder frames concatenated into one LLM input embedding.")
-    projector_hidden: int = opt(0, "With --speech-llm: hidden size of the Linear-ReLU-Linear projector (0 = the LLM's).")
+    projector_hidden: int = opt(
+        0, "With --speech-llm: hidden size of the Linear-ReLU-Linear projector (0 = the LLM's)."
+    )
     lora_rank: int = opt(16, "With --speech-llm-stage 2: LoRA rank of the adapters on the LLM.")
     lora_alpha: float = opt(32.0, "With --speech-llm-stage 2: LoRA alpha (the adapters are scaled by alpha / rank).")
     lora_dropout: float = opt(0.05, "With --speech-llm-stage 2: dropout on the LoRA adapters' input.")
     lora_targets: str = opt(
-        "all-linear", "With --speech-llm-stage 2: modules that get adapters: all-linear (every Linear but the output "
+        "all-linear",
+        "With --speech-llm-stage 2: modules that get adapters: all-linear (every Linear but the output "
         "layer) or comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj.",
     )
     speech_llm_encoder_top: int = opt(
-        0, "With --speech-llm-stage 2: also train the top K encoder layers (0 = encoder frozen).")
+        0, "With --speech-llm-stage 2: also train the top K encoder layers (0 = encoder frozen)."
+    )
     speech_llm_instruction: str = opt(
-        "Transcribe the speech.", "With --speech-llm: the instruction in the prompt (the system message of the "
-        "LLM's chat template).")
+        "Transcribe the speech.",
+        "With --speech-llm: the instruction in the prompt (the system message of the LLM's chat template).",
+    )
     speech_llm_cache_encoder: bool = opt(
-        False, "With --speech-llm and a frozen encoder: keep each cut's encoder output in memory after it was "
+        False,
+        "With --speech-llm and a frozen encoder: keep each cut's encoder output in memory after it was "
         "first computed, so later epochs cost only the projector and the LLM. Needs --no-spec-augment (masked "
-        "inputs differ every epoch). Memory: frames x encoder dim x 4 bytes (tiny.en: ~0.8 MB per 10 s).")
+        "inputs differ every epoch). Memory: frames x encoder dim x 4 bytes (tiny.en: ~0.8 MB per 10 s).",
+    )
     speech_llm_hotword_prob: float = opt(
-        0.0, "With --speech-llm: share of training utterances whose prompt lists hotwords (a phrase of the "
+        0.0,
+        "With --speech-llm: share of training utterances whose prompt lists hotwords (a phrase of the "
         "transcript and up to two of other transcripts of the batch), so that decoding with --hotwords-file "
-        "tells the model something it has learnt to use (0 = never).")
+        "tells the model something it has learnt to use (0 = never).",
+    )
     speech_llm_chat_template: bool = opt(
-        True, "With --speech-llm: use the LLM's chat template around the speech (if its tokenizer has one).")
+        True, "With --speech-llm: use the LLM's chat template around the speech (if its tokenizer has one)."
+    )
     # Bookkeeping
     save_every_n: int = opt(200, "Save checkpoint-<step>.pt every N steps (0 disables).")
     keep_last_k: int = opt(3, "Keep only the newest K step checkpoints.")
@@ -394,7 +442,9 @@ class TrainConfig:
         if self.ctc_encoder_warmup_steps < 0:
             raise OptionError(f"{{ctc_encoder_warmup_steps}} must be >= 0, got {self.ctc_encoder_warmup_steps}")
         if self.ctc_encoder_warmup_steps > 0 and self.ctc_loss_scale <= 0:
-            raise OptionError("{ctc_encoder_warmup_steps} needs {ctc_loss_scale} > 0 (CTC is what trains the encoder then)")
+            raise OptionError(
+                "{ctc_encoder_warmup_steps} needs {ctc_loss_scale} > 0 (CTC is what trains the encoder then)"
+            )
         if self.prune_range < 1:
             raise OptionError(f"{{prune_range}} must be >= 1, got {self.prune_range}")
         if self.gain_db < 0:
@@ -426,28 +476,48 @@ class TrainConfig:
         if self.speech_llm_stage not in (1, 2):
             raise OptionError(f"{{speech_llm_stage}} must be 1 or 2, got {self.speech_llm_stage}")
         if not self.pretrained and not self.init_from:
-            raise OptionError("{speech_llm} needs a trained encoder: add {pretrained} whisper-... or {init_from} "
-                              "a dsr checkpoint or exp dir (a stage-1 speech-LLM for stage 2)")
+            raise OptionError(
+                "{speech_llm} needs a trained encoder: add {pretrained} whisper-... or {init_from} "
+                "a dsr checkpoint or exp dir (a stage-1 speech-LLM for stage 2)"
+            )
         if self.projector_stack < 1 or self.projector_hidden < 0:
-            raise OptionError(f"{{projector_stack}} must be >= 1 and {{projector_hidden}} >= 0, got "
-                              f"{self.projector_stack} and {self.projector_hidden}")
+            raise OptionError(
+                f"{{projector_stack}} must be >= 1 and {{projector_hidden}} >= 0, got "
+                f"{self.projector_stack} and {self.projector_hidden}"
+            )
         if self.speech_llm_stage == 2 and (self.lora_rank < 1 or self.lora_alpha <= 0):
-            raise OptionError(f"{{speech_llm_stage}} 2 needs {{lora_rank}} >= 1 and {{lora_alpha}} > 0, got "
-                              f"{self.lora_rank} and {self.lora_alpha}")
+            raise OptionError(
+                f"{{speech_llm_stage}} 2 needs {{lora_rank}} >= 1 and {{lora_alpha}} > 0, got "
+                f"{self.lora_rank} and {self.lora_alpha}"
+            )
         if not 0.0 <= self.speech_llm_hotword_prob <= 1.0:
             raise OptionError(f"{{speech_llm_hotword_prob}} must be in [0, 1], got {self.speech_llm_hotword_prob}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise OptionError(f"{{lora_dropout}} must be in [0, 1), got {self.lora_dropout}")
         if self.speech_llm_encoder_top < 0 or (self.speech_llm_encoder_top and self.speech_llm_stage == 1):
-            raise OptionError("{speech_llm_encoder_top} trains encoder layers: >= 0, and only with {speech_llm_stage} 2")
+            raise OptionError(
+                "{speech_llm_encoder_top} trains encoder layers: >= 0, and only with {speech_llm_stage} 2"
+            )
         if self.speech_llm_cache_encoder and (self.spec_augment or self.speech_llm_encoder_top):
-            raise OptionError("{speech_llm_cache_encoder} keeps a frozen encoder's outputs: add {not:spec_augment} "
-                              "and drop {speech_llm_encoder_top}")
-        if (self.teacher or self.model.chunk_sizes or self.model.attention_decoder_layers or self.freeze
-                or self.init_exclude or self.whisper_pad_30s or self.sortagrad_epochs or self.freeze_encoder_steps):
-            raise OptionError("{speech_llm} chooses what trains by {speech_llm_stage} and {speech_llm_encoder_top}: "
-                              "drop {teacher}, {chunk_sizes}, {attention_decoder_layers}, {freeze}, {init_exclude}, "
-                              "{whisper_pad_30s}, {sortagrad_epochs} and {freeze_encoder_steps}")
+            raise OptionError(
+                "{speech_llm_cache_encoder} keeps a frozen encoder's outputs: add {not:spec_augment} "
+                "and drop {speech_llm_encoder_top}"
+            )
+        if (
+            self.teacher
+            or self.model.chunk_sizes
+            or self.model.attention_decoder_layers
+            or self.freeze
+            or self.init_exclude
+            or self.whisper_pad_30s
+            or self.sortagrad_epochs
+            or self.freeze_encoder_steps
+        ):
+            raise OptionError(
+                "{speech_llm} chooses what trains by {speech_llm_stage} and {speech_llm_encoder_top}: "
+                "drop {teacher}, {chunk_sizes}, {attention_decoder_layers}, {freeze}, {init_exclude}, "
+                "{whisper_pad_30s}, {sortagrad_epochs} and {freeze_encoder_steps}"
+            )
 
     def _validate_pretrained(self) -> None:
         if self.freeze_encoder_steps < 0 or self.freeze_encoder_keep_top < 0:
@@ -465,16 +535,22 @@ class TrainConfig:
         if self.model.utterance_norm != "none":
             raise OptionError("{pretrained} Whisper reads its own normalised log-mel: drop {utterance_norm}")
         if self.freq_warp > 0 or self.gain_db > 0:
-            raise OptionError("{freq_warp} and {gain_db} act on Kaldi FBANK (natural-log power); with {pretrained} "
-                               "(Whisper's log-mel) drop them")
+            raise OptionError(
+                "{freq_warp} and {gain_db} act on Kaldi FBANK (natural-log power); with {pretrained} "
+                "(Whisper's log-mel) drop them"
+            )
         if self.model.attention_decoder_layers > 0:
-            raise OptionError("{pretrained}: the attention head is Whisper's own decoder ({whisper_decoder}); drop "
-                               "{attention_decoder_layers}")
+            raise OptionError(
+                "{pretrained}: the attention head is Whisper's own decoder ({whisper_decoder}); drop "
+                "{attention_decoder_layers}"
+            )
         if self.whisper_decoder and self.attention_loss_scale <= 0:
             raise OptionError("{whisper_decoder} needs {attention_loss_scale} > 0 (or use {not:whisper_decoder})")
         if self.whisper_pad_30s and (self.model.use_transducer or self.ctc_loss_scale > 0 or not self.whisper_decoder):
-            raise OptionError("{whisper_pad_30s} trains Whisper's decoder alone: add {not:use_transducer} "
-                               "and {ctc_loss_scale} of 0 (the transducer and CTC heads would read 30 s of padding)")
+            raise OptionError(
+                "{whisper_pad_30s} trains Whisper's decoder alone: add {not:use_transducer} "
+                "and {ctc_loss_scale} of 0 (the transducer and CTC heads would read 30 s of padding)"
+            )
 
     def _validate_heads(self) -> None:
         whisper_alone = bool(self.pretrained) and self.whisper_decoder
@@ -483,8 +559,9 @@ class TrainConfig:
         if self.model.attention_decoder_layers == 0:
             return
         if self.attention_loss_scale <= 0:
-            raise OptionError("{attention_decoder_layers} > 0 needs {attention_loss_scale} > 0 (or the decoder "
-                               "stays untrained)")
+            raise OptionError(
+                "{attention_decoder_layers} > 0 needs {attention_loss_scale} > 0 (or the decoder stays untrained)"
+            )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise OptionError(f"{{label_smoothing}} must be in [0, 1), got {self.label_smoothing}")
 

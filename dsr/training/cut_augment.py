@@ -14,7 +14,7 @@ the features of a trimmed cut are a slice of the stored matrix (read once and ke
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -111,8 +111,14 @@ class RandomEndpointTrim(_EdgeTrim):
             Kaldi's natural-log power; they are converted back before measuring energy.
     """
 
-    def __init__(self, max_db: float, load_features: Callable[[Cut], np.ndarray], p: float = 0.5,
-                 min_keep: float = 0.6, whisper_log_mel: bool = False) -> None:
+    def __init__(
+        self,
+        max_db: float,
+        load_features: Callable[[Cut], np.ndarray],
+        p: float = 0.5,
+        min_keep: float = 0.6,
+        whisper_log_mel: bool = False,
+    ) -> None:
         if max_db <= 0:
             raise ValueError(f"max_db must be > 0 (got {max_db})")
         super().__init__(p, min_keep)

@@ -7,7 +7,8 @@ so both read features the same way.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,8 +66,10 @@ class CachedFeatures(PrecomputedFeatures):
         if feats is None:
             feats = load()
             if feats.shape[0] != num_frames:
-                raise RuntimeError(f"cut {cut.id}: {feats.shape[0]} feature frames stored, manifest says "
-                                   f"{num_frames}; recompute the features (dsr features --force)")
+                raise RuntimeError(
+                    f"cut {cut.id}: {feats.shape[0]} feature frames stored, manifest says "
+                    f"{num_frames}; recompute the features (dsr features --force)"
+                )
             if self.cached_bytes + feats.nbytes <= self.max_bytes:
                 self._cache[key] = feats
                 self.cached_bytes += feats.nbytes
@@ -167,8 +170,14 @@ def make_loader(
         cut_transforms.append(RandomEdgeTrim(edge_trim, min_keep=edge_trim_keep))
     if endpoint_trim_db > 0:
         read = feature_cache.load if feature_cache is not None else lambda cut: cut.load_features()
-        cut_transforms.append(RandomEndpointTrim(endpoint_trim_db, read, min_keep=edge_trim_keep,
-                                                 whisper_log_mel=frontend_type(frontend) == "whisper-fbank"))
+        cut_transforms.append(
+            RandomEndpointTrim(
+                endpoint_trim_db,
+                read,
+                min_keep=edge_trim_keep,
+                whisper_log_mel=frontend_type(frontend) == "whisper-fbank",
+            )
+        )
     dataset = K2SpeechRecognitionDataset(
         cut_transforms=cut_transforms, input_transforms=transforms, input_strategy=inputs, return_cuts=True
     )

@@ -18,9 +18,9 @@ import torch
 from dsr.errors import DsrUserError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.distill import ctc_distillation_loss, pruned_joiner_distillation_loss
+from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
-from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 
 logger = logging.getLogger("dsr")
 
@@ -65,8 +65,12 @@ def load_teacher(
     teacher = build_model(tcfg)
     teacher.load_state_dict(ckpt["model"])
     teacher.to(device).eval().requires_grad_(False)
-    logger.info("teacher: %s, %.2f M parameters, distilling %s", where,
-                sum(p.numel() for p in teacher.parameters()) / 1e6, "+".join(heads))
+    logger.info(
+        "teacher: %s, %.2f M parameters, distilling %s",
+        where,
+        sum(p.numel() for p in teacher.parameters()) / 1e6,
+        "+".join(heads),
+    )
     return teacher
 
 
@@ -120,7 +124,11 @@ def distillation_losses(
         )
     if teacher_joiner is not None:
         out["distill_joiner_loss"] = pruned_joiner_distillation_loss(
-            student_out["pruned_logits"], teacher_joiner, student_out["prune_ranges"], student_lens,
-            student_out["y_lens"], temperature,
+            student_out["pruned_logits"],
+            teacher_joiner,
+            student_out["prune_ranges"],
+            student_lens,
+            student_out["y_lens"],
+            temperature,
         )
     return out

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from dsr.errors import DsrUserError
-from dsr.models.config import ModelConfig
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
+from dsr.models.config import ModelConfig
 
 logger = logging.getLogger("dsr")
 
@@ -115,7 +115,9 @@ def load_initial_weights(
     unused = [k for k in weights if k not in own]
     logger.info("initialised %d of %d weights from %s", len(loaded), len(own), what)
     if excluded:
-        logger.info("--init-exclude kept %d weights randomly initialised: %s", len(excluded), ", ".join(sorted(excluded)))
+        logger.info(
+            "--init-exclude kept %d weights randomly initialised: %s", len(excluded), ", ".join(sorted(excluded))
+        )
     if missing:
         logger.warning("%s has no %s; they keep their random initialisation", what, ", ".join(missing))
     if unused:
@@ -140,6 +142,9 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[nn.Paramete
         num_frozen = sum(named[n].numel() for n in frozen)
         logger.info(
             "--freeze: %d parameter tensors (%.3f M values) frozen, %d (%.3f M values) trainable",
-            len(frozen), num_frozen / 1e6, len(trainable), sum(p.numel() for p in trainable) / 1e6,
+            len(frozen),
+            num_frozen / 1e6,
+            len(trainable),
+            sum(p.numel() for p in trainable) / 1e6,
         )
     return trainable

@@ -42,8 +42,10 @@ class ModelAverager:
         self.num_averaged = 0
         # On the CPU: a float64 copy of a large model would crowd the GPU for no speed gain
         # (the update runs once every ``period`` steps).
-        self.weights = {k: torch.zeros_like(v, dtype=torch.float64, device="cpu")
-                        for k, v in _float_items(model.state_dict()).items()}
+        self.weights = {
+            k: torch.zeros_like(v, dtype=torch.float64, device="cpu")
+            for k, v in _float_items(model.state_dict()).items()
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module, global_step: int) -> None:

@@ -52,10 +52,17 @@ class PretrainedWhisper:
         prompt, no special token: a fine-tuned head never needs one)."""
         if not self.use_decoder:
             return {"pretrained": self.source}
-        search = {"suppress_tokens": list(self.loaded.suppress_tokens),
-                  "suppress_at_begin": list(self.loaded.suppress_blank), "suppress_from": self.eot + 1}
-        return {"pretrained": self.source, "whisper_tokenizer": self.loaded.tokenizer_json,
-                "whisper_multilingual": self.loaded.multilingual, "whisper_search": search}
+        search = {
+            "suppress_tokens": list(self.loaded.suppress_tokens),
+            "suppress_at_begin": list(self.loaded.suppress_blank),
+            "suppress_from": self.eot + 1,
+        }
+        return {
+            "pretrained": self.source,
+            "whisper_tokenizer": self.loaded.tokenizer_json,
+            "whisper_multilingual": self.loaded.multilingual,
+            "whisper_search": search,
+        }
 
 
 def load_pretrained(cfg: TrainConfig) -> PretrainedWhisper:
@@ -99,8 +106,13 @@ def optimizer_groups(
     groups: list[dict[str, Any]] = [{"params": new}] if new else []
     if old:
         groups.append({"params": old, "lr": cfg.base_lr * cfg.pretrained_lr_scale})
-    logger.info("learning rates: %.2e for %d new tensors, %.2e for %d pretrained ones", cfg.base_lr, len(new),
-                cfg.base_lr * cfg.pretrained_lr_scale, len(old))
+    logger.info(
+        "learning rates: %.2e for %d new tensors, %.2e for %d pretrained ones",
+        cfg.base_lr,
+        len(new),
+        cfg.base_lr * cfg.pretrained_lr_scale,
+        len(old),
+    )
     return groups
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from dsr.errors import DsrUserError
-from dsr.training import distributed
 from dsr.models.checkpoint import latest_checkpoint, load_checkpoint
+from dsr.training import distributed
 from dsr.training.config import TrainConfig
 from dsr.training.distributed import DistInfo
 from dsr.training.init import split_patterns
@@ -54,8 +54,11 @@ def find_resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[
 
 def restore_average(averager: ModelAverager, state: dict[str, Any]) -> None:
     if "model_avg" not in state:
-        logger.warning("the checkpoint has no running model average; it starts afresh at step %d, so "
-                       "decoding with --use-averaged-model needs epochs trained from here on", state["global_step"])
+        logger.warning(
+            "the checkpoint has no running model average; it starts afresh at step %d, so "
+            "decoding with --use-averaged-model needs epochs trained from here on",
+            state["global_step"],
+        )
         return
     try:
         averager.load_state_dict(state["model_avg"])
@@ -103,9 +106,12 @@ def random_states(device: torch.device) -> dict[str, Any]:
 def restore_random_states(saved: list[dict[str, Any]] | None, device: torch.device, info: DistInfo) -> None:
     """Set this rank's generators to the states it had at the checkpoint (``saved`` has one entry per rank)."""
     if not saved or len(saved) != info.world_size:
-        logger.info("random-number states not restored (the checkpoint has %s for %d processes): "
-                    "dropout and SpecAugment masks will differ from an uninterrupted run",
-                    len(saved) if saved else "none", info.world_size)
+        logger.info(
+            "random-number states not restored (the checkpoint has %s for %d processes): "
+            "dropout and SpecAugment masks will differ from an uninterrupted run",
+            len(saved) if saved else "none",
+            info.world_size,
+        )
         return
     states = saved[info.rank]
     random.setstate(states["python"])

@@ -32,21 +32,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
+from dsr.device import resolve_device
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
-from dsr.features.frontend import check_cuts_frontend, check_frontend_match, frontend_from_dict, frontend_of_cuts, \
-    frontend_to_dict
+from dsr.features.frontend import (
+    check_cuts_frontend,
+    check_frontend_match,
+    frontend_from_dict,
+    frontend_of_cuts,
+    frontend_to_dict,
+)
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import Tokenizer
 from dsr.lm.load import fingerprint
+from dsr.models.checkpoint import epoch_checkpoints, load_checkpoint, resolve_model_checkpoint, save_checkpoint
 from dsr.models.config import ModelConfig
-from dsr.models.speech_llm import SpeechLLM, SpeechLLMConfig, SpeechPrompt, build_prompt, build_speech_llm, \
-    llm_target, load_llm, resolve_llm_path
+from dsr.models.speech_llm import (
+    SpeechLLM,
+    SpeechLLMConfig,
+    SpeechPrompt,
+    build_prompt,
+    build_speech_llm,
+    llm_target,
+    load_llm,
+    resolve_llm_path,
+)
 from dsr.models.whisper.pretrained import encoder_param_names_to_freeze
 from dsr.training import distributed
-from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
-from dsr.device import resolve_device
-from dsr.models.checkpoint import epoch_checkpoints, load_checkpoint, resolve_model_checkpoint, save_checkpoint
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import CachedFeatures, batch_features, batch_texts, make_loader
 from dsr.training.optim import WarmupEden
@@ -73,12 +86,20 @@ def build_for_training(
     llm_path = resolve_llm_path(cfg.speech_llm)
     llm, tokenizer = load_llm(llm_path)
     scfg = SpeechLLMConfig(
-        encoder={}, llm_path=str(llm_path.resolve()), llm_fingerprint=fingerprint(llm_path),
+        encoder={},
+        llm_path=str(llm_path.resolve()),
+        llm_fingerprint=fingerprint(llm_path),
         # get_input_embeddings is typed as any nn.Module; a causal LM's token table is an nn.Embedding.
-        llm_dim=cast(nn.Embedding, llm.get_input_embeddings()).embedding_dim, projector_stack=cfg.projector_stack,
-        projector_hidden=cfg.projector_hidden, use_ctc=ctc_vocab_size > 0, instruction=cfg.speech_llm_instruction,
-        lora_rank=cfg.lora_rank if cfg.speech_llm_stage == 2 else 0, lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout, lora_targets=cfg.lora_targets, use_chat_template=cfg.speech_llm_chat_template,
+        llm_dim=cast(nn.Embedding, llm.get_input_embeddings()).embedding_dim,
+        projector_stack=cfg.projector_stack,
+        projector_hidden=cfg.projector_hidden,
+        use_ctc=ctc_vocab_size > 0,
+        instruction=cfg.speech_llm_instruction,
+        lora_rank=cfg.lora_rank if cfg.speech_llm_stage == 2 else 0,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        lora_targets=cfg.lora_targets,
+        use_chat_template=cfg.speech_llm_chat_template,
     )
     base = ModelConfig(vocab_size=max(ctc_vocab_size, 2), blank_id=blank_id, use_transducer=False)
     if cfg.pretrained:
@@ -100,33 +121,50 @@ def build_for_training(
     if "speech_llm_config" in ckpt:  # a stage-1 (or earlier stage-2) speech-LLM: all but the adapters
         prev = SpeechLLMConfig.from_dict(ckpt["speech_llm_config"])
         if prev.llm_fingerprint != scfg.llm_fingerprint:
-            raise DsrUserError(f"{what} was trained with the LLM {prev.llm_path} (fingerprint {prev.llm_fingerprint}); "
-                               f"--speech-llm {cfg.speech_llm} is {llm_path} ({scfg.llm_fingerprint}): give the same LLM")
+            raise DsrUserError(
+                f"{what} was trained with the LLM {prev.llm_path} (fingerprint {prev.llm_fingerprint}); "
+                f"--speech-llm {cfg.speech_llm} is {llm_path} ({scfg.llm_fingerprint}): give the same LLM"
+            )
         if (prev.projector_stack, prev.projector_hidden) != (cfg.projector_stack, cfg.projector_hidden):
-            raise DsrUserError(f"{what} has --projector-stack {prev.projector_stack} --projector-hidden "
-                               f"{prev.projector_hidden}; give the same values")
+            raise DsrUserError(
+                f"{what} has --projector-stack {prev.projector_stack} --projector-hidden "
+                f"{prev.projector_hidden}; give the same values"
+            )
         if prev.use_ctc != scfg.use_ctc:
-            raise DsrUserError(f"{what} was trained {'with' if prev.use_ctc else 'without'} a CTC head; set "
-                               "--ctc-loss-scale accordingly (> 0 with a CTC head, 0 without)")
+            raise DsrUserError(
+                f"{what} was trained {'with' if prev.use_ctc else 'without'} a CTC head; set "
+                "--ctc-loss-scale accordingly (> 0 with a CTC head, 0 without)"
+            )
         model = build_speech_llm(replace(scfg, encoder=prev.encoder), llm, tokenizer, ctc_vocab_size, blank_id)
         own = model.trainable_state_dict()
         weights = {k: v for k, v in ckpt["model"].items() if "lora_" not in k}
         missing = [k for k in own if "lora_" not in k and k not in weights]
         if missing or any(k not in own or own[k].shape != v.shape for k, v in weights.items()):
-            raise DsrUserError(f"{what}: its weights do not fit this model (missing {missing[:2]}); another "
-                               "--lang-dir for the CTC head?")
+            raise DsrUserError(
+                f"{what}: its weights do not fit this model (missing {missing[:2]}); another "
+                "--lang-dir for the CTC head?"
+            )
         model.load_state_dict(weights, strict=False)
         logger.info("speech-LLM initialised from %s (encoder, projector%s)", what, ", CTC" if prev.use_ctc else "")
         return model, replace(scfg, encoder=prev.encoder), frontend, tokenizer
     if "model_config" not in ckpt:
         raise DsrUserError(f"{what} is not a dsr model checkpoint; give one written by dsr train")
-    enc_cfg = replace(ModelConfig.from_dict(ckpt["model_config"]), vocab_size=base.vocab_size, blank_id=blank_id,
-                      use_transducer=False, attention_decoder_layers=0, whisper_decoder=False)
+    enc_cfg = replace(
+        ModelConfig.from_dict(ckpt["model_config"]),
+        vocab_size=base.vocab_size,
+        blank_id=blank_id,
+        use_transducer=False,
+        attention_decoder_layers=0,
+        whisper_decoder=False,
+    )
     model = build_speech_llm(replace(scfg, encoder=enc_cfg.to_dict()), llm, tokenizer, ctc_vocab_size, blank_id)
     own = model.state_dict()
     # The encoder and its feature normalisation; the CTC head too when its vocabulary is the same.
-    weights = {k: v for k, v in ckpt["model"].items()
-               if (k.startswith(("encoder.", "feature_", "ctc_output.")) and k in own and own[k].shape == v.shape)}
+    weights = {
+        k: v
+        for k, v in ckpt["model"].items()
+        if (k.startswith(("encoder.", "feature_", "ctc_output.")) and k in own and own[k].shape == v.shape)
+    }
     if not any(k.startswith("encoder.") for k in weights):
         raise DsrUserError(f"{what}: no encoder weights fit the model built from its model_config")
     model.load_state_dict(weights, strict=False)
@@ -182,7 +220,7 @@ def _phrase(text: str, rng: random.Random) -> str | None:
         return None
     n = rng.randint(1, min(3, len(words)))
     start = rng.randint(0, len(words) - n)
-    return " ".join(words[start:start + n])
+    return " ".join(words[start : start + n])
 
 
 def sample_hotwords(texts: list[str], i: int, rng: random.Random) -> tuple[str, ...]:
@@ -202,8 +240,14 @@ class SpeechLLMTargets:
     and, with ``hotword_prob`` > 0, per-utterance prompts with hotword lists (:func:`sample_hotwords`)
     for that share of the utterances, so the model learns to use a phrase list in its prompt."""
 
-    def __init__(self, llm_tokenizer: Any, bpe: Tokenizer | None, hotword_prob: float = 0.0,
-                 scfg: SpeechLLMConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        llm_tokenizer: Any,
+        bpe: Tokenizer | None,
+        hotword_prob: float = 0.0,
+        scfg: SpeechLLMConfig | None = None,
+        seed: int = 0,
+    ) -> None:
         self.llm_tokenizer = llm_tokenizer
         self.bpe = bpe
         self.hotword_prob = hotword_prob
@@ -217,8 +261,14 @@ class SpeechLLMTargets:
         out = []
         for i in range(len(texts)):
             if self.rng.random() < self.hotword_prob:
-                out.append(build_prompt(self.llm_tokenizer, self.scfg.instruction, sample_hotwords(texts, i, self.rng),
-                                        self.scfg.use_chat_template))
+                out.append(
+                    build_prompt(
+                        self.llm_tokenizer,
+                        self.scfg.instruction,
+                        sample_hotwords(texts, i, self.rng),
+                        self.scfg.use_chat_template,
+                    )
+                )
             else:
                 out.append(default)
         return out
@@ -248,8 +298,9 @@ class EncoderCache:
         return sum(t.numel() * t.element_size() for t in self.outputs.values()) / 2**20
 
     @torch.no_grad()
-    def encode(self, model: SpeechLLM, feats: torch.Tensor, lens: torch.Tensor,
-               cut_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, model: SpeechLLM, feats: torch.Tensor, lens: torch.Tensor, cut_ids: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, T', D) encoder output and (N,) lengths of a batch, from the cache when possible."""
         if cut_ids and all(c in self.outputs for c in cut_ids):
             self.hits += 1
@@ -264,7 +315,11 @@ class EncoderCache:
 
 
 def compute_loss(
-    model: SpeechLLM, batch: dict, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device,
+    model: SpeechLLM,
+    batch: dict,
+    targets: SpeechLLMTargets,
+    cfg: TrainConfig,
+    device: torch.device,
     cache: EncoderCache | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], int]:
     """The speech-LLM's training loss of a batch (see the module docstring), its parts for the
@@ -276,8 +331,14 @@ def compute_loss(
         encoded = None
         if cache is not None:
             encoded = cache.encode(model, feats, lens, [c.id for c in batch["supervisions"]["cut"]])
-        out = model(feats, lens, targets.llm(texts), targets.ctc(texts), encoded=encoded,
-                    prompts=targets.prompts(texts, model.prompt) if model.training else None)
+        out = model(
+            feats,
+            lens,
+            targets.llm(texts),
+            targets.ctc(texts),
+            encoded=encoded,
+            prompts=targets.prompts(texts, model.prompt) if model.training else None,
+        )
     tokens = out["num_tokens"].float().clamp(min=1)
     llm_loss = out["llm_loss"] / tokens
     loss = llm_loss
@@ -290,8 +351,14 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model: SpeechLLM, loader, targets: SpeechLLMTargets, cfg: TrainConfig, device: torch.device,
-             cache: EncoderCache | None = None) -> float:
+def validate(
+    model: SpeechLLM,
+    loader,
+    targets: SpeechLLMTargets,
+    cfg: TrainConfig,
+    device: torch.device,
+    cache: EncoderCache | None = None,
+) -> float:
     """Mean per-token LLM loss (+ scaled CTC per frame) over the batches of ``loader``."""
     was_training = model.training
     model.eval()
@@ -329,8 +396,9 @@ def train_speech_llm(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)
 
     bpe = Tokenizer(cfg.lang_dir) if cfg.ctc_loss_scale > 0 else None
-    model, scfg, frontend, llm_tokenizer = build_for_training(cfg, bpe.vocab_size if bpe else 0,
-                                                              bpe.blank_id if bpe else 0)
+    model, scfg, frontend, llm_tokenizer = build_for_training(
+        cfg, bpe.vocab_size if bpe else 0, bpe.blank_id if bpe else 0
+    )
     targets = SpeechLLMTargets(llm_tokenizer, bpe, cfg.speech_llm_hotword_prob, scfg, cfg.seed)
     logger.info("speech-LLM prompt: %r", model.prompt.text)
     trainable = set_trainable(model, cfg)
@@ -343,8 +411,14 @@ def train_speech_llm(cfg: TrainConfig):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     num_trainable = sum(p.numel() for _, p in trainable)
-    logger.info("speech-LLM stage %d on %s: %.2f M trainable of %.2f M parameters (LLM %s)", cfg.speech_llm_stage,
-                device, num_trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, scfg.llm_path)
+    logger.info(
+        "speech-LLM stage %d on %s: %.2f M trainable of %.2f M parameters (LLM %s)",
+        cfg.speech_llm_stage,
+        device,
+        num_trainable / 1e6,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        scfg.llm_path,
+    )
     encoder_trained = any(n.startswith("encoder.") for n, _ in trainable)
     new = [p for n, p in trainable if not n.startswith("encoder.")]
     old = [p for n, p in trainable if n.startswith("encoder.")]
@@ -360,17 +434,33 @@ def train_speech_llm(cfg: TrainConfig):
     # The transducer trainer's data options, one in-memory feature budget for both loaders.
     features = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None
     train_loader, sampler = make_loader(
-        train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets, spec_augment=cfg.spec_augment,
-        freq_warp=cfg.freq_warp, gain_db=cfg.gain_db, edge_trim=cfg.edge_trim, endpoint_trim_db=cfg.endpoint_trim_db,
-        edge_trim_keep=cfg.edge_trim_keep, num_workers=cfg.num_workers, seed=cfg.seed, feature_cache=features,
+        train_cuts,
+        cfg.max_duration,
+        shuffle=True,
+        num_buckets=cfg.num_buckets,
+        spec_augment=cfg.spec_augment,
+        freq_warp=cfg.freq_warp,
+        gain_db=cfg.gain_db,
+        edge_trim=cfg.edge_trim,
+        endpoint_trim_db=cfg.endpoint_trim_db,
+        edge_trim_keep=cfg.edge_trim_keep,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        feature_cache=features,
         frontend=frontend_from_dict(frontend),
     )
     valid_loader = None
     if cfg.dev_cuts:
         dev_cuts = load_cuts(cfg.dev_cuts)
-        check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}", expected_verb="are")
-        valid_loader, _ = make_loader(filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager(),
-                                      cfg.max_duration, shuffle=False, feature_cache=features)
+        check_cuts_frontend(
+            dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}", expected_verb="are"
+        )
+        valid_loader, _ = make_loader(
+            filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager(),
+            cfg.max_duration,
+            shuffle=False,
+            feature_cache=features,
+        )
 
     start_epoch, global_step, seconds_before = 1, 0, 0.0
     done = epoch_checkpoints(exp_dir)
@@ -380,8 +470,10 @@ def train_speech_llm(cfg: TrainConfig):
         if "speech_llm_config" not in state:
             raise DsrUserError(f"{path} is not a speech-LLM checkpoint; give --speech-llm training its own --exp-dir")
         if SpeechLLMConfig.from_dict(state["speech_llm_config"]) != scfg:
-            raise DsrUserError(f"{path} was trained with other speech-LLM options (LLM, projector, LoRA); give "
-                               "another --exp-dir or the same options")
+            raise DsrUserError(
+                f"{path} was trained with other speech-LLM options (LLM, projector, LoRA); give "
+                "another --exp-dir or the same options"
+            )
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -421,9 +513,15 @@ def train_speech_llm(cfg: TrainConfig):
             global_step += 1
             tot, n = tot + loss.item(), n + 1
             if global_step % cfg.log_interval == 0:
-                logger.info("epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f", epoch, global_step, tot / n,
-                            " ".join(f"{k} {v:.3f}" for k, v in parts.items()), scheduler.get_last_lr()[0],
-                            float(grad_norm))
+                logger.info(
+                    "epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f",
+                    epoch,
+                    global_step,
+                    tot / n,
+                    " ".join(f"{k} {v:.3f}" for k, v in parts.items()),
+                    scheduler.get_last_lr()[0],
+                    float(grad_norm),
+                )
             if cfg.max_steps and global_step >= cfg.max_steps:
                 break
         last_train = tot / max(n, 1)
@@ -431,27 +529,40 @@ def train_speech_llm(cfg: TrainConfig):
             last_valid = validate(model, valid_loader, targets, cfg, device, cache)
             set_modes()
         if cache is not None:
-            logger.info("encoder cache: %d cuts, %.1f MB; %d batches served from it, %d encoded", len(cache.outputs),
-                        cache.megabytes, cache.hits, cache.misses)
-        logger.info("epoch %d done: train loss %.4f%s, %.1f min elapsed", epoch, last_train,
-                    f", valid loss {last_valid:.4f}" if last_valid is not None else "", (time.time() - t0) / 60)
-        save_checkpoint(exp_dir / f"epoch-{epoch}.pt", {
-            "model": model.trainable_state_dict(),
-            "speech_llm_config": scfg.to_dict(),
-            "ctc_vocab_size": bpe.vocab_size if bpe else 0,
-            "blank_id": bpe.blank_id if bpe else 0,
-            "train_config": cfg.to_dict(),
-            "frontend": frontend,
-            "trainable_parameters": num_trainable,
-            # Wall time of every run that led here (resumed runs add theirs), model loading included.
-            "train_seconds": seconds_before + time.time() - t0,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "grad_scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "epoch_finished": True,
-            "global_step": global_step,
-        })
+            logger.info(
+                "encoder cache: %d cuts, %.1f MB; %d batches served from it, %d encoded",
+                len(cache.outputs),
+                cache.megabytes,
+                cache.hits,
+                cache.misses,
+            )
+        logger.info(
+            "epoch %d done: train loss %.4f%s, %.1f min elapsed",
+            epoch,
+            last_train,
+            f", valid loss {last_valid:.4f}" if last_valid is not None else "",
+            (time.time() - t0) / 60,
+        )
+        save_checkpoint(
+            exp_dir / f"epoch-{epoch}.pt",
+            {
+                "model": model.trainable_state_dict(),
+                "speech_llm_config": scfg.to_dict(),
+                "ctc_vocab_size": bpe.vocab_size if bpe else 0,
+                "blank_id": bpe.blank_id if bpe else 0,
+                "train_config": cfg.to_dict(),
+                "frontend": frontend,
+                "trainable_parameters": num_trainable,
+                # Wall time of every run that led here (resumed runs add theirs), model loading included.
+                "train_seconds": seconds_before + time.time() - t0,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "grad_scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "epoch_finished": True,
+                "global_step": global_step,
+            },
+        )
     epochs_done = max([e for e, _ in epoch_checkpoints(exp_dir)], default=0)
     if epochs_done >= cfg.num_epochs:
         mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})

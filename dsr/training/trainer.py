@@ -28,15 +28,19 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from lhotse import CutSet
 from torch.utils.data import DataLoader
 
+from dsr.data.cut_paths import check_feature_storage
+from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
+from dsr.device import resolve_device
 from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import (
@@ -48,19 +52,17 @@ from dsr.features.frontend import (
 )
 from dsr.features.whisper_fbank import WhisperFbankConfig
 from dsr.lang.bpe import SOS_EOS, Tokenizer
+from dsr.lang.vocabulary import vocabulary_info
+from dsr.models.checkpoint import (
+    epoch_checkpoints,
+    load_checkpoint,  # noqa: F401  (tests read checkpoints through the trainer)
+)
+from dsr.models.checkpoint import save_checkpoint as write_checkpoint
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config
-from dsr.training.pretrained import PretrainedWhisper, load_pretrained, optimizer_groups, EncoderFreezer
 from dsr.training import distributed
-from dsr.data.cut_paths import check_feature_storage
-from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
-from dsr.device import resolve_device
-from dsr.lang.vocabulary import vocabulary_info
-from dsr.models.checkpoint import epoch_checkpoints
-from dsr.models.checkpoint import load_checkpoint  # noqa: F401  (tests read checkpoints through the trainer)
 from dsr.training.checkpoint import prune_step_checkpoints
-from dsr.models.checkpoint import save_checkpoint as write_checkpoint
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import CachedFeatures, ResumableSampler, batch_features, batch_texts, make_loader
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
@@ -68,6 +70,7 @@ from dsr.training.distributed import DistInfo
 from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
+from dsr.training.pretrained import EncoderFreezer, PretrainedWhisper, load_pretrained, optimizer_groups
 from dsr.training.resume import (
     check_mid_epoch_resume,
     find_resume_state,
@@ -105,16 +108,23 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer, whisper: Pretraine
     """The model a run trains: ``cfg.model``'s architecture on ``tokenizer``'s vocabulary (on Whisper's
     encoder, and with its decoder, for ``--pretrained``)."""
     if cfg.model.attention_decoder_layers > 0 and tokenizer.id_to_piece(tokenizer.sos_eos_id) != SOS_EOS:
-        raise DsrUserError(f"--lang-dir {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
-                           "retrain the tokenizer with dsr lang")
-    mcfg = ModelConfig(**cfg.model.model_config_fields(), vocab_size=tokenizer.vocab_size,
-                       blank_id=tokenizer.blank_id, sos_eos_id=tokenizer.sos_eos_id)
+        raise DsrUserError(
+            f"--lang-dir {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
+            "retrain the tokenizer with dsr lang"
+        )
+    mcfg = ModelConfig(
+        **cfg.model.model_config_fields(),
+        vocab_size=tokenizer.vocab_size,
+        blank_id=tokenizer.blank_id,
+        sos_eos_id=tokenizer.sos_eos_id,
+    )
     if whisper is None:
         return mcfg
     if not cfg.model.use_transducer and cfg.ctc_loss_scale <= 0:
         mcfg = replace(mcfg, use_ctc=False)  # Whisper's decoder alone (validated in TrainConfig)
-    return whisper_model_config(mcfg, whisper.loaded.dims, whisper.prompt, whisper.eot, whisper.use_decoder,
-                                pad_to_30s=cfg.whisper_pad_30s)
+    return whisper_model_config(
+        mcfg, whisper.loaded.dims, whisper.prompt, whisper.eot, whisper.use_decoder, pad_to_30s=cfg.whisper_pad_30s
+    )
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -202,8 +212,11 @@ def compute_loss(
             attention_targets=attention_targets,
         )
         if teacher is not None:
-            out.update(distillation_losses(teacher, out, feats, lens, parse_distill_heads(cfg.distill_heads),
-                                           cfg.distill_temperature))
+            out.update(
+                distillation_losses(
+                    teacher, out, feats, lens, parse_distill_heads(cfg.distill_heads), cfg.distill_temperature
+                )
+            )
     frames = out["num_frames"].float().clamp(min=1)
     loss = weighted_loss(out, cfg, step)
     parts = {k: (v.detach().float() / frames).item() for k, v in out.items() if k.endswith("_loss")}
@@ -211,8 +224,16 @@ def compute_loss(
 
 
 @torch.no_grad()
-def validate(model, loader, tokenizer, cfg, device, step, dist_info: DistInfo = DistInfo(),
-             attention_tokens: Callable[[str], list[int]] | None = None) -> float:
+def validate(
+    model,
+    loader,
+    tokenizer,
+    cfg,
+    device,
+    step,
+    dist_info: DistInfo = DistInfo(),
+    attention_tokens: Callable[[str], list[int]] | None = None,
+) -> float:
     """Mean per-frame loss of the batches of ``loader``; of every rank's batches when distributed.
 
     Without distillation terms, so that it measures the student's own objective whether or
@@ -365,12 +386,24 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
     optimizer, scheduler, scaler = _optimizer(cfg, model, trainable, whisper, device)
     data = _data(cfg, info, mcfg)
     state = TrainState(
-        cfg=cfg, info=info, device=device, exp_dir=exp_dir, tokenizer=tokenizer, mcfg=mcfg, model=model,
-        train_model=model, num_params=num_params, trainable=trainable,
+        cfg=cfg,
+        info=info,
+        device=device,
+        exp_dir=exp_dir,
+        tokenizer=tokenizer,
+        mcfg=mcfg,
+        model=model,
+        train_model=model,
+        num_params=num_params,
+        trainable=trainable,
         freezer=EncoderFreezer(model, cfg.freeze_encoder_steps, cfg.freeze_encoder_keep_top, trainable),
-        optimizer=optimizer, scheduler=scheduler, scaler=scaler, data=data,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        data=data,
         averager=ModelAverager(model, cfg.average_period) if cfg.average_period > 0 and info.is_main else None,
-        whisper=whisper, teacher=teacher,
+        whisper=whisper,
+        teacher=teacher,
         # Whisper token targets only for Whisper's decoder head (none with --no-whisper-decoder).
         attention_tokens=whisper.attention_tokens if whisper is not None and whisper.use_decoder else None,
         t0=t0,
@@ -388,8 +421,10 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
     return state
 
 
-def _model(cfg: TrainConfig, device: torch.device,
-           ) -> tuple[Tokenizer, PretrainedWhisper | None, ModelConfig, HybridTransducer]:
+def _model(
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[Tokenizer, PretrainedWhisper | None, ModelConfig, HybridTransducer]:
     """The tokenizer, the pretrained Whisper (--pretrained), and the model built on them (random weights)."""
     tokenizer = Tokenizer(cfg.lang_dir)
     whisper = load_pretrained(cfg) if cfg.pretrained else None
@@ -399,13 +434,16 @@ def _model(cfg: TrainConfig, device: torch.device,
     if cfg.qat_int8:
         from dsr.training.qat import enable_int8_qat
 
-        logger.info("quantisation-aware training: %d Linear layers compute in int8 (dsr/training/qat.py)",
-                    enable_int8_qat(model))
+        logger.info(
+            "quantisation-aware training: %d Linear layers compute in int8 (dsr/training/qat.py)",
+            enable_int8_qat(model),
+        )
     return tokenizer, whisper, mcfg, model
 
 
-def _initial_weights(cfg: TrainConfig, model: HybridTransducer, mcfg: ModelConfig,
-                     whisper: PretrainedWhisper | None, resuming: bool) -> set[str]:
+def _initial_weights(
+    cfg: TrainConfig, model: HybridTransducer, mcfg: ModelConfig, whisper: PretrainedWhisper | None, resuming: bool
+) -> set[str]:
     """--init-from's or Whisper's weights for a new run; the names of the tensors --init-from set."""
     initialised: set[str] = set()
     if cfg.init_from and not resuming:
@@ -417,14 +455,21 @@ def _initial_weights(cfg: TrainConfig, model: HybridTransducer, mcfg: ModelConfi
     return initialised
 
 
-def _optimizer(cfg: TrainConfig, model: HybridTransducer, trainable: list[torch.nn.Parameter],
-               whisper: PretrainedWhisper | None, device: torch.device,
-               ) -> tuple[torch.optim.Optimizer, WarmupEden, torch.amp.GradScaler]:
+def _optimizer(
+    cfg: TrainConfig,
+    model: HybridTransducer,
+    trainable: list[torch.nn.Parameter],
+    whisper: PretrainedWhisper | None,
+    device: torch.device,
+) -> tuple[torch.optim.Optimizer, WarmupEden, torch.amp.GradScaler]:
     # foreach: one multi-tensor update instead of a Python loop over the parameters; the same
     # arithmetic, bit-identical results (checked on the embedded recipe), ~3 ms less per update on CPU.
     optimizer = torch.optim.AdamW(
-        optimizer_groups(model, trainable, cfg, whisper), lr=cfg.base_lr, weight_decay=cfg.weight_decay,
-        betas=(0.9, cfg.adam_beta2), foreach=True,
+        optimizer_groups(model, trainable, cfg, whisper),
+        lr=cfg.base_lr,
+        weight_decay=cfg.weight_decay,
+        betas=(0.9, cfg.adam_beta2),
+        foreach=True,
     )
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
@@ -443,9 +488,17 @@ def _data(cfg: TrainConfig, info: DistInfo, mcfg: ModelConfig) -> TrainData:
     frontend = _check_training_frontend(cfg, train_cuts, mcfg)
     # The training and curriculum loaders differ only in order and bucketing.
     train_options: dict[str, Any] = dict(
-        spec_augment=cfg.spec_augment, freq_warp=cfg.freq_warp, gain_db=cfg.gain_db, edge_trim=cfg.edge_trim,
-        endpoint_trim_db=cfg.endpoint_trim_db, edge_trim_keep=cfg.edge_trim_keep, num_workers=cfg.num_workers,
-        seed=cfg.seed, feature_cache=cache, frontend=frontend_from_dict(frontend), **shard,
+        spec_augment=cfg.spec_augment,
+        freq_warp=cfg.freq_warp,
+        gain_db=cfg.gain_db,
+        edge_trim=cfg.edge_trim,
+        endpoint_trim_db=cfg.endpoint_trim_db,
+        edge_trim_keep=cfg.edge_trim_keep,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        feature_cache=cache,
+        frontend=frontend_from_dict(frontend),
+        **shard,
     )
     train = make_loader(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets, **train_options)
     # SortaGrad (Amodei et al., 2016): the first epochs go from short to long utterances.
@@ -460,8 +513,9 @@ def _data(cfg: TrainConfig, info: DistInfo, mcfg: ModelConfig) -> TrainData:
     if cfg.dev_cuts:
         dev_cuts = load_cuts(cfg.dev_cuts)
         check_feature_storage(dev_cuts, cfg.dev_cuts)
-        check_cuts_frontend(dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}",
-                            expected_verb="are")
+        check_cuts_frontend(
+            dev_cuts, frontend, cfg.dev_cuts, f"the training cuts {cfg.train_cuts}", expected_verb="are"
+        )
         dev_cuts = filter_cuts(dev_cuts, cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
         valid, _ = make_loader(dev_cuts, cfg.max_duration, shuffle=False, feature_cache=cache, **shard)
     return TrainData(train_cuts, frontend, train, curriculum, valid)
@@ -546,16 +600,29 @@ def train_step(state: TrainState, batch: dict) -> tuple[float, dict[str, float],
     and the gradient norm; None when a non-finite loss or gradient skipped it."""
     cfg, info, optimizer = state.cfg, state.info, state.optimizer
     state.freezer.update(state.global_step)
-    loss, parts = compute_loss(state.train_model, batch, state.tokenizer, cfg, state.device, state.global_step,
-                               state.teacher, state.attention_tokens)
+    loss, parts = compute_loss(
+        state.train_model,
+        batch,
+        state.tokenizer,
+        cfg,
+        state.device,
+        state.global_step,
+        state.teacher,
+        state.attention_tokens,
+    )
     # With DDP: this rank's share of the frames, and whether every rank can step (see step_sync).
     weight, finite = distributed.step_sync(
         _encoder_frames(state.model, batch), bool(torch.isfinite(loss)), state.device, info
     )
     if not finite:
         state.skipped += 1
-        logger.warning("step %d: non-finite loss %s%s, batch skipped (%d so far)", state.global_step, parts,
-                       " on some rank" if info.is_distributed else "", state.skipped)
+        logger.warning(
+            "step %d: non-finite loss %s%s, batch skipped (%d so far)",
+            state.global_step,
+            parts,
+            " on some rank" if info.is_distributed else "",
+            state.skipped,
+        )
         optimizer.zero_grad(set_to_none=True)
         return None
     if weight != 1.0:
@@ -581,14 +648,20 @@ def train_step(state: TrainState, batch: dict) -> tuple[float, dict[str, float],
     return loss.item(), parts, grad_norm.item()
 
 
-def _log_step(state: TrainState, epoch: int, mean_loss: float, loss: float, parts: dict[str, float],
-              grad_norm: float) -> None:
+def _log_step(
+    state: TrainState, epoch: int, mean_loss: float, loss: float, parts: dict[str, float], grad_norm: float
+) -> None:
     """The --log-interval line (losses averaged over the ranks) and its tensorboard scalars."""
     mean_loss, step_loss = distributed.mean_across_ranks([mean_loss, loss], state.device, state.info)
     lr = state.scheduler.get_last_lr()[0]
     logger.info(
         "epoch %d step %d: loss %.4f (%s) lr %.2e grad-norm %.2f",
-        epoch, state.global_step, mean_loss, " ".join(f"{k} {v:.3f}" for k, v in parts.items()), lr, grad_norm,
+        epoch,
+        state.global_step,
+        mean_loss,
+        " ".join(f"{k} {v:.3f}" for k, v in parts.items()),
+        lr,
+        grad_norm,
     )
     if state.writer:
         state.writer.add_scalar("train/loss", step_loss, state.global_step)
@@ -600,13 +673,26 @@ def _log_step(state: TrainState, epoch: int, mean_loss: float, loss: float, part
 def end_epoch(state: TrainState, epoch: int) -> None:
     """Validate, log the epoch's losses and save ``epoch-<epoch>.pt``."""
     if state.data.valid is not None:
-        state.last_valid = validate(state.model, state.data.valid, state.tokenizer, state.cfg, state.device,
-                                    state.global_step, state.info, state.attention_tokens)
+        state.last_valid = validate(
+            state.model,
+            state.data.valid,
+            state.tokenizer,
+            state.cfg,
+            state.device,
+            state.global_step,
+            state.info,
+            state.attention_tokens,
+        )
         if state.writer:
             state.writer.add_scalar("valid/loss", state.last_valid, state.global_step)
     valid = f", valid loss {state.last_valid:.4f}" if state.last_valid is not None else ""
-    logger.info("epoch %d done: train loss %.4f%s, %.1f min elapsed",
-                epoch, state.last_train, valid, (time.time() - state.t0) / 60)
+    logger.info(
+        "epoch %d done: train loss %.4f%s, %.1f min elapsed",
+        epoch,
+        state.last_train,
+        valid,
+        (time.time() - state.t0) / 60,
+    )
     save_checkpoint(state, f"epoch-{epoch}.pt", epoch, finished=True)
 
 
@@ -652,8 +738,16 @@ def finish(state: TrainState) -> TrainResult:
     # The other ranks wait for rank 0's last checkpoint, so that every rank returns the same summary.
     distributed.barrier(state.device, state.info)
     epochs_done = max([e for e, _ in epoch_checkpoints(state.exp_dir)], default=0)
-    result = TrainResult(state.exp_dir, epochs_done, state.global_step, state.last_train, state.last_valid,
-                         state.skipped, state.num_params, time.time() - state.t0)
+    result = TrainResult(
+        state.exp_dir,
+        epochs_done,
+        state.global_step,
+        state.last_train,
+        state.last_valid,
+        state.skipped,
+        state.num_params,
+        time.time() - state.t0,
+    )
     if state.info.is_main and epochs_done >= state.cfg.num_epochs:
         mark_done(state.exp_dir, "train", {"epochs": epochs_done, "global_step": state.global_step})
     return result
@@ -677,15 +771,30 @@ class TrainProgress:
     def __enter__(self) -> TrainProgress:
         if self.console is None:
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(
-            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("updates, loss {task.fields[loss]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("updates, loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
         )
         self._bar.__enter__()
-        self._task = self._bar.add_task("train", total=self.expected_updates(), completed=self.state.global_step,
-                                        loss="-")
+        self._task = self._bar.add_task(
+            "train", total=self.expected_updates(), completed=self.state.global_step, loss="-"
+        )
         return self
 
     def expected_updates(self) -> int:
@@ -728,17 +837,20 @@ def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) ->
     frontend = frontend_of_cuts(train_cuts) or frontend_to_dict(FbankConfig())
     if mcfg.encoder_type == "whisper":
         wanted = frontend_to_dict(WhisperFbankConfig(num_mel_bins=mcfg.feature_dim))
-        check_frontend_match(wanted, frontend, f"--pretrained {cfg.pretrained}", f"features of {cfg.train_cuts}",
-                             expected_verb="reads")
+        check_frontend_match(
+            wanted, frontend, f"--pretrained {cfg.pretrained}", f"features of {cfg.train_cuts}", expected_verb="reads"
+        )
     elif frontend.get("num_mel_bins", mcfg.feature_dim) != mcfg.feature_dim:
-        raise DsrUserError(f"features of {cfg.train_cuts} have {frontend.get('num_mel_bins')} bins; the model "
-                           f"reads {mcfg.feature_dim}")
+        raise DsrUserError(
+            f"features of {cfg.train_cuts} have {frontend.get('num_mel_bins')} bins; the model reads {mcfg.feature_dim}"
+        )
     if cfg.init_from and Path(cfg.init_from).exists():
         source = Path(cfg.init_from)
         if source.is_file():
             init_frontend = load_checkpoint(source).get("frontend")
-            check_frontend_match(init_frontend or {}, frontend, f"--init-from {cfg.init_from}",
-                                 f"features of {cfg.train_cuts}")
+            check_frontend_match(
+                init_frontend or {}, frontend, f"--init-from {cfg.init_from}", f"features of {cfg.train_cuts}"
+            )
     return frontend
 
 

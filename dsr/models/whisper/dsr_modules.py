@@ -97,9 +97,7 @@ class WhisperDecoderHead(TextDecoder):
         self.prompt = tuple(prompt)
         self.eot = eot
 
-    def make_inputs(
-        self, tokens: list[list[int]], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_inputs(self, tokens: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Token lists -> ``inputs`` (N, P + U) = prompt + y (right-padded with eot) and
         ``targets`` (N, P + U) = the next token at each position, y + eot after the prompt's
         last position, -1 elsewhere (prompt and padding are not trained)."""
@@ -139,6 +137,7 @@ class WhisperDecoderHead(TextDecoder):
         self, encoder_out: torch.Tensor, encoder_lens: torch.Tensor, hyps: list[list[list[int]]]
     ) -> list[list[float]]:
         """log p(y + eot | prompt, x) of each hypothesis (Whisper ids); the same nesting of floats."""
+
         def logits_and_targets(idx: torch.Tensor, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
             inputs, targets = self.make_inputs(seqs, encoder_out.device)
             return self(inputs, encoder_out[idx], encoder_lens.to(encoder_out.device)[idx]), targets

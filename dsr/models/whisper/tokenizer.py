@@ -59,8 +59,9 @@ class WhisperTokenizer:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise DsrUserError(f"{path}: cannot read the tokenizer ({e.strerror}); "
-                               f"give a Whisper tokenizer.json") from e
+            raise DsrUserError(
+                f"{path}: cannot read the tokenizer ({e.strerror}); give a Whisper tokenizer.json"
+            ) from e
         try:
             return cls(text, multilingual)
         except ValueError as e:
