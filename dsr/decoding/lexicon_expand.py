@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -311,9 +312,7 @@ def expand_nbest(
         added: list[Hypothesis] = []
         for parent in hyps[: opts.parents]:
             words = tokenizer.decode(parent.tokens).split()
-            more = expand_hypothesis(
-                parent, words, lexicon, encode, lambda seqs, enc=enc: scorer(enc, seqs), opts, texts
-            )
+            more = expand_hypothesis(parent, words, lexicon, encode, partial(scorer, enc), opts, texts)
             texts |= {tokenizer.decode(h.tokens) for h in more}
             added += more
         added.sort(key=lambda h: -h.am_score)

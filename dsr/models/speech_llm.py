@@ -521,10 +521,10 @@ def add_lora(llm: PreTrainedModel, rank: int, alpha: float, dropout: float, targ
     # peft annotates lora_alpha as int, but scales by lora_alpha / r in floating point: a float alpha is valid.
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]
         lora_dropout=dropout,
         target_modules=target,
-        bias="none",  # type: ignore[arg-type]
+        bias="none",
         task_type="CAUSAL_LM",
     )
     try:
