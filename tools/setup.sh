@@ -13,7 +13,8 @@
 #                                       #   Whisper tiny.en and base weights (dsr whisper convert whisper-tiny.en)
 #   bash tools/setup.sh --export        # + onnx, onnxruntime, sherpa-onnx (dsr export onnx and its tests)
 #   bash tools/setup.sh --dev           # + ruff and mypy (tests/test_static_checks.py runs them)
-#   bash tools/setup.sh --all           # --lm, --fast-rnnt, --whisper, --export and --dev
+#   bash tools/setup.sh --plot          # + matplotlib (dsr results writes training_curves.png and wer.png)
+#   bash tools/setup.sh --all           # --lm, --fast-rnnt, --whisper, --export, --dev and --plot
 #   VENV=/path/to/venv bash tools/setup.sh
 #   SKIP_APT=1 bash tools/setup.sh      # never call apt-get
 #
@@ -28,6 +29,7 @@ with_fast_rnnt=0
 with_whisper=0
 with_export=0
 with_dev=0
+with_plot=0
 pretrain_text=0
 for arg in "$@"; do
   case "$arg" in
@@ -37,7 +39,8 @@ for arg in "$@"; do
     --whisper) with_whisper=1 ;;
     --export) with_export=1 ;;
     --dev) with_dev=1 ;;
-    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1; with_export=1; with_dev=1 ;;
+    --plot) with_plot=1 ;;
+    --all) with_lm=1; with_fast_rnnt=1; with_whisper=1; with_export=1; with_dev=1; with_plot=1 ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -98,6 +101,8 @@ extras=test
 [ $with_export = 1 ] && extras=$extras,export
 # ruff and mypy (the static checks CI runs): pure tools, neither depends on torch.
 [ $with_dev = 1 ] && extras=$extras,dev
+# matplotlib (dsr results --plot): no torch dependency.
+[ $with_plot = 1 ] && extras=$extras,plot
 stamp="$venv/.dsr-installed"
 want="$extras $(sha1sum < "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

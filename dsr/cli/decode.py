@@ -126,21 +126,33 @@ decode, transcribe = _commands()
 
 def results(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory that has been decoded."),
+    plot: bool | None = typer.Option(
+        None,
+        "--plot/--no-plot",
+        help="Also write training_curves.png and wer.png next to results.md (default: when matplotlib is installed).",
+    ),
 ) -> None:
     """Print the table of WER, CER, RTF, latency and peak memory of every decoding result under EXP_DIR/decode.
 
-    Also writes EXP_DIR/results.md and results.json.
+    Also writes EXP_DIR/results.md and results.json, and with matplotlib the pictures
+    EXP_DIR/training_curves.png (losses against update, valid loss per epoch) and wer.png.
 
     Example:
 
         dsr results --exp-dir exp/conformer
+        dsr results --exp-dir exp/conformer --no-plot
     """
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
 
+    from dsr.evaluation.plots import INSTALL_HINT, matplotlib_available, write_plots
     from dsr.evaluation.report import collect_results, rescoring_table, rich_table, write_results
 
+    if plot and not matplotlib_available():
+        console.print(f"[red]error:[/] --plot needs matplotlib: {escape(INSTALL_HINT)}")
+        raise typer.Exit(2)
     rows = collect_results(exp_dir)
     if not rows:
         console.print(f"[red]error:[/] no decoding results under {exp_dir}/decode; run dsr decode first")
@@ -153,3 +165,8 @@ def results(
         out.print("\n".join(rescoring), markup=False, highlight=False)
     path = write_results(exp_dir, rows)
     console.print(f"[green]done[/] results: {len(rows)} rows -> {path}")
+    if plot is None and not matplotlib_available():
+        console.print(f"no pictures: matplotlib is not installed ({escape(INSTALL_HINT)})")
+    elif plot is not False:
+        for picture in write_plots(exp_dir, rows):
+            console.print(f"[green]done[/] picture -> {picture}")
