@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from dsr.cli.common import already_done, console, finish, show_progress
+from dsr.cli.options import build, flag_errors, make_command
+from dsr.features.options import FeaturesOptions
 from dsr.utils import is_done, read_done_info
 
 
@@ -29,39 +31,7 @@ def _done_with_other_frontend(out_dir: Path, stage: str, frontend: dict[str, Any
     return None if done == frontend else done
 
 
-def features(
-    corpus: str = typer.Option(..., "--corpus", help="Corpus name used in the manifest file names, e.g. synth."),
-    splits: list[str] = typer.Option(["train", "dev", "test"], "--split", help="Split(s) to process (repeatable)."),
-    manifest_dir: Path = typer.Option(Path("data/manifests"), "--manifest-dir", help="Where the lhotse manifests are."),
-    out_dir: Path = typer.Option(Path("data/fbank"), "--out-dir", help="Where cuts manifests and features go."),
-    num_jobs: int = typer.Option(2, "--num-jobs", "-j", min=1, help="Parallel worker processes."),
-    speed_perturb: bool = typer.Option(
-        False, "--speed-perturb", help="Add 0.9x and 1.1x copies of the train split(s) (names starting with 'train')."
-    ),
-    noise: list[Path] = typer.Option(
-        [],
-        "--noise",
-        help="Recordings manifest(s) of noise (e.g. data/manifests/musan_recordings_noise.jsonl.gz) "
-        "to mix into the train split(s); repeatable.",
-    ),
-    noise_snr: tuple[float, float] = typer.Option(
-        (10.0, 20.0), "--noise-snr", help="With --noise: SNR range in dB, LOW HIGH."
-    ),
-    noise_prob: float = typer.Option(
-        0.5, "--noise-prob", min=0.0, max=1.0, help="With --noise: share of train cuts mixed."
-    ),
-    feature_type: str = typer.Option(
-        "kaldi-fbank",
-        "--feature-type",
-        help="Front end: kaldi-fbank (Kaldi FBANK, the default) or whisper-fbank "
-        "(Whisper's log-mel, for Whisper encoders).",
-    ),
-    num_mel_bins: int = typer.Option(
-        80, "--num-mel-bins", min=1, help="Mel bins (whisper-fbank: 80, or 128 for large-v3)."
-    ),
-    force: bool = typer.Option(False, "--force", help="Recompute even if already done."),
-) -> None:
-    """Compute log-mel features (16 kHz, mono; 80-dim Kaldi FBANK by default) and write cuts manifests.
+_DOC = """Compute log-mel features (16 kHz, mono; 80-dim Kaldi FBANK by default) and write cuts manifests.
 
     Any input sample rate and channel count is accepted: audio is downmixed and
     resampled first.  Outputs: OUT_DIR/<corpus>_cuts_<split>.jsonl.gz plus lilcom
@@ -75,65 +45,43 @@ def features(
 
         dsr features --corpus arctic --feature-type whisper-fbank --num-mel-bins 80
     """
-    from dsr.errors import DsrUserError
-    from dsr.features.extract import compute_features
-    from dsr.features.frontend import FRONTEND_TYPES, describe_frontend, frontend_to_dict, make_frontend
+
+
+def _features(**flags: Any) -> None:
+    with flag_errors(FeaturesOptions):
+        options = build(FeaturesOptions, flags)
+    from dsr.features.extract import compute_split
+    from dsr.features.frontend import describe_frontend, frontend_to_dict
     from dsr.features.noise import load_noise
 
-    if feature_type not in FRONTEND_TYPES:
-        raise DsrUserError(f"--feature-type {feature_type!r} is unknown; choose from {', '.join(FRONTEND_TYPES)}")
-    try:
-        cfg = make_frontend(feature_type, num_mel_bins)
-    except ValueError as e:
-        raise DsrUserError(f"--num-mel-bins {num_mel_bins}: {e}") from None
-    frontend = frontend_to_dict(cfg)
-    mixing = load_noise(noise, noise_snr, noise_prob) if noise else None
-    for split in splits:
-        stage = f"features-{corpus}-{split}"
+    frontend = frontend_to_dict(options.frontend())
+    mixing = load_noise(list(options.noise), options.noise_snr, options.noise_prob) if options.noise else None
+    for split in options.splits:
+        stage = f"features-{options.corpus}-{split}"
         # The stage name stays the same for every front end (scripts and older markers keep
         # working); the marker records the front end, and a marker of other settings (or an
         # older one, which was kaldi-fbank) does not count as done: the cuts are recomputed.
-        other = _done_with_other_frontend(out_dir, stage, frontend)
+        other = _done_with_other_frontend(options.out_dir, stage, frontend)
         if other is not None:
             console.print(
                 f"[yellow]redo[/] {stage}: done before with {describe_frontend(other)} features, "
                 f"now {describe_frontend(frontend)}"
             )
-        # LibriSpeech's train-clean-100 etc. are training splits too.
-        is_train = split.startswith("train")
-        factors = (0.9, 1.0, 1.1) if speed_perturb and is_train else (1.0,)
-        # What the stage reads: a `prepare --force` that rewrote the manifests (edited
-        # transcripts) makes the old cuts stale, so the marker must not count as done.
-        inputs: dict[str, Path] = {
-            kind: manifest_dir / f"{corpus}_{kind}_{split}.jsonl.gz" for kind in ("recordings", "supervisions")
-        }
-        if is_train:
-            inputs.update({f"noise{i}": p for i, p in enumerate(noise)})
-        options = {
-            "speed_factors": list(factors),
-            "noise": {"snr": list(noise_snr), "prob": noise_prob} if noise and is_train else None,
-        }
-        if already_done(out_dir, stage, force or other is not None, inputs=inputs, options=options):
+        inputs, marker = options.inputs(split), options.marker_options(split)
+        if already_done(options.out_dir, stage, options.force or other is not None, inputs=inputs, options=marker):
             continue
-        report = compute_features(
-            manifest_dir,
-            corpus,
-            split,
-            out_dir,
-            num_jobs,
-            factors,
-            cfg=cfg,
-            progress=show_progress(),
-            noise=mixing if is_train else None,
-        )
+        report = compute_split(options, split, progress=show_progress(), noise=mixing)
         if report.num_cuts == 0:
-            console.print(f"[red]no features computed for {corpus}/{split}: every utterance was skipped[/]")
+            console.print(f"[red]no features computed for {options.corpus}/{split}: every utterance was skipped[/]")
             raise typer.Exit(1)
         finish(
-            out_dir,
+            options.out_dir,
             stage,
             report.summary(),
             {"num_cuts": report.num_cuts, "skipped": len(report.skipped), "frontend": frontend},
             inputs=inputs,
-            options=options,
+            options=marker,
         )
+
+
+features = make_command(FeaturesOptions, _features, _DOC, required=("corpus",))

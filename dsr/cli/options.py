@@ -1,7 +1,9 @@
 """Flags generated from a stage's options dataclass, and its errors in terms of those flags.
 
 Each field becomes ``--field-name`` (``metadata["flag"]`` / ``metadata["short"]`` override the
-spelling; booleans get ``--x/--no-x``; tuples are repeatable); a field whose metadata has
+spelling; booleans get ``--x/--no-x`` unless ``metadata["negatable"]`` is False; ``tuple[T, ...]``
+is repeatable, a fixed ``tuple[A, B]`` takes that many values; ``metadata["min"]`` / ``["max"]``
+become the flag's range, shown in ``--help``); a field whose metadata has
 ``nested=Cls`` becomes the flags of ``Cls``'s fields, prefixed with ``metadata["prefix"]``.
 The command collects the flags back into the dataclass (:func:`build`), which validates
 itself; its :class:`~dsr.errors.OptionError` is re-raised naming the flags
@@ -42,7 +44,7 @@ def _cli_type(hint: Any) -> tuple[Any, bool]:
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
         return Optional[inner], False  # noqa: UP045  (a run-time annotation for typer, built from a type)
-    if origin is tuple:
+    if origin is tuple and (len(args) == 2 and args[1] is Ellipsis):
         return list[args[0]], False  # type: ignore[valid-type]
     return hint, hint is bool
 
@@ -68,24 +70,34 @@ def flags_of(cls: type) -> dict[str, str]:
     return out
 
 
+def _decls(f: Field, hint: Any, prefix: str) -> list[str]:
+    flag = _flag(f, prefix)
+    negatable = _cli_type(hint)[1] and f.metadata.get("negatable", True)
+    decls = [f"{flag}/--no-{flag[2:]}"] if negatable else [flag]
+    if "short" in f.metadata:
+        decls.append(f.metadata["short"])
+    return decls
+
+
+def _typer_kwargs(f: Field) -> dict[str, Any]:
+    """typer.Option arguments from the field's metadata: its help, and its range if it has one."""
+    return {"help": f.metadata.get("help", ""), **{k: f.metadata[k] for k in ("min", "max") if k in f.metadata}}
+
+
 def option_parameters(cls: type, required: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One keyword-only typer parameter per flag of ``cls``; ``required`` fields must be given."""
     params = []
     for name, f, hint, prefix in _walk(cls):
-        annotation, is_bool = _cli_type(hint)
-        flag = _flag(f, prefix)
-        decls = [f"{flag}/--no-{flag[2:]}"] if is_bool else [flag]
-        if "short" in f.metadata:
-            decls.append(f.metadata["short"])
+        annotation = _cli_type(hint)[0]
         default = ... if name in required else _default(f)
-        if isinstance(default, tuple):
+        if isinstance(default, tuple) and typing.get_origin(annotation) is list:
             default = list(default)
         params.append(
             inspect.Parameter(
                 name,
                 inspect.Parameter.KEYWORD_ONLY,
                 annotation=annotation,
-                default=typer.Option(default, *decls, help=f.metadata.get("help", "")),
+                default=typer.Option(default, *_decls(f, hint, prefix), **_typer_kwargs(f)),
             )
         )
     return params
@@ -95,9 +107,7 @@ def field_option(cls: type, name: str, **kwargs: Any) -> Any:
     """The typer option of one field of ``cls`` (for commands whose other flags are written by hand)."""
     for pname, f, hint, prefix in _walk(cls):
         if pname == name:
-            flag = _flag(f, prefix)
-            decls = [f"{flag}/--no-{flag[2:]}"] if _cli_type(hint)[1] else [flag]
-            return typer.Option(_default(f), *decls, help=f.metadata.get("help", ""), **kwargs)
+            return typer.Option(_default(f), *_decls(f, hint, prefix), **{**_typer_kwargs(f), **kwargs})
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 

@@ -11,9 +11,8 @@ heads, its streaming chunking) is checked once the model is loaded
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dsr.decoding.methods import (
     EXPANDABLE_METHODS,
@@ -25,16 +24,9 @@ from dsr.decoding.methods import (
     get_method,
 )
 from dsr.errors import OptionError
+from dsr.options import opt
 
 logger = logging.getLogger("dsr")
-
-
-def opt(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with its CLI help (and ``flag`` / ``short`` / ``cli`` overrides) in its metadata."""
-    if isinstance(default, (list, tuple)):
-        value = tuple(default)
-        return field(default_factory=lambda: value, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
 
 
 _METHODS_HELP = (

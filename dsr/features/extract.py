@@ -25,6 +25,7 @@ from dsr.features.audio import load_recording_mono, speed_perturb
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, compute_frontend, frontend_to_dict, frontend_type
 from dsr.features.noise import NoiseMixing, add_noise
+from dsr.features.options import FeaturesOptions
 from dsr.utils import atomic_path, die_with_parent
 
 logger = logging.getLogger("dsr")
@@ -204,3 +205,25 @@ def compute_features(
     report.num_cuts = len(all_cuts)
     report.duration_s = sum(c.duration for c in all_cuts)
     return report
+
+
+def compute_split(
+    options: FeaturesOptions, split: str, progress: bool = True, noise: NoiseMixing | None = None
+) -> FeatureReport:
+    """:func:`compute_features` for one of ``options.splits``, with its settings.
+
+    Speed perturbation and ``noise`` (loaded once for every split by the caller:
+    :func:`dsr.features.noise.load_noise` of ``options.noise``) apply to training splits only
+    (:meth:`FeaturesOptions.is_train`).
+    """
+    return compute_features(
+        options.manifest_dir,
+        options.corpus,
+        split,
+        options.out_dir,
+        num_jobs=options.num_jobs,
+        speed_factors=options.speed_factors(split),
+        cfg=options.frontend(),
+        progress=progress,
+        noise=noise if options.is_train(split) else None,
+    )

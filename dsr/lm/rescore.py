@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from dsr.errors import DsrUserError
 from dsr.evaluation.wer import score, write_errs, write_recogs
 from dsr.lm.llm_scores import LLM_SCORES_FILE, score_nbest
 from dsr.lm.nbest import Hyp, NbestUtt, read_nbest
+from dsr.lm.options import RescoreOptions, output_dir
 from dsr.lm.scorer import DEFAULT_BATCH, LlmScorer
 from dsr.utils import write_json_atomic, write_text_atomic
 
@@ -364,3 +366,64 @@ def rescore(
         weights.tag(),
     )
     return result
+
+
+# The stage (``dsr rescore``) in three steps, so that a front end can report between them.
+
+
+def check_nbest_files(options: RescoreOptions) -> None:
+    """DsrUserError naming the first of ``options.nbest`` (and ``tune_on``) that is not a file."""
+    for n in options.nbest + ((options.tune_on,) if options.tune_on is not None else ()):
+        if not n.is_file():
+            raise DsrUserError(f"{n}: no such n-best file; write it with dsr decode using an n-best method")
+
+
+def load_scorer(options: RescoreOptions) -> LlmScorer:
+    """The LLM of ``options`` (default: :func:`dsr.lm.load.default_llm_path`), with torch's
+    CPU threads set first when ``options.num_threads`` asks for it."""
+    import torch
+
+    from dsr.lm.load import default_llm_path
+
+    if options.num_threads > 0:
+        torch.set_num_threads(options.num_threads)
+    return LlmScorer.from_path(
+        options.llm if options.llm is not None else default_llm_path(),
+        dtype=options.dtype,
+        device=options.device,
+        text_transform=options.text_transform,
+        bos_token=options.bos_token,
+        eos_token=options.eos_token,
+    )
+
+
+def choose_weights(options: RescoreOptions, scorer: LlmScorer) -> tuple[Weights, Weights | None]:
+    """(weights, the same without the LLM or None): tuned on ``options.tune_on`` (written to
+    its ``weights.json``), read from ``options.weights``, or the options' own weights."""
+    if options.tune_on is not None:
+        lm_weights, length_bonuses, ctc_weights = options.grids()
+        tune_dir = output_dir(options.tune_on, options.out_dir)
+        chosen = tune(
+            options.tune_on,
+            scorer,
+            tune_dir,
+            lm_weights,
+            length_bonuses,
+            options.ctc_weight,
+            options.batch_size,
+            options.attention_weight,
+            ctc_weights=ctc_weights,
+        )
+        return chosen, Weights.load_without_llm(tune_dir / WEIGHTS_FILE)
+    if options.weights is not None:
+        return Weights.load(options.weights), Weights.load_without_llm(options.weights)
+    return Weights(options.lm_weight, options.length_bonus, options.ctc_weight, options.attention_weight), None
+
+
+def rescore_all(
+    options: RescoreOptions, scorer: LlmScorer, weights: Weights, without_llm: Weights | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(output directory, :func:`rescore`'s result) of each of ``options.nbest``, in order."""
+    for n, out in zip(options.nbest, options.output_dirs(), strict=True):
+        # named after its directory, so that rescorings of one n-best by two LLMs stay apart in dsr results
+        yield out, rescore(n, scorer, out, weights, options.batch_size, without_llm, method=out.parent.name)
