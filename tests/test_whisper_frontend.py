@@ -324,7 +324,10 @@ def test_cli_rejects_bad_front_end_options(tmp_path: Path) -> None:
     manifests, out = _tiny_manifests(tmp_path), tmp_path / "f"
     for extra, match in (
         (("--feature-type", "mfcc"), "--feature-type"),
-        (("--feature-type", "whisper-fbank", "--num-mel-bins", "100"), "--num-mel-bins 100"),
+        (
+            ("--feature-type", "whisper-fbank", "--num-mel-bins", "100"),
+            "--num-mel-bins: whisper-fbank num_mel_bins must be 80 or 128 (got 100)",
+        ),
     ):
         res = _features(manifests, out, *extra)
         assert res.exit_code != 0

@@ -77,7 +77,7 @@ class FeaturesOptions:
         try:
             make_frontend(self.feature_type, self.num_mel_bins)
         except ValueError as e:
-            raise OptionError("num_mel_bins", f"{self.num_mel_bins}: {e}") from None
+            raise OptionError("num_mel_bins", str(e)) from None
 
     def frontend(self) -> FrontendConfig:
         """The front end's settings (:class:`~dsr.features.fbank.FbankConfig` or Whisper's)."""
