@@ -465,37 +465,11 @@ class SpeechLLM(nn.Module):
 
 
 def load_llm(path: Path | str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM (float32, eval mode, CPU) and its tokenizer from a directory or GGUF file.
+    """A causal LM (float32, eval mode, CPU) and its tokenizer from a directory or GGUF file
+    (:func:`dsr.lm.load.load_causal_lm`); user errors name the path."""
+    from dsr.lm.load import load_causal_lm
 
-    As :func:`dsr.lm.load.load_causal_lm`, without its device handling (which imports the trainer:
-    decoding must not).  User errors name the path.
-    """
-    from dsr.lm.load import _source_kwargs, _unflag_dequantized_gguf, load_tokenizer, require_packages
-
-    require_packages("transformers")
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    path = Path(path)
-    src, kwargs = _source_kwargs(path)
-    try:
-        config = AutoConfig.from_pretrained(src, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        raise DsrUserError(f"{path}: not a readable model config ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise DsrUserError(
-            f"{path}: model type {config.model_type!r} is not a causal language model; "
-            "give a decoder-only LM (llama, qwen2, deepseek_v3, ...)"
-        )
-    tokenizer = load_tokenizer(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as e:
-        raise DsrUserError(
-            f"{path}: cannot load the model weights ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from e
-    _unflag_dequantized_gguf(model)
-    return model.eval(), tokenizer
+    return load_causal_lm(path, "float32", "cpu")
 
 
 def resolve_llm_path(name: str) -> Path:
