@@ -4,8 +4,8 @@ Usage:
     # the synth recipe's model and data (egs/synth/run.sh), default bonuses 1, 2, 3 per token:
     python bench/hotwords.py --exp-dir egs/synth/exp/conformer --data-dir egs/synth/data --out-dir bench-out/hotwords
     # a given checkpoint, other bonuses, one method:
-    python bench/hotwords.py --exp-dir /tmp/run2/exp/avg10 --epoch 4 --avg 1 --data-dir /tmp/run2/data \\
-        --out-dir /tmp/hotwords-helper --scores 1 2 3 --methods modified-beam-search ctc-prefix-beam-search
+    python bench/hotwords.py --exp-dir <synth-work-dir>/exp/conformer --epoch 4 --avg 1 --data-dir <synth-work-dir>/data \\
+        --out-dir bench-out/hotwords-extra --scores 1 2 3 --methods modified-beam-search ctc-prefix-beam-search
 
 Two hotword lists, each with a biased set spoken by the held-out test voices of the synth
 corpus (dsr.synth.corpus.prepare_synth_sentences), built once under ``<out-dir>/data``

@@ -6,7 +6,7 @@ Usage:
     python bench/onnx_speed.py --exp-dir exp/conformer --lang-dir data/lang_bpe_256 \
         --audio-dir ../shared/data/arctic_cathy/audio --num-utts 30
     python bench/onnx_speed.py --random-model --audio-dir ../shared/data/arctic_cathy/audio --num-utts 30
-    python bench/onnx_speed.py --random-model --rounds 3 --keep-export /tmp/export
+    python bench/onnx_speed.py --random-model --rounds 3 --keep-export bench-out/onnx-export
     python bench/onnx_speed.py --random-model --streaming --chunk-ms 320 --left-context-chunks 4
     python bench/onnx_speed.py --exp-dir exp/streaming --lang-dir data/lang_bpe_128 --streaming --chunk-ms 640
 

@@ -2,8 +2,8 @@
 and compares the logged losses, the saved config.yaml and every tensor of every checkpoint.
 
 Usage:
-    OMP_NUM_THREADS=1 python tools/compare_training.py --before /work/main --after . --work /tmp/cmp-train
-    OMP_NUM_THREADS=1 python tools/compare_training.py --before /work/main --after . --work /tmp/cmp-train --reuse
+    OMP_NUM_THREADS=1 python tools/compare_training.py --before <checkout of the old commit> --after . --work <scratch-dir>
+    OMP_NUM_THREADS=1 python tools/compare_training.py --before <checkout of the old commit> --after . --work <scratch-dir> --reuse
 
 Each checkout is put first on PYTHONPATH and runs `python -m dsr.cli.main train` (one thread,
 CPU, fixed seed) on the tests' tiny corpus (tests/tiny_corpus.py of --after: random features,

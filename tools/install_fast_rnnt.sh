@@ -7,10 +7,10 @@
 #   bash tools/install_fast_rnnt.sh
 #
 #   # into an explicit venv:
-#   VENV=/tmp/venv bash tools/install_fast_rnnt.sh
+#   VENV=<venv-dir> bash tools/install_fast_rnnt.sh
 #
 #   # force a CPU-only build even on a machine with nvcc and a GPU:
-#   FT_CUDA=OFF VENV=/tmp/venv bash tools/install_fast_rnnt.sh
+#   FT_CUDA=OFF VENV=<venv-dir> bash tools/install_fast_rnnt.sh
 #
 #   # check the result:
 #   $VENV/bin/python -c "import fast_rnnt; print(fast_rnnt.__file__)"
