@@ -72,7 +72,7 @@ from dsr.device import resolve_device
 from dsr.errors import DsrUserError
 from dsr.evaluation.latency import latency_stats, synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
-from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
+from dsr.evaluation.wer import ErrorStats, score, score_by_group, write_errs, write_recogs, write_wer_by_group
 from dsr.features.frontend import FrontendConfig, check_cuts_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
 from dsr.utils import write_json_atomic, write_text_atomic
@@ -424,14 +424,62 @@ def write_results(
             "; ".join(f"{u.cut_id} ({u.source})" for u in data.unreadable[:3])
             + (", ..." if len(data.unreadable) > 3 else ""),
         )
-    tag = decoder.loaded.tag
-    write_recogs(out / "recogs.txt", data.triples)
+    hotwords = method.nbest and o.hotwords_file is not None
+    opts = decoder.search
+    settings = {
+        "chunk_compute_ms": latency_stats(data.chunk_seconds) if stream is not None else None,
+        # Search settings, null for the greedy methods that do not use them.
+        "beam_size": opts.beam_size if method.nbest else None,
+        "nbest": (opts.nbest or opts.beam_size) if method.nbest else None,
+        "hotwords_file": str(o.hotwords_file) if hotwords else None,
+        "hotword_score": o.hotword_score if hotwords else None,
+        "attention_scale": opts.attention_scale if "attention" in method.heads else None,
+        # n-best expansion (null without --expand-lexicon)
+        "expand_lexicon": str(o.expand_lexicon) if decoder.lexicon is not None else None,
+        "expand_options": asdict(o.expand) if decoder.lexicon is not None else None,
+        # Streaming settings, null for offline decoding.
+        "streaming": stream is not None,
+        "chunk_ms": stream.chunk_ms if stream is not None else None,
+        "chunk_frames": stream.chunk_size if stream is not None else None,
+        "left_context_chunks": stream.left_context_chunks if stream is not None else None,
+        "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
+    }
+    return write_scored(
+        out, label, split, decoder.loaded.tag, data.triples, stats, char_stats, speaker_of,
+        data.records if method.nbest else None, data.audio_seconds, data.elapsed, decoder.device, data.latency,
+        data.memory, data.unreadable, stream.latency_ms if stream is not None else None, settings,
+    )  # fmt: skip
+
+
+def write_scored(
+    out: Path,
+    label: str,
+    split: str,
+    tag: str,
+    triples: list[tuple[str, str, str]],
+    stats: ErrorStats,
+    char_stats: ErrorStats,
+    speaker_of: dict[str, str],
+    nbest_records: list[dict[str, Any]] | None,
+    audio_seconds: float,
+    elapsed: float,
+    device: torch.device,
+    latency: list[float],
+    memory: Any,
+    unreadable: list[Unreadable],
+    algorithmic_latency_ms: float | None,
+    settings: dict[str, Any],
+) -> DecodeResult:
+    """The files of one decoded split under ``out`` (recogs, errs, WER/CER, WER by speaker,
+    ``nbest.jsonl`` when ``nbest_records`` is given, ``result.json``: the scores, what the run
+    cost, then the method's own ``settings``); shared by every decoder (hybrid, speech-LLM)."""
+    write_recogs(out / "recogs.txt", triples)
     write_errs(out / "errs.txt", stats)
     write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
     write_text_atomic(out / "cer.txt", f"{tag}\t{char_stats.summary('CER')}\n")
     write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
-    records = sorted(data.records, key=lambda r: r["utt_id"])
-    if method.nbest:
+    if nbest_records is not None:
+        records = sorted(nbest_records, key=lambda r: r["utt_id"])
         write_text_atomic(
             out / "nbest.jsonl", "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         )
@@ -442,15 +490,13 @@ def write_results(
         stats.errors,
         stats.ref_words,
         stats.num_sents,
-        data.elapsed / max(data.audio_seconds, 1e-9),
+        elapsed / max(audio_seconds, 1e-9),
         out,
-        stream.latency_ms if stream is not None else None,
+        algorithmic_latency_ms,
         char_stats.wer,
-        len(data.unreadable),
+        len(unreadable),
     )
     mib = 1024.0**2
-    memory, dev, opts, is_nbest = data.memory, decoder.device, decoder.search, method.nbest
-    hotwords = is_nbest and o.hotwords_file is not None
     write_json_atomic(
         out / "result.json",
         {
@@ -465,33 +511,18 @@ def write_results(
             "cer": char_stats.wer,
             "char_errors": char_stats.errors,
             "ref_chars": char_stats.ref_words,
-            "audio_seconds": data.audio_seconds,
-            "decode_seconds": data.elapsed,
-            "device": str(dev),
-            "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "audio_seconds": audio_seconds,
+            "decode_seconds": elapsed,
+            "device": str(device),
+            "num_threads": torch.get_num_threads() if device.type == "cpu" else None,
             # Per-utterance latency (see the module docstring for its definition) and peak memory.
-            "latency_ms": latency_stats(data.latency),
-            "chunk_compute_ms": latency_stats(data.chunk_seconds) if stream is not None else None,
+            "latency_ms": latency_stats(latency),
             "peak_rss_delta_mb": memory.rss_delta_bytes / mib if memory.rss_delta_bytes is not None else None,
             "peak_rss_reset": memory.rss_reset,
             "cuda_peak_mb": memory.cuda_peak_bytes / mib if memory.cuda_peak_bytes is not None else None,
-            "num_unreadable": len(data.unreadable),
-            "unreadable": [u.to_dict() for u in data.unreadable],
-            # Search settings, null for the greedy methods that do not use them.
-            "beam_size": opts.beam_size if is_nbest else None,
-            "nbest": (opts.nbest or opts.beam_size) if is_nbest else None,
-            "hotwords_file": str(o.hotwords_file) if hotwords else None,
-            "hotword_score": o.hotword_score if hotwords else None,
-            "attention_scale": opts.attention_scale if "attention" in method.heads else None,
-            # n-best expansion (null without --expand-lexicon)
-            "expand_lexicon": str(o.expand_lexicon) if decoder.lexicon is not None else None,
-            "expand_options": asdict(o.expand) if decoder.lexicon is not None else None,
-            # Streaming settings, null for offline decoding.
-            "streaming": stream is not None,
-            "chunk_ms": stream.chunk_ms if stream is not None else None,
-            "chunk_frames": stream.chunk_size if stream is not None else None,
-            "left_context_chunks": stream.left_context_chunks if stream is not None else None,
-            "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
+            "num_unreadable": len(unreadable),
+            "unreadable": [u.to_dict() for u in unreadable],
+            **settings,
         },
     )
     logger.info(res.summary())

@@ -33,13 +33,12 @@ from dsr.decoding.speech_llm_search import (
     speech_llm_greedy_search,
 )
 from dsr.errors import DsrUserError
-from dsr.evaluation.latency import latency_stats, synced_clock
+from dsr.evaluation.latency import synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
-from dsr.evaluation.wer import score, score_by_group, write_errs, write_recogs, write_wer_by_group
+from dsr.evaluation.wer import score
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
 from dsr.models.checkpoint import resolve_model_checkpoint
 from dsr.models.speech_llm import SpeechLLM, llm_target, speech_llm_from_checkpoint
-from dsr.utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("dsr")
 
@@ -166,7 +165,7 @@ def decode_speech_llm(
     """
     from rich.progress import Progress
 
-    from dsr.decoding.decode import DecodeResult, split_name
+    from dsr.decoding.decode import split_name, write_scored
 
     bad = [m for m in methods if m not in SPEECH_LLM_METHODS]
     if bad:
@@ -278,60 +277,18 @@ def decode_speech_llm(
             )
         stats, char_stats = score(triples), score(triples, char_level=True)
         out = Path(exp_dir) / "decode" / method / split
-        write_recogs(out / "recogs.txt", triples)
-        write_errs(out / "errs.txt", stats)
-        write_text_atomic(out / "wer.txt", f"{tag}\t{stats.summary()}\n")
-        write_text_atomic(out / "cer.txt", f"{tag}\t{char_stats.summary('CER')}\n")
-        write_wer_by_group(out / "wer_by_speaker.txt", score_by_group(stats, speaker_of))
-        if records:
-            records.sort(key=lambda r: r["utt_id"])
-            write_text_atomic(out / "nbest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        res = DecodeResult(
-            method,
-            split,
-            stats.wer,
-            stats.errors,
-            stats.ref_words,
-            stats.num_sents,
-            elapsed / max(audio_seconds, 1e-9),
-            out,
-            None,
-            char_stats.wer,
-            len(batches.unreadable),
-        )
-        write_json_atomic(
-            out / "result.json",
-            {
-                "method": method,
-                "split": split,
-                "checkpoint": tag,
-                "wer": res.wer,
-                "errors": res.errors,
-                "ref_words": res.ref_words,
-                "num_utts": res.num_utts,
-                "rtf": res.rtf,
-                "cer": char_stats.wer,
-                "char_errors": char_stats.errors,
-                "ref_chars": char_stats.ref_words,
-                "audio_seconds": audio_seconds,
-                "decode_seconds": elapsed,
-                "device": str(dev),
-                "num_threads": torch.get_num_threads() if dev.type == "cpu" else None,
-                "latency_ms": latency_stats(latency),
-                "peak_rss_delta_mb": memory.rss_delta_bytes / 2**20 if memory.rss_delta_bytes is not None else None,
-                "peak_rss_reset": memory.rss_reset,
-                "cuda_peak_mb": memory.cuda_peak_bytes / 2**20 if memory.cuda_peak_bytes is not None else None,
-                "trainable_parameters": loaded.trainable_parameters,
-                "train_seconds": loaded.train_seconds,
-                "num_unreadable": len(batches.unreadable),
-                "unreadable": [u.to_dict() for u in batches.unreadable],
-                "beam_size": beam_size if method == "speech-llm-beam-search" else None,
-                "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
-                "nbest_file": str(nbest_file) if method == "speech-llm-rescoring" else None,
-                "speech_llm_scale": speech_llm_scale if method == "speech-llm-rescoring" else None,
-                "prompt": model.prompt.text,
-            },
-        )
-        logger.info(res.summary())
+        settings = {
+            "trainable_parameters": loaded.trainable_parameters,
+            "train_seconds": loaded.train_seconds,
+            "beam_size": beam_size if method == "speech-llm-beam-search" else None,
+            "hotwords_file": str(hotwords_file) if hotwords_file is not None else None,
+            "nbest_file": str(nbest_file) if method == "speech-llm-rescoring" else None,
+            "speech_llm_scale": speech_llm_scale if method == "speech-llm-rescoring" else None,
+            "prompt": model.prompt.text,
+        }
+        res = write_scored(
+            out, method, split, tag, triples, stats, char_stats, speaker_of, records or None, audio_seconds,
+            elapsed, dev, latency, memory, batches.unreadable, None, settings,
+        )  # fmt: skip
         results.append(res)
     return results
