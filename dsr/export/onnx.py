@@ -248,7 +248,9 @@ class _OnnxStreamingEncoder(nn.Module):
     0..S-1 of the attention state and the values rows S..2S-1 (so its ``left_context`` is 2S),
     heads flattened into encoder_dim.  Rows of frames before the stream's start are zeros
     that the attention mask hides (``processed_frames``, the stream's feature frames so far,
-    says how many exist), which is what dsr's growing cache computes.
+    says how many exist), which is what dsr's growing cache computes.  A layer with pruned
+    heads (H Dh < D, :mod:`dsr.models.prune`) uses the first H Dh columns and returns zeros in
+    the others: sherpa-onnx sizes every layer's state from the one ``encoder_dim``.
     """
 
     def __init__(self, model: HybridTransducer, chunk_size: int, left_context_chunks: int) -> None:
@@ -283,13 +285,17 @@ class _OnnxStreamingEncoder(nn.Module):
         for i, layer in enumerate(enc.layers):
             assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
             h, dh = layer.attn.num_heads, layer.attn.head_dim
-            keys = cached_attn[i, :s].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
-            values = cached_attn[i, s:].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)
+            state = cached_attn[i, :, :, : h * dh]  # (2S, N, H Dh): the layer's heads
+            keys = state[:s].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
+            values = state[s:].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)
             cache = LayerCache(keys, values, cached_conv[i].permute(1, 2, 0))  # conv: (N, D, K - 1)
             y, cache = layer.forward_chunk(y, attn_mask, None, cos, sin, cache)
-            keys = cache.keys[:, :, c:].transpose(1, 2).reshape(n, s, d).permute(1, 0, 2)  # (S, N, D)
-            values = cache.values[:, :, c:].transpose(1, 2).reshape(n, s, d).permute(1, 0, 2)
-            next_attn.append(torch.cat([keys, values], dim=0))
+            keys = cache.keys[:, :, c:].transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)  # (S, N, H Dh)
+            values = cache.values[:, :, c:].transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)
+            state = torch.cat([keys, values], dim=0)
+            if h * dh < d:
+                state = nn.functional.pad(state, (0, d - h * dh))  # (2S, N, D)
+            next_attn.append(state)
             next_conv.append(cache.conv.permute(2, 0, 1))  # (K - 1, N, D)
         return model.joiner.encoder_proj(y), torch.stack(next_attn), torch.stack(next_conv)
 

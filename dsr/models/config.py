@@ -40,6 +40,9 @@ class ModelConfig:
     encoder_dim: int = 144
     num_encoder_layers: int = 6
     num_heads: int = 4
+    # Heads of each Conformer layer, each of encoder_dim / num_heads dimensions, after head
+    # pruning (dsr prune --drop-heads); () = num_heads in every layer.
+    encoder_layer_heads: tuple[int, ...] = ()
     ffn_dim: int = 576
     conv_kernel_size: int = 15
     dropout: float = 0.1
@@ -95,7 +98,13 @@ class ModelConfig:
         return cls(**d)
 
 
-_TUPLE_FIELDS = ("subsampling_channels", "train_chunk_sizes", "train_left_context_chunks", "whisper_prompt")
+_TUPLE_FIELDS = (
+    "subsampling_channels",
+    "encoder_layer_heads",
+    "train_chunk_sizes",
+    "train_left_context_chunks",
+    "whisper_prompt",
+)
 ENCODER_TYPES = ("conformer", "whisper")
 
 
@@ -130,6 +139,7 @@ def _build_encoder(cfg: ModelConfig) -> ConformerEncoder | WhisperEncoder:
         train_chunk_sizes=cfg.train_chunk_sizes,
         train_left_context_chunks=cfg.train_left_context_chunks,
         train_full_context_prob=cfg.train_full_context_prob,
+        layer_heads=cfg.encoder_layer_heads,
     )
 
 

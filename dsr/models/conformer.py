@@ -93,15 +93,21 @@ class _SelfAttention(nn.Module):
 
     Dropout is applied to the output only, not to the attention weights: weight
     dropout forces SDPA off its fused kernels onto the slow reference path.
+
+    ``head_dim`` defaults to ``d_model // num_heads``; a layer whose heads were pruned
+    (:mod:`dsr.models.prune`) keeps the head size and has fewer heads, so its projections
+    are ``qkv`` (D -> 3 H Dh), rows ordered [q | k | v], each head by head, and ``out``
+    (H Dh -> D).  With all heads, H Dh = D: the same modules as ever.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float, head_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = d_model // num_heads
+        self.head_dim = d_model // num_heads if head_dim is None else head_dim
+        inner = num_heads * self.head_dim
         self.norm = nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * inner)
+        self.out = nn.Linear(inner, d_model)
         self.out_dropout = nn.Dropout(dropout)
 
     def _project(
@@ -238,14 +244,23 @@ class LayerCache(NamedTuple):
 
 
 class ConformerLayer(nn.Module):
-    """One Conformer block: x + FFN/2, + MHSA, + Conv, + FFN/2, then LayerNorm."""
+    """One Conformer block: x + FFN/2, + MHSA, + Conv, + FFN/2, then LayerNorm.
+
+    ``head_dim``: see :class:`_SelfAttention` (None = ``d_model // num_heads``)."""
 
     def __init__(
-        self, d_model: int, num_heads: int, ffn_dim: int, conv_kernel_size: int, dropout: float, causal: bool
+        self,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        conv_kernel_size: int,
+        dropout: float,
+        causal: bool,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.ffn1 = _FeedForward(d_model, ffn_dim, dropout)
-        self.attn = _SelfAttention(d_model, num_heads, dropout)
+        self.attn = _SelfAttention(d_model, num_heads, dropout, head_dim)
         self.conv = _ConvModule(d_model, conv_kernel_size, dropout, causal)
         self.ffn2 = _FeedForward(d_model, ffn_dim, dropout)
         self.final_norm = nn.LayerNorm(d_model)
@@ -311,6 +326,10 @@ class ConformerEncoder(nn.Module):
         train_left_context_chunks: ... and its left context (in chunks, -1 = all) from these.
         train_full_context_prob: ... except that with this probability it uses full
             attention instead, so that one model serves offline and streaming decoding.
+        layer_heads: heads of each layer, of ``d_model / num_heads`` dimensions each, when
+            they differ between layers (a model whose heads were pruned, see
+            :mod:`dsr.models.prune`): one count in [1, num_heads] per layer.  Empty (the
+            default) = ``num_heads`` in every layer.
         activation_checkpointing: in training, keep only each Conformer layer's input
             for the backward pass and recompute the layer's activations there
             (:func:`torch.utils.checkpoint.checkpoint`): activation memory falls from
@@ -338,6 +357,7 @@ class ConformerEncoder(nn.Module):
         train_left_context_chunks: Sequence[int] = (-1,),
         train_full_context_prob: float = 0.0,
         activation_checkpointing: bool = False,
+        layer_heads: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if d_model <= 0 or num_layers <= 0 or num_heads <= 0 or ffn_dim <= 0:
@@ -349,6 +369,12 @@ class ConformerEncoder(nn.Module):
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads}) "
                 "into an even head dimension (rotary positions rotate pairs of dimensions)"
+            )
+        layer_heads = tuple(layer_heads) or (num_heads,) * num_layers
+        if len(layer_heads) != num_layers or not all(1 <= h <= num_heads for h in layer_heads):
+            raise ValueError(
+                f"layer_heads must be {num_layers} head counts in [1, {num_heads}] (one per layer), or empty "
+                f"(got {layer_heads})"
             )
         if conv_kernel_size <= 0 or (not causal and conv_kernel_size % 2 == 0):
             raise ValueError(f"conv_kernel_size must be positive, and odd when causal=False (got {conv_kernel_size})")
@@ -376,9 +402,11 @@ class ConformerEncoder(nn.Module):
         self.activation_checkpointing = activation_checkpointing
         self.subsampling = Conv2dSubsampling(input_dim, d_model, channels=tuple(subsampling_channels))
         self.input_dropout = nn.Dropout(dropout)
-        self.rotary = _RotaryEmbedding(d_model // num_heads)
+        head_dim = d_model // num_heads
+        self.rotary = _RotaryEmbedding(head_dim)
         self.layers = nn.ModuleList(
-            ConformerLayer(d_model, num_heads, ffn_dim, conv_kernel_size, dropout, causal) for _ in range(num_layers)
+            ConformerLayer(d_model, heads, ffn_dim, conv_kernel_size, dropout, causal, head_dim)
+            for heads in layer_heads
         )
 
     @overload

@@ -1,8 +1,8 @@
-"""Structured pruning of a trained Conformer: feed-forward channels and whole layers.
+"""Structured pruning of a trained Conformer: attention heads, feed-forward channels and whole layers.
 
-Both keep the model a plain dsr model of a smaller configuration (``ffn_dim``,
-``num_encoder_layers``), so the pruned checkpoint loads, trains (``dsr train --init-from``),
-decodes and exports (``dsr export onnx``) like any other.
+All keep the model a plain dsr model of a smaller configuration (``encoder_layer_heads``,
+``ffn_dim``, ``num_encoder_layers``), so the pruned checkpoint loads, trains (``dsr train
+--init-from``), decodes and exports (``dsr export onnx``) like any other.
 
 Importance measures (stated, so that results can be compared):
 
@@ -14,10 +14,16 @@ Importance measures (stated, so that results can be compared):
 * **Layer**: how much it changes its input on real features: the mean over valid frames of
   ``1 - cos(x_in, x_out)`` of the layer's input and output.  The layers that change the
   residual stream least are dropped; the next layer then reads the previous one's output.
-
-Attention heads are not pruned: dsr's attention derives the head size from
-``encoder_dim / num_heads``, so fewer heads of the same size is not a configuration the
-model can be rebuilt from without a per-layer head count in ``ModelConfig``.
+* **Attention head** h of a layer: ``||W_o[:, h] W_v[h] diag(g)||_2``, the spectral norm of
+  the head's value-to-output path from the attention's LayerNorm'd input (``g`` its gain):
+  the most the head can add to the residual stream per unit of normalised input, whatever
+  it attends to (attention weights are a convex combination).  The heads are ranked across
+  the (kept) layers, which all read a LayerNorm'd stream (every layer ends with one), and
+  the lowest go, each layer keeping at least one; so layers may keep different numbers of
+  heads (``ModelConfig.encoder_layer_heads``), each of the original head size.  What a
+  removed head adds regardless of its input, ``W_o[:, h] (W_v[h] b + b_v[h])`` (``b`` the
+  LayerNorm's bias), is folded into the output projection's bias, so a head whose
+  ``W_o[:, h] W_v[h] diag(g)`` is zero (score 0) is removed exactly.
 """
 
 from __future__ import annotations
@@ -30,32 +36,98 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsr.errors import OptionError
 from dsr.models.config import ModelConfig, build_model, count_parameters
-from dsr.models.conformer import _FeedForward
+from dsr.models.conformer import ConformerLayer, _FeedForward, _SelfAttention
 from dsr.models.transducer import HybridTransducer
 
 
 @dataclass(frozen=True)
 class PruneOptions:
     """``ffn_keep``: fraction of feed-forward channels kept, in (0, 1]; ``drop_layers``: how
-    many Conformer layers to remove (needs features to score them)."""
+    many Conformer layers to remove (needs features to score them); ``drop_heads``: how many
+    attention heads to remove from the (kept) layers together, each layer keeping one or more."""
 
     ffn_keep: float = 1.0
     drop_layers: int = 0
+    drop_heads: int = 0
 
     def validate(self, cfg: ModelConfig) -> None:
-        """ValueError naming the option when it cannot apply to a model of ``cfg``."""
+        """:class:`~dsr.errors.OptionError` (a ValueError) naming the option when it cannot
+        apply to a model of ``cfg``."""
         if cfg.encoder_type != "conformer":
-            raise ValueError(f"only Conformer encoders can be pruned (got encoder_type {cfg.encoder_type!r})")
+            raise OptionError(f"only Conformer encoders can be pruned (got encoder_type {cfg.encoder_type!r})")
         if not 0.0 < self.ffn_keep <= 1.0:
-            raise ValueError(f"ffn_keep must be in (0, 1] (got {self.ffn_keep})")
+            raise OptionError(f"{{ffn_keep}} must be in (0, 1] (got {self.ffn_keep})")
         if round(self.ffn_keep * cfg.ffn_dim) < 1:
-            raise ValueError(f"ffn_keep {self.ffn_keep} keeps no channel of ffn_dim {cfg.ffn_dim}")
+            raise OptionError(f"{{ffn_keep}} {self.ffn_keep} keeps no channel of ffn_dim {cfg.ffn_dim}")
         if not 0 <= self.drop_layers < cfg.num_encoder_layers:
-            raise ValueError(
-                f"drop_layers must be in [0, {cfg.num_encoder_layers - 1}] for {cfg.num_encoder_layers} layers "
+            raise OptionError(
+                f"{{drop_layers}} must be in [0, {cfg.num_encoder_layers - 1}] for {cfg.num_encoder_layers} layers "
                 f"(got {self.drop_layers})"
             )
+        # Whichever layers are dropped, the kept ones can lose at least this many heads.
+        removable = sorted(h - 1 for h in layer_heads(cfg))[: cfg.num_encoder_layers - self.drop_layers]
+        if not 0 <= self.drop_heads <= sum(removable):
+            raise OptionError(
+                f"{{drop_heads}} must be in [0, {sum(removable)}] for {cfg.num_encoder_layers - self.drop_layers} "
+                f"kept layers of {'/'.join(map(str, layer_heads(cfg)))} heads, each keeping one (got {self.drop_heads})"
+            )
+
+
+def layer_heads(cfg: ModelConfig) -> tuple[int, ...]:
+    """The attention heads of each Conformer layer of a model of ``cfg``."""
+    return cfg.encoder_layer_heads or (cfg.num_heads,) * cfg.num_encoder_layers
+
+
+def head_importance(attn: _SelfAttention) -> torch.Tensor:
+    """(H,) importance of the heads of one attention module: the spectral norm of each head's
+    ``W_o[:, h] W_v[h] diag(g)`` (see module docstring)."""
+    h, dh = attn.num_heads, attn.head_dim
+    d = attn.norm.weight.numel()
+    w_v = attn.qkv.weight[2 * h * dh :].view(h, dh, d) * attn.norm.weight  # (H, Dh, D)
+    w_o = attn.out.weight.view(d, h, dh).transpose(0, 1)  # (H, D, Dh)
+    return torch.linalg.matrix_norm(w_o @ w_v, ord=2)
+
+
+def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(K,) head indices -> (K Dh,) their rows of one of q/k/v (their columns of ``out``)."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).flatten()
+
+
+def prune_heads(attn: _SelfAttention, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weights of ``attn`` with only the heads ``keep`` (sorted indices), by parameter name
+    within the module (``qkv.weight``, ...); the removed heads' constant output is folded into
+    ``out.bias``."""
+    h, dh = attn.num_heads, attn.head_dim
+    removed = torch.tensor([i for i in range(h) if i not in set(keep.tolist())], dtype=torch.long)
+    kept_rows, removed_rows = _head_rows(keep, dh), _head_rows(removed, dh)
+    qkv_rows = torch.cat([kept_rows + part * h * dh for part in range(3)])
+    w_qkv, b_qkv = attn.qkv.weight, attn.qkv.bias
+    # Attention weights sum to 1, so a removed head's value bias (and the LayerNorm's bias
+    # through W_v) reaches the output unchanged, whatever the head attends to.
+    constant_v = w_qkv[2 * h * dh + removed_rows] @ attn.norm.bias + b_qkv[2 * h * dh + removed_rows]
+    out_bias = attn.out.bias + attn.out.weight[:, removed_rows] @ constant_v if len(removed) else attn.out.bias
+    return {
+        "qkv.weight": w_qkv[qkv_rows].clone(), "qkv.bias": b_qkv[qkv_rows].clone(),
+        "out.weight": attn.out.weight[:, kept_rows].clone(), "out.bias": out_bias.clone(),
+    }  # fmt: skip
+
+
+def heads_to_drop(scores: list[torch.Tensor], count: int) -> list[list[int]]:
+    """The ``count`` lowest-scoring heads over all layers, each layer keeping at least one:
+    per layer, the sorted indices of its dropped heads.  ``scores``: (H_i,) per layer."""
+    ranked = sorted((float(s), layer, head) for layer, layer_scores in enumerate(scores)
+                    for head, s in enumerate(layer_scores))  # fmt: skip
+    dropped: list[list[int]] = [[] for _ in scores]
+    for _, layer, head in ranked:
+        if sum(map(len, dropped)) == count:
+            break
+        if len(dropped[layer]) < len(scores[layer]) - 1:
+            dropped[layer].append(head)
+    if sum(map(len, dropped)) != count:
+        raise ValueError(f"cannot drop {count} heads from layers of {[len(s) for s in scores]} heads keeping one each")
+    return [sorted(d) for d in dropped]
 
 
 def ffn_channel_importance(ffn: _FeedForward) -> torch.Tensor:
@@ -104,7 +176,8 @@ def prune_model(
     features: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
 ) -> tuple[HybridTransducer, ModelConfig, dict[str, Any]]:
-    """A smaller copy of ``model``: feed-forward channels and layers removed by importance.
+    """A smaller copy of ``model``: layers, then attention heads of the kept layers, and
+    feed-forward channels removed by importance.
 
     Args:
         model: the trained model (not modified).
@@ -115,7 +188,8 @@ def prune_model(
 
     Returns:
         The pruned model (eval mode), its configuration, and a report: the dropped layer
-        indices, the layer scores, parameter counts before and after.
+        indices, the layer scores, the dropped heads (``[layer, head]`` in the original
+        numbering) and all heads' scores, parameter counts before and after.
     """
     options.validate(cfg)
     if options.drop_layers and (features is None or lengths is None):
@@ -130,8 +204,21 @@ def prune_model(
         keep_layers = [i for i in keep_layers if i not in dropped]
         report["layer_scores"] = [round(float(s), 6) for s in scores]
         report["dropped_layers"] = dropped
+    layers = [layer for layer in model.conformer_encoder().layers if isinstance(layer, ConformerLayer)]
+    dropped_heads: list[list[int]] = [[] for _ in keep_layers]
+    if options.drop_heads:
+        scores_of_heads = [head_importance(layers[i].attn) for i in keep_layers]
+        dropped_heads = heads_to_drop(scores_of_heads, options.drop_heads)
+        report["head_scores"] = {i: [round(float(s), 6) for s in sc] for i, sc in zip(keep_layers, scores_of_heads)}
+        report["dropped_heads"] = [[i, h] for i, heads in zip(keep_layers, dropped_heads) for h in heads]
+    heads_before = layer_heads(cfg)
+    heads_after = tuple(heads_before[i] - len(d) for i, d in zip(keep_layers, dropped_heads))
     new_ffn = round(options.ffn_keep * cfg.ffn_dim)
-    new_cfg = replace(cfg, ffn_dim=new_ffn, num_encoder_layers=len(keep_layers))
+    new_cfg = replace(
+        cfg, ffn_dim=new_ffn, num_encoder_layers=len(keep_layers),
+        # Every layer with all heads is the plain configuration (old checkpoints' form).
+        encoder_layer_heads=() if set(heads_after) == {cfg.num_heads} else heads_after,
+    )  # fmt: skip
     pruned = build_model(new_cfg).eval()
     state = copy.deepcopy(model.state_dict())
     new_state: dict[str, torch.Tensor] = {}
@@ -143,6 +230,11 @@ def prune_model(
             key = f"encoder.layers.{keep_layers.index(int(old))}.{rest}"
         new_state[key] = value
     for i, kept in enumerate(keep_layers):
+        attn = layers[kept].attn
+        if dropped_heads[i]:
+            keep = torch.tensor([h for h in range(attn.num_heads) if h not in dropped_heads[i]], dtype=torch.long)
+            for name, value in prune_heads(attn, keep).items():
+                new_state[f"encoder.layers.{i}.attn.{name}"] = value
         for name in ("ffn1", "ffn2"):
             ffn = getattr(model.conformer_encoder().layers[kept], name)
             # Kept channels in their original order (any order computes the same function).
@@ -155,7 +247,17 @@ def prune_model(
     report["parameters_after"] = count_parameters(pruned)
     report["ffn_dim"] = [cfg.ffn_dim, new_ffn]
     report["num_encoder_layers"] = [cfg.num_encoder_layers, len(keep_layers)]
+    report["encoder_layer_heads"] = [list(heads_before), list(heads_after)]
     return pruned, new_cfg, report
+
+
+def finetune_flags(cfg: ModelConfig) -> str:
+    """The ``dsr train`` model flags that rebuild a pruned model of ``cfg`` (with the other
+    model options of the run it was trained with)."""
+    flags = f"--ffn-dim {cfg.ffn_dim} --num-encoder-layers {cfg.num_encoder_layers}"
+    if cfg.encoder_layer_heads:
+        flags += f" --encoder-layer-heads {','.join(map(str, cfg.encoder_layer_heads))}"
+    return flags
 
 
 def prune_checkpoint(
@@ -189,8 +291,8 @@ def prune_checkpoint(
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     try:
         options.validate(cfg)
-    except ValueError as e:
-        raise DsrUserError(f"cannot prune {exp_dir or checkpoint}: {e}") from e
+    except OptionError as e:  # the same error, saying which model (its fields stay fields for the CLI to rename)
+        raise OptionError(f"cannot prune {exp_dir or checkpoint}: {e.template}") from e
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
     frontend = frontend_to_dict(frontend_from_dict(ckpt.get("frontend") or {}))
@@ -211,8 +313,9 @@ def prune_checkpoint(
         features = nn.utils.rnn.pad_sequence(feats, batch_first=True)
     pruned, new_cfg, report = prune_model(model, cfg, options, features, lengths)
     report["pruned_from"] = f"{exp_dir or checkpoint} ({tag})"
-    report["importance"] = "ffn: ||W_in[j]|| * ||W_out[:, j]||; layers: mean 1 - cos(input, output)"
-    report["finetune_flags"] = f"--ffn-dim {new_cfg.ffn_dim} --num-encoder-layers {new_cfg.num_encoder_layers}"
+    report["importance"] = ("ffn: ||W_in[j]|| * ||W_out[:, j]||; layers: mean 1 - cos(input, output); "
+                            "heads: spectral norm of W_o[:, h] W_v[h] diag(LayerNorm gain)")  # fmt: skip
+    report["finetune_flags"] = finetune_flags(new_cfg)
     save_checkpoint(Path(out), {"model_config": new_cfg.to_dict(), "model": pruned.state_dict(),
                                 "frontend": frontend, "prune_report": report})  # fmt: skip
     return report

@@ -43,6 +43,11 @@ class ModelOptions:
     encoder_dim: int = opt(192, "Conformer model dimension.")
     num_encoder_layers: int = opt(6, "Number of Conformer blocks.")
     num_heads: int = opt(4, "Attention heads per block.")
+    encoder_layer_heads: str = opt(
+        "",
+        "Heads of each block, comma-separated, each in [1, num-heads] and of encoder-dim/num-heads dimensions: "
+        "the shape of a model whose heads dsr prune removed ('' = num-heads in every block).",
+    )
     ffn_dim: int = opt(768, "Feed-forward hidden size.")
     conv_kernel_size: int = opt(15, "Depthwise convolution kernel size.")
     subsampling_channels: str = opt(
@@ -103,6 +108,14 @@ class ModelOptions:
                 f"{{encoder_dim}} ({self.encoder_dim}) must split over {{num_heads}} ({self.num_heads}) "
                 "into an even head dimension (rotary positions rotate pairs of dimensions)"
             )
+        layer_heads = int_list(self.encoder_layer_heads, "encoder_layer_heads")
+        if layer_heads and (
+            len(layer_heads) != self.num_encoder_layers or not all(1 <= h <= self.num_heads for h in layer_heads)
+        ):
+            raise OptionError(
+                f"{{encoder_layer_heads}} must give one head count in [1, {{num_heads}}={self.num_heads}] for each of "
+                f"the {{num_encoder_layers}}={self.num_encoder_layers} blocks, or be empty; got {self.encoder_layer_heads!r}"
+            )
         if self.conv_kernel_size <= 0 or (not self.causal and self.conv_kernel_size % 2 == 0):
             raise OptionError(
                 f"{{conv_kernel_size}} must be positive, and odd without {{causal}}; got {self.conv_kernel_size}"
@@ -145,6 +158,7 @@ class ModelOptions:
         return {
             **copied,
             "subsampling_channels": int_list(self.subsampling_channels, "subsampling_channels"),
+            "encoder_layer_heads": int_list(self.encoder_layer_heads, "encoder_layer_heads"),
             **self.chunking(),
         }
 
@@ -170,9 +184,9 @@ class ModelOptions:
 
 
 # Options that are not ModelConfig fields under their own name: the chunking strings become
-# chunk_size/train_* (see ModelOptions.chunking), the channels string a tuple.
+# chunk_size/train_* (see ModelOptions.chunking), the channels and head-count strings tuples.
 _NOT_MODEL_CONFIG_FIELDS = frozenset(
-    {"subsampling_channels", "chunk_sizes", "left_context_chunks", "full_context_prob"}
+    {"subsampling_channels", "encoder_layer_heads", "chunk_sizes", "left_context_chunks", "full_context_prob"}
 )
 
 
