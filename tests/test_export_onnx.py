@@ -72,8 +72,11 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "tokenizer": Tokenizer(root / "lang")}  # fmt: skip
 
 
-def _make_model(feats: list[torch.Tensor], seed: int = 0, **extra: object) -> tuple[HybridTransducer, ModelConfig]:
-    """A random tiny model that emits tokens on roughly half of the frames.
+def _make_model(
+    feats: list[torch.Tensor], seed: int = 0, drop_heads: int = 0, **extra: object
+) -> tuple[HybridTransducer, ModelConfig]:
+    """A random tiny model that emits tokens on roughly half of the frames; with ``drop_heads``,
+    that many attention heads pruned (``dsr prune --drop-heads``) before the output layers are set.
 
     The global CMVN comes from the utterances' own features; the joiner's and the CTC head's
     output weights are scaled up (clear margins between tokens, so fp32 rounding between
@@ -84,6 +87,10 @@ def _make_model(feats: list[torch.Tensor], seed: int = 0, **extra: object) -> tu
     torch.manual_seed(seed)
     cfg = ModelConfig(**{**TINY, **extra})
     model = build_model(cfg).eval()
+    if drop_heads:
+        from dsr.models.prune import PruneOptions, prune_model
+
+        model, cfg, _ = prune_model(model, cfg, PruneOptions(drop_heads=drop_heads))
     frames = torch.cat(feats)
     model.set_feature_stats(frames.mean(0), frames.std(0))
     lens = torch.tensor([f.size(0) for f in feats])
@@ -363,22 +370,59 @@ def test_streaming_export_layout(streaming_export: dict) -> None:
     assert {k: meta[k] for k in expected} == {k: str(v) for k, v in expected.items()}
 
 
-def test_sherpa_onnx_streaming_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
-    """sherpa-onnx's OnlineRecognizer on the streaming export gives dsr's streaming greedy search
-    (``dsr decode --streaming``'s search) on the windows sherpa-onnx ran."""
+def _dsr_streaming_greedy(model: HybridTransducer, feats: list[torch.Tensor]) -> list[list[int]]:
+    """dsr's streaming greedy search (``dsr decode --streaming``'s) on the windows sherpa-onnx runs."""
     from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search
     from dsr.models.streaming import window_frames
 
-    results = _sherpa_online(streaming_export["out"], streaming_export["audio"])
     hop, width = 4 * CHUNK, window_frames(CHUNK)
     hyps = []
-    for f in streaming_export["feats"]:
+    for f in feats:
         # sherpa-onnx runs a window when processed + T < frames ready (online-recognizer-transducer-impl.h).
         num_windows = sum(1 for k in range(f.size(0)) if k * hop + width < f.size(0))
         used = (num_windows - 1) * hop + width
         opts = StreamingOptions(chunk_ms=CHUNK * 40, chunk_size=CHUNK, left_context_chunks=LEFT, latency_ms=0.0)
-        hyps += streaming_greedy_search(streaming_export["model"], f[None, :used], torch.tensor([used]), opts)
+        hyps += streaming_greedy_search(model, f[None, :used], torch.tensor([used]), opts)
+    return hyps
+
+
+def test_sherpa_onnx_streaming_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
+    """sherpa-onnx's OnlineRecognizer on the streaming export gives dsr's streaming greedy search
+    (``dsr decode --streaming``'s search) on the windows sherpa-onnx ran."""
+    results = _sherpa_online(streaming_export["out"], streaming_export["audio"])
+    hyps = _dsr_streaming_greedy(streaming_export["model"], streaming_export["feats"])
     _check_same(hyps, results, speech, min_tokens=10)
+
+
+def test_sherpa_onnx_decodes_a_head_pruned_model_as_dsr_does(speech: dict, streaming_export: dict) -> None:
+    """A model whose layers kept different numbers of attention heads (``dsr prune --drop-heads``):
+    sherpa-onnx's offline transducer and CTC recognisers, and its OnlineRecognizer on the streaming
+    layout (whose state keeps encoder_dim columns per layer, zeros past a layer's heads), give
+    dsr's greedy transcripts."""
+    sherpa_onnx = pytest.importorskip("sherpa_onnx", reason="sherpa-onnx is not installed (pip install -e '.[export]')")
+    tokens = speech["lang"] / "tokens.txt"
+    model, cfg = _make_model(speech["feats"], num_heads=4, drop_heads=3)
+    assert len(set(cfg.encoder_layer_heads)) == 2 and sum(cfg.encoder_layer_heads) == 5
+    out = speech["root"] / "export-pruned"
+    export_onnx_model(model, cfg, FRONTEND, tokens, out, int8=False)
+    rec = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(out / "encoder.onnx"), decoder=str(out / "decoder.onnx"), joiner=str(out / "joiner.onnx"),
+        tokens=str(tokens), num_threads=1, decoding_method="greedy_search",
+    )  # fmt: skip
+    ctc = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(out / "ctc.onnx"), tokens=str(tokens),
+                                                           num_threads=1)  # fmt: skip
+    transducer_hyps, ctc_hyps = _dsr_greedy(model, speech["feats"])
+    _check_same(transducer_hyps, _sherpa_decode(rec, speech["audio"]), speech, min_tokens=10)
+    _check_same(ctc_hyps, _sherpa_decode(ctc, speech["audio"]), speech, min_tokens=10)
+
+    feats = streaming_export["feats"]
+    model, cfg = _make_model(feats, num_heads=4, drop_heads=3, causal=True, chunk_size=CHUNK, left_context_chunks=LEFT)
+    assert len(set(cfg.encoder_layer_heads)) == 2
+    out = speech["root"] / "export-pruned-streaming"
+    export_onnx_model(model, cfg, FRONTEND, tokens, out, int8=False, streaming=StreamingExport(CHUNK, LEFT))
+    assert read_metadata(out / "encoder.onnx")["encoder_dim"] == str(cfg.encoder_dim)
+    results = _sherpa_online(out, streaming_export["audio"])
+    _check_same(_dsr_streaming_greedy(model, feats), results, speech, min_tokens=10)
 
 
 def test_sherpa_onnx_decodes_the_int8_streaming_files(streaming_export: dict) -> None:
