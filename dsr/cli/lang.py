@@ -29,8 +29,11 @@ def lang(
     """
     from dsr.lang.bpe import Tokenizer, train_bpe_from_cuts
 
-    if already_done(lang_dir, "lang", force):
+    # Other transcripts (features redone on edited ones) or another size train another BPE model.
+    inputs, options = {"cuts": cuts}, {"vocab_size": vocab_size}
+    if already_done(lang_dir, "lang", force, inputs=inputs, options=options):
         return
     train_bpe_from_cuts(cuts, lang_dir, vocab_size)
     tok = Tokenizer(lang_dir)
-    finish(lang_dir, "lang", f"{tok.vocab_size} BPE tokens in {lang_dir}/bpe.model and tokens.txt")
+    summary = f"{tok.vocab_size} BPE tokens in {lang_dir}/bpe.model and tokens.txt"
+    finish(lang_dir, "lang", summary, inputs=inputs, options=options)

@@ -16,11 +16,14 @@ import typer
 from dsr.cli.common import already_done, console, setup_logging, show_progress
 from dsr.errors import DsrUserError, OptionError
 from dsr.training.config import TrainConfig
+from dsr.utils import is_done, read_done_info
 
 _DOC = """Train a Conformer transducer with pruned RNN-T + CTC losses.
 
 Resumes automatically from the newest checkpoint in --exp-dir (epoch-E.pt or
-checkpoint-STEP.pt), so an interrupted run continues where it stopped.
+checkpoint-STEP.pt), so an interrupted run continues where it stopped; checkpoints
+made from other training cuts, another BPE model or other model options are not
+resumed (an error says what changed; --force moves them aside and starts afresh).
 Options can come from --config conf/train.yaml, whose keys are the flag names;
 flags given on the command line win.  The resolved options are saved to
 EXP_DIR/config.yaml, logs to EXP_DIR/log/ and TensorBoard events to EXP_DIR/tensorboard/.
@@ -54,22 +57,33 @@ Fine-tune a pretrained model on new data with a new BPE model, encoder frozen, l
 
 
 def _train(config: Path | None, force: bool, **flags: Any) -> None:
-    from dsr.training.config import resolve_config
-    from dsr.training.trainer import train as run_train
-
     try:
-        cfg = resolve_config(config, flags)
+        _run(config, force, flags)
     except OptionError as e:  # the library names fields; here they are flags (YAML keys are the same names)
         raise DsrUserError(e.as_flags()) from None
-    exp_dir = Path(cfg.exp_dir)
-    if already_done(exp_dir, "train", force) and _done_epochs(exp_dir) >= cfg.num_epochs:
-        return
+
+
+def _run(config: Path | None, force: bool, flags: dict[str, Any]) -> None:
     import time
 
+    from dsr.training.config import resolve_config
     from dsr.training.distributed import env_info
+    from dsr.training.resume import check_same_run, run_record, set_aside_run
+    from dsr.training.trainer import train as run_train
 
-    # Under torchrun only rank 0 keeps a log file (the other ranks log warnings to stderr).
+    cfg = resolve_config(config, flags)
+    exp_dir = Path(cfg.exp_dir)
+    # Under torchrun only rank 0 keeps a log file (the other ranks log warnings to stderr) and moves files.
     is_main = env_info().is_main
+    if force:
+        moved = set_aside_run(exp_dir) if is_main else None
+        if moved is not None:
+            console.print(f"[yellow]redo[/] train: the earlier run in {exp_dir} is now in {moved}")
+    elif is_done(exp_dir, "train") and _done_epochs(exp_dir) >= cfg.num_epochs:
+        # Finished, but on these inputs?  A run on others must not be reported as done.
+        check_same_run(read_done_info(exp_dir, "train"), run_record(cfg), exp_dir)
+        already_done(exp_dir, "train", force)
+        return
     log_file = exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt" if is_main else None
     setup_logging(log_file=log_file)
     result = run_train(cfg, progress=show_progress())
@@ -94,7 +108,12 @@ def _build() -> Any:
         inspect.Parameter(
             "force",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(False, "--force", help="Train again even if exp-dir says training finished."),
+            default=typer.Option(
+                False,
+                "--force",
+                help="Train afresh: an earlier run in exp-dir (checkpoints, logs, decodes) is moved to "
+                "exp-dir/replaced-<time>/ first.",
+            ),
             annotation=bool,
         ),
     ]

@@ -7,25 +7,35 @@ after the batches it had seen (the trainer replays the sampler, see
 states are saved too, so dropout and SpecAugment (in the main process) draw the
 masks they would have drawn without the interruption: a resumed float32 run on
 the CPU ends with the same weights as an uninterrupted one (tests/test_ddp.py).
+
+A checkpoint also records what the run trained on (:func:`run_record`: the content of the
+training cuts and of the BPE model, and the model's options); a checkpoint of another run
+is never resumed (:func:`check_same_run`), and :func:`set_aside_run` moves an earlier run out
+of the way for ``dsr train --force`` (design note 39).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.models.checkpoint import latest_checkpoint, load_checkpoint
 from dsr.training import distributed
 from dsr.training.config import TrainConfig
 from dsr.training.distributed import DistInfo
 from dsr.training.init import split_patterns
 from dsr.training.model_average import ModelAverager
+from dsr.utils import input_fingerprint
 
 logger = logging.getLogger("dsr")
 
@@ -50,6 +60,80 @@ def find_resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[
         )
     logger.info("resuming from %s", path)
     return load_checkpoint(path), path
+
+
+# How a changed input is named in the message (the option names the file; its content changed).
+_INPUT_CHANGE = {"train_cuts": "holds other cuts", "lang_dir": "holds another bpe.model"}
+
+
+def run_record(cfg: TrainConfig) -> dict[str, Any]:
+    """What makes checkpoints this run's: ``{"inputs": fingerprints, "options": the model's options}``.
+
+    The inputs are the content of the training cuts and of the lang dir's ``bpe.model`` (not
+    their paths: the same data moved elsewhere is the same run); the options are the
+    architecture's (:class:`~dsr.training.config.ModelOptions`), which the weights are shaped by.
+    Learning rate, epochs, batch size and the like may change between a run and its resumption.
+    Stored in every checkpoint and in the ``train`` done-marker.
+    """
+    inputs = input_fingerprint({"train_cuts": cfg.train_cuts, "lang_dir": Path(cfg.lang_dir) / "bpe.model"})
+    # Through JSON, as the done-marker stores them, so that a record compares equal to itself read back.
+    return {"inputs": inputs, "options": json.loads(json.dumps(asdict(cfg.model)))}
+
+
+def run_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What differs between a recorded :func:`run_record` and this run's, each part naming its option
+    as ``{field}`` (an :class:`~dsr.errors.OptionError` template); empty when nothing does, or
+    when ``recorded`` predates run records (checkpoints of older dsr versions: trusted, as before).
+    """
+    if "inputs" not in recorded:
+        return []
+    changes = []
+    old_inputs, new_inputs = recorded["inputs"], now["inputs"]
+    for role in sorted(set(old_inputs) | set(new_inputs)):
+        if old_inputs.get(role) != new_inputs.get(role):
+            changes.append(f"{{{role}}} {_INPUT_CHANGE.get(role, 'changed')}")
+    old_options, new_options = recorded.get("options") or {}, now["options"]
+    for name in sorted(set(old_options) | set(new_options)):
+        if old_options.get(name) != new_options.get(name):
+            changes.append(f"{{{name}}} {old_options.get(name)!r} -> {new_options.get(name)!r}")
+    return changes
+
+
+def check_same_run(recorded: Mapping[str, Any], now: Mapping[str, Any], exp_dir: Path) -> None:
+    """Raise :class:`~dsr.errors.OptionError` when ``exp_dir``'s checkpoints (their ``recorded``
+    :func:`run_record`) come from other inputs or model options than this run's (``now``)."""
+    changes = run_changes(recorded, now)
+    if changes:
+        raise OptionError(
+            f"{{exp_dir}} {exp_dir} holds checkpoints of another run ({'; '.join(changes)}): resume it with what "
+            "it was trained on, give a new {exp_dir}, or {force} to move its files aside and train afresh"
+        )
+
+
+def set_aside_run(exp_dir: Path) -> Path | None:
+    """Move everything of an earlier run in ``exp_dir`` into ``exp_dir/replaced-<time>/``; its path,
+    or None when ``exp_dir`` held nothing.
+
+    Training then starts afresh in ``exp_dir``, and the earlier run is kept whole (checkpoints,
+    config.yaml, logs, decode results): the folder is an exp dir of its own.  Folders set aside
+    before stay where they are.
+    """
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        return None
+    earlier = sorted(p for p in exp_dir.iterdir() if not p.name.startswith("replaced-"))
+    if not earlier:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = exp_dir / f"replaced-{stamp}"
+    n = 1
+    while dest.exists():  # two --force runs within a second
+        n += 1
+        dest = exp_dir / f"replaced-{stamp}-{n}"
+    dest.mkdir()
+    for path in earlier:
+        path.rename(dest / path.name)
+    return dest
 
 
 def restore_average(averager: ModelAverager, state: dict[str, Any]) -> None:

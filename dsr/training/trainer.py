@@ -73,11 +73,13 @@ from dsr.training.optim import WarmupEden
 from dsr.training.pretrained import EncoderFreezer, PretrainedWhisper, load_pretrained, optimizer_groups
 from dsr.training.resume import (
     check_mid_epoch_resume,
+    check_same_run,
     find_resume_state,
     random_states,
     restore_average,
     restore_optimizer,
     restore_random_states,
+    run_record,
 )
 from dsr.utils import mark_done
 
@@ -317,6 +319,8 @@ class TrainState:
     last_train: float = float("nan")
     last_valid: float | None = None
     t0: float = field(default_factory=time.time)
+    # What the run trains on (resume.run_record), kept in its checkpoints and done-marker.
+    run: dict[str, Any] = field(default_factory=dict)
 
     def done(self) -> bool:
         """Whether --max-steps is reached."""
@@ -364,7 +368,7 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
     exp_dir = Path(cfg.exp_dir)
     if info.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, exp_dir / "config.yaml")
+    run = run_record(cfg)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     _seed(cfg.seed)
@@ -381,6 +385,10 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
         _seed(cfg.seed + info.rank)
         logger.info("data-parallel training on %d processes", info.world_size)
     resumed = find_resume_state(cfg, exp_dir, info)
+    if resumed is not None:  # before anything of it is loaded: another run's weights may not even fit
+        check_same_run(resumed[0].get("run", {}), run, exp_dir)
+    if info.is_main:  # only now: a run that may not resume here must not overwrite the config of the one that is
+        save_config(cfg, exp_dir / "config.yaml")
     initialised = _initial_weights(cfg, model, mcfg, whisper, resumed is not None)
     trainable = freeze_parameters(model, split_patterns(cfg.freeze))
     optimizer, scheduler, scaler = _optimizer(cfg, model, trainable, whisper, device)
@@ -407,6 +415,7 @@ def setup(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainState:
         # Whisper token targets only for Whisper's decoder head (none with --no-whisper-decoder).
         attention_tokens=whisper.attention_tokens if whisper is not None and whisper.use_decoder else None,
         t0=t0,
+        run=run,
     )
     if resumed is not None:
         _resume(state, *resumed)
@@ -713,6 +722,7 @@ def save_checkpoint(state: TrainState, name: str, epoch: int, finished: bool) ->
         "grad_scaler": state.scaler.state_dict(),
         "model_config": state.mcfg.to_dict(),
         "train_config": state.cfg.to_dict(),
+        "run": state.run,  # checked before this checkpoint is resumed (resume.check_same_run)
         "frontend": state.data.frontend,
         # Checked at decode/transcribe time against the lang dir given there (dsr.lang.vocabulary).
         "vocabulary": vocabulary_info(state.cfg.lang_dir, state.tokenizer.vocab_size),
@@ -749,7 +759,7 @@ def finish(state: TrainState) -> TrainResult:
         time.time() - state.t0,
     )
     if state.info.is_main and epochs_done >= state.cfg.num_epochs:
-        mark_done(state.exp_dir, "train", {"epochs": epochs_done, "global_step": state.global_step})
+        mark_done(state.exp_dir, "train", {"epochs": epochs_done, "global_step": state.global_step, **state.run})
     return result
 
 
