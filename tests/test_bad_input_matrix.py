@@ -784,8 +784,9 @@ def test_14c_sigint_during_features_then_rerun(tmp_path: Path) -> None:
     proc, _ = start_features(tmp_path)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
-    # typer turns the KeyboardInterrupt into exit code 130 (quietly).
+    # One line says what to do, exit code 130 as for any program Ctrl-C stopped.
     assert proc.returncode == 130 and "Traceback" not in out, out[-2000:]
+    assert "interrupted; re-run the same command to resume" in out, out[-2000:]
     assert not (tmp_path / "f" / "x_cuts_train.jsonl.gz").exists()
     assert not list((tmp_path / "f").glob(".done.*"))
     ok(features_small(tmp_path, "-j", "1"))

@@ -9,6 +9,7 @@ same inputs resumes, and ``--force`` moves the earlier run aside and trains afre
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 import traceback
@@ -205,3 +206,71 @@ def test_run_changes_name_fields_in_the_library():
         check_same_run(recorded, now, Path("exp"))
     assert "train_cuts holds other cuts; encoder_dim 32 -> 64" in str(e.value)
     assert "--train-cuts holds other cuts; --encoder-dim 32 -> 64" in e.value.as_flags()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
+
+@pytest.mark.parametrize(
+    "target, args",
+    [
+        ("dsr.lang.bpe.train_bpe_from_cuts", ["lang", "--cuts", "c.jsonl.gz", "--lang-dir", "lang"]),
+        ("dsr.training.trainer.train", ["train", "--dev-cuts", ""]),  # the lazily built command
+        ("dsr.data.folder.prepare_folder", ["prepare", "folder", "--audio-dir", ".", "--transcripts", "t.tsv",
+                                            "--corpus", "x", "--split", "train", "--manifest-dir", "m"]),  # a subgroup
+    ],
+)  # fmt: skip
+def test_ctrl_c_in_any_command_says_how_to_resume(monkeypatch, tmp_path, target, args):
+    module, name = target.rsplit(".", 1)
+
+    def interrupted(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.tsv").write_text("")
+    if args[0] == "train":  # its log file goes under tmp_path too
+        args = [*args, "--exp-dir", str(tmp_path / "exp")]
+    rc, out = dsr(*args)
+    assert rc == 130 and INTERRUPTED in out and "Traceback" not in out and "Aborted" not in out, out
+
+
+def test_usage_errors_and_help_are_click_s_as_before():
+    rc, out = dsr("lang", "--vocab-size", "x")
+    assert rc == 2 and "Invalid value" in out and INTERRUPTED not in out, out
+    rc, out = dsr("lang", "--help")
+    assert rc == 0 and "--vocab-size" in out, out
+    rc, out = dsr("no-such-command")
+    assert rc == 2 and "No such command" in out, out
+
+
+def test_sigint_to_a_running_command_prints_the_resume_line(tmp_path):
+    """A real SIGINT to ``dsr lang`` (its BPE training replaced by a long sleep) in a child process."""
+    import os
+    import signal
+    import subprocess
+
+    import dsr as package
+
+    script = (
+        "import sys, time\n"
+        "import dsr.lang.bpe as bpe\n"
+        "def slow(*a):\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+        "bpe.train_bpe_from_cuts = slow\n"
+        "from dsr.cli.main import run\n"
+        "sys.argv = ['dsr', 'lang', '--cuts', 'c.jsonl.gz', '--lang-dir', 'lang']\n"
+        "run()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(package.__file__).parents[1]), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130 and INTERRUPTED in out and "Traceback" not in out, out

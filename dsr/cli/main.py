@@ -3,7 +3,7 @@
 User errors (:class:`dsr.errors.DsrUserError`, and the ``OSError`` of a path the user
 gave -- a read-only folder, a "folder" that is a file, a full disk) print one red line
 and exit 2; other exceptions are bugs and keep their traceback.  ``--debug`` shows the
-traceback for user errors too.
+traceback for user errors too.  Ctrl-C prints that a re-run resumes and exits 130.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from dsr import __version__
 from dsr.cli import data, decode, export, features, lang, lm, prune, pseudo_label, rescore, whisper
 from dsr.cli.common import console, setup_logging
 from dsr.errors import DsrUserError
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command, carried past typer (which would turn it into a quiet exit 130) to :func:`run`."""
 
 
 class _Commands(typer.core.TyperGroup):
@@ -45,6 +49,13 @@ class _Commands(typer.core.TyperGroup):
             single.command("train", context_settings={"ignore_unknown_options": False})(train.train)
             self.add_command(typer.main.get_command(single), "train")
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: Any) -> Any:
+        # Every subcommand runs inside the root group's invoke, nested groups (prepare, lm, ...) too.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise Interrupted() from e
 
 
 app = typer.Typer(
@@ -134,7 +145,7 @@ def run() -> None:
             raise
         console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):  # a bare KeyboardInterrupt: Ctrl-C outside any command
         console.print("[red]interrupted[/]; re-run the same command to resume")
         sys.exit(130)
 
