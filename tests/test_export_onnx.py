@@ -261,7 +261,7 @@ def test_export_refuses_what_sherpa_onnx_cannot_run(tmp_path: Path) -> None:
         check_exportable(cfg, FRONTEND, ["<b>"] + tokens[1:])
     with pytest.raises(DsrUserError, match="blank id 0"):
         check_exportable(ModelConfig(**{**TINY, "blank_id": 3}), FRONTEND, tokens)
-    with pytest.raises(DsrUserError, match="exactly one of --exp-dir"):
+    with pytest.raises(DsrUserError, match="exactly one of exp_dir"):
         OnnxExportOptions(out_dir=tmp_path, lang_dir=tmp_path).validate()
 
 
@@ -440,9 +440,9 @@ def test_streaming_export_refuses_models_it_cannot_stream(tmp_path: Path) -> Non
 
     causal = ModelConfig(**{**TINY, "causal": True})
     check_streamable(causal, StreamingExport(4, 2))
-    with pytest.raises(DsrUserError, match="--streaming needs a model with causal convolutions"):
+    with pytest.raises(DsrUserError, match="streaming: needs a model with causal convolutions"):
         check_streamable(ModelConfig(**TINY), StreamingExport(4, 2))
-    with pytest.raises(DsrUserError, match="--left-context-chunks must be >= 1 .* fixed-size attention state"):
+    with pytest.raises(DsrUserError, match="left_context_chunks: must be >= 1 .* fixed-size attention state"):
         check_streamable(causal, StreamingExport(4, -1))
     with pytest.raises(DsrUserError, match="cannot stream"):
         check_streamable(ModelConfig(**{**TINY, "causal": True, "utterance_norm": "mean"}), StreamingExport(4, 2))
@@ -483,6 +483,19 @@ def test_cli_exports_the_epoch_average_of_an_exp_dir(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref.numpy(), atol=2e-4)
     # A second run is a no-op (done marker); --force exports again.
     assert "skip" in CliRunner().invoke(app, args).output
+
+
+def test_cli_names_the_flags_of_the_options_it_got_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+
+    args = ["export", "onnx", "--lang-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")]
+    proc = CliRunner().invoke(app, args)
+    assert isinstance(proc.exception, DsrUserError), proc.output
+    assert str(proc.exception) == "give exactly one of --exp-dir (with --epoch/--avg) or --checkpoint"
+    proc = CliRunner().invoke(app, [*args, "--checkpoint", str(tmp_path / "c.pt"), "--avg", "0"])
+    assert str(proc.exception) == "--avg: must be >= 1 (got 0)"
 
 
 def test_missing_packages_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,6 +172,10 @@ def test_decode_streaming_cli_equals_offline_chunked_decode(exp: dict[str, Path]
     assert offline.exit_code == 0, offline.output
     streaming = CliRunner().invoke(app, common + ["--streaming", "--chunk-ms", "160"])
     assert streaming.exit_code == 0, streaming.output
+    # The library names the option (chunk_ms), the command its flag.
+    bad = CliRunner().invoke(app, common + ["--streaming", "--chunk-ms", "100"])
+    assert isinstance(bad.exception, DsrUserError), bad.output
+    assert str(bad.exception).startswith("--chunk-ms: must be a positive multiple of 40 ms"), str(bad.exception)
     assert "algorithmic latency 190 ms" in " ".join(streaming.output.split())
     out = exp["exp"] / "decode"
     # The checkpoint's default attention is chunked like the stream (4 frames = 160 ms, 1 chunk
@@ -205,7 +209,7 @@ def test_decode_streaming_user_errors(exp: dict[str, Path]) -> None:
         run(exp["exp"], methods=("modified-beam-search",), streaming=True, chunk_ms=160)
     with pytest.raises(DsrUserError, match="only apply with `streaming`"):
         run(exp["exp"], chunk_ms=160)
-    with pytest.raises(DsrUserError, match="--chunk-ms"):
+    with pytest.raises(DsrUserError, match="chunk_ms: must be a positive multiple of 40 ms"):
         run(exp["exp"], streaming=True)
 
 

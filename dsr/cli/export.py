@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from dsr.cli.common import already_done, finish
+from dsr.errors import DsrUserError, OptionError
 
 app = typer.Typer(help="Deployable exports of a trained model.", no_args_is_help=True)
 
@@ -65,7 +66,10 @@ def onnx(
         use_averaged_model=use_averaged_model, opset=opset, int8=int8, streaming=streaming, chunk_ms=chunk_ms,
         left_context_chunks=left_context_chunks,
     )  # fmt: skip
-    result = export_onnx(options)
+    try:
+        result = export_onnx(options)
+    except OptionError as e:  # the options' fields are this command's flags
+        raise DsrUserError(e.as_flags()) from None
     finish(
         out_dir,
         "export-onnx",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from dsr.decoding.greedy import TransducerGreedySearch
-from dsr.errors import DsrUserError
+from dsr.errors import OptionError
 from dsr.evaluation.latency import synced_clock
 from dsr.models.conformer import ConformerEncoder
 from dsr.models.streaming import LOOKAHEAD_FRAMES, SUBSAMPLING, StreamingEncoder, stream_windows
@@ -38,29 +38,33 @@ class StreamingOptions:
 def streaming_options(
     model: HybridTransducer, chunk_ms: float, left_context_chunks: int | None = None, frame_shift_ms: float = 10.0
 ) -> StreamingOptions:
-    """Validate ``--chunk-ms`` / ``--left-context-chunks`` for ``model`` (DsrUserError naming
-    the fix); the left context defaults to the model's own ``left_context_chunks``."""
+    """Validate the options ``chunk_ms`` / ``left_context_chunks`` of a streaming decode or export
+    for ``model`` (:class:`~dsr.errors.OptionError` naming them and the fix); the left context
+    defaults to the model's own ``left_context_chunks``."""
     encoder = model.encoder
     if not isinstance(encoder, ConformerEncoder):  # Whisper's encoder (dsr train --pretrained) has no streaming mode
-        raise DsrUserError(
-            "--streaming needs a Conformer trained with --causal --chunk-sizes; this model's Whisper "
-            "encoder attends to whole utterances: decode it without --streaming"
+        raise OptionError(
+            "streaming",
+            "needs a Conformer trained with dsr train --causal --chunk-sizes; this model's Whisper encoder attends "
+            "to whole utterances: decode it without `streaming`",
         )
     if not encoder.causal:
-        raise DsrUserError(
-            "--streaming needs a model with causal convolutions; this one was trained without: "
-            "train it with dsr train --causal --chunk-sizes 8,16,32"
+        raise OptionError(
+            "streaming",
+            "needs a model with causal convolutions; this one was trained without: "
+            "train it with dsr train --causal --chunk-sizes 8,16,32",
         )
     frame_ms = SUBSAMPLING * frame_shift_ms
     chunk_size = round(chunk_ms / frame_ms) if chunk_ms > 0 else 0
     if chunk_size < 1 or abs(chunk_size * frame_ms - chunk_ms) > 1e-6:
-        raise DsrUserError(
-            f"--chunk-ms must be a positive multiple of {frame_ms:g} ms (one encoder frame = {SUBSAMPLING} "
-            f"feature frames of {frame_shift_ms:g} ms), got {chunk_ms:g}"
+        raise OptionError(
+            "chunk_ms",
+            f"must be a positive multiple of {frame_ms:g} ms (one encoder frame = {SUBSAMPLING} "
+            f"feature frames of {frame_shift_ms:g} ms), got {chunk_ms:g}",
         )
     left = encoder.left_context_chunks if left_context_chunks is None else left_context_chunks
     if left < -1:
-        raise DsrUserError(f"--left-context-chunks must be -1 (all) or >= 0, got {left}")
+        raise OptionError("left_context_chunks", f"must be -1 (all) or >= 0, got {left}")
     if not encoder.train_chunk_sizes and encoder.chunk_size < 0:
         logger.warning(
             "this model was trained with full attention only; streaming it will cost accuracy "

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import frontend_from_dict, frontend_to_dict
 from dsr.models.config import ModelConfig, build_model
@@ -96,22 +96,20 @@ class OnnxExportOptions:
     left_context_chunks: int | None = None
 
     def validate(self) -> None:
-        """Raise DsrUserError naming the flag when the options cannot work."""
+        """Raise :class:`~dsr.errors.OptionError` naming the field when the options cannot work."""
         if (self.exp_dir is None) == (self.checkpoint is None):
-            raise DsrUserError("give exactly one of --exp-dir (with --epoch/--avg) or --checkpoint")
+            raise OptionError("give exactly one of {exp_dir} (with {epoch}/{avg}) or {checkpoint}")
         if self.exp_dir is not None and not Path(self.exp_dir).is_dir():
-            raise DsrUserError(
-                f"--exp-dir {self.exp_dir} is not a directory; pass the experiment directory of dsr train"
+            raise OptionError(
+                f"{{exp_dir}} {self.exp_dir} is not a directory; pass the experiment directory of dsr train"
             )
         if self.avg < 1:
-            raise DsrUserError(f"--avg must be >= 1 (got {self.avg})")
+            raise OptionError("avg", f"must be >= 1 (got {self.avg})")
         if not MIN_OPSET <= self.opset <= 21:
-            raise DsrUserError(
-                f"--opset must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}"
-            )
+            raise OptionError("opset", f"must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}")
         tokens = Path(self.lang_dir) / "tokens.txt"
         if not tokens.is_file():
-            raise DsrUserError(f"{tokens} does not exist; pass the --lang-dir the model was trained with (dsr lang)")
+            raise OptionError(f"{tokens} does not exist; pass the {{lang_dir}} the model was trained with (dsr lang)")
 
 
 @dataclass
@@ -412,7 +410,7 @@ def load_export_checkpoint(options: OnnxExportOptions) -> tuple[dict[str, Any], 
     if options.checkpoint is not None:
         ckpt = load_checkpoint(options.checkpoint)
         if "model_config" not in ckpt or "model" not in ckpt:
-            raise DsrUserError(f"--checkpoint {options.checkpoint} is not a dsr model checkpoint (no model_config)")
+            raise OptionError(f"{{checkpoint}} {options.checkpoint} is not a dsr model checkpoint (no model_config)")
         return ckpt, Path(options.checkpoint).stem
     assert options.exp_dir is not None
     return resolve_model_checkpoint(options.exp_dir, options.epoch, options.avg, options.use_averaged_model)
@@ -465,28 +463,31 @@ class StreamingExport:
 
 
 def check_streamable(cfg: ModelConfig, streaming: StreamingExport) -> None:
-    """DsrUserError unless the model can be exported in sherpa-onnx's streaming layout."""
+    """:class:`~dsr.errors.OptionError` (naming the export's options) unless the model can be
+    exported in sherpa-onnx's streaming layout."""
     if not cfg.causal:
-        raise DsrUserError(
-            "--streaming needs a model with causal convolutions (dsr train --causal --chunk-sizes ...); "
-            "export this one without --streaming"
+        raise OptionError(
+            "streaming",
+            "needs a model with causal convolutions (dsr train --causal --chunk-sizes ...); "
+            "export this one without `streaming`",
         )
     if cfg.utterance_norm != "none":
-        raise DsrUserError(
+        raise OptionError(
             f"a model with utterance_norm {cfg.utterance_norm!r} needs the whole utterance and cannot "
-            "stream; export it without --streaming"
+            "stream; export it without {streaming}"
         )
     if not cfg.use_transducer:
-        raise DsrUserError("--streaming exports the transducer; this model has only a CTC head")
+        raise OptionError("streaming", "exports the transducer; this model has only a CTC head")
     if streaming.chunk_size < 1:
-        raise DsrUserError(f"--chunk-ms must give at least one encoder frame (got {streaming.chunk_size})")
+        raise OptionError("chunk_ms", f"must give at least one encoder frame (got {streaming.chunk_size})")
     if streaming.left_context_chunks < 1:
         # sherpa-onnx allocates the state from metadata with a fixed size: an unbounded (-1)
         # left context has none, and 0 would make a zero-sized tensor.
-        raise DsrUserError(
-            f"--left-context-chunks must be >= 1 for a streaming export (got {streaming.left_context_chunks}): "
-            "sherpa-onnx keeps a fixed-size attention state; dsr decode --streaming --left-context-chunks N gives "
-            "the matching PyTorch result"
+        raise OptionError(
+            "left_context_chunks",
+            f"must be >= 1 for a streaming export (got {streaming.left_context_chunks}): sherpa-onnx keeps a "
+            "fixed-size attention state; dsr decode --streaming --left-context-chunks N gives the matching "
+            "PyTorch result",
         )
 
 
