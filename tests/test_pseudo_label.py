@@ -21,7 +21,7 @@ from lhotse import CutSet, Features, MonoCut, SupervisionSegment
 from lhotse.features.io import LilcomChunkyWriter
 from lhotse.utils import fastcopy
 from test_attention_rescoring import hybrid_config, hybrid_model
-from tiny_corpus import make_tiny_corpus, tiny_train_options
+from tiny_corpus import make_tiny_corpus, tiny_train_options, write_feature_cuts
 
 from dsr.data.normalize import normalize_for_scoring
 from dsr.decoding.beam_search import Hypothesis
@@ -108,13 +108,13 @@ def test_greedy_search_records_each_tokens_log_prob() -> None:
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"method": "nope"}, "method 'nope' cannot pseudo-label"),
+        ({"method": "nope"}, "method: 'nope' cannot pseudo-label"),
         ({"method": "faster-whisper"}, "gives no scores"),
         ({"min_confidence": 1.01}, r"probability in \[0, 1\]"),
         ({"min_confidence": -0.1}, r"probability in \[0, 1\]"),
         ({"min_confidence": float("nan")}, r"probability in \[0, 1\]"),
         ({"method": "modified-beam-search", "beam_size": 1}, "beam_size >= 2"),
-        ({"beam_size": 0}, "beam_size must be an int >= 1"),
+        ({"beam_size": 0}, "beam_size: must be an int >= 1"),
         ({"attention_scale": -1.0}, "attention_scale"),
         ({"max_tokens_per_second": 0.0}, "max_tokens_per_second"),
         ({"confidence_bins": 0}, "confidence_bins"),
@@ -123,6 +123,29 @@ def test_greedy_search_records_each_tokens_log_prob() -> None:
 def test_options_are_validated(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PseudoLabelOptions(**{"method": "greedy", "min_confidence": 0.5, **kw})
+
+
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (["-m", "modified-beam-search", "--beam-size", "1"], "-m modified-beam-search measures confidence within"),
+        (["--out", "labels.txt"], "--out labels.txt must be a cuts manifest named *.jsonl.gz"),
+        ([], "give the teacher as --exp-dir DIR (a dsr checkpoint, with --lang-dir) or --pretrained NAME"),
+    ],
+)
+def test_cli_names_the_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], line: str) -> None:
+    """The library names its arguments (``min_confidence``, ``out_file``); the command its flags."""
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    write_feature_cuts(tmp_path, ["a b"], (120,))
+    args = ["pseudo-label", "--cuts", "toy_cuts_test.jsonl.gz", "--out", "labels.jsonl.gz", "-m", "greedy",
+            "--min-confidence", "0.5", *extra]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, DsrUserError), res.output
+    assert str(res.exception).startswith(line), str(res.exception)
 
 
 # ------------------------------------------------------------------------------------------ BPE teacher
@@ -252,7 +275,7 @@ def test_threshold_keeps_exactly_the_confident_cuts(bpe, labelled, tmp_path) -> 
     # Nothing above the highest confidence: a one-line error, the report kept, no (stale) manifest left.
     out = tmp_path / "none.jsonl.gz"
     out.write_text("stale")
-    with pytest.raises(DsrUserError, match=r"no cut of .* reached --min-confidence .*WER-by-confidence table"):
+    with pytest.raises(DsrUserError, match=r"no cut of .* reached min_confidence .*WER-by-confidence table"):
         run_bpe(bpe, out, "modified-beam-search", min(1.0, values[-1] + 1e-3))
     assert not out.exists() and json.loads(report_path(out).read_text())["num_kept"] == 0
 
@@ -345,8 +368,8 @@ def test_cli_user_errors_are_one_line_with_exit_2(bpe, tmp_path, monkeypatch, ca
         "missing-cuts": ([*base[:3], str(tmp_path / "nope.jsonl.gz"), *base[4:], *exp], "nope.jsonl.gz does not exist"),
         "no-teacher": (base, "exactly one of them"),
         "two-teachers": ([*base, *exp, "--pretrained", "whisper-tiny.en"], "exactly one of them"),
-        "unknown-method": ([*base[:7], "beam", *base[8:], *exp], "method 'beam' cannot pseudo-label"),
-        "above-one": ([*base[:9], "1.01", *base[10:], *exp], r"min_confidence must be a probability in [0, 1]"),
+        "unknown-method": ([*base[:7], "beam", *base[8:], *exp], "-m: 'beam' cannot pseudo-label"),
+        "above-one": ([*base[:9], "1.01", *base[10:], *exp], "--min-confidence: must be a probability in [0, 1]"),
     }[case]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
@@ -506,7 +529,7 @@ def test_zero_shot_whisper_labels_onto_the_students_features(whisper) -> None:
             pretrained=str(whisper["model"]),
             device="cpu",
         )
-    with pytest.raises(DsrUserError, match="use -m whisper-greedy or -m whisper-beam-search"):
+    with pytest.raises(DsrUserError, match="use method whisper-greedy or method whisper-beam-search"):
         pseudo_label(
             whisper["cuts"],
             whisper["root"] / "x.jsonl.gz",

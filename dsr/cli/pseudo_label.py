@@ -11,7 +11,7 @@ import typer
 from dsr.cli.common import already_done, console, finish, show_progress
 from dsr.cli.options import field_option
 from dsr.decoding.options import TranscribeOptions
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.utils import is_done, read_done_info
 
 # The same flags as dsr transcribe's, from the same fields.
@@ -102,19 +102,47 @@ def pseudo_label(
 
         dsr pseudo-label --cuts data/fbank/synth_cuts_dev.jsonl.gz --out exp/conformer/pseudo/dev.jsonl.gz --exp-dir exp/conformer --lang-dir data/lang_bpe_256 -m greedy --min-confidence 0 --epoch 10 --avg 3
     """
+    try:
+        _run(**locals())
+    except OptionError as e:  # the library names its arguments and options; here they are flags
+        raise DsrUserError(e.renamed(lambda name, _: _FLAGS.get(name) or "--" + name.replace("_", "-"))) from None
+
+
+# The library's names that are not the flags' (``--name-of-the-field`` otherwise).
+_FLAGS = {"method": "-m", "out_file": "--out", "onto_cuts": "--onto", "cuts_file": "--cuts"}
+
+
+def _run(
+    cuts: Path,
+    out: Path,
+    method: str,
+    min_confidence: float,
+    beam_size: int,
+    attention_scale: float,
+    max_tokens_per_second: float | None,
+    exp_dir: Path | None,
+    lang_dir: Path | None,
+    pretrained: str | None,
+    onto: Path | None,
+    whisper_language: str,
+    epoch: int,
+    avg: int,
+    use_averaged_model: bool,
+    device: str,
+    num_threads: int,
+    max_duration: float,
+    force: bool,
+) -> None:
     from dsr.decoding.pseudo_label import PseudoLabelOptions
     from dsr.decoding.pseudo_label import pseudo_label as run
 
-    try:
-        options = PseudoLabelOptions(
-            method=method,
-            min_confidence=min_confidence,
-            beam_size=beam_size,
-            attention_scale=attention_scale,
-            max_tokens_per_second=max_tokens_per_second,
-        )
-    except ValueError as e:
-        raise DsrUserError(f"pseudo-label options: {e}") from e
+    options = PseudoLabelOptions(
+        method=method,
+        min_confidence=min_confidence,
+        beam_size=beam_size,
+        attention_scale=attention_scale,
+        max_tokens_per_second=max_tokens_per_second,
+    )
     settings: dict[str, Any] = {
         "cuts": str(cuts),
         "onto": str(onto) if onto else None,

@@ -86,7 +86,7 @@ from dsr.decoding.search import SearchOptions, nbest_search, with_whisper_rescor
 from dsr.decoding.whisper_decode import WhisperDecoding, whisper_nbest
 from dsr.decoding.whisper_search import WhisperHypothesis
 from dsr.device import resolve_device
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.evaluation.wer import score, score_by_group
 from dsr.features.frontend import check_cuts_frontend, frontend_from_dict
 from dsr.lang.bpe import Tokenizer
@@ -103,7 +103,8 @@ _MANIFEST_SUFFIXES = (".jsonl.gz", ".jsonl")
 
 @dataclass(frozen=True)
 class PseudoLabelOptions:
-    """What to decode with and which hypotheses to keep (ValueError on a bad value).
+    """What to decode with and which hypotheses to keep (:class:`~dsr.errors.OptionError`, a
+    ``ValueError``, naming the field of a bad value).
 
     Attributes:
         method: a decoding method of :data:`PSEUDO_LABEL_METHODS`.
@@ -126,27 +127,27 @@ class PseudoLabelOptions:
     def __post_init__(self) -> None:
         if self.method not in PSEUDO_LABEL_METHODS:
             why = " (it gives no scores to measure confidence with)" if self.method in REFERENCE_METHODS else ""
-            raise ValueError(
-                f"method {self.method!r} cannot pseudo-label{why}; choose from {', '.join(PSEUDO_LABEL_METHODS)}"
+            raise OptionError(
+                "method", f"{self.method!r} cannot pseudo-label{why}; choose from {', '.join(PSEUDO_LABEL_METHODS)}"
             )
         if not (_is_number(self.min_confidence) and 0.0 <= self.min_confidence <= 1.0):
             # A confidence is a probability: above 1 nothing is ever kept (a percentage typed by mistake?).
-            raise ValueError(f"min_confidence must be a probability in [0, 1] (got {self.min_confidence!r})")
+            raise OptionError("min_confidence", f"must be a probability in [0, 1] (got {self.min_confidence!r})")
         if not isinstance(self.beam_size, int) or self.beam_size < 1:
-            raise ValueError(f"beam_size must be an int >= 1 (got {self.beam_size!r})")
+            raise OptionError("beam_size", f"must be an int >= 1 (got {self.beam_size!r})")
         if self.method in NBEST_METHODS and self.beam_size < 2:
-            raise ValueError(
-                f"method {self.method} measures confidence within its n-best list, which needs "
-                f"beam_size >= 2 (got {self.beam_size}); use greedy or ctc-greedy for a beam of 1"
+            raise OptionError(
+                f"{{method}} {self.method} measures confidence within its n-best list, which needs "
+                f"{{beam_size}} >= 2 (got {self.beam_size}); use greedy or ctc-greedy for a beam of 1"
             )
         if not (_is_number(self.attention_scale) and self.attention_scale >= 0):
-            raise ValueError(f"attention_scale must be a number >= 0 (got {self.attention_scale!r})")
+            raise OptionError("attention_scale", f"must be a number >= 0 (got {self.attention_scale!r})")
         if self.max_tokens_per_second is not None and not (
             _is_number(self.max_tokens_per_second) and self.max_tokens_per_second > 0
         ):
-            raise ValueError(f"max_tokens_per_second must be None or a number > 0 (got {self.max_tokens_per_second!r})")
+            raise OptionError("max_tokens_per_second", f"must be None or a number > 0 (got {self.max_tokens_per_second!r})")
         if not isinstance(self.confidence_bins, int) or self.confidence_bins < 1:
-            raise ValueError(f"confidence_bins must be an int >= 1 (got {self.confidence_bins!r})")
+            raise OptionError("confidence_bins", f"must be an int >= 1 (got {self.confidence_bins!r})")
 
 
 def _is_number(x: object) -> bool:
@@ -284,19 +285,19 @@ def load_teacher(
     checked to support ``options.method``."""
     method = options.method
     if (exp_dir is None) == (not pretrained):
-        raise DsrUserError(
-            "give the teacher as --exp-dir DIR (a dsr checkpoint, with --lang-dir) or --pretrained "
+        raise OptionError(
+            "give the teacher as {exp_dir} DIR (a dsr checkpoint, with {lang_dir}) or {pretrained} "
             "NAME (zero-shot Whisper), exactly one of them"
         )
     if pretrained and method not in WHISPER_METHODS:
-        raise DsrUserError(
-            f"--pretrained {pretrained} is zero-shot Whisper: use -m {' or -m '.join(WHISPER_METHODS)} "
-            f"(got -m {method})"
+        raise OptionError(
+            f"{{pretrained}} {pretrained} is zero-shot Whisper: use {{method}} {' or {method} '.join(WHISPER_METHODS)} "
+            f"(got {{method}} {method})"
         )
     if exp_dir is not None and not Path(exp_dir).is_dir():
-        raise DsrUserError(f"--exp-dir {exp_dir} does not exist; give the directory of a trained model")
+        raise OptionError(f"{{exp_dir}} {exp_dir} does not exist; give the directory of a trained model")
     if method not in WHISPER_METHODS and lang_dir is None:
-        raise DsrUserError(f"-m {method} needs --lang-dir (the BPE model {exp_dir} was trained with)")
+        raise OptionError(f"{{method}} {method} needs {{lang_dir}} (the BPE model {exp_dir} was trained with)")
     loaded = load_decoding_model(
         Path(exp_dir or "."),
         epoch,
@@ -494,9 +495,9 @@ def _reference(cut: Cut) -> str | None:
 
 def _check_paths(cuts_file: Path, out_file: Path, onto_cuts: Path | None) -> None:
     if not out_file.name.endswith(_MANIFEST_SUFFIXES):
-        raise DsrUserError(f"--out {out_file} must be a cuts manifest named *.jsonl.gz (or *.jsonl)")
+        raise OptionError(f"{{out_file}} {out_file} must be a cuts manifest named *.jsonl.gz (or *.jsonl)")
     if out_file.resolve() in {cuts_file.resolve(), *([onto_cuts.resolve()] if onto_cuts else [])}:
-        raise DsrUserError(f"--out {out_file} would overwrite an input manifest; give a new file")
+        raise OptionError(f"{{out_file}} {out_file} would overwrite an input manifest; give a new file")
 
 
 def _targets(cuts: CutSet, onto_cuts: Path | None) -> dict[str, Cut]:
@@ -506,8 +507,8 @@ def _targets(cuts: CutSet, onto_cuts: Path | None) -> dict[str, Cut]:
     onto = {c.id: c for c in load_cuts(onto_cuts)}
     missing = [c.id for c in cuts if c.id not in onto]
     if missing:
-        raise DsrUserError(
-            f"--onto {onto_cuts} lacks {len(missing)} of the decoded cut ids (first: {missing[0]}); "
+        raise OptionError(
+            f"{{onto_cuts}} {onto_cuts} lacks {len(missing)} of the decoded cut ids (first: {missing[0]}); "
             "it must have features of the same audio, from dsr features on the same data"
         )
     return onto
@@ -553,7 +554,8 @@ def pseudo_label(
     ``epoch``, ``avg`` and ``use_averaged_model`` choose the checkpoint as in ``dsr decode``;
     ``max_duration`` is seconds of audio per batch; ``onto_cuts`` are the cuts written with
     the labels (default: the decoded ones).  Raises DsrUserError for bad inputs, when no
-    cut could be read, and when no cut is kept (after writing the report).
+    cut could be read, and when no cut is kept (after writing the report); an
+    :class:`~dsr.errors.OptionError`, naming these arguments, when it is about one of them.
     """
     cuts_file, out_file = Path(cuts_file), Path(out_file)
     onto_cuts = Path(onto_cuts) if onto_cuts is not None else None
@@ -635,8 +637,8 @@ def pseudo_label(
             if usable
             else "no hypothesis is non-empty and finished"
         )
-        raise DsrUserError(
-            f"no cut of {cuts_file} reached --min-confidence {options.min_confidence:g} ({best}); "
+        raise OptionError(
+            f"no cut of {cuts_file} reached {{min_confidence}} {options.min_confidence:g} ({best}); "
             f"nothing written to {out_file}: choose a threshold from the WER-by-confidence table "
             f"in {report.report_file}"
         )

@@ -24,7 +24,8 @@ from dsr.decoding.whisper_search import (
     whisper_beam_search,
     whisper_greedy_search,
 )
-from dsr.errors import DsrUserError
+from dsr.decoding.methods import check_method
+from dsr.errors import DsrUserError, OptionError
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer
 from dsr.models.whisper.pretrained import whisper_model_config, whisper_text
@@ -96,8 +97,8 @@ def zero_shot_model(pretrained: str, language: str = "en") -> tuple[HybridTransd
 
     loaded = load_whisper(resolve_pretrained(pretrained))
     if loaded.tokenizer_json is None:
-        raise DsrUserError(
-            f"--pretrained {pretrained} has no tokenizer.json; convert it with "
+        raise OptionError(
+            f"{{pretrained}} {pretrained} has no tokenizer.json; convert it with "
             "dsr whisper convert SRC OUT --tokenizer tokenizer.json"
         )
     tokenizer = loaded.tokenizer()
@@ -128,11 +129,9 @@ def whisper_nbest(
     ``durations`` (seconds per utterance) set the length guard: the encoder output may
     be a padded 30 s window whose frame count says nothing about the speech.
     """
-    if not model.has_whisper_head:
-        raise DsrUserError(
-            f"--method {method} needs a Whisper decoder head (dsr train --pretrained ... "
-            "--whisper-decoder, or dsr decode --pretrained NAME for zero-shot Whisper)"
-        )
+    # The option ``method`` names a Whisper method the model has the head of (OptionError otherwise);
+    # the stages check it when the model is loaded, this is for direct callers.
+    check_method(model, method)
     head = model.whisper_head()
     if method == "whisper-greedy":
         return [[h] for h in whisper_greedy_search(head, encoder_out, encoder_lens, durations, decoding.search)]
