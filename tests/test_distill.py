@@ -167,7 +167,7 @@ def test_parse_distill_heads() -> None:
     assert parse_distill_heads("ctc") == ("ctc",)
     assert parse_distill_heads(" ctc , joiner") == ("ctc", "joiner")
     for bad in ("", "attention", "ctc,ctc"):
-        with pytest.raises(DsrUserError, match="--distill-heads"):
+        with pytest.raises(DsrUserError, match="distill_heads: must be ctc, joiner or ctc,joiner"):
             parse_distill_heads(bad)
 
 
@@ -222,7 +222,7 @@ def test_compute_loss_adds_the_scaled_distillation_terms(tmp_path) -> None:
     [
         (dict(distill_scale=0.0), "distill_scale"),
         (dict(distill_temperature=0.0), "distill_temperature"),
-        (dict(distill_heads="ctc,attention"), "--distill-heads"),
+        (dict(distill_heads="ctc,attention"), "distill_heads: must be ctc, joiner"),
         (dict(distill_heads="joiner", use_transducer=False), "needs a transducer student"),
     ],
 )

@@ -65,7 +65,9 @@ def test_other_vocabulary_is_an_error_naming_the_weights_unless_excluded(tmp_pat
     with pytest.raises(DsrUserError) as err:
         load_initial_weights(model, str(tmp_path / "pre.pt"), [], _config(vocab_size=40))
     msg = str(err.value)
-    assert "--init-from" in msg and "vocab_size 30 (this run: 40)" in msg and "--init-exclude" in msg
+    assert msg.startswith("init_from ") and "vocab_size 30 (this run: 40)" in msg and "with init_exclude " in msg
+    # dsr train names them as flags.
+    assert err.value.as_flags().startswith("--init-from ") and "with --init-exclude " in err.value.as_flags()
     assert all(name in msg for name in VOCAB_SIZED)
 
     loaded = load_initial_weights(
@@ -92,7 +94,7 @@ def test_missing_and_unknown_weights_are_named(tmp_path, caplog) -> None:
 
 @pytest.mark.parametrize(
     "source,exclude,match",
-    [("nope.pt", [], "no such checkpoint"), ("pre.pt", ["decoder.*"], "--init-exclude 'decoder.*' matches no")],
+    [("nope.pt", [], "no such checkpoint"), ("pre.pt", ["decoder.*"], "init_exclude 'decoder.*' matches no")],
 )
 def test_init_from_user_errors(tmp_path, source, exclude, match) -> None:
     _checkpoint(tmp_path / "pre.pt", _config(), seed=1)
@@ -109,7 +111,7 @@ def test_freeze_patterns_and_errors(caplog) -> None:
         "joiner.encoder_proj.weight", "joiner.decoder_proj.weight"}  # fmt: skip
     assert {id(p) for p in trainable} == {id(p) for p in model.parameters() if p.requires_grad}
     assert "frozen" in caplog.text and "trainable" in caplog.text
-    with pytest.raises(DsrUserError, match="--freeze 'decoder' matches no parameter name; names start with"):
+    with pytest.raises(DsrUserError, match="freeze 'decoder' matches no parameter name; names start with"):
         freeze_parameters(build_model(_config()), ["decoder"])
     with pytest.raises(DsrUserError, match="freezes every parameter"):
         freeze_parameters(build_model(_config()), ["*"])
@@ -147,7 +149,7 @@ def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp
     assert len(final["optimizer"]["param_groups"][0]["params"]) == num_trainable
 
     # Resuming with another --freeze cannot reuse the optimizer state: a clear error.
-    with pytest.raises(DsrUserError, match="trained with --freeze 'encoder'.*same --freeze"):
+    with pytest.raises(DsrUserError, match="trained with freeze 'encoder'.*same freeze, or start a new exp_dir with init_from"):
         train(TrainConfig.from_dict({**options, "max_steps": 4, "freeze": "predictor"}))
 
 
@@ -155,7 +157,7 @@ def test_init_from_with_another_vocabulary_fails_before_training(corpus, pretrai
     other = make_tiny_corpus(tmp_path / "other", vocab_size=34)
     options = tiny_train_options(other, tmp_path / "exp", max_steps=1, dev_cuts="", init_from=str(pretrained))
     with pytest.raises(
-        DsrUserError, match=r"vocab_size 30 \(this run: 34\).*--init-exclude predictor.embedding.weight"
+        DsrUserError, match=r"vocab_size 30 \(this run: 34\).*init_exclude predictor.embedding.weight"
     ):
         train(TrainConfig.from_dict(options))
     options["init_exclude"] = "predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output"

@@ -195,6 +195,19 @@ def test_force_moves_the_earlier_run_aside_and_trains_afresh(corpus, finished, t
     assert (exp / ".done.train").is_file()
 
 
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (["--freeze", "nomatch"], "error: --freeze 'nomatch' matches no parameter name"),
+        (["--init-from", "nowhere.pt"], "error: --init-from nowhere.pt: no such checkpoint file"),
+        (["--teacher", "x", "--distill-heads", "attention"], "error: --distill-heads: must be ctc, joiner or ctc,joiner"),
+    ],
+)
+def test_the_trainer_s_errors_name_flags_on_the_command_line(corpus, tmp_path, extra, line):
+    # The library names TrainConfig fields (freeze, init_from); dsr train prints them as flags.
+    assert one_line_error(train(corpus, tmp_path / "exp", *extra)).startswith(line)
+
+
 def test_run_changes_name_fields_in_the_library():
     from dsr.training.resume import check_same_run
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dsr.data.normalize import normalize_text, sentence_case
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -505,7 +505,7 @@ def add_lora(llm: PreTrainedModel, rank: int, alpha: float, dropout: float, targ
         # A PeftModel forwards every attribute it lacks to the PreTrainedModel it wraps.
         return cast("PreTrainedModel", get_peft_model(llm, config))
     except ValueError as e:
-        raise DsrUserError(f"--lora-targets {targets}: {str(e).splitlines()[0]}") from e
+        raise OptionError("lora_targets", f"{targets}: {str(e).splitlines()[0]}") from e
 
 
 def build_speech_llm(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.distill import ctc_distillation_loss, pruned_joiner_distillation_loss
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
@@ -32,7 +32,7 @@ def parse_distill_heads(value: str) -> tuple[str, ...]:
     heads = tuple(h.strip() for h in value.split(",") if h.strip())
     bad = [h for h in heads if h not in DISTILL_HEADS]
     if not heads or bad or len(set(heads)) != len(heads):
-        raise DsrUserError(f"--distill-heads must be ctc, joiner or ctc,joiner (got {value!r})")
+        raise OptionError("distill_heads", f"must be ctc, joiner or ctc,joiner (got {value!r})")
     return heads
 
 
@@ -49,19 +49,19 @@ def load_teacher(
     else:
         ckpt, where = load_checkpoint(path), str(path)
     if "model_config" not in ckpt or "model" not in ckpt:
-        raise DsrUserError(f"--teacher {where} is not a dsr model checkpoint (no model_config/model)")
+        raise OptionError(f"{{teacher}} {where} is not a dsr model checkpoint (no model_config/model)")
     tcfg = ModelConfig.from_dict(ckpt["model_config"])
     for name in ("vocab_size", "blank_id", "feature_dim"):
         if getattr(tcfg, name) != getattr(student, name):
-            raise DsrUserError(
-                f"--teacher {where} has {name}={getattr(tcfg, name)}, the student {getattr(student, name)}: "
+            raise OptionError(
+                f"{{teacher}} {where} has {name}={getattr(tcfg, name)}, the student {getattr(student, name)}: "
                 "teacher and student must share the tokenizer and the features"
             )
     _check_same_tokenizer(ckpt, tokenizer, where)
     if "ctc" in heads and not (tcfg.use_ctc and student.use_ctc):
-        raise DsrUserError(f"--distill-heads ctc needs CTC heads in teacher and student; --teacher {where} has none")
+        raise OptionError(f"{{distill_heads}} ctc needs CTC heads in teacher and student; {{teacher}} {where} has none")
     if "joiner" in heads and not (tcfg.use_transducer and student.use_transducer):
-        raise DsrUserError(f"--distill-heads joiner needs transducers in teacher and student (--teacher {where})")
+        raise OptionError(f"{{distill_heads}} joiner needs transducers in teacher and student ({{teacher}} {where})")
     teacher = build_model(tcfg)
     teacher.load_state_dict(ckpt["model"])
     teacher.to(device).eval().requires_grad_(False)
@@ -85,7 +85,7 @@ def _check_same_tokenizer(ckpt: dict, tokenizer: Tokenizer, where: str) -> None:
     student_pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
     other = Tokenizer(teacher_bpe.parent)
     if [other.id_to_piece(i) for i in range(other.vocab_size)] != student_pieces:
-        raise DsrUserError(f"--teacher {where} was trained with {teacher_bpe}, whose tokens differ from --lang-dir's")
+        raise OptionError(f"{{teacher}} {where} was trained with {teacher_bpe}, whose tokens differ from {{lang_dir}}'s")
 
 
 def distillation_losses(
@@ -109,8 +109,8 @@ def distillation_losses(
         enc, enc_lens = teacher.encode(features, feature_lens)
         student_lens = student_out["encoder_lens"]
         if enc_lens.shape != student_lens.shape or not torch.equal(enc_lens, student_lens):
-            raise DsrUserError(
-                f"--teacher produces {enc_lens.tolist()} encoder frames where the student has {student_lens.tolist()}: "
+            raise OptionError(
+                f"{{teacher}} produces {enc_lens.tolist()} encoder frames where the student has {student_lens.tolist()}: "
                 "teacher and student must have the same frame rate (subsampling)"
             )
         teacher_ctc = teacher.ctc_log_probs(enc) if "ctc" in heads else None

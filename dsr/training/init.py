@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 from dsr.models.config import ModelConfig
 
@@ -35,14 +35,15 @@ def name_matches(name: str, pattern: str) -> bool:
 
 
 def _select(names: list[str], patterns: list[str], option: str) -> set[str]:
-    """The names matched by any pattern; a pattern that matches nothing is a user error (a typo must not pass)."""
+    """The names matched by any pattern; a pattern that matches nothing is an
+    :class:`~dsr.errors.OptionError` on the TrainConfig field ``option`` (a typo must not pass)."""
     selected: set[str] = set()
     for pattern in patterns:
         hits = {n for n in names if name_matches(n, pattern)}
         if not hits:
             modules = sorted({n.split(".")[0] for n in names})
-            raise DsrUserError(
-                f"{option} {pattern!r} matches no parameter name; names start with {', '.join(modules)} "
+            raise OptionError(
+                f"{{{option}}} {pattern!r} matches no parameter name; names start with {', '.join(modules)} "
                 "(e.g. 'encoder.*', 'joiner.output_linear')"
             )
         selected |= hits
@@ -60,10 +61,10 @@ def _checkpoint_weights(source: str) -> tuple[dict[str, torch.Tensor], dict[str,
     elif path.is_file():
         ckpt, what = load_checkpoint(path), str(path)
     else:
-        raise DsrUserError(f"--init-from {source}: no such checkpoint file or experiment directory")
+        raise OptionError(f"{{init_from}} {source}: no such checkpoint file or experiment directory")
     weights = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(weights, dict):
-        raise DsrUserError(f"--init-from {what} holds no model weights; give a checkpoint written by dsr train")
+        raise OptionError(f"{{init_from}} {what} holds no model weights; give a checkpoint written by dsr train")
     return weights, ckpt, what
 
 
@@ -98,18 +99,18 @@ def load_initial_weights(
     """
     weights, ckpt, what = _checkpoint_weights(source)
     own = model.state_dict()
-    excluded = _select(list(own), exclude, "--init-exclude")
+    excluded = _select(list(own), exclude, "init_exclude")
     mismatched = [k for k in own if k in weights and k not in excluded and weights[k].shape != own[k].shape]
     if mismatched:
         details = ", ".join(f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched)
-        raise DsrUserError(
-            f"--init-from {what} does not fit this model: {len(mismatched)} weights differ in shape "
+        raise OptionError(
+            f"{{init_from}} {what} does not fit this model: {len(mismatched)} weights differ in shape "
             f"(checkpoint vs model): {details}{_config_differences(ckpt, model_config)}; match the model options "
-            f"to the checkpoint, or keep these weights random with --init-exclude {','.join(mismatched)}"
+            f"to the checkpoint, or keep these weights random with {{init_exclude}} {','.join(mismatched)}"
         )
     loaded = {k: weights[k] for k in own if k in weights and k not in excluded}
     if not loaded:
-        raise DsrUserError(f"--init-from {what} has no weight with a name of this model; is it a dsr transducer?")
+        raise OptionError(f"{{init_from}} {what} has no weight with a name of this model; is it a dsr transducer?")
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k not in weights and k not in excluded]
     unused = [k for k in weights if k not in own]
@@ -132,12 +133,12 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[nn.Paramete
     neither updates nor weight decay.
     """
     named = dict(model.named_parameters())
-    frozen = _select(list(named), patterns, "--freeze") if patterns else set()
+    frozen = _select(list(named), patterns, "freeze") if patterns else set()
     for name in frozen:
         named[name].requires_grad_(False)
     trainable = [p for n, p in named.items() if n not in frozen]
     if not trainable:
-        raise DsrUserError(f"--freeze {','.join(patterns)} freezes every parameter; nothing would be trained")
+        raise OptionError(f"{{freeze}} {','.join(patterns)} freezes every parameter; nothing would be trained")
     if frozen:
         num_frozen = sum(named[n].numel() for n in frozen)
         logger.info(

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.models.whisper.pretrained import encoder_param_names_to_freeze, load_whisper_weights, whisper_target
 from dsr.training.config import TrainConfig
 
@@ -44,7 +44,7 @@ class PretrainedWhisper:
         try:
             return load_whisper_weights(model, self.loaded.state_dict)
         except ValueError as e:
-            raise DsrUserError(f"--pretrained {self.source}: {e}") from e
+            raise OptionError(f"{{pretrained}} {self.source}: {e}") from e
 
     def checkpoint_entries(self) -> dict[str, Any]:
         """What a checkpoint needs to decode without the pretrained files: the Whisper
@@ -74,9 +74,9 @@ def load_pretrained(cfg: TrainConfig) -> PretrainedWhisper:
     prompt: tuple[int, ...] = ()
     if cfg.whisper_decoder:
         if loaded.tokenizer_json is None:
-            raise DsrUserError(
-                f"--pretrained {cfg.pretrained} has no tokenizer.json, which the Whisper decoder head needs; convert it "
-                "with: dsr whisper convert SRC OUT --tokenizer tokenizer.json, or train with --no-whisper-decoder"
+            raise OptionError(
+                f"{{pretrained}} {cfg.pretrained} has no tokenizer.json, which the Whisper decoder head needs; convert "
+                "it with: dsr whisper convert SRC OUT --tokenizer tokenizer.json, or train with {not:whisper_decoder}"
             )
         tokenizer = loaded.tokenizer()
         prompt = tuple(tokenizer.sot_sequence(cfg.whisper_language if loaded.multilingual else None))

@@ -50,13 +50,13 @@ def find_resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[
     else:
         path = exp_dir / f"epoch-{cfg.start_epoch - 1}.pt"
         if not path.is_file():
-            raise DsrUserError(f"--start-epoch {cfg.start_epoch} needs {path}; it does not exist")
+            raise OptionError(f"{{start_epoch}} {cfg.start_epoch} needs {path}; it does not exist")
     path = distributed.broadcast_from_main(path, info)
     if path is None:
         return None
     if not path.is_file():
-        raise DsrUserError(
-            f"rank {info.rank} cannot see {path}: with several nodes, --exp-dir must be on a filesystem they all share"
+        raise OptionError(
+            f"rank {info.rank} cannot see {path}: with several nodes, {{exp_dir}} must be on a filesystem they all share"
         )
     logger.info("resuming from %s", path)
     return load_checkpoint(path), path
@@ -154,14 +154,14 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], c
     """Load the optimiser state, which only fits if the same parameters are trainable as when it was saved."""
     saved_freeze = state.get("train_config", {}).get("freeze", "")
     if split_patterns(saved_freeze) != split_patterns(cfg.freeze):
-        raise DsrUserError(
-            f"{path} was trained with --freeze {saved_freeze!r}, this run has --freeze {cfg.freeze!r}; resume with the "
-            "same --freeze, or start a new --exp-dir with --init-from to change what is trained"
+        raise OptionError(
+            f"{path} was trained with {{freeze}} {saved_freeze!r}, this run has {{freeze}} {cfg.freeze!r}; resume with "
+            "the same {freeze}, or start a new {exp_dir} with {init_from} to change what is trained"
         )
     try:
         optimizer.load_state_dict(state["optimizer"])
     except ValueError as e:
-        raise DsrUserError(f"the optimizer state in {path} does not fit this model ({e}); use a new --exp-dir") from e
+        raise OptionError(f"the optimizer state in {path} does not fit this model ({e}); use a new {{exp_dir}}") from e
 
 
 def check_mid_epoch_resume(state: dict[str, Any], path: Path, info: DistInfo) -> None:
@@ -173,9 +173,9 @@ def check_mid_epoch_resume(state: dict[str, Any], path: Path, info: DistInfo) ->
     saved = state.get("world_size", 1)
     if saved != info.world_size:
         epoch = state["epoch"]
-        raise DsrUserError(
+        raise OptionError(
             f"{path} was written in the middle of epoch {epoch} by {saved} training process(es), this run has "
-            f"{info.world_size}: resume with {saved}, or restart epoch {epoch} from its start with --start-epoch {epoch}"
+            f"{info.world_size}: resume with {saved}, or restart epoch {epoch} from its start with {{start_epoch}} {epoch}"
         )
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
 from dsr.device import resolve_device
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import (
     check_cuts_frontend,
@@ -75,7 +75,7 @@ def _init_checkpoint(source: str) -> tuple[dict[str, Any], str]:
         return ckpt, f"--init-from {path} ({tag})"
     if path.is_file():
         return load_checkpoint(path), f"--init-from {path}"
-    raise DsrUserError(f"--init-from {source}: no such checkpoint file or experiment directory")
+    raise OptionError(f"{{init_from}} {source}: no such checkpoint file or experiment directory")
 
 
 def build_for_training(
@@ -113,7 +113,7 @@ def build_for_training(
         try:
             load_whisper_weights(model, whisper.loaded.state_dict)
         except ValueError as e:
-            raise DsrUserError(f"--pretrained {cfg.pretrained}: {e}") from e
+            raise OptionError(f"{{pretrained}} {cfg.pretrained}: {e}") from e
         frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=enc_cfg.feature_dim))
         return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend, tokenizer
     ckpt, what = _init_checkpoint(cfg.init_from)
@@ -121,28 +121,28 @@ def build_for_training(
     if "speech_llm_config" in ckpt:  # a stage-1 (or earlier stage-2) speech-LLM: all but the adapters
         prev = SpeechLLMConfig.from_dict(ckpt["speech_llm_config"])
         if prev.llm_fingerprint != scfg.llm_fingerprint:
-            raise DsrUserError(
+            raise OptionError(
                 f"{what} was trained with the LLM {prev.llm_path} (fingerprint {prev.llm_fingerprint}); "
-                f"--speech-llm {cfg.speech_llm} is {llm_path} ({scfg.llm_fingerprint}): give the same LLM"
+                f"{{speech_llm}} {cfg.speech_llm} is {llm_path} ({scfg.llm_fingerprint}): give the same LLM"
             )
         if (prev.projector_stack, prev.projector_hidden) != (cfg.projector_stack, cfg.projector_hidden):
-            raise DsrUserError(
-                f"{what} has --projector-stack {prev.projector_stack} --projector-hidden "
+            raise OptionError(
+                f"{what} has {{projector_stack}} {prev.projector_stack} {{projector_hidden}} "
                 f"{prev.projector_hidden}; give the same values"
             )
         if prev.use_ctc != scfg.use_ctc:
-            raise DsrUserError(
+            raise OptionError(
                 f"{what} was trained {'with' if prev.use_ctc else 'without'} a CTC head; set "
-                "--ctc-loss-scale accordingly (> 0 with a CTC head, 0 without)"
+                "{ctc_loss_scale} accordingly (> 0 with a CTC head, 0 without)"
             )
         model = build_speech_llm(replace(scfg, encoder=prev.encoder), llm, tokenizer, ctc_vocab_size, blank_id)
         own = model.trainable_state_dict()
         weights = {k: v for k, v in ckpt["model"].items() if "lora_" not in k}
         missing = [k for k in own if "lora_" not in k and k not in weights]
         if missing or any(k not in own or own[k].shape != v.shape for k, v in weights.items()):
-            raise DsrUserError(
+            raise OptionError(
                 f"{what}: its weights do not fit this model (missing {missing[:2]}); another "
-                "--lang-dir for the CTC head?"
+                "{lang_dir} for the CTC head?"
             )
         model.load_state_dict(weights, strict=False)
         logger.info("speech-LLM initialised from %s (encoder, projector%s)", what, ", CTC" if prev.use_ctc else "")
@@ -468,11 +468,11 @@ def train_speech_llm(cfg: TrainConfig):
         epoch, path = done[-1]
         state = load_checkpoint(path)
         if "speech_llm_config" not in state:
-            raise DsrUserError(f"{path} is not a speech-LLM checkpoint; give --speech-llm training its own --exp-dir")
+            raise OptionError(f"{path} is not a speech-LLM checkpoint; give {{speech_llm}} training its own {{exp_dir}}")
         if SpeechLLMConfig.from_dict(state["speech_llm_config"]) != scfg:
-            raise DsrUserError(
+            raise OptionError(
                 f"{path} was trained with other speech-LLM options (LLM, projector, LoRA); give "
-                "another --exp-dir or the same options"
+                "another {exp_dir} or the same options"
             )
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
