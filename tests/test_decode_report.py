@@ -256,5 +256,5 @@ def test_int8_decode_quantises_linears_and_writes_its_own_results(exp: dict[str,
     assert [r.method for r in results] == ["greedy-int8"]
     info = json.loads((tmp_path / "exp" / "decode" / "greedy-int8" / "toy_test" / "result.json").read_text())
     assert info["checkpoint"].endswith("-int8") and info["num_utts"] == 3
-    with pytest.raises(DsrUserError, match="--int8 runs on the CPU only"):
+    with pytest.raises(DsrUserError, match="int8 runs on the CPU only"):
         quantize_int8(float_model, torch.device("cuda"))

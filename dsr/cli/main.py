@@ -18,7 +18,7 @@ import typer.core
 from dsr import __version__
 from dsr.cli import data, decode, export, features, lang, lm, prune, pseudo_label, rescore, whisper
 from dsr.cli.common import console, setup_logging
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 
 class Interrupted(Exception):
@@ -137,7 +137,10 @@ def run() -> None:
     except DsrUserError as e:
         if _DEBUG["on"] or "--debug" in sys.argv:
             raise
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # An OptionError that its command did not rename names fields: each field is the flag
+        # --field-name, the commands' convention (commands whose flags differ rename them first).
+        message = e.as_flags() if isinstance(e, OptionError) else str(e)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as e:
         line = user_os_error(e)

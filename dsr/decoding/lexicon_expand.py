@@ -36,7 +36,7 @@ from dsr.decoding.beam_search import Hypothesis
 from dsr.decoding.ctc_prefix import ctc_log_likelihood
 from dsr.decoding.methods import EXPANDABLE_METHODS
 from dsr.decoding.options import ExpandOptions
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.mutual_information import mutual_information_recursion
 from dsr.models.transducer import HybridTransducer
@@ -71,7 +71,7 @@ class Lexicon:
             hint = (
                 " (Debian: apt-get install wamerican, or bash tools/setup.sh --lm)" if path == DEFAULT_LEXICON else ""
             )
-            raise DsrUserError(f"{path}: no such word list{hint}; pass --expand-lexicon FILE, one word per line") from e
+            raise OptionError(f"{path}: no such word list{hint}; pass {{expand_lexicon}} FILE, one word per line") from e
         try:
             return cls(text.splitlines())
         except ValueError as e:
@@ -187,7 +187,7 @@ def _acoustic_scorer(model: HybridTransducer, method: str) -> Callable[[torch.Te
             return ctc_log_likelihood(model.ctc_log_probs(enc.unsqueeze(0)), lens, [seqs], blank=model.blank_id)[0]
 
         return ctc
-    raise DsrUserError(f"--expand-lexicon works with {' and '.join(EXPANDABLE_METHODS)} (got {method})")
+    raise OptionError("expand_lexicon", f"works with {' and '.join(EXPANDABLE_METHODS)} (got {method})")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TypeVar, cast
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import OptionError
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -22,7 +22,7 @@ M = TypeVar("M", bound=torch.nn.Module)
 def quantize_int8(model: M, device: torch.device) -> M:
     """``model`` with every ``nn.Linear`` replaced by a dynamic int8 one (CPU only; eval mode)."""
     if device.type != "cpu":
-        raise DsrUserError(f"--int8 runs on the CPU only (got --device {device.type}); drop --int8 on a GPU")
+        raise OptionError(f"{{int8}} runs on the CPU only (got {{device}} {device.type}); drop {{int8}} on a GPU")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
         # A deep copy of the model, of its own class, with the Linear submodules swapped.

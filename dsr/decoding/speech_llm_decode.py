@@ -32,7 +32,7 @@ from dsr.decoding.speech_llm_search import (
     speech_llm_beam_search,
     speech_llm_greedy_search,
 )
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.evaluation.latency import synced_clock
 from dsr.evaluation.memory import PeakProcessMemory
 from dsr.evaluation.wer import score
@@ -51,7 +51,7 @@ def read_hotword_phrases(path: Path) -> tuple[str, ...]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise DsrUserError(f"--hotwords-file {path}: cannot read it ({e.strerror})") from e
+        raise OptionError(f"{{hotwords_file}} {path}: cannot read it ({e.strerror})") from e
     return tuple(p for p in (line.split("\t")[0].strip() for line in lines) if p)
 
 
@@ -106,12 +106,12 @@ def read_nbest_file(path: Path) -> dict[str, list[dict[str, Any]]]:
         records = [json.loads(line) for line in lines if line.strip()]
         return {r["utt_id"]: list(r["hyps"]) for r in records}
     except OSError as e:
-        raise DsrUserError(
-            f"--nbest-file {path}: cannot read it ({e.strerror}); give the nbest.jsonl that dsr decode "
+        raise OptionError(
+            f"{{nbest_file}} {path}: cannot read it ({e.strerror}); give the nbest.jsonl that dsr decode "
             "-m modified-beam-search wrote"
         ) from e
     except (ValueError, KeyError, TypeError) as e:
-        raise DsrUserError(f"--nbest-file {path}: not a dsr nbest.jsonl ({type(e).__name__}: {e})") from e
+        raise OptionError(f"{{nbest_file}} {path}: not a dsr nbest.jsonl ({type(e).__name__}: {e})") from e
 
 
 def rerank_nbest(
@@ -169,22 +169,23 @@ def decode_speech_llm(
 
     bad = [m for m in methods if m not in SPEECH_LLM_METHODS]
     if bad:
-        raise DsrUserError(
-            f"-m {bad[0]} cannot be decoded with a speech-LLM checkpoint in the same run; give "
-            f"{' or '.join(SPEECH_LLM_METHODS)} only"
+        raise OptionError(
+            "methods",
+            f"{bad[0]} cannot be decoded with a speech-LLM checkpoint in the same run; give "
+            f"{' or '.join(SPEECH_LLM_METHODS)} only",
         )
     if beam_size < 1:
-        raise DsrUserError(f"--beam-size must be >= 1 (got {beam_size})")
+        raise OptionError("beam_size", f"must be >= 1 (got {beam_size})")
     nbests: dict[str, list[dict[str, Any]]] = {}
     if "speech-llm-rescoring" in methods:
         if nbest_file is None:
-            raise DsrUserError(
-                "-m speech-llm-rescoring reranks another method's n-best list: give --nbest-file "
+            raise OptionError(
+                "{methods} speech-llm-rescoring reranks another method's n-best list: give {nbest_file} "
                 "EXP/decode/modified-beam-search/SPLIT/nbest.jsonl"
             )
         nbests = read_nbest_file(nbest_file)
     if speech_llm_scale < 0:
-        raise DsrUserError(f"--speech-llm-scale must be >= 0 (got {speech_llm_scale})")
+        raise OptionError("speech_llm_scale", f"must be >= 0 (got {speech_llm_scale})")
     hotwords = read_hotword_phrases(hotwords_file) if hotwords_file is not None else ()
     dev = torch.device(device)
     loaded = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
