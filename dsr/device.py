@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import OptionError
 
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else the CPU; any other name as torch spells it.
 
-    Raises DsrUserError (naming ``--device``) for a name torch does not know or CUDA without a GPU.
+    Raises :class:`~dsr.errors.OptionError` (naming the option ``device``) for a name torch does
+    not know or CUDA without a GPU.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise DsrUserError(f"--device {name!r} is not a valid torch device") from e
+        raise OptionError(f"{{device}} {name!r} is not a valid torch device") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DsrUserError(f"--device {name} asked for CUDA but no GPU is available; use --device cpu")
+        raise OptionError(f"{{device}} {name} asked for CUDA but no GPU is available; use {{device}} cpu")
     return dev

@@ -51,6 +51,11 @@ class OptionError(DsrUserError, ValueError):
         return self.renamed(lambda name, negated: f"--{'no-' if negated else ''}{name.replace('_', '-')}")
 
     def for_flags(self, flags: dict[str, str]) -> str:
-        """The message with each field spelled as its flag (``flags`` maps field -> flag;
-        fields without one keep their name)."""
-        return self.renamed(lambda name, negated: flags.get(name, name))
+        """The message with each field spelled as its flag (``flags`` maps field -> flag, ``--no-``
+        added for a false boolean; fields without one keep their name)."""
+
+        def flag(name: str, negated: bool) -> str:
+            spelled = flags.get(name, name)
+            return f"--no-{spelled[2:]}" if negated and spelled.startswith("--") else spelled
+
+        return self.renamed(flag)

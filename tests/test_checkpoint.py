@@ -25,7 +25,7 @@ def test_resolve_epoch_avg_and_missing(tmp_path):
         _save(tmp_path / f"epoch-{e}.pt", v, e)
     ckpt, tag = resolve_model_checkpoint(tmp_path, epoch=3, avg=2)
     assert tag == "epoch-3-avg-2" and torch.equal(ckpt["model"]["w"], torch.tensor([4.0, 4.0]))
-    with pytest.raises(DsrUserError, match="--avg 4"):
+    with pytest.raises(DsrUserError, match="avg 4 is more than the 3 epochs up to epoch 3"):
         resolve_model_checkpoint(tmp_path, epoch=3, avg=4)
     (tmp_path / "epoch-2.pt").unlink()
     with pytest.raises(DsrUserError, match="epoch-2.pt"):
@@ -100,7 +100,7 @@ def test_resolve_uses_the_running_average_of_the_last_epochs(tmp_path):
     (tmp_path / "epoch-2.pt").unlink()
     with pytest.raises(DsrUserError, match="epoch-2.pt"):
         resolve_model_checkpoint(tmp_path, epoch=4, avg=2)
-    with pytest.raises(DsrUserError, match="--avg 5"):
+    with pytest.raises(DsrUserError, match="avg 5 is more than"):
         resolve_model_checkpoint(tmp_path, epoch=4, avg=5)
 
 

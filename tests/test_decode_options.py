@@ -138,6 +138,11 @@ def test_for_flags_names_the_flags():
     e = OptionError("nbest", "must be between 1 and `beam_size`=2 (got 3)")
     assert str(e) == "nbest: must be between 1 and `beam_size`=2 (got 3)"
     assert e.for_flags(flags_of(DecodeOptions)) == "--nbest: must be between 1 and --beam-size=2 (got 3)"
+    # A false boolean is its --no- flag.
+    e = OptionError("the averaged model needs epoch-2.pt (or pass {not:use_averaged_model}; {methods} greedy)")
+    assert e.for_flags(flags_of(DecodeOptions)) == (
+        "the averaged model needs epoch-2.pt (or pass --no-use-averaged-model; --method greedy)"
+    )
 
 
 @pytest.mark.parametrize(

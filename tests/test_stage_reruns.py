@@ -208,6 +208,21 @@ def test_the_trainer_s_errors_name_flags_on_the_command_line(corpus, tmp_path, e
     assert one_line_error(train(corpus, tmp_path / "exp", *extra)).startswith(line)
 
 
+def test_an_option_error_no_command_renamed_is_printed_with_flags(monkeypatch, tmp_path):
+    """The library names fields; a command that does not rename them gets ``--field-name``, the CLI's convention."""
+    from dsr.device import resolve_device
+
+    def too_big(*a: object) -> None:
+        raise OptionError("{vocab_size} is too large for these texts; lower it or use {not:byte_fallback}")
+
+    monkeypatch.setattr(importlib.import_module("dsr.lang.bpe"), "train_bpe_from_cuts", too_big)
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(dsr("lang", "--cuts", "c.jsonl.gz", "--lang-dir", "lang"))
+    assert line == "error: --vocab-size is too large for these texts; lower it or use --no-byte-fallback"
+    with pytest.raises(OptionError, match="^device 'nonsense' is not a valid torch device$"):
+        resolve_device("nonsense")
+
+
 def test_run_changes_name_fields_in_the_library():
     from dsr.training.resume import check_same_run
 

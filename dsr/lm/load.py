@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -57,13 +57,13 @@ def default_llm_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
-        raise DsrUserError(f"{path}: missing from the installed {SMOLLM2_PACKAGE} package; reinstall it or pass --llm")
+        raise OptionError(f"{path}: missing from the installed {SMOLLM2_PACKAGE} package; reinstall it or pass {{llm}}")
     return path
 
 
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise DsrUserError(f"--dtype {name!r} is not supported; choose from {', '.join(DTYPES)}")
+        raise OptionError("dtype", f"{name!r} is not supported; choose from {', '.join(DTYPES)}")
     return DTYPES[name]
 
 

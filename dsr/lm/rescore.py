@@ -26,7 +26,7 @@ import kaldialign
 import numpy as np
 
 from dsr.data.normalize import normalize_for_scoring
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.evaluation.wer import score, write_errs, write_recogs
 from dsr.lm.llm_scores import LLM_SCORES_FILE, score_nbest
 from dsr.lm.nbest import Hyp, NbestUtt, read_nbest
@@ -79,7 +79,7 @@ class Weights:
                 return chosen, None
             return chosen, cls(0.0, float(no_llm.get("length_bonus", 0.0)), float(no_llm.get("ctc_weight", 0.0)), att)
         except FileNotFoundError as e:
-            raise DsrUserError(f"{path}: no such weights file; write one with dsr rescore --tune-on DEV_NBEST") from e
+            raise OptionError(f"{{weights}} {path}: no such weights file; write one with {{tune_on}} DEV_NBEST") from e
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise DsrUserError(f"{path}: not a weights file (needs lm_weight and length_bonus numbers): {e}") from e
 

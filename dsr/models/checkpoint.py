@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.utils import atomic_path
 
 logger = logging.getLogger("dsr")
@@ -102,7 +102,7 @@ def resolve_model_checkpoint(
     exp_dir = Path(exp_dir)
     epochs = dict(epoch_checkpoints(exp_dir))
     if avg < 1:
-        raise DsrUserError(f"--avg must be >= 1 (got {avg})")
+        raise OptionError("avg", f"must be >= 1 (got {avg})")
     if epoch <= 0:
         if not epochs:
             latest = latest_checkpoint(exp_dir)
@@ -111,9 +111,9 @@ def resolve_model_checkpoint(
             return load_checkpoint(latest), latest.stem
         epoch = max(epochs)
     if epoch not in epochs:
-        raise DsrUserError(f"--epoch {epoch} needs epoch-{epoch}.pt in {exp_dir}")
+        raise OptionError(f"{{epoch}} {epoch} needs epoch-{epoch}.pt in {exp_dir}")
     if avg > epoch:
-        raise DsrUserError(f"--avg {avg} is more than the {epoch} epochs up to --epoch {epoch}")
+        raise OptionError(f"{{avg}} {avg} is more than the {epoch} epochs up to {{epoch}} {epoch}")
     ckpt = load_checkpoint(epochs[epoch])
     if use_averaged_model:
         averaged = _averaged_model(ckpt, epochs, epoch - avg, exp_dir)
@@ -123,8 +123,8 @@ def resolve_model_checkpoint(
     wanted = list(range(epoch - avg + 1, epoch + 1))
     missing = [e for e in wanted if e not in epochs]
     if missing:
-        raise DsrUserError(
-            f"--epoch {epoch} --avg {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing)} in {exp_dir}"
+        raise OptionError(
+            f"{{epoch}} {epoch} {{avg}} {avg} needs {', '.join(f'epoch-{e}.pt' for e in missing)} in {exp_dir}"
         )
     if avg > 1:
         ckpt["model"] = average_checkpoints([epochs[e] for e in wanted])
@@ -145,9 +145,9 @@ def _averaged_model(
     start = None
     if start_epoch >= 1:
         if start_epoch not in epochs:
-            raise DsrUserError(
+            raise OptionError(
                 f"the averaged model over the last epochs needs epoch-{start_epoch}.pt in {exp_dir} "
-                "(or pass --no-use-averaged-model)"
+                "(or pass {not:use_averaged_model})"
             )
         start = load_checkpoint(epochs[start_epoch]).get("model_avg")
         if start is None:
