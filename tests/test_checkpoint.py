@@ -65,7 +65,7 @@ def test_model_averager_is_the_mean_of_sampled_steps_and_between_is_exact():
 def test_model_averager_rejects_a_different_period():
     model = torch.nn.Linear(2, 1)
     state = ModelAverager(model, period=3).state_dict()
-    with pytest.raises(ValueError, match="--average-period"):
+    with pytest.raises(ValueError, match="same average_period"):
         ModelAverager(model, period=5).load_state_dict(state)
     with pytest.raises(ValueError, match="period"):
         ModelAverager(model, period=0)

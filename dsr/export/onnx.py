@@ -155,9 +155,9 @@ def check_exportable(cfg: ModelConfig, frontend: dict[str, Any], tokens: list[st
     if cfg.blank_id != 0:
         raise DsrUserError(f"sherpa-onnx requires blank id 0; this model has blank_id {cfg.blank_id}")
     if len(tokens) != cfg.vocab_size:
-        raise DsrUserError(
+        raise OptionError(
             f"tokens.txt has {len(tokens)} tokens but the model's vocabulary is {cfg.vocab_size}; "
-            "pass the --lang-dir the model was trained with"
+            "pass the {lang_dir} the model was trained with"
         )
     if tokens[0] != "<blk>":
         raise DsrUserError(f"tokens.txt's token 0 is {tokens[0]!r}, but sherpa-onnx's CTC decoder needs '<blk>' there")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dsr.data.normalize import sentence_case
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.lm.load import fingerprint, load_causal_lm, read_lm_info
 from dsr.lm.prefix_tree import PrefixTree, chunk_by_prefix
 
@@ -106,9 +106,9 @@ class LlmScorer:
         vocab = tokenizer.get_vocab() if bos_token is not None or eos_token is not None else {}
         for token in (bos_token, eos_token):
             if token is not None and token not in vocab:
-                raise DsrUserError(
+                raise OptionError(
                     f"{name}: token {token!r} is not in its tokenizer's vocabulary; "
-                    "give --bos-token/--eos-token that the LLM has, or leave them out"
+                    "give {bos_token}/{eos_token} that the LLM has, or leave them out"
                 )
         default_ids = (bos, eos)
         bos = vocab[bos_token] if bos_token is not None else bos

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 logger = logging.getLogger("dsr")
 
@@ -79,8 +79,8 @@ def device_for_rank(device: torch.device, requested: str, info: DistInfo) -> tor
     if not info.is_distributed or device.type != "cuda":
         return device
     if ":" in requested:
-        raise DsrUserError(
-            f"--device {requested} pins every torchrun process to one GPU; use --device cuda (or auto): "
+        raise OptionError(
+            f"{{device}} {requested} pins every torchrun process to one GPU; use {{device}} cuda (or auto): "
             "each process takes cuda:LOCAL_RANK"
         )
     if info.local_rank >= torch.cuda.device_count():

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dsr.errors import OptionError
+
 
 def _float_items(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if v.is_floating_point()}
@@ -63,9 +65,9 @@ class ModelAverager:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["period"] != self.period:
-            raise ValueError(
+            raise OptionError(
                 f"the checkpoint's model average samples every {state['period']} steps, not {self.period}; "
-                "resume with the same --average-period"
+                "resume with the same {average_period}"
             )
         if state["weights"].keys() != self.weights.keys():
             raise ValueError("the checkpoint's model average does not match this model's weights")

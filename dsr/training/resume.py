@@ -146,6 +146,8 @@ def restore_average(averager: ModelAverager, state: dict[str, Any]) -> None:
         return
     try:
         averager.load_state_dict(state["model_avg"])
+    except OptionError:
+        raise  # it names the option, which dsr train shows as its flag
     except ValueError as e:
         raise DsrUserError(str(e)) from e
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from dsr.data.cut_paths import check_feature_storage
 from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
 from dsr.device import resolve_device
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import (
     check_cuts_frontend,
@@ -110,8 +110,8 @@ def model_config_from(cfg: TrainConfig, tokenizer: Tokenizer, whisper: Pretraine
     """The model a run trains: ``cfg.model``'s architecture on ``tokenizer``'s vocabulary (on Whisper's
     encoder, and with its decoder, for ``--pretrained``)."""
     if cfg.model.attention_decoder_layers > 0 and tokenizer.id_to_piece(tokenizer.sos_eos_id) != SOS_EOS:
-        raise DsrUserError(
-            f"--lang-dir {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
+        raise OptionError(
+            f"{{lang_dir}} {cfg.lang_dir} has no {SOS_EOS} token, which the attention decoder needs; "
             "retrain the tokenizer with dsr lang"
         )
     mcfg = ModelConfig(
