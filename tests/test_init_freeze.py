@@ -149,16 +149,16 @@ def test_fine_tune_from_an_exp_dir_with_a_frozen_encoder(corpus, pretrained, tmp
     assert len(final["optimizer"]["param_groups"][0]["params"]) == num_trainable
 
     # Resuming with another --freeze cannot reuse the optimizer state: a clear error.
-    with pytest.raises(DsrUserError, match="trained with freeze 'encoder'.*same freeze, or start a new exp_dir with init_from"):
+    with pytest.raises(
+        DsrUserError, match="trained with freeze 'encoder'.*same freeze, or start a new exp_dir with init_from"
+    ):
         train(TrainConfig.from_dict({**options, "max_steps": 4, "freeze": "predictor"}))
 
 
 def test_init_from_with_another_vocabulary_fails_before_training(corpus, pretrained, tmp_path) -> None:
     other = make_tiny_corpus(tmp_path / "other", vocab_size=34)
     options = tiny_train_options(other, tmp_path / "exp", max_steps=1, dev_cuts="", init_from=str(pretrained))
-    with pytest.raises(
-        DsrUserError, match=r"vocab_size 30 \(this run: 34\).*init_exclude predictor.embedding.weight"
-    ):
+    with pytest.raises(DsrUserError, match=r"vocab_size 30 \(this run: 34\).*init_exclude predictor.embedding.weight"):
         train(TrainConfig.from_dict(options))
     options["init_exclude"] = "predictor.embedding,joiner.output_linear,simple_am_proj,simple_lm_proj,ctc_output"
     assert train(TrainConfig.from_dict(options)).global_step == 1

@@ -200,7 +200,10 @@ def test_force_moves_the_earlier_run_aside_and_trains_afresh(corpus, finished, t
     [
         (["--freeze", "nomatch"], "error: --freeze 'nomatch' matches no parameter name"),
         (["--init-from", "nowhere.pt"], "error: --init-from nowhere.pt: no such checkpoint file"),
-        (["--teacher", "x", "--distill-heads", "attention"], "error: --distill-heads: must be ctc, joiner or ctc,joiner"),
+        (
+            ["--teacher", "x", "--distill-heads", "attention"],
+            "error: --distill-heads: must be ctc, joiner or ctc,joiner",
+        ),
     ],
 )
 def test_the_trainer_s_errors_name_flags_on_the_command_line(corpus, tmp_path, extra, line):
@@ -296,7 +299,12 @@ def test_sigint_to_a_running_command_prints_the_resume_line(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=str(Path(package.__file__).parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
     proc.send_signal(signal.SIGINT)

@@ -71,7 +71,9 @@ class Lexicon:
             hint = (
                 " (Debian: apt-get install wamerican, or bash tools/setup.sh --lm)" if path == DEFAULT_LEXICON else ""
             )
-            raise OptionError(f"{path}: no such word list{hint}; pass {{expand_lexicon}} FILE, one word per line") from e
+            raise OptionError(
+                f"{path}: no such word list{hint}; pass {{expand_lexicon}} FILE, one word per line"
+            ) from e
         try:
             return cls(text.splitlines())
         except ValueError as e:

@@ -145,7 +145,9 @@ class PseudoLabelOptions:
         if self.max_tokens_per_second is not None and not (
             _is_number(self.max_tokens_per_second) and self.max_tokens_per_second > 0
         ):
-            raise OptionError("max_tokens_per_second", f"must be None or a number > 0 (got {self.max_tokens_per_second!r})")
+            raise OptionError(
+                "max_tokens_per_second", f"must be None or a number > 0 (got {self.max_tokens_per_second!r})"
+            )
         if not isinstance(self.confidence_bins, int) or self.confidence_bins < 1:
             raise OptionError("confidence_bins", f"must be an int >= 1 (got {self.confidence_bins!r})")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from dsr.decoding.methods import check_method
 from dsr.decoding.whisper_search import (
     ENCODER_FRAME_SECONDS,
     WhisperHypothesis,
@@ -24,7 +25,6 @@ from dsr.decoding.whisper_search import (
     whisper_beam_search,
     whisper_greedy_search,
 )
-from dsr.decoding.methods import check_method
 from dsr.errors import DsrUserError, OptionError
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.transducer import HybridTransducer

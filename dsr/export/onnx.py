@@ -106,7 +106,9 @@ class OnnxExportOptions:
         if self.avg < 1:
             raise OptionError("avg", f"must be >= 1 (got {self.avg})")
         if not MIN_OPSET <= self.opset <= 21:
-            raise OptionError("opset", f"must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}")
+            raise OptionError(
+                "opset", f"must be in [{MIN_OPSET}, 21] (got {self.opset}); the default is {DEFAULT_OPSET}"
+            )
         tokens = Path(self.lang_dir) / "tokens.txt"
         if not tokens.is_file():
             raise OptionError(f"{tokens} does not exist; pass the {{lang_dir}} the model was trained with (dsr lang)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dsr.errors import DsrUserError, OptionError
+from dsr.errors import OptionError
 from dsr.lang.bpe import Tokenizer
 from dsr.losses.distill import ctc_distillation_loss, pruned_joiner_distillation_loss
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
@@ -85,7 +85,9 @@ def _check_same_tokenizer(ckpt: dict, tokenizer: Tokenizer, where: str) -> None:
     student_pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
     other = Tokenizer(teacher_bpe.parent)
     if [other.id_to_piece(i) for i in range(other.vocab_size)] != student_pieces:
-        raise OptionError(f"{{teacher}} {where} was trained with {teacher_bpe}, whose tokens differ from {{lang_dir}}'s")
+        raise OptionError(
+            f"{{teacher}} {where} was trained with {teacher_bpe}, whose tokens differ from {{lang_dir}}'s"
+        )
 
 
 def distillation_losses(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dsr.errors import DsrUserError, OptionError
+from dsr.errors import OptionError
 from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 from dsr.models.config import ModelConfig
 

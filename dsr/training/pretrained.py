@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from dsr.errors import DsrUserError, OptionError
+from dsr.errors import OptionError
 from dsr.models.whisper.pretrained import encoder_param_names_to_freeze, load_whisper_weights, whisper_target
 from dsr.training.config import TrainConfig
 

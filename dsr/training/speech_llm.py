@@ -468,7 +468,9 @@ def train_speech_llm(cfg: TrainConfig):
         epoch, path = done[-1]
         state = load_checkpoint(path)
         if "speech_llm_config" not in state:
-            raise OptionError(f"{path} is not a speech-LLM checkpoint; give {{speech_llm}} training its own {{exp_dir}}")
+            raise OptionError(
+                f"{path} is not a speech-LLM checkpoint; give {{speech_llm}} training its own {{exp_dir}}"
+            )
         if SpeechLLMConfig.from_dict(state["speech_llm_config"]) != scfg:
             raise OptionError(
                 f"{path} was trained with other speech-LLM options (LLM, projector, LoRA); give "
