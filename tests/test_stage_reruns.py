@@ -187,12 +187,13 @@ def test_an_interrupted_run_with_the_same_inputs_resumes(corpus, finished, tmp_p
 def test_force_moves_the_earlier_run_aside_and_trains_afresh(corpus, finished, tmp_path):
     exp = _copy(finished, tmp_path / "exp")
     old = (exp / "epoch-1.pt").read_bytes()
+    (exp / "export").mkdir()  # not the run's: stays where it is
     out = ok(train(corpus, exp, "--force", train_cuts=_other_cuts(corpus, tmp_path)))
     (aside,) = exp.glob("replaced-*")
     assert f"the earlier run in {exp} is now in {aside}" in out and "resuming" not in out, out
     assert (aside / "epoch-1.pt").read_bytes() == old and (aside / ".done.train").is_file()
     assert (aside / "config.yaml").is_file() and (exp / "epoch-1.pt").read_bytes() != old
-    assert (exp / ".done.train").is_file()
+    assert (exp / ".done.train").is_file() and (exp / "export").is_dir() and not (aside / "export").exists()
 
 
 @pytest.mark.parametrize(

@@ -110,18 +110,27 @@ def check_same_run(recorded: Mapping[str, Any], now: Mapping[str, Any], exp_dir:
         )
 
 
+# What dsr train (and dsr decode / dsr results after it) write in an exp dir: a run's own files.
+_RUN_FILES = (
+    "config.yaml", ".done.train", "log", "tensorboard", "decode",
+    "results.md", "results.json", "training_curves.png", "wer.png",
+)  # fmt: skip
+_RUN_PATTERNS = ("epoch-*.pt", "checkpoint-*.pt")
+
+
 def set_aside_run(exp_dir: Path) -> Path | None:
-    """Move everything of an earlier run in ``exp_dir`` into ``exp_dir/replaced-<time>/``; its path,
-    or None when ``exp_dir`` held nothing.
+    """Move an earlier run's files in ``exp_dir`` into ``exp_dir/replaced-<time>/``; that folder,
+    or None when ``exp_dir`` held none.
 
     Training then starts afresh in ``exp_dir``, and the earlier run is kept whole (checkpoints,
-    config.yaml, logs, decode results): the folder is an exp dir of its own.  Folders set aside
-    before stay where they are.
+    config.yaml, logs, decode results and tables): the folder is an exp dir of its own.  Only
+    what dsr writes there is moved; other files (an export the user put there) stay.
     """
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         return None
-    earlier = sorted(p for p in exp_dir.iterdir() if not p.name.startswith("replaced-"))
+    earlier = {exp_dir / name for name in _RUN_FILES if (exp_dir / name).exists()}
+    earlier |= {p for pattern in _RUN_PATTERNS for p in exp_dir.glob(pattern)}
     if not earlier:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -131,7 +140,7 @@ def set_aside_run(exp_dir: Path) -> Path | None:
         n += 1
         dest = exp_dir / f"replaced-{stamp}-{n}"
     dest.mkdir()
-    for path in earlier:
+    for path in sorted(earlier):
         path.rename(dest / path.name)
     return dest
 
