@@ -227,6 +227,18 @@ def test_an_option_error_no_command_renamed_is_printed_with_flags(monkeypatch, t
         resolve_device("nonsense")
 
 
+def test_the_record_reads_every_manifest_of_a_list(corpus, tmp_path):
+    from dsr.training.config import TrainConfig
+    from dsr.training.resume import run_record
+
+    def record(train_cuts: str) -> dict:
+        return run_record(TrainConfig.from_dict({"train_cuts": train_cuts, "lang_dir": corpus["lang_dir"]}))
+
+    both = f"{corpus['train_cuts']},{corpus['dev_cuts']}"
+    assert record(both) == record(both) and "missing" not in record(both)["inputs"]["train_cuts"]
+    assert record(both) != record(f"{corpus['dev_cuts']},{corpus['train_cuts']}") != record(corpus["train_cuts"])
+
+
 def test_run_changes_name_fields_in_the_library():
     from dsr.training.resume import check_same_run
 

@@ -75,7 +75,13 @@ def run_record(cfg: TrainConfig) -> dict[str, Any]:
     Learning rate, epochs, batch size and the like may change between a run and its resumption.
     Stored in every checkpoint and in the ``train`` done-marker.
     """
-    inputs = input_fingerprint({"train_cuts": cfg.train_cuts, "lang_dir": Path(cfg.lang_dir) / "bpe.model"})
+    # --train-cuts may be several manifests, comma-separated: one fingerprint of them all, in order.
+    parts = [p.strip() for p in cfg.train_cuts.split(",")]
+    cuts = input_fingerprint({f"{i:03d}": p for i, p in enumerate(parts)})
+    inputs = {
+        "train_cuts": cuts["000"] if len(parts) == 1 else "; ".join(cuts[k] for k in sorted(cuts)),
+        **input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}),
+    }
     # Through JSON, as the done-marker stores them, so that a record compares equal to itself read back.
     return {"inputs": inputs, "options": json.loads(json.dumps(asdict(cfg.model)))}
 
