@@ -11,7 +11,7 @@ the CPU ends with the same weights as an uninterrupted one (tests/test_ddp.py).
 A checkpoint also records what the run trained on (:func:`run_record`: the content of the
 training cuts and of the BPE model, and the model's options); a checkpoint of another run
 is never resumed (:func:`check_same_run`), and :func:`set_aside_run` moves an earlier run out
-of the way for ``dsr train --force`` (design note 39).
+of the way for ``dsr train --force`` (design note 40).
 """
 
 from __future__ import annotations
