@@ -250,6 +250,8 @@ def test_run_changes_name_fields_in_the_library():
         check_same_run(recorded, now, Path("exp"))
     assert "train_cuts holds other cuts; encoder_dim 32 -> 64" in str(e.value)
     assert "--train-cuts holds other cuts; --encoder-dim 32 -> 64" in e.value.as_flags()
+    # An option a later dsr added is not a change: its default builds what the run built.
+    check_same_run(recorded, {**recorded, "options": {"encoder_dim": 32, "new_option": 1}}, Path("exp"))
 
 
 # ---------------------------------------------------------------------------------------------

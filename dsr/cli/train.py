@@ -82,7 +82,7 @@ def _run(config: Path | None, force: bool, flags: dict[str, Any]) -> None:
     elif is_done(exp_dir, "train") and _done_epochs(exp_dir) >= cfg.num_epochs:
         # Finished, but on these inputs?  A run on others must not be reported as done.
         check_same_run(read_done_info(exp_dir, "train"), run_record(cfg), exp_dir)
-        already_done(exp_dir, "train", force)
+        already_done(exp_dir, "train", force=False)  # prints the skip line
         return
     log_file = exp_dir / "log" / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}.txt" if is_main else None
     setup_logging(log_file=log_file)

@@ -99,9 +99,10 @@ def run_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str
         if old_inputs.get(role) != new_inputs.get(role):
             changes.append(f"{{{role}}} {_INPUT_CHANGE.get(role, 'changed')}")
     old_options, new_options = recorded.get("options") or {}, now["options"]
-    for name in sorted(set(old_options) | set(new_options)):
-        if old_options.get(name) != new_options.get(name):
-            changes.append(f"{{{name}}} {old_options.get(name)!r} -> {new_options.get(name)!r}")
+    # Options both know: one added by a later dsr has the default that builds what it built before.
+    for name in sorted(set(old_options) & set(new_options)):
+        if old_options[name] != new_options[name]:
+            changes.append(f"{{{name}}} {old_options[name]!r} -> {new_options[name]!r}")
     return changes
 
 
