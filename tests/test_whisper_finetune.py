@@ -514,7 +514,7 @@ USER_ERRORS = {
     ),
     "decode --streaming with a Whisper encoder": (
         lambda w: decode_args(w, w["exp"], "greedy", streaming=True, chunk_ms=320),
-        r"--streaming needs a Conformer trained with --causal .* Whisper encoder attends to whole utterances",
+        r"--streaming: needs a Conformer trained with dsr train --causal .* Whisper encoder attends to whole utterances",
     ),
     "--pretrained with --attention-decoder-layers": (
         lambda w: train_args(w, w["root"] / "bad", whisper_decoder=False, attention_decoder_layers=2),
