@@ -436,6 +436,40 @@ def test_sherpa_onnx_streaming_ctc_greedy_equals_dsr_streaming(streaming_export:
     _check_same(hyps, [_sherpa_online(out, [a], ctc=True)[0] for a in audio], speech, min_tokens=10)
 
 
+def test_streaming_ctc_graph_with_an_even_kernel_equals_dsr_streaming(tmp_path: Path) -> None:
+    """An even convolution kernel (K - 1 odd: the second half of the convolution state carries one
+    zero column): the streaming ctc.onnx, fed its own states chunk after chunk by onnxruntime,
+    gives dsr's streaming encoder + CTC head for two streams at once."""
+    import onnxruntime as ort
+
+    from dsr.models.streaming import StreamingEncoder
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(**{**TINY, "causal": True, "conv_kernel_size": 4, "use_transducer": False})
+    model = build_model(cfg).eval()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(["<blk>"] + [f"t{i}" for i in range(VOCAB - 1)])))
+    export_onnx_model(model, cfg, FRONTEND, tokens, tmp_path, int8=False, streaming=StreamingExport(CHUNK, LEFT))
+    chunks = 6
+    x = torch.randn(2, chunks * 4 * CHUNK + 3, 80) * 3 - 8
+    with torch.no_grad():
+        enc, _ = StreamingEncoder(model, CHUNK, LEFT).encode(x, torch.tensor([x.size(1)] * 2))
+        ref = model.ctc_log_probs(enc)[:, : chunks * CHUNK].numpy()
+    sess = ort.InferenceSession(str(tmp_path / "ctc.onnx"))
+    inputs = sess.get_inputs()[1:]
+    # Zeros of the shapes sherpa-onnx's InitStates makes (the batch axis is the symbolic one).
+    states = [np.zeros([2 if isinstance(d, str) else d for d in i.shape],
+                       dtype=np.int64 if i.type == "tensor(int64)" else np.float32) for i in inputs]  # fmt: skip
+    got = []
+    for k in range(chunks):
+        out = sess.run(None, {"x": x[:, 4 * CHUNK * k : 4 * CHUNK * (k + 1) + 3].numpy(),
+                              **{i.name: s for i, s in zip(inputs, states)}})  # fmt: skip
+        got.append(out[0])
+        states = out[1:]
+    np.testing.assert_allclose(np.concatenate(got, axis=1), ref, atol=2e-4)
+    assert states[-1].tolist() == [chunks * CHUNK] * 2  # processed_lens: encoder frames
+
+
 def test_sherpa_onnx_streaming_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
     """sherpa-onnx's OnlineRecognizer on the streaming export gives dsr's streaming greedy search
     (``dsr decode --streaming``'s search) on the windows sherpa-onnx ran."""
