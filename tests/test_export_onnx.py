@@ -96,14 +96,17 @@ def _make_model(
     lens = torch.tensor([f.size(0) for f in feats])
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     with torch.no_grad():
-        assert model.joiner is not None and model.predictor is not None and model.ctc_output is not None
         enc, enc_lens = model.encode(x, lens)
         valid = torch.arange(enc.size(1))[None, :] < enc_lens[:, None]
-        for linear, logits_of in (
-            (model.joiner.output_linear, lambda: model.joiner(
-                enc, model.predictor(torch.zeros(enc.size(0), cfg.context_size, dtype=torch.long), need_pad=False))),
-            (model.ctc_output[1], lambda: model.ctc_output[1](enc)),
-        ):  # fmt: skip
+        heads = []
+        if model.joiner is not None and model.predictor is not None:
+            joiner, predictor = model.joiner, model.predictor
+            heads.append((joiner.output_linear, lambda: joiner(
+                enc, predictor(torch.zeros(enc.size(0), cfg.context_size, dtype=torch.long), need_pad=False))))  # fmt: skip
+        if model.ctc_output is not None:
+            ctc = model.ctc_output[1]
+            heads.append((ctc, lambda: ctc(enc)))
+        for linear, logits_of in heads:
             linear.weight.mul_(8.0)
             linear.bias.mul_(8.0)
             linear.bias[1:3] = -100.0  # <sos/eos>, <unk>
@@ -339,20 +342,28 @@ def streaming_export(speech: dict) -> dict:
     return {"model": model, "cfg": cfg, "out": out, "result": result, "audio": audio, "feats": feats}
 
 
-def _sherpa_online(out: Path, audio: list[np.ndarray], suffix: str = "") -> list:
+def _sherpa_online(out: Path, audio: list[np.ndarray], suffix: str = "", ctc: bool = False) -> list:
+    """sherpa-onnx's OnlineRecognizer on the streaming export: the transducer files, or with
+    ``ctc`` ctc.onnx as a zipformer2 CTC model (``sherpa-onnx --zipformer2-ctc-model``)."""
     sherpa_onnx = pytest.importorskip("sherpa_onnx", reason="sherpa-onnx is not installed (pip install -e '.[export]')")
-    rec = sherpa_onnx.OnlineRecognizer.from_transducer(
-        tokens=str(out / "tokens.txt"), encoder=str(out / f"encoder{suffix}.onnx"),
-        decoder=str(out / f"decoder{suffix}.onnx"), joiner=str(out / f"joiner{suffix}.onnx"), num_threads=1,
-        decoding_method="greedy_search",
-    )  # fmt: skip
+    if ctc:
+        rec = sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(
+            tokens=str(out / "tokens.txt"), model=str(out / f"ctc{suffix}.onnx"), num_threads=1,
+            decoding_method="greedy_search",
+        )  # fmt: skip
+    else:
+        rec = sherpa_onnx.OnlineRecognizer.from_transducer(
+            tokens=str(out / "tokens.txt"), encoder=str(out / f"encoder{suffix}.onnx"),
+            decoder=str(out / f"decoder{suffix}.onnx"), joiner=str(out / f"joiner{suffix}.onnx"), num_threads=1,
+            decoding_method="greedy_search",
+        )  # fmt: skip
     streams = []
     for a in audio:
         s = rec.create_stream()
         s.accept_waveform(16000, a)
         s.input_finished()
         streams.append(s)
-    # All streams in one batch while any is ready (sherpa-onnx stacks their states along dim 2).
+    # All streams in one batch while any is ready (sherpa-onnx stacks their states).
     while any(rec.is_ready(s) for s in streams):
         rec.decode_streams([s for s in streams if rec.is_ready(s)])
     return [rec.get_result_all(s) for s in streams]
@@ -361,29 +372,102 @@ def _sherpa_online(out: Path, audio: list[np.ndarray], suffix: str = "") -> list
 def test_streaming_export_layout(streaming_export: dict) -> None:
     out, cfg = streaming_export["out"], streaming_export["cfg"]
     assert sorted(streaming_export["result"].files) == sorted(
-        [f"{n}{s}.onnx" for n in ("encoder", "decoder", "joiner") for s in ("", ".int8")] + ["tokens.txt"]
+        [f"{n}{s}.onnx" for n in ("encoder", "decoder", "joiner", "ctc") for s in ("", ".int8")] + ["tokens.txt"]
     )
     meta = read_metadata(out / "encoder.onnx")
     expected = {"model_type": "conformer", "num_encoder_layers": cfg.num_encoder_layers, "T": 4 * CHUNK + 3,
                 "decode_chunk_len": 4 * CHUNK, "left_context": 2 * LEFT * CHUNK, "encoder_dim": cfg.encoder_dim,
                 "pad_length": 3, "cnn_module_kernel": cfg.conv_kernel_size}  # fmt: skip
     assert {k: meta[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+    # ctc.onnx: sherpa-onnx's online zipformer2 CTC layout, one "stack" per dsr layer.
+    meta = read_metadata(out / "ctc.onnx")
+    per_layer = lambda v: ",".join([str(v)] * cfg.num_encoder_layers)  # noqa: E731
+    dh = cfg.encoder_dim // cfg.num_heads
+    expected = {"T": 4 * CHUNK + 3, "decode_chunk_len": 4 * CHUNK, "encoder_dims": per_layer(cfg.encoder_dim),
+                "num_encoder_layers": per_layer(1), "num_heads": per_layer(cfg.num_heads),
+                "query_head_dims": per_layer(dh), "value_head_dims": per_layer(dh // 2),
+                "cnn_module_kernels": per_layer(cfg.conv_kernel_size), "left_context_len": per_layer(LEFT * CHUNK)}  # fmt: skip
+    assert {k: meta[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+
+
+def _used_frames(f: torch.Tensor) -> int:
+    """Feature frames of the windows sherpa-onnx runs: a window when processed + T < frames
+    ready (online-recognizer-transducer-impl.h and online-recognizer-ctc-impl.h alike)."""
+    from dsr.models.streaming import window_frames
+
+    hop, width = 4 * CHUNK, window_frames(CHUNK)
+    num_windows = sum(1 for k in range(f.size(0)) if k * hop + width < f.size(0))
+    return (num_windows - 1) * hop + width
 
 
 def _dsr_streaming_greedy(model: HybridTransducer, feats: list[torch.Tensor]) -> list[list[int]]:
     """dsr's streaming greedy search (``dsr decode --streaming``'s) on the windows sherpa-onnx runs."""
     from dsr.decoding.streaming import StreamingOptions, streaming_greedy_search
-    from dsr.models.streaming import window_frames
 
-    hop, width = 4 * CHUNK, window_frames(CHUNK)
     hyps = []
     for f in feats:
-        # sherpa-onnx runs a window when processed + T < frames ready (online-recognizer-transducer-impl.h).
-        num_windows = sum(1 for k in range(f.size(0)) if k * hop + width < f.size(0))
-        used = (num_windows - 1) * hop + width
+        used = _used_frames(f)
         opts = StreamingOptions(chunk_ms=CHUNK * 40, chunk_size=CHUNK, left_context_chunks=LEFT, latency_ms=0.0)
         hyps += streaming_greedy_search(model, f[None, :used], torch.tensor([used]), opts)
     return hyps
+
+
+def _dsr_streaming_ctc_greedy(model: HybridTransducer, feats: list[torch.Tensor]) -> list[list[int]]:
+    """CTC greedy search on dsr's chunk-by-chunk encoder output (:class:`StreamingEncoder`, what
+    ``dsr decode --streaming`` runs), on the windows sherpa-onnx runs.  dsr has no streaming CTC
+    decode of its own; greedy CTC is frame-local, so searching the concatenated chunks is the same."""
+    from dsr.decoding.greedy import ctc_greedy_search
+    from dsr.models.streaming import StreamingEncoder
+
+    hyps = []
+    for f in feats:
+        used = _used_frames(f)
+        enc, lens = StreamingEncoder(model, CHUNK, LEFT).encode(f[None, :used], torch.tensor([used]))
+        hyps += ctc_greedy_search(model.ctc_log_probs(enc), lens)
+    return hyps
+
+
+def test_sherpa_onnx_streaming_ctc_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
+    """sherpa-onnx's OnlineRecognizer on the streaming ctc.onnx (zipformer2 CTC layout) gives CTC
+    greedy search on dsr's streaming encoder, with its streams batched and one at a time."""
+    hyps = _dsr_streaming_ctc_greedy(streaming_export["model"], streaming_export["feats"])
+    out, audio = streaming_export["out"], streaming_export["audio"]
+    _check_same(hyps, _sherpa_online(out, audio, ctc=True), speech, min_tokens=10)
+    _check_same(hyps, [_sherpa_online(out, [a], ctc=True)[0] for a in audio], speech, min_tokens=10)
+
+
+def test_streaming_ctc_graph_with_an_even_kernel_equals_dsr_streaming(tmp_path: Path) -> None:
+    """An even convolution kernel (K - 1 odd: the second half of the convolution state carries one
+    zero column): the streaming ctc.onnx, fed its own states chunk after chunk by onnxruntime,
+    gives dsr's streaming encoder + CTC head for two streams at once."""
+    import onnxruntime as ort
+
+    from dsr.models.streaming import StreamingEncoder
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(**{**TINY, "causal": True, "conv_kernel_size": 4, "use_transducer": False})
+    model = build_model(cfg).eval()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"{t} {i}\n" for i, t in enumerate(["<blk>"] + [f"t{i}" for i in range(VOCAB - 1)])))
+    export_onnx_model(model, cfg, FRONTEND, tokens, tmp_path, int8=False, streaming=StreamingExport(CHUNK, LEFT))
+    chunks = 6
+    x = torch.randn(2, chunks * 4 * CHUNK + 3, 80) * 3 - 8
+    with torch.no_grad():
+        enc, _ = StreamingEncoder(model, CHUNK, LEFT).encode(x, torch.tensor([x.size(1)] * 2))
+        ref = model.ctc_log_probs(enc)[:, : chunks * CHUNK].numpy()
+    sess = ort.InferenceSession(str(tmp_path / "ctc.onnx"))
+    inputs = sess.get_inputs()[1:]
+    # Zeros of the shapes sherpa-onnx's InitStates makes (the batch axis is the symbolic one).
+    states = [np.zeros([2 if isinstance(d, str) else d for d in i.shape],
+                       dtype=np.int64 if i.type == "tensor(int64)" else np.float32) for i in inputs]  # fmt: skip
+    got = []
+    for k in range(chunks):
+        out = sess.run(None, {"x": x[:, 4 * CHUNK * k : 4 * CHUNK * (k + 1) + 3].numpy(),
+                              **{i.name: s for i, s in zip(inputs, states)}})  # fmt: skip
+        got.append(out[0])
+        states = out[1:]
+    np.testing.assert_allclose(np.concatenate(got, axis=1), ref, atol=2e-4)
+    assert states[-1].tolist() == [chunks * CHUNK] * 2  # processed_lens: encoder frames
 
 
 def test_sherpa_onnx_streaming_greedy_equals_dsr_streaming(streaming_export: dict, speech: dict) -> None:
@@ -423,16 +507,45 @@ def test_sherpa_onnx_decodes_a_head_pruned_model_as_dsr_does(speech: dict, strea
     assert read_metadata(out / "encoder.onnx")["encoder_dim"] == str(cfg.encoder_dim)
     results = _sherpa_online(out, streaming_export["audio"])
     _check_same(_dsr_streaming_greedy(model, feats), results, speech, min_tokens=10)
+    # The streaming CTC layout sizes each layer's state by its own head count.
+    assert read_metadata(out / "ctc.onnx")["num_heads"] == ",".join(map(str, cfg.encoder_layer_heads))
+    results = _sherpa_online(out, streaming_export["audio"], ctc=True)
+    _check_same(_dsr_streaming_ctc_greedy(model, feats), results, speech, min_tokens=10)
 
 
-def test_sherpa_onnx_decodes_the_int8_streaming_files(streaming_export: dict) -> None:
+@pytest.mark.parametrize("ctc", [False, True])
+def test_sherpa_onnx_decodes_the_int8_streaming_files(streaming_export: dict, ctc: bool) -> None:
     import kaldialign
 
-    fp32 = _sherpa_online(streaming_export["out"], streaming_export["audio"])
-    int8 = _sherpa_online(streaming_export["out"], streaming_export["audio"], ".int8")
+    fp32 = _sherpa_online(streaming_export["out"], streaming_export["audio"], ctc=ctc)
+    int8 = _sherpa_online(streaming_export["out"], streaming_export["audio"], ".int8", ctc=ctc)
     for a, b in zip(fp32, int8):
         assert len(b.tokens) >= 10
         assert kaldialign.edit_distance(list(a.tokens), list(b.tokens))["total"] <= 0.5 * len(a.tokens)
+
+
+def test_cli_streaming_export_of_a_ctc_only_model(tmp_path: Path, speech: dict, streaming_export: dict) -> None:
+    """``dsr export onnx --streaming`` on a causal model with only a CTC head writes ctc.onnx (and
+    tokens.txt), which sherpa-onnx's OnlineRecognizer decodes as dsr's streaming encoder + CTC does."""
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+
+    feats = streaming_export["feats"]
+    model, cfg = _make_model(feats, use_transducer=False, causal=True, chunk_size=CHUNK, left_context_chunks=LEFT)
+    assert model.joiner is None
+    torch.save({"model_config": cfg.to_dict(), "model": model.state_dict(), "frontend": FRONTEND},
+               tmp_path / "ctc.pt")  # fmt: skip
+    out = tmp_path / "export"
+    args = ["export", "onnx", "--checkpoint", str(tmp_path / "ctc.pt"), "--lang-dir", str(speech["lang"]),
+            "--out-dir", str(out), "--streaming", "--chunk-ms", str(40 * CHUNK), "--no-int8"]  # fmt: skip
+    proc = CliRunner().invoke(app, args)
+    assert proc.exit_code == 0, proc.output
+    assert sorted(p.name for p in out.iterdir()) == [".done.export-onnx", "ctc.onnx", "tokens.txt"]
+    # The model's own left context (LEFT chunks) is the default.
+    assert read_metadata(out / "ctc.onnx")["left_context_len"] == ",".join([str(LEFT * CHUNK)] * 2)
+    results = _sherpa_online(out, streaming_export["audio"], ctc=True)
+    _check_same(_dsr_streaming_ctc_greedy(model, feats), results, speech, min_tokens=10)
 
 
 def test_streaming_export_refuses_models_it_cannot_stream(tmp_path: Path) -> None:
@@ -446,6 +559,9 @@ def test_streaming_export_refuses_models_it_cannot_stream(tmp_path: Path) -> Non
         check_streamable(causal, StreamingExport(4, -1))
     with pytest.raises(DsrUserError, match="cannot stream"):
         check_streamable(ModelConfig(**{**TINY, "causal": True, "utterance_norm": "mean"}), StreamingExport(4, 2))
+    check_streamable(ModelConfig(**{**TINY, "causal": True, "use_transducer": False}), StreamingExport(4, 2))
+    with pytest.raises(DsrUserError, match="CTC head of a model with conv_kernel_size 1"):
+        check_streamable(ModelConfig(**{**TINY, "causal": True, "conv_kernel_size": 1}), StreamingExport(4, 2))
 
 
 def test_cli_exports_the_epoch_average_of_an_exp_dir(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def onnx(
     streaming: bool = typer.Option(
         False,
         "--streaming",
-        help="A causal model's transducer in sherpa-onnx's streaming (OnlineRecognizer) layout.",
+        help="A causal model's heads in sherpa-onnx's streaming (OnlineRecognizer) layouts: the transducer as an "
+        "online conformer transducer (encoder/decoder/joiner.onnx), the CTC head as an online zipformer2 CTC "
+        "model (ctc.onnx).",
     ),
     chunk_ms: float = typer.Option(
         320.0, "--chunk-ms", help="With --streaming: audio per chunk (a multiple of 40 ms)."
@@ -42,7 +44,8 @@ def onnx(
 ) -> None:
     """Write encoder.onnx, decoder.onnx, joiner.onnx (transducer), ctc.onnx (CTC head), their
     int8 variants and tokens.txt, in the layout sherpa-onnx's offline recognisers read; with
-    --streaming, a causal model's transducer in the layout of its OnlineRecognizer.
+    --streaming, the same files for a causal model in the layouts of its OnlineRecognizer
+    (the transducer as an online conformer transducer, ctc.onnx as an online zipformer2 CTC model).
 
     Example:
 
@@ -56,6 +59,13 @@ def onnx(
     Streaming (a model trained with --causal --chunk-sizes), as dsr decode --streaming --chunk-ms 320 runs it:
 
         dsr export onnx --exp-dir exp/causal --lang-dir data/lang_bpe_256 --out-dir exp/causal/export-streaming-320ms --streaming --chunk-ms 320 --left-context-chunks 4
+
+    Then, with sherpa-onnx, the transducer or the CTC head (a model trained with --no-use-transducer has only ctc.onnx):
+
+        sherpa-onnx --tokens=exp/causal/export-streaming-320ms/tokens.txt --encoder=exp/causal/export-streaming-320ms/encoder.onnx
+        --decoder=exp/causal/export-streaming-320ms/decoder.onnx --joiner=exp/causal/export-streaming-320ms/joiner.onnx some.wav
+
+        sherpa-onnx --tokens=exp/causal/export-streaming-320ms/tokens.txt --zipformer2-ctc-model=exp/causal/export-streaming-320ms/ctc.onnx some.wav
     """
     from dsr.export.onnx import OnnxExportOptions, export_onnx
 

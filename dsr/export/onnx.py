@@ -14,11 +14,19 @@ Layout written to ``out_dir`` (the facts and their sources are in docs/DESIGN_NO
     tokens.txt     copied from the lang dir (``<token> <id>``, ``<blk>`` = 0)
     *.int8.onnx    the same graphs with int8 MatMul weights (onnxruntime dynamic quantisation)
 
-With ``streaming`` (a causal model) encoder.onnx is instead one chunk of sherpa-onnx's
-online ``conformer`` transducer: x (N, 4C + 3, 80), cached_attn (L, 2S, N, D), cached_conv
-(L, K - 1, N, D), processed_frames (N,) -> encoder_out (N, C, joiner_dim), next_cached_attn,
-next_cached_conv, with metadata T, decode_chunk_len, left_context, encoder_dim, pad_length,
-cnn_module_kernel, num_encoder_layers (:class:`_OnnxStreamingEncoder`); no ctc.onnx.
+With ``streaming`` (a causal model) the same file names hold one chunk of each head, in the
+layouts of sherpa-onnx's OnlineRecognizer::
+
+    encoder.onnx   sherpa-onnx's online ``conformer`` transducer: x (N, 4C + 3, 80), cached_attn
+                   (L, 2S, N, D), cached_conv (L, K - 1, N, D), processed_frames (N,) ->
+                   encoder_out (N, C, joiner_dim), next_cached_attn, next_cached_conv; metadata
+                   T, decode_chunk_len, left_context, encoder_dim, pad_length, cnn_module_kernel,
+                   num_encoder_layers (:class:`_OnnxStreamingEncoder`); decoder/joiner as above
+    ctc.onnx       sherpa-onnx's online ``zipformer2_ctc``: x (N, 4C + 3, 80), six states per
+                   layer, embed_states, processed_lens -> log_probs (N, C, V) and the next
+                   states; metadata T, decode_chunk_len and per-layer encoder_dims, num_heads,
+                   query/value_head_dims, cnn_module_kernels, left_context_len
+                   (:class:`_OnnxStreamingCtc`)
 
 As in icefall's exports, the encoder graph ends with the joiner's encoder projection and
 the decoder graph with its decoder projection, so the joiner graph is only
@@ -77,9 +85,9 @@ class OnnxExportOptions:
     The model comes from ``exp_dir`` (``epoch``/``avg``/``use_averaged_model`` as in
     ``dsr decode``) or from one ``checkpoint`` file; exactly one of the two.
     ``lang_dir`` holds the ``tokens.txt`` the model was trained with.  With ``streaming``
-    the transducer of a causal model is written in sherpa-onnx's online layout, with
-    chunks of ``chunk_ms`` and ``left_context_chunks`` chunks of left context (default:
-    the model's own), as ``dsr decode --streaming --chunk-ms`` runs it.
+    the heads of a causal model (transducer and/or CTC) are written in sherpa-onnx's online
+    layouts, with chunks of ``chunk_ms`` and ``left_context_chunks`` chunks of left context
+    (default: the model's own), as ``dsr decode --streaming --chunk-ms`` runs it.
     """
 
     out_dir: Path
@@ -235,6 +243,46 @@ class _OnnxEncoder(nn.Module):
         return y, lens
 
 
+def _encode_stream_window(
+    model: HybridTransducer, x: torch.Tensor, done: torch.Tensor, caches: list[LayerCache], chunk_size: int
+) -> tuple[torch.Tensor, list[LayerCache]]:
+    """One chunk of a causal encoder from fixed-size caches, as both streaming layouts run it.
+
+    Args:
+        model: the model (its global CMVN is applied here).
+        x: (N, 4C + 3, F) raw FBANK window.
+        done: (N,) int64 encoder frames of each stream before this chunk.
+        caches: per layer, the rotated keys and values of the S frames before the chunk,
+            (N, H, S, Dh) each, and the (N, D, K - 1) convolution inputs; rows for frames
+            before the stream's first frame are ignored (masked), whatever they hold.
+        chunk_size: C.
+
+    Returns:
+        (N, C, D) encoder output and, per layer, the caches of the last S frames.
+    """
+    enc = model.conformer_encoder()
+    c = chunk_size
+    x = (x - model.feature_mean) / model.feature_std
+    sub = enc.subsampling
+    y = sub.conv(x.unsqueeze(1))
+    y = sub.out_norm(sub.out(y.transpose(1, 2).flatten(2)))  # (N, C, D)
+    n = y.size(0)
+    positions = done[:, None] + torch.arange(c)[None, :]  # (N, C) absolute frame indices
+    angles = positions.float()[:, :, None] * enc.rotary.inv_freq  # (N, C, Dh / 2)
+    angles = torch.cat((angles, angles), dim=-1)[:, :, None, None, :]  # (N, C, 1, 1, Dh)
+    cos, sin = angles.cos(), angles.sin()
+    s = caches[0].keys.size(2)
+    # Cache row j holds frame done - S + j; rows before the stream's first frame are empty.
+    cached_valid = (done[:, None] - s + torch.arange(s)[None, :]) >= 0  # (N, S)
+    attn_mask = torch.cat([cached_valid, torch.ones(n, c, dtype=torch.bool)], dim=1)[:, None, None, :]
+    next_caches = []
+    for layer, cache in zip(enc.layers, caches):
+        assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
+        y, cache = layer.forward_chunk(y, attn_mask, None, cos, sin, cache)
+        next_caches.append(LayerCache(cache.keys[:, :, c:], cache.values[:, :, c:], cache.conv))
+    return y, next_caches
+
+
 class _OnnxStreamingEncoder(nn.Module):
     """One chunk of a causal encoder with its state as inputs/outputs, in the layout of
     sherpa-onnx's online ``conformer`` transducer (sherpa-onnx/csrc/online-conformer-transducer-model.cc).
@@ -265,39 +313,102 @@ class _OnnxStreamingEncoder(nn.Module):
         """x: (N, 4C + 3, F) raw FBANK window; cached_attn: (L, 2S, N, D); cached_conv: (L, K - 1, N, D);
         processed_frames: (N,) int64 feature frames consumed before this window (a multiple of 4C)
         -> (N, C, joiner_dim) projected encoder output and the two next states."""
-        model, enc = self.model, self.model.conformer_encoder()
+        model, s = self.model, self.cache_frames
         assert model.joiner is not None
-        c, s = self.chunk_size, self.cache_frames
-        x = (x - model.feature_mean) / model.feature_std
-        sub = enc.subsampling
-        y = sub.conv(x.unsqueeze(1))
-        y = sub.out_norm(sub.out(y.transpose(1, 2).flatten(2)))  # (N, C, D)
-        n, _, d = y.shape
-        done = processed_frames // 4  # encoder frames before this chunk, (N,)
-        positions = done[:, None] + torch.arange(c)[None, :]  # (N, C) absolute frame indices
-        angles = positions.float()[:, :, None] * enc.rotary.inv_freq  # (N, C, Dh / 2)
-        angles = torch.cat((angles, angles), dim=-1)[:, :, None, None, :]  # (N, C, 1, 1, Dh)
-        cos, sin = angles.cos(), angles.sin()
-        # Cache row j holds frame done - S + j; rows before the stream's first frame are empty.
-        cached_valid = (done[:, None] - s + torch.arange(s)[None, :]) >= 0  # (N, S)
-        attn_mask = torch.cat([cached_valid, torch.ones(n, c, dtype=torch.bool)], dim=1)[:, None, None, :]
-        next_attn, next_conv = [], []
-        for i, layer in enumerate(enc.layers):
-            assert isinstance(layer, ConformerLayer)  # the encoder's layers (a ModuleList iterates as plain Modules)
+        n, d = x.size(0), cached_attn.size(-1)
+        caches = []
+        for i, layer in enumerate(model.conformer_encoder().layers):
+            assert isinstance(layer, ConformerLayer)
             h, dh = layer.attn.num_heads, layer.attn.head_dim
             state = cached_attn[i, :, :, : h * dh]  # (2S, N, H Dh): the layer's heads
             keys = state[:s].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
             values = state[s:].permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)
-            cache = LayerCache(keys, values, cached_conv[i].permute(1, 2, 0))  # conv: (N, D, K - 1)
-            y, cache = layer.forward_chunk(y, attn_mask, None, cos, sin, cache)
-            keys = cache.keys[:, :, c:].transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)  # (S, N, H Dh)
-            values = cache.values[:, :, c:].transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)
+            caches.append(LayerCache(keys, values, cached_conv[i].permute(1, 2, 0)))  # conv: (N, D, K - 1)
+        y, caches = _encode_stream_window(model, x, processed_frames // SUBSAMPLING, caches, self.chunk_size)
+        next_attn, next_conv = [], []
+        for cache in caches:
+            h, dh = cache.keys.size(1), cache.keys.size(3)
+            keys = cache.keys.transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)  # (S, N, H Dh)
+            values = cache.values.transpose(1, 2).reshape(n, s, h * dh).permute(1, 0, 2)
             state = torch.cat([keys, values], dim=0)
             if h * dh < d:
                 state = nn.functional.pad(state, (0, d - h * dh))  # (2S, N, D)
             next_attn.append(state)
             next_conv.append(cache.conv.permute(2, 0, 1))  # (K - 1, N, D)
         return model.joiner.encoder_proj(y), torch.stack(next_attn), torch.stack(next_conv)
+
+
+#: sherpa-onnx's zipformer2 convolutional front end keeps a (N, 128, 3, 19) state
+#: (online-zipformer2-ctc-model.cc, InitStates); dsr's front end needs none (the windows overlap).
+ZIPFORMER2_EMBED_STATE = (128, 3, 19)
+#: The six per-layer states of sherpa-onnx's online zipformer2 CTC layout, in its order.
+ZIPFORMER2_LAYER_STATES = ("cached_key", "cached_nonlin_attn", "cached_val1", "cached_val2", "cached_conv1",
+                           "cached_conv2")  # fmt: skip
+
+
+class _OnnxStreamingCtc(nn.Module):
+    """One chunk of a causal encoder + CTC head in the layout of sherpa-onnx's online
+    ``zipformer2_ctc`` model (sherpa-onnx/csrc/online-zipformer2-ctc-model.cc).
+
+    sherpa-onnx creates zeros from the metadata for six states per layer, then a (N, 128, 3,
+    19) front-end state and ``processed_lens`` (N,) int64, concatenates streams along dim 1
+    (the first four per layer) or dim 0 (the rest), and feeds back what the graph returned;
+    it never reads them.  Each dsr layer is one zipformer2 "stack" of one layer, so a layer
+    with pruned heads has state of its own head count.  Per layer (S = left_context_chunks * C):
+
+    - ``cached_key`` (S, N, H Dh): the rotated keys of the last S frames;
+    - ``cached_val1`` / ``cached_val2`` (S, N, H Dh / 2): the first / second half of each
+      head's values (``value_head_dims`` = Dh / 2, so no value column is carried twice);
+    - ``cached_conv1`` / ``cached_conv2`` (N, D, K // 2): the K - 1 inputs of the causal
+      convolution, split in two (the second padded with one zero column when K is even);
+    - ``cached_nonlin_attn`` (1, N, S, 3D / 4): zipformer's own, returned unchanged.
+
+    ``embed_states`` is returned unchanged too; ``processed_lens`` counts each stream's
+    encoder frames (rotary positions, and the mask of cache rows from before the stream's
+    start, as in :class:`_OnnxStreamingEncoder`) and comes back increased by C.
+    """
+
+    def __init__(self, model: HybridTransducer, chunk_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: (N, 4C + 3, F) raw FBANK window, then the 6 L + 2 states above
+        -> (N, C, V) CTC log-probabilities and the next states in the same order."""
+        model = self.model
+        layers = model.conformer_encoder().layers
+        embed_states, processed_lens = states[-2], states[-1]
+        n = x.size(0)
+        caches = []
+        for i, layer in enumerate(layers):
+            assert isinstance(layer, ConformerLayer)
+            key, _, val1, val2, conv1, conv2 = states[6 * i : 6 * i + 6]
+            h, dh, k = layer.attn.num_heads, layer.attn.head_dim, layer.conv.kernel_size
+            s = key.size(0)
+            keys = key.permute(1, 0, 2).reshape(n, s, h, dh).transpose(1, 2)  # (N, H, S, Dh)
+            values = torch.cat([val1.reshape(s, n, h, dh // 2), val2.reshape(s, n, h, dh // 2)], dim=-1)
+            values = values.permute(1, 2, 0, 3)  # (N, H, S, Dh)
+            conv = torch.cat([conv1, conv2], dim=2)[:, :, : k - 1]  # (N, D, K - 1)
+            caches.append(LayerCache(keys, values, conv))
+        y, caches = _encode_stream_window(model, x, processed_lens, caches, self.chunk_size)
+        next_states: list[torch.Tensor] = []
+        for i, (layer, cache) in enumerate(zip(layers, caches)):
+            assert isinstance(layer, ConformerLayer)
+            h, s, dh = cache.keys.shape[1:]
+            half = layer.conv.kernel_size // 2
+            values = cache.values.permute(2, 0, 1, 3)  # (S, N, H, Dh)
+            conv2 = cache.conv[:, :, half:]
+            next_states += [
+                cache.keys.permute(2, 0, 1, 3).reshape(s, n, h * dh),
+                states[6 * i + 1],
+                values[..., : dh // 2].reshape(s, n, h * dh // 2),
+                values[..., dh // 2 :].reshape(s, n, h * dh // 2),
+                cache.conv[:, :, :half],
+                nn.functional.pad(conv2, (0, half - conv2.size(2))),
+            ]
+        log_probs = model.ctc_log_probs(y)
+        return (log_probs, *next_states, embed_states, processed_lens + self.chunk_size)
 
 
 class _OnnxDecoder(nn.Module):
@@ -478,8 +589,13 @@ def check_streamable(cfg: ModelConfig, streaming: StreamingExport) -> None:
             f"a model with utterance_norm {cfg.utterance_norm!r} needs the whole utterance and cannot "
             "stream; export it without {streaming}"
         )
-    if not cfg.use_transducer:
-        raise OptionError("streaming", "exports the transducer; this model has only a CTC head")
+    if cfg.use_ctc and cfg.conv_kernel_size < 2:
+        # Its convolution keeps no state, and sherpa-onnx's CTC layout would make it zero-sized.
+        raise OptionError(
+            "streaming",
+            "cannot export the CTC head of a model with conv_kernel_size 1: sherpa-onnx's online CTC "
+            "layout splits the convolution state in two halves of K // 2 frames",
+        )
     if streaming.chunk_size < 1:
         raise OptionError("chunk_ms", f"must give at least one encoder frame (got {streaming.chunk_size})")
     if streaming.left_context_chunks < 1:
@@ -514,8 +630,9 @@ def export_onnx_model(
         out_dir: created if missing; existing files of the same names are replaced.
         opset: ONNX opset.
         int8: also write ``<name>.int8.onnx`` for every graph.
-        streaming: write the transducer in sherpa-onnx's online (streaming) layout instead,
-            with this chunking; no CTC graph then.
+        streaming: write the heads in sherpa-onnx's online (streaming) layouts instead, with
+            this chunking: the transducer as an online conformer transducer, the CTC head as an
+            online zipformer2 CTC model (same file names).
     """
     check_exportable(cfg, frontend, read_tokens(tokens_file))
     if streaming is not None:
@@ -560,7 +677,10 @@ def export_onnx_model(
             )  # fmt: skip
             for name in ("encoder", "decoder", "joiner"):
                 result.files[f"{name}.onnx"] = out_dir / f"{name}.onnx"
-        if model.ctc_output is not None and streaming is None:
+        if model.ctc_output is not None and streaming is not None:
+            _export_streaming_ctc(model, cfg, streaming, out_dir / "ctc.onnx", common, opset)
+            result.files["ctc.onnx"] = out_dir / "ctc.onnx"
+        elif model.ctc_output is not None:
             _export_graph(
                 _OnnxCtc(model), (x, x_lens), out_dir / "ctc.onnx", ["x", "x_lens"], ["log_probs", "log_probs_len"],
                 {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "log_probs": {0: "N", 1: "T_out"},
@@ -611,5 +731,54 @@ def _export_streaming_encoder(
          "pad_length": window - SUBSAMPLING * c, "cnn_module_kernel": k, "dsr_chunk_size": c,
          "dsr_left_context_chunks": streaming.left_context_chunks, "vocab_size": cfg.vocab_size,
          "context_size": cfg.context_size},
+        opset,
+    )  # fmt: skip
+
+
+def _export_streaming_ctc(
+    model: HybridTransducer,
+    cfg: ModelConfig,
+    streaming: StreamingExport,
+    path: Path,
+    common: dict[str, Any],
+    opset: int,
+) -> None:
+    """ctc.onnx in sherpa-onnx's online ``zipformer2_ctc`` layout (see :class:`_OnnxStreamingCtc`)."""
+    c, s = streaming.chunk_size, streaming.left_context_chunks * streaming.chunk_size
+    d, k = cfg.encoder_dim, cfg.conv_kernel_size
+    conformer_layers = [layer for layer in model.conformer_encoder().layers if isinstance(layer, ConformerLayer)]
+    heads = [layer.attn.num_heads for layer in conformer_layers]
+    dh = conformer_layers[0].attn.head_dim  # the same in every layer (pruning removes whole heads)
+    window = window_frames(c)
+    batch = 2
+    states: list[torch.Tensor] = []
+    axes: dict[str, dict[int, str]] = {}
+    for i, h in enumerate(heads):
+        # The shapes sherpa-onnx's InitStates builds from the metadata below (N = batch), and
+        # the axis along which its StackStates concatenates streams.
+        shapes = [(s, batch, h * dh), (1, batch, s, 3 * d // 4), (s, batch, h * dh // 2), (s, batch, h * dh // 2),
+                  (batch, d, k // 2), (batch, d, k // 2)]  # fmt: skip
+        for name, shape, batch_dim in zip(ZIPFORMER2_LAYER_STATES, shapes, (1, 1, 1, 1, 0, 0)):
+            states.append(torch.zeros(shape))
+            axes[f"{name}_{i}"] = {batch_dim: "N"}
+    # Two streams at different positions (one starting, one 5 chunks in), so the graph keeps
+    # processed_lens' effect on the mask and the rotary positions.
+    states += [torch.zeros(batch, *ZIPFORMER2_EMBED_STATE), torch.tensor([0, 5 * c], dtype=torch.int64)]
+    axes |= {"embed_states": {0: "N"}, "processed_lens": {0: "N"}}
+    names = list(axes)
+    out_names = ["log_probs"] + [f"new_{name}" for name in names]
+    dynamic_axes = {"x": {0: "N"}, "log_probs": {0: "N"}} | axes | {f"new_{n}": a for n, a in axes.items()}
+
+    def per_layer(value: int) -> str:
+        return ",".join([str(value)] * len(heads))
+
+    _export_graph(
+        _OnnxStreamingCtc(model, c), (torch.zeros(batch, window, cfg.feature_dim), *states), path, ["x", *names],
+        out_names, dynamic_axes,
+        {**common, "model_type": "zipformer2", "T": window, "decode_chunk_len": SUBSAMPLING * c,
+         "encoder_dims": per_layer(d), "num_encoder_layers": per_layer(1), "num_heads": ",".join(map(str, heads)),
+         "query_head_dims": per_layer(dh), "value_head_dims": per_layer(dh // 2),
+         "cnn_module_kernels": per_layer(k), "left_context_len": per_layer(s), "vocab_size": cfg.vocab_size,
+         "dsr_chunk_size": c, "dsr_left_context_chunks": streaming.left_context_chunks},
         opset,
     )  # fmt: skip
