@@ -76,3 +76,28 @@ def test_cache_serves_from_memory_after_first_read(tmp_path):
 def test_cache_rejects_negative_budget():
     with pytest.raises(ValueError, match="max_bytes"):
         CachedFeatures(-1)
+
+
+def test_speed_perturbed_copies_dropped_on_request(tmp_path):
+    """--no-speed-perturbed keeps the original-speed cuts of a --speed-perturb manifest, and
+    a manifest with none left is one error naming it."""
+    from lhotse import CutSet
+
+    from dsr.data.cuts import is_speed_perturbed
+    from dsr.errors import DsrUserError
+    from dsr.training.datamodule import load_training_cuts
+
+    cuts = _cuts(tmp_path)
+    ids = ["a", "a_sp0.9", "a_sp1.1", "b_sp1.1", "c_spx", "d_sp1", "e_sp0.9"] + [f"f{i}" for i in range(5)]
+    renamed = CutSet.from_cuts(c.with_id(i) for c, i in zip(cuts, ids))
+    path = tmp_path / "sp_cuts.jsonl.gz"
+    renamed.to_file(path)
+    assert [is_speed_perturbed(i) for i in ids[:7]] == [False, True, True, True, False, True, True]
+    all_cuts = load_training_cuts(str(path), 0.0, 30.0)
+    assert len(all_cuts) == len(ids)
+    kept = load_training_cuts(str(path), 0.0, 30.0, speed_perturbed=False)
+    assert [c.id for c in kept] == ["a", "c_spx"] + [f"f{i}" for i in range(5)]
+    only_copies = tmp_path / "copies.jsonl.gz"
+    CutSet.from_cuts(c for c in renamed if is_speed_perturbed(c.id)).to_file(only_copies)
+    with pytest.raises(DsrUserError, match="no cuts at original speed"):
+        load_training_cuts(str(only_copies), 0.0, 30.0, speed_perturbed=False)

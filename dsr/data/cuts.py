@@ -6,6 +6,7 @@ Shared by training (:mod:`dsr.training.datamodule`) and decoding
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,19 @@ def load_cut_list(paths: str) -> CutSet:
 def filter_cuts(cuts: CutSet, min_duration: float, max_duration: float) -> CutSet:
     """Drop cuts whose duration the model cannot (or should not) train on."""
     return cuts.filter(lambda c: min_duration <= c.duration <= max_duration)
+
+
+_SPEED_COPY_ID = re.compile(r"_sp\d+(\.\d+)?$")
+
+
+def is_speed_perturbed(cut_id: str) -> bool:
+    """True for the 0.9x/1.1x copies ``dsr features --speed-perturb`` adds (ids ``<id>_sp0.9``)."""
+    return _SPEED_COPY_ID.search(cut_id) is not None
+
+
+def drop_speed_perturbed(cuts: CutSet) -> CutSet:
+    """Keep the original-speed cuts of a manifest made with ``--speed-perturb``."""
+    return cuts.filter(lambda c: not is_speed_perturbed(c.id))
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> torch.Tensor:

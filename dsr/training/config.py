@@ -211,6 +211,12 @@ class TrainConfig:
         "0 = read from disk every epoch). Saves ~8 ms per update on the embedded recipe, whose 12000 "
         "training cuts take ~0.9 GB.",
     )
+    speed_perturbed: bool = opt(
+        True,
+        "Train on the 0.9x/1.1x copies that `dsr features --speed-perturb` added to the train cuts "
+        "(ids ending in _sp0.9/_sp1.1); --no-speed-perturbed keeps the original-speed cuts only "
+        "(Whisper's pretrained decoder learns the speaker's words, not new voices).",
+    )
     sortagrad_epochs: int = opt(0, "Epochs at the start that visit utterances from shortest to longest (curriculum).")
     spec_augment: bool = opt(True, "Apply SpecAugment (frequency and time masks) to training batches.")
     gain_db: float = opt(

@@ -17,11 +17,29 @@ from lhotse.cut import Cut, MonoCut
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 
-from dsr.data.cuts import make_sampler, pad_features
+from dsr.data.cuts import drop_speed_perturbed, filter_cuts, load_cut_list, make_sampler, pad_features
+from dsr.errors import DsrUserError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, frontend_type
 from dsr.training.cut_augment import RandomEdgeTrim, RandomEndpointTrim
 from dsr.training.feature_augment import MelFrequencyWarp, RandomGain
+
+
+def load_training_cuts(paths: str, min_duration: float, max_duration: float, speed_perturbed: bool = True) -> CutSet:
+    """The cuts of ``paths`` (comma-separated manifests) that training reads, in memory.
+
+    Cuts outside [``min_duration``, ``max_duration``] are dropped, and with ``speed_perturbed``
+    false so are the 0.9x/1.1x copies of ``dsr features --speed-perturb``.  No cut left is a
+    user error naming the manifests.
+    """
+    cuts = filter_cuts(load_cut_list(paths), min_duration, max_duration)
+    if not speed_perturbed:
+        cuts = drop_speed_perturbed(cuts)
+    cuts = cuts.to_eager()
+    if len(cuts) == 0:
+        kept = "" if speed_perturbed else " at original speed"
+        raise DsrUserError(f"{paths} has no cuts{kept} between {min_duration} and {max_duration} s")
+    return cuts
 
 
 class CachedFeatures(PrecomputedFeatures):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
+from dsr.data.cuts import filter_cuts, load_cuts
 from dsr.device import resolve_device
 from dsr.errors import DsrUserError, OptionError
 from dsr.features.fbank import FbankConfig
@@ -61,7 +61,7 @@ from dsr.models.speech_llm import (
 from dsr.models.whisper.pretrained import encoder_param_names_to_freeze
 from dsr.training import distributed
 from dsr.training.config import TrainConfig, save_config
-from dsr.training.datamodule import CachedFeatures, batch_features, batch_texts, make_loader
+from dsr.training.datamodule import CachedFeatures, batch_features, batch_texts, load_training_cuts, make_loader
 from dsr.training.optim import WarmupEden
 from dsr.utils import mark_done
 
@@ -427,9 +427,7 @@ def train_speech_llm(cfg: TrainConfig):
     scheduler = WarmupEden(optimizer, warmup_steps=cfg.warmup_steps, lr_epochs=cfg.lr_decay_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
 
-    train_cuts = filter_cuts(load_cut_list(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
-    if len(train_cuts) == 0:
-        raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
+    train_cuts = load_training_cuts(cfg.train_cuts, cfg.min_utt_duration, cfg.max_utt_duration, cfg.speed_perturbed)
     _check_frontend(cfg, train_cuts, frontend)
     # The transducer trainer's data options, one in-memory feature budget for both loaders.
     features = CachedFeatures(int(cfg.feature_cache_mb * 2**20)) if cfg.feature_cache_mb > 0 else None

@@ -39,7 +39,7 @@ from lhotse import CutSet
 from torch.utils.data import DataLoader
 
 from dsr.data.cut_paths import check_feature_storage
-from dsr.data.cuts import filter_cuts, load_cut_list, load_cuts
+from dsr.data.cuts import filter_cuts, load_cuts
 from dsr.device import resolve_device
 from dsr.errors import DsrUserError, OptionError
 from dsr.features.fbank import FbankConfig
@@ -64,7 +64,14 @@ from dsr.models.whisper.pretrained import whisper_model_config
 from dsr.training import distributed
 from dsr.training.checkpoint import prune_step_checkpoints
 from dsr.training.config import TrainConfig, save_config
-from dsr.training.datamodule import CachedFeatures, ResumableSampler, batch_features, batch_texts, make_loader
+from dsr.training.datamodule import (
+    CachedFeatures,
+    ResumableSampler,
+    batch_features,
+    batch_texts,
+    load_training_cuts,
+    make_loader,
+)
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.distributed import DistInfo
 from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
@@ -487,9 +494,7 @@ def _optimizer(
 
 def _data(cfg: TrainConfig, info: DistInfo, mcfg: ModelConfig) -> TrainData:
     """The training cuts (checked against the model's front end) and the loaders over them and the dev cuts."""
-    train_cuts = filter_cuts(load_cut_list(cfg.train_cuts), cfg.min_utt_duration, cfg.max_utt_duration).to_eager()
-    if len(train_cuts) == 0:
-        raise DsrUserError(f"{cfg.train_cuts} has no cuts between {cfg.min_utt_duration} and {cfg.max_utt_duration} s")
+    train_cuts = load_training_cuts(cfg.train_cuts, cfg.min_utt_duration, cfg.max_utt_duration, cfg.speed_perturbed)
     # Keyword arguments of make_loader (Any: they are checked against its parameters where spread).
     shard: dict[str, Any] = {"world_size": info.world_size, "rank": info.rank}
     # One in-memory feature budget shared by the training, curriculum and validation loaders.

@@ -20,6 +20,11 @@
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --decoder-only true
 #                                                            # Whisper's decoder alone on the 30 s window
 #                                                            # (conf/whisper_decoder.yaml; exp/whisper-tiny.en-decoder)
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --decoder-only unpadded
+#                                                            # Whisper's decoder + the encoder's top layer on the
+#                                                            # utterance alone, no 30 s window: accurate and fast
+#                                                            # (conf/whisper_decoder_unpadded.yaml;
+#                                                            # exp/whisper-tiny.en-decoder-unpadded)
 #   bash egs/arctic/run.sh --pretrained whisper-base --exp-dir exp/whisper-base
 #
 # Stages:
@@ -58,7 +63,7 @@ num_epochs=
 config=
 exp_dir=
 pretrained=      # e.g. whisper-tiny.en: fine-tune a pretrained Whisper (tools/setup.sh --whisper)
-decoder_only=false   # with --pretrained: Whisper's decoder alone, on the 30 s window
+decoder_only=false   # with --pretrained: true = Whisper's decoder alone on the 30 s window; unpadded = on the utterance
 beam_size=8
 lexicon=/usr/share/dict/american-english   # Debian wamerican (tools/setup.sh --lm)
 llm=
@@ -74,6 +79,14 @@ if [ ! -f "$corpus_dir/transcripts.tsv" ]; then
   echo "run.sh: $corpus_dir/transcripts.tsv not found; pass --corpus-dir DIR with audio/ and transcripts.tsv" >&2
   exit 2
 fi
+case $decoder_only in
+  true|false|unpadded) ;;
+  *) echo "run.sh: --decoder-only takes true, false or unpadded, got '$decoder_only'" >&2; exit 2 ;;
+esac
+if [ "$decoder_only" != false ] && [ -z "$pretrained" ]; then
+  echo "run.sh: --decoder-only $decoder_only trains Whisper's decoder; give --pretrained too (e.g. whisper-tiny.en)" >&2
+  exit 2
+fi
 if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
   echo "run.sh: give --pretrained (a Whisper to start from) or --init-from (a dsr checkpoint), not both" >&2
   exit 2
@@ -87,6 +100,9 @@ if [ -n "$pretrained" ]; then
   if [ "$decoder_only" = true ]; then
     config=${config:-$recipe_dir/conf/whisper_decoder.yaml}
     exp_dir=${exp_dir:-exp/${pretrained##*/}-decoder}
+  elif [ "$decoder_only" = unpadded ]; then
+    config=${config:-$recipe_dir/conf/whisper_decoder_unpadded.yaml}
+    exp_dir=${exp_dir:-exp/${pretrained##*/}-decoder-unpadded}
   else
     config=${config:-$recipe_dir/conf/whisper.yaml}
     exp_dir=${exp_dir:-exp/${pretrained##*/}}
@@ -155,14 +171,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     dsr decode --exp-dir exp/zeroshot-${pretrained##*/} --pretrained $pretrained -m whisper-greedy -m faster-whisper \
       $eval_cuts
   fi
-  if [ "$decoder_only" = true ]; then
+  if [ "$decoder_only" != false ]; then
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m whisper-greedy -m whisper-beam-search --beam-size $beam_size \
       $eval_cuts
   else
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m greedy -m ctc-greedy -m modified-beam-search $whisper_methods \
       --beam-size $beam_size $eval_cuts
   fi
-  if [ -n "$lexicon" ] && [ "$decoder_only" != true ]; then
+  if [ -n "$lexicon" ] && [ "$decoder_only" = false ]; then
     [ -f "$lexicon" ] || { echo "run.sh: word list $lexicon not found; apt-get install wamerican" \
       "(bash tools/setup.sh --lm), pass --lexicon FILE, or --lexicon '' to skip the n-best expansion" >&2; exit 2; }
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size \
@@ -189,8 +205,8 @@ rescore_with() {
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: LLM rescoring of the beam-search n-best (tuned on dev)"
   nbests=()
-  [ "$decoder_only" != true ] && nbests+=(modified-beam-search)
-  [ -n "$lexicon" ] && [ "$decoder_only" != true ] && nbests+=(modified-beam-search+lexicon)
+  [ "$decoder_only" = false ] && nbests+=(modified-beam-search)
+  [ -n "$lexicon" ] && [ "$decoder_only" = false ] && nbests+=(modified-beam-search+lexicon)
   [ -n "$pretrained" ] && nbests+=(whisper-beam-search)
   for nb in "${nbests[@]}"; do
     rescore_with $nb llm $llm_flag
