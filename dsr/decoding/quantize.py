@@ -10,20 +10,31 @@ On one thread it halved a 20M-parameter Conformer's encoder time (docs/RESULTS.m
 from __future__ import annotations
 
 import warnings
+from copy import deepcopy
 from typing import TypeVar, cast
 
 import torch
 
 from dsr.errors import OptionError
+from dsr.models.whisper.model import TextDecoder
 
 M = TypeVar("M", bound=torch.nn.Module)
 
 
 def quantize_int8(model: M, device: torch.device) -> M:
-    """``model`` with every ``nn.Linear`` replaced by a dynamic int8 one (CPU only; eval mode)."""
+    """A copy of ``model`` with every ``nn.Linear`` replaced by a dynamic int8 one (CPU only; eval mode).
+
+    A Whisper text decoder's output projection, tied to its token embedding, is made a Linear
+    first (:meth:`TextDecoder.untie_output_projection`) so that it is quantised too: it is the
+    largest matrix of tiny.en's decoding step, and CTranslate2's int8 quantises it as well.
+    """
     if device.type != "cpu":
         raise OptionError(f"{{int8}} runs on the CPU only (got {{device}} {device.type}); drop {{int8}} on a GPU")
+    copy = deepcopy(model).eval()
+    for module in copy.modules():
+        if isinstance(module, TextDecoder):
+            module.untie_output_projection()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        # A deep copy of the model, of its own class, with the Linear submodules swapped.
-        return cast(M, torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8))
+        # The copy, of its own class, with the Linear submodules swapped in place.
+        return cast(M, torch.ao.quantization.quantize_dynamic(copy, {torch.nn.Linear}, dtype=torch.qint8, inplace=True))
