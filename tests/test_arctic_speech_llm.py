@@ -4,8 +4,8 @@ A tiny ARCTIC-style folder (24 prompts, 1-2 one-second takes each), a tiny rando
 dsr's format (``--pretrained PATH``) and a tiny random Qwen2 with a ChatML template (``--llm
 PATH``): the recipe runs stages 0-4 (the hybrid, its transducer n-best), then stages 6-7 (the
 speech-LLM's two stages on the same encoder and original-speed takes, each decoded greedily and
-reranking the hybrid's n-best of dev and test; one results table).  No download, a minute on
-one thread.  Also: the recipe's one-line refusals, its requirements check before any stage
+reranking the hybrid's n-best of dev and test; one results table).  No download; 50-70 s on
+two shared cores (with compiled bytecode).  Also: the recipe's one-line refusals, its requirements check before any stage
 (``dsr lm check`` -> :func:`dsr.models.speech_llm.check_speech_llm_requirements`), and
 ``dsr decode --nbest-file`` given in the wrong order.
 """

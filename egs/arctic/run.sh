@@ -46,9 +46,9 @@
 #               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml
 #   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list (with
 #               --pretrained also the Whisper decoder's rescoring of that n-best list, its greedy and beam
-#               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>); the
-#               same n-best expanded with respellings of out-of-lexicon words (--lexicon, a word list;
-#               "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
+#               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>, unless
+#               --zero-shot false); the same n-best expanded with respellings of out-of-lexicon words
+#               (--lexicon, a word list; "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
 #   5 rescore   LLM rescoring of both n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
 #               -> exp/conformer/decode/modified-beam-search+llm/ and modified-beam-search+lexicon+llm/
 #               (+llm-ft/ and +lexicon+llm-ft/ with --finetune-llm true)
@@ -56,8 +56,10 @@
 #               hybrid's pretrained Whisper encoder and the same training takes (original speed only), LLM
 #               --llm (default SmolLM2-135M-Instruct): stage 1 trains the projector (conf/speech_llm_stage1.yaml
 #               -> exp/speech-llm-stage1), stage 2 adds LoRA from stage 1 (conf/speech_llm_stage2.yaml ->
-#               exp/speech-llm-stage2; --speech-llm-exp changes the prefix); each is decoded on dev and test with
-#               speech-llm-greedy and speech-llm-rescoring (stage 4's transducer beam n-best reranked)
+#               exp/speech-llm-stage2; --speech-llm-exp changes the prefix; --speech-llm-epochs N and
+#               --speech-llm-stage1-opts / --speech-llm-stage2-opts "FLAGS" add dsr train flags); each is decoded
+#               on dev and test with speech-llm-greedy and speech-llm-rescoring (stage 4's transducer beam-search
+#               n-best of that split reranked: one --nbest-file per --cuts)
 #   7 results   WER/RTF table and the rescoring table -> exp/conformer/results.md; with --speech-llm true the
 #               speech-LLM rows join the hybrid's table (dsr results --also-exp-dir)
 # Rescoring and the speech-LLM need the LM extras (bash tools/setup.sh --lm); with --speech-llm true the recipe
