@@ -5,9 +5,10 @@ dsr's format (``--pretrained PATH``) and a tiny random Qwen2 with a ChatML templ
 PATH``): the recipe runs stages 0-4 (the hybrid, its transducer n-best), then stages 6-7 (the
 speech-LLM's two stages on the same encoder and original-speed takes, each decoded greedily and
 reranking the hybrid's n-best of dev and test; one results table).  No download; 50-70 s on
-two shared cores (with compiled bytecode).  Also: the recipe's one-line refusals, its requirements check before any stage
-(``dsr lm check`` -> :func:`dsr.models.speech_llm.check_speech_llm_requirements`), and
-``dsr decode --nbest-file`` given in the wrong order.
+two shared cores (with compiled bytecode).  Also: the recipe's one-line refusals, its
+requirements check before any stage (``dsr lm check`` ->
+:func:`dsr.models.speech_llm.check_speech_llm_requirements`), and ``dsr decode --nbest-file``
+given in the wrong order.
 """
 
 from __future__ import annotations
