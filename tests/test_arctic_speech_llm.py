@@ -159,7 +159,7 @@ def recipe(tmp_path_factory) -> dict[str, Any]:
         "--speech-llm-stage1-opts", SPEECH_LLM_OPTS, "--speech-llm-stage2-opts", SPEECH_LLM_OPTS,
     )  # fmt: skip
     assert speech_llm.returncode == 0, speech_llm.stderr[-3000:]
-    return {"root": root, "corpus": corpus, "work": work, "llm": llm, "whisper": whisper, "proc": speech_llm}
+    return {"corpus": corpus, "work": work, "llm": llm, "whisper": whisper, "proc": speech_llm, "common": common}
 
 
 def test_speech_llm_stages_train_on_the_hybrids_encoder_and_takes(recipe):
@@ -236,6 +236,17 @@ def test_nbest_files_in_the_wrong_order_fail_before_the_model_loads(recipe, caps
     assert line.startswith("error: --nbest-file ") and "has none of the utterances of" in line
     assert "one per --cuts, in the same order" in line
     assert (out / "result.json").stat().st_mtime_ns == before
+
+
+def test_speech_llm_stage_without_the_hybrids_nbest_says_which_stage_makes_it(recipe):
+    line = _one_line_error(
+        _run(recipe["corpus"], recipe["work"], *recipe["common"], "--stage", "6", "--exp-dir", "exp/x")
+    )
+    assert line == (
+        "run.sh: exp/x/decode/modified-beam-search/arctic_dev/nbest.jsonl not found; decode the hybrid first "
+        "(--stage 4, with the same --pretrained/--exp-dir)"
+    )
+    assert not (recipe["work"] / "exp/x").exists()
 
 
 # ---------------------------------------------------------------- refusals, before any stage runs
