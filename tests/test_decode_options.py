@@ -106,6 +106,24 @@ def test_decode_options_defaults_and_normalisation():
         ExpandOptions(parents=0)
 
 
+def test_nbest_file_is_one_per_cuts_manifest():
+    rescore = dict(lang_dir=None, methods=("speech-llm-greedy", "speech-llm-rescoring"))
+    # One path, as the library took it before the flag was repeatable, or several, in --cuts order.
+    assert _decode(**rescore, nbest_file="dev.jsonl").nbest_file == (Path("dev.jsonl"),)
+    o = _decode(**rescore, nbest_file=("dev.jsonl", Path("test.jsonl")))
+    assert o.nbest_file == (Path("dev.jsonl"), Path("test.jsonl"))
+    assert o.nbest_files_for(["d.jsonl.gz", "t.jsonl.gz"]) == [Path("dev.jsonl"), Path("test.jsonl")]
+    for cuts in (["d.jsonl.gz"], ["d.jsonl.gz", "t.jsonl.gz", "x.jsonl.gz"]):
+        with pytest.raises(OptionError, match=f"^nbest_file: 2 given for {len(cuts)} `cuts` manifests; give one") as e:
+            o.nbest_files_for(cuts)
+        assert e.value.field == "nbest_file"
+    with pytest.raises(OptionError, match="is required by speech-llm-rescoring") as e:
+        _decode(**rescore, nbest_file=())
+    assert e.value.field == "nbest_file"
+    # Without speech-llm-rescoring no manifest has one.
+    assert _decode(lang_dir=None, methods=("speech-llm-greedy",)).nbest_files_for(["a", "b"]) == [None, None]
+
+
 def test_transcribe_options():
     assert TranscribeOptions(pretrained="whisper-tiny.en", method="whisper-greedy").lang_dir is None
     for kw, field in [
@@ -194,6 +212,22 @@ def test_for_flags_names_the_flags():
             "--method: 'nope' is unknown",
         ),
         (["transcribe", "--exp-dir", "exp", "a.wav"], "--lang-dir: is required"),
+        (
+            [
+                "decode",
+                "--exp-dir",
+                "exp",
+                "--cuts",
+                "dev.jsonl.gz",
+                "--cuts",
+                "test.jsonl.gz",
+                "-m",
+                "speech-llm-rescoring",
+                "--nbest-file",
+                "dev.jsonl",
+            ],
+            "--nbest-file: 1 given for 2 --cuts manifests; give one n-best list per --cuts, in the same order",
+        ),
     ],
 )
 def test_the_cli_reports_option_errors_naming_the_flag(args, message):

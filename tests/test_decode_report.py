@@ -234,6 +234,52 @@ def test_results_table_shows_the_new_columns_and_tolerates_old_results(tmp_path:
     assert write_results(tmp_path, rows + [cuda]).read_text().splitlines()[-1].endswith("| 7 | 300 |")
 
 
+def test_results_of_other_exp_dirs_join_the_table_labelled_by_exp_dir(tmp_path: Path) -> None:
+    from dsr.evaluation.report import collect_results, row_label, write_results
+
+    def result(exp: Path, method: str, split: str, wer: float) -> None:
+        out = exp / "decode" / method / split
+        out.mkdir(parents=True)
+        row = dict(method=method, split=split, checkpoint="epoch-1", wer=wer, errors=1, ref_words=10, num_utts=2)
+        (out / "result.json").write_text(json.dumps({**row, "rtf": 0.1}))
+
+    hybrid, stage1, stage2 = (tmp_path / "exp" / name for name in ("whisper", "speech-llm-stage1", "speech-llm-stage2"))
+    for split in ("a_dev", "a_test"):
+        result(hybrid, "modified-beam-search", split, 45.0)
+        result(hybrid, "greedy", split, 50.0)
+        for exp in (stage2, stage1):
+            result(exp, "speech-llm-greedy", split, 115.0)
+    alone = collect_results(hybrid)
+    assert {r["exp_dir"] for r in alone} == {str(hybrid)}
+    md = write_results(hybrid, alone).read_text().splitlines()
+    assert md[0].startswith("| method | split |")  # one exp dir: no exp column
+    rows = collect_results(hybrid, [stage1, stage2])
+    # By split, then exp dir in the order given, then method.
+    assert [(Path(r["exp_dir"]).name, r["method"], r["split"]) for r in rows][:4] == [
+        ("whisper", "greedy", "a_dev"),
+        ("whisper", "modified-beam-search", "a_dev"),
+        ("speech-llm-stage1", "speech-llm-greedy", "a_dev"),
+        ("speech-llm-stage2", "speech-llm-greedy", "a_dev"),
+    ]
+    assert row_label(rows[2], rows) == "speech-llm-stage1: speech-llm-greedy" and row_label(rows[2], alone) == (
+        "speech-llm-greedy"
+    )
+    md = write_results(hybrid, rows).read_text().splitlines()
+    assert md[0].startswith("| exp | method | split |") and len(md) == 2 + 8
+    assert md[4] == f"| {stage1} | speech-llm-greedy | a_dev | epoch-1 | 115.00 | - | 1 / 10 | 2 | 0.1000 | - | - | - |"
+    assert json.loads((hybrid / "results.json").read_text())[2]["exp_dir"] == str(stage1)
+    # The CLI: an --also-exp-dir without results is a one-line error naming it.
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+
+    args = ["results", "--exp-dir", str(hybrid), "--no-plot", "--also-exp-dir", str(stage1)]
+    ok = CliRunner().invoke(app, [*args, "--also-exp-dir", str(stage2)])
+    assert ok.exit_code == 0 and "speech-llm-stage2" in ok.output
+    bad = CliRunner().invoke(app, [*args, "--also-exp-dir", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and f"error: --also-exp-dir {tmp_path / 'nowhere'}: no decoding results" in bad.output
+
+
 def test_int8_decode_quantises_linears_and_writes_its_own_results(exp: dict[str, Path], tmp_path: Path) -> None:
     from dsr.decoding.loading import load_model
     from dsr.decoding.quantize import quantize_int8

@@ -41,14 +41,17 @@ _DECODE_DOC = """Decode cuts and score them: writes recogs.txt, errs.txt, wer.tx
         dsr decode --exp-dir exp/zeroshot-tiny.en --pretrained whisper-tiny.en --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m whisper-greedy
 
         dsr decode --exp-dir exp/speech-llm --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m speech-llm-greedy -m speech-llm-beam-search --beam-size 4
+
+        dsr decode --exp-dir exp/speech-llm --cuts data/whisper_fbank/arctic_cuts_dev.jsonl.gz --cuts data/whisper_fbank/arctic_cuts_test.jsonl.gz -m speech-llm-rescoring --nbest-file exp/whisper-tiny.en/decode/modified-beam-search/arctic_dev/nbest.jsonl --nbest-file exp/whisper-tiny.en/decode/modified-beam-search/arctic_test/nbest.jsonl
     """
 
 
 def _decode(cuts: list[Path], **flags: Any) -> None:
     from dsr.decoding.options import DecodeOptions
 
-    with flag_errors(DecodeOptions):
+    with flag_errors(DecodeOptions, {"cuts": "--cuts"}):
         options = build(DecodeOptions, flags)  # a bad option is reported before torch is imported
+        nbest_files = options.nbest_files_for(cuts)  # --nbest-file: one per --cuts
         from dsr.data.cuts import load_cuts
         from dsr.decoding.decode import decode_manifest, prepare
         from dsr.decoding.methods import SPEECH_LLM_METHODS
@@ -57,8 +60,8 @@ def _decode(cuts: list[Path], **flags: Any) -> None:
         # a speech-LLM checkpoint is loaded by its own decoder, per manifest.
         speech_llm = set(options.methods) <= set(SPEECH_LLM_METHODS)
         decoder = None if speech_llm else prepare(options, load_cuts(cuts[0]), str(cuts[0]))
-        for c in cuts:
-            for res in decode_manifest(options, c, progress=show_progress(), decoder=decoder):
+        for c, nbest_file in zip(cuts, nbest_files):
+            for res in decode_manifest(options, c, progress=show_progress(), decoder=decoder, nbest_file=nbest_file):
                 console.print(f"[green]done[/] decode: {res.summary()}")
 
 
@@ -126,6 +129,12 @@ decode, transcribe = _commands()
 
 def results(
     exp_dir: Path = typer.Option(..., "--exp-dir", help="Experiment directory that has been decoded."),
+    also_exp_dir: list[Path] = typer.Option(
+        [],
+        "--also-exp-dir",
+        help="Another decoded experiment whose rows join the table, labelled by their exp dir (repeatable; "
+        "e.g. a speech-LLM beside the transducer). The files are still written to --exp-dir.",
+    ),
     plot: bool | None = typer.Option(
         None,
         "--plot/--no-plot",
@@ -136,11 +145,13 @@ def results(
 
     Also writes EXP_DIR/results.md and results.json, and with matplotlib the pictures
     EXP_DIR/training_curves.png (losses against update, valid loss per epoch) and wer.png.
+    With --also-exp-dir the rows of other experiments join the table, with an exp column.
 
     Example:
 
         dsr results --exp-dir exp/conformer
         dsr results --exp-dir exp/conformer --no-plot
+        dsr results --exp-dir exp/whisper-tiny.en --also-exp-dir exp/speech-llm-stage1 --also-exp-dir exp/speech-llm-stage2
     """
     import sys
 
@@ -153,13 +164,16 @@ def results(
     if plot and not matplotlib_available():
         console.print(f"[red]error:[/] --plot needs matplotlib: {escape(INSTALL_HINT)}")
         raise typer.Exit(2)
-    rows = collect_results(exp_dir)
-    if not rows:
-        console.print(f"[red]error:[/] no decoding results under {exp_dir}/decode; run dsr decode first")
-        raise typer.Exit(2)
+    for d in [exp_dir, *also_exp_dir]:
+        if not any(Path(d).glob("decode/*/*/result.json")):
+            flag = "--exp-dir" if d == exp_dir else "--also-exp-dir"
+            message = f"{flag} {d}: no decoding results under {d}/decode; run dsr decode first"
+            console.print(f"[red]error:[/] {escape(message)}")
+            raise typer.Exit(2)
+    rows = collect_results(exp_dir, also_exp_dir)
     # Like dsr.cli.common.console: a pipe or file gets the full width instead of 80 columns.
     out = Console(width=None if sys.stdout.isatty() else 200)
-    out.print(rich_table(rows, f"Results: {exp_dir}"))
+    out.print(rich_table(rows, "Results: " + " + ".join(str(d) for d in [exp_dir, *also_exp_dir])))
     rescoring = rescoring_table([r for r in rows if "oracle_wer" in r])
     if rescoring:  # first pass, n-best oracle and LLM-rescored WER side by side
         out.print("\n".join(rescoring), markup=False, highlight=False)

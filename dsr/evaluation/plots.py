@@ -166,10 +166,14 @@ def plot_training_curves(curves: TrainingCurves, path: Path, title: str = "") ->
 
 def plot_wer(rows: list[dict], path: Path, title: str = "") -> Path:
     """A grouped bar chart of the WER of ``rows`` (``result.json`` dicts): one group per
-    decoding method, one bar per split, the value written on each bar."""
-    methods = sorted({r["method"] for r in rows})
+    decoding method (per exp dir and method for rows of several exp dirs), one bar per split,
+    the value written on each bar."""
+    from dsr.evaluation.report import row_label
+
+    labels = [row_label(r, rows) for r in rows]  # "exp: method" for rows of several exp dirs
+    methods = sorted(set(labels))
     splits = sorted({r["split"] for r in rows})
-    wer = {(r["method"], r["split"]): float(r["wer"]) for r in rows}
+    wer = {(label, r["split"]): float(r["wer"]) for label, r in zip(labels, rows)}
     width = 0.8 / len(splits)
     fig = _figure(max(6.0, 1.2 * len(methods) * len(splits) + 2), 4.5)
     ax = fig.subplots()

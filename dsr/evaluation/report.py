@@ -1,18 +1,40 @@
-"""Collect ``result.json`` files of every decoding run into one table (Markdown, JSON and rich)."""
+"""Collect ``result.json`` files of every decoding run into one table (Markdown, JSON and rich).
+
+The rows of other experiments can join the table (``dsr results --also-exp-dir``, e.g. a
+speech-LLM beside the transducer it is compared with): each row records the exp dir it came
+from, and a table of several exp dirs gets an ``exp`` column.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from dsr.utils import write_json_atomic, write_text_atomic
 
 
-def collect_results(exp_dir: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted(Path(exp_dir).glob("decode/*/*/result.json"))]
-    return sorted(rows, key=lambda r: (r["split"], r["method"]))
+def collect_results(exp_dir: Path, also: Sequence[Path] = ()) -> list[dict]:
+    """Every ``result.json`` under ``exp_dir/decode`` and then under each ``also`` dir's, with the
+    exp dir it came from (``"exp_dir"``); sorted by split, then exp dir (in the order given), then
+    method."""
+    rows = []
+    for rank, d in enumerate([exp_dir, *also]):
+        for p in sorted(Path(d).glob("decode/*/*/result.json")):
+            rows.append((rank, {**json.loads(p.read_text()), "exp_dir": str(d)}))
+    return [r for _, r in sorted(rows, key=lambda x: (x[1]["split"], x[0], x[1]["method"]))]
+
+
+def several_exp_dirs(rows: list[dict]) -> bool:
+    return len({r.get("exp_dir") for r in rows}) > 1
+
+
+def row_label(row: dict, rows: list[dict]) -> str:
+    """The row's method, prefixed by its exp dir's name when ``rows`` come from several exp dirs."""
+    if several_exp_dirs(rows) and row.get("exp_dir"):
+        return f"{Path(row['exp_dir']).name}: {row['method']}"
+    return row["method"]
 
 
 def _num(fmt: str) -> Callable[[Any], str]:
@@ -45,8 +67,11 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted cells of the summary table; CUDA memory only when some run used CUDA."""
+    """Headers and formatted cells of the summary table; CUDA memory only when some run used CUDA,
+    the exp dir only when the rows come from several."""
     columns = [c for c in COLUMNS if c[0] != "CUDA peak MB" or any(r.get("cuda_peak_mb") is not None for r in rows)]
+    if several_exp_dirs(rows):
+        columns.insert(0, ("exp", lambda r: r.get("exp_dir") or "-"))
     return [h for h, _ in columns], [[cell(r) for _, cell in columns] for r in rows]
 
 
@@ -75,7 +100,7 @@ def rich_table(rows: list[dict], title: str) -> Any:
         title = f"{title} ({checkpoints.pop()})"
     table = Table(title=title)
     for h in headers:
-        table.add_column(h, justify="left" if h in ("method", "split", "checkpoint") else "right")
+        table.add_column(h, justify="left" if h in ("exp", "method", "split", "checkpoint") else "right")
     for row in cells:
         table.add_row(*row)
     return table

@@ -83,6 +83,12 @@ def _source_kwargs(path: Path) -> tuple[str, dict[str, Any]]:
     return str(path), {"local_files_only": True}
 
 
+def check_llm_source(path: Path | str) -> None:
+    """A one-line :class:`DsrUserError` unless ``path`` is something :func:`load_causal_lm` can
+    read (a directory with config.json, or a .gguf file with gguf installed); loads nothing."""
+    _source_kwargs(Path(path))
+
+
 def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
     """The tokenizer stored with a model directory or inside a GGUF file."""
     require_packages()

