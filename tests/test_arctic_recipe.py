@@ -85,3 +85,7 @@ def test_bad_corpus_dir_and_fractions_fail_with_one_line(tmp_path: Path) -> None
     assert proc.returncode == 2 and "--dev-fraction 0.6 + --test-fraction 0.6 exceed 1" in proc.stderr
     proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--init-from", str(tmp_path / "m.pt"))
     assert proc.returncode == 2 and "--init-from needs --init-lang-dir" in proc.stderr
+    proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--decoder-only", "unpadded")
+    assert proc.returncode == 2 and "give --pretrained too" in proc.stderr
+    proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--pretrained", "whisper-tiny.en", "--decoder-only", "yes")
+    assert proc.returncode == 2 and "--decoder-only takes true, false or unpadded, got 'yes'" in proc.stderr
