@@ -46,16 +46,21 @@ class OptionError(DsrUserError, ValueError):
         """The message with each option named ``name_of(field_name, negated)``."""
         return re.sub(r"\{(not:)?([a-z][a-z0-9_]*)\}", lambda m: name_of(m.group(2), bool(m.group(1))), self.template)
 
-    def as_flags(self) -> str:
-        """The message naming command-line flags: ``--field-name``, ``--no-field-name``."""
-        return self.renamed(lambda name, negated: f"--{'no-' if negated else ''}{name.replace('_', '-')}")
+    def as_flags(self, flags: dict[str, str] | None = None) -> str:
+        """The message naming command-line flags: ``--field-name``, ``--no-field-name``; ``flags``
+        maps the fields whose flag is spelled otherwise (``{"parts": "--part"}``)."""
+        return self._spelled(lambda name: (flags or {}).get(name) or "--" + name.replace("_", "-"))
 
     def for_flags(self, flags: dict[str, str]) -> str:
         """The message with each field spelled as its flag (``flags`` maps field -> flag, ``--no-``
         added for a false boolean; fields without one keep their name)."""
+        return self._spelled(lambda name: flags.get(name, name))
 
+    def _spelled(self, spelling: Callable[[str], str]) -> str:
         def flag(name: str, negated: bool) -> str:
-            spelled = flags.get(name, name)
-            return f"--no-{spelled[2:]}" if negated and spelled.startswith("--") else spelled
+            spelled = spelling(name)
+            if not negated:
+                return spelled
+            return f"--no-{spelled[2:]}" if spelled.startswith("--") else f"{spelled}=False"
 
         return self.renamed(flag)

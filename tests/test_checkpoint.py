@@ -109,3 +109,18 @@ def test_resolve_falls_back_to_epoch_checkpoints_without_a_running_average(tmp_p
     ckpt, tag = resolve_model_checkpoint(tmp_path, epoch=2, avg=2)
     assert tag == "epoch-2-avg-2" and torch.allclose(ckpt["model"]["weight"], torch.full((1, 2), 15.0))
     assert "no running model average" in caplog.text
+
+
+def test_a_missing_checkpoint_names_the_option_that_gave_it(tmp_path):
+    """``load_checkpoint(path, option)``: an OptionError naming the option (``checkpoint``,
+    ``teacher``), which each command shows as its own flag; without one, the file alone."""
+    from dsr.errors import OptionError
+    from dsr.models.checkpoint import load_checkpoint
+
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(OptionError) as e:
+        load_checkpoint(missing, "teacher")
+    assert str(e.value) == f"teacher {missing} does not exist; train first or give another teacher"
+    assert e.value.as_flags() == f"--teacher {missing} does not exist; train first or give another --teacher"
+    with pytest.raises(DsrUserError, match=rf"^checkpoint {missing} does not exist; train first$"):
+        load_checkpoint(missing)

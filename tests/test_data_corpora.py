@@ -68,7 +68,7 @@ def test_librispeech_layout_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DsrUserError, match=r"LibriSpeech corpus dir .*/nowhere does not exist; fix: .*--download"):
         prepare_librispeech(tmp_path / "nowhere", tmp_path / "m")
     corpus = librispeech(tmp_path)
-    with pytest.raises(DsrUserError, match=r"holds no LibriSpeech part folder; fix: pass --corpus-dir .*LibriSpeech"):
+    with pytest.raises(DsrUserError, match=r"holds no LibriSpeech part folder; fix: give corpus_dir .*LibriSpeech"):
         prepare_librispeech(tmp_path, tmp_path / "m")
     with pytest.raises(DsrUserError, match=r"part folder .*dev-clean does not exist"):
         prepare_librispeech(corpus, tmp_path / "m", ["dev-clean"])
@@ -87,7 +87,9 @@ def test_librispeech_layout_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_download_offline_is_one_line(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/no-mirror"
-    with pytest.raises(DsrUserError, match=rf"cannot download {url}/31/dev-clean-2.tar.gz .*fix: .*--corpus-dir"):
+    with pytest.raises(
+        DsrUserError, match=rf"cannot download {url}/31/dev-clean-2.tar.gz .*fix: .*base_url .*give it as corpus_dir$"
+    ):
         download_librispeech(tmp_path / "dl", ["dev-clean-2"], base_url=url)
     with pytest.raises(DsrUserError, match=rf"cannot download {url}/33/data_aishell.tgz "):
         download_aishell(tmp_path / "dl", base_url=url)
@@ -186,7 +188,7 @@ def test_aishell_agrees_with_lhotse_recipe(tmp_path: Path) -> None:
 def test_aishell_layout_errors_are_one_line(tmp_path: Path) -> None:
     corpus = aishell(tmp_path)
     with pytest.raises(
-        DsrUserError, match=r"aishell_transcript_v0.8.txt does not exist; fix: pass --corpus-dir .*aishell$"
+        DsrUserError, match=r"aishell_transcript_v0.8.txt does not exist; fix: give corpus_dir .*aishell$"
     ):
         prepare_aishell(tmp_path, tmp_path / "m")
     for wav in (corpus / "data_aishell/wav/dev").rglob("*.wav"):
@@ -213,7 +215,27 @@ def test_musan_recordings_only(tmp_path: Path) -> None:
     (corpus / "noise/free-sound/noise-free-sound-0001.wav").unlink()
     ref = lhotse_prepare(corpus, parts=["noise", "music"])
     assert [r.id for r in ref["noise"]["recordings"]] == [r.id for r in noise]
-    with pytest.raises(DsrUserError, match=r"holds no MUSAN part folder; fix: pass --corpus-dir .*musan"):
+    with pytest.raises(DsrUserError, match=r"holds no MUSAN part folder; fix: give corpus_dir .*musan$"):
         prepare_musan(tmp_path, tmp_path / "m")
     with pytest.raises(DsrUserError, match="'babble' is unknown"):
         prepare_musan(corpus, tmp_path / "m", ["babble"])
+
+
+def test_musan_errors_name_arguments_in_python_and_flags_in_the_cli(tmp_path: Path) -> None:
+    """The library names prepare_musan's arguments (``corpus_dir``, ``parts``); dsr prepare musan
+    says the same in one line naming its flags (``--corpus-dir``, ``--part``)."""
+    corpus = musan(tmp_path)
+    for path in sorted((corpus / "speech").rglob("*"), reverse=True) + [corpus / "speech"]:
+        path.unlink() if path.is_file() else path.rmdir()
+    cases = [  # (corpus_dir, part, the message with {} for the argument, library name, flag)
+        (tmp_path, "noise", f"{tmp_path} holds no MUSAN part folder; fix: give {{}} {corpus}", "corpus_dir", "--corpus-dir"),
+        (corpus, "speech", f"MUSAN part folder {corpus / 'speech'} does not exist; fix: unpack musan.tar.gz "
+         "completely, or drop speech from {}", "parts", "--part"),
+    ]  # fmt: skip
+    for corpus_dir, part, message, name, flag in cases:
+        with pytest.raises(DsrUserError) as raised:
+            prepare_musan(corpus_dir, tmp_path / "m", [part])
+        assert str(raised.value) == message.format(name)
+        res = _cli("musan", "--corpus-dir", str(corpus_dir), "--part", part, "--manifest-dir", str(tmp_path / "m"))
+        assert isinstance(res.exception, DsrUserError), res.output
+        assert str(res.exception) == message.format(flag)

@@ -10,7 +10,7 @@ import soundfile as sf
 from lhotse import load_manifest
 
 from dsr.data.manifests import recordings_path, supervisions_path
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.synth.corpus import DEFAULT_VOICE_SPLIT, VoiceSplit, prepare_synth
 from dsr.synth.sentences import DIGIT_WORDS, vocabulary
 from dsr.synth.tts import Voice, available_voices
@@ -182,6 +182,11 @@ def test_file_text_source_speaks_the_file_minus_excluded(tmp_path: Path) -> None
     }
     with pytest.raises(ValueError):
         prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="file")
+    # A missing file names the argument (dsr prepare synth: its flag, --text-file).
+    with pytest.raises(OptionError) as missing:
+        prepare_synth(tmp_path / "c", tmp_path / "m", num_train=1, text_source="file", text_file=tmp_path / "no.txt")
+    assert str(missing.value).startswith(f"text_file {tmp_path / 'no.txt'}: no such text file; write one with")
+    assert missing.value.as_flags().startswith(f"--text-file {tmp_path / 'no.txt'}: no such text file")
     with pytest.raises(DsrUserError, match="book.txt: 3 usable sentences"):
         prepare_synth(
             tmp_path / "c",

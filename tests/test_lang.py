@@ -40,7 +40,7 @@ def test_bpe_errors(tmp_path):
 def test_chinese_text_needs_a_piece_per_character(tmp_path):
     """AISHELL-style text (characters, no spaces): too small a vocabulary asks for a bigger one."""
     texts = ["而对楼市成交抑制作用最大的限购", "也成为地方政府的眼中钉"] * 10
-    with pytest.raises(DsrUserError, match=r"use --vocab-size >= 28,"):
+    with pytest.raises(DsrUserError, match=r"use vocab_size >= 28,"):
         train_bpe(texts, tmp_path / "small", vocab_size=20)
     train_bpe(texts, tmp_path / "ok", vocab_size=40)
     assert "".join(Tokenizer(tmp_path / "ok").sp.encode("也成为地方政府", out_type=str)).lstrip("▁") == "也成为地方政府"

@@ -90,6 +90,35 @@ def test_prune_options_are_checked() -> None:
         PruneOptions().validate(ModelConfig(**{**TINY, "encoder_type": "whisper"}))
 
 
+def _errors_name_arguments_in_python_and_flags_in_the_cli(tmp_path: Path, model: Path) -> None:
+    """prune_checkpoint's errors name its arguments and options; dsr prune says the same with its flags."""
+    from typer.testing import CliRunner
+
+    from dsr.cli.main import app
+    from dsr.models.prune import prune_checkpoint
+
+    missing = tmp_path / "missing.jsonl.gz"
+    cases = [  # (arguments, flags, the message with {name} for each argument's name)
+        (dict(options=PruneOptions(drop_layers=1), checkpoint=model), ["--drop-layers", "1", "--checkpoint", model],
+         "{drop_layers} scores the layers on real features: give {cuts} (e.g. the dev cuts)"),
+        (dict(options=PruneOptions(drop_layers=1), checkpoint=model, cuts=missing),
+         ["--drop-layers", "1", "--checkpoint", model, "--cuts", missing],
+         f"{{cuts}} {missing} does not exist; run dsr features first"),
+        (dict(options=PruneOptions()), [], "give exactly one of {exp_dir} (with {epoch}/{avg}) or {checkpoint}"),
+        (dict(options=PruneOptions(), checkpoint=tmp_path / "nope.pt"), ["--checkpoint", tmp_path / "nope.pt"],
+         f"{{checkpoint}} {tmp_path / 'nope.pt'} does not exist; train first or give another {{checkpoint}}"),
+    ]  # fmt: skip
+    names = ("drop_layers", "cuts", "exp_dir", "epoch", "avg", "checkpoint")
+    for kwargs, flags, message in cases:
+        with pytest.raises(DsrUserError) as raised:
+            prune_checkpoint(tmp_path / "x.pt", **kwargs)  # type: ignore[arg-type]
+        assert str(raised.value) == message.format(**{n: n for n in names})
+        proc = CliRunner().invoke(app, ["prune", "--out", str(tmp_path / "x.pt"), *map(str, flags)])
+        assert isinstance(proc.exception, DsrUserError), proc.output
+        assert str(proc.exception) == message.format(**{n: "--" + n.replace("_", "-") for n in names})
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_cli_prunes_a_checkpoint_that_init_from_and_export_read(tmp_path: Path) -> None:
     from tiny_corpus import make_tiny_corpus
     from typer.testing import CliRunner
@@ -111,10 +140,7 @@ def test_cli_prunes_a_checkpoint_that_init_from_and_export_read(tmp_path: Path) 
     # dsr train --init-from with the printed flags loads every weight.
     fresh = build_model(ModelConfig(**{**TINY, "ffn_dim": 32, "num_encoder_layers": 3}))
     assert load_initial_weights(fresh, str(out), []) == set(fresh.state_dict())
-    with pytest.raises(DsrUserError, match="--drop-layers scores the layers on real features: pass --cuts"):
-        from dsr.models.prune import prune_checkpoint
-
-        prune_checkpoint(tmp_path / "x.pt", PruneOptions(drop_layers=1), checkpoint=tmp_path / "model.pt")
+    _errors_name_arguments_in_python_and_flags_in_the_cli(tmp_path, tmp_path / "model.pt")
     # ... and dsr export onnx takes it like any other checkpoint.
     pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[export]')")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")

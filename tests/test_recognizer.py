@@ -256,3 +256,36 @@ def test_a_checkpoint_file_instead_of_an_exp_dir(exp):
         t.text for t in _recognizer(exp).transcribe(exp["files"])
     ]
     assert by_file.loaded.tag == "epoch-1"
+
+
+def test_lang_dir_and_checkpoint_errors_name_fields_in_python_and_flags_in_the_cli(exp, tmp_path):
+    """Another vocabulary, or a checkpoint file that is not there: dsr.Recognizer's OptionError
+    names the field (``lang_dir``, ``checkpoint``); dsr decode and dsr transcribe print the same
+    line with the flag (``--lang-dir``, ``--checkpoint``), exit code 2."""
+    from test_stage_reruns import dsr as dsr_cli
+    from test_stage_reruns import one_line_error
+
+    import dsr
+    from dsr.errors import OptionError
+    from dsr.lang.bpe import Tokenizer, train_bpe
+
+    other = tmp_path / "lang30"
+    train_bpe(TEXTS * 30, other, vocab_size=30)
+    trained = Tokenizer(exp["lang"]).vocab_size
+    missing = tmp_path / "nope.pt"
+    vocab = f"{{}} {other} has 30 tokens but the model in {exp['exp']} was trained with {trained}; fix: give the {{}} "
+    cases = [  # (Recognizer's arguments, the decode/transcribe flags, the message with {} for the field)
+        (dict(exp_dir=exp["exp"], lang_dir=other), ["--exp-dir", exp["exp"], "--lang-dir", other],
+         vocab + "the model was trained with"),
+        (dict(checkpoint=missing, lang_dir=exp["lang"]),
+         ["--exp-dir", tmp_path / "out", "--checkpoint", missing, "--lang-dir", exp["lang"]],
+         f"{{}} {missing} does not exist; train first or give another {{}}"),
+    ]  # fmt: skip
+    for (kwargs, flags, message), field in zip(cases, ("lang_dir", "checkpoint")):
+        with pytest.raises(OptionError) as raised:
+            dsr.Recognizer(**kwargs, device="cpu")
+        assert str(raised.value) == message.format(field, field)
+        flag = "--" + field.replace("_", "-")
+        for command in (["decode", "--cuts", exp["cuts"]], ["transcribe", exp["files"][0]]):
+            line = one_line_error(dsr_cli(*command, *flags, "--device", "cpu"))
+            assert line == "error: " + message.format(flag, flag), line

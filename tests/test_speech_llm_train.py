@@ -419,3 +419,62 @@ def test_speech_llm_options_are_checked(setup, tmp_path, bad, message):
 
     with pytest.raises(DsrUserError, match=message):
         TrainConfig.from_dict(options(setup, tmp_path / "exp", **bad)).validate()
+
+
+def test_a_speech_llm_run_is_recorded_and_another_runs_exp_dir_refused(setup, stage1, tmp_path, capsys):
+    """As dsr train's transducer runs (design note 40): checkpoints and the done-marker record the
+    training cuts, the LLM, the CTC head's bpe.model and the options the checkpoints are shaped by;
+    an exp dir of another run is neither reported done nor resumed (before the LLM is loaded,
+    config.yaml untouched), in field names from Python and flag names from the CLI."""
+    import shutil
+
+    from lhotse import CutSet
+
+    from dsr.errors import OptionError
+    from dsr.utils import read_done_info
+
+    exp = tmp_path / "exp"
+    shutil.copytree(stage1["exp"], exp)
+    record = torch.load(exp / "epoch-1.pt", map_location="cpu", weights_only=False)["run"]
+    assert set(record["inputs"]) == {"train_cuts", "speech_llm", "lang_dir"}  # ctc_loss_scale 0.2: a CTC head
+    assert record["inputs"]["speech_llm"] == fingerprint(setup["llm"])
+    assert record["options"]["projector_stack"] == 2 and "lora_rank" not in record["options"]  # stage 1
+    assert read_done_info(exp, "train")["inputs"] == record["inputs"]
+    config = (exp / "config.yaml").read_text()
+    fewer = tmp_path / "fewer_cuts.jsonl.gz"
+    CutSet.from_cuts(list(CutSet.from_file(setup["corpus"]["train_cuts"]))[1:]).to_file(fewer)
+    other_llm = tmp_path / "other_llm"
+    shutil.copytree(setup["llm"], other_llm)
+    (other_llm / "README.md").write_text("another model\n")
+
+    # A finished run on other cuts is not reported done (dsr train's check of the done-marker).
+    line = dsr_user_error(capsys, "train", "--config", exp / "config.yaml", "--exp-dir", exp, "--train-cuts", fewer)
+    assert line == (
+        f"error: --exp-dir {exp} holds checkpoints of another run (--train-cuts holds other cuts): resume it "
+        "with what it was trained on, give a new --exp-dir, or --force to move its files aside and train afresh"
+    )
+    # An unfinished one is not resumed (the speech-LLM loop's check), naming what changed.
+    changes = [
+        (dict(train_cuts=str(fewer)), "train_cuts holds other cuts"),
+        (dict(projector_stack=3), "projector_stack 2 -> 3"),
+        (dict(ctc_loss_scale=0.0), "ctc_loss_scale '> 0 (a CTC head)' -> '0 (no CTC head)'"),
+        (dict(speech_llm=str(other_llm)), "speech_llm is another LLM (other files, or changed since)"),
+        (dict(speech_llm_stage=2), "speech_llm_stage 1 -> 2"),
+    ]
+    for overrides, change in changes:
+        with pytest.raises(OptionError) as raised:
+            train(TrainConfig.from_dict(options(setup, exp, num_epochs=2, **overrides)))
+        assert str(raised.value).startswith(f"exp_dir {exp} holds checkpoints of another run ({change}):"), raised
+        assert (exp / "config.yaml").read_text() == config
+    line = dsr_user_error(
+        capsys, "train", "--config", exp / "config.yaml", "--exp-dir", exp, "--num-epochs", 2, "--projector-stack", 3
+    )
+    assert f"--exp-dir {exp} holds checkpoints of another run (--projector-stack 2 -> 3)" in line
+    # Nor does the transducer trainer take it (nor the speech-LLM loop a transducer run's).
+    with pytest.raises(OptionError, match=r"another run \(it was trained with speech_llm\)"):
+        train(TrainConfig.from_dict(tiny_train_options(setup["corpus"], exp, num_epochs=2)))
+    assert (exp / "config.yaml").read_text() == config
+    # The same inputs: done, and resumed.
+    assert "already done" in dsr_ok("train", "--config", exp / "config.yaml", "--exp-dir", exp)
+    train(TrainConfig.from_dict(options(setup, exp, num_epochs=2, max_steps=4)))
+    assert torch.load(exp / "epoch-2.pt", map_location="cpu", weights_only=False)["global_step"] == 4

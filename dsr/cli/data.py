@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dsr.cli.common import already_done, console, finish, show_progress
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 app = typer.Typer(
     help="Prepare lhotse manifests from a corpus: the embedded synthetic corpus, a folder, a Kaldi data dir, "
@@ -393,7 +393,11 @@ def musan(
     todo = _pending(manifest_dir, mu.CORPUS, mu.check_parts(_split_list(parts)), force)
     if not todo:
         return
-    if download:
-        corpus_dir = mu.download_musan(download_dir, **({"base_url": base_url} if base_url else {}))
-    assert corpus_dir is not None  # _source: an existing copy or a download
-    _finish_splits(manifest_dir, mu.prepare_musan(corpus_dir, manifest_dir, todo, num_jobs))
+    try:
+        if download:
+            corpus_dir = mu.download_musan(download_dir, **({"base_url": base_url} if base_url else {}))
+        assert corpus_dir is not None  # _source: an existing copy or a download
+        reports = mu.prepare_musan(corpus_dir, manifest_dir, todo, num_jobs)
+    except OptionError as e:  # prepare_musan's parts are --part; its other arguments are their flags
+        raise DsrUserError(e.as_flags({"parts": "--part"})) from None
+    _finish_splits(manifest_dir, reports)

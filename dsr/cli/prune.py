@@ -43,7 +43,7 @@ def prune(
     try:
         report = prune_checkpoint(out, PruneOptions(ffn_keep, drop_layers, drop_heads), exp_dir, checkpoint, epoch,
                                   avg, use_averaged_model, cuts, num_utts)  # fmt: skip
-    except OptionError as e:  # PruneOptions' fields are these flags' names
+    except OptionError as e:  # prune_checkpoint's arguments and PruneOptions' fields are these flags' names
         raise DsrUserError(e.as_flags()) from None
     before, after = report["parameters_before"], report["parameters_after"]
     dropped = report.get("dropped_layers", [])

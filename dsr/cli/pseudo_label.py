@@ -105,7 +105,7 @@ def pseudo_label(
     try:
         _run(**locals())
     except OptionError as e:  # the library names its arguments and options; here they are flags
-        raise DsrUserError(e.renamed(lambda name, _: _FLAGS.get(name) or "--" + name.replace("_", "-"))) from None
+        raise DsrUserError(e.as_flags(_FLAGS)) from None
 
 
 # The library's names that are not the flags' (``--name-of-the-field`` otherwise).

@@ -28,7 +28,7 @@ from lhotse.recipes.aishell import text_normalize as _lhotse_text_normalize
 from dsr.data.corpus_import import OPENSLR_URL, Entry, import_utterances, require_dir, run_download
 from dsr.data.normalize import normalize_text
 from dsr.data.report import PrepareReport
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 logger = logging.getLogger("dsr")
 
@@ -81,9 +81,10 @@ def read_split(corpus_dir: Path, split: str, texts: dict[str, str], report: Prep
     if not wav_dir.is_dir() or not any(wav_dir.iterdir()):
         tarballs = sorted((wav_dir.parent).glob("*.tar.gz")) if wav_dir.parent.is_dir() else []
         fix = (
-            f"unpack the speaker archives in {wav_dir.parent} (e.g. {tarballs[0].name}), or use --download"
+            f"unpack the speaker archives in {wav_dir.parent} (e.g. {tarballs[0].name}), or download it: "
+            "dsr prepare aishell --download"
             if tarballs
-            else "unpack data_aishell.tgz completely, or use --download"
+            else "unpack data_aishell.tgz completely, or download it: dsr prepare aishell --download"
         )
         raise DsrUserError(f"AISHELL {split} audio folder {wav_dir} is missing or empty; fix: {fix}")
     entries: list[Entry] = []
@@ -106,17 +107,18 @@ def prepare_aishell(corpus_dir: Path, manifest_dir: Path, num_jobs: int = 1) -> 
     corpus_dir = require_dir(
         Path(corpus_dir),
         "AISHELL corpus dir",
-        "pass the folder holding data_aishell/ (e.g. download/aishell) or use --download",
+        "give the folder holding data_aishell/ (e.g. download/aishell) as {corpus_dir}, "
+        "or download it: dsr prepare aishell --download",
     )
     transcript = corpus_dir / TRANSCRIPT
     if not transcript.is_file():
         nested = corpus_dir / "aishell"
         fix = (
-            f"pass --corpus-dir {nested}"
+            f"give {{corpus_dir}} {nested}"
             if (nested / TRANSCRIPT).is_file()
-            else "pass the folder holding data_aishell/ (unpacked from data_aishell.tgz)"
+            else "give the folder holding data_aishell/ (unpacked from data_aishell.tgz) as {corpus_dir}"
         )
-        raise DsrUserError(f"{transcript} does not exist; fix: {fix}")
+        raise OptionError(f"{transcript} does not exist; fix: {fix}")
     texts = read_transcripts(transcript)
     reports = []
     for split in SPLITS:

@@ -34,7 +34,7 @@ from lhotse import Recording, SupervisionSegment
 from dsr.data.manifests import check_name, recording_from_info, supervision_for, write_manifests, write_recordings
 from dsr.data.report import PrepareReport
 from dsr.data.validate import AudioInfo, SkipUtterance, check_audio, check_transcript
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.utils import die_with_parent
 
 logger = logging.getLogger("dsr")
@@ -60,9 +60,10 @@ class Entry:
 
 
 def require_dir(path: Path, what: str, fix: str) -> Path:
-    """Raise a one-line :class:`DsrUserError` unless ``path`` is a directory."""
+    """Raise a one-line :class:`~dsr.errors.OptionError` unless ``path`` is a directory (``fix``
+    may name arguments as ``{corpus_dir}``, which the CLI shows as its flags)."""
     if not Path(path).is_dir():
-        raise DsrUserError(f"{what} {path} does not exist; fix: {fix}")
+        raise OptionError(f"{what} {path} does not exist; fix: {fix}")
     return Path(path)
 
 
@@ -195,9 +196,9 @@ def run_download(download: Callable[..., T], url: str, download_dir: Path, /, **
         return download(target_dir=download_dir, **kwargs)
     except _NETWORK_ERRORS as exc:
         reason = " ".join(str(getattr(exc, "reason", exc)).split()) or type(exc).__name__
-        raise DsrUserError(
-            f"cannot download {url} ({reason}); fix: go online or use --base-url for a mirror, "
-            "or fetch it elsewhere and pass --corpus-dir"
+        raise OptionError(
+            f"cannot download {url} ({reason}); fix: go online or use {{base_url}} for a mirror, "
+            "or fetch it elsewhere and give it as {corpus_dir}"
         ) from None
     except (tarfile.TarError, EOFError) as exc:
         raise DsrUserError(

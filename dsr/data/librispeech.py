@@ -26,7 +26,7 @@ from lhotse.recipes.librispeech import download_librispeech as _lhotse_download
 from dsr.data.corpus_import import OPENSLR_URL, Entry, import_utterances, require_dir, run_download
 from dsr.data.normalize import normalize_text
 from dsr.data.report import PrepareReport
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 logger = logging.getLogger("dsr")
 
@@ -64,7 +64,7 @@ def download_librispeech(download_dir: Path, dataset_parts: Sequence[str], base_
     """
     parts = resolve_parts(dataset_parts)
     if not parts:
-        raise DsrUserError("nothing to download; fix: name the parts, e.g. --dataset-parts mini_librispeech")
+        raise OptionError("nothing to download; fix: name the parts in {dataset_parts}, e.g. mini_librispeech")
     corpus_dir = Path(download_dir) / "LibriSpeech"
     for part in parts:
         corpus_dir = run_download(
@@ -83,7 +83,7 @@ def read_part(corpus_dir: Path, part: str) -> list[Entry]:
     part_dir = require_dir(
         Path(corpus_dir) / part,
         "LibriSpeech part folder",
-        f"download or unpack {part}, or drop it from --dataset-parts",
+        f"download or unpack {part}, or drop it from {{dataset_parts}}",
     )
     entries: list[Entry] = []
     for trans in sorted(part_dir.rglob("*.trans.txt")):
@@ -120,17 +120,18 @@ def prepare_librispeech(
     corpus_dir = require_dir(
         Path(corpus_dir),
         "LibriSpeech corpus dir",
-        "pass the LibriSpeech folder (holding train-clean-100/, dev-clean/, ...) or use --download",
+        "give the LibriSpeech folder (holding train-clean-100/, dev-clean/, ...) as {corpus_dir}, "
+        "or download it: dsr prepare librispeech --download",
     )
     parts = resolve_parts(dataset_parts) if dataset_parts else parts_present(corpus_dir)
     if not parts:
         nested = corpus_dir / "LibriSpeech"
         fix = (
-            f"pass --corpus-dir {nested}"
+            f"give {{corpus_dir}} {nested}"
             if nested.is_dir()
-            else "pass the folder holding train-clean-100/, dev-clean/, ..."
+            else "give the folder holding train-clean-100/, dev-clean/, ... as {corpus_dir}"
         )
-        raise DsrUserError(f"{corpus_dir} holds no LibriSpeech part folder; fix: {fix}")
+        raise OptionError(f"{corpus_dir} holds no LibriSpeech part folder; fix: {fix}")
     reports = []
     for part in parts:
         entries = read_part(corpus_dir, part)

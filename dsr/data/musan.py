@@ -23,7 +23,7 @@ from lhotse.recipes.musan import download_musan as _lhotse_download
 
 from dsr.data.corpus_import import OPENSLR_URL, Entry, import_recordings, require_dir, run_download
 from dsr.data.report import PrepareReport
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 
 CORPUS = "musan"
 PARTS = ("music", "speech", "noise")
@@ -49,12 +49,12 @@ def check_parts(parts: Sequence[str]) -> list[str]:
 def read_part(corpus_dir: Path, part: str) -> list[Entry]:
     """One entry per wav under ``corpus_dir/part`` (recursively, sorted)."""
     part_dir = require_dir(
-        Path(corpus_dir) / part, "MUSAN part folder", f"unpack musan.tar.gz completely, or drop {part} from --part"
+        Path(corpus_dir) / part, "MUSAN part folder", f"unpack musan.tar.gz completely, or drop {part} from {{parts}}"
     )
     entries = [Entry(wav.stem, wav) for wav in sorted(part_dir.rglob("*.wav"))]
     if not entries:
-        raise DsrUserError(
-            f"{part_dir} has no .wav files; fix: unpack musan.tar.gz completely, or drop {part} from --part"
+        raise OptionError(
+            f"{part_dir} has no .wav files; fix: unpack musan.tar.gz completely, or drop {part} from {{parts}}"
         )
     return entries
 
@@ -66,13 +66,14 @@ def prepare_musan(
     corpus_dir = require_dir(
         Path(corpus_dir),
         "MUSAN corpus dir",
-        "pass the musan folder (holding music/, speech/, noise/) or use --download",
+        "give the musan folder (holding music/, speech/, noise/) as {corpus_dir}, "
+        "or download it: dsr prepare musan --download",
     )
     parts = check_parts(parts)
     if not parts:
         raise ValueError("parts must name at least one of " + ", ".join(PARTS))
     if not any((corpus_dir / p).is_dir() for p in parts) and (corpus_dir / "musan").is_dir():
-        raise DsrUserError(f"{corpus_dir} holds no MUSAN part folder; fix: pass --corpus-dir {corpus_dir / 'musan'}")
+        raise OptionError(f"{corpus_dir} holds no MUSAN part folder; fix: give {{corpus_dir}} {corpus_dir / 'musan'}")
     return [
         import_recordings(read_part(corpus_dir, part), manifest_dir, CORPUS, part, num_jobs=num_jobs) for part in parts
     ]

@@ -85,7 +85,7 @@ def split_file_sentences(
     sentences than asked for.
     """
     if not path.is_file():
-        raise DsrUserError(f"{path}: no such text file; write one with tools/public_domain_text.py or pass --text-file")
+        raise DsrUserError(f"{path}: no such text file; write one with tools/public_domain_text.py")
     with path.open(encoding="utf-8", errors="replace") as f:
         candidates = decontaminate(sentences_of(f, min_words, max_words), exclude)
     need = sum(sizes.values())

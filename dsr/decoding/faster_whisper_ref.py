@@ -72,7 +72,9 @@ class FasterWhisperReference:
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:
-            raise DsrUserError("-m faster-whisper needs faster-whisper: bash tools/setup.sh --whisper") from e
+            raise DsrUserError(
+                "the faster-whisper method needs the faster-whisper package: bash tools/setup.sh --whisper"
+            ) from e
         from dsr.models.whisper.load import resolve_pretrained
 
         model_dir = ctranslate2_dir(resolve_pretrained(pretrained))

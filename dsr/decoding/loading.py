@@ -67,7 +67,7 @@ def load_decoding_model(
         frontend = frontend_to_dict(WhisperFbankConfig(num_mel_bins=model.encoder.input_dim))
     else:
         if checkpoint is not None:
-            ckpt, tag = load_checkpoint(checkpoint), Path(checkpoint).stem
+            ckpt, tag = load_checkpoint(checkpoint, "checkpoint"), Path(checkpoint).stem
         else:
             if exp_dir is None:
                 raise ValueError("load_decoding_model needs exp_dir, checkpoint or pretrained")

@@ -521,7 +521,7 @@ def load_export_checkpoint(options: OnnxExportOptions) -> tuple[dict[str, Any], 
     from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint
 
     if options.checkpoint is not None:
-        ckpt = load_checkpoint(options.checkpoint)
+        ckpt = load_checkpoint(options.checkpoint, "checkpoint")
         if "model_config" not in ckpt or "model" not in ckpt:
             raise OptionError(f"{{checkpoint}} {options.checkpoint} is not a dsr model checkpoint (no model_config)")
         return ckpt, Path(options.checkpoint).stem

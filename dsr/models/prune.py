@@ -276,16 +276,17 @@ def prune_checkpoint(
     and ``dsr export onnx --checkpoint`` read.  Layers are scored on the first ``num_utts``
     cuts of ``cuts`` (features computed by ``dsr features``).  Returns the report (also stored
     in the checkpoint as ``prune_report``), with ``finetune_flags``: the ``dsr train`` model
-    flags that rebuild the pruned shape.
+    flags that rebuild the pruned shape.  A bad argument or option is an
+    :class:`~dsr.errors.OptionError` naming it (``cuts``, ``drop_layers``), which ``dsr prune``
+    shows as its flag.
     """
-    from dsr.errors import DsrUserError
     from dsr.features.frontend import check_cuts_frontend, frontend_from_dict, frontend_to_dict
     from dsr.models.checkpoint import load_checkpoint, resolve_model_checkpoint, save_checkpoint
 
     if (exp_dir is None) == (checkpoint is None):
-        raise DsrUserError("give exactly one of --exp-dir (with --epoch/--avg) or --checkpoint")
+        raise OptionError("give exactly one of {exp_dir} (with {epoch}/{avg}) or {checkpoint}")
     if checkpoint is not None:
-        ckpt, tag = load_checkpoint(checkpoint), Path(checkpoint).stem
+        ckpt, tag = load_checkpoint(checkpoint, "checkpoint"), Path(checkpoint).stem
     else:
         ckpt, tag = resolve_model_checkpoint(Path(exp_dir), epoch, avg, use_averaged_model)  # type: ignore[arg-type]
     cfg = ModelConfig.from_dict(ckpt["model_config"])
@@ -299,14 +300,14 @@ def prune_checkpoint(
     features = lengths = None
     if options.drop_layers:
         if cuts is None:
-            raise DsrUserError("--drop-layers scores the layers on real features: pass --cuts (e.g. the dev cuts)")
+            raise OptionError("{drop_layers} scores the layers on real features: give {cuts} (e.g. the dev cuts)")
         from lhotse import CutSet
 
         if not Path(cuts).is_file():
-            raise DsrUserError(f"--cuts {cuts} does not exist; run dsr features first")
+            raise OptionError(f"{{cuts}} {cuts} does not exist; run dsr features first")
         cut_list = [c for c in CutSet.from_file(cuts) if c.has_features][:num_utts]
         if not cut_list:
-            raise DsrUserError(f"--cuts {cuts} has no cut with features; run dsr features first")
+            raise OptionError(f"{{cuts}} {cuts} has no cut with features; run dsr features first")
         check_cuts_frontend(cut_list, frontend, str(cuts), f"the model of {exp_dir or checkpoint}")
         feats = [torch.from_numpy(c.load_features()) for c in cut_list]
         lengths = torch.tensor([f.size(0) for f in feats])

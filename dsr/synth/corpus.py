@@ -38,7 +38,7 @@ from dsr.data.folder import prepare_folder
 from dsr.data.manifests import check_name
 from dsr.data.report import PrepareReport
 from dsr.data.text_corpus import split_file_sentences
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.synth.sentences import generate_digit_strings, generate_sentences, vocabulary
 from dsr.synth.tts import (
     ENGINES,
@@ -405,6 +405,10 @@ def prepare_synth(
     elif text_source == "file":
         if text_file is None:
             raise ValueError("text_source='file' needs text_file")
+        if not Path(text_file).is_file():
+            raise OptionError(
+                f"{{text_file}} {text_file}: no such text file; write one with tools/public_domain_text.py"
+            )
         if num_train_words:
             raise ValueError("num_train_words drills the grammar's vocabulary; it does not apply to text_source='file'")
         sentences = split_file_sentences(Path(text_file), sizes, seed, exclude_texts)

@@ -47,7 +47,7 @@ def load_teacher(
         ckpt, tag = resolve_model_checkpoint(path)
         where = f"{path} ({tag})"
     else:
-        ckpt, where = load_checkpoint(path), str(path)
+        ckpt, where = load_checkpoint(path, "teacher"), str(path)
     if "model_config" not in ckpt or "model" not in ckpt:
         raise OptionError(f"{{teacher}} {where} is not a dsr model checkpoint (no model_config/model)")
     tcfg = ModelConfig.from_dict(ckpt["model_config"])

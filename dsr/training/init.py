@@ -59,7 +59,7 @@ def _checkpoint_weights(source: str) -> tuple[dict[str, torch.Tensor], dict[str,
         ckpt, tag = resolve_model_checkpoint(path)
         what = f"{path} ({tag})"
     elif path.is_file():
-        ckpt, what = load_checkpoint(path), str(path)
+        ckpt, what = load_checkpoint(path, "init_from"), str(path)
     else:
         raise OptionError(f"{{init_from}} {source}: no such checkpoint file or experiment directory")
     weights = ckpt.get("model") if isinstance(ckpt, dict) else None

@@ -63,7 +63,18 @@ def find_resume_state(cfg: TrainConfig, exp_dir: Path, info: DistInfo) -> tuple[
 
 
 # How a changed input is named in the message (the option names the file; its content changed).
-_INPUT_CHANGE = {"train_cuts": "holds other cuts", "lang_dir": "holds another bpe.model"}
+_INPUT_CHANGE = {
+    "train_cuts": "holds other cuts",
+    "lang_dir": "holds another bpe.model",
+    "speech_llm": "is another LLM (other files, or changed since)",
+}
+
+# What shapes a speech-LLM's checkpoints besides its LLM: what is trained (stage 2 adds the
+# LoRA adapters and top encoder layers) and the prompt it is trained with.
+_SPEECH_LLM_OPTIONS = (
+    "speech_llm_stage", "projector_stack", "projector_hidden", "speech_llm_instruction", "speech_llm_chat_template",
+)  # fmt: skip
+_SPEECH_LLM_STAGE2_OPTIONS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "speech_llm_encoder_top")
 
 
 def run_record(cfg: TrainConfig) -> dict[str, Any]:
@@ -74,29 +85,49 @@ def run_record(cfg: TrainConfig) -> dict[str, Any]:
     architecture's (:class:`~dsr.training.config.ModelOptions`), which the weights are shaped by.
     Learning rate, epochs, batch size and the like may change between a run and its resumption.
     Stored in every checkpoint and in the ``train`` done-marker.
+
+    A speech-LLM run (``speech_llm``) records the training cuts, its LLM (as
+    :func:`dsr.lm.load.fingerprint`, which its checkpoints and decoding check too), the
+    ``bpe.model`` of its CTC head if it has one, and the options its checkpoints are shaped by:
+    the stage, the projector, the prompt, and in stage 2 the LoRA adapters and trained encoder layers.
     """
     # --train-cuts may be several manifests, comma-separated: one fingerprint of them all, in order.
     parts = [p.strip() for p in cfg.train_cuts.split(",")]
     cuts = input_fingerprint({f"{i:03d}": p for i, p in enumerate(parts)})
-    inputs = {
-        "train_cuts": cuts["000"] if len(parts) == 1 else "; ".join(cuts[k] for k in sorted(cuts)),
-        **input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}),
-    }
+    inputs = {"train_cuts": cuts["000"] if len(parts) == 1 else "; ".join(cuts[k] for k in sorted(cuts))}
+    options: dict[str, Any]
+    if cfg.speech_llm:
+        from dsr.lm.load import fingerprint
+        from dsr.models.speech_llm import resolve_llm_path
+
+        inputs["speech_llm"] = fingerprint(resolve_llm_path(cfg.speech_llm, "speech_llm"))
+        if cfg.ctc_loss_scale > 0:
+            inputs.update(input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}))
+        names = _SPEECH_LLM_OPTIONS + (_SPEECH_LLM_STAGE2_OPTIONS if cfg.speech_llm_stage == 2 else ())
+        options = {name: getattr(cfg, name) for name in names}
+        options["ctc_loss_scale"] = "> 0 (a CTC head)" if cfg.ctc_loss_scale > 0 else "0 (no CTC head)"
+    else:
+        inputs.update(input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}))
+        options = asdict(cfg.model)
     # Through JSON, as the done-marker stores them, so that a record compares equal to itself read back.
-    return {"inputs": inputs, "options": json.loads(json.dumps(asdict(cfg.model)))}
+    return {"inputs": inputs, "options": json.loads(json.dumps(options))}
 
 
 def run_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """What differs between a recorded :func:`run_record` and this run's, each part naming its option
     as ``{field}`` (an :class:`~dsr.errors.OptionError` template); empty when nothing does, or
     when ``recorded`` predates run records (checkpoints of older dsr versions: trusted, as before).
+    A speech-LLM run and a transducer run differ in that alone.
     """
     if "inputs" not in recorded:
         return []
-    changes = []
     old_inputs, new_inputs = recorded["inputs"], now["inputs"]
-    for role in sorted(set(old_inputs) | set(new_inputs)):
-        if old_inputs.get(role) != new_inputs.get(role):
+    if ("speech_llm" in old_inputs) != ("speech_llm" in new_inputs):
+        return [f"it was trained {'with' if 'speech_llm' in old_inputs else 'without'} {{speech_llm}}"]
+    changes = []
+    # Inputs both read (a speech-LLM reads a bpe.model only with a CTC head, which its options record).
+    for role in sorted(set(old_inputs) & set(new_inputs)):
+        if old_inputs[role] != new_inputs[role]:
             changes.append(f"{{{role}}} {_INPUT_CHANGE.get(role, 'changed')}")
     old_options, new_options = recorded.get("options") or {}, now["options"]
     # Options both know: one added by a later dsr has the default that builds what it built before.

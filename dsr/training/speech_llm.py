@@ -14,7 +14,8 @@ LLM, and name the LLM they belong to (path and :func:`dsr.lm.load.fingerprint`).
 
 The loop is its own (not :func:`dsr.training.trainer.train`'s): its checkpoints, parameter
 groups and loss differ from the transducer's throughout.  Single process (no torchrun);
-an interrupted run resumes from its newest epoch checkpoint.
+an interrupted run resumes from its newest epoch checkpoint, only if that checkpoint's run
+record (:func:`dsr.training.resume.run_record`: training cuts, LLM, options) is this run's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from dsr.data.cuts import filter_cuts, load_cuts
 from dsr.device import resolve_device
-from dsr.errors import DsrUserError, OptionError
+from dsr.errors import OptionError
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import (
     check_cuts_frontend,
@@ -63,6 +64,7 @@ from dsr.training import distributed
 from dsr.training.config import TrainConfig, save_config
 from dsr.training.datamodule import CachedFeatures, batch_features, batch_texts, load_training_cuts, make_loader
 from dsr.training.optim import WarmupEden
+from dsr.training.resume import check_same_run, run_record
 from dsr.utils import mark_done
 
 logger = logging.getLogger("dsr")
@@ -72,9 +74,9 @@ def _init_checkpoint(source: str) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if path.is_dir():
         ckpt, tag = resolve_model_checkpoint(path, use_averaged_model=False)
-        return ckpt, f"--init-from {path} ({tag})"
+        return ckpt, f"{path} ({tag})"
     if path.is_file():
-        return load_checkpoint(path), f"--init-from {path}"
+        return load_checkpoint(path, "init_from"), str(path)
     raise OptionError(f"{{init_from}} {source}: no such checkpoint file or experiment directory")
 
 
@@ -83,7 +85,7 @@ def build_for_training(
 ) -> tuple[SpeechLLM, SpeechLLMConfig, dict[str, Any], Any]:
     """The model of ``cfg`` with its encoder (and stage-1 projector) weights loaded, its config,
     the front end its encoder reads (:func:`frontend_to_dict` form) and the LLM's tokenizer."""
-    llm_path = resolve_llm_path(cfg.speech_llm)
+    llm_path = resolve_llm_path(cfg.speech_llm, "speech_llm")
     llm, tokenizer = load_llm(llm_path)
     scfg = SpeechLLMConfig(
         encoder={},
@@ -122,17 +124,17 @@ def build_for_training(
         prev = SpeechLLMConfig.from_dict(ckpt["speech_llm_config"])
         if prev.llm_fingerprint != scfg.llm_fingerprint:
             raise OptionError(
-                f"{what} was trained with the LLM {prev.llm_path} (fingerprint {prev.llm_fingerprint}); "
+                f"{{init_from}} {what} was trained with the LLM {prev.llm_path} (fingerprint {prev.llm_fingerprint}); "
                 f"{{speech_llm}} {cfg.speech_llm} is {llm_path} ({scfg.llm_fingerprint}): give the same LLM"
             )
         if (prev.projector_stack, prev.projector_hidden) != (cfg.projector_stack, cfg.projector_hidden):
             raise OptionError(
-                f"{what} has {{projector_stack}} {prev.projector_stack} {{projector_hidden}} "
+                f"{{init_from}} {what} has {{projector_stack}} {prev.projector_stack} {{projector_hidden}} "
                 f"{prev.projector_hidden}; give the same values"
             )
         if prev.use_ctc != scfg.use_ctc:
             raise OptionError(
-                f"{what} was trained {'with' if prev.use_ctc else 'without'} a CTC head; set "
+                f"{{init_from}} {what} was trained {'with' if prev.use_ctc else 'without'} a CTC head; set "
                 "{ctc_loss_scale} accordingly (> 0 with a CTC head, 0 without)"
             )
         model = build_speech_llm(replace(scfg, encoder=prev.encoder), llm, tokenizer, ctc_vocab_size, blank_id)
@@ -141,14 +143,14 @@ def build_for_training(
         missing = [k for k in own if "lora_" not in k and k not in weights]
         if missing or any(k not in own or own[k].shape != v.shape for k, v in weights.items()):
             raise OptionError(
-                f"{what}: its weights do not fit this model (missing {missing[:2]}); another "
+                f"{{init_from}} {what}: its weights do not fit this model (missing {missing[:2]}); another "
                 "{lang_dir} for the CTC head?"
             )
         model.load_state_dict(weights, strict=False)
         logger.info("speech-LLM initialised from %s (encoder, projector%s)", what, ", CTC" if prev.use_ctc else "")
         return model, replace(scfg, encoder=prev.encoder), frontend, tokenizer
     if "model_config" not in ckpt:
-        raise DsrUserError(f"{what} is not a dsr model checkpoint; give one written by dsr train")
+        raise OptionError(f"{{init_from}} {what} is not a dsr model checkpoint; give one written by dsr train")
     enc_cfg = replace(
         ModelConfig.from_dict(ckpt["model_config"]),
         vocab_size=base.vocab_size,
@@ -166,7 +168,7 @@ def build_for_training(
         if (k.startswith(("encoder.", "feature_", "ctc_output.")) and k in own and own[k].shape == v.shape)
     }
     if not any(k.startswith("encoder.") for k in weights):
-        raise DsrUserError(f"{what}: no encoder weights fit the model built from its model_config")
+        raise OptionError(f"{{init_from}} {what}: no encoder weights fit the model built from its model_config")
     model.load_state_dict(weights, strict=False)
     logger.info("speech-LLM encoder from %s (%d tensors)", what, len(weights))
     return model, replace(scfg, encoder=enc_cfg.to_dict()), frontend, tokenizer
@@ -373,7 +375,7 @@ def validate(
 
 def _check_frontend(cfg: TrainConfig, train_cuts, frontend: dict[str, Any]) -> None:
     found = frontend_of_cuts(train_cuts) or frontend_to_dict(FbankConfig())
-    source = f"--pretrained {cfg.pretrained}" if cfg.pretrained else f"--init-from {cfg.init_from}"
+    source = f"{{pretrained}} {cfg.pretrained}" if cfg.pretrained else f"{{init_from}} {cfg.init_from}"
     check_frontend_match(frontend, found, source, f"features of {cfg.train_cuts}", expected_verb="reads")
 
 
@@ -383,10 +385,24 @@ def train_speech_llm(cfg: TrainConfig):
 
     t0 = time.time()
     if distributed.env_info().is_distributed:
-        raise DsrUserError("dsr train --speech-llm runs in one process; launch it without torchrun")
+        raise OptionError("{speech_llm} training runs in one process; launch it without torchrun")
     device = resolve_device(cfg.device)
     exp_dir = Path(cfg.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
+    # What this run trains on, as the transducer trainer records it (dsr.training.resume): the
+    # newest checkpoint is resumed only if it has the same record, checked before the LLM loads.
+    run = run_record(cfg)
+    done = epoch_checkpoints(exp_dir)
+    resumed: tuple[int, Path, dict[str, Any]] | None = None
+    if done:
+        epoch, path = done[-1]
+        resumed = epoch, path, load_checkpoint(path)
+        check_same_run(resumed[2].get("run", {}), run, exp_dir)
+        if "speech_llm_config" not in resumed[2]:  # a transducer checkpoint of before run records
+            raise OptionError(
+                f"{path} is not a speech-LLM checkpoint; give {{speech_llm}} training its own {{exp_dir}}"
+            )
+    # Only now: a run that may not resume here must not overwrite the config of the one that is.
     save_config(cfg, exp_dir / "config.yaml")
     cfg = replace(cfg, dtype=autocast_dtype(cfg.dtype, device))
     if cfg.num_threads > 0:
@@ -461,18 +477,15 @@ def train_speech_llm(cfg: TrainConfig):
         )
 
     start_epoch, global_step, seconds_before = 1, 0, 0.0
-    done = epoch_checkpoints(exp_dir)
-    if done:
-        epoch, path = done[-1]
-        state = load_checkpoint(path)
-        if "speech_llm_config" not in state:
+    if resumed is not None:
+        epoch, path, state = resumed
+        # Also what the record does not hold: the encoder's configuration, the LLM's place.
+        trained = SpeechLLMConfig.from_dict(state["speech_llm_config"])
+        differing = [f.name for f in fields(SpeechLLMConfig) if getattr(trained, f.name) != getattr(scfg, f.name)]
+        if differing:
             raise OptionError(
-                f"{path} is not a speech-LLM checkpoint; give {{speech_llm}} training its own {{exp_dir}}"
-            )
-        if SpeechLLMConfig.from_dict(state["speech_llm_config"]) != scfg:
-            raise OptionError(
-                f"{path} was trained with other speech-LLM options (LLM, projector, LoRA); give "
-                "another {exp_dir} or the same options"
+                f"{path} was trained with another speech-LLM ({', '.join(differing)} differ); give "
+                "another {exp_dir} or what it was trained with"
             )
         model.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -548,6 +561,7 @@ def train_speech_llm(cfg: TrainConfig):
             {
                 "model": model.trainable_state_dict(),
                 "speech_llm_config": scfg.to_dict(),
+                "run": run,  # checked before this checkpoint is resumed (resume.check_same_run)
                 "ctc_vocab_size": bpe.vocab_size if bpe else 0,
                 "blank_id": bpe.blank_id if bpe else 0,
                 "train_config": cfg.to_dict(),
@@ -565,5 +579,5 @@ def train_speech_llm(cfg: TrainConfig):
         )
     epochs_done = max([e for e, _ in epoch_checkpoints(exp_dir)], default=0)
     if epochs_done >= cfg.num_epochs:
-        mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step})
+        mark_done(exp_dir, "train", {"epochs": epochs_done, "global_step": global_step, **run})
     return TrainResult(exp_dir, epochs_done, global_step, last_train, last_valid, 0, num_trainable, time.time() - t0)

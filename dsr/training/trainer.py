@@ -847,13 +847,13 @@ def _rich_log_console() -> Any:
 
 def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) -> dict[str, Any]:
     """The training cuts' front end (saved in every checkpoint), checked against what the model
-    reads: Whisper's log-mel for --pretrained and the initial model's front end for --init-from
+    reads: Whisper's log-mel for ``pretrained`` and the initial model's front end for ``init_from``
     (the dev cuts are checked against it where they are loaded)."""
     frontend = frontend_of_cuts(train_cuts) or frontend_to_dict(FbankConfig())
     if mcfg.encoder_type == "whisper":
         wanted = frontend_to_dict(WhisperFbankConfig(num_mel_bins=mcfg.feature_dim))
         check_frontend_match(
-            wanted, frontend, f"--pretrained {cfg.pretrained}", f"features of {cfg.train_cuts}", expected_verb="reads"
+            wanted, frontend, f"{{pretrained}} {cfg.pretrained}", f"features of {cfg.train_cuts}", expected_verb="reads"
         )
     elif frontend.get("num_mel_bins", mcfg.feature_dim) != mcfg.feature_dim:
         raise DsrUserError(
@@ -862,9 +862,9 @@ def _check_training_frontend(cfg: TrainConfig, train_cuts, mcfg: ModelConfig) ->
     if cfg.init_from and Path(cfg.init_from).exists():
         source = Path(cfg.init_from)
         if source.is_file():
-            init_frontend = load_checkpoint(source).get("frontend")
+            init_frontend = load_checkpoint(source, "init_from").get("frontend")
             check_frontend_match(
-                init_frontend or {}, frontend, f"--init-from {cfg.init_from}", f"features of {cfg.train_cuts}"
+                init_frontend or {}, frontend, f"{{init_from}} {cfg.init_from}", f"features of {cfg.train_cuts}"
             )
     return frontend
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from dsr.errors import DsrUserError
+from dsr.errors import DsrUserError, OptionError
 from dsr.models.whisper.model import Whisper, WhisperDims, sinusoids
 from dsr.models.whisper.tokenizer import INSTALL_HINT, WhisperTokenizer
 
@@ -113,9 +113,10 @@ class LoadedWhisper:
         return model.eval()
 
     def tokenizer(self) -> WhisperTokenizer:
-        """The model's tokenizer; a :class:`DsrUserError` when the source has none."""
+        """The model's tokenizer; an :class:`~dsr.errors.OptionError` naming :func:`load_whisper`'s
+        ``tokenizer`` when the source has none."""
         if self.tokenizer_json is None:
-            raise DsrUserError(f"{self.source}: the model has no tokenizer.json; pass one (--tokenizer FILE)")
+            raise OptionError(f"{self.source}: the model has no tokenizer.json; give one as {{tokenizer}} (a file)")
         return WhisperTokenizer(self.tokenizer_json, self.multilingual)
 
     def summary(self) -> str:
