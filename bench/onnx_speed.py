@@ -93,7 +93,11 @@ def main() -> None:
     import sherpa_onnx
 
     torch.set_num_threads(1)
-    files = sorted(args.audio_dir.glob("*.flac"))
+    if not args.audio_dir.is_dir():
+        p.error(f"--audio-dir {args.audio_dir} is not a folder")
+    files = sorted(f for f in args.audio_dir.iterdir() if f.suffix in (".flac", ".wav"))
+    if not files:
+        p.error(f"--audio-dir {args.audio_dir} holds no .flac or .wav files")
     files = files[:: max(1, len(files) // args.num_utts)][: args.num_utts]
     audio = [load_audio_mono(f, 16000) for f in files]
     seconds = sum(len(a) for a in audio) / 16000

@@ -89,6 +89,7 @@ def test_same_text_as_dsr_transcribe_and_as_the_search_itself(exp):
     model.load_state_dict(load_checkpoint(exp["exp"] / "epoch-1.pt")["model"])
     model.eval()
     tokenizer = Tokenizer(exp["lang"])
+    model.unk_id = tokenizer.unk_id  # what decoding sets from the lang dir: <unk> is searched as blank
     by_hand = []
     with torch.inference_mode():
         for f in exp["files"]:

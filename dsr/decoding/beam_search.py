@@ -107,9 +107,14 @@ def _finalize(
 
 
 def _bonus_row(
-    graph: ContextGraph, state: ContextState | None, vocab: int, blank: int, cache: dict[ContextState, torch.Tensor]
+    graph: ContextGraph,
+    state: ContextState | None,
+    vocab: int,
+    blank: int,
+    cache: dict[ContextState, torch.Tensor],
+    unk: int | None = None,
 ) -> torch.Tensor:
-    """(V,) hotword score change of each next token from ``state`` (0 for blank, which stays)."""
+    """(V,) hotword score change of each next token from ``state`` (0 for blank, and ``unk``, which stay)."""
     assert state is not None  # every hypothesis has a state when a graph is given
     row = cache.get(state)
     if row is None:
@@ -120,6 +125,8 @@ def _bonus_row(
                 raise ValueError(f"hotword token {tok} is outside the model's vocabulary of {vocab}")
             row[tok] = delta
         row[blank] = 0.0
+        if unk is not None:
+            row[unk] = 0.0
         cache[state] = row
     return row
 
@@ -166,6 +173,9 @@ def modified_beam_search(
     n, t_max, _ = encoder_out.shape
     device = encoder_out.device
     blank = model.blank_id
+    # <unk> (when the lang dir's id is set on the model) extends a hypothesis as blank does,
+    # as in icefall's and sherpa-onnx's modified beam search.
+    unk = getattr(model, "unk_id", None)
     predictor, joiner = model.transducer_heads()
     ctx_size = predictor.context_size
     vocab = joiner.vocab_size
@@ -205,7 +215,7 @@ def modified_beam_search(
             # better hypothesis out of the beam, and one that extends a match would not
             # count its reward.
             cand = cand + torch.stack(
-                [_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows) for h in flat]
+                [_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows, unk) for h in flat]
             ).to(device)
         padded[utt, slot] = cand
         padded_lp = torch.zeros_like(padded)
@@ -221,7 +231,7 @@ def modified_beam_search(
                     continue  # padding: fewer (hypothesis, token) pairs than beam_size
                 h_idx, tok = divmod(flat_k, vocab)
                 h = hyps[j][h_idx]
-                if tok == blank:
+                if tok == blank or tok == unk:
                     _add_merged(
                         new_beam, _Hyp(h.tokens, h.am_score + lp, h.timestamps, h.context_score, h.context_state)
                     )

@@ -68,7 +68,7 @@ class TransducerGreedySearch:
         """
         if encoder_out.dim() != 3 or encoder_out.size(0) != len(self.hyps):
             raise ValueError(f"encoder_out must be ({len(self.hyps)}, T, D), got {tuple(encoder_out.shape)}")
-        model, n = self.model, len(self.hyps)
+        n = len(self.hyps)
         enc_proj = self.joiner.encoder_proj(encoder_out)  # (N, T, J)
         num_frames = min(encoder_out.size(1), int(encoder_lens.max()) if n else 0)
         window = max(1, self.lookahead // max(n, 1))
@@ -80,13 +80,13 @@ class TransducerGreedySearch:
             logits = logits.reshape(n, w, -1)
             best = logits.argmax(dim=-1)  # (N, w)
             valid = encoder_lens[:, None] > t + frame_index[:w]  # (N, w)
-            emit_frames = ((best != model.blank_id) & valid).any(dim=0).nonzero()
+            emit_frames = (self._emits(best) & valid).any(dim=0).nonzero()
             if emit_frames.numel() == 0:
                 t += w
                 continue
             first = int(emit_frames[0])
             t += first
-            emit = (best[:, first] != model.blank_id) & valid[:, first]
+            emit = self._emits(best[:, first]) & valid[:, first]
             self._emit(emit, best[:, first], logits[:, first], self.frames_seen + t)
             for _ in range(self.max_sym_per_frame - 1):  # further symbols at the same frame
                 logits = self.joiner(
@@ -94,13 +94,20 @@ class TransducerGreedySearch:
                 )
                 logits = logits.reshape(n, -1)
                 frame_best = logits.argmax(dim=-1)
-                emit = valid[:, first] & (frame_best != model.blank_id)
+                emit = valid[:, first] & self._emits(frame_best)
                 if not emit.any():
                     break
                 self._emit(emit, frame_best, logits, self.frames_seen + t)
             t += 1
         # Chunks of a stream have equal widths but for the last one, so the offset is exact for a stream.
         self.frames_seen += encoder_out.size(1)
+
+    def _emits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Which of ``tokens`` are emitted: neither blank nor the model's ``unk_id`` (when set),
+        which icefall's and sherpa-onnx's searches also treat as blank."""
+        emits = tokens != self.model.blank_id
+        unk = getattr(self.model, "unk_id", None)
+        return emits if unk is None else emits & (tokens != unk)
 
     def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, frame: int) -> None:
         """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state;

@@ -39,9 +39,14 @@ class DecodingModel:
     vocab_size: int | None = None
 
     def check_lang_dir(self, lang_dir: Path | str, tokenizer: Tokenizer, source: Path | str | None) -> None:
-        """One-line error unless ``lang_dir`` holds the vocabulary this model (from ``source``) was trained with."""
+        """One-line error unless ``lang_dir`` holds the vocabulary this model (from ``source``) was trained with;
+        then the model's transducer search knows the vocabulary's ``<unk>`` id (searched as blank)."""
         if self.vocab_size is not None:
             check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size, f"the model in {source}")
+        unk = tokenizer.unk_id
+        if hasattr(self.model, "unk_id") and unk is not None and 0 <= unk < tokenizer.vocab_size:
+            if unk != getattr(self.model, "blank_id", None):
+                self.model.unk_id = unk
 
 
 def load_decoding_model(

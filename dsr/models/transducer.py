@@ -105,6 +105,9 @@ class HybridTransducer(nn.Module):
         self.joiner = joiner
         self.vocab_size = vocab_size
         self.blank_id = blank_id
+        # The vocabulary's <unk> id, set by decoding from the lang dir (DecodingModel.check_lang_dir):
+        # transducer search then treats <unk> as blank, as icefall's and sherpa-onnx's do.
+        self.unk_id: int | None = None
         if predictor is not None:
             # Linear "joiners" for the simple (smoothed) loss that selects the pruning ranges.
             self.simple_am_proj = nn.Linear(encoder.output_dim, vocab_size)
