@@ -164,13 +164,14 @@ def results(
     if plot and not matplotlib_available():
         console.print(f"[red]error:[/] --plot needs matplotlib: {escape(INSTALL_HINT)}")
         raise typer.Exit(2)
+    rows = collect_results(exp_dir, also_exp_dir)
+    decoded = {r["exp_dir"] for r in rows}  # collect_results records each row's exp dir
     for d in [exp_dir, *also_exp_dir]:
-        if not any(Path(d).glob("decode/*/*/result.json")):
+        if str(d) not in decoded:
             flag = "--exp-dir" if d == exp_dir else "--also-exp-dir"
             message = f"{flag} {d}: no decoding results under {d}/decode; run dsr decode first"
             console.print(f"[red]error:[/] {escape(message)}")
             raise typer.Exit(2)
-    rows = collect_results(exp_dir, also_exp_dir)
     # Like dsr.cli.common.console: a pipe or file gets the full width instead of 80 columns.
     out = Console(width=None if sys.stdout.isatty() else 200)
     out.print(rich_table(rows, "Results: " + " + ".join(str(d) for d in [exp_dir, *also_exp_dir])))

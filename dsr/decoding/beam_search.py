@@ -175,7 +175,7 @@ def modified_beam_search(
     blank = model.blank_id
     # <unk> (when the lang dir's id is set on the model) extends a hypothesis as blank does,
     # as in icefall's and sherpa-onnx's modified beam search.
-    unk = getattr(model, "unk_id", None)
+    unk = model.unk_id
     predictor, joiner = model.transducer_heads()
     ctx_size = predictor.context_size
     vocab = joiner.vocab_size

@@ -106,8 +106,7 @@ class TransducerGreedySearch:
         """Which of ``tokens`` are emitted: neither blank nor the model's ``unk_id`` (when set),
         which icefall's and sherpa-onnx's searches also treat as blank."""
         emits = tokens != self.model.blank_id
-        unk = getattr(self.model, "unk_id", None)
-        return emits if unk is None else emits & (tokens != unk)
+        return emits if self.model.unk_id is None else emits & (tokens != self.model.unk_id)
 
     def _emit(self, emit: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor, frame: int) -> None:
         """Append ``tokens[i]`` (N,) to the utterances where ``emit`` (N,) is True and update their predictor state;

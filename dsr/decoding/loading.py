@@ -43,10 +43,8 @@ class DecodingModel:
         then the model's transducer search knows the vocabulary's ``<unk>`` id (searched as blank)."""
         if self.vocab_size is not None:
             check_vocabulary(self.vocabulary, self.vocab_size, lang_dir, tokenizer.vocab_size, f"the model in {source}")
-        unk = tokenizer.unk_id
-        if hasattr(self.model, "unk_id") and unk is not None and 0 <= unk < tokenizer.vocab_size:
-            if unk != getattr(self.model, "blank_id", None):
-                self.model.unk_id = unk
+        if tokenizer.unk_id != self.model.blank_id:
+            self.model.unk_id = tokenizer.unk_id
 
 
 def load_decoding_model(
