@@ -14,6 +14,11 @@ Usage:
         --model pruned=egs/synth/exp/pruned-ft:2:1:egs/synth/exp/pruned-ft/onnx \\
         --recordings ... --supervisions ... --limit 100 --rounds 3 --json bench-out/prune_speed.json
 
+    # batched corpus decoding as `dsr decode` runs it (features read from the manifest, not timed):
+    python bench/prune_speed.py --lang-dir egs/synth/data/lang_bpe_128 \\
+        --model full=egs/synth/exp/conformer:4:1 --model pruned=egs/synth/exp/pruned-ft:2:1 \\
+        --cuts egs/synth/data/fbank/synth_cuts_test.jsonl.gz --rounds 3
+
 ``--model NAME=EXP_DIR:EPOCH:AVG[:ONNX_DIR]``: the first is the reference of the ratios.  Each
 system (dsr's PyTorch greedy search through ``dsr.Recognizer``, and sherpa-onnx's greedy search
 on the ONNX files when an ONNX dir is given) decodes every utterance from 16 kHz samples in
@@ -22,6 +27,14 @@ interleave the systems utterance by utterance, so a busy machine slows each alik
 utterance's fastest round counts.  One thread: ``torch.set_num_threads(1)``, sherpa-onnx
 ``num_threads=1``.  The speed ratio of a system is the reference's seconds (same runtime) over
 its own.
+
+``--cuts``: batched decoding of a feature manifest instead, what ``dsr decode`` (and so every
+recipe's decode stage) does: batches of ``--max-duration`` seconds of audio (dsr decode's default
+300) from :class:`dsr.data.batches.DecodeBatches`, each decoded by
+:func:`dsr.decoding.decode.decode_one_batch` (encoder + greedy search + detokenisation timed; the
+features come from the manifest, computed once before decoding, and are not timed); rounds
+interleave the models batch by batch.  sherpa-onnx is not run in this mode (it computes its own
+features from audio).
 """
 
 from __future__ import annotations
@@ -125,12 +138,47 @@ def load_utterances(recordings: Path, supervisions: Path, limit: int) -> list[tu
     return out
 
 
-def run_rounds(systems: list[System], audio: list[np.ndarray], rounds: int) -> None:
+def load_batches(cuts_file: Path, max_duration: float) -> list[tuple[torch.Tensor, torch.Tensor, list[Any]]]:
+    """``dsr decode``'s batches of ``cuts_file``, features loaded (once, before any timing)."""
+    from dsr.data.batches import DecodeBatches
+    from dsr.data.cuts import load_cuts
+
+    batches = DecodeBatches(load_cuts(cuts_file), max_duration, torch.device("cpu"))
+    out = list(batches)
+    if batches.unreadable:
+        raise SystemExit(f"{len(batches.unreadable)} cuts of {cuts_file} cannot be read, e.g. {batches.unreadable[0]}")
+    return out
+
+
+def batched_system(spec: ModelSpec, lang_dir: Path, cuts_file: Path) -> System:
+    """dsr decode's greedy decoding of one batch of precomputed features (``transcribe`` takes
+    a batch of :func:`load_batches` and returns its texts joined by newlines)."""
+    from dsr.data.cuts import load_cuts
+    from dsr.decoding.decode import decode_one_batch, prepare
+    from dsr.decoding.methods import get_method
+    from dsr.decoding.options import DecodeOptions
+
+    options = DecodeOptions(
+        exp_dir=spec.exp_dir, lang_dir=lang_dir, epoch=spec.epoch, avg=spec.avg, methods=("greedy",), device="cpu"
+    )
+    decoder = prepare(options, load_cuts(cuts_file), str(cuts_file))
+    method = get_method("greedy")
+
+    def transcribe(batch: Any) -> str:
+        feats, lens, cuts = batch
+        return "\n".join(decode_one_batch(decoder, method, feats, lens, cuts, []).texts)
+
+    return System(f"dsr {spec.name} (batched)", "dsr", spec.name, transcribe)
+
+
+def run_rounds(systems: list[System], items: list[Any], rounds: int) -> None:
+    """Each system on each item (an utterance's samples, or a batch), ``rounds`` times interleaved;
+    ``seconds``: each item's fastest round, ``texts``: the first round's."""
     for s in systems:  # warm-up: first calls allocate and pick kernels
-        s.transcribe(audio[0])
-    best = {s.label: [float("inf")] * len(audio) for s in systems}
+        s.transcribe(items[0])
+    best = {s.label: [float("inf")] * len(items) for s in systems}
     for r in range(rounds):
-        for i, samples in enumerate(audio):
+        for i, samples in enumerate(items):
             for s in systems:
                 start = time.perf_counter()
                 text = s.transcribe(samples)
@@ -142,12 +190,16 @@ def run_rounds(systems: list[System], audio: list[np.ndarray], rounds: int) -> N
 
 
 def summarise(systems: list[System], refs: list[str], audio_seconds: float) -> list[dict[str, Any]]:
+    """One row per system; texts of batches (newline-joined) are split back into utterances."""
     reference_seconds = {}
     rows = []
     for s in systems:
         total = sum(s.seconds)
         reference_seconds.setdefault(s.runtime, total)
-        stats = score([(str(i), r, h) for i, (r, h) in enumerate(zip(refs, s.texts))])
+        hyps = [line for text in s.texts for line in text.split("\n")]
+        if len(hyps) != len(refs):
+            raise AssertionError(f"{s.label} gave {len(hyps)} transcripts for {len(refs)} utterances")
+        stats = score([(str(i), r, h) for i, (r, h) in enumerate(zip(refs, hyps))])
         rows.append(
             {
                 "system": s.label,
@@ -156,7 +208,7 @@ def summarise(systems: list[System], refs: list[str], audio_seconds: float) -> l
                 "wer": stats.wer,
                 "seconds": total,
                 "rtf": total / audio_seconds,
-                "ms_per_utt": 1000 * total / len(s.seconds),
+                "ms_per_utt": 1000 * total / len(refs),
                 "speed_ratio": reference_seconds[s.runtime] / total,
             }
         )
@@ -169,30 +221,46 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--model", type=parse_model, action="append", required=True, help="NAME=EXP_DIR:EPOCH:AVG[:ONNX_DIR]"
     )
     p.add_argument("--lang-dir", type=Path, required=True)
-    p.add_argument("--recordings", type=Path, required=True)
-    p.add_argument("--supervisions", type=Path, required=True)
-    p.add_argument("--limit", type=int, default=0, help="First N utterances (0: all).")
+    p.add_argument("--recordings", type=Path, help="Recordings manifest (one utterance at a time from audio).")
+    p.add_argument("--supervisions", type=Path, help="Supervisions manifest of --recordings.")
+    p.add_argument("--cuts", type=Path, help="Feature manifest: batched decoding as dsr decode runs it, instead.")
+    p.add_argument("--max-duration", type=float, default=300.0, help="With --cuts: seconds of audio per batch.")
+    p.add_argument("--limit", type=int, default=0, help="First N utterances (0: all; not with --cuts).")
     p.add_argument("--rounds", type=int, default=2, help="Interleaved rounds; each utterance's fastest counts.")
     p.add_argument("--json", type=Path, help="Also write the rows here.")
     args = p.parse_args(argv)
     if len(args.model) < 2:
         p.error("give at least two --model: the reference first, then the pruned one(s)")
+    if (args.cuts is None) == (args.recordings is None or args.supervisions is None):
+        p.error("give either --recordings and --supervisions, or --cuts")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    utts = load_utterances(args.recordings, args.supervisions, args.limit)
-    audio = [a for _, a, _ in utts]
-    systems = [dsr_system(m, args.lang_dir) for m in args.model]
-    systems += [sherpa_system(m) for m in args.model if m.onnx_dir is not None]
+    items: list[Any]
+    if args.cuts is not None:
+        items = load_batches(args.cuts, args.max_duration)
+        cuts = [c for _, _, batch_cuts in items for c in batch_cuts]
+        refs = [c.supervisions[0].text or "" for c in cuts]
+        audio_seconds = sum(c.duration for c in cuts)
+        systems = [batched_system(m, args.lang_dir, args.cuts) for m in args.model]
+        how = f"batches of {args.max_duration:g} s from {args.cuts} ({len(items)} batches, features not timed)"
+    else:
+        utts = load_utterances(args.recordings, args.supervisions, args.limit)
+        items = [a for _, a, _ in utts]
+        refs = [t for _, _, t in utts]
+        audio_seconds = sum(len(a) for a in items) / 16000
+        systems = [dsr_system(m, args.lang_dir) for m in args.model]
+        systems += [sherpa_system(m) for m in args.model if m.onnx_dir is not None]
+        how = "one at a time, features included"
     with torch.inference_mode():
-        run_rounds(systems, audio, args.rounds)
-    audio_seconds = sum(len(a) for a in audio) / 16000
-    rows = summarise(systems, [t for _, _, t in utts], audio_seconds)
+        run_rounds(systems, items, args.rounds)
+    rows = summarise(systems, refs, audio_seconds)
     print(
-        f"{len(utts)} utterances, {audio_seconds:.1f} s of audio, one thread, best of {args.rounds} interleaved rounds"
+        f"{len(refs)} utterances, {audio_seconds:.1f} s of audio, {how}, one thread, "
+        f"best of {args.rounds} interleaved rounds"
     )
-    print(f"{'system':<28} {'WER %':>7} {'RTF':>8} {'ms/utt':>8} {'speed ratio':>12}")
+    print(f"{'system':<34} {'WER %':>7} {'RTF':>8} {'ms/utt':>8} {'speed ratio':>12}")
     for r in rows:
-        print(f"{r['system']:<28} {r['wer']:7.2f} {r['rtf']:8.4f} {r['ms_per_utt']:8.1f} {r['speed_ratio']:11.2f}x")
+        print(f"{r['system']:<34} {r['wer']:7.2f} {r['rtf']:8.4f} {r['ms_per_utt']:8.1f} {r['speed_ratio']:11.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

@@ -61,3 +61,41 @@ def test_rounds_keep_each_utterance_fastest_time_and_first_texts() -> None:
     s = prune_speed.System("dsr x", "dsr", "x", transcribe)
     prune_speed.run_rounds([s], [np.zeros(3), np.zeros(5)], rounds=2)
     assert s.texts == ["n3", "n5"] and len(s.seconds) == 2 and calls == [3, 3, 5, 3, 5]
+
+
+def test_batched_mode_decodes_what_dsr_decode_decodes(tmp_path: Path) -> None:
+    """--cuts: dsr decode's batches of precomputed features, every cut once, its greedy texts."""
+    import torch
+    from tiny_corpus import write_feature_cuts
+
+    from dsr.decoding.decode import decode
+    from dsr.lang.bpe import Tokenizer, train_bpe
+    from dsr.models import ModelConfig, build_model
+    from dsr.models.checkpoint import save_checkpoint
+
+    texts = ["turn on the kitchen lights", "set a timer for five minutes", "what is the weather in paris"]
+    train_bpe(texts * 30, tmp_path / "lang", vocab_size=40)
+    config = ModelConfig(
+        feature_dim=80, encoder_dim=32, num_encoder_layers=1, num_heads=4, ffn_dim=64, conv_kernel_size=5,
+        subsampling_channels=(4, 8), decoder_dim=24, joiner_dim=40, vocab_size=Tokenizer(tmp_path / "lang").vocab_size,
+    )  # fmt: skip
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        model = build_model(config)
+        with torch.no_grad():  # a sharper joiner emits a mix of blanks and tokens
+            model.joiner.output_linear.weight.mul_(3.0)
+        save_checkpoint(tmp_path / name / "epoch-1.pt", {"model_config": config.to_dict(), "model": model.state_dict()})
+    cuts = write_feature_cuts(tmp_path, texts, (150, 110, 80))
+    rows = prune_speed.main(
+        ["--model", f"a={tmp_path / 'a'}:1:1", "--model", f"b={tmp_path / 'b'}:1:1", "--lang-dir",
+         str(tmp_path / "lang"), "--cuts", str(cuts), "--max-duration", "2", "--rounds", "2"]
+    )  # fmt: skip
+    assert [r["system"] for r in rows] == ["dsr a (batched)", "dsr b (batched)"]
+    assert rows[0]["speed_ratio"] == 1.0 and rows[1]["speed_ratio"] > 0
+    for row, name in zip(rows, "ab"):
+        (res,) = decode(tmp_path / name, cuts, tmp_path / "lang", methods=("greedy",), device="cpu", progress=False)
+        assert row["wer"] == pytest.approx(res.wer)
+    assert rows[0]["wer"] != rows[1]["wer"]  # two different models, so the rows are not one model's twice
+    with pytest.raises(SystemExit):
+        prune_speed.main(["--model", f"a={tmp_path / 'a'}:1:1", "--model", f"b={tmp_path / 'b'}:1:1",
+                          "--lang-dir", str(tmp_path / "lang")])  # fmt: skip

@@ -12,7 +12,13 @@ import torch
 from dsr.decoding.greedy import transducer_greedy_search
 from dsr.errors import DsrUserError
 from dsr.models.config import ModelConfig, build_model, count_parameters
-from dsr.models.prune import PruneOptions, head_importance, layer_importance, prune_model
+from dsr.models.prune import (
+    PruneOptions,
+    head_importance,
+    layer_importance,
+    prune_model,
+    subsampling_channel_importance,
+)
 
 TINY = dict(
     encoder_dim=32, num_encoder_layers=4, num_heads=2, ffn_dim=64, conv_kernel_size=5, decoder_dim=32,
@@ -59,6 +65,37 @@ def test_ffn_pruning_removes_the_channels_that_contribute_nothing() -> None:
         torch.testing.assert_close(pruned.encode(x, lens)[0], model.encode(x, lens)[0], atol=1e-5, rtol=1e-5)
 
 
+def test_subsampling_pruning_removes_the_channels_that_contribute_nothing() -> None:
+    """Half of each subsampling convolution's channels silenced (zero kernels and bias: SiLU(0)
+    = 0), keeping half by importance keeps exactly the others: the function is unchanged, and
+    the pruned model is the plain model of ``subsampling_channels`` (8, 32)."""
+    model, cfg = _model()
+    sub = model.encoder.subsampling
+    with torch.no_grad():
+        for conv in (sub.conv[0], sub.conv[2]):
+            dead = torch.randperm(conv.out_channels)[: conv.out_channels // 2]
+            conv.weight[dead] = 0.0
+            conv.bias[dead] = 0.0
+    x, lens = _batch()
+    pruned, new_cfg, report = prune_model(model, cfg, PruneOptions(subsampling_keep=0.5))
+    assert new_cfg.subsampling_channels == (8, 32) and report["subsampling_channels"] == [[16, 64], [8, 32]]
+    f_out = 19  # 80 bins after two stride-2 3x3 convolutions
+    removed = 8 * (9 + 1) + (16 * 64 - 8 * 32) * 9 + 32 + 32 * f_out * cfg.encoder_dim
+    assert report["parameters_before"] - report["parameters_after"] == removed
+    assert report["parameters_after"] == count_parameters(build_model(new_cfg))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.encode(x, lens)[0], model.encode(x, lens)[0], atol=1e-5, rtol=1e-5)
+    # On trained-looking (random) weights it keeps the highest-scoring channels of both layers.
+    model, cfg = _model(1)
+    first, second = subsampling_channel_importance(model.encoder.subsampling)
+    pruned, _, _ = prune_model(model, cfg, PruneOptions(subsampling_keep=0.25))
+    kept2 = second.argsort(descending=True)[:16].sort().values
+    assert torch.equal(pruned.encoder.subsampling.conv[2].bias, model.encoder.subsampling.conv[2].bias[kept2])
+    first, _ = subsampling_channel_importance(model.encoder.subsampling, kept2)
+    kept1 = first.argsort(descending=True)[:4].sort().values
+    assert torch.equal(pruned.encoder.subsampling.conv[0].bias, model.encoder.subsampling.conv[0].bias[kept1])
+
+
 def test_layer_dropping_removes_the_least_changing_layer_and_still_decodes() -> None:
     model, cfg = _model()
     x, lens = _batch()
@@ -83,7 +120,9 @@ def test_layer_dropping_removes_the_least_changing_layer_and_still_decodes() -> 
 def test_prune_options_are_checked() -> None:
     _, cfg = _model()
     for bad, match in ((PruneOptions(ffn_keep=0.0), "ffn_keep must be in"), (PruneOptions(drop_layers=4), r"\[0, 3\]"),
-                       (PruneOptions(ffn_keep=0.001), "keeps no channel")):  # fmt: skip
+                       (PruneOptions(ffn_keep=0.001), "keeps no channel"),
+                       (PruneOptions(subsampling_keep=1.5), "subsampling_keep must be in"),
+                       (PruneOptions(subsampling_keep=0.01), "keeps no channel of subsampling")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             bad.validate(cfg)
     with pytest.raises(ValueError, match="only Conformer encoders"):
@@ -131,14 +170,16 @@ def test_cli_prunes_a_checkpoint_that_init_from_and_export_read(tmp_path: Path) 
     torch.save({"model_config": cfg.to_dict(), "model": model.state_dict()}, tmp_path / "model.pt")
     out = tmp_path / "pruned" / "pruned.pt"
     args = ["prune", "--checkpoint", str(tmp_path / "model.pt"), "--ffn-keep", "0.5", "--drop-layers", "1",
-            "--cuts", corpus["dev_cuts"], "--out", str(out)]  # fmt: skip
+            "--subsampling-keep", "0.5", "--cuts", corpus["dev_cuts"], "--out", str(out)]  # fmt: skip
     proc = CliRunner().invoke(app, args)
     assert proc.exit_code == 0, proc.output
-    assert "--ffn-dim 32 --num-encoder-layers 3" in proc.output.replace("\n", "")
+    assert "--ffn-dim 32 --num-encoder-layers 3 --subsampling-channels 8,32" in proc.output.replace("\n", "")
     ckpt = torch.load(out, weights_only=False)
     assert ckpt["prune_report"]["num_encoder_layers"] == [4, 3]
     # dsr train --init-from with the printed flags loads every weight.
-    fresh = build_model(ModelConfig(**{**TINY, "ffn_dim": 32, "num_encoder_layers": 3}))
+    fresh = build_model(
+        ModelConfig(**{**TINY, "ffn_dim": 32, "num_encoder_layers": 3, "subsampling_channels": (8, 32)})
+    )
     assert load_initial_weights(fresh, str(out), []) == set(fresh.state_dict())
     _errors_name_arguments_in_python_and_flags_in_the_cli(tmp_path, tmp_path / "model.pt")
     # ... and dsr export onnx takes it like any other checkpoint.

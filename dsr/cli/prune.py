@@ -1,4 +1,5 @@
-"""``dsr prune``: structured pruning of a trained model (attention heads, feed-forward channels, whole layers)."""
+"""``dsr prune``: structured pruning of a trained model (attention heads, feed-forward channels, whole
+layers, subsampling channels)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ def prune(
     drop_heads: int = typer.Option(
         0, "--drop-heads", min=0, help="Attention heads to remove, over all (kept) layers; each layer keeps one."
     ),
+    subsampling_keep: float = typer.Option(
+        1.0, "--subsampling-keep", help="Fraction of each subsampling convolution's channels kept, in (0, 1]."
+    ),
     cuts: Path | None = typer.Option(None, "--cuts", help="Cuts with features to score layers on (--drop-layers)."),
     num_utts: int = typer.Option(20, "--num-utts", min=1, help="Cuts of --cuts used to score layers."),
 ) -> None:
-    """Remove the least important attention heads and feed-forward channels (weight magnitude)
+    """Remove the least important attention heads, feed-forward and subsampling channels (weight magnitude)
     and the layers that change their input least (on --cuts), and write a smaller checkpoint;
     fine-tune it with dsr train --init-from and the printed model flags, then decode or export
     it as any other.
@@ -41,7 +45,7 @@ def prune(
     from dsr.models.prune import PruneOptions, prune_checkpoint
 
     try:
-        report = prune_checkpoint(out, PruneOptions(ffn_keep, drop_layers, drop_heads), exp_dir, checkpoint, epoch,
+        report = prune_checkpoint(out, PruneOptions(ffn_keep, drop_layers, drop_heads, subsampling_keep), exp_dir, checkpoint, epoch,
                                   avg, use_averaged_model, cuts, num_utts)  # fmt: skip
     except OptionError as e:  # prune_checkpoint's arguments and PruneOptions' fields are these flags' names
         raise DsrUserError(e.as_flags()) from None
@@ -50,5 +54,6 @@ def prune(
     heads = report["encoder_layer_heads"][1]
     console.print(f"[green]done[/] prune: {before:,} -> {after:,} parameters ({100 * after / before:.0f} %), "
                   f"ffn_dim {report['ffn_dim'][0]} -> {report['ffn_dim'][1]}, dropped layers {dropped}, "
-                  f"heads per layer {'/'.join(map(str, heads))} -> {out}; "
+                  f"heads per layer {'/'.join(map(str, heads))}, subsampling channels "
+                  f"{'/'.join(map(str, report['subsampling_channels'][1]))} -> {out}; "
                   f"fine-tune with: dsr train --init-from {out} {report['finetune_flags']} ...")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Structured pruning of a trained Conformer: attention heads, feed-forward channels and whole layers.
+"""Structured pruning of a trained Conformer: attention heads, feed-forward channels, whole layers
+and the channels of the convolutional subsampling.
 
 All keep the model a plain dsr model of a smaller configuration (``encoder_layer_heads``,
 ``ffn_dim``, ``num_encoder_layers``), so the pruned checkpoint loads, trains (``dsr train
@@ -24,6 +25,15 @@ Importance measures (stated, so that results can be compared):
   removed head adds regardless of its input, ``W_o[:, h] (W_v[h] b + b_v[h])`` (``b`` the
   LayerNorm's bias), is folded into the output projection's bias, so a head whose
   ``W_o[:, h] W_v[h] diag(g)`` is zero (score 0) is removed exactly.
+* **Subsampling channel** (the front end ``Conv2d(1, C1) -> SiLU -> Conv2d(C1, C2) -> SiLU ->
+  Linear(C2 F', D)``): the same bound as a feed-forward channel, ``||W_in[c]||_2 *
+  ||W_out[:, c]||_2`` over all of the channel's weights: for a second-convolution channel its
+  3x3 kernels and its F' columns of the linear projection; then, among the kept second-layer
+  channels, for a first-convolution channel its kernel and its kernels in the second
+  convolution.  A channel whose kernels and bias are zero outputs SiLU(0) = 0 and is removed
+  exactly.  This front end runs at the input frame rate, so on a small model it costs as much
+  as one or two Conformer layers: the second convolution's ``C1 * C2`` products per position
+  dominate it, and keeping half of both channels divides that by four.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from torch import nn
 from dsr.errors import OptionError
 from dsr.models.config import ModelConfig, build_model, count_parameters
 from dsr.models.conformer import ConformerLayer, _FeedForward, _SelfAttention
+from dsr.models.subsampling import Conv2dSubsampling
 from dsr.models.transducer import HybridTransducer
 
 
@@ -46,11 +57,13 @@ from dsr.models.transducer import HybridTransducer
 class PruneOptions:
     """``ffn_keep``: fraction of feed-forward channels kept, in (0, 1]; ``drop_layers``: how
     many Conformer layers to remove (needs features to score them); ``drop_heads``: how many
-    attention heads to remove from the (kept) layers together, each layer keeping one or more."""
+    attention heads to remove from the (kept) layers together, each layer keeping one or more;
+    ``subsampling_keep``: fraction of each subsampling convolution's channels kept, in (0, 1]."""
 
     ffn_keep: float = 1.0
     drop_layers: int = 0
     drop_heads: int = 0
+    subsampling_keep: float = 1.0
 
     def validate(self, cfg: ModelConfig) -> None:
         """:class:`~dsr.errors.OptionError` (a ValueError) naming the option when it cannot
@@ -59,6 +72,13 @@ class PruneOptions:
             raise OptionError(f"only Conformer encoders can be pruned (got encoder_type {cfg.encoder_type!r})")
         if not 0.0 < self.ffn_keep <= 1.0:
             raise OptionError(f"{{ffn_keep}} must be in (0, 1] (got {self.ffn_keep})")
+        if not 0.0 < self.subsampling_keep <= 1.0:
+            raise OptionError(f"{{subsampling_keep}} must be in (0, 1] (got {self.subsampling_keep})")
+        if min(round(self.subsampling_keep * c) for c in cfg.subsampling_channels) < 1:
+            raise OptionError(
+                f"{{subsampling_keep}} {self.subsampling_keep} keeps no channel of subsampling_channels "
+                f"{tuple(cfg.subsampling_channels)}"
+            )
         if round(self.ffn_keep * cfg.ffn_dim) < 1:
             raise OptionError(f"{{ffn_keep}} {self.ffn_keep} keeps no channel of ffn_dim {cfg.ffn_dim}")
         if not 0 <= self.drop_layers < cfg.num_encoder_layers:
@@ -138,6 +158,41 @@ def ffn_channel_importance(ffn: _FeedForward) -> torch.Tensor:
     return w_in.norm(dim=1) * w_out.norm(dim=0)
 
 
+def subsampling_channel_importance(
+    sub: Conv2dSubsampling, keep_second: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C1,), (C2,) importance of the channels of the subsampling's first and second convolution
+    (see module docstring); the first layer's is taken over the second-layer channels
+    ``keep_second`` (sorted indices; None = all)."""
+    conv1, conv2 = sub.conv[0], sub.conv[2]
+    assert isinstance(conv1, nn.Conv2d) and isinstance(conv2, nn.Conv2d)  # Conv2d, SiLU, Conv2d, SiLU
+    c2 = conv2.out_channels
+    w_out = sub.out.weight.view(sub.out.out_features, c2, -1)  # (D, C2, F'): columns are channel-major
+    second = conv2.weight.flatten(1).norm(dim=1) * w_out.transpose(0, 1).flatten(1).norm(dim=1)
+    w2 = conv2.weight if keep_second is None else conv2.weight[keep_second]
+    first = conv1.weight.flatten(1).norm(dim=1) * w2.transpose(0, 1).flatten(1).norm(dim=1)
+    return first, second
+
+
+def prune_subsampling(sub: Conv2dSubsampling, keep_first: int, keep_second: int) -> dict[str, torch.Tensor]:
+    """The weights of ``sub`` with only its ``keep_first`` / ``keep_second`` most important
+    channels of the two convolutions (in their original order), by parameter name within the
+    module (``conv.0.weight``, ...)."""
+    _, second = subsampling_channel_importance(sub)
+    k2 = second.argsort(descending=True)[:keep_second].sort().values
+    first, _ = subsampling_channel_importance(sub, k2)
+    k1 = first.argsort(descending=True)[:keep_first].sort().values
+    conv1, conv2 = sub.conv[0], sub.conv[2]
+    assert isinstance(conv1, nn.Conv2d) and isinstance(conv2, nn.Conv2d)
+    assert conv1.bias is not None and conv2.bias is not None
+    d = sub.out.out_features
+    return {
+        "conv.0.weight": conv1.weight[k1].clone(), "conv.0.bias": conv1.bias[k1].clone(),
+        "conv.2.weight": conv2.weight[k2][:, k1].clone(), "conv.2.bias": conv2.bias[k2].clone(),
+        "out.weight": sub.out.weight.view(d, conv2.out_channels, -1)[:, k2].reshape(d, -1).clone(),
+    }  # fmt: skip
+
+
 @torch.no_grad()
 def layer_importance(model: HybridTransducer, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(num_layers,) mean ``1 - cos`` between each Conformer layer's input and output frames.
@@ -176,8 +231,8 @@ def prune_model(
     features: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
 ) -> tuple[HybridTransducer, ModelConfig, dict[str, Any]]:
-    """A smaller copy of ``model``: layers, then attention heads of the kept layers, and
-    feed-forward channels removed by importance.
+    """A smaller copy of ``model``: layers, then attention heads of the kept layers,
+    feed-forward channels and subsampling channels removed by importance.
 
     Args:
         model: the trained model (not modified).
@@ -189,7 +244,8 @@ def prune_model(
     Returns:
         The pruned model (eval mode), its configuration, and a report: the dropped layer
         indices, the layer scores, the dropped heads (``[layer, head]`` in the original
-        numbering) and all heads' scores, parameter counts before and after.
+        numbering) and all heads' scores, the subsampling channels before and after,
+        parameter counts before and after.
     """
     options.validate(cfg)
     if options.drop_layers and (features is None or lengths is None):
@@ -214,8 +270,10 @@ def prune_model(
     heads_before = layer_heads(cfg)
     heads_after = tuple(heads_before[i] - len(d) for i, d in zip(keep_layers, dropped_heads))
     new_ffn = round(options.ffn_keep * cfg.ffn_dim)
+    channels = cfg.subsampling_channels
+    new_channels = (round(options.subsampling_keep * channels[0]), round(options.subsampling_keep * channels[1]))
     new_cfg = replace(
-        cfg, ffn_dim=new_ffn, num_encoder_layers=len(keep_layers),
+        cfg, ffn_dim=new_ffn, num_encoder_layers=len(keep_layers), subsampling_channels=new_channels,
         # Every layer with all heads is the plain configuration (old checkpoints' form).
         encoder_layer_heads=() if set(heads_after) == {cfg.num_heads} else heads_after,
     )  # fmt: skip
@@ -243,11 +301,16 @@ def prune_model(
             new_state[f"{prefix}.1.weight"] = ffn.net[1].weight[keep].clone()
             new_state[f"{prefix}.1.bias"] = ffn.net[1].bias[keep].clone()
             new_state[f"{prefix}.3.weight"] = ffn.net[3].weight[:, keep].clone()
+    if new_channels != tuple(channels):
+        sub = model.conformer_encoder().subsampling
+        for name, value in prune_subsampling(sub, *new_channels).items():
+            new_state[f"encoder.subsampling.{name}"] = value
     pruned.load_state_dict(new_state)
     report["parameters_after"] = count_parameters(pruned)
     report["ffn_dim"] = [cfg.ffn_dim, new_ffn]
     report["num_encoder_layers"] = [cfg.num_encoder_layers, len(keep_layers)]
     report["encoder_layer_heads"] = [list(heads_before), list(heads_after)]
+    report["subsampling_channels"] = [list(channels), list(new_channels)]
     return pruned, new_cfg, report
 
 
@@ -257,6 +320,8 @@ def finetune_flags(cfg: ModelConfig) -> str:
     flags = f"--ffn-dim {cfg.ffn_dim} --num-encoder-layers {cfg.num_encoder_layers}"
     if cfg.encoder_layer_heads:
         flags += f" --encoder-layer-heads {','.join(map(str, cfg.encoder_layer_heads))}"
+    if tuple(cfg.subsampling_channels) != ModelConfig().subsampling_channels:
+        flags += f" --subsampling-channels {','.join(map(str, cfg.subsampling_channels))}"
     return flags
 
 
@@ -315,7 +380,8 @@ def prune_checkpoint(
     pruned, new_cfg, report = prune_model(model, cfg, options, features, lengths)
     report["pruned_from"] = f"{exp_dir or checkpoint} ({tag})"
     report["importance"] = ("ffn: ||W_in[j]|| * ||W_out[:, j]||; layers: mean 1 - cos(input, output); "
-                            "heads: spectral norm of W_o[:, h] W_v[h] diag(LayerNorm gain)")  # fmt: skip
+                            "heads: spectral norm of W_o[:, h] W_v[h] diag(LayerNorm gain); "
+                            "subsampling channels: ||kernels in|| * ||weights out||")  # fmt: skip
     report["finetune_flags"] = finetune_flags(new_cfg)
     save_checkpoint(Path(out), {"model_config": new_cfg.to_dict(), "model": pruned.state_dict(),
                                 "frontend": frontend, "prune_report": report})  # fmt: skip
