@@ -138,22 +138,21 @@ def load_utterances(recordings: Path, supervisions: Path, limit: int) -> list[tu
     return out
 
 
-def load_batches(cuts_file: Path, max_duration: float) -> list[tuple[torch.Tensor, torch.Tensor, list[Any]]]:
-    """``dsr decode``'s batches of ``cuts_file``, features loaded (once, before any timing)."""
+def load_batches(cuts: Any, max_duration: float) -> list[tuple[torch.Tensor, torch.Tensor, list[Any]]]:
+    """``dsr decode``'s batches of the CutSet ``cuts``, features loaded (once, before any timing)."""
     from dsr.data.batches import DecodeBatches
-    from dsr.data.cuts import load_cuts
 
-    batches = DecodeBatches(load_cuts(cuts_file), max_duration, torch.device("cpu"))
+    batches = DecodeBatches(cuts, max_duration, torch.device("cpu"))
     out = list(batches)
     if batches.unreadable:
-        raise SystemExit(f"{len(batches.unreadable)} cuts of {cuts_file} cannot be read, e.g. {batches.unreadable[0]}")
+        raise SystemExit(f"{len(batches.unreadable)} cuts cannot be read, e.g. {batches.unreadable[0]}")
     return out
 
 
-def batched_system(spec: ModelSpec, lang_dir: Path, cuts_file: Path) -> System:
+def batched_system(spec: ModelSpec, lang_dir: Path, cuts: Any, cuts_name: str) -> System:
     """dsr decode's greedy decoding of one batch of precomputed features (``transcribe`` takes
-    a batch of :func:`load_batches` and returns its texts joined by newlines)."""
-    from dsr.data.cuts import load_cuts
+    a batch of :func:`load_batches` and returns its texts joined by newlines); ``cuts`` (named
+    ``cuts_name``) are checked against the model's front end, as dsr decode checks them."""
     from dsr.decoding.decode import decode_one_batch, prepare
     from dsr.decoding.methods import get_method
     from dsr.decoding.options import DecodeOptions
@@ -161,12 +160,12 @@ def batched_system(spec: ModelSpec, lang_dir: Path, cuts_file: Path) -> System:
     options = DecodeOptions(
         exp_dir=spec.exp_dir, lang_dir=lang_dir, epoch=spec.epoch, avg=spec.avg, methods=("greedy",), device="cpu"
     )
-    decoder = prepare(options, load_cuts(cuts_file), str(cuts_file))
+    decoder = prepare(options, cuts, cuts_name)
     method = get_method("greedy")
 
     def transcribe(batch: Any) -> str:
-        feats, lens, cuts = batch
-        return "\n".join(decode_one_batch(decoder, method, feats, lens, cuts, []).texts)
+        feats, lens, batch_cuts = batch
+        return "\n".join(decode_one_batch(decoder, method, feats, lens, batch_cuts, []).texts)
 
     return System(f"dsr {spec.name} (batched)", "dsr", spec.name, transcribe)
 
@@ -237,11 +236,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_interop_threads(1)
     items: list[Any]
     if args.cuts is not None:
-        items = load_batches(args.cuts, args.max_duration)
+        from dsr.data.cuts import load_cuts
+
+        cut_set = load_cuts(args.cuts)
+        items = load_batches(cut_set, args.max_duration)
         cuts = [c for _, _, batch_cuts in items for c in batch_cuts]
         refs = [c.supervisions[0].text or "" for c in cuts]
         audio_seconds = sum(c.duration for c in cuts)
-        systems = [batched_system(m, args.lang_dir, args.cuts) for m in args.model]
+        systems = [batched_system(m, args.lang_dir, cut_set, str(args.cuts)) for m in args.model]
         how = f"batches of {args.max_duration:g} s from {args.cuts} ({len(items)} batches, features not timed)"
     else:
         utts = load_utterances(args.recordings, args.supervisions, args.limit)

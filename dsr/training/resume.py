@@ -95,19 +95,19 @@ def run_record(cfg: TrainConfig) -> dict[str, Any]:
     parts = [p.strip() for p in cfg.train_cuts.split(",")]
     cuts = input_fingerprint({f"{i:03d}": p for i, p in enumerate(parts)})
     inputs = {"train_cuts": cuts["000"] if len(parts) == 1 else "; ".join(cuts[k] for k in sorted(cuts))}
+    # A speech-LLM reads the lang dir only for its CTC head; a transducer always does.
+    if not cfg.speech_llm or cfg.ctc_loss_scale > 0:
+        inputs.update(input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}))
     options: dict[str, Any]
     if cfg.speech_llm:
         from dsr.lm.load import fingerprint
         from dsr.models.speech_llm import resolve_llm_path
 
         inputs["speech_llm"] = fingerprint(resolve_llm_path(cfg.speech_llm, "speech_llm"))
-        if cfg.ctc_loss_scale > 0:
-            inputs.update(input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}))
         names = _SPEECH_LLM_OPTIONS + (_SPEECH_LLM_STAGE2_OPTIONS if cfg.speech_llm_stage == 2 else ())
         options = {name: getattr(cfg, name) for name in names}
         options["ctc_loss_scale"] = "> 0 (a CTC head)" if cfg.ctc_loss_scale > 0 else "0 (no CTC head)"
     else:
-        inputs.update(input_fingerprint({"lang_dir": Path(cfg.lang_dir) / "bpe.model"}))
         options = asdict(cfg.model)
     # Through JSON, as the done-marker stores them, so that a record compares equal to itself read back.
     return {"inputs": inputs, "options": json.loads(json.dumps(options))}
