@@ -89,3 +89,24 @@ def test_bad_corpus_dir_and_fractions_fail_with_one_line(tmp_path: Path) -> None
     assert proc.returncode == 2 and "give --pretrained too" in proc.stderr
     proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--pretrained", "whisper-tiny.en", "--decoder-only", "yes")
     assert proc.returncode == 2 and "--decoder-only takes true, false or unpadded, got 'yes'" in proc.stderr
+    missing = tmp_path / "tts_cuts.jsonl.gz"
+    proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--extra-train-cuts", str(missing))
+    assert proc.returncode == 2 and f"--extra-train-cuts file {missing} not found" in proc.stderr
+
+
+def test_pretrain_refuses_a_stage_it_cannot_run_before_synthesising(tmp_path: Path) -> None:
+    """Whisper features are for run.sh --extra-train-cuts: stage 3 (the FBANK Conformer) is refused up front."""
+    corpus = _arctic_folder(tmp_path / "corpus")
+    script = ROOT / "egs" / "arctic" / "pretrain.sh"
+    for args, message in [
+        (["--feature-type", "whisper-fbank"], "with --feature-type whisper-fbank add --stop-stage 2"),
+        (["--feature-type", "mfcc", "--stop-stage", "2"], "--feature-type takes kaldi-fbank or whisper-fbank"),
+    ]:
+        proc = subprocess.run(
+            ["bash", str(script), "--corpus-dir", str(corpus), "--work-dir", str(tmp_path / "pt"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not (tmp_path / "pt" / "data").exists()

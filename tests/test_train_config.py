@@ -77,6 +77,7 @@ RECIPE_MODELS = {
     "arctic/conf/whisper.yaml": {"encoder_dim": 192, "ffn_dim": 768},
     "arctic/conf/whisper_decoder.yaml": {"encoder_dim": 192, "ffn_dim": 768, "use_transducer": False},
     "arctic/conf/whisper_decoder_unpadded.yaml": {"encoder_dim": 192, "ffn_dim": 768, "use_transducer": False},
+    "arctic/conf/whisper_tts.yaml": {"encoder_dim": 192, "ffn_dim": 768},
     "fsdd/conf/finetune.yaml": {"encoder_dim": 96, "num_encoder_layers": 4, "ffn_dim": 384},
     "fsdd/conf/train.yaml": {"encoder_dim": 96, "num_encoder_layers": 4, "ffn_dim": 384, "decoder_dim": 96,
                              "joiner_dim": 96},

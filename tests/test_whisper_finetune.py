@@ -520,15 +520,40 @@ USER_ERRORS = {
         lambda w: train_args(w, w["root"] / "bad", whisper_decoder=False, attention_decoder_layers=2),
         r"--pretrained: the attention head is Whisper's own decoder \(--whisper-decoder\); drop --attention-decoder",
     ),
-    "--pretrained with --init-from": (
+    "--pretrained with --init-from a Conformer": (
         lambda w: train_args(w, w["root"] / "bad", init_from=w["kaldi_exp"]),
-        r"--pretrained builds a new model from Whisper, --init-from continues a dsr one: give one",
+        r"--init-from .+ is a dsr Conformer model, not one on Whisper: drop --pretrained",
+    ),
+    "--init-from a Whisper model without --pretrained": (
+        lambda w: train_args(w, w["root"] / "bad", pretrained="", init_from=w["exp"]),
+        r"--init-from .+ is a model on a pretrained Whisper encoder: add --pretrained \S+",
     ),
     "--pretrained with --chunk-sizes": (
         lambda w: train_args(w, w["root"] / "bad", chunk_sizes="8,16"),
         r"--pretrained Whisper attends to whole utterances: drop --chunk-sizes",
     ),
 }
+
+
+def test_init_from_continues_a_whisper_model(work, trained) -> None:
+    """--pretrained with --init-from: Whisper builds the architecture, the fine-tuned checkpoint's
+    weights replace Whisper's (e.g. heads trained on TTS speech, continued on in-domain audio)."""
+    from dsr.models.checkpoint import resolve_model_checkpoint
+
+    exp = work["root"] / "continued"
+    # One update at a negligible learning rate: the saved weights are the ones the run started from.
+    dsr_ok(*train_args(work, exp, init_from=trained, max_steps=1, base_lr=1e-9, freeze_encoder_steps=0))
+    start = resolve_model_checkpoint(trained)[0]["model"]
+    ckpt = load(sorted(exp.glob("*.pt"))[-1])
+    random_start = initial_weights(ckpt)
+    whisper = pretrained_in_model(work["whisper_sd"])
+    for name in ("joiner.output_linear.weight", "ctc_output.1.weight", "encoder.blocks.0.mlp.0.weight"):
+        got = ckpt["model"][name]
+        assert torch.allclose(got, start[name], atol=1e-6), name
+        assert not torch.allclose(got, random_start[name], atol=1e-3), name
+        # The fine-tuned encoder, not Whisper's own weights loaded over it.
+        assert name not in whisper or not torch.allclose(got, whisper[name], atol=1e-5), name
+    assert "initialised" in sorted((exp / "log").glob("log-train-*.txt"))[-1].read_text()
 
 
 @pytest.mark.parametrize("case", list(USER_ERRORS))

@@ -303,7 +303,8 @@ class TrainConfig:
     init_from: str = opt(
         "",
         "Start from the weights of this checkpoint (.pt) or experiment directory (its newest epoch, averaged "
-        "as dsr decode does) with a fresh optimizer and schedule; ignored when the run resumes its own checkpoints.",
+        "as dsr decode does) with a fresh optimizer and schedule; ignored when the run resumes its own checkpoints. "
+        "With --pretrained: a model fine-tuned from that Whisper, whose weights replace Whisper's.",
     )
     init_exclude: str = opt(
         "",
@@ -548,8 +549,6 @@ class TrainConfig:
             if self.whisper_pad_30s:
                 raise OptionError("{whisper_pad_30s} applies to a {pretrained} Whisper; give {pretrained} NAME")
             return
-        if self.init_from:
-            raise OptionError("{pretrained} builds a new model from Whisper, {init_from} continues a dsr one: give one")
         if self.model.chunk_sizes or self.model.causal:
             raise OptionError("{pretrained} Whisper attends to whole utterances: drop {chunk_sizes}/{causal}")
         if self.model.utterance_norm != "none":

@@ -68,6 +68,24 @@ def _checkpoint_weights(source: str) -> tuple[dict[str, torch.Tensor], dict[str,
     return weights, ckpt, what
 
 
+def _check_encoder_type(ckpt: dict[str, Any], model_config: ModelConfig | None, what: str) -> None:
+    """A Whisper-encoder checkpoint needs a --pretrained run (the architecture comes from Whisper), a
+    Conformer one a run without it: say so instead of listing every weight that does not fit."""
+    theirs = ckpt.get("model_config") if isinstance(ckpt, dict) else None
+    if model_config is None or not isinstance(theirs, dict):
+        return
+    their_type = theirs.get("encoder_type", "conformer")
+    if their_type == model_config.encoder_type:
+        return
+    if their_type == "whisper":
+        name = ckpt.get("pretrained") or (ckpt.get("train_config") or {}).get("pretrained") or "NAME"
+        raise OptionError(
+            f"{{init_from}} {what} is a model on a pretrained Whisper encoder: add {{pretrained}} {name} "
+            "(the Whisper it was trained from) so that this run builds the same architecture"
+        )
+    raise OptionError(f"{{init_from}} {what} is a dsr Conformer model, not one on Whisper: drop {{pretrained}}")
+
+
 def _config_differences(ckpt: dict[str, Any], model_config: ModelConfig | None) -> str:
     """``"; the checkpoint's model has vocab_size 48 (this run: 128)"`` or ``""``."""
     if model_config is None or not isinstance(ckpt.get("model_config"), dict):
@@ -82,7 +100,11 @@ def _config_differences(ckpt: dict[str, Any], model_config: ModelConfig | None) 
 
 
 def load_initial_weights(
-    model: nn.Module, source: str, exclude: list[str], model_config: ModelConfig | None = None
+    model: nn.Module,
+    source: str,
+    exclude: list[str],
+    model_config: ModelConfig | None = None,
+    otherwise: str = "their random initialisation",
 ) -> set[str]:
     """Copy the weights of ``source`` into ``model``, except the names matched by ``exclude``.
 
@@ -93,11 +115,15 @@ def load_initial_weights(
     initialisation.  Weights the checkpoint lacks (e.g. a newly added head) also
     keep it, with a warning naming them; checkpoint weights the model lacks are
     listed and ignored.  ``model_config``, if given, lets the error name the
-    hyper-parameters that differ.
+    hyper-parameters that differ, and a checkpoint of another encoder type (a model on
+    pretrained Whisper given to a Conformer run, or the reverse) is an error saying which
+    flag to add or drop.  ``otherwise`` names what the weights the checkpoint does not set
+    keep (Whisper's pretrained weights when the caller loaded them first).
 
     Returns the names of the state-dict entries that were loaded.
     """
     weights, ckpt, what = _checkpoint_weights(source)
+    _check_encoder_type(ckpt, model_config, what)
     own = model.state_dict()
     excluded = _select(list(own), exclude, "init_exclude")
     mismatched = [k for k in own if k in weights and k not in excluded and weights[k].shape != own[k].shape]
@@ -120,7 +146,7 @@ def load_initial_weights(
             "--init-exclude kept %d weights randomly initialised: %s", len(excluded), ", ".join(sorted(excluded))
         )
     if missing:
-        logger.warning("%s has no %s; they keep their random initialisation", what, ", ".join(missing))
+        logger.warning("%s has no %s; they keep %s", what, ", ".join(missing), otherwise)
     if unused:
         logger.info("ignored %d checkpoint weights this model does not have: %s", len(unused), ", ".join(unused))
     return set(loaded)

@@ -460,14 +460,20 @@ def _model(
 def _initial_weights(
     cfg: TrainConfig, model: HybridTransducer, mcfg: ModelConfig, whisper: PretrainedWhisper | None, resuming: bool
 ) -> set[str]:
-    """--init-from's or Whisper's weights for a new run; the names of the tensors --init-from set."""
-    initialised: set[str] = set()
-    if cfg.init_from and not resuming:
-        initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg)
-    elif cfg.init_from:
-        logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
+    """Whisper's and then --init-from's weights for a new run; the names of the tensors --init-from set.
+
+    Whisper first: with both, --init-from continues a model fine-tuned from that Whisper (e.g. the
+    heads trained on TTS speech, now on in-domain audio), and Whisper's pretrained weights fill in
+    only what the checkpoint lacks (a Whisper decoder head it was trained without).
+    """
     if whisper is not None and not resuming:
         whisper.load_into(model)
+    initialised: set[str] = set()
+    if cfg.init_from and not resuming:
+        otherwise = "Whisper's pretrained weights (a new head: its random start)" if whisper else "their random start"
+        initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg, otherwise)
+    elif cfg.init_from:
+        logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
     return initialised
 
 

@@ -16,13 +16,18 @@
 #   bash egs/arctic/pretrain.sh --stage 1 --num-sentences 24000 --num-epochs 4 \
 #       --init-from egs/arctic/pretrain/exp/pd16000/epoch-6.pt
 #   bash egs/arctic/run.sh --init-from egs/arctic/pretrain/exp/pd24000/epoch-4.pt --init-lang-dir egs/synth/data/lang_bpe_128
+#   # TTS speech for the heads on a pretrained Whisper encoder instead (Whisper's log-mel, no Conformer to train):
+#   bash egs/arctic/pretrain.sh --stop-stage 2 --num-sentences 24000 --feature-type whisper-fbank
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --config egs/arctic/conf/whisper_tts.yaml \
+#       --extra-train-cuts egs/arctic/pretrain/data/whisper_fbank_24000/synth_cuts_train.jsonl.gz --exp-dir exp/whisper-tiny.en-tts
 # (paths on the command line are relative to where you run it; these run from the repository root)
 #
 # Stages:
 #   0 text      tools/public_domain_text.py -> data/pd_text.txt
 #   1 synth     dsr prepare synth --text-source file, excluding every prompt of --corpus-dir
 #               -> data/manifests_N (the wavs in data/synth_pd are shared by every N)
-#   2 features  80-dim FBANK (no speed perturbation: the voices' rates already vary) -> data/fbank_N
+#   2 features  80-dim FBANK (no speed perturbation: the voices' rates already vary) -> data/fbank_N;
+#               with --feature-type whisper-fbank Whisper's log-mel -> data/whisper_fbank_N (for run.sh --pretrained)
 #   3 train     continue the --init-from model (its BPE, --init-lang-dir) on the synthetic speech -> exp/pdN
 set -euo pipefail
 
@@ -36,6 +41,7 @@ init_lang_dir=$root/egs/synth/data/lang_bpe_128
 num_sentences=8000
 num_epochs=8
 num_jobs=2
+feature_type=kaldi-fbank   # whisper-fbank: Whisper's log-mel, for the heads of run.sh --pretrained (stage 3 then refused)
 work_dir=$recipe_dir/pretrain
 force=
 
@@ -52,8 +58,17 @@ mkdir -p "$work_dir" && cd "$work_dir"
 # One manifest/feature/model dir per size: a second run with more sentences must not find
 # the first one's "done" markers and skip.
 manifests=data/manifests_$num_sentences
-fbank=data/fbank_$num_sentences
+case $feature_type in
+  kaldi-fbank) fbank=data/fbank_$num_sentences ;;
+  whisper-fbank) fbank=data/whisper_fbank_$num_sentences ;;
+  *) echo "pretrain.sh: --feature-type takes kaldi-fbank or whisper-fbank, got '$feature_type'" >&2; exit 2 ;;
+esac
 exp_dir=exp/pd$num_sentences
+if [ "$feature_type" != kaldi-fbank ] && [ $stop_stage -ge 3 ]; then
+  echo "pretrain.sh: stage 3 trains the FBANK Conformer; with --feature-type $feature_type add --stop-stage 2" \
+    "and pass $work_dir/$fbank/synth_cuts_train.jsonl.gz to run.sh --extra-train-cuts" >&2
+  exit 2
+fi
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: public-domain text"
@@ -68,8 +83,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: FBANK"
-  dsr features --corpus synth --split train --split dev --manifest-dir $manifests --out-dir $fbank -j $num_jobs $force
+  log "Stage 2: features ($feature_type) -> $fbank"
+  dsr features --corpus synth --split train --split dev --manifest-dir $manifests --out-dir $fbank \
+    --feature-type $feature_type -j $num_jobs $force
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then

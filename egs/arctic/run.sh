@@ -26,6 +26,13 @@
 #                                                            # (conf/whisper_decoder_unpadded.yaml;
 #                                                            # exp/whisper-tiny.en-decoder-unpadded)
 #   bash egs/arctic/run.sh --pretrained whisper-base --exp-dir exp/whisper-base
+#   bash egs/arctic/pretrain.sh --stop-stage 2 --num-sentences 24000 --feature-type whisper-fbank
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --config egs/arctic/conf/whisper_tts.yaml \
+#     --extra-train-cuts egs/arctic/pretrain/data/whisper_fbank_24000/synth_cuts_train.jsonl.gz \
+#     --exp-dir exp/whisper-tiny.en-tts                    # the transducer and CTC heads also learn from TTS
+#                                                            # voices reading public-domain text (no ARCTIC prompt)
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --init-from egs/arctic/exp/whisper-tiny.en-tts --stage 3 \
+#     --exp-dir exp/whisper-tiny.en-tts-ft                 # continue that model on the ARCTIC takes alone
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true
 #                                                            # the hybrid, then a speech-LLM on the same encoder
 #                                                            # and takes (stage 6: Whisper encoder -> projector ->
@@ -43,7 +50,8 @@
 #               speed perturbation
 #   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir)
 #   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml;
-#               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml
+#               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml;
+#               --extra-train-cuts (comma-separated manifests, same features) join the training takes
 #   4 decode    greedy, CTC greedy and modified beam search (--beam-size 8) with its n-best list (with
 #               --pretrained also the Whisper decoder's rescoring of that n-best list, its greedy and beam
 #               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>, unless
@@ -81,6 +89,7 @@ num_jobs=2
 num_epochs=
 config=
 exp_dir=
+extra_train_cuts=   # more training cuts (comma-separated; e.g. pretrain.sh's TTS speech), same front end
 pretrained=      # e.g. whisper-tiny.en: fine-tune a pretrained Whisper (tools/setup.sh --whisper)
 decoder_only=false   # with --pretrained: true = Whisper's decoder alone on the 30 s window; unpadded = on the utterance
 beam_size=8
@@ -123,13 +132,11 @@ if [ "$speech_llm" = true ] && { [ -z "$pretrained" ] || [ "$decoder_only" != fa
     "give --pretrained (e.g. whisper-tiny.en) and no --decoder-only" >&2
   exit 2
 fi
-if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
-  echo "run.sh: give --pretrained (a Whisper to start from) or --init-from (a dsr checkpoint), not both" >&2
-  exit 2
-fi
 feats_dir=data/fbank
 feature_flags=
 if [ -n "$pretrained" ]; then
+  # With --init-from too: continue a model fine-tuned from this Whisper (same BPE: the recipe's).
+  [ -n "$init_from" ] && init_from=$(abspath "$init_from")
   feats_dir=data/whisper_fbank
   feature_flags="--feature-type whisper-fbank"
   lang_dir=data/lang_bpe_${vocab_size}
@@ -157,6 +164,15 @@ else
   config=${config:-$recipe_dir/conf/train.yaml}
 fi
 config=$(abspath "$config")
+extra_cuts_flag=
+if [ -n "$extra_train_cuts" ]; then
+  IFS=, read -ra extra_list <<< "$extra_train_cuts"
+  for f in "${extra_list[@]}"; do
+    f=$(abspath "$f")
+    [ -f "$f" ] || { echo "run.sh: --extra-train-cuts file $f not found (make it with egs/arctic/pretrain.sh)" >&2; exit 2; }
+    extra_cuts_flag="$extra_cuts_flag,$f"
+  done
+fi
 exp_dir=${exp_dir:-exp/conformer}
 [ -n "$llm" ] && llm=$(abspath "$llm")
 mkdir -p "$work_dir" && cd "$work_dir"
@@ -188,7 +204,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  if [ -n "$init_from" ]; then
+  if [ -n "$init_from" ] && [ -z "$pretrained" ]; then
     log "Stage 2: using the pretrained model's BPE in $lang_dir"
     [ -f "$lang_dir/bpe.model" ] || { echo "run.sh: $lang_dir/bpe.model not found; fix --init-lang-dir" >&2; exit 2; }
   else
@@ -200,13 +216,14 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: train (resumes from the newest checkpoint in $exp_dir)"
   dsr train --config "$config" --exp-dir $exp_dir --lang-dir $lang_dir $epochs_flag $init_flag $pretrained_flag $force \
-    --train-cuts $feats_dir/arctic_cuts_train.jsonl.gz --dev-cuts $feats_dir/arctic_cuts_dev.jsonl.gz
+    --train-cuts $feats_dir/arctic_cuts_train.jsonl.gz$extra_cuts_flag --dev-cuts $feats_dir/arctic_cuts_dev.jsonl.gz
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
   whisper_methods=
-  if [ -n "$pretrained" ]; then
+  # A config without Whisper's decoder head (conf/whisper_tts.yaml) decodes with the transducer and CTC alone.
+  if [ -n "$pretrained" ] && ! grep -q '^whisper-decoder: *false' "$config"; then
     whisper_methods="-m transducer-attention-rescoring -m whisper-greedy -m whisper-beam-search"
   fi
   if [ -n "$pretrained" ] && [ "$zero_shot" = true ]; then
