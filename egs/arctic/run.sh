@@ -164,6 +164,12 @@ else
   config=${config:-$recipe_dir/conf/train.yaml}
 fi
 config=$(abspath "$config")
+# A --pretrained config without Whisper's decoder head (conf/whisper_tts.yaml) decodes and rescores the
+# transducer and CTC alone.
+whisper_head=false
+if [ -n "$pretrained" ] && ! grep -q '^whisper-decoder: *false' "$config"; then
+  whisper_head=true
+fi
 extra_cuts_flag=
 if [ -n "$extra_train_cuts" ]; then
   IFS=, read -ra extra_list <<< "$extra_train_cuts"
@@ -222,8 +228,7 @@ fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: decode dev and test"
   whisper_methods=
-  # A config without Whisper's decoder head (conf/whisper_tts.yaml) decodes with the transducer and CTC alone.
-  if [ -n "$pretrained" ] && ! grep -q '^whisper-decoder: *false' "$config"; then
+  if [ "$whisper_head" = true ]; then
     whisper_methods="-m transducer-attention-rescoring -m whisper-greedy -m whisper-beam-search"
   fi
   if [ -n "$pretrained" ] && [ "$zero_shot" = true ]; then
@@ -267,7 +272,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   nbests=()
   [ "$decoder_only" = false ] && nbests+=(modified-beam-search)
   [ -n "$lexicon" ] && [ "$decoder_only" = false ] && nbests+=(modified-beam-search+lexicon)
-  [ -n "$pretrained" ] && nbests+=(whisper-beam-search)
+  [ "$whisper_head" = true ] && nbests+=(whisper-beam-search)
   for nb in "${nbests[@]}"; do
     rescore_with $nb llm $llm_flag
   done
