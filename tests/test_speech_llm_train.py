@@ -411,6 +411,7 @@ def test_encoder_cache_serves_known_cuts(setup):
         (dict(projector_stack=0), "projector_stack must be >= 1"),
         (dict(freeze="encoder"), "drop teacher"),
         (dict(init_from=""), "needs a trained encoder"),
+        (dict(pretrained="whisper-tiny.en"), "takes its encoder from pretrained .* or from init_from .*, not both"),
         (dict(speech_llm_hotword_prob=1.5), "speech_llm_hotword_prob must be in"),
     ],
 )

@@ -501,6 +501,12 @@ class TrainConfig:
                 "{speech_llm} needs a trained encoder: add {pretrained} whisper-... or {init_from} "
                 "a dsr checkpoint or exp dir (a stage-1 speech-LLM for stage 2)"
             )
+        if self.pretrained and self.init_from:
+            # The speech-LLM takes its encoder from one of them; the other would be ignored.
+            raise OptionError(
+                "{speech_llm} takes its encoder from {pretrained} (a Whisper) or from {init_from} (a dsr "
+                "checkpoint or a stage-1 speech-LLM), not both: drop one"
+            )
         if self.projector_stack < 1 or self.projector_hidden < 0:
             raise OptionError(
                 f"{{projector_stack}} must be >= 1 and {{projector_hidden}} >= 0, got "
