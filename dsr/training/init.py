@@ -78,7 +78,7 @@ def _check_encoder_type(ckpt: dict[str, Any], model_config: ModelConfig | None, 
     if their_type == model_config.encoder_type:
         return
     if their_type == "whisper":
-        name = ckpt.get("pretrained") or (ckpt.get("train_config") or {}).get("pretrained") or "NAME"
+        name = ckpt.get("pretrained") or "NAME"  # dsr train writes it into every Whisper-based checkpoint
         raise OptionError(
             f"{{init_from}} {what} is a model on a pretrained Whisper encoder: add {{pretrained}} {name} "
             "(the Whisper it was trained from) so that this run builds the same architecture"
@@ -99,12 +99,16 @@ def _config_differences(ckpt: dict[str, Any], model_config: ModelConfig | None) 
     return f"; the checkpoint's model has {', '.join(diffs)}" if diffs else ""
 
 
+#: What the weights an --init-from checkpoint lacks keep, unless the caller loaded others first.
+RANDOM_START = "their random initialisation"
+
+
 def load_initial_weights(
     model: nn.Module,
     source: str,
     exclude: list[str],
     model_config: ModelConfig | None = None,
-    otherwise: str = "their random initialisation",
+    otherwise: str = RANDOM_START,
 ) -> set[str]:
     """Copy the weights of ``source`` into ``model``, except the names matched by ``exclude``.
 

@@ -74,7 +74,7 @@ from dsr.training.datamodule import (
 )
 from dsr.training.distill import distillation_losses, load_teacher, parse_distill_heads
 from dsr.training.distributed import DistInfo
-from dsr.training.init import freeze_parameters, load_initial_weights, split_patterns
+from dsr.training.init import RANDOM_START, freeze_parameters, load_initial_weights, split_patterns
 from dsr.training.model_average import ModelAverager
 from dsr.training.optim import WarmupEden
 from dsr.training.pretrained import EncoderFreezer, PretrainedWhisper, load_pretrained, optimizer_groups
@@ -470,7 +470,7 @@ def _initial_weights(
         whisper.load_into(model)
     initialised: set[str] = set()
     if cfg.init_from and not resuming:
-        otherwise = "Whisper's pretrained weights (a new head: its random start)" if whisper else "their random start"
+        otherwise = "Whisper's pretrained weights (a new head: its random start)" if whisper else RANDOM_START
         initialised = load_initial_weights(model, cfg.init_from, split_patterns(cfg.init_exclude), mcfg, otherwise)
     elif cfg.init_from:
         logger.info("resuming, so --init-from %s is not applied again", cfg.init_from)
