@@ -12,6 +12,11 @@ Usage:
         --recordings egs/arctic/data/manifests/arctic_recordings_test.jsonl.gz \\
         --supervisions egs/arctic/data/manifests/arctic_supervisions_test.jsonl.gz \\
         --methods greedy,modified-beam-search,transducer-attention-rescoring --beam-size 4 --precision fp32 --limit 20
+    # beam search with a token n-gram fused in (dsr decode --ngram-lm; its load is not timed):
+    python bench/whisper_speed.py --exp-dir egs/arctic/exp/whisper-tiny.en-tts --lang-dir egs/arctic/data/lang_bpe_128 \\
+        --recordings egs/arctic/data/manifests/arctic_recordings_test.jsonl.gz \\
+        --supervisions egs/arctic/data/manifests/arctic_supervisions_test.jsonl.gz --methods modified-beam-search \\
+        --ngram-lm egs/arctic/data/lm_ngram5_lang_bpe_128/lm.arpa --ngram-scale 0.5 --ngram-token-bonus 2
     # a folder + utt-id<TAB>text transcripts instead of manifests (all of arctic_cathy, training prompts too: speed only):
     python bench/whisper_speed.py --exp-dir egs/arctic/exp/whisper-tiny.en --lang-dir egs/arctic/data/lang_bpe_128 \\
         --audio-dir ../shared/data/arctic_cathy/audio --transcripts ../shared/data/arctic_cathy/transcripts.tsv --limit 50
@@ -84,8 +89,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsr.data.folder import AUDIO_SUFFIXES, read_transcripts  # noqa: E402
+from dsr.decoding.beam_search import ShallowFusion  # noqa: E402
 from dsr.decoding.loading import load_decoding_model  # noqa: E402
-from dsr.decoding.methods import METHODS, REFERENCE_METHODS, WHISPER_METHODS, check_method  # noqa: E402
+from dsr.decoding.methods import METHODS, REFERENCE_METHODS, WHISPER_METHODS, check_method, get_method  # noqa: E402
 from dsr.decoding.search import SearchOptions, best_tokens, with_whisper_rescoring  # noqa: E402
 from dsr.decoding.whisper_decode import WhisperDecoding, whisper_nbest  # noqa: E402
 from dsr.errors import DsrUserError  # noqa: E402
@@ -94,6 +100,7 @@ from dsr.evaluation.wer import score  # noqa: E402
 from dsr.features.audio import load_audio_mono, load_recording_mono  # noqa: E402
 from dsr.features.frontend import FrontendConfig, compute_frontend, describe_frontend, frontend_from_dict  # noqa: E402
 from dsr.lang.bpe import Tokenizer  # noqa: E402
+from dsr.lm.ngram import NgramLm  # noqa: E402
 from dsr.models.transducer import HybridTransducer  # noqa: E402
 from dsr.utils import write_json_atomic  # noqa: E402
 
@@ -208,7 +215,12 @@ class DsrSystem:
 
 
 def dsr_text_fn(
-    model: HybridTransducer, method: str, tokenizer: Tokenizer, whisper: WhisperDecoding | None, beam_size: int
+    model: HybridTransducer,
+    method: str,
+    tokenizer: Tokenizer,
+    whisper: WhisperDecoding | None,
+    beam_size: int,
+    fusion: ShallowFusion | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor, float], str]:
     """(encoder output, lengths, duration s) -> 1-best text, as dsr decode computes it for ``method``."""
     if method in WHISPER_METHODS:
@@ -219,7 +231,7 @@ def dsr_text_fn(
             return whisper.texts(hyps[0][:1])[0]
 
         return whisper_text
-    opts = SearchOptions(beam_size=beam_size)
+    opts = SearchOptions(beam_size=beam_size, fusion=fusion)
     opts = with_whisper_rescoring(opts, whisper, tokenizer)
 
     def bpe_text(enc: torch.Tensor, enc_lens: torch.Tensor, duration: float) -> str:
@@ -241,11 +253,17 @@ def load_dsr_systems(args: argparse.Namespace, precision: str, tokenizer: Tokeni
         f"{args.exp_dir} {loaded.tag}, {describe_frontend(loaded.frontend)}, encoder input "
         f"{'padded to 30 s' if padded else 'unpadded'}, {arithmetic}"
     )
+    fusion = None
+    if args.ngram_lm is not None:
+        fusion = ShallowFusion(NgramLm(args.ngram_lm, tokenizer), args.ngram_scale, args.ngram_token_bonus)
     systems = []
     for method in args.methods:
         check_method(loaded.model, method)
-        text_of = dsr_text_fn(loaded.model, method, tokenizer, loaded.whisper, args.beam_size)
-        systems.append(DsrSystem(loaded.model, frontend, method, precision, text_of, detail))
+        fused = fusion if get_method(method).fusable else None
+        text_of = dsr_text_fn(loaded.model, method, tokenizer, loaded.whisper, args.beam_size, fused)
+        # named as dsr decode names its result
+        name = method if fused is None else f"{method}+ngram{fused.scale:g}-bonus{fused.token_bonus:g}"
+        systems.append(DsrSystem(loaded.model, frontend, name, precision, text_of, detail))
     return systems
 
 
@@ -452,6 +470,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="dsr decode methods to time, comma-separated (default: greedy,modified-beam-search).",
     )
     p.add_argument("--beam-size", type=int, default=4, help="Beam of the n-best methods.")
+    p.add_argument("--ngram-lm", type=Path, help="Token n-gram fused into the beam search (dsr decode --ngram-lm).")
+    p.add_argument("--ngram-scale", type=float, default=0.3, help="With --ngram-lm: its weight.")
+    p.add_argument("--ngram-token-bonus", type=float, default=0.0, help="With --ngram-lm: bonus per emitted token.")
     p.add_argument(
         "--precision",
         type=comma_list(PRECISIONS),

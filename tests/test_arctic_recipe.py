@@ -92,6 +92,32 @@ def test_bad_corpus_dir_and_fractions_fail_with_one_line(tmp_path: Path) -> None
     missing = tmp_path / "tts_cuts.jsonl.gz"
     proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--extra-train-cuts", str(missing))
     assert proc.returncode == 2 and f"--extra-train-cuts file {missing} not found" in proc.stderr
+    proc = _run(corpus, tmp_path / "w", "--stop-stage", "0", "--ngram-text", str(tmp_path / "pd.txt"))
+    assert proc.returncode == 2 and f"--ngram-text file {tmp_path / 'pd.txt'} not found" in proc.stderr
+    (tmp_path / "pd.txt").write_text("And the evening and the morning were the first day.\n")
+    proc = _run(
+        corpus, tmp_path / "w", "--stop-stage", "0", "--ngram-text", str(tmp_path / "pd.txt"),
+        "--pretrained", "whisper-tiny.en", "--decoder-only", "unpadded",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--ngram-text joins the transducer's beam search" in proc.stderr
+
+
+def test_lang_stage_builds_the_token_ngram_of_the_text_and_the_training_transcripts(tmp_path: Path) -> None:
+    from dsr.lang.bpe import Tokenizer
+    from dsr.lm.ngram import NgramLm
+
+    corpus = _arctic_folder(tmp_path / "corpus")
+    text = tmp_path / "pd.txt"
+    text.write_text("And the evening and the morning were the first day.\nLet there be light.\n")
+    work = tmp_path / "w"
+    args = ["--vocab-size", "30", "--ngram-text", str(text), "--ngram-order", "3"]
+    assert _run(corpus, work, "--stop-stage", "0").returncode == 0
+    proc = _run(corpus, work, "--stage", "2", "--stop-stage", "2", *args)
+    assert proc.returncode == 0, proc.stderr
+    arpa = work / "data" / "lm_ngram3_lang_bpe_30" / "lm.arpa"
+    lm = NgramLm(arpa, Tokenizer(work / "data" / "lang_bpe_30"))
+    train_prompts = len(_prompts_by_split(work)["train"])  # one distinct transcript per prompt
+    assert lm.order == 3 and f"token 3-gram of {2 + train_prompts} sentences" in proc.stdout + proc.stderr
 
 
 def test_pretrain_refuses_a_stage_it_cannot_run_before_synthesising(tmp_path: Path) -> None:

@@ -180,3 +180,45 @@ def check(
     from dsr.models.speech_llm import check_speech_llm_requirements
 
     print(check_speech_llm_requirements(llm))
+
+
+@app.command("ngram")
+def ngram(
+    texts: list[Path] = typer.Option(
+        ...,
+        "--texts",
+        help="Training text, one sentence per line, or a supervisions manifest (.jsonl.gz) of the TRAINING "
+        "split (never dev/test text); repeatable.",
+    ),
+    lang_dir: Path = typer.Option(..., "--lang-dir", help="The lang dir whose BPE pieces are the n-gram's words."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Where lm.arpa goes, e.g. data/lm_ngram4."),
+    order: int = typer.Option(4, "--order", min=1, max=10, help="n of the n-gram."),
+    force: bool = typer.Option(False, "--force", help="Retrain even if already done."),
+) -> None:
+    """Train a token n-gram (interpolated Kneser-Ney, ARPA) over a lang dir's BPE pieces, for shallow
+    fusion in the transducer's beam search (dsr decode --ngram-lm OUT_DIR/lm.arpa).
+
+    Example:
+
+        dsr lm ngram --texts data/lm/public_domain.txt --texts data/manifests/arctic_supervisions_train.jsonl.gz \\
+            --lang-dir data/lang_bpe_128 --out-dir data/lm_ngram4 --order 4
+    """
+    from dsr.lang.bpe import Tokenizer
+    from dsr.lm.ngram_train import train_token_ngram
+    from dsr.lm.text_training import read_texts
+
+    Tokenizer(lang_dir)  # a missing bpe.model is one line before any text is read
+    inputs = {f"texts{i}": p for i, p in enumerate(texts)} | {"bpe": lang_dir / "bpe.model"}
+    if already_done(out_dir, "lm-ngram", force, inputs=inputs, options={"order": order}):
+        return
+    sentences = [t for path in texts for t in read_texts(path)]
+    info = train_token_ngram(sentences, lang_dir, out_dir / "lm.arpa", order)
+    grams = ", ".join(f"{info[f'{n}-grams']} {n}-grams" for n in range(1, order + 1))
+    finish(
+        out_dir,
+        "lm-ngram",
+        f"token {order}-gram of {info['sentences']} sentences ({info['tokens']} tokens): {grams}; "
+        f"use --ngram-lm {out_dir / 'lm.arpa'}",
+        inputs=inputs,
+        options={"order": order},
+    )

@@ -24,8 +24,8 @@ def _without_llm(result: dict) -> str:
 
 _DOC = """Rescore n-best lists with a causal LLM: writes recogs.txt, errs.txt, wer.txt, result.json, llm_scores.jsonl.
 
-    total = am_score + LM_WEIGHT * llm_logprob + LENGTH_BONUS * words [+ CTC_WEIGHT * ctc_score]
-    [+ ATTENTION_WEIGHT * attention_score].
+    total = am_score [+ lm_score] + LM_WEIGHT * llm_logprob + LENGTH_BONUS * words [+ CTC_WEIGHT * ctc_score]
+    [+ ATTENTION_WEIGHT * attention_score]; lm_score is the fused n-gram's of dsr decode --ngram-lm.
     LLM scores are saved, so re-running with other weights does not run the LLM again.
 
     Examples:

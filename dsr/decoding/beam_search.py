@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dsr.decoding.context_graph import ContextGraph, ContextState
+from dsr.lm.ngram import NgramLm
 from dsr.models.transducer import HybridTransducer
 
 
@@ -34,6 +35,8 @@ class Hypothesis:
             attention rescoring (None otherwise).
         source: ``"search"``, or what added it after the search (``"lexicon"``:
             :mod:`dsr.decoding.lexicon_expand`).
+        lm_score: the shallow-fusion LM's weighted log-probability of ``tokens`` + ``</s>``
+            (``lm_scale`` times the n-gram's; 0 without fusion).
     """
 
     tokens: list[int]
@@ -43,11 +46,12 @@ class Hypothesis:
     ctc_score: float | None = None
     attention_score: float | None = None
     source: str = "search"
+    lm_score: float = 0.0
 
     @property
     def score(self) -> float:
-        """The first-pass ranking score: acoustic score plus hotword bonus."""
-        return self.am_score + self.context_score
+        """The first-pass ranking score: acoustic score plus hotword bonus plus fused LM score."""
+        return self.am_score + self.context_score + self.lm_score
 
 
 @dataclass
@@ -59,10 +63,12 @@ class _Hyp:
     timestamps: list[int]
     context_score: float = 0.0
     context_state: ContextState | None = field(default=None, repr=False)
+    lm_score: float = 0.0  # weighted, as context_score
+    lm_state: tuple[int, ...] = ()
 
     @property
     def score(self) -> float:
-        return self.am_score + self.context_score
+        return self.am_score + self.context_score + self.lm_score
 
 
 def log_add(a: float, b: float) -> float:
@@ -77,7 +83,7 @@ def log_add(a: float, b: float) -> float:
 def _add_merged(beam: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
     """Insert ``hyp``, log-adding into an existing hypothesis with the same tokens.
 
-    The context state and score depend only on the tokens, so they agree; the
+    The context and LM states and scores depend only on the tokens, so they agree; the
     timestamps of the more probable path are kept.
     """
     old = beam.get(hyp.tokens)
@@ -90,9 +96,10 @@ def _add_merged(beam: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
 
 
 def _finalize(
-    beams: list[dict[tuple[int, ...], _Hyp]], nbest: int, graph: ContextGraph | None
+    beams: list[dict[tuple[int, ...], _Hyp]], nbest: int, graph: ContextGraph | None, fusion: ShallowFusion | None
 ) -> list[list[Hypothesis]]:
-    """Cancel dangling hotword prefixes, sort best-first and keep ``nbest`` per utterance."""
+    """Cancel dangling hotword prefixes, end each sentence in the fused LM (``</s>``), sort
+    best-first and keep ``nbest`` per utterance."""
     out: list[list[Hypothesis]] = []
     for beam in beams:
         hyps = []
@@ -100,7 +107,8 @@ def _finalize(
             ctx = h.context_score
             if graph is not None and h.context_state is not None:
                 ctx += graph.finalize(h.context_state)
-            hyps.append(Hypothesis(list(h.tokens), h.am_score, list(h.timestamps), ctx))
+            lm = h.lm_score + (fusion.end_score(h.lm_state) if fusion is not None else 0.0)
+            hyps.append(Hypothesis(list(h.tokens), h.am_score, list(h.timestamps), ctx, lm_score=lm))
         hyps.sort(key=lambda h: h.score, reverse=True)
         out.append(hyps[:nbest])
     return out
@@ -131,6 +139,51 @@ def _bonus_row(
     return row
 
 
+@dataclass(frozen=True)
+class ShallowFusion:
+    """An external token LM added to the beam search's ranking: ``scale`` x its log-probability
+    of every emitted token, and of ``</s>`` at the end (icefall's LM shallow fusion, with a
+    token n-gram), plus ``token_bonus`` per emitted token.  The bonus is what keeps a large
+    scale from deleting words: blank costs the LM nothing, every token costs it something.
+    ValueError on a negative scale."""
+
+    lm: NgramLm
+    scale: float
+    token_bonus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scale < 0:
+            raise ValueError(f"LM scale must be >= 0, got {self.scale}")
+
+    def _weighted(self, log_prob: float) -> float:
+        # At scale 0 the LM is off, even for tokens it cannot score (0 * -inf would be NaN).
+        return self.scale * log_prob if self.scale else 0.0
+
+    def sentence_score(self, tokens: list[int]) -> float:
+        """The ``lm_score`` the search gives a hypothesis of ``tokens`` (``</s>`` included)."""
+        return self._weighted(self.lm.score(tokens)) + self.token_bonus * len(tokens)
+
+    def end_score(self, state: tuple[int, ...]) -> float:
+        """What ending the sentence (``</s>``) after ``state`` adds to ``lm_score``."""
+        return self._weighted(float(self.lm.row(state)[-1]))
+
+    def token_score(self, state: tuple[int, ...], token: int) -> float:
+        """What emitting ``token`` after ``state`` adds to a hypothesis's ``lm_score``."""
+        return self._weighted(float(self.lm.row(state)[token])) + self.token_bonus
+
+    def token_rows(self, states: list[tuple[int, ...]], vocab: int, skip: list[int]) -> torch.Tensor:
+        """(H, V) weighted LM log-probs of each next token after each state; 0 for ``skip``
+        (blank and <unk>, which emit no token)."""
+        if self.lm.vocab_size != vocab:
+            raise ValueError(f"the n-gram LM has {self.lm.vocab_size} tokens, the model {vocab}: another lang dir")
+        if self.scale:
+            rows = torch.stack([self.lm.row(s)[:vocab] for s in states]) * self.scale + self.token_bonus
+        else:
+            rows = torch.full((len(states), vocab), self.token_bonus, dtype=torch.float64)
+        rows[:, skip] = 0.0
+        return rows
+
+
 @torch.no_grad()
 def resolve_nbest(beam_size: int, nbest: int | None) -> int:
     """Validate a (beam_size, nbest) pair; ``nbest=None`` means the whole beam."""
@@ -149,6 +202,7 @@ def modified_beam_search(
     beam_size: int = 4,
     nbest: int | None = None,
     context_graph: ContextGraph | None = None,
+    fusion: ShallowFusion | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched modified beam search.
 
@@ -161,6 +215,8 @@ def modified_beam_search(
         nbest: hypotheses returned per utterance (default ``beam_size``, at most ``beam_size``).
         context_graph: optional hotword graph; its bonus is part of the ranking score
             during the search and is finalised at the end.
+        fusion: optional external LM whose weighted score of each token is part of the
+            ranking score (``Hypothesis.lm_score``; ``am_score`` stays the transducer's).
 
     Returns:
         N lists of at most ``nbest`` :class:`Hypothesis`, best first, unique token sequences.
@@ -180,7 +236,9 @@ def modified_beam_search(
     ctx_size = predictor.context_size
     vocab = joiner.vocab_size
     root = context_graph.root if context_graph is not None else None
-    beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root)} for _ in range(n)]
+    lm_start = fusion.lm.start() if fusion is not None else ()
+    beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root, 0.0, lm_start)} for _ in range(n)]
+    skip = [blank] + ([unk] if unk is not None else [])
     enc_proj = joiner.encoder_proj(encoder_out)  # (N, T, J)
     bonus_rows: dict[ContextState, torch.Tensor] = {}
     lens = encoder_lens.tolist()
@@ -217,6 +275,8 @@ def modified_beam_search(
             cand = cand + torch.stack(
                 [_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows, unk) for h in flat]
             ).to(device)
+        if fusion is not None:
+            cand = cand + fusion.token_rows([h.lm_state for h in flat], vocab, skip).to(device)
         padded[utt, slot] = cand
         padded_lp = torch.zeros_like(padded)
         padded_lp[utt, slot] = log_probs
@@ -233,13 +293,29 @@ def modified_beam_search(
                 h = hyps[j][h_idx]
                 if tok == blank or tok == unk:
                     _add_merged(
-                        new_beam, _Hyp(h.tokens, h.am_score + lp, h.timestamps, h.context_score, h.context_state)
+                        new_beam,
+                        _Hyp(
+                            h.tokens,
+                            h.am_score + lp,
+                            h.timestamps,
+                            h.context_score,
+                            h.context_state,
+                            h.lm_score,
+                            h.lm_state,
+                        ),
                     )
                     continue
                 ctx_score, state = h.context_score, h.context_state
                 if context_graph is not None and state is not None:
                     delta, state, _ = context_graph.forward_one_step(state, tok)
                     ctx_score += delta
-                _add_merged(new_beam, _Hyp(h.tokens + (tok,), h.am_score + lp, h.timestamps + [t], ctx_score, state))
+                lm_score, lm_state = h.lm_score, h.lm_state
+                if fusion is not None:
+                    lm_score += fusion.token_score(lm_state, tok)
+                    lm_state = fusion.lm.advance(lm_state, tok)
+                _add_merged(
+                    new_beam,
+                    _Hyp(h.tokens + (tok,), h.am_score + lp, h.timestamps + [t], ctx_score, state, lm_score, lm_state),
+                )
             beams[i] = new_beam
-    return _finalize(beams, nbest, context_graph)
+    return _finalize(beams, nbest, context_graph, fusion)

@@ -46,7 +46,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ def nbest_record(utt_id: str, ref: str, hyps: list[Hypothesis], tokenizer: Token
                 "ctc_score": _finite(h.ctc_score),
                 "attention_score": _finite(h.attention_score),
                 "context_score": h.context_score,
+                "lm_score": h.lm_score,
                 "timestamps": h.timestamps,
                 "source": h.source,
             }
@@ -211,6 +212,9 @@ class Decoder:
         """The result directory's name of ``method``: its name and what changes its output."""
         label = f"{method}-streaming-{self.stream.chunk_ms:g}ms" if self.stream is not None else method
         label += "-int8" if self.options.int8 else ""
+        if self.search.fusion is not None and get_method(method).fusable:
+            fusion = self.search.fusion
+            label += f"+ngram{fusion.scale:g}" + (f"-bonus{fusion.token_bonus:g}" if fusion.token_bonus else "")
         return label + ("+lexicon" if self.lexicon is not None else "")
 
 
@@ -243,7 +247,17 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
     if tokenizer is not None and lang_dir is not None:
         loaded.check_lang_dir(lang_dir, tokenizer, o.checkpoint or o.exp_dir)
     search = with_whisper_rescoring(
-        search_options(o.beam_size, o.nbest or None, o.hotwords_file, o.hotword_score, tokenizer, o.attention_scale),
+        search_options(
+            o.beam_size,
+            o.nbest or None,
+            o.hotwords_file,
+            o.hotword_score,
+            tokenizer,
+            o.attention_scale,
+            o.ngram_lm,
+            o.ngram_scale,
+            o.ngram_token_bonus,
+        ),
         loaded.whisper,
         tokenizer,
     )
@@ -329,6 +343,15 @@ def decode_one_batch(
                 nbests = expand_nbest(
                     model, enc, enc_lens, nbests, tokenizer, decoder.lexicon, method.name, decoder.options.expand
                 )
+                if opts.fusion is not None and method.fusable:  # variants get the fused LM's score too
+                    fusion = opts.fusion
+                    nbests = [
+                        [
+                            h if h.source == "search" else replace(h, lm_score=fusion.sentence_score(h.tokens))
+                            for h in hs
+                        ]
+                        for hs in nbests
+                    ]
         else:
             hyps = best_tokens(model, enc, enc_lens, method.name)
         out.latency = [synced_clock(dev) - batch_start] * len(cuts)
@@ -426,6 +449,7 @@ def write_results(
         )
     hotwords = method.nbest and o.hotwords_file is not None
     opts = decoder.search
+    fusion = opts.fusion if method.fusable else None
     settings = {
         "chunk_compute_ms": latency_stats(data.chunk_seconds) if stream is not None else None,
         # Search settings, null for the greedy methods that do not use them.
@@ -434,6 +458,10 @@ def write_results(
         "hotwords_file": str(o.hotwords_file) if hotwords else None,
         "hotword_score": o.hotword_score if hotwords else None,
         "attention_scale": opts.attention_scale if "attention" in method.heads else None,
+        # shallow fusion (null without --ngram-lm, and for methods it does not join)
+        "ngram_lm": str(fusion.lm.path) if fusion is not None else None,
+        "ngram_scale": fusion.scale if fusion is not None else None,
+        "ngram_token_bonus": fusion.token_bonus if fusion is not None else None,
         # n-best expansion (null without --expand-lexicon)
         "expand_lexicon": str(o.expand_lexicon) if decoder.lexicon is not None else None,
         "expand_options": asdict(o.expand) if decoder.lexicon is not None else None,
@@ -445,10 +473,24 @@ def write_results(
         "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
     }
     return write_scored(
-        out, label, split, decoder.loaded.tag, data.triples, stats, char_stats, speaker_of,
-        data.records if method.nbest else None, data.audio_seconds, data.elapsed, decoder.device, data.latency,
-        data.memory, data.unreadable, stream.latency_ms if stream is not None else None, settings,
-    )  # fmt: skip
+        out,
+        label,
+        split,
+        decoder.loaded.tag,
+        data.triples,
+        stats,
+        char_stats,
+        speaker_of,
+        data.records if method.nbest else None,
+        data.audio_seconds,
+        data.elapsed,
+        decoder.device,
+        data.latency,
+        data.memory,
+        data.unreadable,
+        stream.latency_ms if stream is not None else None,
+        settings,
+    )
 
 
 def write_scored(

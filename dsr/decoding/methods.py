@@ -37,6 +37,8 @@ class DecodingMethod:
         zero_shot: it runs on zero-shot pretrained Whisper (``pretrained``).
         reference: a reference row computed outside dsr's model (needs ``pretrained``; gives no scores).
         expandable: lexicon expansion (:mod:`dsr.decoding.lexicon_expand`) can rescore its variants.
+        fusable: its search (or first pass) is the transducer's beam search, which an external
+            token LM can join (shallow fusion, ``ngram_lm``).
     """
 
     name: str
@@ -48,6 +50,7 @@ class DecodingMethod:
     zero_shot: bool = False
     reference: bool = False
     expandable: bool = False
+    fusable: bool = False
 
 
 def _m(name: str, heads: tuple[str, ...], **kw: Any) -> DecodingMethod:
@@ -60,11 +63,15 @@ REGISTRY: dict[str, DecodingMethod] = {
     for m in (
         _m("greedy", ("transducer",), streaming=True),
         _m("ctc-greedy", ("ctc",)),
-        _m("modified-beam-search", ("transducer",), nbest=True, expandable=True),
+        _m("modified-beam-search", ("transducer",), nbest=True, expandable=True, fusable=True),
         _m("ctc-prefix-beam-search", ("ctc",), nbest=True, expandable=True),
         _m("ctc-attention-rescoring", ("ctc", "attention"), nbest=True, first_pass="ctc-prefix-beam-search"),
         _m(
-            "transducer-attention-rescoring", ("transducer", "attention"), nbest=True, first_pass="modified-beam-search"
+            "transducer-attention-rescoring",
+            ("transducer", "attention"),
+            nbest=True,
+            first_pass="modified-beam-search",
+            fusable=True,
         ),
         _m("whisper-greedy", ("whisper",), tokens="whisper", zero_shot=True),
         _m("whisper-beam-search", ("whisper",), nbest=True, tokens="whisper", zero_shot=True),
@@ -90,6 +97,7 @@ REFERENCE_METHODS = tuple(n for n, m in REGISTRY.items() if m.reference)
 ZERO_SHOT_METHODS = tuple(n for n, m in REGISTRY.items() if m.zero_shot)
 STREAMING_METHODS = tuple(n for n, m in REGISTRY.items() if m.streaming)
 EXPANDABLE_METHODS = tuple(n for n, m in REGISTRY.items() if m.expandable)
+FUSABLE_METHODS = tuple(n for n, m in REGISTRY.items() if m.fusable)
 SPEECH_LLM_METHODS = tuple(n for n, m in REGISTRY.items() if "speech_llm" in m.heads)
 #: Attention-rescoring method -> the first pass whose n-best list it rescores.
 RESCORING_FIRST_PASS = {n: m.first_pass for n, m in REGISTRY.items() if m.first_pass is not None}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dsr.decoding.methods import (
     EXPANDABLE_METHODS,
+    FUSABLE_METHODS,
     NBEST_METHODS,
     REFERENCE_METHODS,
     SPEECH_LLM_METHODS,
@@ -145,6 +146,18 @@ class SearchFields:
     attention_scale: float = opt(
         1.0, "Attention-rescoring methods: rank by first-pass score + SCALE * attention-decoder score."
     )
+    ngram_lm: Path | None = opt(
+        None,
+        "Token n-gram LM (ARPA over the lang dir's BPE pieces, e.g. from dsr lm ngram) joined to the "
+        "transducer's beam search by shallow fusion (modified-beam-search, transducer-attention-rescoring); "
+        "results go to <method>+ngramSCALE.",
+    )
+    ngram_scale: float = opt(0.3, "With --ngram-lm: weight of its log-probabilities in the ranking (tune on dev).")
+    ngram_token_bonus: float = opt(
+        0.0,
+        "With --ngram-lm: added per emitted token, against the deletions a large --ngram-scale causes "
+        "(tune on dev; results go to <method>+ngramSCALE-bonusB).",
+    )
 
     def _check_search(self, methods: tuple[str, ...], pretrained: str | None) -> None:
         if self.beam_size < 1:
@@ -153,6 +166,19 @@ class SearchFields:
             raise OptionError("attention_scale", f"must be >= 0, got {self.attention_scale}")
         if self.hotwords_file is not None and pretrained:
             raise OptionError("hotwords_file", "needs the BPE heads' lang dir (not zero-shot Whisper)")
+        if self.ngram_scale < 0:
+            raise OptionError("ngram_scale", f"must be >= 0, got {self.ngram_scale}")
+        if self.ngram_lm is not None:
+            if not isinstance(self.ngram_lm, Path):
+                self.ngram_lm = Path(self.ngram_lm)
+            if pretrained:
+                raise OptionError("ngram_lm", "needs the BPE heads' lang dir (not zero-shot Whisper)")
+            if not set(methods) & set(FUSABLE_METHODS):
+                raise OptionError(
+                    "ngram_lm", f"joins the beam search of {' or '.join(FUSABLE_METHODS)}; give one of them"
+                )
+            if not self.ngram_lm.is_file():
+                raise OptionError("ngram_lm", f"{self.ngram_lm} does not exist; build one with dsr lm ngram")
 
 
 @dataclass

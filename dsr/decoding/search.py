@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from dsr.decoding.attention_rescoring import attention_rescore
-from dsr.decoding.beam_search import Hypothesis, modified_beam_search
+from dsr.decoding.beam_search import Hypothesis, ShallowFusion, modified_beam_search
 from dsr.decoding.context_graph import ContextGraph, load_context_graph
 from dsr.decoding.ctc_prefix import ctc_log_likelihood, ctc_prefix_beam_search
 from dsr.decoding.greedy import (
@@ -27,6 +27,7 @@ from dsr.decoding.greedy import (
 from dsr.decoding.methods import NBEST_METHODS, RESCORING_FIRST_PASS, get_method
 from dsr.decoding.whisper_decode import WhisperDecoding
 from dsr.lang.bpe import Tokenizer
+from dsr.lm.ngram import NgramLm
 from dsr.models.transducer import HybridTransducer
 
 logger = logging.getLogger("dsr")
@@ -37,7 +38,8 @@ class SearchOptions:
     """Options of the n-best methods (ignored by the greedy ones); ValueError on a bad value.
 
     ``nbest`` defaults to ``beam_size``; ``context_graph`` biases towards hotwords;
-    ``attention_scale`` weighs the attention score in the attention-rescoring methods.
+    ``attention_scale`` weighs the attention score in the attention-rescoring methods;
+    ``fusion`` adds an external token LM to the transducer's beam search.
     """
 
     beam_size: int = 4
@@ -46,6 +48,7 @@ class SearchOptions:
     attention_scale: float = 1.0
     # BPE token ids -> the attention head's ids, when the head has its own vocabulary (Whisper's).
     attention_tokens: Callable[[list[int]], list[int]] | None = None
+    fusion: ShallowFusion | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -63,8 +66,24 @@ def search_options(
     hotword_score: float = 1.0,
     tokenizer: Tokenizer | None = None,
     attention_scale: float = 1.0,
+    ngram_lm: Path | None = None,
+    ngram_scale: float = 0.0,
+    ngram_token_bonus: float = 0.0,
 ) -> SearchOptions:
-    """:class:`SearchOptions` with the hotwords of ``hotwords_file`` loaded (``tokenizer`` encodes them)."""
+    """:class:`SearchOptions` with the hotwords of ``hotwords_file`` and the token n-gram ``ngram_lm``
+    (shallow fusion at ``ngram_scale``) loaded for ``tokenizer``'s lang dir."""
+    fusion = None
+    if ngram_lm is not None:
+        if tokenizer is None:
+            raise ValueError("an n-gram LM needs the BPE tokenizer of the model's lang dir")
+        fusion = ShallowFusion(NgramLm(ngram_lm, tokenizer), ngram_scale, ngram_token_bonus)
+        logger.info(
+            "shallow fusion: token %d-gram %s, scale %g, token bonus %g",
+            fusion.lm.order,
+            ngram_lm,
+            ngram_scale,
+            ngram_token_bonus,
+        )
     graph = None
     if hotwords_file is not None:
         if tokenizer is None:
@@ -73,7 +92,7 @@ def search_options(
         logger.info(
             "hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file, hotword_score
         )
-    return SearchOptions(beam_size, nbest, graph, attention_scale)
+    return SearchOptions(beam_size, nbest, graph, attention_scale, fusion=fusion)
 
 
 def with_whisper_rescoring(
@@ -103,7 +122,9 @@ def nbest_search(
             model.attention_decoder, encoder_out, encoder_lens, first, opts.attention_scale, opts.attention_tokens
         )
     if method == "modified-beam-search":
-        nbest = modified_beam_search(model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph)
+        nbest = modified_beam_search(
+            model, encoder_out, encoder_lens, opts.beam_size, opts.nbest, opts.context_graph, opts.fusion
+        )
         if model.ctc_output is not None:
             tokens = [[h.tokens for h in hyps] for hyps in nbest]
             scores = ctc_log_likelihood(model.ctc_log_probs(encoder_out), encoder_lens, tokens, blank=model.blank_id)

@@ -137,7 +137,7 @@ def rerank_nbest(
         ranked = []
         for h, s in zip(hs, ss):
             am = h.get("am_score")
-            am = float("-inf") if am is None else float(am)
+            am = float("-inf") if am is None else float(am) + float(h.get("lm_score", 0.0))
             ranked.append({**h, "speech_llm_score": s, "total_score": am + scale * s})
         out.append(sorted(ranked, key=lambda h: -h["total_score"]))
     return out

@@ -92,6 +92,7 @@ class Tokenizer:
         model = Path(lang_dir) / "bpe.model"
         if not model.is_file():
             raise DsrUserError(f"tokenizer {model} does not exist; run the lang stage (dsr lang) first")
+        self.lang_dir = Path(lang_dir)
         self.sp = spm.SentencePieceProcessor(model_file=str(model))
         self.blank_id = self.sp.piece_to_id(BLANK)
         self.sos_eos_id = self.sp.piece_to_id(SOS_EOS)

@@ -32,10 +32,16 @@ class Hyp:
     timestamps: list[int]
     attention_score: float | None = None
     source: str = "search"
+    lm_score: float = 0.0  # shallow fusion's weighted n-gram score (0 without --ngram-lm)
 
     @property
     def num_words(self) -> int:
         return len(self.text.split())
+
+    @property
+    def first_pass_score(self) -> float:
+        """What the search ranked by, hotword bonus aside: acoustic score plus the fused LM's."""
+        return self.am_score + self.lm_score
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ def _hyp(obj: dict, where: str) -> Hyp:
             timestamps=[int(t) for t in obj["timestamps"]],
             attention_score=None if att is None else float(att),
             source=str(obj.get("source", "search")),
+            lm_score=float(obj.get("lm_score", 0.0)),
         )
     except KeyError as e:
         raise DsrUserError(f"{where}: hypothesis has no {e.args[0]!r} field; re-run dsr decode to rewrite it") from e

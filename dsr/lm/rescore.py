@@ -2,10 +2,11 @@
 
 Each hypothesis gets::
 
-    total = am_score + lm_weight * llm_score + length_bonus * num_words
+    total = am_score [+ lm_score] + lm_weight * llm_score + length_bonus * num_words
             [+ ctc_weight * ctc_score] [+ attention_weight * attention_score]
 
-(the CTC and attention terms only when the hypothesis has those scores: an attention
+(``lm_score``: the weighted n-gram score of a search with shallow fusion, ``dsr decode
+--ngram-lm``, which is part of what the first pass ranked by; the CTC and attention terms only when the hypothesis has those scores: an attention
 decoder's log-probability is in the n-best of the attention-rescoring methods).  The highest total wins;
 ties go to the hypothesis the first pass ranked higher, so all-zero weights give back
 the first-pass 1-best exactly.  ``length_bonus`` offsets the LLM's per-word cost, which
@@ -119,7 +120,7 @@ class NbestTable:
             hyps, scores = (utt.hyps, scores) if utt.hyps else ([_EMPTY], [0.0])
             texts.append([h.text for h in hyps])
             for i, (h, s) in enumerate(zip(hyps, scores, strict=True)):
-                am[u, i], lm[u, i], nw[u, i] = h.am_score, s, h.num_words
+                am[u, i], lm[u, i], nw[u, i] = h.first_pass_score, s, h.num_words
                 ctc[u, i] = h.ctc_score if h.ctc_score is not None else 0.0
                 att[u, i] = h.attention_score if h.attention_score is not None else 0.0
                 errors[u, i] = kaldialign.edit_distance(ref, normalize_for_scoring(h.text).split())["total"]
@@ -241,15 +242,16 @@ def tune(
 
 def _warn_if_not_best_first(nbest: Path, utts: list[NbestUtt]) -> None:
     """Zero weights give the first-pass 1-best only if the first pass ranked by ``am_score``
-    (hypotheses an n-best expansion appended are not ranked against the search's)."""
+    (plus the fused LM's ``lm_score``; hypotheses an n-best expansion appended are not ranked
+    against the search's)."""
     bad = 0
     for u in utts:
         hyps = [h for h in u.hyps if h.source == "search"]
-        bad += any(a.am_score < b.am_score for a, b in zip(hyps, hyps[1:], strict=False))
+        bad += any(a.first_pass_score < b.first_pass_score for a, b in zip(hyps, hyps[1:], strict=False))
     if bad:
         logger.warning(
-            "%s: %d utterances list hypotheses not in decreasing am_score order; "
-            "rescoring ranks by am_score, not by that order",
+            "%s: %d utterances list hypotheses not in decreasing am_score + lm_score order; "
+            "rescoring ranks by that score, not by the list's order",
             nbest,
             bad,
         )

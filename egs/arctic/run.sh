@@ -33,6 +33,10 @@
 #                                                            # voices reading public-domain text (no ARCTIC prompt)
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --init-from egs/arctic/exp/whisper-tiny.en-tts --stage 3 \
 #     --exp-dir exp/whisper-tiny.en-tts-ft                 # continue that model on the ARCTIC takes alone
+#   bash egs/arctic/run.sh --pretrained whisper-tiny.en --config egs/arctic/conf/whisper_tts.yaml \
+#     --exp-dir exp/whisper-tiny.en-tts --ngram-text egs/arctic/pretrain/data/pd_text.txt --stage 2
+#                                                            # + a token 5-gram of the public-domain text and the
+#                                                            # training transcripts, fused into the beam search
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true
 #                                                            # the hybrid, then a speech-LLM on the same encoder
 #                                                            # and takes (stage 6: Whisper encoder -> projector ->
@@ -48,7 +52,10 @@
 #               train, ~10 % dev, ~10 % test, by a hash of the prompt id (deterministic, --split-seed)
 #   1 features  80-dim FBANK (Whisper's log-mel with --pretrained: data/whisper_fbank); train with 0.9/1.1
 #               speed perturbation
-#   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir)
+#   2 lang      BPE on the training transcripts (skipped with --init-from: the pretrained model's --init-lang-dir);
+#               with --ngram-text FILE also a token n-gram (--ngram-order) of FILE + the training transcripts over
+#               that BPE -> data/lm_ngramN_<lang dir>/lm.arpa (FILE must hold no dev/test prompt: pretrain.sh's
+#               data/pd_text.txt is filtered against every ARCTIC prompt)
 #   3 train     Conformer transducer + CTC: conf/finetune.yaml from --init-from, else conf/train.yaml;
 #               with --pretrained: Whisper encoder + transducer + CTC + Whisper decoder, conf/whisper.yaml;
 #               --extra-train-cuts (comma-separated manifests, same features) join the training takes
@@ -56,8 +63,10 @@
 #               --pretrained also the Whisper decoder's rescoring of that n-best list, its greedy and beam
 #               search, and zero-shot Whisper by dsr and by faster-whisper in exp/zeroshot-<name>, unless
 #               --zero-shot false); the same n-best expanded with respellings of out-of-lexicon words
-#               (--lexicon, a word list; "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/
-#   5 rescore   LLM rescoring of both n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
+#               (--lexicon, a word list; "" skips it) -> exp/conformer/decode/modified-beam-search+lexicon/;
+#               with --ngram-text both again with the n-gram fused into the beam search (--ngram-scale,
+#               --ngram-token-bonus) -> modified-beam-search+ngramS-bonusB[+lexicon]/
+#   5 rescore   LLM rescoring of the n-best lists: weights (LLM, length, CTC) tuned on dev, applied to test
 #               -> exp/conformer/decode/modified-beam-search+llm/ and modified-beam-search+lexicon+llm/
 #               (+llm-ft/ and +lexicon+llm-ft/ with --finetune-llm true)
 #   6 speech-llm  only with --speech-llm true (and --pretrained, not --decoder-only): a speech-LLM on the
@@ -102,6 +111,10 @@ speech_llm_exp=exp/speech-llm   # its exp dirs: ${speech_llm_exp}-stage1 and -st
 speech_llm_epochs=    # epochs of each speech-LLM stage (default: the configs')
 speech_llm_stage1_opts=   # more dsr train flags for speech-LLM stage 1 / stage 2 (after the config's)
 speech_llm_stage2_opts=
+ngram_text=        # public-domain text (no dev/test prompt) for a token n-gram fused into the beam search
+ngram_order=5
+ngram_scale=0.5         # tuned on dev for conf/whisper_tts.yaml (docs/RESULTS.md, ARCTIC)
+ngram_token_bonus=2
 work_dir=$recipe_dir
 force=
 
@@ -127,6 +140,15 @@ for flag in zero_shot speech_llm; do
     *) echo "run.sh: --${flag//_/-} takes true or false, got '${!flag}'" >&2; exit 2 ;;
   esac
 done
+if [ -n "$ngram_text" ]; then
+  ngram_text=$(abspath "$ngram_text")
+  [ -f "$ngram_text" ] || { echo "run.sh: --ngram-text file $ngram_text not found (egs/arctic/pretrain.sh --stop-stage 0 writes" \
+    "data/pd_text.txt)" >&2; exit 2; }
+  if [ "$decoder_only" != false ]; then
+    echo "run.sh: --ngram-text joins the transducer's beam search; --decoder-only $decoder_only trains none" >&2
+    exit 2
+  fi
+fi
 if [ "$speech_llm" = true ] && { [ -z "$pretrained" ] || [ "$decoder_only" != false ]; }; then
   echo "run.sh: --speech-llm true trains on the hybrid's Whisper encoder and reranks its transducer n-best;" \
     "give --pretrained (e.g. whisper-tiny.en) and no --decoder-only" >&2
@@ -188,6 +210,11 @@ pretrained_flag=${pretrained:+--pretrained $pretrained}
 llm_flag=${llm:+--llm $llm}
 [ -n "$lexicon" ] && lexicon=$(abspath "$lexicon")
 eval_cuts="--cuts $feats_dir/arctic_cuts_dev.jsonl.gz --cuts $feats_dir/arctic_cuts_test.jsonl.gz"
+ngram_lm=data/lm_ngram${ngram_order}_$(basename "$lang_dir")
+fusion_flags="--ngram-lm $ngram_lm/lm.arpa --ngram-scale $ngram_scale --ngram-token-bonus $ngram_token_bonus"
+# dsr decode's result name for the fused beam search (Python's :g is printf's %g)
+fusion_label=modified-beam-search+ngram$(printf %g "$ngram_scale")
+[ "$(printf %g "$ngram_token_bonus")" != 0 ] && fusion_label+=-bonus$(printf %g "$ngram_token_bonus")
 
 if [ "$speech_llm" = true ] && [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   # Before the hours of the other stages: transformers, peft and the LLM (bash tools/setup.sh --lm).
@@ -216,6 +243,11 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   else
     log "Stage 2: BPE"
     dsr lang --cuts data/manifests/arctic_supervisions_train.jsonl.gz --lang-dir $lang_dir --vocab-size $vocab_size $force
+  fi
+  if [ -n "$ngram_text" ]; then
+    log "Stage 2: token ${ngram_order}-gram of $ngram_text + the training transcripts -> $ngram_lm"
+    dsr lm ngram --texts "$ngram_text" --texts data/manifests/arctic_supervisions_train.jsonl.gz --lang-dir $lang_dir \
+      --out-dir $ngram_lm --order $ngram_order $force
   fi
 fi
 
@@ -249,6 +281,14 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size \
       --expand-lexicon "$lexicon" $eval_cuts
   fi
+  if [ -n "$ngram_text" ]; then
+    dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size $fusion_flags \
+      $eval_cuts
+    if [ -n "$lexicon" ]; then
+      dsr decode --exp-dir $exp_dir --lang-dir $lang_dir -m modified-beam-search --beam-size $beam_size $fusion_flags \
+        --expand-lexicon "$lexicon" $eval_cuts
+    fi
+  fi
 fi
 
 # rescore_with NBEST_NAME OUT_SUFFIX [--llm PATH]: rescore $exp_dir/decode/NBEST_NAME into
@@ -272,6 +312,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   nbests=()
   [ "$decoder_only" = false ] && nbests+=(modified-beam-search)
   [ -n "$lexicon" ] && [ "$decoder_only" = false ] && nbests+=(modified-beam-search+lexicon)
+  [ -n "$ngram_text" ] && nbests+=("$fusion_label")
+  [ -n "$ngram_text" ] && [ -n "$lexicon" ] && nbests+=("$fusion_label+lexicon")
   [ "$whisper_head" = true ] && nbests+=(whisper-beam-search)
   for nb in "${nbests[@]}"; do
     rescore_with $nb llm $llm_flag
