@@ -261,8 +261,7 @@ def load_dsr_systems(args: argparse.Namespace, precision: str, tokenizer: Tokeni
         check_method(loaded.model, method)
         fused = fusion if get_method(method).fusable else None
         text_of = dsr_text_fn(loaded.model, method, tokenizer, loaded.whisper, args.beam_size, fused)
-        # named as dsr decode names its result
-        name = method if fused is None else f"{method}+ngram{fused.scale:g}-bonus{fused.token_bonus:g}"
+        name = method if fused is None else method + fused.label  # as dsr decode names its result
         systems.append(DsrSystem(loaded.model, frontend, name, precision, text_of, detail))
     return systems
 

@@ -155,6 +155,16 @@ class ShallowFusion:
         if self.scale < 0:
             raise ValueError(f"LM scale must be >= 0, got {self.scale}")
 
+    @property
+    def label(self) -> str:
+        """What fusion adds to a result's name: ``+ngram<scale>[-bonus<bonus>]``."""
+        return f"+ngram{self.scale:g}" + (f"-bonus{self.token_bonus:g}" if self.token_bonus else "")
+
+    def check_vocab(self, vocab: int) -> None:
+        """ValueError when the LM's vocabulary is not the model's ``vocab`` (another lang dir)."""
+        if self.lm.vocab_size != vocab:
+            raise ValueError(f"the n-gram LM has {self.lm.vocab_size} tokens, the model {vocab}: another lang dir")
+
     def _weighted(self, log_prob: float) -> float:
         # At scale 0 the LM is off, even for tokens it cannot score (0 * -inf would be NaN).
         return self.scale * log_prob if self.scale else 0.0
@@ -174,8 +184,6 @@ class ShallowFusion:
     def token_rows(self, states: list[tuple[int, ...]], vocab: int, skip: list[int]) -> torch.Tensor:
         """(H, V) weighted LM log-probs of each next token after each state; 0 for ``skip``
         (blank and <unk>, which emit no token)."""
-        if self.lm.vocab_size != vocab:
-            raise ValueError(f"the n-gram LM has {self.lm.vocab_size} tokens, the model {vocab}: another lang dir")
         if self.scale:
             rows = torch.stack([self.lm.row(s)[:vocab] for s in states]) * self.scale + self.token_bonus
         else:
@@ -236,6 +244,8 @@ def modified_beam_search(
     ctx_size = predictor.context_size
     vocab = joiner.vocab_size
     root = context_graph.root if context_graph is not None else None
+    if fusion is not None:
+        fusion.check_vocab(vocab)
     lm_start = fusion.lm.start() if fusion is not None else ()
     beams: list[dict[tuple[int, ...], _Hyp]] = [{(): _Hyp((), 0.0, [], 0.0, root, 0.0, lm_start)} for _ in range(n)]
     skip = [blank] + ([unk] if unk is not None else [])

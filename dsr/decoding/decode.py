@@ -213,8 +213,7 @@ class Decoder:
         label = f"{method}-streaming-{self.stream.chunk_ms:g}ms" if self.stream is not None else method
         label += "-int8" if self.options.int8 else ""
         if self.search.fusion is not None and get_method(method).fusable:
-            fusion = self.search.fusion
-            label += f"+ngram{fusion.scale:g}" + (f"-bonus{fusion.token_bonus:g}" if fusion.token_bonus else "")
+            label += self.search.fusion.label
         return label + ("+lexicon" if self.lexicon is not None else "")
 
 
@@ -473,24 +472,10 @@ def write_results(
         "algorithmic_latency_ms": stream.latency_ms if stream is not None else None,
     }
     return write_scored(
-        out,
-        label,
-        split,
-        decoder.loaded.tag,
-        data.triples,
-        stats,
-        char_stats,
-        speaker_of,
-        data.records if method.nbest else None,
-        data.audio_seconds,
-        data.elapsed,
-        decoder.device,
-        data.latency,
-        data.memory,
-        data.unreadable,
-        stream.latency_ms if stream is not None else None,
-        settings,
-    )
+        out, label, split, decoder.loaded.tag, data.triples, stats, char_stats, speaker_of,
+        data.records if method.nbest else None, data.audio_seconds, data.elapsed, decoder.device, data.latency,
+        data.memory, data.unreadable, stream.latency_ms if stream is not None else None, settings,
+    )  # fmt: skip
 
 
 def write_scored(

@@ -181,10 +181,10 @@ class NgramLm:
             self._rows[context] = row
         return row
 
-    def score(self, tokens: list[int], eos: bool = True) -> float:
-        """ln P of a whole token sequence from ``<s>`` (with ``</s>`` when ``eos``)."""
+    def score(self, tokens: list[int]) -> float:
+        """ln P of a whole token sequence from ``<s>`` to ``</s>``."""
         ctx, total = self.start(), 0.0
         for tok in tokens:
             total += float(self.row(ctx)[tok])
             ctx = self.advance(ctx, tok)
-        return total + (float(self.row(ctx)[-1]) if eos else 0.0)
+        return total + float(self.row(ctx)[-1])

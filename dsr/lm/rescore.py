@@ -6,8 +6,9 @@ Each hypothesis gets::
             [+ ctc_weight * ctc_score] [+ attention_weight * attention_score]
 
 (``lm_score``: the weighted n-gram score of a search with shallow fusion, ``dsr decode
---ngram-lm``, which is part of what the first pass ranked by; the CTC and attention terms only when the hypothesis has those scores: an attention
-decoder's log-probability is in the n-best of the attention-rescoring methods).  The highest total wins;
+--ngram-lm``, part of what the first pass ranked by; the CTC and attention terms only when
+the hypothesis has those scores: an attention decoder's log-probability is in the n-best of
+the attention-rescoring methods).  The highest total wins;
 ties go to the hypothesis the first pass ranked higher, so all-zero weights give back
 the first-pass 1-best exactly.  ``length_bonus`` offsets the LLM's per-word cost, which
 would otherwise favour deletions.
