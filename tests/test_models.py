@@ -212,6 +212,18 @@ def test_predictor_context_and_shapes() -> None:
     torch.testing.assert_close(pred(torch.tensor([[0, 0, 3]]))[:, 1:], pred(torch.tensor([[0, 3]])))
 
 
+def test_predictor_decoding_path_equals_the_convolution() -> None:
+    # need_pad=False computes the depthwise convolution as a weighted sum (the beam search's fast
+    # path); every position of the training-time convolution must come out the same.
+    torch.manual_seed(0)
+    pred = StatelessPredictor(vocab_size=12, embed_dim=6, blank_id=0, context_size=3)
+    y = torch.randint(-1, 12, (4, 7))
+    out = pred(y)  # (4, 7, 6), left-padded
+    padded = torch.cat([torch.full((4, 2), -1), y], dim=1)
+    for u in range(7):
+        torch.testing.assert_close(pred(padded[:, u : u + 3], need_pad=False), out[:, u : u + 1])
+
+
 def test_predictor_errors() -> None:
     with pytest.raises(ValueError):
         StatelessPredictor(10, 8, blank_id=10)

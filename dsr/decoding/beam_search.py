@@ -177,19 +177,39 @@ class ShallowFusion:
         """What ending the sentence (``</s>``) after ``state`` adds to ``lm_score``."""
         return self._weighted(float(self.lm.row(state)[-1]))
 
-    def token_score(self, state: tuple[int, ...], token: int) -> float:
-        """What emitting ``token`` after ``state`` adds to a hypothesis's ``lm_score``."""
-        return self._weighted(float(self.lm.row(state)[token])) + self.token_bonus
+    def token_row(
+        self, state: tuple[int, ...], vocab: int, skip: list[int], cache: dict[tuple[int, ...], torch.Tensor]
+    ) -> torch.Tensor:
+        """(V,) float64: what emitting each next token after ``state`` adds to a hypothesis's
+        ``lm_score`` (``scale`` x the LM's log-prob plus the bonus; 0 for ``skip``, blank and
+        <unk>, which emit no token), cached in ``cache`` (one search's) by state: most states
+        recur frame after frame."""
+        row = cache.get(state)
+        if row is None:
+            if self.scale:
+                row = self.lm.row(state)[:vocab] * self.scale + self.token_bonus
+            else:
+                row = torch.full((vocab,), self.token_bonus, dtype=torch.float64)
+            row[skip] = 0.0
+            cache[state] = row
+        return row
 
-    def token_rows(self, states: list[tuple[int, ...]], vocab: int, skip: list[int]) -> torch.Tensor:
-        """(H, V) weighted LM log-probs of each next token after each state; 0 for ``skip``
-        (blank and <unk>, which emit no token)."""
-        if self.scale:
-            rows = torch.stack([self.lm.row(s)[:vocab] for s in states]) * self.scale + self.token_bonus
-        else:
-            rows = torch.full((len(states), vocab), self.token_bonus, dtype=torch.float64)
-        rows[:, skip] = 0.0
-        return rows
+
+def _projected_predictor(
+    predictor: torch.nn.Module,
+    joiner: torch.nn.Module,
+    contexts: list[tuple[int, ...]],
+    cache: dict[tuple[int, ...], torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """(H, J) ``decoder_proj(predictor(context))`` of each context, run once per distinct
+    context of a search (``cache``): the stateless predictor sees its last ``context_size``
+    tokens alone, and most hypotheses keep theirs from one frame to the next (blank)."""
+    new = list(dict.fromkeys(c for c in contexts if c not in cache))
+    if new:
+        ctx_t = torch.tensor(new, dtype=torch.long, device=device)  # (C, ctx)
+        cache.update(zip(new, joiner.decoder_proj(predictor(ctx_t, need_pad=False)).squeeze(1)))
+    return torch.stack([cache[c] for c in contexts])
 
 
 @torch.no_grad()
@@ -251,6 +271,8 @@ def modified_beam_search(
     skip = [blank] + ([unk] if unk is not None else [])
     enc_proj = joiner.encoder_proj(encoder_out)  # (N, T, J)
     bonus_rows: dict[ContextState, torch.Tensor] = {}
+    lm_rows: dict[tuple[int, ...], torch.Tensor] = {}
+    dec_rows: dict[tuple[int, ...], torch.Tensor] = {}
     lens = encoder_lens.tolist()
 
     for t in range(t_max):
@@ -262,9 +284,11 @@ def modified_beam_search(
         # The stateless predictor only needs the last ctx_size tokens; blank-padding on
         # the left matches greedy search's initial context (blank's embedding is zero).
         contexts = [((blank,) * ctx_size + h.tokens)[-ctx_size:] for h in flat]
-        ctx_t = torch.tensor(contexts, dtype=torch.long, device=device)  # (H, ctx)
-        dec_proj = joiner.decoder_proj(predictor(ctx_t, need_pad=False)).squeeze(1)  # (H, J)
-        rows = torch.tensor([a for a, hs in zip(active, hyps) for _ in hs], device=device)
+        dec_proj = _projected_predictor(predictor, joiner, contexts, dec_rows, device)  # (H, J)
+        # Each hypothesis's batch row, utterance (index into active) and slot in its beam.
+        rows, utt, slot = torch.tensor(
+            [(a, j, s) for j, (a, hs) in enumerate(zip(active, hyps)) for s in range(len(hs))], device=device
+        ).unbind(1)
         logits = joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
         # float64 from here: scores summed over thousands of frames must still rank exactly.
         log_probs = logits.float().log_softmax(dim=-1).double()  # (H, V)
@@ -272,8 +296,6 @@ def modified_beam_search(
 
         # Scatter into (A, beam_size, V), -inf where an utterance has fewer hypotheses,
         # so that one topk over the flattened (hypothesis, token) pairs serves the batch.
-        utt = torch.tensor([j for j, hs in enumerate(hyps) for _ in hs], device=device)
-        slot = torch.tensor([s for hs in hyps for s in range(len(hs))], device=device)
         padded = torch.full((len(active), beam_size, vocab), -math.inf, dtype=torch.float64, device=device)
         cand = prev[:, None] + log_probs
         if context_graph is not None:
@@ -286,7 +308,7 @@ def modified_beam_search(
                 [_bonus_row(context_graph, h.context_state, vocab, blank, bonus_rows, unk) for h in flat]
             ).to(device)
         if fusion is not None:
-            cand = cand + fusion.token_rows([h.lm_state for h in flat], vocab, skip).to(device)
+            cand = cand + torch.stack([fusion.token_row(h.lm_state, vocab, skip, lm_rows) for h in flat]).to(device)
         padded[utt, slot] = cand
         padded_lp = torch.zeros_like(padded)
         padded_lp[utt, slot] = log_probs
@@ -321,7 +343,7 @@ def modified_beam_search(
                     ctx_score += delta
                 lm_score, lm_state = h.lm_score, h.lm_state
                 if fusion is not None:
-                    lm_score += fusion.token_score(lm_state, tok)
+                    lm_score += float(lm_rows[lm_state][tok])
                     lm_state = fusion.lm.advance(lm_state, tok)
                 _add_merged(
                     new_beam,

