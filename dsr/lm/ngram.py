@@ -115,35 +115,36 @@ class NgramLm:
         piece_id = {tokenizer.id_to_piece(i): i for i in range(tokenizer.vocab_size)}
         self.vocab_size = tokenizer.vocab_size
 
-        def word_id(word: str) -> int:
-            if word == BOS_WORD:
-                return BOS_ID
-            if word == EOS_WORD:
-                return self.vocab_size  # the row's last column
-            i = piece_id.get(word)
-            if i is None or word in _NOT_WORDS:
-                raise DsrUserError(
-                    f"n-gram LM {self.path} has the word {word!r}, which is not a BPE piece of {tokenizer.lang_dir}: "
-                    "it was built for another lang dir; rebuild it with dsr lm ngram --lang-dir "
-                    f"{tokenizer.lang_dir}"
-                )
-            return i
+        # Word -> id of every word an n-gram may hold; one dict lookup per word in C
+        # (map) is what keeps loading a 2-million-entry ARPA to seconds.
+        word_ids = {piece: i for piece, i in piece_id.items() if piece not in _NOT_WORDS}
+        word_ids[BOS_WORD], word_ids[EOS_WORD] = BOS_ID, self.vocab_size  # </s>: the row's last column
 
         # ln-probs of the listed n-grams, by context, and the backoff of each context.
         self._listed: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
         self._backoff: dict[tuple[int, ...], float] = {}
         unigram = torch.full((self.vocab_size + 1,), -math.inf, dtype=torch.float64)
         for words, (logp, backoff) in entries.items():
-            ids = tuple(word_id(w) for w in words)
+            try:
+                ids = tuple(map(word_ids.__getitem__, words))
+            except KeyError:
+                word = next(w for w in words if w not in word_ids)
+                raise DsrUserError(
+                    f"n-gram LM {self.path} has the word {word!r}, which is not a BPE piece of {tokenizer.lang_dir}: "
+                    "it was built for another lang dir; rebuild it with dsr lm ngram --lang-dir "
+                    f"{tokenizer.lang_dir}"
+                ) from None
             if backoff:
                 self._backoff[ids] = backoff * LN10
             if len(ids) == 1:
                 if ids[0] != BOS_ID:
                     unigram[ids[0]] = logp * LN10
                 continue
-            toks, lps = self._listed.setdefault(ids[:-1], ([], []))
-            toks.append(ids[-1])
-            lps.append(logp * LN10)
+            listed = self._listed.get(ids[:-1])
+            if listed is None:
+                listed = self._listed[ids[:-1]] = ([], [])
+            listed[0].append(ids[-1])
+            listed[1].append(logp * LN10)
         self._contexts = set(self._backoff) | set(self._listed)
         unk = piece_id.get(UNK)
         if unk is not None and unigram[unk] > -math.inf:
