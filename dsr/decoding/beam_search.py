@@ -285,18 +285,18 @@ def modified_beam_search(
         # the left matches greedy search's initial context (blank's embedding is zero).
         contexts = [((blank,) * ctx_size + h.tokens)[-ctx_size:] for h in flat]
         dec_proj = _projected_predictor(predictor, joiner, contexts, dec_rows, device)  # (H, J)
-        # Each hypothesis's batch row, utterance (index into active) and slot in its beam.
-        rows, utt, slot = torch.tensor(
-            [(a, j, s) for j, (a, hs) in enumerate(zip(active, hyps)) for s in range(len(hs))], device=device
-        ).unbind(1)
-        logits = joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
+        if len(active) == 1:
+            # One utterance (batch size 1, the embedded and streaming case): no scatter needed.
+            logits = joiner(enc_proj[active[0], t].expand(len(flat), -1), dec_proj, project_input=False)  # (H, V)
+        else:
+            # Each hypothesis's batch row, utterance (index into active) and slot in its beam.
+            rows, utt, slot = torch.tensor(
+                [(a, j, s) for j, (a, hs) in enumerate(zip(active, hyps)) for s in range(len(hs))], device=device
+            ).unbind(1)
+            logits = joiner(enc_proj[rows, t], dec_proj, project_input=False)  # (H, V)
         # float64 from here: scores summed over thousands of frames must still rank exactly.
         log_probs = logits.float().log_softmax(dim=-1).double()  # (H, V)
         prev = torch.tensor([h.score for h in flat], dtype=torch.float64, device=device)  # (H,)
-
-        # Scatter into (A, beam_size, V), -inf where an utterance has fewer hypotheses,
-        # so that one topk over the flattened (hypothesis, token) pairs serves the batch.
-        padded = torch.full((len(active), beam_size, vocab), -math.inf, dtype=torch.float64, device=device)
         cand = prev[:, None] + log_probs
         if context_graph is not None:
             # Rank each (hypothesis, token) pair with the hotword bonus that token earns
@@ -309,11 +309,19 @@ def modified_beam_search(
             ).to(device)
         if fusion is not None:
             cand = cand + torch.stack([fusion.token_row(h.lm_state, vocab, skip, lm_rows) for h in flat]).to(device)
-        padded[utt, slot] = cand
-        padded_lp = torch.zeros_like(padded)
-        padded_lp[utt, slot] = log_probs
-        top_score, top_idx = padded.reshape(len(active), -1).topk(beam_size, dim=1)  # (A, beam)
-        top_lp = padded_lp.reshape(len(active), -1).gather(1, top_idx)
+        if len(active) == 1:
+            # Flat index hypothesis * V + token, as in the padded layout below.
+            top_score, top_idx = cand.reshape(1, -1).topk(min(beam_size, cand.numel()), dim=1)
+            top_lp = log_probs.reshape(1, -1).gather(1, top_idx)
+        else:
+            # Scatter into (A, beam_size, V), -inf where an utterance has fewer hypotheses,
+            # so that one topk over the flattened (hypothesis, token) pairs serves the batch.
+            padded = torch.full((len(active), beam_size, vocab), -math.inf, dtype=torch.float64, device=device)
+            padded[utt, slot] = cand
+            padded_lp = torch.zeros_like(padded)
+            padded_lp[utt, slot] = log_probs
+            top_score, top_idx = padded.reshape(len(active), -1).topk(beam_size, dim=1)  # (A, beam)
+            top_lp = padded_lp.reshape(len(active), -1).gather(1, top_idx)
         top_idx_l, top_lp_l, top_score_l = top_idx.tolist(), top_lp.tolist(), top_score.tolist()
 
         for j, i in enumerate(active):
