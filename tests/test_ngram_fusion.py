@@ -98,9 +98,9 @@ def lang(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("order", [1, 2, 4])
 def test_kneser_ney_distributions_sum_to_one(lang, tmp_path, order) -> None:
-    info = train_token_ngram(TEXTS + ["the lights in paris"], lang, tmp_path / "lm.arpa", order)
-    assert info["sentences"] == 4 and info["1-grams"] == 40  # 38 pieces (no <blk>, <sos/eos>), </s>, <s>
     tok = Tokenizer(lang)
+    info = train_token_ngram(TEXTS + ["the lights in paris"], tok, tmp_path / "lm.arpa", order)
+    assert info["sentences"] == 4 and info["1-grams"] == 40  # 38 pieces (no <blk>, <sos/eos>), </s>, <s>
     lm = NgramLm(tmp_path / "lm.arpa", tok)
     seen = tok.encode("turn on the kitchen")
     contexts = [(), lm.start(), lm.advance(lm.start(), seen[0])]

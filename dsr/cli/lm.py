@@ -207,12 +207,12 @@ def ngram(
     from dsr.lm.ngram_train import train_token_ngram
     from dsr.lm.text_training import read_texts
 
-    Tokenizer(lang_dir)  # a missing bpe.model is one line before any text is read
+    tokenizer = Tokenizer(lang_dir)  # a missing bpe.model is one line before any text is read
     inputs = {f"texts{i}": p for i, p in enumerate(texts)} | {"bpe": lang_dir / "bpe.model"}
     if already_done(out_dir, "lm-ngram", force, inputs=inputs, options={"order": order}):
         return
     sentences = [t for path in texts for t in read_texts(path)]
-    info = train_token_ngram(sentences, lang_dir, out_dir / "lm.arpa", order)
+    info = train_token_ngram(sentences, tokenizer, out_dir / "lm.arpa", order)
     grams = ", ".join(f"{info[f'{n}-grams']} {n}-grams" for n in range(1, order + 1))
     finish(
         out_dir,

@@ -110,10 +110,9 @@ def write_arpa(path: Path, tables: Sequence[dict[Ngram, tuple[float, float]]]) -
         f.write("\n\\end\\\n")
 
 
-def train_token_ngram(texts: Sequence[str], lang_dir: Path, out: Path, order: int = 4) -> dict[str, int]:
-    """Encode ``texts`` with the lang dir's BPE and write their ``order``-gram over its pieces to
-    ``out`` (ARPA).  Returns the counts written: sentences, tokens and n-grams per order."""
-    tokenizer = Tokenizer(lang_dir)
+def train_token_ngram(texts: Sequence[str], tokenizer: Tokenizer, out: Path, order: int = 4) -> dict[str, int]:
+    """Encode ``texts`` with a lang dir's BPE (``tokenizer``) and write their ``order``-gram over its
+    pieces to ``out`` (ARPA).  Returns the counts written: sentences, tokens and n-grams per order."""
     sentences = []
     for text in texts:
         ids = tokenizer.encode(text)
@@ -125,5 +124,5 @@ def train_token_ngram(texts: Sequence[str], lang_dir: Path, out: Path, order: in
     write_arpa(out, tables)
     info = {"sentences": len(sentences), "tokens": sum(len(s) for s in sentences)}
     info.update({f"{n}-grams": len(t) for n, t in enumerate(tables, start=1)})
-    logger.info("token %d-gram of %s: %s", order, lang_dir, info)
+    logger.info("token %d-gram of %s: %s", order, tokenizer.lang_dir, info)
     return info
