@@ -44,8 +44,9 @@
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true --stage 6
 #                                                            # only the speech-LLM and the table (after stage 4)
 #   bash egs/arctic/run.sh --pretrained whisper-tiny.en --speech-llm true --stage 6 --speech-llm-epochs 1 \
-#     --speech-llm-stage1-opts "--speech-llm-cache-encoder --no-spec-augment"
+#     --speech-llm-stage2-opts "--speech-llm-encoder-top 1 --no-speech-llm-cache-encoder"
 #                                                            # fewer epochs; more dsr train flags for a stage
+#                                                            # (here stage 2 also trains the encoder's top layer)
 #
 # Stages:
 #   0 prepare   split by prompt, never by take (takes of a prompt are near-duplicates): ~80 % of the prompts
