@@ -16,6 +16,8 @@ import torch
 
 from dsr.decoding.context_graph import ContextGraph, ContextState
 from dsr.lm.ngram import NgramLm
+from dsr.models.joiner import Joiner
+from dsr.models.predictor import StatelessPredictor
 from dsr.models.transducer import HybridTransducer
 
 
@@ -196,8 +198,8 @@ class ShallowFusion:
 
 
 def _projected_predictor(
-    predictor: torch.nn.Module,
-    joiner: torch.nn.Module,
+    predictor: StatelessPredictor,
+    joiner: Joiner,
     contexts: list[tuple[int, ...]],
     cache: dict[tuple[int, ...], torch.Tensor],
     device: torch.device,
