@@ -246,17 +246,7 @@ def prepare(options: DecodeOptions, cuts: Any = None, cuts_name: str = "") -> De
     if tokenizer is not None and lang_dir is not None:
         loaded.check_lang_dir(lang_dir, tokenizer, o.checkpoint or o.exp_dir)
     search = with_whisper_rescoring(
-        search_options(
-            o.beam_size,
-            o.nbest or None,
-            o.hotwords_file,
-            o.hotword_score,
-            tokenizer,
-            o.attention_scale,
-            o.ngram_lm,
-            o.ngram_scale,
-            o.ngram_token_bonus,
-        ),
+        search_options(o, tokenizer, o.nbest or None),
         loaded.whisper,
         tokenizer,
     )

@@ -118,17 +118,7 @@ class Recognizer:
         if self.tokenizer is not None and lang_dir is not None:
             self.loaded.check_lang_dir(lang_dir, self.tokenizer, o.checkpoint or o.exp_dir)
         self.method: DecodingMethod = check_method(self.loaded.model, o.method)
-        search = search_options(
-            o.beam_size,
-            None,
-            o.hotwords_file,
-            o.hotword_score,
-            self.tokenizer,
-            o.attention_scale,
-            o.ngram_lm,
-            o.ngram_scale,
-            o.ngram_token_bonus,
-        )
+        search = search_options(o, self.tokenizer)
         self.search: SearchOptions = with_whisper_rescoring(search, self.loaded.whisper, self.tokenizer)
         self.frontend: FrontendConfig = frontend if frontend is not None else frontend_from_dict(self.loaded.frontend)
         # Seconds per encoder frame: the encoder's subsampling of the front end's frames.

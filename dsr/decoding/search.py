@@ -25,6 +25,7 @@ from dsr.decoding.greedy import (
     transducer_greedy_search_with_timestamps,
 )
 from dsr.decoding.methods import NBEST_METHODS, RESCORING_FIRST_PASS, get_method
+from dsr.decoding.options import SearchFields
 from dsr.decoding.whisper_decode import WhisperDecoding
 from dsr.lang.bpe import Tokenizer
 from dsr.lm.ngram import NgramLm
@@ -59,30 +60,22 @@ class SearchOptions:
             raise ValueError(f"attention_scale must be >= 0 (got {self.attention_scale})")
 
 
-def search_options(
-    beam_size: int = 4,
-    nbest: int | None = None,
-    hotwords_file: Path | None = None,
-    hotword_score: float = 1.0,
-    tokenizer: Tokenizer | None = None,
-    attention_scale: float = 1.0,
-    ngram_lm: Path | None = None,
-    ngram_scale: float = 0.0,
-    ngram_token_bonus: float = 0.0,
-) -> SearchOptions:
-    """:class:`SearchOptions` with the hotwords of ``hotwords_file`` and the token n-gram ``ngram_lm``
-    (shallow fusion at ``ngram_scale``) loaded for ``tokenizer``'s lang dir."""
+def search_options(fields: SearchFields, tokenizer: Tokenizer | None, nbest: int | None = None) -> SearchOptions:
+    """:class:`SearchOptions` of a decode's or transcribe's search ``fields``, with the hotwords of
+    ``hotwords_file`` and the token n-gram ``ngram_lm`` (shallow fusion at ``ngram_scale``) loaded
+    for ``tokenizer``'s lang dir; ``nbest`` hypotheses per utterance (None: the whole beam)."""
+    ngram_lm, hotwords_file, hotword_score = fields.ngram_lm, fields.hotwords_file, fields.hotword_score
     fusion = None
     if ngram_lm is not None:
         if tokenizer is None:
             raise ValueError("an n-gram LM needs the BPE tokenizer of the model's lang dir")
-        fusion = ShallowFusion(NgramLm(ngram_lm, tokenizer), ngram_scale, ngram_token_bonus)
+        fusion = ShallowFusion(NgramLm(ngram_lm, tokenizer), fields.ngram_scale, fields.ngram_token_bonus)
         logger.info(
             "shallow fusion: token %d-gram %s, scale %g, token bonus %g",
             fusion.lm.order,
             ngram_lm,
-            ngram_scale,
-            ngram_token_bonus,
+            fusion.scale,
+            fusion.token_bonus,
         )
     graph = None
     if hotwords_file is not None:
@@ -92,7 +85,7 @@ def search_options(
         logger.info(
             "hotwords: %d phrases from %s (default bonus %.2f per token)", len(graph), hotwords_file, hotword_score
         )
-    return SearchOptions(beam_size, nbest, graph, attention_scale, fusion=fusion)
+    return SearchOptions(fields.beam_size, nbest, graph, fields.attention_scale, fusion=fusion)
 
 
 def with_whisper_rescoring(
