@@ -46,6 +46,7 @@ from dsr.decoding.loading import load_model  # noqa: E402
 from dsr.decoding.quantize import quantize_int8  # noqa: E402
 from dsr.decoding.streaming import streaming_options  # noqa: E402
 from dsr.models import HybridTransducer, ModelConfig, build_model  # noqa: E402
+from dsr.models.conformer import ConformerEncoder  # noqa: E402
 from dsr.models.streaming import StreamingEncoder, stream_windows  # noqa: E402
 
 GOAL_RTF = 0.02
@@ -144,7 +145,8 @@ def bench_model(name: str, model: HybridTransducer, batches: list, audio_s: floa
         name += "-int8"
     for search in ("greedy", "greedy frame-by-frame", "beam-4"):
         report(name, params, f"offline {search}", time_offline(model, batches, search, args.repeats), audio_s)
-    if model.encoder.causal:
+    # Whisper's encoder (dsr train --pretrained) has no causal mode: offline rows only.
+    if isinstance(model.encoder, ConformerEncoder) and model.encoder.causal:
         for ms in args.chunk_ms:
             timing = time_streaming(model, batches, ms, args.repeats)
             report(name, params, f"streaming {ms:g}ms greedy", timing, audio_s)
