@@ -46,7 +46,7 @@ QUERIES = {
 def test_overlapping_phrases_score_every_occurrence(query: str, expected: int) -> None:
     graph = ContextGraph([chars(p) for p in PHRASES], texts=PHRASES, default_score=1.0)
     total, _, _ = run(graph, chars(query))
-    assert total == expected
+    assert total == expected == graph.sentence_score(chars(query))
 
 
 def test_full_match_reports_longest_phrase_at_its_last_token() -> None:

@@ -167,3 +167,21 @@ def test_expand_options_validate() -> None:
         with pytest.raises(ValueError):
             ExpandOptions(**bad)
     assert ExpandOptions().edits_for("HID") == 1 and ExpandOptions().edits_for("HOTEL") == 2
+
+
+def test_variants_get_the_hotword_bonus_the_search_would_give_them() -> None:
+    """A respelled variant is ranked against the search's hypotheses, whose totals hold the
+    finalised hotword bonus: the variant gets its own (here for a hotword it completes)."""
+    from dsr.decoding.context_graph import ContextGraph
+    from dsr.decoding.decode import _score_variant
+    from dsr.decoding.search import SearchOptions
+
+    graph = ContextGraph([[3, 4]], default_score=1.5)
+    opts = SearchOptions(beam_size=2, context_graph=graph)
+    searched = Hypothesis([3, 5], -2.0, [0, 1], context_score=0.0)
+    variant = Hypothesis([3, 4], -2.5, [], source="lexicon")
+    assert _score_variant(searched, opts, fusable=True) is searched
+    scored = _score_variant(variant, opts, fusable=True)
+    assert scored.context_score == graph.sentence_score([3, 4]) == 3.0
+    assert scored.lm_score == 0.0 and scored.am_score == -2.5
+    assert _score_variant(variant, SearchOptions(beam_size=2), fusable=True).context_score == 0.0

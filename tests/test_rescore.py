@@ -102,6 +102,27 @@ def test_zero_weights_reproduce_first_pass_exactly(tmp_path, scorer):
     assert r["rescored_wer"] < r["first_pass_wer"]
 
 
+def test_zero_weights_rank_by_what_the_first_pass_ranked_by(tmp_path, scorer):
+    """The search's hotword bonus and a Whisper beam's length normalisation are part of its
+    ranking: without them, zero weights would pick the hypotheses the first pass put second."""
+    ref = "TURN ON THE KITCHEN LIGHTS"
+    utts = [
+        {
+            "utt_id": "hotword",  # search: -3 + 2 > -2
+            "ref": "DIM THE HALL LAMP",
+            "hyps": [{**_hyp("DIM THE HALL LAMP", -3.0), "context_score": 2.0}, _hyp("DIM THE HALL LIGHTS", -2.0)],
+        },
+        {
+            "utt_id": "whisper",  # search: -5 / 5 tokens > -3 / 2 tokens
+            "ref": ref,
+            "hyps": [{**_hyp(ref, -5.0), "rank_norm": 5.0}, {**_hyp("TURN ON", -3.0), "rank_norm": 2.0}],
+        },
+    ]
+    nb = _write(tmp_path / "dec" / "beam" / "dev" / "nbest.jsonl", utts)
+    r = rescore(nb, scorer, tmp_path / "out", Weights(0.0, 0.0, 0.0))
+    assert r["first_pass_wer"] == r["rescored_wer"] == 0.0
+
+
 def test_rescore_outputs_and_score_reuse(tmp_path, scorer, lm_dir):
     nb = _nbest(tmp_path / "test" / "nbest.jsonl", DOMAIN, lm_helps=True)
     rescore(nb, scorer, tmp_path / "out", Weights(1.0, 0.5, 0.0))
@@ -253,6 +274,12 @@ def test_nbest_and_weights_errors(tmp_path):
     bad.write_text('{"utt_id": "a", "ref": "X", "hyps": [{"text": "X"}]}\n')
     with pytest.raises(DsrUserError, match="'tokens'"):
         read_nbest(bad)
+    for norm in ("0", '"x"', "-2"):
+        bad.write_text(
+            json.dumps({"utt_id": "a", "ref": "X", "hyps": [_hyp("X", -1.0)]})[:-3] + f', "rank_norm": {norm}}}]}}\n'
+        )
+        with pytest.raises(DsrUserError, match="bad.jsonl:1: malformed hypothesis"):
+            read_nbest(bad)
     with pytest.raises(DsrUserError, match="no such weights"):
         Weights.load(tmp_path / "w.json")
     (tmp_path / "w.json").write_text('{"lm_weight": 0.1}')

@@ -31,6 +31,7 @@ from dsr.features.fbank import FbankConfig  # noqa: E402
 from dsr.features.frontend import frontend_to_dict  # noqa: E402
 from dsr.lang.bpe import Tokenizer  # noqa: E402
 from dsr.lm.load import fingerprint  # noqa: E402
+from dsr.lm.nbest import read_nbest  # noqa: E402
 from dsr.models.config import ModelConfig, build_model  # noqa: E402
 from dsr.training import speech_llm as sl  # noqa: E402
 from dsr.training.config import TrainConfig  # noqa: E402
@@ -278,6 +279,9 @@ def test_dsr_train_and_decode(setup, tmp_path, capsys):
         for line in (exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl").read_text().splitlines()
     ]
     assert len(nbest) == 4 and all(1 <= len(r["hyps"]) <= 2 for r in nbest)
+    # It is an nbest.jsonl that dsr rescore reads, like every n-best method's.
+    nbest_path = exp / "decode" / "speech-llm-beam-search" / "cuts_dev" / "nbest.jsonl"
+    assert [len(u.hyps) for u in read_nbest(nbest_path)] == [len(r["hyps"]) for r in nbest]
     # The speech-LLM reranks another method's n-best list of the same cuts.
     nbest_file = tmp_path / "nbest.jsonl"
     nbest_file.write_text(

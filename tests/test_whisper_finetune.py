@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from dsr.cli.main import app, run
 from dsr.evaluation.wer import normalize_for_scoring
+from dsr.lm.nbest import read_nbest
 
 pytest.importorskip("tokenizers", reason="Whisper's tokenizer needs 'tokenizers' (bash tools/setup.sh --whisper)")
 
@@ -454,6 +455,11 @@ def test_decode_with_every_method(decoded) -> None:
         assert 1 <= len(r["hyps"]) <= 3 and all(h["am_score"] is not None for h in r["hyps"])
         best = normalize_for_scoring(r["hyps"][0]["text"]).split()
         assert f"{r['utt_id']}:\thyp={best}" in recogs(decoded.parent, "whisper-beam-search")
+        # The list is best-first by the length-normalised score, which rescoring reads back as rank_norm.
+        assert all(h["rank_norm"] == max(len(h["tokens"]), 1) for h in r["hyps"])
+    for u in read_nbest(decoded / "whisper-beam-search/tiny_test/nbest.jsonl"):
+        ranks = [h.rank_score for h in u.hyps if h.source == "search"]
+        assert ranks == sorted(ranks, reverse=True)
     assert not (decoded / "whisper-greedy/tiny_test/nbest.jsonl").exists()
 
 

@@ -178,6 +178,14 @@ class ContextGraph:
         """Score change at the end of a hypothesis: give back the pending partial-match bonus."""
         return -state.node_score
 
+    def sentence_score(self, tokens: Sequence[int]) -> float:
+        """The finalised ``context_score`` a search gives a hypothesis of ``tokens``."""
+        score, state = 0.0, self.root
+        for tok in tokens:
+            delta, state, _ = self.forward_one_step(state, tok)
+            score += delta
+        return score + self.finalize(state)
+
     def __len__(self) -> int:
         return len(self.phrases)
 

@@ -153,9 +153,23 @@ def reference_texts(reference: Any, cuts: list, unreadable: list[Unreadable]) ->
     return texts, kept
 
 
+def _score_variant(hyp: Hypothesis, opts: SearchOptions, fusable: bool) -> Hypothesis:
+    """A lexicon variant with the hotword bonus and fused LM score the search would have
+    given it, so that rescoring ranks it against the search's hypotheses on one scale."""
+    if hyp.source == "search":
+        return hyp
+    graph, fusion = opts.context_graph, opts.fusion if fusable else None
+    return replace(
+        hyp,
+        context_score=graph.sentence_score(hyp.tokens) if graph is not None else 0.0,
+        lm_score=fusion.sentence_score(hyp.tokens) if fusion is not None else 0.0,
+    )
+
+
 def whisper_nbest_record(utt_id: str, ref: str, hyps: list, whisper: WhisperDecoding) -> dict[str, Any]:
     """One line of ``nbest.jsonl`` for a Whisper-decoder n-best list (Whisper token ids;
-    ``am_score`` is the decoder's log-probability, end token included)."""
+    ``am_score`` is the decoder's log-probability, end token included; ``rank_norm`` the
+    length normalisation the search ranked by, so rescoring ranks as it did)."""
     return {
         "utt_id": utt_id,
         "ref": ref,
@@ -168,6 +182,7 @@ def whisper_nbest_record(utt_id: str, ref: str, hyps: list, whisper: WhisperDeco
                 "attention_score": None,
                 "context_score": 0.0,
                 "timestamps": [],
+                "rank_norm": h.length_norm(whisper.search.length_penalty),
                 "source": "search" if h.finished else "search-unfinished",
             }
             for h in hyps
@@ -332,15 +347,7 @@ def decode_one_batch(
                 nbests = expand_nbest(
                     model, enc, enc_lens, nbests, tokenizer, decoder.lexicon, method.name, decoder.options.expand
                 )
-                if opts.fusion is not None and method.fusable:  # variants get the fused LM's score too
-                    fusion = opts.fusion
-                    nbests = [
-                        [
-                            h if h.source == "search" else replace(h, lm_score=fusion.sentence_score(h.tokens))
-                            for h in hs
-                        ]
-                        for hs in nbests
-                    ]
+                nbests = [[_score_variant(h, opts, method.fusable) for h in hs] for hs in nbests]
         else:
             hyps = best_tokens(model, enc, enc_lens, method.name)
         out.latency = [synced_clock(dev) - batch_start] * len(cuts)

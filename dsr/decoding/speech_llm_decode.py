@@ -264,6 +264,10 @@ def decode_speech_llm(
                                         "text": tokenizer.decode(h.tokens, skip_special_tokens=True).strip(),
                                         "tokens": h.tokens,
                                         "am_score": h.score,
+                                        # the fields every nbest.jsonl has (dsr.lm.nbest), so dsr rescore reads it
+                                        "ctc_score": None,
+                                        "context_score": 0.0,
+                                        "timestamps": [],
                                         "source": "search" if h.finished else "search-unfinished",
                                     }
                                     for h in hyps

@@ -165,6 +165,16 @@ class WhisperHypothesis:
         """The n-best ranking score, :func:`length_normalized_score` of this hypothesis."""
         return length_normalized_score(self.score, len(self.tokens), length_penalty)
 
+    def length_norm(self, length_penalty: float | None = None) -> float:
+        """What :meth:`normalized_score` divides the score by."""
+        return length_norm(len(self.tokens), length_penalty)
+
+
+def length_norm(length: int, length_penalty: float | None = None) -> float:
+    """``max(length, 1) ** alpha`` with ``alpha = length_penalty`` (None: 1)."""
+    alpha = 1.0 if length_penalty is None else length_penalty
+    return float(max(length, 1)) ** alpha
+
 
 def length_normalized_score(score: float, length: int, length_penalty: float | None = None) -> float:
     """``score / max(length, 1) ** alpha`` with ``alpha = length_penalty`` (None: 1).
@@ -172,8 +182,7 @@ def length_normalized_score(score: float, length: int, length_penalty: float | N
     CTranslate2's ``length_penalty`` (faster-whisper's default 1 is the average
     log-probability per text token, also OpenAI's default ranking); 0 ranks by raw score.
     """
-    alpha = 1.0 if length_penalty is None else length_penalty
-    return score / float(max(length, 1)) ** alpha
+    return score / length_norm(length, length_penalty)
 
 
 def _is_int(x: object) -> bool:

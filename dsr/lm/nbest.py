@@ -9,15 +9,19 @@ One JSON object per utterance, hypotheses best-first::
 ``ctc_score`` may be null (no CTC head); ``source`` (absent: ``"search"``) says what
 added a hypothesis after the search (``"lexicon"``: ``dsr decode --expand-lexicon``, appended
 after the search's own); ``attention_score`` (the attention decoder's
-log-probability, written by the attention-rescoring methods) may be null or absent; the
-other fields are required.
+log-probability, written by the attention-rescoring methods) may be null or absent;
+``rank_norm`` (absent: 1) is what the first pass divided its score by to rank (a
+Whisper-decoder beam ranks by ``am_score / length ** length_penalty``); the other fields are
+required.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dsr.errors import DsrUserError
 
@@ -33,6 +37,7 @@ class Hyp:
     attention_score: float | None = None
     source: str = "search"
     lm_score: float = 0.0  # shallow fusion's weighted n-gram score (0 without --ngram-lm)
+    rank_norm: float = 1.0  # the first pass ranked by first_pass_score / rank_norm
 
     @property
     def num_words(self) -> int:
@@ -40,8 +45,13 @@ class Hyp:
 
     @property
     def first_pass_score(self) -> float:
-        """What the search ranked by, hotword bonus aside: acoustic score plus the fused LM's."""
-        return self.am_score + self.lm_score
+        """The search's total: acoustic score plus the hotword bonus and the fused LM's score."""
+        return self.am_score + self.context_score + self.lm_score
+
+    @property
+    def rank_score(self) -> float:
+        """What the first pass ranked by: :attr:`first_pass_score` over :attr:`rank_norm`."""
+        return self.first_pass_score / self.rank_norm
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,19 @@ def _hyp(obj: dict, where: str) -> Hyp:
             attention_score=None if att is None else float(att),
             source=str(obj.get("source", "search")),
             lm_score=float(obj.get("lm_score", 0.0)),
+            rank_norm=_rank_norm(obj.get("rank_norm", 1.0)),
         )
     except KeyError as e:
         raise DsrUserError(f"{where}: hypothesis has no {e.args[0]!r} field; re-run dsr decode to rewrite it") from e
     except (TypeError, ValueError) as e:
         raise DsrUserError(f"{where}: malformed hypothesis ({e}); re-run dsr decode to rewrite it") from e
+
+
+def _rank_norm(value: Any) -> float:
+    norm = float(value)  # a bad type raises TypeError, which _hyp reports as malformed
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"rank_norm must be a positive number, got {value!r}")
+    return norm
 
 
 def read_nbest(path: Path | str) -> list[NbestUtt]:

@@ -2,13 +2,15 @@
 
 Each hypothesis gets::
 
-    total = am_score [+ lm_score] + lm_weight * llm_score + length_bonus * num_words
-            [+ ctc_weight * ctc_score] [+ attention_weight * attention_score]
+    total = (am_score + context_score + lm_score + lm_weight * llm_score + length_bonus * num_words
+             [+ ctc_weight * ctc_score] [+ attention_weight * attention_score]) / rank_norm
 
-(``lm_score``: the weighted n-gram score of a search with shallow fusion, ``dsr decode
---ngram-lm``, part of what the first pass ranked by; the CTC and attention terms only when
-the hypothesis has those scores: an attention decoder's log-probability is in the n-best of
-the attention-rescoring methods).  The highest total wins;
+(the first three terms are what the first pass ranked by: ``context_score`` is the hotword
+bonus, ``lm_score`` the weighted n-gram score of a search with shallow fusion, ``dsr decode
+--ngram-lm``; ``rank_norm`` is 1 except for a Whisper-decoder beam, which ranks by the
+length-normalised score; the CTC and attention terms only when the hypothesis has those
+scores: an attention decoder's log-probability is in the n-best of the attention-rescoring
+methods).  The highest total wins;
 ties go to the hypothesis the first pass ranked higher, so all-zero weights give back
 the first-pass 1-best exactly.  ``length_bonus`` offsets the LLM's per-word cost, which
 would otherwise favour deletions.
@@ -95,7 +97,8 @@ class NbestTable:
 
     utts: list[NbestUtt]
     texts: list[list[str]]
-    am: np.ndarray  # (U, N) float64
+    am: np.ndarray  # (U, N) float64, the first pass's total (Hyp.first_pass_score)
+    norm: np.ndarray  # (U, N) float64, Hyp.rank_norm (1 in padding cells)
     llm: np.ndarray  # (U, N) float64
     ctc: np.ndarray  # (U, N) float64, 0 where absent
     att: np.ndarray  # (U, N) float64, attention-decoder log-prob, 0 where absent
@@ -110,6 +113,7 @@ class NbestTable:
         n = max(max(len(u.hyps) for u in utts), 1)
         shape = (len(utts), n)
         am, lm, ctc, att, nw = (np.zeros(shape) for _ in range(5))
+        norm = np.ones(shape)
         errors = np.zeros(shape, dtype=np.int64)
         valid = np.zeros(shape, dtype=bool)
         searched = np.zeros(shape, dtype=bool)
@@ -121,13 +125,13 @@ class NbestTable:
             hyps, scores = (utt.hyps, scores) if utt.hyps else ([_EMPTY], [0.0])
             texts.append([h.text for h in hyps])
             for i, (h, s) in enumerate(zip(hyps, scores, strict=True)):
-                am[u, i], lm[u, i], nw[u, i] = h.first_pass_score, s, h.num_words
+                am[u, i], lm[u, i], nw[u, i], norm[u, i] = h.first_pass_score, s, h.num_words, h.rank_norm
                 ctc[u, i] = h.ctc_score if h.ctc_score is not None else 0.0
                 att[u, i] = h.attention_score if h.attention_score is not None else 0.0
                 errors[u, i] = kaldialign.edit_distance(ref, normalize_for_scoring(h.text).split())["total"]
                 valid[u, i] = True
                 searched[u, i] = h.source == "search"
-        return cls(utts, texts, am, lm, ctc, att, nw, errors, valid, ref_words, searched)
+        return cls(utts, texts, am, norm, lm, ctc, att, nw, errors, valid, ref_words, searched)
 
     def choose(self, w: Weights, top_n: int | None = None) -> np.ndarray:
         """Index of the best hypothesis of each utterance, shape (U,); ties go to the lower index."""
@@ -136,6 +140,7 @@ class NbestTable:
             total = total + w.ctc_weight * self.ctc
         if w.attention_weight:
             total = total + w.attention_weight * self.att
+        total = total / self.norm
         allowed = self.valid if top_n is None else self.valid & (np.arange(self.valid.shape[1]) < top_n)
         return np.argmax(np.where(allowed, total, -np.inf), axis=1)  # argmax returns the first maximum
 
@@ -242,16 +247,16 @@ def tune(
 
 
 def _warn_if_not_best_first(nbest: Path, utts: list[NbestUtt]) -> None:
-    """Zero weights give the first-pass 1-best only if the first pass ranked by ``am_score``
-    (plus the fused LM's ``lm_score``; hypotheses an n-best expansion appended are not ranked
-    against the search's)."""
+    """Zero weights give the first-pass 1-best only if the first pass ranked by
+    :attr:`Hyp.rank_score` (hypotheses an n-best expansion appended are not ranked against
+    the search's)."""
     bad = 0
     for u in utts:
         hyps = [h for h in u.hyps if h.source == "search"]
-        bad += any(a.first_pass_score < b.first_pass_score for a, b in zip(hyps, hyps[1:], strict=False))
+        bad += any(a.rank_score < b.rank_score for a, b in zip(hyps, hyps[1:], strict=False))
     if bad:
         logger.warning(
-            "%s: %d utterances list hypotheses not in decreasing am_score + lm_score order; "
+            "%s: %d utterances list hypotheses not in decreasing (am_score + context_score + lm_score) / rank_norm order; "
             "rescoring ranks by that score, not by the list's order",
             nbest,
             bad,
