@@ -14,6 +14,8 @@
 #   bash egs/fsdd/run.sh --pretrained whisper-tiny.en      # fine-tune pretrained Whisper tiny.en (tools/setup.sh
 #                                                          # --whisper); zero-shot Whisper decoded beside it
 #   bash egs/fsdd/run.sh --pretrained whisper-tiny.en --seed 1 --exp-dir exp/whisper-tiny.en-seed1
+#   bash egs/fsdd/run.sh --pretrained whisper-tiny.en --init-from exp/whisper-tiny.en --stage 3 \
+#     --config CONF --exp-dir exp/whisper-tiny.en-more   # continue that fine-tune (CONF: e.g. a lower base-lr)
 #
 # The corpus folder holds audio/<digit>_<speaker>_<index>.{wav,flac} and transcripts.tsv
 # ("utt-id<TAB>text" lines, digits written as words).
@@ -58,7 +60,12 @@ parse_options "$@"
 
 corpus_dir=$(abspath "$corpus_dir")
 init_args=()
-if [ -n "$init_from" ]; then
+if [ -n "$pretrained" ] && [ -n "$init_lang_dir" ]; then
+  echo "run.sh: --init-lang-dir is for a dsr Conformer's --init-from; with --pretrained the recipe's own BPE is used," \
+    "so drop --init-lang-dir" >&2
+  exit 2
+fi
+if [ -n "$init_from" ] && [ -z "$pretrained" ]; then
   if [ -z "$init_lang_dir" ]; then
     echo "run.sh: --init-from needs --init-lang-dir DIR (the lang dir its model was trained with)" >&2
     exit 2
@@ -68,10 +75,6 @@ if [ -n "$init_from" ]; then
   config=${config:-$recipe_dir/conf/finetune.yaml}
   exp_dir=${exp_dir:-exp/finetune}
 fi
-if [ -n "$pretrained" ] && [ -n "$init_from" ]; then
-  echo "run.sh: give --pretrained (a Whisper to start from) or --init-from (a dsr checkpoint), not both" >&2
-  exit 2
-fi
 feats_dir=data/fbank
 feature_flags=()
 avg=${avg:-$([ -n "$pretrained" ] && echo 1 || echo 3)}
@@ -79,6 +82,8 @@ if [ -n "$pretrained" ]; then
   feats_dir=data/whisper_fbank
   feature_flags=(--feature-type whisper-fbank)
   init_args=(--pretrained "$pretrained")
+  # With --init-from too: continue a model fine-tuned from this Whisper (same BPE: the recipe's).
+  [ -n "$init_from" ] && init_args+=(--init-from "$(abspath "$init_from")")
   config=${config:-$recipe_dir/conf/whisper.yaml}
   exp_dir=${exp_dir:-exp/${pretrained##*/}}
 fi
@@ -115,7 +120,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ -z "$init_from" ]; then
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ -z "$init_lang_dir" ]; then
   log "Stage 2: BPE"
   dsr lang --cuts data/manifests/fsdd_supervisions_train.jsonl.gz --lang-dir $lang_dir --vocab-size $vocab_size $force
 fi
