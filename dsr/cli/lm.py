@@ -188,7 +188,8 @@ def ngram(
         ...,
         "--texts",
         help="Training text, one sentence per line, or a supervisions manifest (.jsonl.gz) of the TRAINING "
-        "split (never dev/test text); repeatable.",
+        "split (never dev/test text); repeatable. A text file's repeated lines all count; a manifest's "
+        "texts count once each (repeated takes of a prompt would otherwise weigh it several times).",
     ),
     lang_dir: Path = typer.Option(..., "--lang-dir", help="The lang dir whose BPE pieces are the n-gram's words."),
     out_dir: Path = typer.Option(..., "--out-dir", help="Where lm.arpa goes, e.g. data/lm_ngram4."),
