@@ -249,6 +249,21 @@ def test_speech_llm_stage_without_the_hybrids_nbest_says_which_stage_makes_it(re
     assert not (recipe["work"] / "exp/x").exists()
 
 
+def test_extra_train_cuts_join_the_takes_in_stage_3(recipe):
+    """``--extra-train-cuts`` (pretrain.sh's TTS speech in the recipe; here the tiny dev cuts,
+    which only a test would train on) is trained on beside the takes, with the same two updates."""
+    work = recipe["work"]
+    extra = work / "data/whisper_fbank/arctic_cuts_dev.jsonl.gz"
+    proc = _run(
+        recipe["corpus"], work, *recipe["common"], "--stage", "3", "--stop-stage", "3", "--exp-dir", "exp/extra",
+        "--extra-train-cuts", str(extra),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(work / "exp/extra/epoch-1.pt", map_location="cpu", weights_only=False)
+    assert ckpt["train_config"]["train_cuts"] == f"data/whisper_fbank/arctic_cuts_train.jsonl.gz,{extra}"
+    assert ckpt["global_step"] == 2
+
+
 # ---------------------------------------------------------------- refusals, before any stage runs
 
 
