@@ -7,6 +7,8 @@ ChatML chat template; a tiny Conformer is the encoder.  All on one thread in a f
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 pytest.importorskip("transformers", reason="the speech-LLM needs the optional 'lm' packages (transformers, ...)")
@@ -313,7 +315,12 @@ def test_rerank_nbest_by_speech_llm_likelihood():
             {"text": "HELLO WORLD", "am_score": -2.0},
             {"text": "SET A", "am_score": None},
         ],
-        [{"text": "TURN ON", "am_score": -3.0}, {"text": "THE MAT", "am_score": -3.5}],
+        # The first pass ranked by (am + hotword bonus + fused LM) / rank_norm: -2 / 2 > -3.5 / 1 > -1.5 / 0.25.
+        [
+            {"text": "TURN ON", "am_score": -3.0, "context_score": 1.0, "rank_norm": 2.0},
+            {"text": "THE MAT", "am_score": -3.5},
+            {"text": "ON THE", "am_score": -3.0, "lm_score": 1.5, "rank_norm": 0.25},
+        ],
     ]
     own = model.score(
         enc, enc_lens, [[tok.encode(llm_target(h["text"]), add_special_tokens=False) for h in hs] for hs in nbest]
@@ -325,11 +332,12 @@ def test_rerank_nbest_by_speech_llm_likelihood():
     # A large scale: the speech-LLM's order among hypotheses with a first-pass score.
     by_llm = rerank_nbest(model, tok, enc, enc_lens, nbest, scale=1e6)
     for hs, ss, orig in zip(by_llm, own, nbest):
-        finite = [(s, h["text"]) for h, s in zip(orig, ss) if h["am_score"] is not None]
+        finite = [(s / h.get("rank_norm", 1.0), h["text"]) for h, s in zip(orig, ss) if h["am_score"] is not None]
         assert [h["text"] for h in hs if h["am_score"] is not None] == [t for _, t in sorted(finite, reverse=True)]
         for h in hs:
-            expected = (h["am_score"] if h["am_score"] is not None else float("-inf")) + 1e6 * h["speech_llm_score"]
-            assert h["total_score"] == expected
+            am = h["am_score"]
+            first = -math.inf if am is None else am + h.get("context_score", 0.0) + h.get("lm_score", 0.0)
+            assert h["total_score"] == (first + 1e6 * h["speech_llm_score"]) / h.get("rank_norm", 1.0)
 
 
 def test_per_utterance_prompts_with_hotwords():

@@ -122,7 +122,9 @@ def rerank_nbest(
     nbest: list[list[dict[str, Any]]],
     scale: float = 1.0,
 ) -> list[list[dict[str, Any]]]:
-    """Another system's n-best lists reranked by ``am_score + scale * speech_llm_score``.
+    """Another system's n-best lists reranked by ``(first-pass total + scale * speech_llm_score)
+    / rank_norm``, the first-pass total and ``rank_norm`` being what ``dsr rescore`` ranks by
+    (:class:`dsr.lm.nbest.Hyp`: ``am_score + context_score + lm_score``; absent fields 0, and 1).
 
     ``speech_llm_score`` is the speech-LLM's log p(text + EOS | prompt, speech) of each
     hypothesis's text in the form it was trained on (:func:`llm_target`: sentence case for
@@ -137,8 +139,9 @@ def rerank_nbest(
         ranked = []
         for h, s in zip(hs, ss):
             am = h.get("am_score")
-            am = float("-inf") if am is None else float(am) + float(h.get("lm_score", 0.0))
-            ranked.append({**h, "speech_llm_score": s, "total_score": am + scale * s})
+            first = float("-inf") if am is None else float(am) + h.get("context_score", 0.0) + h.get("lm_score", 0.0)
+            total = (first + scale * s) / h.get("rank_norm", 1.0)
+            ranked.append({**h, "speech_llm_score": s, "total_score": total})
         out.append(sorted(ranked, key=lambda h: -h["total_score"]))
     return out
 
