@@ -31,17 +31,9 @@ def bench() -> ModuleType:
 
 def _tiny_whisper_transducer() -> torch.nn.Module:
     dims = WhisperDims(
-        n_mels=80,
-        n_audio_ctx=1500,
-        n_audio_state=32,
-        n_audio_head=2,
-        n_audio_layer=2,
-        n_vocab=100,
-        n_text_ctx=16,
-        n_text_state=32,
-        n_text_head=2,
-        n_text_layer=1,
-    )
+        n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+        n_vocab=100, n_text_ctx=16, n_text_state=32, n_text_head=2, n_text_layer=1,
+    )  # fmt: skip
     base = ModelConfig(vocab_size=20, decoder_dim=16, joiner_dim=16)
     torch.manual_seed(0)
     return build_model(whisper_model_config(base, dims, (), -1, whisper_decoder=False)).eval()

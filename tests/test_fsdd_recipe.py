@@ -36,31 +36,12 @@ def _errors(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_pretrained_with_init_from_continues_that_fine_tune_on_the_recipe_s_bpe(tmp_path: Path) -> None:
-    proc, calls = _run(
-        tmp_path,
-        "--pretrained",
-        "whisper-tiny.en",
-        "--init-from",
-        "exp/whisper-tiny.en",
-        "--stage",
-        "2",
-        "--stop-stage",
-        "3",
-    )
+    continued = ("--pretrained", "whisper-tiny.en", "--init-from", "exp/whisper-tiny.en")
+    proc, calls = _run(tmp_path, *continued, "--stage", "2", "--stop-stage", "3")
     assert len(calls) == 1 and proc.returncode != 0  # the stage's dsr call fails: no manifests
     (lang,) = calls
     assert lang.startswith("dsr lang ") and "--lang-dir data/lang_bpe_30" in lang
-    proc, calls = _run(
-        tmp_path,
-        "--pretrained",
-        "whisper-tiny.en",
-        "--init-from",
-        "exp/whisper-tiny.en",
-        "--stage",
-        "3",
-        "--stop-stage",
-        "3",
-    )
+    proc, calls = _run(tmp_path, *continued, "--stage", "3", "--stop-stage", "3")
     (train,) = calls
     assert train.startswith("dsr train ") and "--lang-dir data/lang_bpe_30" in train
     assert f"--pretrained whisper-tiny.en --init-from {tmp_path / 'exp' / 'whisper-tiny.en'}" in train
