@@ -63,3 +63,14 @@ def test_init_from_a_conformer_still_needs_its_lang_dir(tmp_path: Path) -> None:
     proc, calls = _run(tmp_path, "--init-from", "x.pt", "--stage", "3")
     assert proc.returncode == 2 and not calls
     assert _errors(proc) == ["run.sh: --init-from needs --init-lang-dir DIR (the lang dir its model was trained with)"]
+
+
+def test_paths_from_the_command_line_are_made_absolute_without_dot_dot(tmp_path: Path) -> None:
+    """Manifests keep the corpus path they were given: ``a/../corpus`` would stop resolving once ``a`` is gone."""
+    (tmp_path / "a").mkdir()
+    proc, calls = _run(tmp_path, "--corpus-dir", "a/../corpus", "--stop-stage", "0", "--num-synth-digits", "0")
+    (prepare,) = calls
+    assert (
+        f"--audio-dir {tmp_path / 'corpus' / 'audio'} --transcripts {tmp_path / 'corpus' / 'transcripts.tsv'}"
+        in prepare
+    )

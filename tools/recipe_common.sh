@@ -8,7 +8,7 @@
 # shell variable some_name, which must already have a default; `--force` alone sets
 # force=--force; `--help` prints the script's leading comment block.  After it, paths
 # given on the command line can be made absolute with `abspath`, relative to where the
-# recipe was called from.
+# recipe was called from, without ".." in them.
 
 caller_dir=$PWD
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
@@ -19,7 +19,9 @@ cd "$recipe_dir"
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"; }
 
-abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
+# Normalised (no "..", symlinks kept): manifests store these paths, and a path through a
+# directory that is later removed (e.g. a worktree's ../shared/data) would stop resolving.
+abspath() { case "$1" in /*) realpath -ms -- "$1" ;; *) realpath -ms -- "$caller_dir/$1" ;; esac; }
 
 parse_options() {
   while [ $# -gt 0 ]; do
