@@ -155,6 +155,31 @@ def test_feature_paths_resolve_from_the_manifest_folder(tmp_path: Path, monkeypa
         check_feature_storage(CutSet.from_cuts(loaded), cuts)
 
 
+def test_a_manifest_recording_that_cannot_be_read_is_one_line_naming_it(tmp_path: Path) -> None:
+    """What decoding, reference systems and benches read through: a recording whose file is
+    gone or is not audio (the manifest outlived it) gives one line with the id, the path and
+    the fix, not lhotse's several-backend report."""
+    from lhotse import Recording
+
+    from dsr.features.audio import load_recording_mono
+
+    sf.write(tmp_path / "a.wav", tone(1.0), SR)
+    rec = Recording.from_file(tmp_path / "a.wav", recording_id="rec1")
+    assert load_recording_mono(rec, 0.0, rec.duration, SR).shape == (SR,)
+    (tmp_path / "a.wav").write_bytes(b"not audio at all" * 100)
+    with pytest.raises(DsrUserError) as bad:
+        load_recording_mono(rec, 0.0, rec.duration, SR)
+    assert str(bad.value).startswith(f"recording rec1 ({tmp_path / 'a.wav'}): cannot read its audio (")
+    assert "\n" not in str(bad.value) and str(bad.value).endswith("convert it to wav/flac and re-run the prepare stage")
+    (tmp_path / "a.wav").unlink()
+    with pytest.raises(DsrUserError) as gone:
+        load_recording_mono(rec, 0.0, rec.duration, SR)
+    assert str(gone.value) == (
+        f"recording rec1 ({tmp_path / 'a.wav'}): no such audio file; "
+        "fix the path in the recordings manifest or re-run the prepare stage"
+    )
+
+
 def test_transcribing_a_directory_says_so(tmp_path: Path) -> None:
     from dsr.features.audio import load_audio_mono
 

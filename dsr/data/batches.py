@@ -19,6 +19,7 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 
 from dsr.data.cuts import make_sampler, pad_features
+from dsr.errors import DsrUserError
 from dsr.features.audio import load_recording_mono
 from dsr.features.fbank import FbankConfig
 from dsr.features.frontend import FrontendConfig, compute_frontend
@@ -89,7 +90,8 @@ class DecodeBatches:
                 try:
                     feats = cut_features(cut, self.frontend)
                 except Exception as e:  # lhotse, soundfile and the codecs raise many types for bad files
-                    self.unreadable.append(Unreadable(cut.id, cut_source(cut), f"{type(e).__name__}: {e}"))
+                    why = str(e) if isinstance(e, DsrUserError) else f"{type(e).__name__}: {e}"  # ours already say what
+                    self.unreadable.append(Unreadable(cut.id, cut_source(cut), why))
                     continue
                 if feats.size(0) < MIN_FRAMES:
                     # The encoder's subsampling needs a few frames; one such cut used to abort the run.

@@ -64,8 +64,21 @@ def load_recording_mono(rec: Recording, offset: float, duration: float, target_s
     serves cuts, supervisions and noise segments.
     """
     whole = offset == 0 and duration >= rec.duration
-    audio = to_mono(rec.load_audio(offset=offset, duration=None if whole else duration))
+    try:
+        audio = to_mono(rec.load_audio(offset=offset, duration=None if whole else duration))
+    except Exception as e:  # lhotse wraps every backend's error in a multi-line AudioLoadingError
+        raise DsrUserError(_unreadable_recording(rec, e)) from e
     return resample(np.asarray(audio, dtype=np.float32), rec.sampling_rate, target_sr)
+
+
+def _unreadable_recording(rec: Recording, error: Exception) -> str:
+    """One line naming the recording, its file and the fix."""
+    source = rec.sources[0]
+    where = f"recording {rec.id} ({source.source})"
+    if source.type == "file" and not Path(source.source).is_file():
+        return f"{where}: no such audio file; fix the path in the recordings manifest or re-run the prepare stage"
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"{where}: cannot read its audio ({first_line}); convert it to wav/flac and re-run the prepare stage"
 
 
 def load_audio_mono(path: Path | str, target_sr: int = 16000) -> np.ndarray:

@@ -78,7 +78,7 @@ def _process_chunk(args: tuple) -> tuple[list[MonoCut], list[tuple[str, str]]]:
             try:
                 audio = load_recording_mono(rec, sup.start, sup.duration, cfg.sampling_rate)
             except Exception as e:  # any decoding error is a bad file, reported not fatal
-                skipped.append((rec.id, f"unreadable audio ({rec.sources[0].source}): {e}"))
+                skipped.append((rec.id, f"unreadable audio: {e}"))  # e names the file and the fix
                 continue
             for factor in factors:
                 suffix = "" if factor == 1.0 else f"_sp{factor}"
