@@ -89,6 +89,25 @@ def test_nbest_is_sorted_unique_and_batching_does_not_change_it(encoded) -> None
         assert [h.am_score for h in alone] == pytest.approx([h.am_score for h in hyps], abs=1e-4)
 
 
+def test_search_builds_no_autograd_graph() -> None:
+    """Called with gradients enabled (a caller outside inference_mode), the search still records
+    no graph: its rows and scores hold no history."""
+    model = small_model(seed=3)
+    enc, lens = model.encode(torch.randn(1, 60, 20), torch.tensor([60]))
+    assert enc.requires_grad
+    calls = []
+    original = model.joiner.forward
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out.requires_grad)
+        return out
+
+    model.joiner.forward = spy
+    modified_beam_search(model, enc, lens, beam_size=4)
+    assert calls and not any(calls)
+
+
 def test_unpruned_scores_equal_brute_force_over_alignments() -> None:
     """With a beam that prunes nothing, each hypothesis' am_score is the exact log-sum
     over all one-symbol-per-frame alignments of its tokens."""
