@@ -5,28 +5,20 @@ instead of failing on an encoder that has no ``causal`` attribute.  Speed is not
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from bench_module import load_bench
 
 from dsr.models.config import ModelConfig, build_model
 from dsr.models.whisper.model import WhisperDims
 from dsr.models.whisper.pretrained import whisper_model_config
 
-REPO = Path(__file__).parents[1]
-
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_decode", REPO / "bench" / "decode.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("decode")
 
 
 def _tiny_whisper_transducer() -> torch.nn.Module:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from bench_module import load_bench
 
 from dsr.features.frontend import frontend_to_dict
 from dsr.features.whisper_fbank import WhisperFbankConfig
@@ -42,11 +42,7 @@ def _installed(module: str) -> bool:
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("whisper_speed", REPO / "bench" / "whisper_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("whisper_speed")
 
 
 @pytest.fixture(scope="module")

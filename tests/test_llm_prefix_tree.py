@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 pytest.importorskip("transformers", reason="LLM rescoring needs the optional 'lm' packages (transformers, ...)")
 
 import torch  # noqa: E402
+from bench_module import load_bench  # noqa: E402
 
 from dsr.lm.prefix_tree import PrefixTree, chunk_by_prefix  # noqa: E402
 from dsr.lm.scorer import LlmScorer  # noqa: E402
 from dsr.lm.train_scratch import LmSize, build_config, train_bpe_tokenizer, train_lm  # noqa: E402
 
-REPO = Path(__file__).parents[1]
 SENTENCES = [f"{v} THE {r} LIGHTS" for v in ("TURN ON", "TURN OFF", "DIM") for r in ("KITCHEN", "BEDROOM", "HALL")]
 # n-best-like: shared beginnings, a duplicate after the transform, an empty text, one word, a prefix of another
 NBEST = [
@@ -87,16 +84,7 @@ ARCTIC_NBEST = [
 TINY = LmSize(hidden_size=32, num_layers=2, num_heads=2, num_experts=4, max_positions=64)
 
 
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llm_rescore_speed", REPO / "bench" / "llm_rescore_speed.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("llm_rescore_speed")
 
 
 @pytest.fixture(autouse=True)
